@@ -1,0 +1,212 @@
+//! DTMF tone generator: keys at a chosen level, twist, frequency offset and duration.
+//!
+//! Used by tests, fixtures, the demo's simulated caller and prompts. Not on the masking path.
+
+use crate::key::DtmfKey;
+use crate::level;
+use crate::noise::NoiseSource;
+use crate::SAMPLE_RATE;
+
+/// How a key is to sound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ToneSpec {
+    /// Level of the low-group tone, dBm0.
+    pub level_dbm0: f32,
+    /// High-group level minus low-group level, dB: negative is normal twist, positive reverse.
+    pub twist_db: f32,
+    /// Relative frequency offsets of the low and high tone (0.015 = +1.5 %).
+    pub freq_offset: (f32, f32),
+    /// Starting phases of the low and high tone, radians.
+    pub phase: (f32, f32),
+    /// Tone length in milliseconds.
+    pub duration_ms: u32,
+}
+
+impl Default for ToneSpec {
+    /// -10 dBm0 per tone, no twist, exact frequencies, 80 ms.
+    fn default() -> Self {
+        ToneSpec {
+            level_dbm0: -10.0,
+            twist_db: 0.0,
+            freq_offset: (0.0, 0.0),
+            phase: (0.0, 0.0),
+            duration_ms: 80,
+        }
+    }
+}
+
+/// Generates one key's dual tone, in as many calls to [`fill`](Self::fill) as the caller likes.
+#[derive(Debug, Clone)]
+pub struct DtmfGenerator {
+    step: (f64, f64),
+    phase: (f64, f64),
+    amp: (f64, f64),
+    remaining: usize,
+}
+
+impl DtmfGenerator {
+    /// A generator for `key` sounding as `spec` says.
+    pub fn new(key: DtmfKey, spec: &ToneSpec) -> Self {
+        let (fl, fh) = key.frequencies();
+        let tau = 2.0 * core::f64::consts::PI;
+        let rate = SAMPLE_RATE as f64;
+        DtmfGenerator {
+            step: (
+                tau * fl as f64 * (1.0 + spec.freq_offset.0 as f64) / rate,
+                tau * fh as f64 * (1.0 + spec.freq_offset.1 as f64) / rate,
+            ),
+            phase: (spec.phase.0 as f64, spec.phase.1 as f64),
+            amp: (
+                level::amplitude(spec.level_dbm0) as f64,
+                level::amplitude(spec.level_dbm0 + spec.twist_db) as f64,
+            ),
+            remaining: samples_for_ms(spec.duration_ms),
+        }
+    }
+
+    /// Writes the next samples into `out`; returns how many (fewer once the tone ends).
+    pub fn fill(&mut self, out: &mut [i16]) -> usize {
+        let n = out.len().min(self.remaining);
+        for o in &mut out[..n] {
+            let v = self.amp.0 * self.phase.0.sin() + self.amp.1 * self.phase.1.sin();
+            *o = v.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16;
+            self.phase.0 += self.step.0;
+            self.phase.1 += self.step.1;
+        }
+        self.remaining -= n;
+        n
+    }
+
+    /// Samples still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+}
+
+/// Number of samples in `ms` milliseconds at 8 kHz.
+pub fn samples_for_ms(ms: u32) -> usize {
+    ms as usize * SAMPLE_RATE as usize / 1000
+}
+
+/// Appends `key` sounding as `spec` says to `out`; returns the tone's sample range in `out`.
+pub fn append_key(out: &mut Vec<i16>, key: DtmfKey, spec: &ToneSpec) -> core::ops::Range<usize> {
+    let start = out.len();
+    let mut g = DtmfGenerator::new(key, spec);
+    out.resize(start + g.remaining(), 0);
+    g.fill(&mut out[start..]);
+    start..out.len()
+}
+
+/// Appends `ms` milliseconds of silence to `out`.
+pub fn append_silence(out: &mut Vec<i16>, ms: u32) {
+    out.resize(out.len() + samples_for_ms(ms), 0);
+}
+
+/// A key placed in a generated signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedKey {
+    /// The key.
+    pub key: DtmfKey,
+    /// Sample range of its tone.
+    pub range: core::ops::Range<usize>,
+}
+
+/// A generated signal and the keys in it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyedSignal {
+    /// 8 kHz samples.
+    pub samples: Vec<i16>,
+    /// Keys in order.
+    pub keys: Vec<PlacedKey>,
+}
+
+impl KeyedSignal {
+    /// The keys as a string, e.g. `"4242#"`.
+    pub fn key_string(&self) -> String {
+        self.keys.iter().map(|k| k.key.as_char()).collect()
+    }
+}
+
+/// A caller keying `keys` (`0-9 * # A-D`; other characters are skipped) at human pace, the way
+/// the battery's card-entry cases do: 500 ms lead-in; tones of 60-150 ms at -20…-4 dBm0 with
+/// up to ±3 dB twist and ±1 % frequency error; 50-300 ms between keys and 0.8-2 s after `#`;
+/// white noise `snr_db` below a -10 dBm0 key (`None`: a clean line). Deterministic per `seed`.
+pub fn human_keying(keys: &str, seed: u32, snr_db: Option<f32>) -> KeyedSignal {
+    let mut rng = NoiseSource::new(seed);
+    let mut out = KeyedSignal::default();
+    append_silence(&mut out.samples, 500);
+    for c in keys.chars() {
+        let Some(key) = DtmfKey::from_char(c) else {
+            continue;
+        };
+        let spec = ToneSpec {
+            level_dbm0: rng.range(-20.0, -4.0),
+            twist_db: rng.range(-3.0, 3.0),
+            freq_offset: (rng.range(-0.01, 0.01), rng.range(-0.01, 0.01)),
+            phase: (
+                rng.range(0.0, core::f32::consts::TAU),
+                rng.range(0.0, core::f32::consts::TAU),
+            ),
+            duration_ms: rng.range(60.0, 150.0) as u32,
+        };
+        let range = append_key(&mut out.samples, key, &spec);
+        out.keys.push(PlacedKey { key, range });
+        let gap = if key == DtmfKey::Hash {
+            rng.range(800.0, 2000.0)
+        } else {
+            rng.range(50.0, 300.0)
+        };
+        append_silence(&mut out.samples, gap as u32);
+    }
+    if let Some(snr) = snr_db {
+        add_noise(&mut out.samples, snr, seed ^ 0xA5A5_A5A5);
+    }
+    out
+}
+
+/// Adds white Gaussian noise `snr_db` below a -10 dBm0 key (two tones at -10 dBm0 each).
+pub fn add_noise(samples: &mut [i16], snr_db: f32, seed: u32) {
+    let key_power = 2.0 * level::sine_power(-10.0);
+    let sigma = (key_power / 10f32.powf(snr_db / 10.0)).sqrt();
+    let mut rng = NoiseSource::new(seed);
+    for s in samples {
+        let v = *s as f32 + sigma * rng.gaussian();
+        *s = v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_and_length_are_as_asked() {
+        let spec = ToneSpec {
+            level_dbm0: -20.0,
+            twist_db: 0.0,
+            duration_ms: 100,
+            ..ToneSpec::default()
+        };
+        let mut v = Vec::new();
+        let r = append_key(&mut v, DtmfKey::D5, &spec);
+        assert_eq!(r, 0..800);
+        let power: f64 = v.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / v.len() as f64;
+        // Two tones, each at -20 dBm0: total 3 dB above one.
+        let want = 2.0 * level::sine_power(-20.0) as f64;
+        assert!((power / want - 1.0).abs() < 0.02, "{power} vs {want}");
+    }
+
+    #[test]
+    fn fills_across_calls() {
+        let spec = ToneSpec::default();
+        let mut whole = vec![0i16; 640];
+        DtmfGenerator::new(DtmfKey::Hash, &spec).fill(&mut whole);
+        let mut g = DtmfGenerator::new(DtmfKey::Hash, &spec);
+        let mut parts = vec![0i16; 640];
+        let (a, b) = parts.split_at_mut(100);
+        assert_eq!(g.fill(a), 100);
+        assert_eq!(g.fill(b), 540);
+        assert_eq!(g.fill(&mut [0i16; 10]), 0);
+        assert_eq!(whole, parts);
+    }
+}

@@ -1,0 +1,26 @@
+//! tonegate's signal processing: G.711, a Goertzel filter bank, a streaming DTMF detector,
+//! a DTMF generator and a masker.
+//!
+//! Everything here is sans-IO: plain values in, plain values out, no clocks, sockets or threads,
+//! and no allocation per frame once constructed. Time is counted in samples at 8 kHz.
+
+#![warn(missing_docs)]
+
+pub mod detector;
+pub mod g711;
+pub mod generator;
+pub mod goertzel;
+pub mod key;
+pub mod level;
+pub mod masker;
+pub mod noise;
+
+pub use detector::{DtmfDetector, KeyPress, SAMPLE_RATE, SUB_BLOCK};
+pub use g711::G711Law;
+pub use generator::{DtmfGenerator, ToneSpec};
+pub use key::DtmfKey;
+pub use masker::{mask_signal, FrameVerdict, MaskReport, Masker, MaskerError, MaskingMode};
+pub use noise::NoiseSource;
+
+/// Samples in a 20 ms frame at 8 kHz, the usual RTP packetisation.
+pub const FRAME_SAMPLES: usize = 160;

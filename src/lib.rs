@@ -1,0 +1,10 @@
+//! tonegate: a secure-capture gateway for contact-centre card payments.
+//!
+//! See `README.md` for the tour and `../shared/design.md` for the architecture. The signal
+//! processing lives in the `tonegate-dsp` crate (`dsp/`); this crate holds the rest of the
+//! data path and the IO around it.
+
+pub mod api;
+pub mod config;
+pub mod server;
+pub mod wav;

@@ -1,0 +1,165 @@
+//! The `tonegate` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tonegate::config::{Config, LogFormat};
+use tonegate_dsp::{DtmfDetector, MaskingMode};
+
+/// tonegate: a secure-capture gateway for card payments keyed on a phone.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (HTTP API, relay, payment pages).
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/tonegate.toml")]
+        config: PathBuf,
+    },
+    /// Detect DTMF keys in a mono 16-bit 8 kHz WAV file.
+    ///
+    /// Prints one JSON object per key, one per line, in order:
+    /// {"digit":"5","start_ms":120,"end_ms":200}. Nothing else goes to stdout; errors go to
+    /// stderr with a non-zero exit status.
+    Detect {
+        /// The WAV file.
+        file: PathBuf,
+    },
+    /// Mask every key in a WAV file the way the relay masks the agent leg.
+    ///
+    /// Writes the masked audio to OUTPUT and prints a JSON summary (frames, frames masked,
+    /// keys found; never the keys themselves).
+    Mask {
+        /// Input: mono 16-bit 8 kHz WAV.
+        input: PathBuf,
+        /// Output WAV (same format and length).
+        output: PathBuf,
+        /// What masked frames are replaced with.
+        #[arg(long, value_enum, default_value_t = MaskMode::Silence)]
+        mode: MaskMode,
+        /// Comfort-noise level in dBm0 (with --mode noise).
+        #[arg(long, default_value_t = -55.0, allow_hyphen_values = true)]
+        noise_level: f32,
+        /// Look-ahead in 20 ms frames (0-3).
+        #[arg(long, default_value_t = 1)]
+        lookahead: usize,
+    },
+}
+
+/// Replacement audio for masked frames.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MaskMode {
+    /// Digital silence.
+    Silence,
+    /// Comfort noise at --noise-level.
+    Noise,
+    /// A uniform 1 kHz beep, the same for every key.
+    Beep,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Detect { file } => detect(&file),
+        Command::Mask {
+            input,
+            output,
+            mode,
+            noise_level,
+            lookahead,
+        } => {
+            let mode = match mode {
+                MaskMode::Silence => MaskingMode::Silence,
+                MaskMode::Noise => MaskingMode::ComfortNoise {
+                    level_dbm0: noise_level,
+                },
+                MaskMode::Beep => MaskingMode::Beep,
+            };
+            mask(&input, &output, mode, lookahead)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tonegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(tonegate::server::serve(
+        config,
+        tonegate::server::shutdown_signal(),
+    ))
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn detect(file: &Path) -> anyhow::Result<()> {
+    let samples = tonegate::wav::read_pcm8k(file)?;
+    let mut det = DtmfDetector::new();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut print = |det: &mut DtmfDetector| -> anyhow::Result<()> {
+        while let Some(k) = det.poll_key() {
+            writeln!(
+                out,
+                "{{\"digit\":\"{}\",\"start_ms\":{},\"end_ms\":{}}}",
+                k.key,
+                k.start / 8,
+                k.end / 8
+            )
+            .context("writing to stdout")?;
+        }
+        Ok(())
+    };
+    for chunk in samples.chunks(tonegate_dsp::FRAME_SAMPLES) {
+        det.process(chunk);
+        print(&mut det)?;
+    }
+    det.flush();
+    print(&mut det)?;
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
+fn mask(input: &Path, output: &Path, mode: MaskingMode, lookahead: usize) -> anyhow::Result<()> {
+    let samples = tonegate::wav::read_pcm8k(input)?;
+    let (masked, report) =
+        tonegate_dsp::mask_signal(&samples, tonegate_dsp::FRAME_SAMPLES, mode, lookahead)?;
+    tonegate::wav::write_pcm8k(output, &masked)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({"frames": report.frames, "masked": report.masked, "keys": report.keys.len()})
+    );
+    Ok(())
+}
