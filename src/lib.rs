@@ -5,6 +5,8 @@
 //! data path and the IO around it.
 
 pub mod api;
+#[doc(hidden)]
+pub mod baseline;
 pub mod config;
 pub mod server;
 pub mod wav;

@@ -33,6 +33,10 @@ enum Command {
     Detect {
         /// The WAV file.
         file: PathBuf,
+        /// Instead of printing keys, run the detector over the file N times and print its
+        /// speed to stderr as `audio_s_per_cpu_s X` (as the battery's spandsp_detect does).
+        #[arg(long, value_name = "N")]
+        bench: Option<u32>,
     },
     /// Mask every key in a WAV file the way the relay masks the agent leg.
     ///
@@ -70,7 +74,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::Detect { file } => detect(&file),
+        Command::Detect { file, bench: None } => detect(&file),
+        Command::Detect {
+            file,
+            bench: Some(n),
+        } => detect_bench(&file, n),
         Command::Mask {
             input,
             output,
@@ -162,4 +170,41 @@ fn mask(input: &Path, output: &Path, mode: MaskingMode, lookahead: usize) -> any
         serde_json::json!({"frames": report.frames, "masked": report.masked, "keys": report.keys.len()})
     );
     Ok(())
+}
+
+fn detect_bench(file: &Path, passes: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(passes > 0, "--bench needs at least one pass");
+    let samples = tonegate::wav::read_pcm8k(file)?;
+    let start = process_cpu_seconds();
+    let mut keys = 0usize;
+    for _ in 0..passes {
+        let mut det = DtmfDetector::new();
+        for chunk in samples.chunks(tonegate_dsp::FRAME_SAMPLES) {
+            det.process(chunk);
+            while det.poll_key().is_some() {
+                keys += 1;
+            }
+        }
+        det.flush();
+    }
+    let cpu = process_cpu_seconds() - start;
+    let audio = samples.len() as f64 / 8000.0 * passes as f64;
+    eprintln!("audio_s_per_cpu_s {:.0}", audio / cpu);
+    eprintln!(
+        "keys {} per pass, {:.3} us per 20 ms frame",
+        keys / passes as usize,
+        cpu * 1e6 / (audio * 50.0)
+    );
+    Ok(())
+}
+
+/// CPU time this process has used, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }

@@ -106,6 +106,8 @@ pub const MIN_VALID_WINDOWS: u32 = 2;
 const PRESENCE_GROUP_MARGIN: f32 = 4.0;
 const GAP_END: u32 = MIN_OFF_MS / SUB_BLOCK_MS;
 const MIN_ON_BLOCKS: u32 = MIN_ON_MS.div_ceil(SUB_BLOCK_MS);
+/// Sub-blocks run through the filter bank together (see `goertzel` for why four).
+const PAIR: usize = 4;
 const EVENT_CAPACITY: usize = 16;
 const SPAN_CAPACITY: usize = 4;
 
@@ -184,7 +186,7 @@ pub struct DtmfDetector {
 
     staging: [f32; SUB_BLOCK],
     staged: usize,
-    scratch: [f32; WINDOW * SUB_BLOCK],
+    scratch: [f32; PAIR * SUB_BLOCK],
     history: [BlockTerms; HISTORY],
     blocks: u64,
     /// Sub-blocks before this one belong to an earlier tone.
@@ -252,7 +254,7 @@ impl DtmfDetector {
             relative_peak: db_to_power(RELATIVE_PEAK_DB),
             staging: [0.0; SUB_BLOCK],
             staged: 0,
-            scratch: [0.0; WINDOW * SUB_BLOCK],
+            scratch: [0.0; PAIR * SUB_BLOCK],
             history: [BlockTerms::default(); HISTORY],
             blocks: 0,
             floor_block: 0,
@@ -296,16 +298,16 @@ impl DtmfDetector {
             self.bank.run::<1, SUB_BLOCK>(&self.staging, &mut out);
             self.push_block(&out[0]);
         }
-        while x.len() >= WINDOW * SUB_BLOCK {
-            for (d, &s) in self.scratch.iter_mut().zip(&x[..WINDOW * SUB_BLOCK]) {
+        while x.len() >= PAIR * SUB_BLOCK {
+            for (d, &s) in self.scratch.iter_mut().zip(&x[..PAIR * SUB_BLOCK]) {
                 *d = s as f32;
             }
-            let mut out = [BlockTerms::default(); WINDOW];
-            self.bank.run::<WINDOW, SUB_BLOCK>(&self.scratch, &mut out);
+            let mut out = [BlockTerms::default(); PAIR];
+            self.bank.run::<PAIR, SUB_BLOCK>(&self.scratch, &mut out);
             for b in &out {
                 self.push_block(b);
             }
-            x = &x[WINDOW * SUB_BLOCK..];
+            x = &x[PAIR * SUB_BLOCK..];
         }
         while x.len() >= SUB_BLOCK {
             for (d, &s) in self.scratch.iter_mut().zip(&x[..SUB_BLOCK]) {
@@ -514,11 +516,11 @@ impl DtmfDetector {
     /// apart is the 20 ms window's job.
     fn present(&self, row: usize, col: usize, index: u64) -> bool {
         let b = self.block(index);
-        let pr = b.power(row);
-        let pc = b.power(4 + col);
+        let pr = b.power[row];
+        let pc = b.power[4 + col];
         for k in 0..4 {
-            if (k != row && b.power(k) > PRESENCE_GROUP_MARGIN * pr)
-                || (k != col && b.power(4 + k) > PRESENCE_GROUP_MARGIN * pc)
+            if (k != row && b.power[k] > PRESENCE_GROUP_MARGIN * pr)
+                || (k != col && b.power[4 + k] > PRESENCE_GROUP_MARGIN * pc)
             {
                 return false;
             }
@@ -539,6 +541,25 @@ impl DtmfDetector {
         let total: f32 = (0..WINDOW).map(|j| self.block(now - j as u64).energy).sum();
         // Too quiet to hold two tones at the minimum level: most of silence stops here.
         if total < 2.0 * self.min_window_tone_energy {
+            return None;
+        }
+        // Incoherent sums of sub-block powers bound each frequency's on-frequency energy from
+        // above (Cauchy-Schwarz): a window whose best row and column cannot reach the level
+        // and share thresholds even on this bound fails for certain. Most speech stops here.
+        let mut bound = [0.0f32; BANK_SIZE];
+        for j in 0..WINDOW {
+            let p = &self.block(now - j as u64).power;
+            for k in 0..BANK_SIZE {
+                bound[k] += p[k];
+            }
+        }
+        let scale = 2.0 / SUB_BLOCK as f32;
+        let best_row = bound[..4].iter().fold(0.0f32, |m, &v| m.max(v)) * scale;
+        let best_col = bound[4..].iter().fold(0.0f32, |m, &v| m.max(v)) * scale;
+        if best_row < self.min_window_tone_energy
+            || best_col < self.min_window_tone_energy
+            || best_row + best_col < MIN_WINDOW_ENERGY_SHARE * total
+        {
             return None;
         }
         // Coherent (phase-aligned) sums for all eight frequencies.
