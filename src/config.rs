@@ -1,6 +1,6 @@
 //! Configuration: `config/tonegate.toml`, with every value defaulted so an empty file works.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -43,6 +43,138 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// OAuth2 clients and tokens.
+    pub auth: AuthConfig,
+    /// The RTP relay.
+    pub relay: RelayConfig,
+}
+
+/// OAuth2 settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token lifetime in seconds.
+    pub token_lifetime_s: u64,
+    /// Token signing key, base64 (32+ bytes). Without one a random key is made at start-up,
+    /// so tokens do not survive a restart.
+    pub signing_key: Option<String>,
+    /// API clients.
+    pub clients: Vec<ClientConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_lifetime_s: 3600,
+            signing_key: None,
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// One API client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// Plain secret: development only (`serve` warns).
+    pub secret: Option<String>,
+    /// argon2 PHC hash of the secret (`tonegate hash-secret`).
+    pub secret_hash: Option<String>,
+    /// Scopes the client may ask for.
+    pub scopes: Vec<crate::auth::Scope>,
+    /// Account configuration ids it may use; `"*"` for all.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+/// What masked audio frames are replaced with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskingSetting {
+    /// Digital silence.
+    Silence,
+    /// Comfort noise at `comfort_noise_dbm0`.
+    ComfortNoise,
+    /// A uniform 1 kHz beep.
+    Beep,
+}
+
+/// RTP relay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// IPv4 address relay ports are bound on.
+    pub bind_ipv4: Ipv4Addr,
+    /// IPv6 address relay ports are bound on (calls whose remote is IPv6, or that ask).
+    pub bind_ipv6: Ipv6Addr,
+    /// Lowest relay port (RTP ports are even, RTCP the odd one above).
+    pub port_min: u16,
+    /// Highest relay port.
+    pub port_max: u16,
+    /// A call with no packet on either leg for this long is removed.
+    pub media_timeout_s: u64,
+    /// Most concurrent calls.
+    pub max_calls: usize,
+    /// Secure-mode look-ahead in 20 ms frames (0-3).
+    pub lookahead_frames: usize,
+    /// Replacement for masked frames.
+    pub masking: MaskingSetting,
+    /// Comfort-noise level, dBm0.
+    pub comfort_noise_dbm0: f32,
+    /// What consumed telephone-events become on the agent leg: `"drop"`, or a key (`"A"`)
+    /// sent in their place so agent equipment sees "a key" but never which.
+    pub telephone_event_replacement: String,
+    /// Follow a remote whose address changes instead of dropping its packets.
+    pub relatch: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            bind_ipv4: Ipv4Addr::LOCALHOST,
+            bind_ipv6: Ipv6Addr::LOCALHOST,
+            port_min: 30000,
+            port_max: 39999,
+            media_timeout_s: 60,
+            max_calls: 10_000,
+            lookahead_frames: 1,
+            masking: MaskingSetting::Silence,
+            comfort_noise_dbm0: -55.0,
+            telephone_event_replacement: "drop".into(),
+            relatch: false,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The masking mode these settings describe.
+    pub fn masking_mode(&self) -> tonegate_dsp::MaskingMode {
+        match self.masking {
+            MaskingSetting::Silence => tonegate_dsp::MaskingMode::Silence,
+            MaskingSetting::ComfortNoise => tonegate_dsp::MaskingMode::ComfortNoise {
+                level_dbm0: self.comfort_noise_dbm0,
+            },
+            MaskingSetting::Beep => tonegate_dsp::MaskingMode::Beep,
+        }
+    }
+
+    /// The telephone-event replacement these settings describe.
+    pub fn event_replacement(&self) -> Option<crate::media::EventReplacement> {
+        let s = self.telephone_event_replacement.trim();
+        if s.eq_ignore_ascii_case("drop") {
+            return Some(crate::media::EventReplacement::Drop);
+        }
+        let mut chars = s.chars();
+        match (
+            chars.next().and_then(tonegate_dsp::DtmfKey::from_char),
+            chars.next(),
+        ) {
+            (Some(k), None) => Some(crate::media::EventReplacement::FixedKey(k)),
+            _ => None,
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -126,6 +258,71 @@ impl Config {
             return Err(invalid(
                 "server.max_body_bytes must be at least 1024".into(),
             ));
+        }
+        let r = &self.relay;
+        if r.port_min < 1024 || r.port_min >= r.port_max || r.port_max - r.port_min < 3 {
+            return Err(invalid(format!(
+                "relay.port_min..port_max must be a range of at least 4 ports above 1023, got {}..{}",
+                r.port_min, r.port_max
+            )));
+        }
+        if r.lookahead_frames > tonegate_dsp::masker::MAX_LOOKAHEAD {
+            return Err(invalid(format!(
+                "relay.lookahead_frames must be 0-{}, got {}",
+                tonegate_dsp::masker::MAX_LOOKAHEAD,
+                r.lookahead_frames
+            )));
+        }
+        if r.event_replacement().is_none() {
+            return Err(invalid(format!(
+                "relay.telephone_event_replacement must be \"drop\" or one key (0-9 * # A-D), got {:?}",
+                r.telephone_event_replacement
+            )));
+        }
+        if r.media_timeout_s == 0 || r.max_calls == 0 {
+            return Err(invalid(
+                "relay.media_timeout_s and relay.max_calls must be above 0".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.auth.clients {
+            if !ids.insert(c.id.as_str()) {
+                return Err(invalid(format!(
+                    "auth.clients: client id {:?} appears twice",
+                    c.id
+                )));
+            }
+            match (&c.secret, &c.secret_hash) {
+                (Some(_), None) => {}
+                (None, Some(h)) => {
+                    if argon2::password_hash::PasswordHash::new(h).is_err() {
+                        return Err(invalid(format!(
+                            "auth.clients {:?}: secret_hash is not an argon2 PHC string (make one with `tonegate hash-secret`)",
+                            c.id
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "auth.clients {:?}: set exactly one of secret (development) or secret_hash",
+                        c.id
+                    )))
+                }
+            }
+            if c.scopes.is_empty() {
+                return Err(invalid(format!("auth.clients {:?}: scopes is empty", c.id)));
+            }
+        }
+        if let Some(k) = &self.auth.signing_key {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(k) {
+                Ok(b) if b.len() >= 32 => {}
+                _ => {
+                    return Err(invalid(
+                        "auth.signing_key must be base64 of at least 32 bytes".into(),
+                    ))
+                }
+            }
         }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

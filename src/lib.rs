@@ -5,8 +5,11 @@
 //! data path and the IO around it.
 
 pub mod api;
+pub mod auth;
 #[doc(hidden)]
 pub mod baseline;
 pub mod config;
+pub mod media;
+pub mod relay;
 pub mod server;
 pub mod wav;

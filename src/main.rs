@@ -25,6 +25,10 @@ enum Command {
         #[arg(long, short, default_value = "config/tonegate.toml")]
         config: PathBuf,
     },
+    /// Print an argon2 hash of a client secret, for `secret_hash` in the config.
+    ///
+    /// Reads the secret from stdin (one line) so it stays out of shell history.
+    HashSecret,
     /// Detect DTMF keys in a mono 16-bit 8 kHz WAV file.
     ///
     /// Prints one JSON object per key, one per line, in order:
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::HashSecret => hash_secret(),
         Command::Detect { file, bench: None } => detect(&file),
         Command::Detect {
             file,
@@ -207,4 +212,15 @@ fn process_cpu_seconds() -> f64 {
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn hash_secret() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the secret from stdin")?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(secret.len() >= 16, "use a secret of at least 16 characters");
+    println!("{}", tonegate::auth::hash_secret(secret));
+    Ok(())
 }

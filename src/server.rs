@@ -5,7 +5,12 @@ use std::future::Future;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
+use crate::api::AppState;
+use crate::auth::{Authority, Client, Secret};
 use crate::config::Config;
+use crate::relay::Relay;
 
 /// Serves the gateway on the configured address until `shutdown` completes, then drains
 /// in-flight requests and returns.
@@ -25,14 +30,66 @@ pub async fn serve_on(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_state(listener, build_state(config)?, shutdown).await
+}
+
+/// Serves prepared state on a bound listener (in-process tests keep a handle on the state).
+pub async fn serve_state(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading listener address")?;
-    tracing::info!(%addr, public_url = %config.public_url(), "tonegate listening on http://{addr}");
-    axum::serve(listener, crate::api::router())
+    let relay = state.relay.clone();
+    tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
+    axum::serve(listener, crate::api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
+    relay.stop_all();
     tracing::info!("tonegate stopped");
     Ok(())
+}
+
+/// Builds the shared state from a checked configuration.
+pub fn build_state(config: Config) -> anyhow::Result<AppState> {
+    use base64::Engine;
+    let clients = config
+        .auth
+        .clients
+        .iter()
+        .map(|c| Client {
+            id: c.id.clone(),
+            secret: match (&c.secret, &c.secret_hash) {
+                (_, Some(h)) => Secret::Argon2(h.clone()),
+                (Some(p), None) => Secret::Plain(p.clone()),
+                (None, None) => unreachable!("config validation requires a secret"),
+            },
+            scopes: c.scopes.clone(),
+            accounts: c.accounts.clone(),
+        })
+        .collect();
+    let key = match &config.auth.signing_key {
+        Some(k) => base64::engine::general_purpose::STANDARD
+            .decode(k)
+            .context("auth.signing_key")?,
+        None => {
+            use rand::RngCore;
+            let mut k = vec![0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            k
+        }
+    };
+    let authority = Authority::new(clients, key, config.auth.token_lifetime_s);
+    for id in authority.plain_secret_clients() {
+        tracing::warn!(client = %id, "client {id} uses a plain development secret: replace it with secret_hash (see README, \"Replacing the development client\")");
+    }
+    let relay = Relay::new(config.relay.clone());
+    Ok(AppState {
+        config: Arc::new(config),
+        authority: Arc::new(authority),
+        relay,
+    })
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -1,14 +1,198 @@
-//! HTTP surface: the router and its shared state.
+//! HTTP surface: shared state, errors, authentication, and the router.
 
+mod auth;
+mod metrics;
+mod relay;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::auth::{Authority, Principal, Scope};
+use crate::config::Config;
+use crate::relay::Relay;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration the gateway runs with.
+    pub config: Arc<Config>,
+    /// OAuth2 clients and token keys.
+    pub authority: Arc<Authority>,
+    /// The RTP relay.
+    pub relay: Relay,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Builds the gateway's HTTP router.
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(auth::routes())
+        .merge(relay::routes())
+        .merge(metrics::routes())
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// An error answered as JSON: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    www_authenticate: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with a status, a stable machine code and a human message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            www_authenticate: None,
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        ApiError {
+            www_authenticate: Some("Bearer error=\"invalid_token\""),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response();
+        if let Some(v) = self.www_authenticate {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        }
+        r
+    }
+}
+
+/// A request authenticated by a valid bearer token.
+pub struct Authed(pub Principal);
+
+impl Authed {
+    /// The principal, if its token carries `scope`; 403 otherwise.
+    pub fn require(self, scope: Scope) -> Result<Principal, ApiError> {
+        if self.0.has(scope) {
+            Ok(self.0)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this route needs a token with scope {}", scope.as_str()),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be a Bearer token"))?;
+        state
+            .authority
+            .verify(token.trim(), unix_now())
+            .map(Authed)
+            .map_err(|_| ApiError::unauthorized("token is invalid or expired"))
+    }
+}
+
+/// A JSON body, with clear JSON errors for a wrong content type, malformed JSON or an
+/// oversized body.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(format!(
+                "malformed JSON: {}",
+                e.body_text()
+            ))),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(format!(
+                "invalid request: {}",
+                e.body_text()
+            ))),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                ))
+            }
+            Err(e) => Err(ApiError::new(e.status(), "bad_request", e.body_text())),
+        }
+    }
 }

@@ -1,0 +1,142 @@
+//! `GET /metrics`: Prometheus text exposition. Counts only; never a key, never a card digit.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let t = state.relay.totals();
+    let c = t.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP tonegate_{name} {help}\n# TYPE tonegate_{name} {kind}\ntonegate_{name} {value}"
+        );
+    };
+    metric(
+        "relay_calls_active",
+        "gauge",
+        "Relay calls running now.",
+        t.calls_active,
+    );
+    metric(
+        "relay_calls_created_total",
+        "counter",
+        "Relay calls set up.",
+        t.calls_created,
+    );
+    metric(
+        "relay_calls_timed_out_total",
+        "counter",
+        "Relay calls removed after media silence.",
+        t.calls_timed_out,
+    );
+    metric(
+        "relay_calls_refused_total",
+        "counter",
+        "Relay call set-ups refused (ports or call limit).",
+        t.calls_refused,
+    );
+    metric(
+        "relay_rtp_packets_in_total",
+        "counter",
+        "RTP packets received (both legs).",
+        c.caller_rtp_in + c.agent_rtp_in,
+    );
+    metric(
+        "relay_rtp_packets_out_total",
+        "counter",
+        "RTP packets sent (both legs).",
+        c.caller_rtp_out + c.agent_rtp_out,
+    );
+    metric(
+        "relay_bytes_in_total",
+        "counter",
+        "Bytes received.",
+        c.bytes_in,
+    );
+    metric(
+        "relay_bytes_out_total",
+        "counter",
+        "Bytes sent.",
+        c.bytes_out,
+    );
+    metric(
+        "relay_rtcp_packets_total",
+        "counter",
+        "RTCP packets relayed.",
+        c.rtcp,
+    );
+    metric(
+        "relay_dropped_malformed_total",
+        "counter",
+        "Malformed datagrams dropped.",
+        c.malformed,
+    );
+    metric(
+        "relay_dropped_foreign_source_total",
+        "counter",
+        "Datagrams from unlatched sources dropped.",
+        c.foreign_source,
+    );
+    metric(
+        "relay_dropped_no_destination_total",
+        "counter",
+        "Datagrams dropped for want of a destination.",
+        c.no_destination,
+    );
+    metric(
+        "relay_dropped_send_total",
+        "counter",
+        "Datagrams dropped because the send would block.",
+        c.send_dropped,
+    );
+    metric(
+        "relay_latch_events_total",
+        "counter",
+        "Remote addresses learned or followed.",
+        c.latch_events,
+    );
+    metric(
+        "relay_frames_masked_total",
+        "counter",
+        "Audio frames replaced by masking.",
+        c.frames_masked,
+    );
+    metric(
+        "relay_events_consumed_total",
+        "counter",
+        "telephone-event packets consumed in secure mode.",
+        c.events_consumed,
+    );
+    metric(
+        "relay_uninspectable_total",
+        "counter",
+        "Packets dropped in secure mode as not inspectable.",
+        c.uninspectable,
+    );
+    metric(
+        "relay_keys_captured_total",
+        "counter",
+        "Keys captured in secure mode (a count only).",
+        c.keys_captured,
+    );
+    metric(
+        "relay_duplicate_keys_total",
+        "counter",
+        "Keys received both in-band and as events, delivered once.",
+        c.duplicate_keys,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,343 @@
+//! One relayed call, sans-IO: two legs (caller, agent), each with an RTP and an RTCP channel
+//! (or both on one port with rtcp-mux); symmetric-RTP latching; routing; counters.
+//!
+//! The IO shell hands each received datagram to [`CallMedia::on_datagram`] and sends what it
+//! says to, then drains [`CallMedia::poll_transmit`] and [`CallMedia::poll_key`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tonegate_dsp::{G711Law, MaskingMode};
+
+use super::rtp::{is_rtcp, valid_rtcp, RtpHeader, MAX_DATAGRAM};
+use super::secure::{
+    CapturedKey, Disposition, EventReplacement, SecureConfig, SecureCounters, SecureStream,
+};
+
+/// A leg of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The caller (or IVR) side: the keys come from here.
+    Caller,
+    /// The agent side: must never hear or see a key in secure mode.
+    Agent,
+}
+
+impl Side {
+    /// The other leg.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Agent,
+            Side::Agent => Side::Caller,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// RTP or RTCP socket of a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Media.
+    Rtp,
+    /// Control (on the RTP port + 1, or on the RTP port with rtcp-mux).
+    Rtcp,
+}
+
+/// How a call's media is handled.
+#[derive(Debug, Clone, Copy)]
+pub struct CallMediaConfig {
+    /// Audio codec.
+    pub law: G711Law,
+    /// telephone-event payload type, if negotiated.
+    pub event_pt: Option<u8>,
+    /// RTCP shares the RTP port.
+    pub rtcp_mux: bool,
+    /// Follow a remote that moves (re-latch) instead of dropping its packets.
+    pub relatch: bool,
+    /// Replacement audio in secure mode.
+    pub mode: MaskingMode,
+    /// Secure-mode look-ahead, in packets (0-3).
+    pub lookahead: usize,
+    /// What consumed telephone-events become on the agent leg.
+    pub event_replacement: EventReplacement,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Send from this leg's socket...
+    pub from: Side,
+    /// ...on this channel...
+    pub channel: Channel,
+    /// ...to this address.
+    pub to: SocketAddr,
+    /// Length of the datagram.
+    pub len: usize,
+}
+
+/// Per-call counters, readable while the call runs (one writer, relaxed atomics; never keys).
+#[derive(Debug, Default)]
+pub struct CallCounters {
+    /// RTP packets received, caller and agent leg.
+    pub rtp_in: [AtomicU64; 2],
+    /// RTP packets sent towards caller and agent leg.
+    pub rtp_out: [AtomicU64; 2],
+    /// Bytes received per leg (RTP and RTCP).
+    pub bytes_in: [AtomicU64; 2],
+    /// Bytes sent per leg.
+    pub bytes_out: [AtomicU64; 2],
+    /// RTCP packets relayed.
+    pub rtcp: AtomicU64,
+    /// Datagrams dropped as malformed (bad RTP or RTCP, oversize).
+    pub malformed: AtomicU64,
+    /// Datagrams dropped because they came from an address other than the latched one.
+    pub foreign_source: AtomicU64,
+    /// Datagrams dropped because the other leg's address is not known yet.
+    pub no_destination: AtomicU64,
+    /// Remote addresses learned (first packet) or followed (re-latch).
+    pub latch_events: AtomicU64,
+    /// Audio frames replaced by masking.
+    pub frames_masked: AtomicU64,
+    /// telephone-event packets consumed in secure mode.
+    pub events_consumed: AtomicU64,
+    /// Packets dropped in secure mode because they could not be inspected.
+    pub uninspectable: AtomicU64,
+    /// Keys captured (a count only).
+    pub keys_captured: AtomicU64,
+    /// Keys that arrived both in-band and as events and were delivered once.
+    pub duplicate_keys: AtomicU64,
+}
+
+impl CallCounters {
+    fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Remotes {
+    rtp: Option<SocketAddr>,
+    rtcp: Option<SocketAddr>,
+}
+
+/// One relayed call. See the module documentation.
+pub struct CallMedia {
+    cfg: CallMediaConfig,
+    remotes: [Remotes; 2],
+    secure: SecureStream,
+    secure_seen: SecureCounters,
+    counters: Arc<CallCounters>,
+}
+
+impl CallMedia {
+    /// A call; `caller` and `agent` are the remote RTP addresses if known (else learned).
+    pub fn new(
+        cfg: CallMediaConfig,
+        caller: Option<SocketAddr>,
+        agent: Option<SocketAddr>,
+    ) -> Self {
+        let audio_pt = match cfg.law {
+            G711Law::Ulaw => 0,
+            G711Law::Alaw => 8,
+        };
+        let remotes = |rtp: Option<SocketAddr>| Remotes { rtp, rtcp: None };
+        CallMedia {
+            cfg,
+            remotes: [remotes(caller), remotes(agent)],
+            secure: SecureStream::new(SecureConfig {
+                law: cfg.law,
+                audio_pt,
+                event_pt: cfg.event_pt,
+                mode: cfg.mode,
+                lookahead: cfg.lookahead,
+                event_replacement: cfg.event_replacement,
+            }),
+            secure_seen: SecureCounters::default(),
+            counters: Arc::new(CallCounters::default()),
+        }
+    }
+
+    /// The call's counters (shared; read them any time).
+    pub fn counters(&self) -> Arc<CallCounters> {
+        self.counters.clone()
+    }
+
+    /// Whether secure mode is on.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_secure()
+    }
+
+    /// Turns secure mode on or off.
+    pub fn set_secure(&mut self, on: bool) {
+        self.secure.set_secure(on);
+        self.sync_secure_counters();
+    }
+
+    /// The remote RTP address of a leg, once known.
+    pub fn remote(&self, side: Side) -> Option<SocketAddr> {
+        self.remotes[side.index()].rtp
+    }
+
+    /// A datagram of `len` bytes arrived in `buf` on `side`'s `channel` socket from `from`.
+    /// Returns where to send `buf[..n]` (rewritten in place) now, if anywhere; afterwards drain
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn on_datagram(
+        &mut self,
+        side: Side,
+        channel: Channel,
+        from: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Transmit> {
+        let c = &*self.counters;
+        CallCounters::bump(&c.bytes_in[side.index()], len as u64);
+        if len > MAX_DATAGRAM || len > buf.len() {
+            CallCounters::bump(&c.malformed, 1);
+            return None;
+        }
+        let pkt = &mut buf[..len];
+        let rtcp = channel == Channel::Rtcp || (self.cfg.rtcp_mux && is_rtcp(pkt));
+        if rtcp {
+            return self.on_rtcp(side, channel, from, pkt);
+        }
+        let Ok(hdr) = RtpHeader::parse(pkt) else {
+            CallCounters::bump(&c.malformed, 1);
+            return None;
+        };
+        if !self.latch(side, Channel::Rtp, from) {
+            return None;
+        }
+        CallCounters::bump(&self.counters.rtp_in[side.index()], 1);
+        let Some(to) = self.remotes[side.other().index()].rtp else {
+            CallCounters::bump(&self.counters.no_destination, 1);
+            return None;
+        };
+        let disposition = match side {
+            Side::Caller => self.secure.push(pkt, &hdr),
+            Side::Agent => Disposition::ForwardNow,
+        };
+        if side == Side::Caller && self.secure.counters() != self.secure_seen {
+            self.sync_secure_counters();
+        }
+        match disposition {
+            Disposition::ForwardNow => Some(self.sent(side.other(), Channel::Rtp, to, len, true)),
+            Disposition::Queued | Disposition::Consumed | Disposition::Uninspectable => None,
+        }
+    }
+
+    /// The next datagram the secure path has ready, copied into `out`.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let to = self.remotes[Side::Agent.index()].rtp?;
+        let len = self.secure.poll_transmit(out)?;
+        Some(self.sent(Side::Agent, Channel::Rtp, to, len, true))
+    }
+
+    /// The next key captured in secure mode.
+    pub fn poll_key(&mut self) -> Option<CapturedKey> {
+        self.secure.poll_key()
+    }
+
+    fn on_rtcp(
+        &mut self,
+        side: Side,
+        channel: Channel,
+        from: SocketAddr,
+        pkt: &[u8],
+    ) -> Option<Transmit> {
+        if !valid_rtcp(pkt) {
+            CallCounters::bump(&self.counters.malformed, 1);
+            return None;
+        }
+        if !self.latch(side, Channel::Rtcp, from) {
+            return None;
+        }
+        let other = self.remotes[side.other().index()];
+        let to = if self.cfg.rtcp_mux {
+            other.rtp
+        } else {
+            // RFC 3550 §11: RTCP on the next port up, unless the far end told us otherwise.
+            other.rtcp.or(other
+                .rtp
+                .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))
+        };
+        let Some(to) = to else {
+            CallCounters::bump(&self.counters.no_destination, 1);
+            return None;
+        };
+        CallCounters::bump(&self.counters.rtcp, 1);
+        let out_channel = if self.cfg.rtcp_mux {
+            Channel::Rtp
+        } else {
+            channel
+        };
+        Some(self.sent(side.other(), out_channel, to, pkt.len(), false))
+    }
+
+    /// Checks `from` against the leg's latched address, learning it on first sight.
+    fn latch(&mut self, side: Side, channel: Channel, from: SocketAddr) -> bool {
+        let r = &mut self.remotes[side.index()];
+        // With rtcp-mux, RTCP latches to the RTP address.
+        let slot = if channel == Channel::Rtp || self.cfg.rtcp_mux {
+            &mut r.rtp
+        } else {
+            &mut r.rtcp
+        };
+        match slot {
+            Some(a) if *a == from => true,
+            Some(a) if self.cfg.relatch => {
+                *a = from;
+                CallCounters::bump(&self.counters.latch_events, 1);
+                true
+            }
+            Some(_) => {
+                CallCounters::bump(&self.counters.foreign_source, 1);
+                false
+            }
+            None => {
+                *slot = Some(from);
+                CallCounters::bump(&self.counters.latch_events, 1);
+                true
+            }
+        }
+    }
+
+    fn sent(
+        &self,
+        to_side: Side,
+        channel: Channel,
+        to: SocketAddr,
+        len: usize,
+        rtp: bool,
+    ) -> Transmit {
+        let c = &*self.counters;
+        if rtp {
+            CallCounters::bump(&c.rtp_out[to_side.index()], 1);
+        }
+        CallCounters::bump(&c.bytes_out[to_side.index()], len as u64);
+        Transmit {
+            from: to_side,
+            channel,
+            to,
+            len,
+        }
+    }
+
+    fn sync_secure_counters(&mut self) {
+        let now = self.secure.counters();
+        let was = self.secure_seen;
+        let c = &*self.counters;
+        CallCounters::bump(&c.frames_masked, now.frames_masked - was.frames_masked);
+        CallCounters::bump(
+            &c.events_consumed,
+            now.events_consumed - was.events_consumed,
+        );
+        CallCounters::bump(&c.uninspectable, now.uninspectable - was.uninspectable);
+        CallCounters::bump(&c.keys_captured, now.keys - was.keys);
+        CallCounters::bump(&c.duplicate_keys, now.duplicate_keys - was.duplicate_keys);
+        self.secure_seen = now;
+    }
+}

@@ -1,0 +1,9 @@
+//! Media: RTP and RFC 4733 handling, the per-call relay state and the secure-mode masking path.
+//! Sans-IO: the relay shell (`crate::relay`) owns the sockets.
+
+pub mod call;
+pub mod rtp;
+pub mod secure;
+
+pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, Side, Transmit};
+pub use secure::{CapturedKey, EventReplacement, KeySource};

@@ -1,0 +1,514 @@
+//! The relay shell: binds each call's UDP sockets, runs one task per call that moves datagrams
+//! through its sans-IO [`CallMedia`], and keeps the registry the control API works on.
+//!
+//! Keys captured in secure mode go to whoever subscribed to the call (the session layer);
+//! the relay itself never logs, stores or counts key values.
+
+mod ports;
+mod task;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tonegate_dsp::{G711Law, MaskingMode};
+
+use crate::config::RelayConfig;
+use crate::media::{CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement};
+
+pub use ports::PortAllocator;
+
+/// Why a relay request failed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RelayError {
+    /// No free port pair in the configured range, or the call limit is reached.
+    #[error("no relay capacity: {0}")]
+    Exhausted(&'static str),
+    /// No call with that id.
+    #[error("no such call")]
+    UnknownCall,
+    /// A request that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What to set up for a new call.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    /// The call's id in the contact-centre platform (sessions find calls by it).
+    pub call_guid: String,
+    /// Audio codec.
+    pub law: G711Law,
+    /// telephone-event payload type, if negotiated.
+    pub event_pt: Option<u8>,
+    /// Caller's RTP address, or learned from its first packet.
+    pub caller_remote: Option<SocketAddr>,
+    /// Agent's RTP address, or learned from its first packet.
+    pub agent_remote: Option<SocketAddr>,
+    /// RTCP on the RTP port.
+    pub rtcp_mux: bool,
+    /// Bind IPv6 ports even though no remote says so.
+    pub ipv6: bool,
+    /// Masking mode for this call (else the relay's default).
+    pub masking: Option<MaskingMode>,
+}
+
+/// Public view of a call (counters, never keys).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallInfo {
+    /// Relay call id.
+    pub id: String,
+    /// The platform's call id.
+    pub call_guid: String,
+    /// `PCMU` or `PCMA`.
+    pub codec: &'static str,
+    /// Whether secure mode is on.
+    pub secure: bool,
+    /// Caller leg.
+    pub caller: LegInfo,
+    /// Agent leg.
+    pub agent: LegInfo,
+    /// RTCP shares the RTP port.
+    pub rtcp_mux: bool,
+    /// Seconds since the Unix epoch when the call was set up.
+    pub created_at: u64,
+    /// Counters.
+    pub counters: CounterSnapshot,
+}
+
+/// One leg's addresses.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegInfo {
+    /// Our RTP address for this leg.
+    pub local: SocketAddr,
+    /// The remote, once known.
+    pub remote: Option<SocketAddr>,
+}
+
+/// Counter values at one moment.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// RTP packets received from the caller.
+    pub caller_rtp_in: u64,
+    /// RTP packets received from the agent.
+    pub agent_rtp_in: u64,
+    /// RTP packets sent to the caller.
+    pub caller_rtp_out: u64,
+    /// RTP packets sent to the agent.
+    pub agent_rtp_out: u64,
+    /// Bytes received (both legs).
+    pub bytes_in: u64,
+    /// Bytes sent (both legs).
+    pub bytes_out: u64,
+    /// RTCP packets relayed.
+    pub rtcp: u64,
+    /// Malformed datagrams dropped.
+    pub malformed: u64,
+    /// Datagrams from an address other than the latched one, dropped.
+    pub foreign_source: u64,
+    /// Datagrams dropped because the other leg's address is unknown.
+    pub no_destination: u64,
+    /// Addresses learned or followed.
+    pub latch_events: u64,
+    /// Audio frames masked.
+    pub frames_masked: u64,
+    /// telephone-event packets consumed.
+    pub events_consumed: u64,
+    /// Packets dropped in secure mode as not inspectable.
+    pub uninspectable: u64,
+    /// Keys captured (a count only).
+    pub keys_captured: u64,
+    /// Keys that arrived both ways and were delivered once.
+    pub duplicate_keys: u64,
+    /// Datagrams dropped because the send would have blocked.
+    pub send_dropped: u64,
+}
+
+impl CounterSnapshot {
+    fn of(c: &CallCounters, send_dropped: u64) -> Self {
+        let r = |a: &AtomicU64| a.load(Relaxed);
+        CounterSnapshot {
+            caller_rtp_in: r(&c.rtp_in[0]),
+            agent_rtp_in: r(&c.rtp_in[1]),
+            caller_rtp_out: r(&c.rtp_out[0]),
+            agent_rtp_out: r(&c.rtp_out[1]),
+            bytes_in: r(&c.bytes_in[0]) + r(&c.bytes_in[1]),
+            bytes_out: r(&c.bytes_out[0]) + r(&c.bytes_out[1]),
+            rtcp: r(&c.rtcp),
+            malformed: r(&c.malformed),
+            foreign_source: r(&c.foreign_source),
+            no_destination: r(&c.no_destination),
+            latch_events: r(&c.latch_events),
+            frames_masked: r(&c.frames_masked),
+            events_consumed: r(&c.events_consumed),
+            uninspectable: r(&c.uninspectable),
+            keys_captured: r(&c.keys_captured),
+            duplicate_keys: r(&c.duplicate_keys),
+            send_dropped,
+        }
+    }
+
+    fn add(&mut self, o: &CounterSnapshot) {
+        self.caller_rtp_in += o.caller_rtp_in;
+        self.agent_rtp_in += o.agent_rtp_in;
+        self.caller_rtp_out += o.caller_rtp_out;
+        self.agent_rtp_out += o.agent_rtp_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.rtcp += o.rtcp;
+        self.malformed += o.malformed;
+        self.foreign_source += o.foreign_source;
+        self.no_destination += o.no_destination;
+        self.latch_events += o.latch_events;
+        self.frames_masked += o.frames_masked;
+        self.events_consumed += o.events_consumed;
+        self.uninspectable += o.uninspectable;
+        self.keys_captured += o.keys_captured;
+        self.duplicate_keys += o.duplicate_keys;
+        self.send_dropped += o.send_dropped;
+    }
+}
+
+/// Totals over the relay's life.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RelayTotals {
+    /// Calls running now.
+    pub calls_active: u64,
+    /// Calls set up since start.
+    pub calls_created: u64,
+    /// Calls removed for media silence.
+    pub calls_timed_out: u64,
+    /// Call set-ups refused for lack of ports or the call limit.
+    pub calls_refused: u64,
+    /// Counters summed over live and ended calls.
+    pub counters: CounterSnapshot,
+}
+
+enum Control {
+    Secure(bool, oneshot::Sender<()>),
+    Keys(mpsc::Sender<CapturedKey>),
+}
+
+struct CallEntry {
+    id: String,
+    call_guid: String,
+    law: G711Law,
+    rtcp_mux: bool,
+    created_at: u64,
+    locals: [SocketAddr; 2],
+    remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
+    secure: Arc<AtomicBool>,
+    counters: Arc<CallCounters>,
+    send_dropped: Arc<AtomicU64>,
+    control: mpsc::Sender<Control>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl CallEntry {
+    fn info(&self) -> CallInfo {
+        let remotes = *self.remotes.lock().expect("remotes lock");
+        CallInfo {
+            id: self.id.clone(),
+            call_guid: self.call_guid.clone(),
+            codec: match self.law {
+                G711Law::Ulaw => "PCMU",
+                G711Law::Alaw => "PCMA",
+            },
+            secure: self.secure.load(Relaxed),
+            caller: LegInfo {
+                local: self.locals[0],
+                remote: remotes[0],
+            },
+            agent: LegInfo {
+                local: self.locals[1],
+                remote: remotes[1],
+            },
+            rtcp_mux: self.rtcp_mux,
+            created_at: self.created_at,
+            counters: CounterSnapshot::of(&self.counters, self.send_dropped.load(Relaxed)),
+        }
+    }
+}
+
+struct Inner {
+    cfg: RelayConfig,
+    calls: Mutex<HashMap<String, CallEntry>>,
+    ports: Mutex<PortAllocator>,
+    retired: Mutex<CounterSnapshot>,
+    created: AtomicU64,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The relay: create, steer and remove calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+impl Relay {
+    /// A relay with no calls.
+    pub fn new(cfg: RelayConfig) -> Self {
+        let ports = PortAllocator::new(cfg.port_min, cfg.port_max);
+        Relay {
+            inner: Arc::new(Inner {
+                cfg,
+                calls: Mutex::new(HashMap::new()),
+                ports: Mutex::new(ports),
+                retired: Mutex::new(CounterSnapshot::default()),
+                created: AtomicU64::new(0),
+                timed_out: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Sets up a call: binds both legs' ports and starts relaying. Must run inside a tokio
+    /// runtime.
+    pub fn create_call(&self, req: NewCall) -> Result<CallInfo, RelayError> {
+        let cfg = &self.inner.cfg;
+        if req.call_guid.trim().is_empty() || req.call_guid.len() > 128 {
+            return Err(RelayError::Invalid(
+                "call_guid must be 1-128 characters".into(),
+            ));
+        }
+        if self.inner.calls.lock().expect("calls lock").len() >= cfg.max_calls {
+            self.inner.refused.fetch_add(1, Relaxed);
+            return Err(RelayError::Exhausted("call limit reached"));
+        }
+        let ip_for = |remote: Option<SocketAddr>| -> IpAddr {
+            match remote {
+                Some(SocketAddr::V6(_)) => cfg.bind_ipv6.into(),
+                Some(SocketAddr::V4(_)) => cfg.bind_ipv4.into(),
+                None if req.ipv6 => cfg.bind_ipv6.into(),
+                None => cfg.bind_ipv4.into(),
+            }
+        };
+        let (caller_ip, agent_ip) = (ip_for(req.caller_remote), ip_for(req.agent_remote));
+        let (caller, agent) = {
+            let mut ports = self.inner.ports.lock().expect("ports lock");
+            let Some(c) = ports.bind(caller_ip, req.rtcp_mux) else {
+                self.inner.refused.fetch_add(1, Relaxed);
+                return Err(RelayError::Exhausted("relay ports exhausted"));
+            };
+            let Some(a) = ports.bind(agent_ip, req.rtcp_mux) else {
+                let port = c.rtp.local_addr().map(|a| a.port()).unwrap_or(0);
+                ports.release(caller_ip, port);
+                self.inner.refused.fetch_add(1, Relaxed);
+                return Err(RelayError::Exhausted("relay ports exhausted"));
+            };
+            (c, a)
+        };
+        let local = |s: &std::net::UdpSocket| {
+            s.local_addr()
+                .map_err(|e| RelayError::Invalid(e.to_string()))
+        };
+        let locals = [local(&caller.rtp)?, local(&agent.rtp)?];
+        let media = CallMedia::new(
+            CallMediaConfig {
+                law: req.law,
+                event_pt: req.event_pt,
+                rtcp_mux: req.rtcp_mux,
+                relatch: cfg.relatch,
+                mode: req.masking.unwrap_or_else(|| cfg.masking_mode()),
+                lookahead: cfg.lookahead_frames,
+                event_replacement: cfg.event_replacement().unwrap_or(EventReplacement::Drop),
+            },
+            req.caller_remote,
+            req.agent_remote,
+        );
+        let id = crate::auth::random_token()[..22].to_string();
+        let counters = media.counters();
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let secure = Arc::new(AtomicBool::new(false));
+        let remotes = Arc::new(Mutex::new([req.caller_remote, req.agent_remote]));
+        let send_dropped = Arc::new(AtomicU64::new(0));
+        let sockets =
+            task::Sockets::new(caller, agent).map_err(|e| RelayError::Invalid(e.to_string()))?;
+        let entry = CallEntry {
+            id: id.clone(),
+            call_guid: req.call_guid.clone(),
+            law: req.law,
+            rtcp_mux: req.rtcp_mux,
+            created_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            locals,
+            remotes: remotes.clone(),
+            secure: secure.clone(),
+            counters,
+            send_dropped: send_dropped.clone(),
+            control: control_tx,
+            stop: Some(stop_tx),
+        };
+        let info = entry.info();
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .insert(id.clone(), entry);
+        self.inner.created.fetch_add(1, Relaxed);
+        let relay = self.clone();
+        let timeout = Duration::from_secs(cfg.media_timeout_s);
+        tokio::spawn(async move {
+            let ended = task::run(task::CallTask {
+                media,
+                sockets,
+                control: control_rx,
+                stop: stop_rx,
+                timeout,
+                secure,
+                remotes,
+                send_dropped,
+            })
+            .await;
+            if ended == task::Ended::Silence {
+                relay.inner.timed_out.fetch_add(1, Relaxed);
+                tracing::info!(call = %id, "call removed after media silence");
+            }
+            relay.retire(&id);
+        });
+        tracing::info!(call = %info.id, call_guid = %info.call_guid, caller = %info.caller.local, agent = %info.agent.local, "relay call created");
+        Ok(info)
+    }
+
+    /// A call's current state.
+    pub fn get(&self, id: &str) -> Option<CallInfo> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .get(id)
+            .map(CallEntry::info)
+    }
+
+    /// Every call, newest first.
+    pub fn list(&self) -> Vec<CallInfo> {
+        let mut v: Vec<CallInfo> = self
+            .inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .values()
+            .map(CallEntry::info)
+            .collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        v
+    }
+
+    /// The relay call carrying `call_guid`, if any.
+    pub fn find_by_call_guid(&self, call_guid: &str) -> Option<String> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .values()
+            .find(|c| c.call_guid == call_guid)
+            .map(|c| c.id.clone())
+    }
+
+    /// Turns secure mode on or off; returns once the call task has applied it.
+    pub async fn set_secure(&self, id: &str, on: bool) -> Result<CallInfo, RelayError> {
+        let control = self.control(id)?;
+        let (tx, rx) = oneshot::channel();
+        control
+            .send(Control::Secure(on, tx))
+            .await
+            .map_err(|_| RelayError::UnknownCall)?;
+        rx.await.map_err(|_| RelayError::UnknownCall)?;
+        tracing::info!(call = %id, secure = on, "relay secure mode changed");
+        self.get(id).ok_or(RelayError::UnknownCall)
+    }
+
+    /// Sends the call's captured keys to `sink` from now on (replacing any earlier subscriber).
+    pub async fn subscribe_keys(
+        &self,
+        id: &str,
+        sink: mpsc::Sender<CapturedKey>,
+    ) -> Result<(), RelayError> {
+        let control = self.control(id)?;
+        control
+            .send(Control::Keys(sink))
+            .await
+            .map_err(|_| RelayError::UnknownCall)
+    }
+
+    /// Ends a call and frees its ports.
+    pub fn delete(&self, id: &str) -> Result<(), RelayError> {
+        let mut calls = self.inner.calls.lock().expect("calls lock");
+        let entry = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
+        if let Some(stop) = entry.stop.take() {
+            let _ = stop.send(());
+        }
+        drop(calls);
+        self.retire(id);
+        tracing::info!(call = %id, "relay call deleted");
+        Ok(())
+    }
+
+    /// Totals for the metrics endpoint.
+    pub fn totals(&self) -> RelayTotals {
+        let calls = self.inner.calls.lock().expect("calls lock");
+        let mut counters = *self.inner.retired.lock().expect("retired lock");
+        for c in calls.values() {
+            counters.add(&CounterSnapshot::of(
+                &c.counters,
+                c.send_dropped.load(Relaxed),
+            ));
+        }
+        RelayTotals {
+            calls_active: calls.len() as u64,
+            calls_created: self.inner.created.load(Relaxed),
+            calls_timed_out: self.inner.timed_out.load(Relaxed),
+            calls_refused: self.inner.refused.load(Relaxed),
+            counters,
+        }
+    }
+
+    /// Stops every call (shutdown).
+    pub fn stop_all(&self) {
+        let ids: Vec<String> = self
+            .inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.delete(&id);
+        }
+    }
+
+    fn control(&self, id: &str) -> Result<mpsc::Sender<Control>, RelayError> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .get(id)
+            .map(|c| c.control.clone())
+            .ok_or(RelayError::UnknownCall)
+    }
+
+    fn retire(&self, id: &str) {
+        let Some(mut entry) = self.inner.calls.lock().expect("calls lock").remove(id) else {
+            return;
+        };
+        if let Some(stop) = entry.stop.take() {
+            let _ = stop.send(());
+        }
+        let snap = CounterSnapshot::of(&entry.counters, entry.send_dropped.load(Relaxed));
+        self.inner.retired.lock().expect("retired lock").add(&snap);
+        let mut ports = self.inner.ports.lock().expect("ports lock");
+        for a in entry.locals {
+            ports.release(a.ip(), a.port());
+        }
+    }
+}

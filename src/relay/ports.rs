@@ -1,0 +1,74 @@
+//! Relay port allocation: even RTP ports (RTCP on the odd port above) from a configured range.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Sockets bound for one leg.
+pub struct LegSockets {
+    /// RTP (and RTCP with rtcp-mux).
+    pub rtp: std::net::UdpSocket,
+    /// RTCP, unless rtcp-mux.
+    pub rtcp: Option<std::net::UdpSocket>,
+}
+
+/// Hands out port pairs from `min..=max`, skipping ports in use by anyone.
+pub struct PortAllocator {
+    min: u16,
+    max: u16,
+    next: u16,
+    taken: HashSet<(IpAddr, u16)>,
+}
+
+impl PortAllocator {
+    /// An allocator for the range (`min` rounded up to even).
+    pub fn new(min: u16, max: u16) -> Self {
+        let min = min + (min & 1);
+        PortAllocator {
+            min,
+            max,
+            next: min,
+            taken: HashSet::new(),
+        }
+    }
+
+    /// Binds an RTP port (and RTCP port + 1 unless `mux`) on `ip`; `None` when every pair in
+    /// the range is taken.
+    pub fn bind(&mut self, ip: IpAddr, mux: bool) -> Option<LegSockets> {
+        let pairs = (self.max - self.min).div_ceil(2);
+        for _ in 0..pairs {
+            let port = self.next;
+            self.next = if self.next + 2 > self.max - 1 {
+                self.min
+            } else {
+                self.next + 2
+            };
+            if self.taken.contains(&(ip, port)) {
+                continue;
+            }
+            let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else {
+                continue;
+            };
+            let rtcp = if mux {
+                None
+            } else {
+                match std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
+                    Ok(s) => Some(s),
+                    Err(_) => continue,
+                }
+            };
+            self.taken.insert((ip, port));
+            return Some(LegSockets { rtp, rtcp });
+        }
+        None
+    }
+
+    /// Returns a leg's port pair to the pool.
+    pub fn release(&mut self, ip: IpAddr, port: u16) {
+        self.taken.remove(&(ip, port));
+    }
+
+    /// Pairs currently handed out.
+    pub fn in_use(&self) -> usize {
+        self.taken.len()
+    }
+}

@@ -1,0 +1,118 @@
+//! A gateway running in the test process, on loopback, with a handle on its state.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tonegate::api::AppState;
+use tonegate::config::Config;
+
+/// The development client in `config/tonegate.toml`.
+pub const DEV_CLIENT: (&str, &str) = ("tonegate-dev", "tonegate-dev-secret");
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway from the shipped config with `overrides` (TOML) merged on top, HTTP on
+    /// a free loopback port.
+    pub fn start(overrides: &str) -> Gateway {
+        let shipped = std::fs::read_to_string(super::root().join("config/tonegate.toml")).unwrap();
+        let mut base: toml::Table = toml::from_str(&shipped).unwrap();
+        let extra: toml::Table = toml::from_str(overrides).unwrap();
+        merge(&mut base, extra);
+        base.entry("server")
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap()
+            .insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+        let config =
+            Config::parse(&toml::to_string(&base).unwrap(), Path::new("test.toml")).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = runtime.block_on(async { tonegate::server::build_state(config).unwrap() });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let st = state.clone();
+        runtime.spawn(async move {
+            tonegate::server::serve_state(listener, st, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+            let _ = done_tx.send(());
+        });
+        Gateway {
+            addr,
+            state,
+            runtime,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A bearer token for the development client with `scope`.
+    pub fn token(&self, scope: &str) -> String {
+        let r = http()
+            .post(self.url("/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", DEV_CLIENT.0),
+                ("client_secret", DEV_CLIENT.1),
+                ("scope", scope),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "token request failed");
+        r.json::<serde_json::Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            let _ = d.recv_timeout(std::time::Duration::from_secs(10));
+        }
+    }
+}
+
+fn merge(base: &mut toml::Table, extra: toml::Table) {
+    for (k, v) in extra {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => merge(b, e),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A blocking HTTP client with a timeout.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
+}

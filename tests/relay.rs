@@ -1,0 +1,578 @@
+//! The relay over real UDP on loopback, driven through its HTTP control API (contract 4).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::gateway::{http, Gateway};
+use common::*;
+use serde_json::{json, Value};
+use tonegate::media::rtp::{write_packet, RtpHeader};
+use tonegate_dsp::generator::{KeyedSignal, PlacedKey};
+use tonegate_dsp::{DtmfKey, G711Law};
+
+/// The card-entry fixture as a signal with its keys.
+fn fixture_signal(name: &str) -> KeyedSignal {
+    let samples = tonegate::wav::read_pcm8k(&fixture(&format!("audio/{name}.wav"))).unwrap();
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("audio/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let keys = truth["digits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PlacedKey {
+            key: DtmfKey::from_char(d["digit"].as_str().unwrap().chars().next().unwrap()).unwrap(),
+            range: (d["start_ms"].as_u64().unwrap() as usize * 8)
+                ..(d["end_ms"].as_u64().unwrap() as usize * 8),
+        })
+        .collect();
+    KeyedSignal { samples, keys }
+}
+
+struct Call {
+    id: String,
+    caller_local: SocketAddr,
+    agent_local: SocketAddr,
+}
+
+fn create(gw: &Gateway, token: &str, body: Value) -> Result<Call, (u16, Value)> {
+    let r = http()
+        .post(gw.url("/relay/v1/calls"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    if status != 201 {
+        return Err((status, v));
+    }
+    Ok(Call {
+        id: v["id"].as_str().unwrap().into(),
+        caller_local: v["caller"]["local"].as_str().unwrap().parse().unwrap(),
+        agent_local: v["agent"]["local"].as_str().unwrap().parse().unwrap(),
+    })
+}
+
+fn get_call(gw: &Gateway, token: &str, id: &str) -> (u16, Value) {
+    let r = http()
+        .get(gw.url(&format!("/relay/v1/calls/{id}")))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn set_secure(gw: &Gateway, token: &str, id: &str, on: bool) {
+    let r = http()
+        .post(gw.url(&format!("/relay/v1/calls/{id}/secure")))
+        .bearer_auth(token)
+        .json(&json!({ "enabled": on }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn endpoint(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind(format!("{ip}:0")).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    s
+}
+
+/// Receives datagrams until none arrives for 400 ms (or 30 s pass).
+fn drain(s: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) => out.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Sends packets 1 ms apart (faster than real time; the relay does not care about pacing).
+fn send_all(from: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
+    for p in packets {
+        from.send_to(p, to).unwrap();
+        std::thread::sleep(Duration::from_micros(1000));
+    }
+}
+
+/// Sends `packets` from `from` to `to` while `receiver` collects what arrives; returns that.
+fn relay_through(
+    from: &UdpSocket,
+    to: SocketAddr,
+    receiver: &UdpSocket,
+    packets: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    let rx = receiver.try_clone().unwrap();
+    let t = std::thread::spawn(move || drain(&rx));
+    send_all(from, to, packets);
+    t.join().unwrap()
+}
+
+fn subscribe(gw: &Gateway, id: &str) -> tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    gw.runtime
+        .block_on(gw.state.relay.subscribe_keys(id, tx))
+        .unwrap();
+    rx
+}
+
+fn captured(rx: &mut tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey>) -> String {
+    let mut s = String::new();
+    while let Ok(k) = rx.try_recv() {
+        s.push(k.key().as_char());
+    }
+    s
+}
+
+fn call_body(caller: &UdpSocket, agent: &UdpSocket, codec: &str, event_pt: Option<u8>) -> Value {
+    json!({
+        "call_guid": format!("guid-{}", caller.local_addr().unwrap().port()),
+        "codec": codec,
+        "telephone_event_pt": event_pt,
+        "caller": { "remote": caller.local_addr().unwrap().to_string() },
+        "agent": { "remote": agent.local_addr().unwrap().to_string() },
+    })
+}
+
+#[test]
+fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let (caller_rtcp, agent_rtcp) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    // RTCP goes to the remote's RTP port + 1: bind the phones' RTCP there if free.
+    let _ = (caller_rtcp, agent_rtcp);
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", Some(101))).unwrap();
+    let signal = fixture_signal("card_entry");
+    let packets: Vec<Vec<u8>> = rtp_stream(
+        &signal,
+        StreamOptions {
+            events_pt: Some(101),
+            ..Default::default()
+        },
+    )
+    .into_iter()
+    .take(200)
+    .map(|p| p.bytes)
+    .collect();
+    let t = std::thread::spawn({
+        let agent = agent.try_clone().unwrap();
+        move || drain(&agent)
+    });
+    send_all(&caller, call.caller_local, &packets);
+    assert_eq!(t.join().unwrap(), packets, "caller -> agent byte for byte");
+    // And back.
+    let t = std::thread::spawn({
+        let caller = caller.try_clone().unwrap();
+        move || drain(&caller)
+    });
+    send_all(&agent, call.agent_local, &packets[..50]);
+    assert_eq!(
+        t.join().unwrap(),
+        packets[..50].to_vec(),
+        "agent -> caller byte for byte"
+    );
+    // RTCP from the caller's RTCP port reaches the agent's RTP port + 1.
+    let caller_rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent_rtcp_addr = SocketAddr::new(
+        agent.local_addr().unwrap().ip(),
+        agent.local_addr().unwrap().port() + 1,
+    );
+    if let Ok(agent_rtcp) = UdpSocket::bind(agent_rtcp_addr) {
+        agent_rtcp
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
+        let relay_rtcp = SocketAddr::new(call.caller_local.ip(), call.caller_local.port() + 1);
+        caller_rtcp.send_to(&rr, relay_rtcp).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = agent_rtcp.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &rr);
+        assert_eq!(
+            from.port(),
+            call.agent_local.port() + 1,
+            "sent from the relay's agent RTCP port"
+        );
+    }
+    let (_, info) = get_call(&gw, &tok, &call.id);
+    assert_eq!(info["counters"]["caller_rtp_in"], 200);
+    assert_eq!(info["counters"]["agent_rtp_out"], 200);
+    assert_eq!(info["secure"], false);
+}
+
+#[test]
+fn latching_learns_remotes_and_drops_foreign_sources() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (caller, agent, stranger) = (
+        endpoint("127.0.0.1"),
+        endpoint("127.0.0.1"),
+        endpoint("127.0.0.1"),
+    );
+    let call = create(
+        &gw,
+        &tok,
+        json!({"call_guid": "latch", "codec": "PCMA", "caller": {"remote": null}, "agent": {"remote": null}}),
+    )
+    .unwrap();
+    let mut p = [0u8; 172];
+    let n = write_packet(&mut p, 8, false, 1, 160, 7, &[0xD5; 160]);
+    // The agent speaks first: learned, but nothing to forward to yet (the caller is unknown).
+    agent.send_to(&p[..n], call.agent_local).unwrap();
+    let mut buf = [0u8; 256];
+    assert!(caller.recv_from(&mut buf).is_err());
+    // The caller's first packet latches the caller and flows to the agent.
+    caller.send_to(&p[..n], call.caller_local).unwrap();
+    let (m, from) = agent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..m], &p[..n]);
+    assert_eq!(from, call.agent_local);
+    // A stranger on the caller's port is dropped and counted.
+    for _ in 0..5 {
+        stranger.send_to(&p[..n], call.caller_local).unwrap();
+    }
+    assert!(
+        agent.recv_from(&mut buf).is_err(),
+        "stranger's packet must not reach the agent"
+    );
+    let (_, info) = get_call(&gw, &tok, &call.id);
+    assert_eq!(info["counters"]["foreign_source"], 5);
+    assert_eq!(
+        info["caller"]["remote"],
+        caller.local_addr().unwrap().to_string()
+    );
+    assert_eq!(
+        info["agent"]["remote"],
+        agent.local_addr().unwrap().to_string()
+    );
+    assert_eq!(info["counters"]["latch_events"], 2);
+}
+
+#[test]
+fn ipv6_calls_relay_on_ipv6() {
+    let Ok(probe) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    drop(probe);
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("[::1]"), endpoint("[::1]"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
+    assert!(call.caller_local.is_ipv6() && call.agent_local.is_ipv6());
+    let mut p = [0u8; 172];
+    let n = write_packet(&mut p, 0, false, 9, 0, 1, &[0xFF; 160]);
+    caller.send_to(&p[..n], call.caller_local).unwrap();
+    let mut buf = [0u8; 256];
+    let (m, _) = agent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..m], &p[..n]);
+}
+
+#[test]
+fn silent_calls_time_out_and_exhausted_ports_are_503() {
+    let gw = Gateway::start("[relay]\nmedia_timeout_s = 1\nport_min = 31000\nport_max = 31003\n");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
+    // Two legs × (RTP + RTCP) use all four ports: the next call is refused.
+    let (status, body) = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None))
+        .err()
+        .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "relay_exhausted");
+    // No media: after about a second the call is gone and its ports are free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_call(&gw, &tok, &call.id).0 == 200 {
+        assert!(Instant::now() < deadline, "call did not time out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).is_ok());
+    let metrics = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tonegate_relay_calls_timed_out_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tonegate_relay_calls_refused_total 1"));
+}
+
+/// Streams the fixture through a secure call and returns (agent packets, captured keys).
+fn secure_run(
+    gw: &Gateway,
+    tok: &str,
+    law: G711Law,
+    events: bool,
+    impair: bool,
+) -> (Vec<Vec<u8>>, String, StreamOptions) {
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let codec = if law == G711Law::Ulaw { "PCMU" } else { "PCMA" };
+    let call = create(
+        gw,
+        tok,
+        call_body(&caller, &agent, codec, events.then_some(101)),
+    )
+    .unwrap();
+    let mut keys = subscribe(gw, &call.id);
+    set_secure(gw, tok, &call.id, true);
+    let opts = StreamOptions {
+        law,
+        events_pt: events.then_some(101),
+        ..Default::default()
+    };
+    let mut packets: Vec<Vec<u8>> = rtp_stream(&fixture_signal("card_entry"), opts)
+        .into_iter()
+        .map(|p| p.bytes)
+        .collect();
+    if impair {
+        // 1 % loss and 1 % adjacent reordering, deterministic.
+        let mut rng = tonegate_dsp::NoiseSource::new(99);
+        packets.retain(|_| rng.uniform() > -0.98);
+        for i in 1..packets.len() {
+            if rng.uniform() > 0.98 {
+                packets.swap(i - 1, i);
+            }
+        }
+    }
+    let got = relay_through(&caller, call.caller_local, &agent, &packets);
+    (got, captured(&mut keys), opts)
+}
+
+fn assert_agent_hears_nothing(packets: &[Vec<u8>], law: G711Law, first_ts: u32, label: &str) {
+    for p in packets {
+        assert_ne!(
+            RtpHeader::parse(p).unwrap().payload_type,
+            101,
+            "{label}: a telephone-event reached the agent"
+        );
+    }
+    let audio = agent_audio(packets, law, first_ts);
+    assert!(audio.len() > 8000 * 5, "{label}: too little agent audio");
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("agent.wav");
+    tonegate::wav::write_pcm8k(&wav, &audio).unwrap();
+    assert_eq!(
+        detect_keys(&wav),
+        "",
+        "{label}: tonegate detect heard keys on the agent leg"
+    );
+    assert_eq!(
+        multimon_keys(&wav),
+        "",
+        "{label}: multimon-ng heard keys on the agent leg"
+    );
+}
+
+#[test]
+fn secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let want = truth_keys(&fixture("audio/card_entry.json"));
+    for law in [G711Law::Ulaw, G711Law::Alaw] {
+        let (got, keys, opts) = secure_run(&gw, &tok, law, false, false);
+        assert_agent_hears_nothing(&got, law, opts.first_ts, &format!("{law:?}"));
+        assert_eq!(keys, want, "{law:?}: every key reaches capture, in order");
+    }
+}
+
+#[test]
+fn secure_mode_with_loss_and_reordering() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let want = truth_keys(&fixture("audio/card_entry.json"));
+    let (got, keys, opts) = secure_run(&gw, &tok, G711Law::Ulaw, false, true);
+    assert_agent_hears_nothing(&got, G711Law::Ulaw, opts.first_ts, "impaired");
+    eprintln!(
+        "with 1 % loss and reordering, captured {} of {} keys: {}",
+        keys.len(),
+        want.len(),
+        keys == want
+    );
+    assert!(
+        keys.len() + 2 >= want.len(),
+        "captured {keys:?}, want {want:?}"
+    );
+}
+
+#[test]
+fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let want = truth_keys(&fixture("audio/card_entry.json"));
+    let (got, keys, opts) = secure_run(&gw, &tok, G711Law::Ulaw, true, false);
+    assert_agent_hears_nothing(&got, G711Law::Ulaw, opts.first_ts, "events");
+    assert_eq!(keys, want, "each key captured once");
+}
+
+#[test]
+fn speech_through_secure_mode_is_barely_masked() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (mut frames, mut masked) = (0u64, 0u64);
+    for name in ["speech_en", "speech_multi"] {
+        let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+        let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
+        set_secure(&gw, &tok, &call.id, true);
+        let samples = tonegate::wav::read_pcm8k(&fixture(&format!("speech/{name}.wav"))).unwrap();
+        let packets: Vec<Vec<u8>> = rtp_stream(
+            &KeyedSignal {
+                samples,
+                keys: vec![],
+            },
+            StreamOptions::default(),
+        )
+        .into_iter()
+        .map(|p| p.bytes)
+        .collect();
+        relay_through(&caller, call.caller_local, &agent, &packets);
+        let (_, info) = get_call(&gw, &tok, &call.id);
+        frames += info["counters"]["caller_rtp_in"].as_u64().unwrap();
+        masked += info["counters"]["frames_masked"].as_u64().unwrap();
+    }
+    eprintln!(
+        "speech frames masked: {masked} of {frames} ({:.2} %)",
+        masked as f64 * 100.0 / frames as f64
+    );
+    assert!(masked * 100 <= frames, "{masked} of {frames}");
+}
+
+#[test]
+fn agent_sequence_is_continuous_across_toggles_and_dropped_events() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", Some(101))).unwrap();
+    let opts = StreamOptions {
+        events_pt: Some(101),
+        ..Default::default()
+    };
+    let packets: Vec<Vec<u8>> = rtp_stream(&fixture_signal("card_entry"), opts)
+        .into_iter()
+        .map(|p| p.bytes)
+        .collect();
+    let t = std::thread::spawn({
+        let agent = agent.try_clone().unwrap();
+        move || drain(&agent)
+    });
+    let third = packets.len() / 3;
+    send_all(&caller, call.caller_local, &packets[..third]);
+    std::thread::sleep(Duration::from_millis(50));
+    set_secure(&gw, &tok, &call.id, true);
+    send_all(&caller, call.caller_local, &packets[third..2 * third]);
+    std::thread::sleep(Duration::from_millis(50));
+    set_secure(&gw, &tok, &call.id, false);
+    send_all(&caller, call.caller_local, &packets[2 * third..]);
+    let got = t.join().unwrap();
+    let hdrs: Vec<RtpHeader> = got.iter().map(|p| RtpHeader::parse(p).unwrap()).collect();
+    for w in hdrs.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "agent sequence gap");
+    }
+    let (_, info) = get_call(&gw, &tok, &call.id);
+    assert!(info["counters"]["events_consumed"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_input_is_dropped_and_counted() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", Some(101))).unwrap();
+    set_secure(&gw, &tok, &call.id, true);
+    let mut oversize = vec![0x80u8; 1800];
+    oversize[1] = 0;
+    let junk: Vec<Vec<u8>> = vec![
+        vec![0x80, 0, 1],
+        vec![0x40; 40],
+        vec![0x9F; 20],
+        oversize,
+        vec![],
+    ];
+    for j in &junk {
+        caller.send_to(j, call.caller_local).unwrap();
+    }
+    // RTCP garbage on the RTCP port.
+    caller
+        .send_to(
+            &[0xFF; 30],
+            SocketAddr::new(call.caller_local.ip(), call.caller_local.port() + 1),
+        )
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        agent.recv_from(&mut buf).is_err(),
+        "garbage must not be forwarded"
+    );
+    let (_, info) = get_call(&gw, &tok, &call.id);
+    assert!(
+        info["counters"]["malformed"].as_u64().unwrap() >= 5,
+        "{info}"
+    );
+    // Packets for a deleted call: the ports are closed, nothing crashes, the relay still works.
+    let r = http()
+        .delete(gw.url(&format!("/relay/v1/calls/{}", call.id)))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    caller.send_to(&[0x80; 172], call.caller_local).unwrap();
+    assert_eq!(get_call(&gw, &tok, &call.id).0, 404);
+    let again = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None));
+    assert!(again.is_ok());
+}
+
+#[test]
+fn control_api_checks_tokens_and_input() {
+    let gw = Gateway::start("");
+    let relay_tok = gw.token("relay");
+    let other_tok = gw.token("globalpci");
+    let body = json!({"call_guid": "x", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
+    let post = |tok: Option<&str>, b: &Value| {
+        let mut r = http().post(gw.url("/relay/v1/calls")).json(b);
+        if let Some(t) = tok {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    assert_eq!(post(None, &body).status(), 401);
+    assert_eq!(post(Some("tg1.forged.token"), &body).status(), 401);
+    assert_eq!(post(Some(&other_tok), &body).status(), 403);
+    let bad = post(
+        Some(&relay_tok),
+        &json!({"call_guid": "x", "codec": "G729", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("PCMU or PCMA"));
+    let bad = post(
+        Some(&relay_tok),
+        &json!({"call_guid": "x", "codec": "PCMU", "caller": {"remote": "nope"}, "agent": {"remote": null}}),
+    );
+    assert_eq!(bad.status(), 400);
+    let r = http()
+        .post(gw.url("/relay/v1/calls"))
+        .bearer_auth(&relay_tok)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["error"], "bad_request");
+    let r = http()
+        .post(gw.url("/relay/v1/calls/nope/secure"))
+        .bearer_auth(&relay_tok)
+        .json(&json!({"enabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
