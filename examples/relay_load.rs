@@ -1,0 +1,328 @@
+//! Load tool for the relay: N concurrent calls on loopback, 20 ms PCMU (50 packets/s per call),
+//! caller → agent, plain forwarding and secure mode (masking on), against a `tonegate serve`
+//! child process. Reports the relay process's CPU time per relayed packet, loss, and the
+//! latency the relay adds (p50/p99).
+//!
+//!     cargo build --release && cargo run --release --example relay_load -- --calls 100 --seconds 10
+//!
+//! Options: --calls N (100), --seconds S (10), --mode plain|secure|both (both),
+//! --binary PATH (target/release/tonegate). Every loop is bounded by count and time.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::net::UdpSocket;
+
+struct Args {
+    calls: usize,
+    seconds: u64,
+    modes: Vec<bool>,
+    binary: String,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        calls: 100,
+        seconds: 10,
+        modes: vec![false, true],
+        binary: "target/release/tonegate".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--calls" => a.calls = v()?.parse()?,
+            "--seconds" => a.seconds = v()?.parse()?,
+            "--mode" => {
+                a.modes = match v()?.as_str() {
+                    "plain" => vec![false],
+                    "secure" => vec![true],
+                    "both" => vec![false, true],
+                    m => bail!("unknown mode {m}"),
+                }
+            }
+            "--binary" => a.binary = v()?,
+            "-h" | "--help" => {
+                println!("relay_load [--calls N] [--seconds S] [--mode plain|secure|both] [--binary PATH]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    anyhow::ensure!(a.calls > 0 && a.calls <= 20_000, "--calls must be 1-20000");
+    anyhow::ensure!(a.seconds > 0 && a.seconds <= 600, "--seconds must be 1-600");
+    Ok(a)
+}
+
+/// User + system CPU seconds of a process, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn start_gateway(binary: &str, calls: usize) -> anyhow::Result<Gateway> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("load.toml");
+    let shipped =
+        std::fs::read_to_string("config/tonegate.toml").context("run from the project root")?;
+    let mut t: toml::Table = toml::from_str(&shipped)?;
+    t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
+    let relay = t["relay"].as_table_mut().context("[relay]")?;
+    relay.insert("port_min".into(), toml::Value::Integer(20000));
+    relay.insert(
+        "port_max".into(),
+        toml::Value::Integer(20000 + (calls as i64) * 4 + 100),
+    );
+    relay.insert("max_calls".into(), toml::Value::Integer(calls as i64 + 10));
+    t["log"]["level"] = toml::Value::String("warn,tonegate::server=info".into());
+    std::fs::write(&cfg, toml::to_string(&t)?)?;
+    let mut child = Command::new(binary)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {binary} (cargo build --release first)"))?;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        anyhow::ensure!(Instant::now() < deadline, "gateway did not start");
+        let line = lines.next().context("gateway exited")??;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()?;
+        }
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok(Gateway {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+struct CallEnds {
+    caller: Arc<UdpSocket>,
+    agent: Arc<UdpSocket>,
+    relay_caller: SocketAddr,
+    sent_at: Arc<Vec<AtomicU64>>,
+}
+
+const SEQ_RING: usize = 1024;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let speech = tonegate::wav::read_pcm8k(std::path::Path::new("fixtures/speech/speech_en.wav"))?;
+    let mut frames: Vec<[u8; 160]> = Vec::new();
+    for c in speech.chunks_exact(160) {
+        let mut p = [0u8; 160];
+        tonegate_dsp::G711Law::Ulaw.encode_into(c, &mut p);
+        frames.push(p);
+    }
+    let frames = Arc::new(frames);
+    println!(
+        "| mode | calls | packets/s | relay CPU-µs per packet | loss | added latency p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &secure in &a.modes {
+        let gw = start_gateway(&a.binary, a.calls)?;
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", gw.addr);
+        let tok: serde_json::Value = http
+            .post(format!("{base}/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tonegate-dev"),
+                ("client_secret", "tonegate-dev-secret"),
+                ("scope", "relay"),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let tok = tok["access_token"].as_str().context("token")?.to_string();
+        let mut ends = Vec::with_capacity(a.calls);
+        for i in 0..a.calls {
+            let caller = UdpSocket::bind("127.0.0.1:0").await?;
+            let agent = UdpSocket::bind("127.0.0.1:0").await?;
+            let body = serde_json::json!({
+                "call_guid": format!("load-{i}"), "codec": "PCMU",
+                "caller": {"remote": caller.local_addr()?.to_string()},
+                "agent": {"remote": agent.local_addr()?.to_string()},
+            });
+            let r: serde_json::Value = http
+                .post(format!("{base}/relay/v1/calls"))
+                .bearer_auth(&tok)
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let id = r["id"]
+                .as_str()
+                .with_context(|| format!("create call: {r}"))?
+                .to_string();
+            if secure {
+                http.post(format!("{base}/relay/v1/calls/{id}/secure"))
+                    .bearer_auth(&tok)
+                    .json(&serde_json::json!({"enabled": true}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            ends.push(CallEnds {
+                caller: Arc::new(caller),
+                agent: Arc::new(agent),
+                relay_caller: r["caller"]["local"].as_str().context("local")?.parse()?,
+                sent_at: Arc::new((0..SEQ_RING).map(|_| AtomicU64::new(0)).collect()),
+            });
+        }
+        let epoch = Instant::now();
+        // Packets count when *sent* inside the window [window.0, window.1] (ns since epoch).
+        let window = Arc::new((AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let mut receivers = Vec::new();
+        for (i, e) in ends.iter().enumerate() {
+            // Sender: one packet every 20 ms, phases spread over the 20 ms.
+            let (sock, to, times, frames) = (
+                e.caller.clone(),
+                e.relay_caller,
+                e.sent_at.clone(),
+                frames.clone(),
+            );
+            let (stop_s, measuring_s, sent_s) = (stop.clone(), measuring.clone(), sent.clone());
+            let offset = Duration::from_micros((i as u64 * 20_000) / a.calls as u64);
+            tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let mut pkt = [0u8; 172];
+                let mut seq: u16 = 0;
+                let mut ts: u32 = 0;
+                while !stop_s.load(Relaxed) {
+                    tick.tick().await;
+                    let f = &frames[(seq as usize) % frames.len()];
+                    let n = tonegate::media::rtp::write_packet(
+                        &mut pkt,
+                        0,
+                        false,
+                        seq,
+                        ts,
+                        0x5EED + i as u32,
+                        f,
+                    );
+                    times[seq as usize % SEQ_RING]
+                        .store(epoch.elapsed().as_nanos() as u64, Relaxed);
+                    if sock.send_to(&pkt[..n], to).await.is_ok() && measuring_s.load(Relaxed) {
+                        sent_s.fetch_add(1, Relaxed);
+                    }
+                    seq = seq.wrapping_add(1);
+                    ts = ts.wrapping_add(160);
+                }
+            });
+            let (sock, times) = (e.agent.clone(), e.sent_at.clone());
+            let (stop_r, window_r, received_r) = (stop.clone(), window.clone(), received.clone());
+            receivers.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !stop_r.load(Relaxed) {
+                    let Ok(Ok((n, _))) =
+                        tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf))
+                            .await
+                    else {
+                        continue;
+                    };
+                    if n < 12 {
+                        continue;
+                    }
+                    let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                    let sent_ns = times[seq as usize % SEQ_RING].load(Relaxed);
+                    if sent_ns < window_r.0.load(Relaxed) || sent_ns > window_r.1.load(Relaxed) {
+                        continue;
+                    }
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    received_r.fetch_add(1, Relaxed);
+                    lat.push(now.saturating_sub(sent_ns));
+                }
+                lat
+            }));
+        }
+        // Warm up, then measure.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pid = gw.child.id();
+        let cpu0 = cpu_seconds(pid)?;
+        window.0.store(epoch.elapsed().as_nanos() as u64, Relaxed);
+        measuring.store(true, Relaxed);
+        tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+        measuring.store(false, Relaxed);
+        window.1.store(epoch.elapsed().as_nanos() as u64, Relaxed);
+        let cpu1 = cpu_seconds(pid)?;
+        // Let packets in flight land before counting loss.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Relaxed);
+        let mut lat: Vec<u64> = Vec::new();
+        for r in receivers {
+            lat.extend(r.await?);
+        }
+        lat.sort_unstable();
+        let (s, r) = (sent.load(Relaxed), received.load(Relaxed));
+        let pct = |q: f64| {
+            if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1e6
+            }
+        };
+        // In secure mode each packet waits for the next one (look-ahead of one 20 ms frame).
+        let hold_ms = if secure { 20.0 } else { 0.0 };
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.3} % | {:.3} ms | {:.3} ms |",
+            if secure { "secure (masking)" } else { "plain" },
+            a.calls,
+            r as f64 / a.seconds as f64,
+            (cpu1 - cpu0) * 1e6 / r.max(1) as f64,
+            (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64,
+            pct(0.5) - hold_ms,
+            pct(0.99) - hold_ms,
+        );
+        drop(gw);
+    }
+    Ok(())
+}
