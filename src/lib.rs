@@ -8,6 +8,8 @@ pub mod api;
 pub mod auth;
 #[doc(hidden)]
 pub mod baseline;
+pub mod capture;
+pub mod card;
 pub mod config;
 pub mod media;
 pub mod relay;
