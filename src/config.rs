@@ -47,6 +47,140 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The RTP relay.
     pub relay: RelayConfig,
+    /// Where sessions are stored.
+    pub store: StoreConfig,
+    /// Merchant accounts (`AccountConfigurationId`).
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// Session storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite database file (created with its directory if missing).
+    pub sqlite_path: std::path::PathBuf,
+    /// How often expired sessions are swept, seconds.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sqlite_path: "var/tonegate.db".into(),
+            sweep_interval_s: 30,
+        }
+    }
+}
+
+/// Which PSP an account pays through.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PspKind {
+    /// The built-in sandbox (Stripe test-card behaviour, in process).
+    Sandbox,
+    /// A Stripe-compatible API.
+    Stripe,
+}
+
+/// One merchant account: PSP, currency, what to capture, limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The `AccountConfigurationId` clients send.
+    pub id: String,
+    /// Display name (payment pages).
+    #[serde(default)]
+    pub name: String,
+    /// PSP.
+    #[serde(default = "default_psp")]
+    pub psp: PspKind,
+    /// Stripe-compatible API base URL (psp = "stripe").
+    #[serde(default)]
+    pub stripe_base_url: Option<String>,
+    /// Stripe secret key (psp = "stripe"); never logged.
+    #[serde(default)]
+    pub stripe_secret_key: Option<String>,
+    /// ISO 4217 currency.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Card fields to capture, in order.
+    #[serde(default = "default_fields")]
+    pub fields: Vec<crate::capture::Field>,
+    /// `PaymentData` keys that must be present.
+    #[serde(default)]
+    pub mandatory: Vec<String>,
+    /// Masking for this account's calls (else the relay's).
+    #[serde(default)]
+    pub masking: Option<MaskingSetting>,
+    /// Prompt set (language) for self-service calls.
+    #[serde(default = "default_prompts")]
+    pub prompts: String,
+    /// Session lifetime, seconds.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_s: u64,
+    /// Digital payment link lifetime, seconds.
+    #[serde(default = "default_link_ttl")]
+    pub link_ttl_s: u64,
+    /// Tries per card field.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Longest pause between keys of a field, seconds.
+    #[serde(default = "default_inter_digit")]
+    pub inter_digit_timeout_s: u64,
+    /// Longest wait for a field's first key, seconds.
+    #[serde(default = "default_first_key")]
+    pub first_key_timeout_s: u64,
+    /// Number an IVR bridges to when the call cannot be linked by CallGuid (`dtmfFallbackNumber`).
+    #[serde(default)]
+    pub dtmf_fallback_number: String,
+    /// Where session results are POSTed (signed), if anywhere.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// HMAC key for webhook signatures.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Origins allowed to frame the agent payment UI (CSP frame-ancestors).
+    #[serde(default = "default_frame_ancestors")]
+    pub frame_ancestors: Vec<String>,
+}
+
+fn default_psp() -> PspKind {
+    PspKind::Sandbox
+}
+fn default_currency() -> String {
+    "GBP".into()
+}
+fn default_fields() -> Vec<crate::capture::Field> {
+    use crate::capture::Field;
+    vec![Field::Pan, Field::Expiry, Field::Cvv]
+}
+fn default_prompts() -> String {
+    "en".into()
+}
+fn default_session_ttl() -> u64 {
+    1800
+}
+fn default_link_ttl() -> u64 {
+    900
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_inter_digit() -> u64 {
+    10
+}
+fn default_first_key() -> u64 {
+    30
+}
+fn default_frame_ancestors() -> Vec<String> {
+    vec!["'self'".into()]
+}
+
+impl Config {
+    /// The account with this `AccountConfigurationId`.
+    pub fn account(&self, id: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
 }
 
 /// OAuth2 settings.
@@ -283,6 +417,38 @@ impl Config {
             return Err(invalid(
                 "relay.media_timeout_s and relay.max_calls must be above 0".into(),
             ));
+        }
+        let mut account_ids = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if !account_ids.insert(a.id.as_str()) {
+                return Err(invalid(format!("accounts: id {:?} appears twice", a.id)));
+            }
+            if a.currency.len() != 3 || !a.currency.chars().all(|c| c.is_ascii_uppercase()) {
+                return Err(invalid(format!(
+                    "accounts {:?}: currency must be an ISO 4217 code like GBP",
+                    a.id
+                )));
+            }
+            if a.fields.first() != Some(&crate::capture::Field::Pan) {
+                return Err(invalid(format!(
+                    "accounts {:?}: fields must start with \"pan\"",
+                    a.id
+                )));
+            }
+            if a.psp == PspKind::Stripe
+                && (a.stripe_base_url.is_none() || a.stripe_secret_key.is_none())
+            {
+                return Err(invalid(format!(
+                    "accounts {:?}: psp = \"stripe\" needs stripe_base_url and stripe_secret_key",
+                    a.id
+                )));
+            }
+            if a.max_attempts == 0 || a.session_ttl_s == 0 || a.link_ttl_s == 0 {
+                return Err(invalid(format!(
+                    "accounts {:?}: max_attempts and TTLs must be above 0",
+                    a.id
+                )));
+            }
         }
         let mut ids = std::collections::HashSet::new();
         for c in &self.auth.clients {

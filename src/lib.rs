@@ -12,6 +12,8 @@ pub mod capture;
 pub mod card;
 pub mod config;
 pub mod media;
+pub mod psp;
 pub mod relay;
 pub mod server;
+pub mod session;
 pub mod wav;

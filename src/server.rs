@@ -10,7 +10,15 @@ use std::sync::Arc;
 use crate::api::AppState;
 use crate::auth::{Authority, Client, Secret};
 use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::config::PspKind;
+use crate::psp::sandbox::SandboxPsp;
+use crate::psp::stripe::StripePsp;
+use crate::psp::Psp;
 use crate::relay::Relay;
+use crate::session::store::SqliteStore;
+use crate::session::Sessions;
 
 /// Serves the gateway on the configured address until `shutdown` completes, then drains
 /// in-flight requests and returns.
@@ -41,6 +49,7 @@ pub async fn serve_state(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading listener address")?;
     let relay = state.relay.clone();
+    state.sessions.start().context("starting sessions")?;
     tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
     axum::serve(listener, crate::api::router(state))
         .with_graceful_shutdown(shutdown)
@@ -85,10 +94,28 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         tracing::warn!(client = %id, "client {id} uses a plain development secret: replace it with secret_hash (see README, \"Replacing the development client\")");
     }
     let relay = Relay::new(config.relay.clone());
+    let store = SqliteStore::open(&config.store.sqlite_path)?;
+    let mut psps: HashMap<String, Arc<dyn Psp>> = HashMap::new();
+    for a in &config.accounts {
+        let psp: Arc<dyn Psp> = match a.psp {
+            PspKind::Sandbox => Arc::new(SandboxPsp::new()),
+            PspKind::Stripe => Arc::new(
+                StripePsp::new(
+                    a.stripe_base_url.as_deref().unwrap_or_default(),
+                    a.stripe_secret_key.as_deref().unwrap_or_default(),
+                )
+                .with_context(|| format!("account {}: Stripe client", a.id))?,
+            ),
+        };
+        psps.insert(a.id.clone(), psp);
+    }
+    let config = Arc::new(config);
+    let sessions = Sessions::new(Arc::new(store), config.clone(), relay.clone(), psps);
     Ok(AppState {
-        config: Arc::new(config),
+        config,
         authority: Arc::new(authority),
         relay,
+        sessions,
     })
 }
 

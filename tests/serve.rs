@@ -12,7 +12,15 @@ use std::time::{Duration, Instant};
 fn serves_healthz_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("t.toml");
-    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let db = dir.path().join("t.db");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nsqlite_path = {:?}\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .env("NO_COLOR", "1")

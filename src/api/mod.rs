@@ -1,6 +1,7 @@
 //! HTTP surface: shared state, errors, authentication, and the router.
 
 mod auth;
+mod globalpci;
 mod metrics;
 mod relay;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub authority: Arc<Authority>,
     /// The RTP relay.
     pub relay: Relay,
+    /// Payment sessions.
+    pub sessions: crate::session::Sessions,
 }
 
 /// Seconds since the Unix epoch.
@@ -47,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(auth::routes())
         .merge(relay::routes())
+        .merge(globalpci::routes())
         .merge(metrics::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))

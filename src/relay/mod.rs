@@ -235,8 +235,18 @@ impl CallEntry {
     }
 }
 
+/// A call was set up (sessions link to calls by `call_guid`).
+#[derive(Debug, Clone)]
+pub struct CallNotice {
+    /// Relay call id.
+    pub id: String,
+    /// The platform's call id.
+    pub call_guid: String,
+}
+
 struct Inner {
     cfg: RelayConfig,
+    notices: tokio::sync::broadcast::Sender<CallNotice>,
     calls: Mutex<HashMap<String, CallEntry>>,
     ports: Mutex<PortAllocator>,
     retired: Mutex<CounterSnapshot>,
@@ -258,6 +268,7 @@ impl Relay {
         Relay {
             inner: Arc::new(Inner {
                 cfg,
+                notices: tokio::sync::broadcast::channel(256).0,
                 calls: Mutex::new(HashMap::new()),
                 ports: Mutex::new(ports),
                 retired: Mutex::new(CounterSnapshot::default()),
@@ -376,7 +387,16 @@ impl Relay {
             relay.retire(&id);
         });
         tracing::info!(call = %info.id, call_guid = %info.call_guid, caller = %info.caller.local, agent = %info.agent.local, "relay call created");
+        let _ = self.inner.notices.send(CallNotice {
+            id: info.id.clone(),
+            call_guid: info.call_guid.clone(),
+        });
         Ok(info)
+    }
+
+    /// Notices of new calls from now on.
+    pub fn watch_calls(&self) -> tokio::sync::broadcast::Receiver<CallNotice> {
+        self.inner.notices.subscribe()
     }
 
     /// A call's current state.

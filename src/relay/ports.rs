@@ -57,6 +57,7 @@ impl PortAllocator {
                 }
             };
             self.taken.insert((ip, port));
+            enlarge_receive_buffer(&rtp);
             return Some(LegSockets { rtp, rtcp });
         }
         None
@@ -70,5 +71,22 @@ impl PortAllocator {
     /// Pairs currently handed out.
     pub fn in_use(&self) -> usize {
         self.taken.len()
+    }
+}
+
+/// Asks for a 1 MiB receive buffer, so a burst survives a moment when the call's task is not
+/// scheduled. The kernel may grant less (net.core.rmem_max); that is fine.
+fn enlarge_receive_buffer(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 1 << 20;
+    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the stated size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }

@@ -12,6 +12,8 @@ pub const DEV_CLIENT: (&str, &str) = ("tonegate-dev", "tonegate-dev-secret");
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// Holds the gateway's database (and anything else it writes).
+    pub dir: std::sync::Arc<tempfile::TempDir>,
     pub state: AppState,
     pub runtime: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -22,6 +24,11 @@ impl Gateway {
     /// Starts a gateway from the shipped config with `overrides` (TOML) merged on top, HTTP on
     /// a free loopback port.
     pub fn start(overrides: &str) -> Gateway {
+        Self::start_in(std::sync::Arc::new(tempfile::tempdir().unwrap()), overrides)
+    }
+
+    /// As [`start`](Self::start), keeping its database in `dir` (a restart test reuses it).
+    pub fn start_in(dir: std::sync::Arc<tempfile::TempDir>, overrides: &str) -> Gateway {
         let shipped = std::fs::read_to_string(super::root().join("config/tonegate.toml")).unwrap();
         let mut base: toml::Table = toml::from_str(&shipped).unwrap();
         let extra: toml::Table = toml::from_str(overrides).unwrap();
@@ -31,6 +38,12 @@ impl Gateway {
             .as_table_mut()
             .unwrap()
             .insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+        let db = dir.path().join("tonegate.db").display().to_string();
+        base.entry("store")
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap()
+            .insert("sqlite_path".into(), toml::Value::String(db));
         let config =
             Config::parse(&toml::to_string(&base).unwrap(), Path::new("test.toml")).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -56,6 +69,7 @@ impl Gateway {
         });
         Gateway {
             addr,
+            dir,
             state,
             runtime,
             stop: Some(stop),
@@ -69,12 +83,17 @@ impl Gateway {
 
     /// A bearer token for the development client with `scope`.
     pub fn token(&self, scope: &str) -> String {
+        self.token_for(DEV_CLIENT, scope)
+    }
+
+    /// A bearer token for a client.
+    pub fn token_for(&self, client: (&str, &str), scope: &str) -> String {
         let r = http()
             .post(self.url("/auth/connect/token"))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", DEV_CLIENT.0),
-                ("client_secret", DEV_CLIENT.1),
+                ("client_id", client.0),
+                ("client_secret", client.1),
                 ("scope", scope),
             ])
             .send()

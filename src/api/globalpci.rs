@@ -1,0 +1,225 @@
+//! The GlobalPCI session API (design.md contract 5), field names exactly as the seed documents
+//! write them; bearer token with scope `globalpci`. Every path works with and without a
+//! trailing slash.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiJson, AppState, Authed};
+use crate::auth::{Principal, Scope};
+use crate::session::model::{Session, SessionKind};
+use crate::session::{PaymentData, SessionError};
+
+pub(super) fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for (path, kind) in [
+        ("/globalpci/v1/selfservicesession", SessionKind::SelfService),
+        (
+            "/globalpci/v1/digitalselfservicesession",
+            SessionKind::Digital,
+        ),
+        ("/globalpci/v1/agentsession", SessionKind::Agent),
+    ] {
+        let handler = move |state: State<AppState>, auth: Authed, body: ApiJson<CreateBody>| {
+            create(state, auth, body, kind)
+        };
+        r = r
+            .route(path, post(handler))
+            .route(&format!("{path}/"), post(handler));
+    }
+    r.route("/globalpci/v1/session/{id}", get(show))
+        .route("/globalpci/v1/session/{id}/", get(show))
+        .route("/globalpci/v1/session/{id}/cancel", post(cancel))
+        .route("/globalpci/v1/session/{id}/cancel/", post(cancel))
+        .route("/globalpci/v1/session/{id}/submit", post(submit))
+        .route("/globalpci/v1/session/{id}/submit/", post(submit))
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let msg = e.to_string();
+        match e {
+            SessionError::UnknownAccount(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_account", msg)
+            }
+            SessionError::AccountNotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "account_not_allowed", msg)
+            }
+            SessionError::MissingField(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "missing_field", msg)
+            }
+            SessionError::InvalidField(..) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", msg)
+            }
+            SessionError::NotFound => ApiError::not_found("session"),
+            SessionError::WrongState { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", msg)
+            }
+            SessionError::Store(e) => {
+                tracing::error!(error = %e, "session store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the session store failed",
+                )
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(rename = "AccountConfigurationId")]
+    account: Option<String>,
+    #[serde(rename = "CallGuid")]
+    call_guid: Option<String>,
+    #[serde(rename = "PaymentData")]
+    payment_data: Option<Value>,
+}
+
+/// The principal, with its client record.
+fn client(state: &AppState, auth: Authed) -> Result<(Principal, crate::auth::Client), ApiError> {
+    let p = auth.require(Scope::Globalpci)?;
+    let c = state
+        .authority
+        .client(&p.client_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "client no longer exists",
+            )
+        })?;
+    Ok((p, c))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(body): ApiJson<CreateBody>,
+    kind: SessionKind,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, client) = client(&state, auth)?;
+    let account = body
+        .account
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::from(SessionError::MissingField("AccountConfigurationId".into()))
+        })?;
+    let call_guid = body
+        .call_guid
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty());
+    if kind == SessionKind::SelfService && call_guid.is_none() {
+        return Err(SessionError::MissingField("CallGuid".into()).into());
+    }
+    if call_guid.as_ref().is_some_and(|g| g.len() > 128) {
+        return Err(SessionError::InvalidField(
+            "CallGuid".into(),
+            "longer than 128 characters".into(),
+        )
+        .into());
+    }
+    let data = PaymentData::from_value(body.payment_data)?;
+    let created = state
+        .sessions
+        .create(kind, &client, &account, call_guid, data)
+        .await?;
+    let s = &created.session;
+    let message = if created.existing {
+        "Existing session returned"
+    } else {
+        "Session created"
+    };
+    let mut out = json!({ "sessionId": s.id, "Message": message });
+    match kind {
+        SessionKind::SelfService => {
+            let fallback = state
+                .config
+                .account(&s.account_id)
+                .map(|a| a.dtmf_fallback_number.clone())
+                .unwrap_or_default();
+            out["dtmfFallbackNumber"] = json!(fallback);
+            out["dtmfLinkId"] = json!(s.dtmf_link_id);
+        }
+        SessionKind::Agent => {
+            let url = format!("{}/pay/agent/{}", state.config.public_url(), s.id);
+            out["paymentUiUrl"] = json!(url);
+            out["paymentUiCredentials"] =
+                json!({ "sessionId": s.id, "accessCode": created.ui_secret });
+        }
+        SessionKind::Digital => {}
+    }
+    Ok((StatusCode::OK, Json(out)))
+}
+
+/// A session as the API shows it: state and, once finished, the result (no card data).
+pub(super) fn session_json(s: &Session) -> Value {
+    let mut v = json!({
+        "sessionId": s.id,
+        "sessionState": s.state.as_str(),
+        "sessionType": s.kind.as_str(),
+        "accountConfigurationId": s.account_id,
+        "currency": s.currency,
+        "createdAt": s.created_at,
+        "expiresAt": s.expires_at,
+    });
+    if let Some(a) = s.amount_minor {
+        v["amount"] = json!(format!("{}.{:02}", a / 100, a % 100));
+    }
+    if let Some(r) = &s.merchant_txn_ref {
+        v["merchantTxnRef"] = json!(r);
+    }
+    if let Some(g) = &s.call_guid {
+        v["CallGuid"] = json!(g);
+    }
+    if let Value::Object(result) = serde_json::to_value(&s.result).unwrap_or(Value::Null) {
+        for (k, x) in result {
+            v[k] = x;
+        }
+    }
+    v
+}
+
+async fn show(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let s = state.sessions.get(&p.client_id, &id)?;
+    Ok(Json(session_json(&s)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let s = state.sessions.cancel(&p.client_id, &id).await?;
+    let mut v = session_json(&s);
+    v["Message"] = json!("Session cancelled");
+    Ok(Json(v))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    // Ownership first: another client's session is 404, not 409.
+    state.sessions.get(&p.client_id, &id)?;
+    let s = state
+        .sessions
+        .submit(&id, &format!("client:{}", p.client_id))
+        .await?;
+    Ok(Json(session_json(&s)))
+}

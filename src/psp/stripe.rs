@@ -1,0 +1,285 @@
+//! A Stripe-compatible PSP over HTTPS (reqwest, rustls).
+//!
+//! Tokenize: `POST /v1/payment_methods` (`type=card`), then `POST /v1/customers` and
+//! `POST /v1/payment_methods/{id}/attach` — attaching runs the issuer's check, so a card that
+//! will never work is refused here, before any charge. Charge: `POST /v1/payment_intents` with
+//! the customer and payment method, `confirm=true`, metadata (sessionId, merchantTxnRef, channel)
+//! and an `Idempotency-Key`. Refund: `POST /v1/refunds`.
+//!
+//! The form body holding the PAN is the one buffer the raw number is ever written into; it is
+//! owned by a type that wipes it when reqwest lets go of it. The secret key is never logged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use zeroize::Zeroize;
+
+use super::{BoxFuture, ChargeOutcome, ChargeRequest, Psp, PspError, TokenizedCard};
+use crate::card::Card;
+
+/// A request body that zeroizes itself on drop.
+struct WipedBody(Vec<u8>);
+
+impl AsRef<[u8]> for WipedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for WipedBody {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A Stripe-compatible PSP.
+pub struct StripePsp {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl core::fmt::Debug for StripePsp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StripePsp")
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl StripePsp {
+    /// A client for the API at `base` (e.g. `https://api.stripe.com`) with secret key `key`.
+    pub fn new(base: &str, key: &str) -> Result<Self, reqwest::Error> {
+        Ok(StripePsp {
+            base: base.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, PspError> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&self.key, Some(""))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PspError::Unreachable(without_url(&e)))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        if status.is_server_error() {
+            return Err(PspError::Server(status.as_u16()));
+        }
+        let code = v["error"]["code"]
+            .as_str()
+            .or(v["error"]["decline_code"].as_str())
+            .unwrap_or("")
+            .to_string();
+        if is_decline(&code) || status.as_u16() == 402 {
+            return Err(PspError::Declined {
+                code: if code.is_empty() {
+                    "card_declined".into()
+                } else {
+                    code
+                },
+            });
+        }
+        Err(PspError::Rejected(format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            v["error"]["message"].as_str().unwrap_or("no message")
+        )))
+    }
+}
+
+fn is_decline(code: &str) -> bool {
+    matches!(
+        code,
+        "card_declined"
+            | "expired_card"
+            | "incorrect_cvc"
+            | "processing_error"
+            | "authentication_required"
+            | "incorrect_number"
+            | "insufficient_funds"
+    )
+}
+
+/// A reqwest error without the URL (which could carry query strings) for logs.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+fn form(pairs: &[(&str, &str)]) -> Bytes {
+    Bytes::from(serde_urlencoded::to_string(pairs).expect("form pairs encode"))
+}
+
+impl Psp for StripePsp {
+    fn tokenize<'a>(
+        &'a self,
+        card: &'a Card,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<TokenizedCard, PspError>> {
+        Box::pin(async move {
+            // The card body: digits need no escaping; brackets are percent-encoded.
+            let mut body = WipedBody(Vec::with_capacity(160));
+            let mut digits = [0u8; crate::card::MAX_DIGITS];
+            body.0.extend_from_slice(b"type=card&card%5Bnumber%5D=");
+            let n = card.pan.digits_for_psp().write_ascii(&mut digits);
+            body.0.extend_from_slice(&digits[..n]);
+            body.0.extend_from_slice(
+                format!(
+                    "&card%5Bexp_month%5D={}&card%5Bexp_year%5D={}",
+                    card.expiry.month_for_psp(),
+                    card.expiry.year_for_psp()
+                )
+                .as_bytes(),
+            );
+            body.0.extend_from_slice(b"&card%5Bcvc%5D=");
+            let n = card.cvv.digits_for_psp().write_ascii(&mut digits);
+            body.0.extend_from_slice(&digits[..n]);
+            if let Some(pc) = &card.postcode {
+                body.0
+                    .extend_from_slice(b"&billing_details%5Baddress%5D%5Bpostal_code%5D=");
+                let n = pc.write_ascii(&mut digits);
+                body.0.extend_from_slice(&digits[..n]);
+            }
+            digits.zeroize();
+            let pm = self
+                .post(
+                    "/v1/payment_methods",
+                    Bytes::from_owner(body),
+                    Some(&format!("{idempotency_key}-pm")),
+                )
+                .await?;
+            let pm_id = pm["id"]
+                .as_str()
+                .ok_or_else(|| PspError::Rejected("payment method without id".into()))?
+                .to_string();
+            let cus = self
+                .post(
+                    "/v1/customers",
+                    form(&[("description", "tonegate card holder")]),
+                    Some(&format!("{idempotency_key}-cus")),
+                )
+                .await?;
+            let cus_id = cus["id"]
+                .as_str()
+                .ok_or_else(|| PspError::Rejected("customer without id".into()))?
+                .to_string();
+            self.post(
+                &format!("/v1/payment_methods/{pm_id}/attach"),
+                form(&[("customer", &cus_id)]),
+                Some(&format!("{idempotency_key}-attach")),
+            )
+            .await?;
+            Ok(TokenizedCard {
+                token_ref: pm_id,
+                customer_ref: Some(cus_id),
+                brand: pm["card"]["brand"].as_str().unwrap_or("").to_string(),
+                last4: pm["card"]["last4"].as_str().unwrap_or("").to_string(),
+                fingerprint: pm["card"]["fingerprint"].as_str().map(str::to_string),
+            })
+        })
+    }
+
+    fn charge<'a>(
+        &'a self,
+        req: ChargeRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, PspError>> {
+        Box::pin(async move {
+            let amount = req.amount_minor.to_string();
+            let currency = req.currency.to_ascii_lowercase();
+            let mut pairs = vec![
+                ("amount", amount.as_str()),
+                ("currency", currency.as_str()),
+                ("payment_method", req.token.token_ref.as_str()),
+                ("payment_method_types[]", "card"),
+                ("confirm", "true"),
+                ("metadata[sessionId]", req.session_id),
+                ("metadata[channel]", req.channel),
+            ];
+            if let Some(c) = &req.token.customer_ref {
+                pairs.push(("customer", c));
+            }
+            if let Some(r) = req.merchant_txn_ref {
+                pairs.push(("metadata[merchantTxnRef]", r));
+            }
+            let pi = match self
+                .post(
+                    "/v1/payment_intents",
+                    form(&pairs),
+                    Some(req.idempotency_key),
+                )
+                .await
+            {
+                Ok(v) => v,
+                Err(PspError::Declined { code }) => {
+                    return Ok(ChargeOutcome::Declined {
+                        transaction_id: None,
+                        code,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let id = pi["id"].as_str().unwrap_or("").to_string();
+            Ok(match pi["status"].as_str() {
+                Some("succeeded") | Some("processing") | Some("requires_capture") => {
+                    ChargeOutcome::Approved { transaction_id: id }
+                }
+                Some("requires_action") => ChargeOutcome::RequiresAction { transaction_id: id },
+                _ => ChargeOutcome::Declined {
+                    transaction_id: Some(id),
+                    code: pi["last_payment_error"]["code"]
+                        .as_str()
+                        .unwrap_or("card_declined")
+                        .to_string(),
+                },
+            })
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        transaction_id: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<String, PspError>> {
+        Box::pin(async move {
+            let v = self
+                .post(
+                    "/v1/refunds",
+                    form(&[("payment_intent", transaction_id)]),
+                    Some(idempotency_key),
+                )
+                .await?;
+            Ok(v["id"].as_str().unwrap_or("").to_string())
+        })
+    }
+}

@@ -1,0 +1,836 @@
+//! GlobalPCI payment sessions: the model and state machine ([`model`]), storage ([`store`]),
+//! and [`Sessions`], which creates them, links voice sessions to relay calls, runs their card
+//! capture, submits to the PSP and sweeps expiries.
+
+pub mod model;
+mod payment_data;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::unix_now;
+use crate::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field};
+use crate::card::Card;
+use crate::config::{AccountConfig, Config};
+use crate::media::CapturedKey;
+use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
+use crate::relay::Relay;
+use model::{PaymentResult, Session, SessionKind, SessionState};
+use store::{SessionStore, StoreError};
+
+pub use payment_data::PaymentData;
+
+/// Why a session request failed.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// `AccountConfigurationId` names no account.
+    #[error("unknown AccountConfigurationId {0:?}")]
+    UnknownAccount(String),
+    /// The client may not use that account.
+    #[error("this client may not use AccountConfigurationId {0:?}")]
+    AccountNotAllowed(String),
+    /// A key the account requires is missing or empty.
+    #[error("missing mandatory field {0:?}")]
+    MissingField(String),
+    /// A field has a bad value.
+    #[error("invalid field {0:?}: {1}")]
+    InvalidField(String, String),
+    /// No such session (or not this client's).
+    #[error("no such session")]
+    NotFound,
+    /// The state machine does not allow it now.
+    #[error("session is {from}, cannot {action}")]
+    WrongState {
+        /// Current state.
+        from: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the agent UI and hosted page are told, live. Lengths, statuses, references only.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveEvent {
+    /// The session's state.
+    pub session_state: SessionState,
+    /// The capture event that caused this update, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_event: Option<CaptureEvent>,
+    /// The capture's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureView>,
+    /// The payment outcome, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<PaymentResult>,
+}
+
+enum Command {
+    ResetField(Field, oneshot::Sender<bool>),
+    Submit(String, oneshot::Sender<Result<Session, SessionError>>),
+    Stop,
+}
+
+struct Live {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<LiveEvent>,
+    last: Arc<Mutex<LiveEvent>>,
+}
+
+struct Inner {
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+    relay: Relay,
+    psps: HashMap<String, Arc<dyn Psp>>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+/// The session service. Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+/// A session just created, with the one-time secrets only its creator ever sees.
+pub struct Created {
+    /// The session.
+    pub session: Session,
+    /// One-time credential for the agent payment UI (agent sessions).
+    pub ui_secret: Option<String>,
+    /// True when an existing live session was returned instead (idempotent create).
+    pub existing: bool,
+}
+
+impl Sessions {
+    /// A service over `store`, linking to calls on `relay`, paying through `psps` (by account).
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        config: Arc<Config>,
+        relay: Relay,
+        psps: HashMap<String, Arc<dyn Psp>>,
+    ) -> Self {
+        Sessions {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                relay,
+                psps,
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store (read-only uses: tests, audit).
+    pub fn store(&self) -> &dyn SessionStore {
+        &*self.inner.store
+    }
+
+    /// Recovers sessions a restart interrupted, then starts linking new calls and sweeping
+    /// expiries. Call once, inside the runtime.
+    pub fn start(&self) -> Result<(), SessionError> {
+        let now = unix_now();
+        let st = &self.inner.store;
+        for s in st.in_states(&[SessionState::Capturing, SessionState::ReadyToSubmit])? {
+            // The card was in memory only: capture starts over when the call comes back.
+            st.transition(
+                &s.id,
+                s.state,
+                SessionState::Created,
+                "gateway:restart",
+                now,
+            )?;
+        }
+        for s in st.in_states(&[SessionState::Submitting])? {
+            if st.transition(&s.id, s.state, SessionState::Failed, "gateway:restart", now)? {
+                let result = PaymentResult {
+                    failure_reason: Some(
+                        "interrupted while submitting; check the PSP before retrying".into(),
+                    ),
+                    ..s.result.clone()
+                };
+                st.set_result(&s.id, &result, now)?;
+            }
+        }
+        let me = self.clone();
+        let mut notices = self.inner.relay.watch_calls();
+        tokio::spawn(async move {
+            loop {
+                match notices.recv().await {
+                    Ok(n) => me.link_call(&n.call_guid, &n.id).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let me = self.clone();
+        let every = Duration::from_secs(self.inner.config.store.sweep_interval_s.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.sweep(unix_now()).await {
+                    tracing::error!(error = %e, "session sweep failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn account(&self, id: &str) -> Result<&AccountConfig, SessionError> {
+        self.inner
+            .config
+            .account(id)
+            .ok_or_else(|| SessionError::UnknownAccount(id.to_string()))
+    }
+
+    /// Creates a session for `client`. Digital sessions with a `merchantTxnRef` that has a
+    /// live session already return that one.
+    pub async fn create(
+        &self,
+        kind: SessionKind,
+        client: &crate::auth::Client,
+        account_id: &str,
+        call_guid: Option<String>,
+        data: PaymentData,
+    ) -> Result<Created, SessionError> {
+        let account = self.account(account_id)?.clone();
+        if !client.may_use_account(account_id) {
+            return Err(SessionError::AccountNotAllowed(account_id.to_string()));
+        }
+        data.check_mandatory(&account.mandatory)?;
+        if kind == SessionKind::Digital {
+            data.customer_phone()?;
+        }
+        let amount_minor = data.amount_minor()?;
+        let merchant_ref = data.merchant_txn_ref();
+        if let (SessionKind::Digital, Some(r)) = (kind, &merchant_ref) {
+            if let Some(s) = self
+                .inner
+                .store
+                .live_by_merchant_ref(&client.id, account_id, kind, r)?
+            {
+                return Ok(Created {
+                    session: s,
+                    ui_secret: None,
+                    existing: true,
+                });
+            }
+        }
+        let now = unix_now();
+        let ui_secret = (kind == SessionKind::Agent).then(crate::auth::random_token);
+        let session = Session {
+            id: new_session_id(),
+            kind,
+            client_id: client.id.clone(),
+            account_id: account_id.to_string(),
+            call_guid,
+            dtmf_link_id: (kind == SessionKind::SelfService)
+                .then(|| self.new_link_id())
+                .transpose()?,
+            state: SessionState::Created,
+            amount_minor,
+            currency: data.currency().unwrap_or_else(|| account.currency.clone()),
+            merchant_txn_ref: merchant_ref,
+            payment_data: data.into_stored(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + account.session_ttl_s,
+            result: PaymentResult::default(),
+            ui_secret_hash: ui_secret.as_deref().map(crate::auth::hash_secret),
+        };
+        self.inner
+            .store
+            .insert(&session, &format!("client:{}", client.id))?;
+        tracing::info!(session = %session.id, kind = session.kind.as_str(), account = %account_id, "session created");
+        if let Some(guid) = session.call_guid.clone() {
+            if let Some(call) = self.inner.relay.find_by_call_guid(&guid) {
+                self.link_call(&guid, &call).await;
+            }
+        }
+        let session = store::must_get(&*self.inner.store, &session.id)?;
+        Ok(Created {
+            session,
+            ui_secret,
+            existing: false,
+        })
+    }
+
+    /// A session, if `client` owns it.
+    pub fn get(&self, client_id: &str, id: &str) -> Result<Session, SessionError> {
+        match self.inner.store.get(id)? {
+            Some(s) if s.client_id == client_id => Ok(s),
+            _ => Err(SessionError::NotFound),
+        }
+    }
+
+    /// A session by id, for routes authorised some other way (payment UI credentials).
+    pub fn get_any(&self, id: &str) -> Result<Session, SessionError> {
+        self.inner.store.get(id)?.ok_or(SessionError::NotFound)
+    }
+
+    /// Cancels a live session.
+    pub async fn cancel(&self, client_id: &str, id: &str) -> Result<Session, SessionError> {
+        let s = self.get(client_id, id)?;
+        self.end(
+            &s,
+            SessionState::Cancelled,
+            &format!("client:{client_id}"),
+            None,
+        )
+        .await?;
+        store::must_get(&*self.inner.store, id).map_err(Into::into)
+    }
+
+    /// Submits the captured card to the PSP (agent sessions; self-service submits itself).
+    pub async fn submit(&self, id: &str, actor: &str) -> Result<Session, SessionError> {
+        let s = self.get_any(id)?;
+        if s.state != SessionState::ReadyToSubmit {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "submit (capture is not complete)",
+            });
+        }
+        let commands = self.live_commands(id).ok_or(SessionError::WrongState {
+            from: s.state.as_str(),
+            action: "submit (no capture in progress)",
+        })?;
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(Command::Submit(actor.to_string(), tx))
+            .await
+            .map_err(|_| SessionError::NotFound)?;
+        rx.await.map_err(|_| SessionError::NotFound)?
+    }
+
+    /// The agent's "Reset field".
+    pub async fn reset_field(&self, id: &str, field: Field) -> Result<bool, SessionError> {
+        let commands = self.live_commands(id).ok_or(SessionError::NotFound)?;
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(Command::ResetField(field, tx))
+            .await
+            .map_err(|_| SessionError::NotFound)?;
+        rx.await.map_err(|_| SessionError::NotFound)
+    }
+
+    /// The latest live state and a stream of updates (agent UI). `None` if nothing is live.
+    pub fn subscribe(&self, id: &str) -> Option<(LiveEvent, broadcast::Receiver<LiveEvent>)> {
+        let live = self.inner.live.lock().expect("live lock");
+        live.get(id).map(|l| {
+            (
+                l.last.lock().expect("last lock").clone(),
+                l.events.subscribe(),
+            )
+        })
+    }
+
+    /// Pays a digital session with a card from the hosted payment page: tokenize, charge,
+    /// record. Returns the session afterwards.
+    pub async fn pay_with_card(
+        &self,
+        id: &str,
+        card: Card,
+        actor: &str,
+    ) -> Result<Session, SessionError> {
+        let s = self.get_any(id)?;
+        let st = &self.inner.store;
+        let now = unix_now();
+        if s.state == SessionState::Created {
+            st.transition(
+                id,
+                SessionState::Created,
+                SessionState::Capturing,
+                actor,
+                now,
+            )?;
+        }
+        let s = store::must_get(&**st, id)?;
+        if s.state != SessionState::Capturing {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "take a card",
+            });
+        }
+        st.transition(
+            id,
+            SessionState::Capturing,
+            SessionState::ReadyToSubmit,
+            actor,
+            now,
+        )?;
+        pay(&self.inner, &s, card, actor, "digital").await?;
+        store::must_get(&**st, id).map_err(Into::into)
+    }
+
+    fn live_commands(&self, id: &str) -> Option<mpsc::Sender<Command>> {
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .get(id)
+            .map(|l| l.commands.clone())
+    }
+
+    fn new_link_id(&self) -> Result<String, SessionError> {
+        use rand::Rng;
+        for _ in 0..100 {
+            let id = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
+            if self.inner.store.live_by_link_id(&id)?.is_none() {
+                return Ok(id);
+            }
+        }
+        Err(SessionError::InvalidField(
+            "dtmfLinkId".into(),
+            "no free link id".into(),
+        ))
+    }
+
+    /// A relay call with `call_guid` exists as `call_id`: start capture for the live voice
+    /// session on it, if there is one.
+    pub async fn link_call(&self, call_guid: &str, call_id: &str) {
+        let Ok(Some(s)) = self.inner.store.live_by_call_guid(call_guid) else {
+            return;
+        };
+        if let Err(e) = self.start_capture(&s, call_id).await {
+            tracing::warn!(session = %s.id, error = %e, "could not start capture");
+        }
+    }
+
+    /// Starts capture for voice session `s` on relay call `call_id`.
+    pub async fn start_capture(&self, s: &Session, call_id: &str) -> Result<(), SessionError> {
+        if s.kind == SessionKind::Digital || s.state != SessionState::Created {
+            return Ok(());
+        }
+        if self
+            .inner
+            .live
+            .lock()
+            .expect("live lock")
+            .contains_key(&s.id)
+        {
+            return Ok(());
+        }
+        let account = self.account(&s.account_id)?.clone();
+        let (keys_tx, keys_rx) = mpsc::channel::<CapturedKey>(64);
+        if self
+            .inner
+            .relay
+            .subscribe_keys(call_id, keys_tx)
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        if !self.inner.store.transition(
+            &s.id,
+            SessionState::Created,
+            SessionState::Capturing,
+            "gateway",
+            unix_now(),
+        )? {
+            return Ok(());
+        }
+        // Secure mode on before the first prompt: from here no key reaches the agent.
+        let _ = self.inner.relay.set_secure(call_id, true).await;
+        let (commands, commands_rx) = mpsc::channel(16);
+        let (events, _) = broadcast::channel(128);
+        let first = LiveEvent {
+            session_state: SessionState::Capturing,
+            capture_event: None,
+            capture: None,
+            result: None,
+        };
+        let last = Arc::new(Mutex::new(first));
+        self.inner.live.lock().expect("live lock").insert(
+            s.id.clone(),
+            Live {
+                commands,
+                events: events.clone(),
+                last: last.clone(),
+            },
+        );
+        let task = CaptureTask {
+            inner: self.inner.clone(),
+            session: store::must_get(&*self.inner.store, &s.id)?,
+            account,
+            call_id: call_id.to_string(),
+            keys: keys_rx,
+            commands: commands_rx,
+            events,
+            last,
+        };
+        tracing::info!(session = %s.id, call = %call_id, "capture started");
+        tokio::spawn(task.run());
+        Ok(())
+    }
+
+    async fn sweep(&self, now: u64) -> Result<(), SessionError> {
+        for s in self.inner.store.expired(now)? {
+            self.end(&s, SessionState::Expired, "gateway:expiry", None)
+                .await?;
+            tracing::info!(session = %s.id, "session expired");
+        }
+        Ok(())
+    }
+
+    /// Moves a live session to a terminal state and stops its capture.
+    async fn end(
+        &self,
+        s: &Session,
+        to: SessionState,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<(), SessionError> {
+        s.state.to(to).map_err(|_| SessionError::WrongState {
+            from: s.state.as_str(),
+            action: if to == SessionState::Cancelled {
+                "cancel"
+            } else {
+                "end"
+            },
+        })?;
+        if !self
+            .inner
+            .store
+            .transition(&s.id, s.state, to, actor, unix_now())?
+        {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "change state (it changed meanwhile)",
+            });
+        }
+        if let Some(r) = reason {
+            let result = PaymentResult {
+                failure_reason: Some(r.to_string()),
+                ..s.result.clone()
+            };
+            self.inner.store.set_result(&s.id, &result, unix_now())?;
+        }
+        let live = self.inner.live.lock().expect("live lock").remove(&s.id);
+        if let Some(l) = live {
+            let _ = l.commands.send(Command::Stop).await;
+            let _ = l.events.send(LiveEvent {
+                session_state: to,
+                capture_event: None,
+                capture: None,
+                result: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn new_session_id() -> String {
+    // A UUID-shaped random id (GlobalPCI session ids are GUIDs).
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Today's (year, month) in UTC, for expiry checks.
+pub fn today_utc(unix: u64) -> (u16, u8) {
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let days = (unix / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    (year as u16, month as u8)
+}
+
+/// One linked voice session's capture: owns the [`Capture`] (and so the card) until it is
+/// paid, failed or stopped.
+struct CaptureTask {
+    inner: Arc<Inner>,
+    session: Session,
+    account: AccountConfig,
+    call_id: String,
+    keys: mpsc::Receiver<CapturedKey>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<LiveEvent>,
+    last: Arc<Mutex<LiveEvent>>,
+}
+
+impl CaptureTask {
+    async fn run(mut self) {
+        let start = tokio::time::Instant::now();
+        let ms = || start.elapsed().as_millis() as u64;
+        let rules = CaptureRules {
+            fields: self.account.fields.clone(),
+            max_attempts: self.account.max_attempts,
+            inter_digit_timeout_ms: self.account.inter_digit_timeout_s * 1000,
+            first_key_timeout_ms: self.account.first_key_timeout_s * 1000,
+            today: today_utc(unix_now()),
+        };
+        let mut capture = Capture::new(rules, ms());
+        let mut state = SessionState::Capturing;
+        loop {
+            if let Some(done) = self.drain(&mut capture, &mut state).await {
+                if done {
+                    break;
+                }
+            }
+            let deadline = capture
+                .next_deadline()
+                .map(|d| start + Duration::from_millis(d));
+            tokio::select! {
+                k = self.keys.recv() => match k {
+                    Some(k) => capture.key(k.key(), ms()),
+                    // The call ended: the session stays, waiting for a new call.
+                    None => break,
+                },
+                c = self.commands.recv() => match c {
+                    Some(Command::ResetField(f, ack)) => {
+                        let ok = capture.reset_field(f, ms());
+                        let _ = ack.send(ok);
+                    }
+                    Some(Command::Submit(actor, ack)) => {
+                        let r = self.submit(&mut capture, &mut state, &actor).await;
+                        let _ = ack.send(r);
+                        if state.is_terminal() {
+                            break;
+                        }
+                    }
+                    Some(Command::Stop) | None => break,
+                },
+                _ = sleep_until_opt(deadline) => capture.tick(ms()),
+            }
+        }
+        self.finish(state).await;
+    }
+
+    /// Forwards capture events; `Some(true)` when the session is over.
+    async fn drain(&mut self, capture: &mut Capture, state: &mut SessionState) -> Option<bool> {
+        let mut over = None;
+        while let Some(ev) = capture.poll_event() {
+            match &ev {
+                CaptureEvent::AllComplete => {
+                    self.transition(state, SessionState::ReadyToSubmit, "caller");
+                }
+                CaptureEvent::FieldCleared { .. } if *state == SessionState::ReadyToSubmit => {
+                    self.transition(state, SessionState::Capturing, "agent");
+                }
+                CaptureEvent::AttemptsExhausted { field } => {
+                    self.transition(state, SessionState::Failed, "caller");
+                    let reason = format!("too many invalid attempts at {}", field.as_str());
+                    let _ = self.inner.store.set_result(
+                        &self.session.id,
+                        &PaymentResult {
+                            failure_reason: Some(reason),
+                            ..Default::default()
+                        },
+                        unix_now(),
+                    );
+                    over = Some(true);
+                }
+                _ => {}
+            }
+            self.publish(*state, Some(ev), Some(capture.view()), None);
+        }
+        if *state == SessionState::ReadyToSubmit && self.session.kind == SessionKind::SelfService {
+            // Self-service: nobody presses "Submit"; the complete card goes straight to the PSP.
+            let _ = self.submit(capture, state, "caller").await;
+            return Some(true);
+        }
+        over
+    }
+
+    async fn submit(
+        &mut self,
+        capture: &mut Capture,
+        state: &mut SessionState,
+        actor: &str,
+    ) -> Result<Session, SessionError> {
+        let Some(card) = capture.take_card() else {
+            return Err(SessionError::WrongState {
+                from: state.as_str(),
+                action: "submit (capture is not complete)",
+            });
+        };
+        let r = pay(&self.inner, &self.session, card, actor, "voice").await;
+        let s = store::must_get(&*self.inner.store, &self.session.id)?;
+        *state = s.state;
+        self.publish(s.state, None, Some(capture.view()), Some(s.result.clone()));
+        r.map(|_| s)
+    }
+
+    fn transition(&self, state: &mut SessionState, to: SessionState, actor: &str) {
+        if state.to(to).is_ok()
+            && matches!(
+                self.inner
+                    .store
+                    .transition(&self.session.id, *state, to, actor, unix_now()),
+                Ok(true)
+            )
+        {
+            *state = to;
+        }
+    }
+
+    fn publish(
+        &self,
+        state: SessionState,
+        ev: Option<CaptureEvent>,
+        view: Option<CaptureView>,
+        result: Option<PaymentResult>,
+    ) {
+        let e = LiveEvent {
+            session_state: state,
+            capture_event: ev,
+            capture: view,
+            result,
+        };
+        *self.last.lock().expect("last lock") = e.clone();
+        let _ = self.events.send(e);
+    }
+
+    async fn finish(self, state: SessionState) {
+        let _ = self.inner.relay.set_secure(&self.call_id, false).await;
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .remove(&self.session.id);
+        if !state.is_terminal() {
+            // The call went away mid-capture: back to Created, to start over on a new call.
+            let _ = self.inner.store.transition(
+                &self.session.id,
+                state,
+                SessionState::Created,
+                "gateway:call-ended",
+                unix_now(),
+            );
+        }
+        tracing::info!(session = %self.session.id, state = state.as_str(), "capture ended");
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tokenize (once), wipe the card, charge with the token (retried under one idempotency key),
+/// store the result and the final state. The session must be ReadyToSubmit.
+async fn pay(
+    inner: &Inner,
+    s: &Session,
+    card: Card,
+    actor: &str,
+    channel: &str,
+) -> Result<(), SessionError> {
+    let st = &inner.store;
+    if !st.transition(
+        &s.id,
+        SessionState::ReadyToSubmit,
+        SessionState::Submitting,
+        actor,
+        unix_now(),
+    )? {
+        return Err(SessionError::WrongState {
+            from: "not ReadyToSubmit",
+            action: "submit",
+        });
+    }
+    let psp = inner.psps.get(&s.account_id).cloned();
+    let mut result = PaymentResult {
+        masked_pan: Some(card.pan.masked()),
+        card_brand: Some(card.pan.brand().name().to_string()),
+        ..Default::default()
+    };
+    let outcome: Result<ChargeOutcome, PspError> = match psp {
+        None => Err(PspError::Rejected(
+            "no PSP configured for this account".into(),
+        )),
+        Some(psp) => {
+            let tok_key = format!("tok-{}", s.id);
+            let token = with_retries(|| psp.tokenize(&card, &tok_key)).await;
+            // The token exists (or never will): the card goes now.
+            drop(card);
+            match token {
+                Err(e) => Err(e),
+                Ok(token) => {
+                    result.psp_token_reference = Some(token.token_ref.clone());
+                    let pay_key = format!("pay-{}", s.id);
+                    let req = ChargeRequest {
+                        token: &token,
+                        amount_minor: s.amount_minor.unwrap_or(0),
+                        currency: &s.currency,
+                        merchant_txn_ref: s.merchant_txn_ref.as_deref(),
+                        session_id: &s.id,
+                        channel,
+                        idempotency_key: &pay_key,
+                    };
+                    with_retries(|| psp.charge(req.clone())).await
+                }
+            }
+        }
+    };
+    let to = match outcome {
+        Ok(ChargeOutcome::Approved { transaction_id }) => {
+            result.psp_transaction_id = Some(transaction_id);
+            SessionState::Completed
+        }
+        Ok(ChargeOutcome::Declined {
+            transaction_id,
+            code,
+        }) => {
+            result.psp_transaction_id = transaction_id;
+            result.failure_reason = Some(code);
+            SessionState::Declined
+        }
+        Ok(ChargeOutcome::RequiresAction { transaction_id }) => {
+            result.psp_transaction_id = Some(transaction_id);
+            result.failure_reason = Some("authentication_required".into());
+            SessionState::Declined
+        }
+        Err(PspError::Declined { code }) => {
+            result.failure_reason = Some(code);
+            SessionState::Declined
+        }
+        Err(e) => {
+            result.failure_reason = Some(e.to_string());
+            SessionState::Failed
+        }
+    };
+    st.set_result(&s.id, &result, unix_now())?;
+    st.transition(&s.id, SessionState::Submitting, to, "psp", unix_now())?;
+    tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::today_utc(0), (1970, 1));
+        assert_eq!(super::today_utc(1_795_376_476), (2026, 11));
+        assert_eq!(super::today_utc(951_782_400), (2000, 2)); // 2000-02-29
+        assert_eq!(super::today_utc(978_307_199), (2000, 12)); // 2000-12-31T23:59:59
+    }
+}

@@ -1,0 +1,204 @@
+//! The GlobalPCI payment session: kinds, the state machine, and what is stored (never card data).
+//!
+//! ```text
+//!            ┌──────────────────────────────┐
+//! Created ──▶ Capturing ──▶ ReadyToSubmit ──▶ Submitting ──▶ Completed | Declined | Failed
+//!    │            │  ▲            │
+//!    │            │  └────────────┘ (a field is reset)
+//!    │            └──▶ Failed (attempts exhausted)
+//!    └────────────┴──────────────────┴──▶ Cancelled | Expired
+//! ```
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How the session takes the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionKind {
+    /// IVR self-service: keys on a call, no agent.
+    SelfService,
+    /// Digital: an SMS link to the hosted payment page.
+    Digital,
+    /// Agent-assisted: keys on a call while the agent watches the masked payment UI.
+    Agent,
+}
+
+impl SessionKind {
+    /// Name on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::SelfService => "SelfService",
+            SessionKind::Digital => "Digital",
+            SessionKind::Agent => "Agent",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<SessionKind> {
+        match s {
+            "SelfService" => Some(SessionKind::SelfService),
+            "Digital" => Some(SessionKind::Digital),
+            "Agent" => Some(SessionKind::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// Where a session is in its life. See the module documentation for the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionState {
+    /// Made; waiting for the call (or the customer's link) to start capture.
+    Created,
+    /// Keys are being collected.
+    Capturing,
+    /// Every field is valid; the card waits in memory for submission.
+    ReadyToSubmit,
+    /// The card is with the PSP.
+    Submitting,
+    /// Paid.
+    Completed,
+    /// The PSP declined.
+    Declined,
+    /// Capture or payment failed.
+    Failed,
+    /// Timed out.
+    Expired,
+    /// Cancelled by the API client.
+    Cancelled,
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a session cannot go from {from:?} to {to:?}")]
+pub struct IllegalTransition {
+    /// The state it was in.
+    pub from: SessionState,
+    /// The state asked for.
+    pub to: SessionState,
+}
+
+impl SessionState {
+    /// Every state.
+    pub const ALL: [SessionState; 9] = [
+        SessionState::Created,
+        SessionState::Capturing,
+        SessionState::ReadyToSubmit,
+        SessionState::Submitting,
+        SessionState::Completed,
+        SessionState::Declined,
+        SessionState::Failed,
+        SessionState::Expired,
+        SessionState::Cancelled,
+    ];
+
+    /// Name on the wire (`sessionState`) and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Created => "Created",
+            SessionState::Capturing => "Capturing",
+            SessionState::ReadyToSubmit => "ReadyToSubmit",
+            SessionState::Submitting => "Submitting",
+            SessionState::Completed => "Completed",
+            SessionState::Declined => "Declined",
+            SessionState::Failed => "Failed",
+            SessionState::Expired => "Expired",
+            SessionState::Cancelled => "Cancelled",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<SessionState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// No way out.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            SessionState::Completed
+                | SessionState::Declined
+                | SessionState::Failed
+                | SessionState::Expired
+                | SessionState::Cancelled
+        )
+    }
+
+    /// Checks a transition.
+    pub fn to(self, to: SessionState) -> Result<SessionState, IllegalTransition> {
+        use SessionState::*;
+        let ok = match (self, to) {
+            (Created, Capturing) => true,
+            (Capturing, ReadyToSubmit | Failed) => true,
+            (ReadyToSubmit, Capturing | Submitting) => true,
+            (Submitting, Completed | Declined | Failed) => true,
+            // A capture interrupted by a restart starts over when the call comes back.
+            (Capturing | ReadyToSubmit, Created) => true,
+            (Created | Capturing | ReadyToSubmit, Cancelled | Expired) => true,
+            _ => false,
+        };
+        if ok {
+            Ok(to)
+        } else {
+            Err(IllegalTransition { from: self, to })
+        }
+    }
+}
+
+/// The outcome of a submitted payment: references only, never card data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResult {
+    /// PAN masked to its last four (`************4242`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked_pan: Option<String>,
+    /// Card brand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_brand: Option<String>,
+    /// The PSP's reference for the tokenized card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psp_token_reference: Option<String>,
+    /// The PSP's transaction (payment) id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psp_transaction_id: Option<String>,
+    /// Why it did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+/// A stored session. Holds no card data by construction: the card lives only in the capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// `sessionId`.
+    pub id: String,
+    /// Kind.
+    pub kind: SessionKind,
+    /// The API client that made it (only it may see it).
+    pub client_id: String,
+    /// `AccountConfigurationId`.
+    pub account_id: String,
+    /// The call's `CallGuid`, for voice sessions.
+    pub call_guid: Option<String>,
+    /// Short numeric id an IVR can key to find the session (self-service).
+    pub dtmf_link_id: Option<String>,
+    /// State.
+    pub state: SessionState,
+    /// Amount in minor units.
+    pub amount_minor: Option<i64>,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// `merchantTxnRef`.
+    pub merchant_txn_ref: Option<String>,
+    /// The non-sensitive `PaymentData` as posted (card-number-like text redacted), unknown keys
+    /// included as metadata.
+    pub payment_data: serde_json::Map<String, serde_json::Value>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds.
+    pub updated_at: u64,
+    /// Unix seconds after which the session expires.
+    pub expires_at: u64,
+    /// The payment outcome, once there is one.
+    pub result: PaymentResult,
+    /// argon2 hash of the agent payment UI's one-time credential (agent sessions).
+    pub ui_secret_hash: Option<String>,
+}

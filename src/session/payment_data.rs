@@ -1,0 +1,221 @@
+//! `PaymentData`: the non-sensitive payment details a session is created with, keyed as the
+//! seed writes them (`cardholderName`, `cardholderPostCode`, `"cardholder Address"`,
+//! `merchantTxnRef`, `amount`, `CustomerPhoneNumber`, …). Unknown keys are kept as metadata.
+//! Anything that looks like a card number is masked before it is stored: card data never
+//! arrives this way, and if a caller's CRM sends it anyway it is not kept.
+
+use serde_json::{Map, Value};
+
+use super::SessionError;
+use crate::card::redact::redact_card_numbers;
+
+const MAX_KEYS: usize = 64;
+const MAX_KEY_LEN: usize = 64;
+const MAX_VALUE_LEN: usize = 1024;
+
+/// Checked `PaymentData`.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentData {
+    map: Map<String, Value>,
+}
+
+impl PaymentData {
+    /// Checks a JSON value: an object of at most 64 scalar values (strings ≤ 1024 chars).
+    pub fn from_value(v: Option<Value>) -> Result<PaymentData, SessionError> {
+        let map = match v {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(SessionError::InvalidField(
+                    "PaymentData".into(),
+                    "must be a JSON object".into(),
+                ))
+            }
+        };
+        if map.len() > MAX_KEYS {
+            return Err(SessionError::InvalidField(
+                "PaymentData".into(),
+                format!("more than {MAX_KEYS} keys"),
+            ));
+        }
+        for (k, v) in &map {
+            if k.is_empty() || k.len() > MAX_KEY_LEN {
+                return Err(SessionError::InvalidField(
+                    "PaymentData".into(),
+                    format!("key names must be 1-{MAX_KEY_LEN} characters"),
+                ));
+            }
+            match v {
+                Value::String(s) if s.len() > MAX_VALUE_LEN => {
+                    return Err(SessionError::InvalidField(
+                        k.clone(),
+                        format!("longer than {MAX_VALUE_LEN} characters"),
+                    ))
+                }
+                Value::Object(_) | Value::Array(_) => {
+                    return Err(SessionError::InvalidField(
+                        k.clone(),
+                        "must be a string, number or boolean".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(PaymentData { map })
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        match self.map.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// 400 naming the first mandatory key that is missing or empty.
+    pub fn check_mandatory(&self, keys: &[String]) -> Result<(), SessionError> {
+        match keys.iter().find(|k| self.text(k).is_none()) {
+            Some(k) => Err(SessionError::MissingField(k.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// `amount` in minor units (`"124.99"` → 12499), if given.
+    pub fn amount_minor(&self) -> Result<Option<i64>, SessionError> {
+        let Some(a) = self.text("amount") else {
+            return Ok(None);
+        };
+        let bad = || {
+            SessionError::InvalidField(
+                "amount".into(),
+                format!("{a:?} is not an amount like 124.99"),
+            )
+        };
+        let (whole, frac) = a.split_once('.').unwrap_or((&a, ""));
+        if whole.is_empty()
+            || whole.len() > 12
+            || !whole.chars().all(|c| c.is_ascii_digit())
+            || frac.len() > 2
+            || !frac.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let cents = format!("{frac:0<2}");
+        let v = whole.parse::<i64>().map_err(|_| bad())? * 100
+            + cents.parse::<i64>().map_err(|_| bad())?;
+        if v == 0 {
+            return Err(SessionError::InvalidField(
+                "amount".into(),
+                "must be above zero".into(),
+            ));
+        }
+        Ok(Some(v))
+    }
+
+    /// `currency`, if given and valid (else the account's).
+    pub fn currency(&self) -> Option<String> {
+        self.text("currency")
+            .map(|c| c.to_ascii_uppercase())
+            .filter(|c| c.len() == 3 && c.chars().all(|x| x.is_ascii_uppercase()))
+    }
+
+    /// `merchantTxnRef`.
+    pub fn merchant_txn_ref(&self) -> Option<String> {
+        self.text("merchantTxnRef")
+    }
+
+    /// `CustomerPhoneNumber`, required and E.164 (`+` and 7-15 digits).
+    pub fn customer_phone(&self) -> Result<String, SessionError> {
+        let p = self
+            .text("CustomerPhoneNumber")
+            .ok_or_else(|| SessionError::MissingField("CustomerPhoneNumber".into()))?;
+        let digits = p.strip_prefix('+').unwrap_or("");
+        if !(7..=15).contains(&digits.len())
+            || !digits.chars().all(|c| c.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(SessionError::InvalidField(
+                "CustomerPhoneNumber".into(),
+                "must be E.164, like +447700900123".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// What is stored: every key, strings with card-number-like runs masked.
+    pub fn into_stored(self) -> Map<String, Value> {
+        self.map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => Value::String(redact_card_numbers(&s)),
+                    other => other,
+                };
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pd(v: Value) -> PaymentData {
+        PaymentData::from_value(Some(v)).unwrap()
+    }
+
+    #[test]
+    fn seed_keys_amounts_and_phones() {
+        let p = pd(
+            json!({"cardholderName": "A Person", "cardholder Address": "1 High St", "amount": "124.99", "merchantTxnRef": "INV-1", "extra": 5}),
+        );
+        assert_eq!(p.amount_minor().unwrap(), Some(12499));
+        assert_eq!(pd(json!({"amount": 7})).amount_minor().unwrap(), Some(700));
+        assert_eq!(
+            pd(json!({"amount": "7.5"})).amount_minor().unwrap(),
+            Some(750)
+        );
+        assert!(pd(json!({"amount": "7.555"})).amount_minor().is_err());
+        assert!(pd(json!({"amount": "-1"})).amount_minor().is_err());
+        assert!(pd(json!({"amount": "0"})).amount_minor().is_err());
+        assert_eq!(p.merchant_txn_ref().as_deref(), Some("INV-1"));
+        assert!(p
+            .check_mandatory(&["amount".into(), "cardholder Address".into()])
+            .is_ok());
+        assert!(
+            matches!(p.check_mandatory(&["cardholderPostCode".into()]), Err(SessionError::MissingField(k)) if k == "cardholderPostCode")
+        );
+        assert!(pd(json!({"CustomerPhoneNumber": "+447700900123"}))
+            .customer_phone()
+            .is_ok());
+        for bad in ["07700900123", "+0123456789", "+44 7700 900123", "+12"] {
+            assert!(
+                pd(json!({ "CustomerPhoneNumber": bad }))
+                    .customer_phone()
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            pd(json!({})).customer_phone(),
+            Err(SessionError::MissingField(_))
+        ));
+    }
+
+    #[test]
+    fn shapes_and_limits() {
+        assert!(PaymentData::from_value(Some(json!([1]))).is_err());
+        assert!(PaymentData::from_value(Some(json!({"a": {"b": 1}}))).is_err());
+        assert!(PaymentData::from_value(Some(json!({"a": "x".repeat(2000)}))).is_err());
+        assert!(PaymentData::from_value(None).is_ok());
+    }
+
+    #[test]
+    fn card_numbers_are_not_stored() {
+        let stored = pd(json!({"notes": "card 4242 4242 4242 4242 exp 12/30"})).into_stored();
+        assert_eq!(stored["notes"], "card **** **** **** 4242 exp 12/30");
+    }
+}

@@ -1,0 +1,443 @@
+//! Session storage behind a trait; SQLite (bundled) is the embedded default.
+//!
+//! Stored: session metadata, state, non-sensitive payment data, results (references, last four,
+//! brand) and an audit trail of transitions. Never a PAN, expiry or CVV: the types that hold
+//! those cannot be serialised, and nothing here takes them.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+use thiserror::Error;
+
+use super::model::{PaymentResult, Session, SessionKind, SessionState};
+
+/// A storage failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("session store: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored row does not decode.
+    #[error("session store: corrupt row: {0}")]
+    Corrupt(String),
+    /// Opening or migrating failed.
+    #[error("session store {path}: {message}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// One audited transition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: u64,
+    /// Who caused it (`client:<id>`, `agent-ui`, `caller`, `gateway`).
+    pub actor: String,
+    /// From state (`None` at creation).
+    pub from: Option<String>,
+    /// To state.
+    pub to: String,
+}
+
+/// Where sessions live.
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session (and its creation in the audit trail).
+    fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError>;
+    /// A session by id.
+    fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Writes a state change, with its audit event, if the stored state is still `from`.
+    /// Returns false when someone else changed it first.
+    fn transition(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        actor: &str,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Records the payment result.
+    fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError>;
+    /// The audit trail of a session, oldest first.
+    fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Live (non-terminal) sessions whose expiry has passed.
+    fn expired(&self, now: u64) -> Result<Vec<Session>, StoreError>;
+    /// Sessions in any of `states`.
+    fn in_states(&self, states: &[SessionState]) -> Result<Vec<Session>, StoreError>;
+    /// The live session with this `dtmfLinkId`.
+    fn live_by_link_id(&self, link_id: &str) -> Result<Option<Session>, StoreError>;
+    /// The live voice session for a call.
+    fn live_by_call_guid(&self, call_guid: &str) -> Result<Option<Session>, StoreError>;
+    /// The live session of a kind for a client, account and `merchantTxnRef` (idempotent create).
+    fn live_by_merchant_ref(
+        &self,
+        client: &str,
+        account: &str,
+        kind: SessionKind,
+        merchant_ref: &str,
+    ) -> Result<Option<Session>, StoreError>;
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions and their audit trail.
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        call_guid TEXT,
+        dtmf_link_id TEXT,
+        state TEXT NOT NULL,
+        amount_minor INTEGER,
+        currency TEXT NOT NULL,
+        merchant_txn_ref TEXT,
+        payment_data TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        ui_secret_hash TEXT
+    );
+    CREATE INDEX sessions_call_guid ON sessions(call_guid);
+    CREATE INDEX sessions_link ON sessions(dtmf_link_id);
+    CREATE INDEX sessions_ref ON sessions(client_id, account_id, merchant_txn_ref);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL
+    );
+    CREATE INDEX audit_session ON audit(session_id);",
+];
+
+/// SQLite-backed store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const LIVE: &str = "state IN ('Created','Capturing','ReadyToSubmit','Submitting')";
+const COLUMNS: &str =
+    "id, kind, client_id, account_id, call_guid, dtmf_link_id, state, amount_minor, currency, \
+    merchant_txn_ref, payment_data, created_at, updated_at, expires_at, result, ui_secret_hash";
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let err = |m: String| StoreError::Open {
+            path: path.display().to_string(),
+            message: m,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        Self::init(conn).map_err(|e| err(e.to_string()))
+    }
+
+    /// An in-memory store (tests).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!(
+                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn query(
+        &self,
+        where_clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Session>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM sessions WHERE {where_clause}"
+        ))?;
+        let rows = stmt.query_map(args, row_to_session)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+}
+
+fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, StoreError>> {
+    let kind: String = r.get(1)?;
+    let state: String = r.get(6)?;
+    let payment_data: String = r.get(10)?;
+    let result: String = r.get(14)?;
+    Ok((|| {
+        Ok(Session {
+            id: r.get(0)?,
+            kind: SessionKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
+            client_id: r.get(2)?,
+            account_id: r.get(3)?,
+            call_guid: r.get(4)?,
+            dtmf_link_id: r.get(5)?,
+            state: SessionState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+            amount_minor: r.get(7)?,
+            currency: r.get(8)?,
+            merchant_txn_ref: r.get(9)?,
+            payment_data: serde_json::from_str(&payment_data)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: r.get::<_, i64>(11)? as u64,
+            updated_at: r.get::<_, i64>(12)? as u64,
+            expires_at: r.get::<_, i64>(13)? as u64,
+            result: serde_json::from_str(&result)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ui_secret_hash: r.get(15)?,
+        })
+    })())
+}
+
+impl SessionStore for SqliteStore {
+    fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            params![
+                s.id,
+                s.kind.as_str(),
+                s.client_id,
+                s.account_id,
+                s.call_guid,
+                s.dtmf_link_id,
+                s.state.as_str(),
+                s.amount_minor,
+                s.currency,
+                s.merchant_txn_ref,
+                serde_json::Value::Object(s.payment_data.clone()).to_string(),
+                s.created_at as i64,
+                s.updated_at as i64,
+                s.expires_at as i64,
+                serde_json::to_string(&s.result).expect("result serialises"),
+                s.ui_secret_hash,
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, NULL, ?4)",
+            params![s.id, s.created_at as i64, actor, s.state.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.query("id = ?1", &[&id])?.pop())
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        actor: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+            params![to.as_str(), now as i64, id, from.as_str()],
+        )?;
+        if n == 1 {
+            tx.execute(
+                "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now as i64, actor, from.as_str(), to.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "UPDATE sessions SET result = ?1, updated_at = ?2 WHERE id = ?3",
+            params![
+                serde_json::to_string(result).expect("result serialises"),
+                now as i64,
+                id
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, actor, from_state, to_state FROM audit WHERE session_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(AuditEvent {
+                at: r.get::<_, i64>(0)? as u64,
+                actor: r.get(1)?,
+                from: r.get(2)?,
+                to: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn expired(&self, now: u64) -> Result<Vec<Session>, StoreError> {
+        self.query(
+            &format!("{LIVE} AND state != 'Submitting' AND expires_at <= ?1"),
+            &[&(now as i64)],
+        )
+    }
+
+    fn in_states(&self, states: &[SessionState]) -> Result<Vec<Session>, StoreError> {
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        self.query(&format!("state IN ({})", list.join(",")), &[])
+    }
+
+    fn live_by_link_id(&self, link_id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .query(&format!("dtmf_link_id = ?1 AND {LIVE}"), &[&link_id])?
+            .pop())
+    }
+
+    fn live_by_call_guid(&self, call_guid: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .query(
+                &format!("call_guid = ?1 AND {LIVE} ORDER BY created_at DESC"),
+                &[&call_guid],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn live_by_merchant_ref(
+        &self,
+        client: &str,
+        account: &str,
+        kind: SessionKind,
+        merchant_ref: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .query(
+                &format!("client_id = ?1 AND account_id = ?2 AND kind = ?3 AND merchant_txn_ref = ?4 AND {LIVE}"),
+                &[&client, &account, &kind.as_str(), &merchant_ref],
+            )?
+            .pop())
+    }
+}
+
+/// Looks a session up and fails politely if the row vanished.
+pub fn must_get(store: &dyn SessionStore, id: &str) -> Result<Session, StoreError> {
+    store
+        .get(id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("session {id} vanished")))
+}
+
+#[allow(dead_code)]
+fn _assert_object_safe(_: &dyn SessionStore) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: id.into(),
+            kind: SessionKind::SelfService,
+            client_id: "c".into(),
+            account_id: "a".into(),
+            call_guid: Some("g".into()),
+            dtmf_link_id: Some("123456".into()),
+            state: SessionState::Created,
+            amount_minor: Some(12499),
+            currency: "GBP".into(),
+            merchant_txn_ref: Some("ref".into()),
+            payment_data: serde_json::from_str(
+                r#"{"cardholderName":"A N Other","cardholder Address":"1 High St"}"#,
+            )
+            .unwrap(),
+            created_at: 100,
+            updated_at: 100,
+            expires_at: 200,
+            result: PaymentResult::default(),
+            ui_secret_hash: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_transitions_and_audit() {
+        let st = SqliteStore::in_memory().unwrap();
+        st.insert(&session("s1"), "client:c").unwrap();
+        assert_eq!(st.get("s1").unwrap().unwrap(), session("s1"));
+        assert!(st
+            .transition(
+                "s1",
+                SessionState::Created,
+                SessionState::Capturing,
+                "gateway",
+                110
+            )
+            .unwrap());
+        // A stale transition does nothing.
+        assert!(!st
+            .transition(
+                "s1",
+                SessionState::Created,
+                SessionState::Cancelled,
+                "client:c",
+                111
+            )
+            .unwrap());
+        let audit = st.audit("s1").unwrap();
+        assert_eq!(audit.len(), 2);
+        assert_eq!(
+            (audit[1].from.as_deref(), audit[1].to.as_str()),
+            (Some("Created"), "Capturing")
+        );
+        assert_eq!(st.live_by_link_id("123456").unwrap().unwrap().id, "s1");
+        assert_eq!(st.live_by_call_guid("g").unwrap().unwrap().id, "s1");
+        assert!(st
+            .live_by_merchant_ref("c", "a", SessionKind::SelfService, "ref")
+            .unwrap()
+            .is_some());
+        assert!(st.expired(199).unwrap().is_empty());
+        assert_eq!(st.expired(200).unwrap().len(), 1);
+        let r = PaymentResult {
+            psp_transaction_id: Some("pi_1".into()),
+            ..Default::default()
+        };
+        st.set_result("s1", &r, 120).unwrap();
+        assert_eq!(st.get("s1").unwrap().unwrap().result, r);
+        assert!(st.get("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x/tonegate.db");
+        SqliteStore::open(&path)
+            .unwrap()
+            .insert(&session("s2"), "t")
+            .unwrap();
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.get("s2").unwrap().unwrap().id, "s2");
+    }
+}

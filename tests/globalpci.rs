@@ -1,0 +1,583 @@
+//! The GlobalPCI session API over real HTTP: OAuth2 tokens, the three session kinds with the
+//! seed's bodies and field names, state, cancel, submit, restart, isolation, bad input, and a
+//! full captured payment whose responses, logs and database hold none of the keyed digits.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::gateway::{http, Gateway, DEV_CLIENT};
+use common::*;
+use serde_json::{json, Value};
+use tonegate::session::model::SessionState;
+
+/// Log lines written by every gateway in this test process (debug level).
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,reqwest=info,h2=info,rustls=info")
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || LogWriter(b.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn body(name: &str, call_guid: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(&format!("globalpci/{name}.json"))).unwrap();
+    serde_json::from_str(&text.replace("CALL-GUID-PLACEHOLDER", call_guid)).unwrap()
+}
+
+fn post(gw: &Gateway, tok: &str, path: &str, b: &Value) -> (u16, Value) {
+    let r = http()
+        .post(gw.url(path))
+        .bearer_auth(tok)
+        .json(b)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn get(gw: &Gateway, tok: &str, path: &str) -> (u16, Value) {
+    let r = http().get(gw.url(path)).bearer_auth(tok).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn token_request(gw: &Gateway, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
+    let mut r = http().post(gw.url("/auth/connect/token")).form(form);
+    if let Some((u, p)) = basic {
+        r = r.basic_auth(u, Some(p));
+    }
+    let r = r.send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn oauth2_client_credentials() {
+    let gw = Gateway::start("[auth]\ntoken_lifetime_s = 1\n");
+    let (id, secret) = DEV_CLIENT;
+    let cc = ("grant_type", "client_credentials");
+    let (s, v) = token_request(
+        &gw,
+        &[
+            cc,
+            ("client_id", id),
+            ("client_secret", secret),
+            ("scope", "globalpci"),
+        ],
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        (
+            v["token_type"].as_str(),
+            v["scope"].as_str(),
+            v["expires_in"].as_u64()
+        ),
+        (Some("Bearer"), Some("globalpci"), Some(1))
+    );
+    // HTTP Basic client authentication (RFC 6749 §2.3.1).
+    let (s, v) = token_request(&gw, &[cc, ("scope", "relay admin")], Some((id, secret)));
+    assert_eq!((s, v["scope"].as_str()), (200, Some("relay admin")));
+    // Errors per §5.2.
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 6] = [
+        (
+            &[cc, ("client_id", id), ("client_secret", "wrong")],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            &[cc, ("client_id", "nobody"), ("client_secret", secret)],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (&[cc], Some((id, "wrong")), 401, "invalid_client"),
+        (
+            &[
+                cc,
+                ("client_id", id),
+                ("client_secret", secret),
+                ("scope", "superuser"),
+            ],
+            None,
+            400,
+            "invalid_scope",
+        ),
+        (
+            &[("client_id", id), ("client_secret", secret)],
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            &[
+                ("grant_type", "password"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ],
+            None,
+            400,
+            "unsupported_grant_type",
+        ),
+    ];
+    for (form, basic, status, error) in cases {
+        let (s, v) = token_request(&gw, form, basic);
+        assert_eq!((s, v["error"].as_str()), (status, Some(error)), "{form:?}");
+    }
+    // A good token works; forged and expired ones are 401.
+    let tok = gw.token("globalpci");
+    assert_eq!(get(&gw, &tok, "/globalpci/v1/session/nope").0, 404);
+    let mut forged = tok.clone();
+    forged.insert(10, 'x');
+    assert_eq!(get(&gw, &forged, "/globalpci/v1/session/nope").0, 401);
+    assert_eq!(get(&gw, "not-a-token", "/globalpci/v1/session/nope").0, 401);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (s, v) = get(&gw, &tok, "/globalpci/v1/session/nope");
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")));
+}
+
+#[test]
+fn each_session_kind_with_the_seed_bodies() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    // Self-service: the seed's response fields.
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/selfservicesession/",
+        &body("selfservicesession", "guid-ss-1"),
+    );
+    assert_eq!(s, 200, "{v}");
+    for k in ["sessionId", "dtmfFallbackNumber", "dtmfLinkId", "Message"] {
+        assert!(v[k].is_string(), "{k} missing: {v}");
+    }
+    let link = v["dtmfLinkId"].as_str().unwrap();
+    assert!(link.len() == 6 && link.chars().all(|c| c.is_ascii_digit()));
+    let ss = v["sessionId"].as_str().unwrap().to_string();
+    // Without the trailing slash too.
+    let (s, _) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/selfservicesession",
+        &body("selfservicesession", "guid-ss-2"),
+    );
+    assert_eq!(s, 200);
+    // Digital.
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/digitalselfservicesession/",
+        &body("digitalselfservicesession", ""),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["sessionId"].is_string() && v["Message"].is_string());
+    // Agent-assisted: a session id, a payment-UI URL and credentials.
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession/",
+        &body("agentsession", "guid-ag-1"),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["paymentUiUrl"].as_str().unwrap().contains("/pay/agent/"));
+    assert!(
+        v["paymentUiCredentials"]["accessCode"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 32
+    );
+    // GET: state with the seed's name, and the non-sensitive data.
+    let (s, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{ss}"));
+    assert_eq!(s, 200);
+    assert_eq!(v["sessionState"], "Created");
+    assert_eq!(v["amount"], "124.99");
+    assert_eq!(v["merchantTxnRef"], "INV-1001");
+    assert_eq!(
+        get(&gw, &tok, &format!("/globalpci/v1/session/{ss}/")).0,
+        200
+    );
+    // Cancel works once.
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{ss}/cancel"),
+        &json!({}),
+    );
+    assert_eq!((s, v["sessionState"].as_str()), (200, Some("Cancelled")));
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{ss}/cancel"),
+        &json!({}),
+    );
+    assert_eq!((s, v["error"].as_str()), (409, Some("wrong_state")));
+    // The audit trail shows who moved it.
+    let audit = gw.state.sessions.store().audit(&ss).unwrap();
+    assert_eq!(audit.last().unwrap().to, "Cancelled");
+    assert!(audit.last().unwrap().actor.starts_with("client:"));
+    // Submitting a session that has captured nothing is refused.
+    let (s, _) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{ss}/submit"),
+        &json!({}),
+    );
+    assert_eq!(s, 409);
+}
+
+#[test]
+fn sessions_survive_a_restart() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let id = {
+        let gw = Gateway::start_in(dir.clone(), "");
+        let tok = gw.token("globalpci");
+        let (_, v) = post(
+            &gw,
+            &tok,
+            "/globalpci/v1/agentsession",
+            &body("agentsession", "guid-restart"),
+        );
+        let id = v["sessionId"].as_str().unwrap().to_string();
+        post(
+            &gw,
+            &tok,
+            &format!("/globalpci/v1/session/{id}/cancel"),
+            &json!({}),
+        );
+        id
+    };
+    let gw = Gateway::start_in(dir, "");
+    let tok = gw.token("globalpci");
+    let (s, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
+    assert_eq!(
+        (s, v["sessionState"].as_str(), v["merchantTxnRef"].as_str()),
+        (200, Some("Cancelled"), Some("INV-3003"))
+    );
+}
+
+#[test]
+fn another_client_cannot_see_a_session() {
+    let gw = Gateway::start(
+        r#"
+[[auth.clients]]
+id = "tonegate-dev"
+secret = "tonegate-dev-secret"
+scopes = ["globalpci", "relay", "admin"]
+accounts = ["*"]
+
+[[auth.clients]]
+id = "other-crm"
+secret = "other-secret-0123456789"
+scopes = ["globalpci"]
+accounts = ["dev-account"]
+"#,
+    );
+    let mine = gw.token("globalpci");
+    let theirs = gw.token_for(("other-crm", "other-secret-0123456789"), "globalpci");
+    let (_, v) = post(
+        &gw,
+        &mine,
+        "/globalpci/v1/agentsession",
+        &body("agentsession", "guid-iso"),
+    );
+    let id = v["sessionId"].as_str().unwrap();
+    assert_eq!(
+        get(&gw, &theirs, &format!("/globalpci/v1/session/{id}")).0,
+        404
+    );
+    assert_eq!(
+        post(
+            &gw,
+            &theirs,
+            &format!("/globalpci/v1/session/{id}/cancel"),
+            &json!({})
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        post(
+            &gw,
+            &theirs,
+            &format!("/globalpci/v1/session/{id}/submit"),
+            &json!({})
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        get(&gw, &mine, &format!("/globalpci/v1/session/{id}")).0,
+        200
+    );
+    // A relay-only token cannot use the session API.
+    let relay = gw.token("relay");
+    assert_eq!(
+        get(&gw, &relay, &format!("/globalpci/v1/session/{id}")).0,
+        403
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_stores_nothing() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let url = gw.url("/globalpci/v1/selfservicesession");
+    let send = |b: reqwest::blocking::RequestBuilder| {
+        let r = b.bearer_auth(&tok).send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let json_post = |v: &Value| send(http().post(&url).json(v));
+    let (s, v) = send(
+        http()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{\"AccountConfigurationId\": "),
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_request")));
+    assert!(v["message"].as_str().unwrap().contains("JSON"));
+    let (s, v) = send(
+        http()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!("{{\"x\":\"{}\"}}", "a".repeat(70 * 1024))),
+    );
+    assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")));
+    let (s, v) = send(
+        http()
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("{}"),
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let mut b = body("selfservicesession", "g");
+    b["PaymentData"].as_object_mut().unwrap().remove("amount");
+    let (s, v) = json_post(&b);
+    assert_eq!((s, v["error"].as_str()), (400, Some("missing_field")));
+    assert!(v["message"].as_str().unwrap().contains("\"amount\""), "{v}");
+    let mut b = body("selfservicesession", "g");
+    b["AccountConfigurationId"] = json!("no-such-account");
+    let (s, v) = json_post(&b);
+    assert_eq!((s, v["error"].as_str()), (400, Some("unknown_account")));
+    let mut b = body("selfservicesession", "g");
+    b["PaymentData"]["amount"] = json!("twelve");
+    assert_eq!(json_post(&b).0, 400);
+    let mut b = body("digitalselfservicesession", "");
+    b["PaymentData"]["CustomerPhoneNumber"] = json!("07700 900123");
+    let (s, v) = send(
+        http()
+            .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+            .json(&b),
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")));
+    let b = json!({"AccountConfigurationId": "dev-account", "PaymentData": {"amount": "1.00"}});
+    let (s, v) = json_post(&b);
+    assert_eq!(
+        (s, v["message"].as_str().map(|m| m.contains("CallGuid"))),
+        (400, Some(true))
+    );
+    let stored = gw
+        .state
+        .sessions
+        .store()
+        .in_states(&SessionState::ALL)
+        .unwrap();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+}
+
+/// Polls a session until it reaches `state` (or 20 s pass).
+fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
+        if v["sessionState"] == state || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_agent_session_captures_over_the_relay_and_leaves_no_digit_behind() {
+    let logs = logs();
+    let gw = Gateway::start("[log]\nlevel = \"debug\"\n");
+    let tok = gw.token("globalpci");
+    let relay_tok = gw.token("relay");
+    let mut responses = String::new();
+    // Agent session for the call, then the call through the relay.
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &body("agentsession", "guid-full-1"),
+    );
+    assert_eq!(s, 200);
+    responses += &v.to_string();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let (s, v) = post(
+        &gw,
+        &relay_tok,
+        "/relay/v1/calls",
+        &json!({"call_guid": "guid-full-1", "codec": "PCMU", "telephone_event_pt": 101,
+                "caller": {"remote": caller.local_addr().unwrap().to_string()},
+                "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    assert_eq!(s, 201);
+    responses += &v.to_string();
+    let call_id = v["id"].as_str().unwrap().to_string();
+    let relay_caller: std::net::SocketAddr =
+        v["caller"]["local"].as_str().unwrap().parse().unwrap();
+    // Linking the session turned secure mode on.
+    let v = wait_state(&gw, &tok, &id, "Capturing");
+    assert_eq!(v["sessionState"], "Capturing");
+    let (_, call) = get(&gw, &relay_tok, &format!("/relay/v1/calls/{call_id}"));
+    assert_eq!(call["secure"], true);
+    // The caller keys the card (audio and RFC 4733 both).
+    let signal =
+        tonegate_dsp::generator::human_keying("4242424242424242#1230#737#", 11, Some(25.0));
+    let packets = rtp_stream(
+        &signal,
+        StreamOptions {
+            events_pt: Some(101),
+            ..Default::default()
+        },
+    );
+    let rx = agent.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = rx.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    });
+    for p in &packets {
+        caller.send_to(&p.bytes, relay_caller).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let agent_packets = t.join().unwrap();
+    let v = wait_state(&gw, &tok, &id, "ReadyToSubmit");
+    assert_eq!(v["sessionState"], "ReadyToSubmit", "{v}");
+    // The agent submits; the sandbox PSP approves 4242….
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{id}/submit"),
+        &json!({}),
+    );
+    responses += &v.to_string();
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Completed")),
+        "{v}"
+    );
+    assert_eq!(v["maskedPan"], "************4242");
+    assert_eq!(v["cardBrand"], "Visa");
+    assert!(v["pspTokenReference"].as_str().unwrap().starts_with("pm_"));
+    assert!(v["pspTransactionId"].as_str().unwrap().starts_with("pi_"));
+    let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
+    responses += &v.to_string();
+    // Secure mode is off again.
+    let (_, call) = get(&gw, &relay_tok, &format!("/relay/v1/calls/{call_id}"));
+    assert_eq!(call["secure"], false);
+    assert_eq!(call["counters"]["keys_captured"], 26);
+    responses += &call.to_string();
+    responses += &http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // The agent heard nothing.
+    assert_eq!(
+        keys_in(&agent_audio(
+            &agent_packets,
+            tonegate_dsp::G711Law::Ulaw,
+            StreamOptions::default().first_ts
+        )),
+        ""
+    );
+    // Nothing anywhere holds the digits: responses, logs, the database and its WAL.
+    let dir = gw.dir.clone();
+    drop(gw);
+    let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(log_text.contains("payment finished"), "logs were captured");
+    assert_no_card_digits("responses", responses.as_bytes());
+    assert_no_card_digits("logs", log_text.as_bytes());
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert_no_card_digits(&entry.path().display().to_string(), &bytes);
+        files += 1;
+    }
+    assert!(files >= 1, "the database was scanned");
+}
+
+/// Fails if `bytes` hold the PAN (whole, its first twelve digits, or grouped), or the expiry or
+/// CVV as keyed in the test above standing on their own (not inside a longer word or number,
+/// where random ids and timestamps could hold them by chance).
+fn assert_no_card_digits(what: &str, bytes: &[u8]) {
+    for needle in [
+        &b"4242424242424242"[..],
+        b"424242424242",
+        b"4242 4242 4242",
+        b"4242-4242-4242",
+    ] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{what} contain the PAN"
+        );
+    }
+    for token in [&b"1230"[..], b"12/30", b"737"] {
+        for i in 0..bytes.len().saturating_sub(token.len() - 1) {
+            if &bytes[i..i + token.len()] == token {
+                let before = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+                let after = i + token.len() >= bytes.len()
+                    || !bytes[i + token.len()].is_ascii_alphanumeric();
+                assert!(
+                    !(before && after),
+                    "{what} contain {:?} at byte {i}",
+                    String::from_utf8_lossy(token)
+                );
+            }
+        }
+    }
+}
