@@ -581,3 +581,40 @@ fn assert_no_card_digits(what: &str, bytes: &[u8]) {
         }
     }
 }
+
+#[test]
+fn expired_sessions_are_swept() {
+    let gw = Gateway::start(
+        "[store]\nsweep_interval_s = 1\n[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\nsession_ttl_s = 1\n",
+    );
+    let tok = gw.token("globalpci");
+    let (_, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &body("agentsession", "guid-exp"),
+    );
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let v = wait_state(&gw, &tok, &id, "Expired");
+    assert_eq!(v["sessionState"], "Expired");
+    let audit = gw.state.sessions.store().audit(&id).unwrap();
+    assert_eq!(audit.last().unwrap().actor, "gateway:expiry");
+}
+
+#[test]
+fn transcript_redaction_route() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/redact",
+        &json!({"text": "card 4242 4242 4242 4242, call +44 7911 123456"}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v["text"], "card **** **** **** 4242, call +44 7911 123456");
+    assert_eq!(
+        post(&gw, &tok, "/globalpci/v1/redact", &json!({"txt": 1})).0,
+        400
+    );
+}

@@ -38,6 +38,26 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/session/{id}/cancel/", post(cancel))
         .route("/globalpci/v1/session/{id}/submit", post(submit))
         .route("/globalpci/v1/session/{id}/submit/", post(submit))
+        .route("/globalpci/v1/redact", post(redact))
+        .route("/globalpci/v1/redact/", post(redact))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedactBody {
+    text: String,
+}
+
+/// Masks card numbers in free text (chat transcripts, notes), keeping the last four.
+async fn redact(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(body): ApiJson<RedactBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    client(&state, auth)?;
+    Ok(Json(
+        json!({ "text": crate::card::redact::redact_card_numbers(&body.text) }),
+    ))
 }
 
 impl From<SessionError> for ApiError {

@@ -3,6 +3,7 @@
 mod auth;
 mod globalpci;
 mod metrics;
+mod openapi;
 mod relay;
 
 use std::sync::Arc;
@@ -43,6 +44,11 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document()
+}
+
 /// Builds the gateway's HTTP router.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
@@ -51,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(relay::routes())
         .merge(globalpci::routes())
+        .merge(openapi::routes())
         .merge(metrics::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
