@@ -12,6 +12,7 @@ pub mod capture;
 pub mod card;
 pub mod config;
 pub mod media;
+pub mod notify;
 pub mod psp;
 pub mod relay;
 pub mod server;

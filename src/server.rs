@@ -95,10 +95,12 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let relay = Relay::new(config.relay.clone());
     let store = SqliteStore::open(&config.store.sqlite_path)?;
+    // One sandbox serves every sandbox account (tests reach it through the state).
+    let sandbox = Arc::new(SandboxPsp::new());
     let mut psps: HashMap<String, Arc<dyn Psp>> = HashMap::new();
     for a in &config.accounts {
         let psp: Arc<dyn Psp> = match a.psp {
-            PspKind::Sandbox => Arc::new(SandboxPsp::new()),
+            PspKind::Sandbox => sandbox.clone(),
             PspKind::Stripe => Arc::new(
                 StripePsp::new(
                     a.stripe_base_url.as_deref().unwrap_or_default(),
@@ -116,6 +118,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         authority: Arc::new(authority),
         relay,
         sessions,
+        sandbox,
     })
 }
 

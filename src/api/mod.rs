@@ -34,6 +34,8 @@ pub struct AppState {
     pub relay: Relay,
     /// Payment sessions.
     pub sessions: crate::session::Sessions,
+    /// The built-in sandbox PSP (shared by every sandbox account).
+    pub sandbox: Arc<crate::psp::sandbox::SandboxPsp>,
 }
 
 /// Seconds since the Unix epoch.

@@ -92,6 +92,23 @@ struct Inner {
     relay: Relay,
     psps: HashMap<String, Arc<dyn Psp>>,
     live: Mutex<HashMap<String, Live>>,
+    webhooks: crate::notify::Webhooks,
+}
+
+impl Inner {
+    /// Sends a session's final state to its account's webhook, if it has one.
+    fn notify(&self, id: &str) {
+        let Ok(Some(s)) = self.store.get(id) else {
+            return;
+        };
+        let Some(account) = self.config.account(&s.account_id) else {
+            return;
+        };
+        if let (Some(url), Some(secret)) = (&account.webhook_url, &account.webhook_secret) {
+            self.webhooks
+                .send(url.clone(), secret.clone(), &s, unix_now());
+        }
+    }
 }
 
 /// The session service. Cheap to clone.
@@ -125,6 +142,7 @@ impl Sessions {
                 relay,
                 psps,
                 live: Mutex::new(HashMap::new()),
+                webhooks: crate::notify::Webhooks::new(),
             }),
         }
     }
@@ -515,6 +533,7 @@ impl Sessions {
             };
             self.inner.store.set_result(&s.id, &result, unix_now())?;
         }
+        self.inner.notify(&s.id);
         let live = self.inner.live.lock().expect("live lock").remove(&s.id);
         if let Some(l) = live {
             let _ = l.commands.send(Command::Stop).await;
@@ -821,6 +840,7 @@ async fn pay(
     st.set_result(&s.id, &result, unix_now())?;
     st.transition(&s.id, SessionState::Submitting, to, "psp", unix_now())?;
     tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
+    inner.notify(&s.id);
     Ok(())
 }
 

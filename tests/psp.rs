@@ -1,0 +1,416 @@
+//! Tokenize once, charge with the token: against localstripe (a Stripe-compatible PSP started
+//! on loopback) and against the built-in sandbox, through the session service. Also the signed
+//! result webhook, with retries.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::gateway::{http, Gateway};
+use serde_json::{json, Value};
+use tonegate::card::{Card, Cvv, Digits, Expiry, Pan};
+
+/// localstripe on a free loopback port; killed on drop.
+struct LocalStripe {
+    child: Child,
+    url: String,
+}
+
+impl LocalStripe {
+    fn start() -> LocalStripe {
+        let bin = std::env::var("TONEGATE_LOCALSTRIPE")
+            .ok()
+            .unwrap_or_else(|| {
+                common::root()
+                    .join(".venv/bin/localstripe")
+                    .display()
+                    .to_string()
+            });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "localstripe not found at {bin}: run scripts/test, which installs it"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http()
+            .get(format!("{url}/v1/customers"))
+            .basic_auth("sk_test_x", Some(""))
+            .send()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "localstripe did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LocalStripe { child, url }
+    }
+
+    /// PaymentIntents localstripe holds for a session (by metadata).
+    fn payment_intents_for(&self, session: &str) -> usize {
+        let v: Value = http()
+            .get(format!("{}/v1/payment_intents?limit=100", self.url))
+            .basic_auth("sk_test_x", Some(""))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pi| pi["metadata"]["sessionId"] == session)
+            .count()
+    }
+}
+
+impl Drop for LocalStripe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback proxy in front of localstripe: records PaymentIntent request bodies and can
+/// answer the first `fail_first` PaymentIntent requests with a 500 without forwarding them.
+struct Proxy {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Proxy {
+    fn start(upstream: String, fail_first: usize) -> Proxy {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicUsize::new(fail_first));
+        let client = reqwest::Client::new();
+        let b = bodies.clone();
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (client, upstream, b, failures) = (
+                client.clone(),
+                upstream.clone(),
+                b.clone(),
+                failures.clone(),
+            );
+            async move {
+                let is_pi = method == Method::POST && uri.path() == "/v1/payment_intents";
+                if is_pi {
+                    b.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    if failures.load(Ordering::SeqCst) > 0 {
+                        failures.fetch_sub(1, Ordering::SeqCst);
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            Bytes::from_static(b"{\"error\":{\"message\":\"injected\"}}"),
+                        );
+                    }
+                }
+                let mut req = client.request(
+                    method,
+                    format!(
+                        "{upstream}{}",
+                        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                    ),
+                );
+                for (k, v) in headers.iter() {
+                    if k != "host" && k != "content-length" {
+                        req = req.header(k, v);
+                    }
+                }
+                let r = req.body(body).send().await.unwrap();
+                let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+                (status, r.bytes().await.unwrap())
+            }
+        };
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(handler))
+                .await
+                .unwrap();
+        });
+        Proxy {
+            addr,
+            bodies,
+            _rt: rt,
+        }
+    }
+}
+
+fn accounts(stripe_url: &str, webhook: Option<&str>) -> String {
+    let hook = webhook
+        .map(|u| format!("webhook_url = \"{u}\"\nwebhook_secret = \"whsec_test\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+[[accounts]]
+id = "dev-account"
+mandatory = ["amount"]
+{hook}
+[[accounts]]
+id = "stripe-account"
+psp = "stripe"
+stripe_base_url = "{stripe_url}"
+stripe_secret_key = "sk_test_tonegate"
+mandatory = ["amount"]
+{hook}
+[[accounts]]
+id = "stripe-down"
+psp = "stripe"
+stripe_base_url = "http://127.0.0.1:9"
+stripe_secret_key = "sk_test_tonegate"
+"#
+    )
+}
+
+fn card(pan: &str, cvv: &str) -> Card {
+    let pan = Pan::parse(pan).unwrap();
+    let brand = pan.brand();
+    Card {
+        pan,
+        expiry: Expiry::new(Digits::parse("1230").unwrap(), (2026, 11)).unwrap(),
+        cvv: Cvv::new(Digits::parse(cvv).unwrap(), brand).unwrap(),
+        postcode: None,
+    }
+}
+
+/// Creates a digital session on `account` and pays it with `pan`; returns the session JSON.
+fn pay(gw: &Gateway, account: &str, pan: &str) -> Value {
+    let tok = gw.token("globalpci");
+    let r: Value = http()
+        .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+        .bearer_auth(&tok)
+        .json(&json!({"AccountConfigurationId": account, "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+            "merchantTxnRef": format!("ref-{}", tonegate::auth::random_token())}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = r["sessionId"].as_str().unwrap().to_string();
+    let _ = gw.runtime.block_on(
+        gw.state
+            .sessions
+            .pay_with_card(&id, card(pan, "123"), "test"),
+    );
+    http()
+        .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn outcome(v: &Value) -> (String, String) {
+    (
+        v["sessionState"].as_str().unwrap().to_string(),
+        v["failureReason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn localstripe_scenarios() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 0);
+    let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
+
+    let v = pay(&gw, "stripe-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed", "{v}");
+    assert!(v["pspTokenReference"].as_str().unwrap().starts_with("pm_"));
+    assert!(v["pspTransactionId"].as_str().unwrap().starts_with("pi_"));
+    assert_eq!(v["maskedPan"], "************4242");
+    assert_eq!(ls.payment_intents_for(v["sessionId"].as_str().unwrap()), 1);
+
+    let v = pay(&gw, "stripe-account", "4000000000000002");
+    assert_eq!(
+        outcome(&v),
+        ("Declined".into(), "card_declined".into()),
+        "declined at tokenization: {v}"
+    );
+    assert!(
+        v.get("pspTransactionId").is_none(),
+        "no charge was attempted"
+    );
+    assert_eq!(ls.payment_intents_for(v["sessionId"].as_str().unwrap()), 0);
+
+    let v = pay(&gw, "stripe-account", "4000000000000341");
+    assert_eq!(
+        outcome(&v),
+        ("Declined".into(), "card_declined".into()),
+        "declined at charge: {v}"
+    );
+
+    let v = pay(&gw, "stripe-account", "4000002500003155");
+    assert_eq!(
+        outcome(&v),
+        ("Declined".into(), "authentication_required".into()),
+        "{v}"
+    );
+    assert!(v["pspTransactionId"].as_str().unwrap().starts_with("pi_"));
+
+    let v = pay(&gw, "stripe-down", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Failed", "PSP down: {v}");
+    assert!(outcome(&v).1.contains("unreachable"), "{v}");
+
+    // No PaymentIntent request ever carried the card: only the token.
+    let bodies = proxy.bodies.lock().unwrap().clone();
+    assert!(bodies.len() >= 3);
+    for b in &bodies {
+        assert!(b.contains("payment_method=pm_"), "{b}");
+        for pan in ["4242424242424242", "4000000000000341", "4000002500003155"] {
+            assert!(!b.contains(pan), "PaymentIntent request carried a PAN: {b}");
+        }
+        assert!(!b.contains("cvc") && !b.contains("exp_"), "{b}");
+    }
+}
+
+#[test]
+fn a_500_then_success_charges_exactly_once() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 1);
+    let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
+    let v = pay(&gw, "stripe-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed", "{v}");
+    let id = v["sessionId"].as_str().unwrap();
+    assert_eq!(
+        proxy.bodies.lock().unwrap().len(),
+        2,
+        "one failed try, one retry"
+    );
+    assert_eq!(
+        ls.payment_intents_for(id),
+        1,
+        "exactly one PaymentIntent for the session"
+    );
+}
+
+#[test]
+fn sandbox_scenarios() {
+    let gw = Gateway::start(&accounts("http://127.0.0.1:9", None));
+    let v = pay(&gw, "dev-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed", "{v}");
+    assert!(v["pspTokenReference"].as_str().unwrap().starts_with("pm_"));
+    assert_eq!(
+        outcome(&pay(&gw, "dev-account", "4000000000000002")),
+        ("Declined".into(), "card_declined".into())
+    );
+    assert_eq!(
+        outcome(&pay(&gw, "dev-account", "4000000000000341")),
+        ("Declined".into(), "card_declined".into())
+    );
+    assert_eq!(
+        outcome(&pay(&gw, "dev-account", "4000002500003155")),
+        ("Declined".into(), "authentication_required".into())
+    );
+    // Down: every try fails.
+    gw.state
+        .sandbox
+        .fail_next(4, tonegate::psp::sandbox::InjectedFailure::Unreachable);
+    let v = pay(&gw, "dev-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Failed", "{v}");
+    // A 500 once, then success: one charge.
+    gw.state
+        .sandbox
+        .fail_next(1, tonegate::psp::sandbox::InjectedFailure::Server(500));
+    let v = pay(&gw, "dev-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed", "{v}");
+    let id = v["sessionId"].as_str().unwrap();
+    let charges: Vec<_> = gw
+        .state
+        .sandbox
+        .charges_made()
+        .into_iter()
+        .filter(|c| c.2 == id)
+        .collect();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0].1, 1234);
+}
+
+#[test]
+fn result_webhook_is_signed_and_retried() {
+    use axum::http::{HeaderMap, StatusCode};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(String, bool, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let receiver = move |headers: HeaderMap, body: String| {
+        let seen = s2.clone();
+        async move {
+            let h = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let ts: u64 = h("x-tonegate-timestamp").parse().unwrap_or(0);
+            let valid =
+                h("x-tonegate-signature") == tonegate::notify::signature("whsec_test", ts, &body);
+            let mut seen = seen.lock().unwrap();
+            seen.push((
+                h("x-tonegate-event-id"),
+                valid,
+                serde_json::from_str(&body).unwrap_or(Value::Null),
+            ));
+            // Refuse the first delivery: the sender must retry.
+            if seen.len() == 1 {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            }
+        }
+    };
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new().route("/hook", axum::routing::post(receiver)),
+        )
+        .await
+    });
+    let gw = Gateway::start(&accounts("http://127.0.0.1:9", Some(&hook)));
+    let v = pay(&gw, "dev-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "no retry after the 500");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, seen[1].0, "the retry carries the same event id");
+    assert!(seen.iter().all(|s| s.1), "signatures verify");
+    let ev = &seen[1].2;
+    assert_eq!(ev["sessionState"], "Completed");
+    assert_eq!(ev["sessionId"], v["sessionId"]);
+    assert!(!ev.to_string().contains("4242424242424242"));
+}
