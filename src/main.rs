@@ -25,6 +25,37 @@ enum Command {
         #[arg(long, short, default_value = "config/tonegate.toml")]
         config: PathBuf,
     },
+    /// Run ApiInteraction XML definitions in order and print the resulting variables as JSON.
+    ///
+    /// Definitions share one variable set: an authorize step's AccessToken is used by the next.
+    /// Secrets (client_secret, tokens, access codes) are printed as "***". Progress goes to
+    /// stderr; only the variables go to stdout.
+    Interact {
+        /// Definition files, run in this order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A variable, Name=Value (repeatable; names may contain |).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// A JSON object of variables (e.g. config/interactions/vars.example.json).
+        #[arg(long, value_name = "FILE")]
+        vars_file: Option<PathBuf>,
+        /// Repeat the last definition until GlobalPCI|SessionState is terminal.
+        #[arg(long)]
+        poll: bool,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 2)]
+        poll_interval: u64,
+        /// Give up polling after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        poll_timeout: u64,
+        /// Per-request timeout, seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Follow up to this many redirects (0: none).
+        #[arg(long, default_value_t = 0)]
+        redirects: usize,
+    },
     /// Print an argon2 hash of a client secret, for `secret_hash` in the config.
     ///
     /// Reads the secret from stdin (one line) so it stays out of shell history.
@@ -79,6 +110,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::HashSecret => hash_secret(),
+        Command::Interact {
+            files,
+            vars,
+            vars_file,
+            poll,
+            poll_interval,
+            poll_timeout,
+            timeout,
+            redirects,
+        } => interact(
+            &files,
+            &vars,
+            vars_file.as_deref(),
+            poll.then_some((poll_interval, poll_timeout)),
+            timeout,
+            redirects,
+        ),
         Command::Detect { file, bench: None } => detect(&file),
         Command::Detect {
             file,
@@ -223,4 +271,70 @@ fn hash_secret() -> anyhow::Result<()> {
     anyhow::ensure!(secret.len() >= 16, "use a secret of at least 16 characters");
     println!("{}", tonegate::auth::hash_secret(secret));
     Ok(())
+}
+
+fn interact(
+    files: &[PathBuf],
+    vars: &[String],
+    vars_file: Option<&Path>,
+    poll: Option<(u64, u64)>,
+    timeout: u64,
+    redirects: usize,
+) -> anyhow::Result<()> {
+    use tonegate::interaction::{masked, run_plan, Engine, Interaction, Poll, Variables};
+    let mut set = Variables::new();
+    if let Some(f) = vars_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} must be a JSON object of variables", f.display()))?;
+        set.extend(obj);
+    }
+    for v in vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--var {v:?} must be NAME=VALUE"))?;
+        set.insert(k.to_string(), serde_json::Value::String(val.to_string()));
+    }
+    let mut steps = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let def = Interaction::parse(&text).with_context(|| format!("{}", f.display()))?;
+        steps.push((f.display().to_string(), def));
+    }
+    let poll = poll.map(|(i, t)| {
+        Poll::session_state(
+            std::time::Duration::from_secs(i.max(1)),
+            std::time::Duration::from_secs(t),
+        )
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let engine = Engine::new(std::time::Duration::from_secs(timeout.max(1)), redirects);
+    let result = runtime.block_on(run_plan(
+        &engine,
+        &steps,
+        &mut set,
+        poll.as_ref(),
+        |_, name, r| {
+            eprintln!(
+                "{name}: HTTP {} ({} set{})",
+                r.status,
+                r.set.len(),
+                if r.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(", not in response: {}", r.missing.join(", "))
+                }
+            );
+        },
+    ));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&masked(&set)).context("printing variables")?
+    );
+    result.map_err(Into::into)
 }

@@ -54,10 +54,15 @@ fn oauth_error(e: AuthError, basic: bool) -> Response {
 }
 
 async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
-    let form_ok = headers
+    // Form-encoded per RFC 6749; a body with no Content-Type at all is read as a form too
+    // (IVR data connectors send one that way).
+    let form_ok = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    {
+        None => true,
+        Some(v) => v.starts_with("application/x-www-form-urlencoded"),
+    };
     if !form_ok {
         let mut r = oauth_error(AuthError::InvalidRequest, false);
         *r.body_mut() = axum::body::Body::from(
