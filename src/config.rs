@@ -51,6 +51,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Merchant accounts (`AccountConfigurationId`).
     pub accounts: Vec<AccountConfig>,
+    /// SMS for digital payment links.
+    pub sms: crate::sms::SmsConfig,
 }
 
 /// Session storage.
@@ -417,6 +419,23 @@ impl Config {
             return Err(invalid(
                 "relay.media_timeout_s and relay.max_calls must be above 0".into(),
             ));
+        }
+        match self.sms.provider.as_str() {
+            "outbox" => {}
+            "twilio"
+                if !self.sms.twilio_account_sid.is_empty()
+                    && !self.sms.twilio_auth_token.is_empty() => {}
+            "twilio" => {
+                return Err(invalid(
+                    "sms.provider = \"twilio\" needs twilio_account_sid and twilio_auth_token"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(invalid(format!(
+                    "sms.provider must be \"outbox\" or \"twilio\", got {other:?}"
+                )))
+            }
         }
         let mut account_ids = std::collections::HashSet::new();
         for a in &self.accounts {

@@ -18,4 +18,5 @@ pub mod psp;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod sms;
 pub mod wav;

@@ -38,6 +38,12 @@ pub async fn serve_on(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    if config.server.public_url.is_none() {
+        // Links point where the server actually listens (the configured port may be 0).
+        let addr = listener.local_addr().context("reading listener address")?;
+        config.server.public_url = Some(format!("http://{addr}"));
+    }
     serve_state(listener, build_state(config)?, shutdown).await
 }
 
@@ -112,13 +118,19 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         psps.insert(a.id.clone(), psp);
     }
     let config = Arc::new(config);
-    let sessions = Sessions::new(Arc::new(store), config.clone(), relay.clone(), psps);
+    let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
+    let sms: Arc<dyn crate::sms::SmsSender> = match config.sms.provider.as_str() {
+        "twilio" => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
+        _ => Arc::new(crate::sms::Outbox::new(store.clone())),
+    };
+    let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms);
     Ok(AppState {
         config,
         authority: Arc::new(authority),
         relay,
         sessions,
         sandbox,
+        ui_tokens: Default::default(),
     })
 }
 

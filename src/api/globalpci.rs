@@ -38,6 +38,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/session/{id}/cancel/", post(cancel))
         .route("/globalpci/v1/session/{id}/submit", post(submit))
         .route("/globalpci/v1/session/{id}/submit/", post(submit))
+        .route("/globalpci/v1/session/{id}/reissue", post(reissue))
+        .route("/globalpci/v1/session/{id}/reissue/", post(reissue))
         .route("/globalpci/v1/redact", post(redact))
         .route("/globalpci/v1/redact/", post(redact))
 }
@@ -242,4 +244,16 @@ async fn submit(
         .submit(&id, &format!("client:{}", p.client_id))
         .await?;
     Ok(Json(session_json(&s)))
+}
+
+async fn reissue(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let s = state.sessions.reissue_link(&p.client_id, &id).await?;
+    let mut v = session_json(&s);
+    v["Message"] = json!("New payment link sent");
+    Ok(Json(v))
 }

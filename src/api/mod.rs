@@ -1,9 +1,11 @@
 //! HTTP surface: shared state, errors, authentication, and the router.
 
+mod admin;
 mod auth;
 mod globalpci;
 mod metrics;
 mod openapi;
+mod pages;
 mod relay;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub sessions: crate::session::Sessions,
     /// The built-in sandbox PSP (shared by every sandbox account).
     pub sandbox: Arc<crate::psp::sandbox::SandboxPsp>,
+    /// Tokens of open agent payment UIs.
+    pub ui_tokens: pages::UiTokens,
 }
 
 /// Seconds since the Unix epoch.
@@ -60,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .merge(relay::routes())
         .merge(globalpci::routes())
         .merge(openapi::routes())
+        .merge(pages::routes())
+        .merge(admin::routes())
         .merge(metrics::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))

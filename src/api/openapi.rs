@@ -135,6 +135,65 @@ pub fn document() -> Value {
         Some(id_param("id")),
     );
     add(
+        "/globalpci/v1/session/{id}/reissue",
+        "post",
+        op(
+            "Send a new payment link for a live digital session (the old link stops working)",
+            Some("globalpci"),
+            None,
+            "200",
+        ),
+        Some(id_param("id")),
+    );
+    add(
+        "/admin/v1/outbox",
+        "get",
+        op(
+            "The SMS outbox (embedded provider), newest first",
+            Some("admin"),
+            None,
+            "200",
+        ),
+        None,
+    );
+    let page_op = |s: &str| op(s, None, None, "200");
+    add(
+        "/pay/agent/{id}",
+        "get",
+        page_op("Agent payment UI (HTML); ?code= the one-time access code"),
+        Some(id_param("id")),
+    );
+    add(
+        "/pay/agent/{id}/events",
+        "get",
+        page_op("Agent payment UI live updates (text/event-stream); ?token= the UI token"),
+        Some(id_param("id")),
+    );
+    add(
+        "/pay/agent/{id}/reset",
+        "post",
+        page_op("Agent UI: reset a capture field (Bearer UI token)"),
+        Some(id_param("id")),
+    );
+    add(
+        "/pay/agent/{id}/submit",
+        "post",
+        page_op("Agent UI: submit the payment (Bearer UI token)"),
+        Some(id_param("id")),
+    );
+    add(
+        "/pay/link/{token}",
+        "get",
+        page_op("Hosted payment page (HTML) for a one-time payment link"),
+        Some(id_param("token")),
+    );
+    add(
+        "/pay/link/{token}",
+        "post",
+        page_op("Hosted payment page form submission (form-encoded)"),
+        Some(id_param("token")),
+    );
+    add(
         "/globalpci/v1/redact",
         "post",
         op(

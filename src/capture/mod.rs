@@ -131,7 +131,7 @@ pub enum CaptureEvent {
 pub struct FieldView {
     /// The field.
     pub field: Field,
-    /// `empty`, `entering`, `valid`, `invalid`.
+    /// `empty`, `entering`, `valid`, `invalid`, `submitted`.
     pub status: &'static str,
     /// Keys entered (0 once cleared); for CVV only whether any were entered shows.
     pub length: usize,
@@ -179,6 +179,8 @@ pub struct Capture {
     postcode: Option<Digits>,
     events: VecDeque<CaptureEvent>,
     failed: bool,
+    /// The view as it was when the card was handed over (the card itself is gone).
+    submitted: Option<CaptureView>,
 }
 
 impl core::fmt::Debug for Capture {
@@ -215,6 +217,7 @@ impl Capture {
             postcode: None,
             events: VecDeque::new(),
             failed: false,
+            submitted: None,
         };
         c.advance(now);
         c
@@ -277,7 +280,7 @@ impl Capture {
     /// The agent's "Reset field": empties `field` (and the CVV with the PAN, since its length
     /// depends on the brand) and asks for it again. Attempts are not charged.
     pub fn reset_field(&mut self, field: Field, now: u64) -> bool {
-        if self.failed {
+        if self.failed || self.submitted.is_some() {
             return false;
         }
         let Some(i) = self.slots.iter().position(|s| s.field == field) else {
@@ -311,9 +314,9 @@ impl Capture {
         self.events.pop_front()
     }
 
-    /// Whether every field is valid.
+    /// Whether every field is valid (and the card not yet handed over).
     pub fn is_complete(&self) -> bool {
-        !self.failed && self.slots.iter().all(|s| s.valid)
+        !self.failed && self.submitted.is_none() && self.slots.iter().all(|s| s.valid)
     }
 
     /// Whether a field ran out of attempts.
@@ -332,6 +335,9 @@ impl Capture {
 
     /// The state for display.
     pub fn view(&self) -> CaptureView {
+        if let Some(v) = &self.submitted {
+            return v.clone();
+        }
         CaptureView {
             fields: self
                 .slots
@@ -366,6 +372,11 @@ impl Capture {
         if !self.is_complete() {
             return None;
         }
+        let mut frozen = self.view();
+        for f in &mut frozen.fields {
+            f.status = "submitted";
+        }
+        frozen.current = None;
         let card = Card {
             pan: self.pan.take()?,
             expiry: self.expiry.take()?,
@@ -375,6 +386,7 @@ impl Capture {
         for s in &mut self.slots {
             s.valid = false;
         }
+        self.submitted = Some(frozen);
         Some(card)
     }
 

@@ -57,6 +57,11 @@ fn a_clean_entry_completes_and_yields_the_card() {
     let card = c.take_card().unwrap();
     assert_eq!(card.pan.masked(), "************4242");
     assert!(c.take_card().is_none());
+    // The view still shows what was entered, marked submitted; nothing can be reset now.
+    let v = c.view();
+    assert!(v.fields.iter().all(|f| f.status == "submitted"));
+    assert_eq!((v.fields[0].length, v.last4.as_deref()), (16, Some("4242")));
+    assert!(!c.reset_field(Field::Expiry, 10_000));
 }
 
 #[test]

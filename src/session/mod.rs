@@ -93,6 +93,7 @@ struct Inner {
     psps: HashMap<String, Arc<dyn Psp>>,
     live: Mutex<HashMap<String, Live>>,
     webhooks: crate::notify::Webhooks,
+    sms: Arc<dyn crate::sms::SmsSender>,
 }
 
 impl Inner {
@@ -128,12 +129,14 @@ pub struct Created {
 }
 
 impl Sessions {
-    /// A service over `store`, linking to calls on `relay`, paying through `psps` (by account).
+    /// A service over `store`, linking to calls on `relay`, paying through `psps` (by
+    /// account), texting payment links through `sms`.
     pub fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<Config>,
         relay: Relay,
         psps: HashMap<String, Arc<dyn Psp>>,
+        sms: Arc<dyn crate::sms::SmsSender>,
     ) -> Self {
         Sessions {
             inner: Arc::new(Inner {
@@ -143,6 +146,7 @@ impl Sessions {
                 psps,
                 live: Mutex::new(HashMap::new()),
                 webhooks: crate::notify::Webhooks::new(),
+                sms,
             }),
         }
     }
@@ -274,6 +278,9 @@ impl Sessions {
                 self.link_call(&guid, &call).await;
             }
         }
+        if kind == SessionKind::Digital {
+            self.send_link(&session, &account).await?;
+        }
         let session = store::must_get(&*self.inner.store, &session.id)?;
         Ok(Created {
             session,
@@ -387,6 +394,94 @@ impl Sessions {
         )?;
         pay(&self.inner, &s, card, actor, "digital").await?;
         store::must_get(&**st, id).map_err(Into::into)
+    }
+
+    /// Issues a new payment link for a live digital session (the old one stops working) and
+    /// texts it to the customer.
+    pub async fn reissue_link(&self, client_id: &str, id: &str) -> Result<Session, SessionError> {
+        let s = self.get(client_id, id)?;
+        if s.kind != SessionKind::Digital
+            || !matches!(s.state, SessionState::Created | SessionState::Capturing)
+        {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "re-issue a payment link (only live digital sessions have one)",
+            });
+        }
+        let account = self.account(&s.account_id)?.clone();
+        // A re-issued link gives the customer a fresh TTL, within the session's own lifetime.
+        self.send_link(&s, &account).await?;
+        Ok(s)
+    }
+
+    /// The session a payment-link token opens, and why it cannot be used if it cannot.
+    pub fn open_link(&self, token: &str) -> Result<Session, LinkProblem> {
+        let rec = self
+            .inner
+            .store
+            .link(&token_hash(token))
+            .map_err(|_| LinkProblem::Unknown)?
+            .ok_or(LinkProblem::Unknown)?;
+        if rec.revoked {
+            return Err(LinkProblem::Replaced);
+        }
+        if rec.used_at.is_some() {
+            return Err(LinkProblem::Used);
+        }
+        let s = self
+            .get_any(&rec.session_id)
+            .map_err(|_| LinkProblem::Unknown)?;
+        if rec.expires_at <= unix_now() || s.state == SessionState::Expired {
+            return Err(LinkProblem::Expired);
+        }
+        if s.state.is_terminal()
+            || !matches!(s.state, SessionState::Created | SessionState::Capturing)
+        {
+            return Err(LinkProblem::Finished(s.state));
+        }
+        Ok(s)
+    }
+
+    /// Uses up a link (a card was submitted with it); false if it was used meanwhile.
+    pub fn use_link(&self, token: &str) -> Result<bool, SessionError> {
+        Ok(self.inner.store.use_link(&token_hash(token), unix_now())?)
+    }
+
+    async fn send_link(&self, s: &Session, account: &AccountConfig) -> Result<(), SessionError> {
+        let token = crate::auth::random_token();
+        let now = unix_now();
+        let expires = (now + account.link_ttl_s).min(s.expires_at);
+        self.inner
+            .store
+            .insert_link(&token_hash(&token), &s.id, now, expires)?;
+        let phone = s
+            .payment_data
+            .get("CustomerPhoneNumber")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let amount = s
+            .amount_minor
+            .map(|a| format!(" {}.{:02} {}", a / 100, a % 100, s.currency))
+            .unwrap_or_default();
+        let name = if account.name.is_empty() {
+            "Secure payment"
+        } else {
+            account.name.as_str()
+        };
+        let body = format!(
+            "{name}: pay{amount} securely at {}/pay/link/{token} (link valid for {} minutes)",
+            self.inner.config.public_url(),
+            (expires - now).div_ceil(60)
+        );
+        match self.inner.sms.send(&s.id, &phone, &body).await {
+            Ok(()) => {
+                tracing::info!(session = %s.id, to = %crate::sms::phone_tail(&phone), "payment link sent")
+            }
+            // The session stands; the client can re-issue the link.
+            Err(e) => tracing::error!(session = %s.id, error = %e, "payment link SMS failed"),
+        }
+        Ok(())
     }
 
     fn live_commands(&self, id: &str) -> Option<mpsc::Sender<Command>> {
@@ -546,6 +641,30 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// Why a payment link does not open the payment page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// No such link.
+    Unknown,
+    /// Past its time.
+    Expired,
+    /// Already used to pay.
+    Used,
+    /// A newer link replaced it.
+    Replaced,
+    /// The session is over.
+    Finished(SessionState),
+}
+
+/// SHA-256 of a bearer token, hex: what is stored instead of the token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn new_session_id() -> String {

@@ -80,6 +80,30 @@ pub trait SessionStore: Send + Sync {
         kind: SessionKind,
         merchant_ref: &str,
     ) -> Result<Option<Session>, StoreError>;
+    /// Stores a new payment link and revokes the session's earlier ones.
+    fn insert_link(
+        &self,
+        token_hash: &str,
+        session_id: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    /// A link by its token's hash.
+    fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError>;
+    /// Marks a link used; false if it already was (or was revoked).
+    fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError>;
+    /// Adds a message to the SMS outbox.
+    fn outbox_add(
+        &self,
+        session_id: Option<&str>,
+        to: &str,
+        body: &str,
+        now: u64,
+    ) -> Result<(), StoreError>;
+    /// The outbox, newest first (at most `limit`).
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Forgets a session's payment-UI credential (it is single-use); false if already gone.
+    fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -114,7 +138,53 @@ const MIGRATIONS: &[&str] = &[
         to_state TEXT NOT NULL
     );
     CREATE INDEX audit_session ON audit(session_id);",
+    // 2: digital payment links (token hashes only) and the SMS outbox.
+    "CREATE TABLE links (
+        token_hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX links_session ON links(session_id);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        session_id TEXT,
+        recipient TEXT NOT NULL,
+        body TEXT NOT NULL
+    );",
 ];
+
+/// A payment link's record (the token itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// The session it pays.
+    pub session_id: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// When it was used, if it was.
+    pub used_at: Option<u64>,
+    /// Replaced by a re-issued link.
+    pub revoked: bool,
+}
+
+/// A message in the SMS outbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxMessage {
+    /// Order.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: u64,
+    /// The session it is about.
+    pub session_id: Option<String>,
+    /// E.164 recipient.
+    pub to: String,
+    /// Message text.
+    pub body: String,
+}
 
 /// SQLite-backed store.
 pub struct SqliteStore {
@@ -328,6 +398,86 @@ impl SessionStore for SqliteStore {
             .next())
     }
 
+    fn insert_link(
+        &self,
+        token_hash: &str,
+        session_id: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE links SET revoked = 1 WHERE session_id = ?1",
+            params![session_id],
+        )?;
+        tx.execute(
+            "INSERT INTO links (token_hash, session_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash, session_id, now as i64, expires_at as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT session_id, expires_at, used_at, revoked FROM links WHERE token_hash = ?1",
+        )?;
+        let mut rows = stmt.query_map([token_hash], |r| {
+            Ok(LinkRecord {
+                session_id: r.get(0)?,
+                expires_at: r.get::<_, i64>(1)? as u64,
+                used_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                revoked: r.get::<_, i64>(3)? != 0,
+            })
+        })?;
+        Ok(rows.next().transpose()?)
+    }
+
+    fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError> {
+        let n = self.exec(
+            "UPDATE links SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked = 0",
+            &[&(now as i64), &token_hash],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn outbox_add(
+        &self,
+        session_id: Option<&str>,
+        to: &str,
+        body: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO outbox (at, session_id, recipient, body) VALUES (?1, ?2, ?3, ?4)",
+            &[&(now as i64), &session_id, &to, &body],
+        )?;
+        Ok(())
+    }
+
+    fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.exec("UPDATE sessions SET ui_secret_hash = NULL WHERE id = ?1 AND ui_secret_hash IS NOT NULL", &[&id])? == 1)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, session_id, recipient, body FROM outbox ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(OutboxMessage {
+                seq: r.get(0)?,
+                at: r.get::<_, i64>(1)? as u64,
+                session_id: r.get(2)?,
+                to: r.get(3)?,
+                body: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn live_by_merchant_ref(
         &self,
         client: &str,
@@ -341,6 +491,12 @@ impl SessionStore for SqliteStore {
                 &[&client, &account, &kind.as_str(), &merchant_ref],
             )?
             .pop())
+    }
+}
+
+impl SqliteStore {
+    fn exec(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StoreError> {
+        Ok(self.conn.lock().expect("store lock").execute(sql, args)?)
     }
 }
 

@@ -46,15 +46,22 @@ impl Gateway {
             .insert("sqlite_path".into(), toml::Value::String(db));
         let config =
             Config::parse(&toml::to_string(&base).unwrap(), Path::new("test.toml")).unwrap();
+        // Bind first, so links in SMS and UI URLs name the real port.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bound = probe.local_addr().unwrap();
+        probe.set_nonblocking(true).unwrap();
+        let mut config = config;
+        config.server.public_url = Some(format!("http://{bound}"));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let state = runtime.block_on(async { tonegate::server::build_state(config).unwrap() });
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(probe).unwrap()
+        };
         let addr = listener.local_addr().unwrap();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = std::sync::mpsc::channel();

@@ -237,3 +237,5 @@ pub fn keys_in(samples: &[i16]) -> String {
     s
 }
 pub mod gateway;
+pub mod localstripe;
+pub mod webdriver;

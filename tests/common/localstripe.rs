@@ -1,0 +1,80 @@
+//! localstripe (PyPI), a Stripe-compatible PSP, started on a free loopback port.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::gateway::http;
+
+/// localstripe on a free loopback port; killed on drop.
+pub struct LocalStripe {
+    child: Child,
+    pub url: String,
+}
+
+impl LocalStripe {
+    pub fn start() -> LocalStripe {
+        let bin = std::env::var("TONEGATE_LOCALSTRIPE")
+            .ok()
+            .unwrap_or_else(|| {
+                super::root()
+                    .join(".venv/bin/localstripe")
+                    .display()
+                    .to_string()
+            });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "localstripe not found at {bin}: run scripts/test, which installs it"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http()
+            .get(format!("{url}/v1/customers"))
+            .basic_auth("sk_test_x", Some(""))
+            .send()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "localstripe did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LocalStripe { child, url }
+    }
+
+    /// PaymentIntents localstripe holds for a session (by metadata).
+    pub fn payment_intents_for(&self, session: &str) -> usize {
+        let v: Value = http()
+            .get(format!("{}/v1/payment_intents?limit=100", self.url))
+            .basic_auth("sk_test_x", Some(""))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pi| pi["metadata"]["sessionId"] == session)
+            .count()
+    }
+}
+
+impl Drop for LocalStripe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

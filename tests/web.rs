@@ -1,0 +1,328 @@
+//! The web pages in headless Chromium over WebDriver: the agent payment UI watching a call's
+//! keys through the relay, and digital payments from SMS link to result.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::gateway::{http, Gateway};
+use common::localstripe::LocalStripe;
+use common::webdriver::Browser;
+use common::*;
+use serde_json::{json, Value};
+
+fn artifacts() -> std::path::PathBuf {
+    root().join("test-artifacts")
+}
+
+fn post(gw: &Gateway, tok: &str, path: &str, b: &Value) -> Value {
+    http()
+        .post(gw.url(path))
+        .bearer_auth(tok)
+        .json(b)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn session(gw: &Gateway, tok: &str, id: &str) -> Value {
+    http()
+        .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+        .bearer_auth(tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Fails if `text` holds the PAN (whole or its first twelve), or the expiry or CVV standing alone.
+fn assert_no_digits(what: &str, text: &str) {
+    for pan in ["4242424242424242", "424242424242", "4242 4242 4242 4242"] {
+        assert!(!text.contains(pan), "{what} holds the PAN");
+    }
+    let b = text.as_bytes();
+    for tok in ["1230", "737"] {
+        for (i, _) in text.match_indices(tok) {
+            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
+            assert!(!(before && after), "{what} holds {tok}");
+        }
+    }
+}
+
+/// A caller keying on a relay call, in pieces, with RTP continuing across them.
+struct Caller {
+    sock: UdpSocket,
+    relay: SocketAddr,
+    seq: u16,
+    ts: u32,
+}
+
+impl Caller {
+    fn key(&mut self, keys: &str, seed: u32) {
+        let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
+        let opts = StreamOptions {
+            first_seq: self.seq,
+            first_ts: self.ts,
+            ..Default::default()
+        };
+        let packets = rtp_stream(&signal, opts);
+        for p in &packets {
+            self.sock.send_to(&p.bytes, self.relay).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.seq = self.seq.wrapping_add(packets.len() as u16);
+        self.ts = self
+            .ts
+            .wrapping_add((signal.samples.len() / 160 * 160) as u32);
+    }
+}
+
+fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
+    let tok = gw.token("globalpci");
+    let relay_tok = gw.token("relay");
+    let guid = format!("call-ui-{label}");
+    let v = post(
+        gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": account, "CallGuid": guid,
+        "PaymentData": {"cardholderName": "Ada Lovelace", "merchantTxnRef": format!("UI-{label}"), "amount": "42.00"}}),
+    );
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let ui = format!(
+        "{}?code={}",
+        v["paymentUiUrl"].as_str().unwrap(),
+        v["paymentUiCredentials"]["accessCode"].as_str().unwrap()
+    );
+    // The caller's call through the relay.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let call = post(
+        gw,
+        &relay_tok,
+        "/relay/v1/calls",
+        &json!({"call_guid": guid, "codec": "PCMU",
+        "caller": {"remote": sock.local_addr().unwrap().to_string()}, "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    let mut caller = Caller {
+        relay: call["caller"]["local"].as_str().unwrap().parse().unwrap(),
+        sock,
+        seq: 1000,
+        ts: 160_000,
+    };
+
+    let b = Browser::start();
+    b.goto(&ui);
+    b.wait_text("#state", 10, |t| t == "Capturing");
+    assert_eq!(b.text("#amount"), "42.00 GBP");
+    assert_eq!(b.text("#cardholder"), "Ada Lovelace");
+    assert_eq!(b.property("#submit", "disabled"), json!(true));
+    // The event stream, read alongside (with the page's own UI token).
+    let token = b
+        .script("return document.body.dataset.token")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events_url = gw.url(&format!("/pay/agent/{id}/events?token={token}"));
+    let sse = std::thread::spawn(move || {
+        let mut r = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(25))
+            .build()
+            .unwrap()
+            .get(events_url)
+            .send()
+            .unwrap();
+        let mut all = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut r, &mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+
+    // The PAN: one mask character per key, then the last four once valid.
+    caller.key("4242424242424242#", 1);
+    let pan = b.wait_text("#f-pan .mask", 10, |t| t.ends_with("4242"));
+    assert_eq!(pan.chars().count(), 16, "{pan}");
+    assert_eq!(b.text("#f-pan .status"), "valid");
+    caller.key("1230#737", 2);
+    b.wait_text("#state", 10, |t| t == "ReadyToSubmit");
+    assert_eq!(b.text("#f-expiry .mask"), "••••");
+    assert_eq!(b.text("#f-cvv .mask"), "•••");
+    assert_eq!(b.property("#submit", "disabled"), json!(false));
+    assert_no_digits("page", &b.source());
+    // Reset the expiry: it empties, submit is disabled again; the caller keys it again.
+    b.click("button[data-reset=expiry]");
+    b.wait_text("#state", 10, |t| t == "Capturing");
+    b.wait_text("#f-expiry .mask", 10, str::is_empty);
+    assert_eq!(b.property("#submit", "disabled"), json!(true));
+    caller.key("1230#", 3);
+    b.wait_text("#state", 10, |t| t == "ReadyToSubmit");
+    b.screenshot(&artifacts().join(format!("agent_ui_{label}_ready.png")));
+    b.click("#submit");
+    let result = b.wait_text("#result", 20, |t| t.starts_with("Approved"));
+    assert!(result.contains("pi_"), "{result}");
+    b.screenshot(&artifacts().join(format!("agent_ui_{label}_approved.png")));
+    assert_no_digits("page", &b.source());
+    let s = session(gw, &tok, &id);
+    assert_eq!(s["sessionState"], "Completed");
+    assert_eq!(
+        result,
+        format!(
+            "Approved — PSP reference {}",
+            s["pspTransactionId"].as_str().unwrap()
+        )
+    );
+    // The event stream carried lengths and statuses, never a key.
+    let events = sse.join().unwrap();
+    assert!(
+        events.contains("key_masked") && events.contains("Completed"),
+        "{events}"
+    );
+    assert_no_digits("event stream", &events);
+    // The one-time code is spent; the UI token cannot use the GlobalPCI API.
+    let again = http().get(&ui).send().unwrap();
+    assert_eq!(again.status(), 403);
+    let r = http()
+        .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn agent_payment_ui_end_to_end_sandbox_and_localstripe() {
+    let ls = LocalStripe::start();
+    let gw = Gateway::start(&format!(
+        "[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n\n[[accounts]]\nid = \"stripe-account\"\npsp = \"stripe\"\nstripe_base_url = \"{}\"\nstripe_secret_key = \"sk_test_ui\"\n",
+        ls.url
+    ));
+    agent_ui_flow(&gw, "dev-account", "sandbox");
+    agent_ui_flow(&gw, "stripe-account", "localstripe");
+}
+
+/// The payment links texted for a session, oldest first.
+fn links_for(gw: &Gateway, session: &str) -> Vec<String> {
+    let admin = gw.token("admin");
+    let v: Value = http()
+        .get(gw.url("/admin/v1/outbox"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut links: Vec<String> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sessionId"] == session)
+        .map(|m| {
+            let body = m["body"].as_str().unwrap();
+            let start = body.find("http").unwrap();
+            body[start..].split_whitespace().next().unwrap().to_string()
+        })
+        .collect();
+    links.reverse();
+    links
+}
+
+fn digital(gw: &Gateway, tok: &str, account: &str, reference: &str) -> String {
+    let v = post(
+        gw,
+        tok,
+        "/globalpci/v1/digitalselfservicesession",
+        &json!({"AccountConfigurationId": account,
+        "PaymentData": {"CustomerPhoneNumber": "+447700900123", "cardholderName": "Ada Lovelace", "merchantTxnRef": reference, "amount": "59.00"}}),
+    );
+    v["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+fn pay_in_browser(b: &Browser, link: &str, pan: &str, expiry: &str, cvc: &str) {
+    b.goto(link);
+    b.type_into("#number", pan);
+    b.type_into("#expiry", expiry);
+    b.type_into("#cvc", cvc);
+    b.click("#pay");
+}
+
+#[test]
+fn digital_payment_from_sms_link_to_result() {
+    let gw = Gateway::start("[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n\n[[accounts]]\nid = \"short-links\"\nlink_ttl_s = 1\n");
+    let tok = gw.token("globalpci");
+    let b = Browser::start();
+
+    // Created → one SMS with a link → the page → paid.
+    let id = digital(&gw, &tok, "dev-account", "D-1");
+    let links = links_for(&gw, &id);
+    assert_eq!(links.len(), 1);
+    b.goto(&links[0]);
+    for (input, token) in [
+        ("#number", "cc-number"),
+        ("#expiry", "cc-exp"),
+        ("#cvc", "cc-csc"),
+    ] {
+        assert_eq!(b.property(input, "autocomplete"), json!(token));
+    }
+    assert_eq!(b.text("#amount"), "59.00 GBP");
+    // Client-side hints as the number is typed.
+    b.type_into("#number", "4242424242424242");
+    b.wait_text("#number-hint", 5, |t| t == "Visa");
+    assert_eq!(b.property("#number", "value"), json!("4242 4242 4242 4242"));
+    b.type_into("#expiry", "1230");
+    b.type_into("#cvc", "123");
+    b.screenshot(&artifacts().join("hosted_page_filled.png"));
+    b.click("#pay");
+    b.wait_text("h1", 20, |t| t == "Payment approved");
+    assert!(b.text("p").contains("ending 4242"));
+    assert_no_digits("result page", &b.source());
+    b.screenshot(&artifacts().join("hosted_page_approved.png"));
+    assert_eq!(session(&gw, &tok, &id)["sessionState"], "Completed");
+    // The link works once.
+    b.goto(&links[0]);
+    assert_eq!(b.text("h1"), "Link already used");
+
+    // Server-side validation is authoritative, and nothing typed is echoed back.
+    let id = digital(&gw, &tok, "dev-account", "D-2");
+    let link = links_for(&gw, &id).remove(0);
+    pay_in_browser(&b, &link, "4242424242424241", "1230", "123");
+    b.wait_text("#number-error", 10, |t| t.contains("check digit"));
+    assert!(!b.source().contains("4242424242424241"));
+    assert_eq!(session(&gw, &tok, &id)["sessionState"], "Created");
+    // A declined card shows the declined page.
+    pay_in_browser(&b, &link, "4000000000000341", "1230", "123");
+    b.wait_text("h1", 20, |t| t == "Payment declined");
+    assert_eq!(session(&gw, &tok, &id)["sessionState"], "Declined");
+
+    // An expired link.
+    let id = digital(&gw, &tok, "short-links", "D-3");
+    let link = links_for(&gw, &id).remove(0);
+    std::thread::sleep(Duration::from_millis(2100));
+    b.goto(&link);
+    assert_eq!(b.text("h1"), "Link expired");
+
+    // Idempotent create: the same merchantTxnRef while live returns the same session, no new SMS.
+    let first = digital(&gw, &tok, "dev-account", "D-4");
+    let again = digital(&gw, &tok, "dev-account", "D-4");
+    assert_eq!(first, again);
+    assert_eq!(links_for(&gw, &first).len(), 1);
+    // Re-issue: a new link, the old one stops working.
+    let v = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{first}/reissue"),
+        &json!({}),
+    );
+    assert_eq!(v["Message"], "New payment link sent");
+    let links = links_for(&gw, &first);
+    assert_eq!(links.len(), 2);
+    b.goto(&links[0]);
+    assert_eq!(b.text("h1"), "Link replaced");
+    b.goto(&links[1]);
+    assert_eq!(b.text("h1"), "Pay securely");
+    let deadline = Instant::now();
+    let _ = deadline;
+}
