@@ -141,6 +141,9 @@ pub struct AccountConfig {
     /// HMAC key for webhook signatures.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Apple Pay merchant identifier for Messages for Business payment requests.
+    #[serde(default = "default_apple_merchant")]
+    pub apple_merchant_identifier: String,
     /// Origins allowed to frame the agent payment UI (CSP frame-ancestors).
     #[serde(default = "default_frame_ancestors")]
     pub frame_ancestors: Vec<String>,
@@ -173,6 +176,9 @@ fn default_inter_digit() -> u64 {
 }
 fn default_first_key() -> u64 {
     30
+}
+fn default_apple_merchant() -> String {
+    "merchant.com.tonegate.dev".into()
 }
 fn default_frame_ancestors() -> Vec<String> {
     vec!["'self'".into()]

@@ -40,6 +40,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/session/{id}/submit/", post(submit))
         .route("/globalpci/v1/session/{id}/reissue", post(reissue))
         .route("/globalpci/v1/session/{id}/reissue/", post(reissue))
+        .route("/globalpci/v1/session/{id}/messaging", post(messaging))
+        .route("/globalpci/v1/applepay/response", post(apple_response))
         .route("/globalpci/v1/redact", post(redact))
         .route("/globalpci/v1/redact/", post(redact))
 }
@@ -255,5 +257,110 @@ async fn reissue(
     let s = state.sessions.reissue_link(&p.client_id, &id).await?;
     let mut v = session_json(&s);
     v["Message"] = json!("New payment link sent");
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessagingBody {
+    conversation_id: Option<String>,
+    channel_type: Option<String>,
+}
+
+/// Payloads that offer a digital session's payment inside a messaging conversation: a
+/// Genesys Cloud message with a button attachment (seed 000), and an Apple Messages for
+/// Business `BusinessChatMessage` + `ConnectorPaymentRequest` (seed 003) whose
+/// `requestIdentifier` is the session id. Each call issues a fresh link; earlier ones stop.
+async fn messaging(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<MessagingBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let (s, url) = state.sessions.new_link(&p.client_id, &id)?;
+    let account = state
+        .config
+        .account(&s.account_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    let amount = s
+        .amount_minor
+        .map(|a| format!("{}.{:02}", a / 100, a % 100))
+        .unwrap_or_else(|| "0.00".into());
+    let label = if account.name.is_empty() {
+        "Payment".to_string()
+    } else {
+        account.name.clone()
+    };
+    let reference = s.merchant_txn_ref.clone().unwrap_or_else(|| s.id.clone());
+    let mut genesys = json!({
+        "type": "chat",
+        "channelType": b.channel_type.unwrap_or_else(|| "webchat".into()),
+        "body": {
+            "text": format!("Please complete your payment of {amount} {} for {reference} using the secure link below.", s.currency),
+            "attachments": [{ "type": "button", "title": "Complete Payment Securely", "url": url }]
+        }
+    });
+    if let Some(c) = b.conversation_id {
+        genesys["conversationId"] = json!(c);
+    }
+    let apple = json!([
+        { "type": "BusinessChatMessage", "receivedMessage": { "style": "icon", "title": label, "subtitle": format!("Pay {amount} {}", s.currency) } },
+        { "type": "ConnectorPaymentRequest", "requestIdentifier": s.id, "apple": { "data": { "version": "1.0", "requestIdentifier": s.id, "payment": {
+            "paymentRequest": {
+                "applePay": {
+                    "merchantIdentifier": account.apple_merchant_identifier,
+                    "merchantCapabilities": ["supports3DS", "supportsCredit", "supportsDebit"],
+                    "supportedNetworks": ["amex", "visa", "mastercard", "discover", "jcb"]
+                },
+                "lineItems": [{ "label": reference, "amount": amount, "type": "final" }],
+                "total": { "label": label, "amount": amount, "type": "final" },
+                "currencyCode": s.currency,
+                "requiredBillingContactFields": ["postalAddress"]
+            },
+            "endpoints": { "fallbackUrl": url }
+        } } } }
+    ]);
+    Ok(Json(
+        json!({ "sessionId": s.id, "paymentUrl": url, "genesys": genesys, "appleBusinessChat": apple }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectorPaymentResponse {
+    #[serde(rename = "type")]
+    kind: String,
+    status: bool,
+    request_identifier: String,
+}
+
+/// A `ConnectorPaymentResponse` from the messaging platform. The session changes only after
+/// the PSP confirms a successful payment of the session's amount: the response alone proves
+/// nothing.
+async fn apple_response(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(r): ApiJson<ConnectorPaymentResponse>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    if r.kind != "ConnectorPaymentResponse" {
+        return Err(ApiError::bad_request(
+            "type must be ConnectorPaymentResponse",
+        ));
+    }
+    let s = state.sessions.get(&p.client_id, &r.request_identifier)?;
+    if !r.status {
+        let mut v = session_json(&s);
+        v["Message"] = json!("The customer did not complete the payment");
+        return Ok(Json(v));
+    }
+    let s = state
+        .sessions
+        .confirm_external_payment(&s.id, "apple-pay")
+        .await?;
+    let mut v = session_json(&s);
+    v["Message"] = json!("Payment confirmed with the PSP");
     Ok(Json(v))
 }

@@ -146,6 +146,29 @@ pub fn document() -> Value {
         Some(id_param("id")),
     );
     add(
+        "/globalpci/v1/session/{id}/messaging",
+        "post",
+        op(
+            "Messaging payloads for a digital session: Genesys button message and Apple ConnectorPaymentRequest (issues a fresh link); body {conversationId?, channelType?}",
+            Some("globalpci"),
+            None,
+            "200",
+        ),
+        Some(id_param("id")),
+    );
+    add(
+        "/globalpci/v1/applepay/response",
+        "post",
+        op(
+            "Accept a ConnectorPaymentResponse; the session completes only if the PSP confirms the payment",
+            Some("globalpci"),
+            Some(json!({ "type": "object", "required": ["type", "status", "requestIdentifier"], "properties": {
+                "type": { "const": "ConnectorPaymentResponse" }, "status": { "type": "boolean" }, "requestIdentifier": { "type": "string" } } })),
+            "200",
+        ),
+        None,
+    );
+    add(
         "/admin/v1/outbox",
         "get",
         op(

@@ -123,6 +123,12 @@ pub trait Psp: Send + Sync {
         transaction_id: &'a str,
         idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<String, PspError>>;
+    /// A successful payment the PSP holds for `session_id` (made outside the gateway, e.g. by
+    /// a wallet straight to the PSP): its transaction id and amount in minor units.
+    fn find_payment<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>>;
 }
 
 /// Delays between tries: three retries after the first attempt.

@@ -71,6 +71,17 @@ impl SandboxPsp {
         }
     }
 
+    /// Records a payment made outside the gateway (a wallet paying the PSP directly).
+    pub fn record_external_payment(&self, session_id: &str, amount_minor: i64) -> String {
+        let pi = id("pi");
+        self.state.lock().expect("sandbox lock").charges_made.push((
+            pi.clone(),
+            amount_minor,
+            session_id.to_string(),
+        ));
+        pi
+    }
+
     /// Charges made: (payment id, amount in minor units, session id).
     pub fn charges_made(&self) -> Vec<(String, i64, String)> {
         self.state
@@ -162,6 +173,20 @@ impl Psp for SandboxPsp {
             s.charges
                 .insert(req.idempotency_key.to_string(), outcome.clone());
             Ok(outcome)
+        })
+    }
+
+    fn find_payment<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>> {
+        Box::pin(async move {
+            self.injected()?;
+            let s = self.state.lock().expect("sandbox lock");
+            Ok(s.charges_made
+                .iter()
+                .find(|c| c.2 == session_id)
+                .map(|c| (c.0.clone(), c.1)))
         })
     }
 

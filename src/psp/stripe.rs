@@ -266,6 +266,38 @@ impl Psp for StripePsp {
         })
     }
 
+    fn find_payment<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>> {
+        Box::pin(async move {
+            let resp = self
+                .http
+                .get(format!("{}/v1/payment_intents?limit=100", self.base))
+                .basic_auth(&self.key, Some(""))
+                .send()
+                .await
+                .map_err(|e| PspError::Unreachable(without_url(&e)))?;
+            if resp.status().is_server_error() {
+                return Err(PspError::Server(resp.status().as_u16()));
+            }
+            let v: Value = resp
+                .json()
+                .await
+                .map_err(|_| PspError::Rejected("unreadable payment list".into()))?;
+            Ok(v["data"].as_array().into_iter().flatten().find_map(|pi| {
+                (pi["metadata"]["sessionId"] == session_id && pi["status"] == "succeeded").then(
+                    || {
+                        (
+                            pi["id"].as_str().unwrap_or("").to_string(),
+                            pi["amount"].as_i64().unwrap_or(0),
+                        )
+                    },
+                )
+            }))
+        })
+    }
+
     fn refund<'a>(
         &'a self,
         transaction_id: &'a str,

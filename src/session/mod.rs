@@ -447,13 +447,110 @@ impl Sessions {
         Ok(self.inner.store.use_link(&token_hash(token), unix_now())?)
     }
 
-    async fn send_link(&self, s: &Session, account: &AccountConfig) -> Result<(), SessionError> {
+    /// A new payment link for a live digital session (earlier links stop working): its URL.
+    pub fn new_link(&self, client_id: &str, id: &str) -> Result<(Session, String), SessionError> {
+        let s = self.get(client_id, id)?;
+        if s.kind != SessionKind::Digital
+            || !matches!(s.state, SessionState::Created | SessionState::Capturing)
+        {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "make a payment link (only live digital sessions have one)",
+            });
+        }
+        let account = self.account(&s.account_id)?.clone();
+        let (url, _) = self.issue_link(&s, &account)?;
+        Ok((s, url))
+    }
+
+    /// A wallet paid the PSP directly (Apple Pay in Messages): completes the session if, and
+    /// only if, the PSP confirms a successful payment for it of the right amount.
+    pub async fn confirm_external_payment(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<Session, SessionError> {
+        let s = self.get_any(id)?;
+        if !matches!(s.state, SessionState::Created | SessionState::Capturing) {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "take a wallet payment",
+            });
+        }
+        let psp = self
+            .inner
+            .psps
+            .get(&s.account_id)
+            .cloned()
+            .ok_or(SessionError::NotFound)?;
+        let found = with_retries(|| psp.find_payment(&s.id))
+            .await
+            .map_err(|e| {
+                SessionError::InvalidField(
+                    "requestIdentifier".into(),
+                    format!("PSP check failed: {e}"),
+                )
+            })?;
+        let Some((txn, amount)) = found else {
+            return Err(SessionError::InvalidField(
+                "requestIdentifier".into(),
+                "the PSP holds no successful payment for this session".into(),
+            ));
+        };
+        if Some(amount) != s.amount_minor {
+            return Err(SessionError::InvalidField(
+                "requestIdentifier".into(),
+                "the PSP's payment amount does not match the session".into(),
+            ));
+        }
+        let st = &self.inner.store;
+        let now = unix_now();
+        let mut state = s.state;
+        for to in [
+            SessionState::Capturing,
+            SessionState::ReadyToSubmit,
+            SessionState::Submitting,
+        ] {
+            if state.to(to).is_ok() && st.transition(id, state, to, actor, now)? {
+                state = to;
+            }
+        }
+        let result = PaymentResult {
+            psp_transaction_id: Some(txn),
+            ..Default::default()
+        };
+        st.set_result(id, &result, now)?;
+        st.transition(
+            id,
+            SessionState::Submitting,
+            SessionState::Completed,
+            "psp",
+            now,
+        )?;
+        self.inner.notify(id);
+        store::must_get(&**st, id).map_err(Into::into)
+    }
+
+    fn issue_link(
+        &self,
+        s: &Session,
+        account: &AccountConfig,
+    ) -> Result<(String, u64), SessionError> {
         let token = crate::auth::random_token();
         let now = unix_now();
         let expires = (now + account.link_ttl_s).min(s.expires_at);
         self.inner
             .store
             .insert_link(&token_hash(&token), &s.id, now, expires)?;
+        Ok((
+            format!("{}/pay/link/{token}", self.inner.config.public_url()),
+            expires,
+        ))
+    }
+
+    async fn send_link(&self, s: &Session, account: &AccountConfig) -> Result<(), SessionError> {
+        let now = unix_now();
+        let (url, expires) = self.issue_link(s, account)?;
         let phone = s
             .payment_data
             .get("CustomerPhoneNumber")
@@ -470,9 +567,8 @@ impl Sessions {
             account.name.as_str()
         };
         let body = format!(
-            "{name}: pay{amount} securely at {}/pay/link/{token} (link valid for {} minutes)",
-            self.inner.config.public_url(),
-            (expires - now).div_ceil(60)
+            "{name}: pay{amount} securely at {url} (link valid for {} minutes)",
+            (expires - now).div_ceil(60).max(1)
         );
         match self.inner.sms.send(&s.id, &phone, &body).await {
             Ok(()) => {
