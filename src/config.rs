@@ -53,6 +53,8 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// SMS for digital payment links.
     pub sms: crate::sms::SmsConfig,
+    /// IVR prompts.
+    pub prompts: crate::prompts::PromptConfig,
 }
 
 /// Session storage.

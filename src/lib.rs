@@ -14,6 +14,7 @@ pub mod config;
 pub mod interaction;
 pub mod media;
 pub mod notify;
+pub mod prompts;
 pub mod psp;
 pub mod relay;
 pub mod server;

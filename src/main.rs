@@ -165,10 +165,11 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(tonegate::server::serve(
-        config,
-        tonegate::server::shutdown_signal(),
-    ))
+    runtime.block_on(async {
+        // Handlers first: a signal during start-up must still shut down cleanly.
+        let shutdown = tonegate::server::shutdown_signal();
+        tonegate::server::serve(config, shutdown).await
+    })
 }
 
 fn init_tracing(config: &Config) {

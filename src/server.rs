@@ -123,7 +123,8 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         "twilio" => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
         _ => Arc::new(crate::sms::Outbox::new(store.clone())),
     };
-    let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms);
+    let prompts = Arc::new(crate::prompts::Prompts::load(&config.prompts.dir)?);
+    let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms, prompts);
     Ok(AppState {
         config,
         authority: Arc::new(authority),
@@ -134,25 +135,41 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     })
 }
 
-/// Completes on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGTERM and ctrl-c handlers now (so a signal that comes early is not fatal) and
+/// returns a future that completes when either arrives. Call inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {},
+                _ = int => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tonegate_dsp::{G711Law, MaskingMode};
 
+use super::prompt::{Clip, PromptPlayer};
 use super::rtp::{is_rtcp, valid_rtcp, RtpHeader, MAX_DATAGRAM};
 use super::secure::{
     CapturedKey, Disposition, EventReplacement, SecureConfig, SecureCounters, SecureStream,
@@ -131,6 +132,8 @@ pub struct CallMedia {
     secure: SecureStream,
     secure_seen: SecureCounters,
     counters: Arc<CallCounters>,
+    prompt: PromptPlayer,
+    audio_pt: u8,
 }
 
 impl CallMedia {
@@ -158,6 +161,8 @@ impl CallMedia {
             }),
             secure_seen: SecureCounters::default(),
             counters: Arc::new(CallCounters::default()),
+            prompt: PromptPlayer::new(cfg.law),
+            audio_pt,
         }
     }
 
@@ -175,6 +180,34 @@ impl CallMedia {
     pub fn set_secure(&mut self, on: bool) {
         self.secure.set_secure(on);
         self.sync_secure_counters();
+    }
+
+    /// Detects keys outside secure mode too, without masking anything (a call that will key
+    /// its session's `dtmfLinkId`).
+    pub fn set_listening(&mut self, on: bool) {
+        self.secure.set_listening(on);
+    }
+
+    /// Queues a prompt to the caller.
+    pub fn play(&mut self, clip: Clip) {
+        self.prompt.enqueue(clip);
+    }
+
+    /// Stops any prompt.
+    pub fn stop_prompt(&mut self) {
+        self.prompt.stop();
+    }
+
+    /// Whether a prompt is playing or queued.
+    pub fn is_prompting(&self) -> bool {
+        self.prompt.is_playing()
+    }
+
+    /// The 20 ms prompt tick: the next prompt packet for the caller, written into `out`.
+    pub fn on_tick(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let to = self.remotes[Side::Caller.index()].rtp?;
+        let len = self.prompt.next_packet(out)?;
+        Some(self.sent(Side::Caller, Channel::Rtp, to, len, true))
     }
 
     /// The remote RTP address of a leg, once known.
@@ -212,17 +245,28 @@ impl CallMedia {
             return None;
         }
         CallCounters::bump(&self.counters.rtp_in[side.index()], 1);
-        let Some(to) = self.remotes[side.other().index()].rtp else {
-            CallCounters::bump(&self.counters.no_destination, 1);
-            return None;
-        };
+        // The caller's audio goes through the secure path even with nobody to send it to
+        // (self-service has no agent leg): that is where keys are heard.
         let disposition = match side {
             Side::Caller => self.secure.push(pkt, &hdr),
-            Side::Agent => Disposition::ForwardNow,
+            Side::Agent => {
+                // A prompt rides in the agent's audio while both play.
+                if self.prompt.is_playing() && hdr.payload_type == self.audio_pt {
+                    self.prompt
+                        .mix_into(&mut pkt[hdr.payload_start..hdr.payload_end]);
+                }
+                Disposition::ForwardNow
+            }
         };
         if side == Side::Caller && self.secure.counters() != self.secure_seen {
             self.sync_secure_counters();
         }
+        let Some(to) = self.remotes[side.other().index()].rtp else {
+            if matches!(disposition, Disposition::ForwardNow | Disposition::Queued) {
+                CallCounters::bump(&self.counters.no_destination, 1);
+            }
+            return None;
+        };
         match disposition {
             Disposition::ForwardNow => Some(self.sent(side.other(), Channel::Rtp, to, len, true)),
             Disposition::Queued | Disposition::Consumed | Disposition::Uninspectable => None,
@@ -231,12 +275,14 @@ impl CallMedia {
 
     /// The next datagram the secure path has ready, copied into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
-        let to = self.remotes[Side::Agent.index()].rtp?;
         let len = self.secure.poll_transmit(out)?;
+        // With no agent leg the delay line still drains; its packets have nowhere to go.
+        let to = self.remotes[Side::Agent.index()].rtp?;
         Some(self.sent(Side::Agent, Channel::Rtp, to, len, true))
     }
 
-    /// The next key captured in secure mode.
+    /// The next key captured (in secure mode, or while listening). Barge-in is the session's
+    /// call (it knows whether the key counted), via [`stop_prompt`](Self::stop_prompt).
     pub fn poll_key(&mut self) -> Option<CapturedKey> {
         self.secure.poll_key()
     }

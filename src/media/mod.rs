@@ -2,8 +2,10 @@
 //! Sans-IO: the relay shell (`crate::relay`) owns the sockets.
 
 pub mod call;
+pub mod prompt;
 pub mod rtp;
 pub mod secure;
 
 pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, Side, Transmit};
+pub use prompt::{Clip, PromptPlayer};
 pub use secure::{CapturedKey, EventReplacement, KeySource};

@@ -174,6 +174,9 @@ pub struct SecureStream {
     pcm: Vec<i16>,
     fill: Vec<i16>,
     counters: SecureCounters,
+    /// Detects keys outside secure mode (nothing is masked).
+    listener: Option<tonegate_dsp::DtmfDetector>,
+    listen_samples: u64,
 }
 
 impl SecureStream {
@@ -203,6 +206,8 @@ impl SecureStream {
             pcm: vec![0; SLOT_BYTES],
             fill: vec![0; SLOT_BYTES],
             counters: SecureCounters::default(),
+            listener: None,
+            listen_samples: 0,
         }
     }
 
@@ -255,9 +260,55 @@ impl SecureStream {
         self.secure = on;
     }
 
+    /// Detects (but does not mask) keys outside secure mode.
+    pub fn set_listening(&mut self, on: bool) {
+        self.listener = on.then(tonegate_dsp::DtmfDetector::new);
+        self.listen_samples = 0;
+    }
+
+    /// Outside secure mode while listening: keys from audio and events, nothing changed.
+    fn listen(&mut self, buf: &[u8], hdr: &RtpHeader) {
+        if Some(hdr.payload_type) == self.cfg.event_pt {
+            if let Some(ev) = TelephoneEvent::parse(&buf[hdr.payload_start..hdr.payload_end]) {
+                if self.last_event != Some(hdr.timestamp) {
+                    self.last_event = Some(hdr.timestamp);
+                    if let Some(key) = DtmfKey::from_event_code(ev.code) {
+                        self.deliver(key, KeySource::Rfc4733, hdr.timestamp);
+                    }
+                }
+            }
+            return;
+        }
+        let n = hdr.payload_end - hdr.payload_start;
+        if hdr.payload_type != self.cfg.audio_pt || n > SLOT_BYTES {
+            return;
+        }
+        let Some(mut det) = self.listener.take() else {
+            return;
+        };
+        let mut pcm = core::mem::take(&mut self.pcm);
+        self.cfg
+            .law
+            .decode_into(&buf[hdr.payload_start..hdr.payload_end], &mut pcm[..n]);
+        let base = self.listen_samples;
+        det.process(&pcm[..n]);
+        self.listen_samples += n as u64;
+        while let Some(k) = det.poll_key() {
+            let ts = hdr
+                .timestamp
+                .wrapping_sub(base.saturating_sub(k.start).min(u32::MAX as u64) as u32);
+            self.deliver(k.key, KeySource::InBand, ts);
+        }
+        self.pcm = pcm;
+        self.listener = Some(det);
+    }
+
     /// Takes one valid RTP packet from the caller (`buf`, parsed as `hdr`). The packet's
     /// sequence number may be rewritten in place.
     pub fn push(&mut self, buf: &mut [u8], hdr: &RtpHeader) -> Disposition {
+        if !self.secure && self.listener.is_some() {
+            self.listen(buf, hdr);
+        }
         if self.ring.is_empty() {
             // Never secured: a plain forwarder, byte for byte.
             return Disposition::ForwardNow;

@@ -192,6 +192,9 @@ pub struct RelayTotals {
 enum Control {
     Secure(bool, oneshot::Sender<()>),
     Keys(mpsc::Sender<CapturedKey>),
+    Play(Vec<crate::media::Clip>),
+    StopPrompt,
+    Listen(bool),
 }
 
 struct CallEntry {
@@ -456,6 +459,31 @@ impl Relay {
         let control = self.control(id)?;
         control
             .send(Control::Keys(sink))
+            .await
+            .map_err(|_| RelayError::UnknownCall)
+    }
+
+    /// Plays clips to the caller, after any already queued (a caller's key stops them).
+    pub async fn play(&self, id: &str, clips: Vec<crate::media::Clip>) -> Result<(), RelayError> {
+        self.control(id)?
+            .send(Control::Play(clips))
+            .await
+            .map_err(|_| RelayError::UnknownCall)
+    }
+
+    /// Stops any prompt on the call.
+    pub async fn stop_prompt(&self, id: &str) -> Result<(), RelayError> {
+        self.control(id)?
+            .send(Control::StopPrompt)
+            .await
+            .map_err(|_| RelayError::UnknownCall)
+    }
+
+    /// Detects keys outside secure mode (without masking) and sends them to the subscriber:
+    /// for a caller who keys a session's `dtmfLinkId`.
+    pub async fn listen(&self, id: &str, on: bool) -> Result<(), RelayError> {
+        self.control(id)?
+            .send(Control::Listen(on))
             .await
             .map_err(|_| RelayError::UnknownCall)
     }

@@ -67,6 +67,15 @@ pub(super) enum Ended {
     Silence,
 }
 
+async fn tick_opt(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_opt(s: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match s {
         Some(s) => s.recv_from(buf).await,
@@ -133,6 +142,8 @@ pub(super) async fn run(mut t: CallTask) -> Ended {
     let activity = || counters.bytes_in[0].load(Relaxed) + counters.bytes_in[1].load(Relaxed);
     let (mut last_activity, mut idle) = (activity(), Duration::ZERO);
     let mut latches_seen = 0;
+    // Runs only while a prompt plays.
+    let mut prompt_tick: Option<tokio::time::Interval> = None;
     loop {
         let [b0, b1, b2, b3] = &mut bufs;
         let mut io = Io {
@@ -153,7 +164,27 @@ pub(super) async fn run(mut t: CallTask) -> Ended {
                     let _ = ack.send(());
                 }
                 Some(Control::Keys(tx)) => *io.keys = Some(tx),
+                Some(Control::Play(clips)) => {
+                    for c in clips {
+                        io.media.play(c);
+                    }
+                    if prompt_tick.is_none() {
+                        let mut t = tokio::time::interval(Duration::from_millis(20));
+                        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        prompt_tick = Some(t);
+                    }
+                }
+                Some(Control::StopPrompt) => io.media.stop_prompt(),
+                Some(Control::Listen(on)) => io.media.set_listening(on),
                 None => return Ended::Stopped,
+            },
+            _ = tick_opt(&mut prompt_tick) => {
+                if let Some(t) = io.media.on_tick(io.out) {
+                    io.send(t, &io.out[..]);
+                }
+                if !io.media.is_prompting() {
+                    prompt_tick = None;
+                }
             },
             r = t.sockets.caller_rtp.recv_from(b0) => io.datagram(Side::Caller, Channel::Rtp, r, b0),
             r = t.sockets.agent_rtp.recv_from(b1) => io.datagram(Side::Agent, Channel::Rtp, r, b1),

@@ -94,6 +94,7 @@ struct Inner {
     live: Mutex<HashMap<String, Live>>,
     webhooks: crate::notify::Webhooks,
     sms: Arc<dyn crate::sms::SmsSender>,
+    prompts: Arc<crate::prompts::Prompts>,
 }
 
 impl Inner {
@@ -137,6 +138,7 @@ impl Sessions {
         relay: Relay,
         psps: HashMap<String, Arc<dyn Psp>>,
         sms: Arc<dyn crate::sms::SmsSender>,
+        prompts: Arc<crate::prompts::Prompts>,
     ) -> Self {
         Sessions {
             inner: Arc::new(Inner {
@@ -147,6 +149,7 @@ impl Sessions {
                 live: Mutex::new(HashMap::new()),
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
+                prompts,
             }),
         }
     }
@@ -607,11 +610,80 @@ impl Sessions {
     /// session on it, if there is one.
     pub async fn link_call(&self, call_guid: &str, call_id: &str) {
         let Ok(Some(s)) = self.inner.store.live_by_call_guid(call_guid) else {
+            // No session names this call: listen for a session's dtmfLinkId keyed on it.
+            self.listen_for_link_id(call_id).await;
             return;
         };
         if let Err(e) = self.start_capture(&s, call_id).await {
             tracing::warn!(session = %s.id, error = %e, "could not start capture");
         }
+    }
+
+    /// Collects keys on an unlinked call (nothing is masked yet: a link id is not card data);
+    /// six digits that are a live self-service session's `dtmfLinkId` start that session's
+    /// capture on this call. Only the call's first keys count: it gives up after three wrong
+    /// ids or two minutes.
+    async fn listen_for_link_id(&self, call_id: &str) {
+        // Only while some self-service session is still waiting for its call.
+        let waiting = self
+            .inner
+            .store
+            .in_states(&[SessionState::Created])
+            .map(|v| v.iter().any(|s| s.kind == SessionKind::SelfService))
+            .unwrap_or(false);
+        if !waiting {
+            return;
+        }
+        let relay = self.inner.relay.clone();
+        let (tx, mut rx) = mpsc::channel::<CapturedKey>(32);
+        if relay.subscribe_keys(call_id, tx).await.is_err()
+            || relay.listen(call_id, true).await.is_err()
+        {
+            return;
+        }
+        let me = self.clone();
+        let call_id = call_id.to_string();
+        tokio::spawn(async move {
+            let mut digits = String::new();
+            let mut wrong = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while let Ok(Some(k)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                match k.key().digit() {
+                    Some(d) => digits.push((b'0' + d) as char),
+                    None => {
+                        digits.clear();
+                        continue;
+                    }
+                }
+                if digits.len() < 6 {
+                    continue;
+                }
+                let found = me.inner.store.live_by_link_id(&digits).ok().flatten();
+                digits.clear();
+                match found {
+                    Some(s)
+                        if s.kind == SessionKind::SelfService
+                            && s.state == SessionState::Created =>
+                    {
+                        tracing::info!(session = %s.id, call = %call_id, "call linked by dtmfLinkId");
+                        if let Err(e) = me.start_capture(&s, &call_id).await {
+                            tracing::warn!(session = %s.id, error = %e, "could not start capture");
+                        }
+                        return;
+                    }
+                    _ => {
+                        wrong += 1;
+                        if let Some(c) = me.inner.prompts.get("en", "invalid_entry") {
+                            let _ = relay.play(&call_id, vec![c]).await;
+                        }
+                        if wrong >= 3 {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = relay.listen(&call_id, false).await;
+        });
     }
 
     /// Starts capture for voice session `s` on relay call `call_id`.
@@ -649,6 +721,7 @@ impl Sessions {
             return Ok(());
         }
         // Secure mode on before the first prompt: from here no key reaches the agent.
+        let _ = self.inner.relay.listen(call_id, false).await;
         let _ = self.inner.relay.set_secure(call_id, true).await;
         let (commands, commands_rx) = mpsc::channel(16);
         let (events, _) = broadcast::channel(128);
@@ -832,7 +905,9 @@ impl CaptureTask {
                 .map(|d| start + Duration::from_millis(d));
             tokio::select! {
                 k = self.keys.recv() => match k {
-                    Some(k) => capture.key(k.key(), ms()),
+                    Some(k) => {
+                        capture.key(k.key(), ms())
+                    }
                     // The call ended: the session stays, waiting for a new call.
                     None => break,
                 },
@@ -856,10 +931,58 @@ impl CaptureTask {
         self.finish(state).await;
     }
 
+    /// Plays prompts to the caller (self-service sessions only; an agent does the talking).
+    async fn say(&self, names: &[&str]) {
+        if self.session.kind != SessionKind::SelfService {
+            return;
+        }
+        let clips: Vec<_> = names
+            .iter()
+            .filter_map(|n| self.inner.prompts.get(&self.account.prompts, n))
+            .collect();
+        if !clips.is_empty() {
+            let _ = self.inner.relay.play(&self.call_id, clips).await;
+        }
+    }
+
+    /// The prompts a capture event calls for.
+    fn prompts_for(ev: &CaptureEvent) -> &'static [&'static str] {
+        use crate::capture::FieldError;
+        match ev {
+            CaptureEvent::Prompt { field, .. } => match field {
+                Field::Pan => &["enter_card_number"],
+                Field::Expiry => &["enter_expiry"],
+                Field::Cvv => &["enter_security_code"],
+                Field::Postcode => &["enter_postcode"],
+            },
+            CaptureEvent::FieldInvalid {
+                field,
+                reason,
+                attempts_left,
+            } if *attempts_left > 0 => match (field, reason) {
+                (Field::Pan, FieldError::Invalid(_)) => &["invalid_card"],
+                (Field::Expiry, FieldError::Invalid(_)) => &["expired_card"],
+                _ => &["invalid_entry"],
+            },
+            CaptureEvent::AttemptsExhausted { .. } => &["too_many_attempts", "goodbye"],
+            _ => &[],
+        }
+    }
+
     /// Forwards capture events; `Some(true)` when the session is over.
     async fn drain(&mut self, capture: &mut Capture, state: &mut SessionState) -> Option<bool> {
         let mut over = None;
         while let Some(ev) = capture.poll_event() {
+            // Barge-in: a key the capture took stops the prompt (a stray # does not).
+            if self.session.kind == SessionKind::SelfService
+                && matches!(
+                    ev,
+                    CaptureEvent::KeyMasked { .. } | CaptureEvent::FieldCleared { .. }
+                )
+            {
+                let _ = self.inner.relay.stop_prompt(&self.call_id).await;
+            }
+            self.say(Self::prompts_for(&ev)).await;
             match &ev {
                 CaptureEvent::AllComplete => {
                     self.transition(state, SessionState::ReadyToSubmit, "caller");
@@ -904,9 +1027,16 @@ impl CaptureTask {
                 action: "submit (capture is not complete)",
             });
         };
+        self.say(&["processing"]).await;
         let r = pay(&self.inner, &self.session, card, actor, "voice").await;
         let s = store::must_get(&*self.inner.store, &self.session.id)?;
         *state = s.state;
+        self.say(if s.state == SessionState::Completed {
+            &["approved", "goodbye"]
+        } else {
+            &["declined", "goodbye"]
+        })
+        .await;
         self.publish(s.state, None, Some(capture.view()), Some(s.result.clone()));
         r.map(|_| s)
     }

@@ -35,7 +35,8 @@ impl LocalStripe {
             .unwrap()
             .port();
         let child = Command::new(&bin)
-            .args(["--port", &port.to_string()])
+            // --from-scratch: never load the state file every localstripe shares in /tmp.
+            .args(["--port", &port.to_string(), "--from-scratch"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
