@@ -81,6 +81,40 @@ impl Browser {
         }
     }
 
+    /// Runs `f` on a freshly found element, again if the page replaced it meanwhile (a
+    /// navigation makes earlier element references stale).
+    fn on_element(&self, css: &str, f: impl Fn(&str) -> Result<Value, String>) -> Value {
+        for _ in 0..20 {
+            let e = self.find(css);
+            match f(&e) {
+                Ok(v) => return v,
+                Err(msg) if msg.contains("stale element") => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(msg) => panic!("webdriver on {css}: {msg}"),
+            }
+        }
+        panic!("{css} kept going stale");
+    }
+
+    fn try_cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let req = match method {
+            "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => self.http.post(&url).json(&body.unwrap_or(json!({}))),
+        };
+        let v: Value = req
+            .send()
+            .map_err(|e| e.to_string())?
+            .json()
+            .map_err(|e| e.to_string())?;
+        match v["value"].get("error") {
+            Some(e) => Err(format!("{e} {}", v["value"]["message"])),
+            None => Ok(v["value"].clone()),
+        }
+    }
+
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
         let req = match method {
@@ -126,11 +160,12 @@ impl Browser {
 
     /// An element's visible text.
     pub fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        self.cmd("GET", &format!("/element/{e}/text"), None)
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.on_element(css, |e| {
+            self.try_cmd("GET", &format!("/element/{e}/text"), None)
+        })
+        .as_str()
+        .unwrap_or("")
+        .to_string()
     }
 
     /// Waits (up to `secs`) until `css`'s text satisfies `ok`; returns the text.
@@ -148,8 +183,9 @@ impl Browser {
 
     /// Clicks an element.
     pub fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})));
+        self.on_element(css, |e| {
+            self.try_cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
+        });
     }
 
     /// Types into an element.
@@ -164,8 +200,9 @@ impl Browser {
 
     /// A DOM property of an element.
     pub fn property(&self, css: &str, name: &str) -> Value {
-        let e = self.find(css);
-        self.cmd("GET", &format!("/element/{e}/property/{name}"), None)
+        self.on_element(css, |e| {
+            self.try_cmd("GET", &format!("/element/{e}/property/{name}"), None)
+        })
     }
 
     /// Runs a script and returns its result.
