@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod capture;
 pub mod card;
 pub mod config;
+pub mod demo;
 pub mod interaction;
 pub mod media;
 pub mod notify;

@@ -56,6 +56,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         redirects: usize,
     },
+    /// Watch a payment happen: the gateway with its embedded defaults, a self-service call and
+    /// an agent-assisted call on loopback with a simulated caller keying a card as in-band
+    /// audio. Prints each step; exits 0 only if every check passed.
+    Demo {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/tonegate.toml")]
+        config: PathBuf,
+        /// Where the agent-leg recording is written.
+        #[arg(long, default_value = "target/demo")]
+        out: PathBuf,
+    },
     /// Print an argon2 hash of a client secret, for `secret_hash` in the config.
     ///
     /// Reads the secret from stdin (one line) so it stays out of shell history.
@@ -110,6 +121,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::HashSecret => hash_secret(),
+        Command::Demo { config, out } => match tonegate::demo::run(&config, &out) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(anyhow::anyhow!("some demo checks failed")),
+            Err(e) => Err(e),
+        },
         Command::Interact {
             files,
             vars,
