@@ -93,7 +93,13 @@ struct Element {
 }
 
 fn position(src: &str, offset: usize) -> (usize, usize) {
-    let before = &src[..offset.min(src.len())];
+    // The XML reader's offsets can land inside a character (it skips a byte-order mark
+    // without counting it): step back to the character's start.
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &src[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
@@ -435,5 +441,18 @@ mod tests {
         );
         assert!(Interaction::parse("not xml at all").is_err());
         assert!(Interaction::parse("").is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_bad_xml_is_an_error_not_a_panic() {
+        // Found by the property test: offsets after a BOM fell inside a 4-byte character.
+        for src in [
+            "\u{feff}<x>\u{2a0b7}\u{2a0b7}<",
+            "\u{feff}<\u{23a}\\w\u{78c61}N\"\"<x\u{1f574}</y>\u{2a0b7}",
+            "\u{feff}<ApiInteraction><\u{2a0b7}",
+        ] {
+            let e = Interaction::parse(src).unwrap_err();
+            assert!(e.line >= 1 && e.column >= 1, "{e}");
+        }
     }
 }
