@@ -6,6 +6,7 @@
 //!     cargo build --release && cargo run --release --example relay_load -- --calls 100 --seconds 10
 //!
 //! Options: --calls N (100), --seconds S (10), --mode plain|secure|both (both),
+//! --engine io_uring|tokio|both (both: the tokio engine is the baseline in the same run),
 //! --binary PATH (target/release/tonegate). Every loop is bounded by count and time.
 
 use std::io::{BufRead, BufReader};
@@ -22,6 +23,7 @@ struct Args {
     calls: usize,
     seconds: u64,
     modes: Vec<bool>,
+    engines: Vec<&'static str>,
     binary: String,
 }
 
@@ -30,6 +32,7 @@ fn args() -> anyhow::Result<Args> {
         calls: 100,
         seconds: 10,
         modes: vec![false, true],
+        engines: vec!["tokio", "io_uring"],
         binary: "target/release/tonegate".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -46,9 +49,17 @@ fn args() -> anyhow::Result<Args> {
                     m => bail!("unknown mode {m}"),
                 }
             }
+            "--engine" => {
+                a.engines = match v()?.as_str() {
+                    "io_uring" => vec!["io_uring"],
+                    "tokio" => vec!["tokio"],
+                    "both" => vec!["tokio", "io_uring"],
+                    e => bail!("unknown engine {e}"),
+                }
+            }
             "--binary" => a.binary = v()?,
             "-h" | "--help" => {
-                println!("relay_load [--calls N] [--seconds S] [--mode plain|secure|both] [--binary PATH]");
+                println!("relay_load [--calls N] [--seconds S] [--mode plain|secure|both] [--engine io_uring|tokio|both] [--binary PATH]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -91,7 +102,7 @@ impl Drop for Gateway {
     }
 }
 
-fn start_gateway(binary: &str, calls: usize) -> anyhow::Result<Gateway> {
+fn start_gateway(binary: &str, calls: usize, engine: &str) -> anyhow::Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("load.toml");
     let shipped =
@@ -105,6 +116,7 @@ fn start_gateway(binary: &str, calls: usize) -> anyhow::Result<Gateway> {
         toml::Value::Integer(20000 + (calls as i64) * 4 + 100),
     );
     relay.insert("max_calls".into(), toml::Value::Integer(calls as i64 + 10));
+    relay.insert("engine".into(), toml::Value::String(engine.into()));
     t["log"]["level"] = toml::Value::String("warn,tonegate::server=info".into());
     std::fs::write(&cfg, toml::to_string(&t)?)?;
     let mut child = Command::new(binary)
@@ -156,11 +168,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let frames = Arc::new(frames);
     println!(
-        "| mode | calls | packets/s | relay CPU-µs per packet | loss | added latency p50 | p99 |"
+        "| engine | mode | calls | packets/s | relay CPU-µs per packet | loss | added latency p50 | p99 |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for &secure in &a.modes {
-        let gw = start_gateway(&a.binary, a.calls)?;
+    println!("|---|---|---|---|---|---|---|---|");
+    let runs: Vec<(&str, bool)> = a
+        .engines
+        .iter()
+        .flat_map(|&e| a.modes.iter().map(move |&m| (e, m)))
+        .collect();
+    for (engine, secure) in runs {
+        let gw = start_gateway(&a.binary, a.calls, engine)?;
         let http = reqwest::Client::new();
         let base = format!("http://{}", gw.addr);
         let tok: serde_json::Value = http
@@ -313,7 +330,8 @@ async fn main() -> anyhow::Result<()> {
         // In secure mode each packet waits for the next one (look-ahead of one 20 ms frame).
         let hold_ms = if secure { 20.0 } else { 0.0 };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.3} % | {:.3} ms | {:.3} ms |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.3} % | {:.3} ms | {:.3} ms |",
+            engine,
             if secure { "secure (masking)" } else { "plain" },
             a.calls,
             r as f64 / a.seconds as f64,

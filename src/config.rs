@@ -272,6 +272,22 @@ pub struct RelayConfig {
     pub telephone_event_replacement: String,
     /// Follow a remote whose address changes instead of dropping its packets.
     pub relatch: bool,
+    /// How datagrams move: io_uring workers, a tokio task per call, or the best available.
+    pub engine: RelayEngine,
+    /// io_uring worker threads; 0 picks half the cores (at least one).
+    pub workers: usize,
+}
+
+/// The relay's IO engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayEngine {
+    /// io_uring where the kernel allows it, else tokio.
+    Auto,
+    /// io_uring worker threads: receives and sends batched across calls (Linux 6.0+).
+    IoUring,
+    /// One tokio task per call: portable, one system call per datagram.
+    Tokio,
 }
 
 impl Default for RelayConfig {
@@ -288,6 +304,8 @@ impl Default for RelayConfig {
             comfort_noise_dbm0: -55.0,
             telephone_event_replacement: "drop".into(),
             relatch: false,
+            engine: RelayEngine::Auto,
+            workers: 0,
         }
     }
 }
@@ -428,6 +446,12 @@ impl Config {
                 "relay.media_timeout_s and relay.max_calls must be above 0".into(),
             ));
         }
+        if r.workers > 64 {
+            return Err(invalid(format!(
+                "relay.workers must be 0 (automatic) to 64, got {}",
+                r.workers
+            )));
+        }
         match self.sms.provider.as_str() {
             "outbox" => {}
             "twilio"
@@ -564,5 +588,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("public_url"), "{e}");
+        let e = Config::parse("[relay]\nengine = \"fast\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("io_uring") && e.contains("tokio"), "{e}");
+        let e = Config::parse("[relay]\nworkers = 65\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay.workers"), "{e}");
+        let c = Config::parse(
+            "[relay]\nengine = \"tokio\"\nworkers = 3\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.relay.engine, c.relay.workers), (RelayEngine::Tokio, 3));
     }
 }

@@ -99,7 +99,8 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     for id in authority.plain_secret_clients() {
         tracing::warn!(client = %id, "client {id} uses a plain development secret: replace it with secret_hash (see README, \"Replacing the development client\")");
     }
-    let relay = Relay::new(config.relay.clone());
+    let relay = Relay::new(config.relay.clone()).context("starting the relay")?;
+    tracing::info!(engine = relay.engine(), "relay ready");
     let store = SqliteStore::open(&config.store.sqlite_path)?;
     // One sandbox serves every sandbox account (tests reach it through the state).
     let sandbox = Arc::new(SandboxPsp::new());

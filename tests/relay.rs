@@ -76,6 +76,15 @@ fn set_secure(gw: &Gateway, token: &str, id: &str, on: bool) {
     assert_eq!(r.status(), 200);
 }
 
+fn metrics(gw: &Gateway) -> String {
+    http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 fn endpoint(ip: &str) -> UdpSocket {
     let s = UdpSocket::bind(format!("{ip}:0")).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(400)))
@@ -144,7 +153,6 @@ fn call_body(caller: &UdpSocket, agent: &UdpSocket, codec: &str, event_pt: Optio
     })
 }
 
-#[test]
 fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -208,9 +216,17 @@ fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
     assert_eq!(info["counters"]["caller_rtp_in"], 200);
     assert_eq!(info["counters"]["agent_rtp_out"], 200);
     assert_eq!(info["secure"], false);
+    // The engine the test asked for is the one that carried the packets.
+    let engine = common::gateway::engine().expect("run under with_engine");
+    let metrics = metrics(&gw);
+    assert!(
+        metrics.contains(&format!(
+            "tonegate_relay_engine_info{{engine=\"{engine}\"}} 1"
+        )),
+        "{metrics}"
+    );
 }
 
-#[test]
 fn latching_learns_remotes_and_drops_foreign_sources() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -257,7 +273,6 @@ fn latching_learns_remotes_and_drops_foreign_sources() {
     assert_eq!(info["counters"]["latch_events"], 2);
 }
 
-#[test]
 fn ipv6_calls_relay_on_ipv6() {
     let Ok(probe) = UdpSocket::bind("[::1]:0") else {
         eprintln!("no IPv6 loopback here; skipping");
@@ -277,7 +292,6 @@ fn ipv6_calls_relay_on_ipv6() {
     assert_eq!(&buf[..m], &p[..n]);
 }
 
-#[test]
 fn exhausted_ports_are_503() {
     let gw = Gateway::start("[relay]\nport_min = 31000\nport_max = 31003\n");
     let tok = gw.token("relay");
@@ -297,19 +311,13 @@ fn exhausted_ports_are_503() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert!(create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).is_ok());
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = metrics(&gw);
     assert!(
         metrics.contains("tonegate_relay_calls_refused_total 1"),
         "{metrics}"
     );
 }
 
-#[test]
 fn silent_calls_time_out() {
     let gw = Gateway::start("[relay]\nmedia_timeout_s = 1\n");
     let tok = gw.token("relay");
@@ -321,12 +329,7 @@ fn silent_calls_time_out() {
         assert!(Instant::now() < deadline, "call did not time out");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = metrics(&gw);
     assert!(
         metrics.contains("tonegate_relay_calls_timed_out_total 1"),
         "{metrics}"
@@ -399,7 +402,6 @@ fn assert_agent_hears_nothing(packets: &[Vec<u8>], law: G711Law, first_ts: u32, 
     );
 }
 
-#[test]
 fn secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -411,7 +413,6 @@ fn secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma() {
     }
 }
 
-#[test]
 fn secure_mode_with_loss_and_reordering() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -430,7 +431,6 @@ fn secure_mode_with_loss_and_reordering() {
     );
 }
 
-#[test]
 fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -440,7 +440,6 @@ fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
     assert_eq!(keys, want, "each key captured once");
 }
 
-#[test]
 fn speech_through_secure_mode_is_barely_masked() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -472,7 +471,6 @@ fn speech_through_secure_mode_is_barely_masked() {
     assert!(masked * 100 <= frames, "{masked} of {frames}");
 }
 
-#[test]
 fn agent_sequence_is_continuous_across_toggles_and_dropped_events() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -507,7 +505,6 @@ fn agent_sequence_is_continuous_across_toggles_and_dropped_events() {
     assert!(info["counters"]["events_consumed"].as_u64().unwrap() > 0);
 }
 
-#[test]
 fn bad_input_is_dropped_and_counted() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -556,7 +553,6 @@ fn bad_input_is_dropped_and_counted() {
     assert!(again.is_ok());
 }
 
-#[test]
 fn control_api_checks_tokens_and_input() {
     let gw = Gateway::start("");
     let relay_tok = gw.token("relay");
@@ -600,3 +596,39 @@ fn control_api_checks_tokens_and_input() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Every relay test runs on both IO engines.
+macro_rules! on_engine {
+    ($module:ident, $engine:literal: $($name:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::common::gateway::with_engine($engine, super::$name);
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        on_engine!(io_uring_engine, "io_uring": $($name),*);
+        on_engine!(tokio_engine, "tokio": $($name),*);
+    };
+}
+
+on_both_engines!(
+    plain_forwarding_is_byte_exact_both_ways_with_rtcp,
+    latching_learns_remotes_and_drops_foreign_sources,
+    ipv6_calls_relay_on_ipv6,
+    exhausted_ports_are_503,
+    silent_calls_time_out,
+    secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma,
+    secure_mode_with_loss_and_reordering,
+    keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once,
+    speech_through_secure_mode_is_barely_masked,
+    agent_sequence_is_continuous_across_toggles_and_dropped_events,
+    bad_input_is_dropped_and_counted,
+    control_api_checks_tokens_and_input,
+);

@@ -18,6 +18,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let t = state.relay.totals();
     let c = t.counters;
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_relay_engine_info The relay's IO engine.\n# TYPE tonegate_relay_engine_info gauge\ntonegate_relay_engine_info{{engine=\"{}\"}} 1",
+        t.engine
+    );
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
             out,

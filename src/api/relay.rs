@@ -32,6 +32,9 @@ impl From<RelayError> for ApiError {
             }
             RelayError::UnknownCall => ApiError::not_found("call"),
             RelayError::Invalid(m) => ApiError::bad_request(m),
+            RelayError::Engine(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "relay_unavailable", m)
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 
 mod ports;
 mod task;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tonegate_dsp::{G711Law, MaskingMode};
 
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, RelayEngine};
 use crate::media::{CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement};
 
 pub use ports::PortAllocator;
@@ -35,6 +37,9 @@ pub enum RelayError {
     /// A request that makes no sense.
     #[error("{0}")]
     Invalid(String),
+    /// The configured IO engine cannot run here.
+    #[error("relay engine unavailable: {0}")]
+    Engine(String),
 }
 
 /// What to set up for a new call.
@@ -177,6 +182,8 @@ impl CounterSnapshot {
 /// Totals over the relay's life.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RelayTotals {
+    /// The IO engine: `io_uring` or `tokio`.
+    pub engine: &'static str,
     /// Calls running now.
     pub calls_active: u64,
     /// Calls set up since start.
@@ -208,8 +215,119 @@ struct CallEntry {
     secure: Arc<AtomicBool>,
     counters: Arc<CallCounters>,
     send_dropped: Arc<AtomicU64>,
-    control: mpsc::Sender<Control>,
-    stop: Option<oneshot::Sender<()>>,
+    steer: Steer,
+}
+
+/// How the relay reaches a call's IO.
+enum Steer {
+    /// A tokio task of its own.
+    Task {
+        control: mpsc::Sender<Control>,
+        stop: Option<oneshot::Sender<()>>,
+    },
+    /// A slot on an io_uring worker.
+    #[cfg(target_os = "linux")]
+    Ring {
+        worker: Arc<uring::RingWorker>,
+        number: u64,
+    },
+}
+
+impl Steer {
+    fn control(&self) -> ControlTx {
+        match self {
+            Steer::Task { control, .. } => ControlTx::Task(control.clone()),
+            #[cfg(target_os = "linux")]
+            Steer::Ring { worker, number } => ControlTx::Ring(worker.clone(), *number),
+        }
+    }
+
+    /// Ends the call's IO (idempotent).
+    fn stop(&mut self) {
+        match self {
+            Steer::Task { stop, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Steer::Ring { worker, number } => {
+                worker.command(uring::Command::Stop(*number));
+            }
+        }
+    }
+}
+
+/// A sender of control messages to one call.
+enum ControlTx {
+    Task(mpsc::Sender<Control>),
+    #[cfg(target_os = "linux")]
+    Ring(Arc<uring::RingWorker>, u64),
+}
+
+impl ControlTx {
+    async fn send(&self, c: Control) -> Result<(), RelayError> {
+        match self {
+            ControlTx::Task(tx) => tx.send(c).await.map_err(|_| RelayError::UnknownCall),
+            #[cfg(target_os = "linux")]
+            ControlTx::Ring(worker, number) => worker
+                .command(uring::Command::Control(*number, c))
+                .then_some(())
+                .ok_or(RelayError::UnknownCall),
+        }
+    }
+}
+
+/// The IO engine calls run on.
+enum Engine {
+    Tokio,
+    #[cfg(target_os = "linux")]
+    Ring(Vec<Arc<uring::RingWorker>>),
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Tokio => "tokio",
+            #[cfg(target_os = "linux")]
+            Engine::Ring(_) => "io_uring",
+        }
+    }
+
+    /// Starts the configured engine; `auto` falls back to tokio where io_uring cannot run.
+    fn start(cfg: &RelayConfig, relay: &std::sync::Weak<Inner>) -> Result<Engine, RelayError> {
+        if cfg.engine == RelayEngine::Tokio {
+            return Ok(Engine::Tokio);
+        }
+        match Self::start_ring(cfg, relay) {
+            Ok(e) => Ok(e),
+            Err(e) if cfg.engine == RelayEngine::Auto => {
+                tracing::info!(reason = %e, "io_uring unavailable: the relay uses the tokio engine");
+                Ok(Engine::Tokio)
+            }
+            Err(e) => Err(RelayError::Engine(format!(
+                "relay.engine = \"io_uring\" but {e}; use \"auto\" or \"tokio\""
+            ))),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_ring(cfg: &RelayConfig, relay: &std::sync::Weak<Inner>) -> Result<Engine, String> {
+        let n = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        };
+        let workers = (0..n)
+            .map(|i| uring::RingWorker::start(i, relay.clone()).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("io_uring does not work here ({e})"))?;
+        Ok(Engine::Ring(workers))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start_ring(_: &RelayConfig, _: &std::sync::Weak<Inner>) -> Result<Engine, String> {
+        Err("io_uring needs Linux".into())
+    }
 }
 
 impl CallEntry {
@@ -238,6 +356,25 @@ impl CallEntry {
     }
 }
 
+/// Whether this kernel runs the io_uring engine (starts one worker and relays a datagram).
+pub fn io_uring_available() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        uring::RingWorker::start(0, std::sync::Weak::new()).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// A new call's IO, started once the call is registered.
+enum Launch {
+    Task(Box<task::CallTask>),
+    #[cfg(target_os = "linux")]
+    Ring(Arc<uring::RingWorker>, Box<uring::RingCall>),
+}
+
 /// A call was set up (sessions link to calls by `call_guid`).
 #[derive(Debug, Clone)]
 pub struct CallNotice {
@@ -249,6 +386,8 @@ pub struct CallNotice {
 
 struct Inner {
     cfg: RelayConfig,
+    engine: Engine,
+    numbers: AtomicU64,
     notices: tokio::sync::broadcast::Sender<CallNotice>,
     calls: Mutex<HashMap<String, CallEntry>>,
     ports: Mutex<PortAllocator>,
@@ -265,12 +404,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay with no calls.
-    pub fn new(cfg: RelayConfig) -> Self {
+    /// A relay with no calls, its IO engine started (see `relay.engine`).
+    pub fn new(cfg: RelayConfig) -> Result<Self, RelayError> {
         let ports = PortAllocator::new(cfg.port_min, cfg.port_max);
-        Relay {
-            inner: Arc::new(Inner {
+        let mut failed = None;
+        let inner = Arc::new_cyclic(|weak| {
+            let engine = Engine::start(&cfg, weak).unwrap_or_else(|e| {
+                failed = Some(e);
+                Engine::Tokio
+            });
+            Inner {
                 cfg,
+                engine,
+                numbers: AtomicU64::new(0),
                 notices: tokio::sync::broadcast::channel(256).0,
                 calls: Mutex::new(HashMap::new()),
                 ports: Mutex::new(ports),
@@ -278,8 +424,17 @@ impl Relay {
                 created: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
-            }),
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        Ok(Relay { inner })
+    }
+
+    /// The IO engine in use: `io_uring` or `tokio`.
+    pub fn engine(&self) -> &'static str {
+        self.inner.engine.name()
     }
 
     /// Sets up a call: binds both legs' ports and starts relaying. Must run inside a tokio
@@ -338,13 +493,66 @@ impl Relay {
         );
         let id = crate::auth::random_token()[..22].to_string();
         let counters = media.counters();
-        let (control_tx, control_rx) = mpsc::channel(16);
-        let (stop_tx, stop_rx) = oneshot::channel();
         let secure = Arc::new(AtomicBool::new(false));
         let remotes = Arc::new(Mutex::new([req.caller_remote, req.agent_remote]));
         let send_dropped = Arc::new(AtomicU64::new(0));
-        let sockets =
-            task::Sockets::new(caller, agent).map_err(|e| RelayError::Invalid(e.to_string()))?;
+        let timeout = Duration::from_secs(cfg.media_timeout_s);
+        let (steer, launch) = match &self.inner.engine {
+            Engine::Tokio => {
+                let sockets = match task::Sockets::new(caller, agent) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let mut ports = self.inner.ports.lock().expect("ports lock");
+                        for a in locals {
+                            ports.release(a.ip(), a.port());
+                        }
+                        return Err(RelayError::Invalid(e.to_string()));
+                    }
+                };
+                let (control_tx, control_rx) = mpsc::channel(16);
+                let (stop_tx, stop_rx) = oneshot::channel();
+                let steer = Steer::Task {
+                    control: control_tx,
+                    stop: Some(stop_tx),
+                };
+                let t = task::CallTask {
+                    media,
+                    sockets,
+                    control: control_rx,
+                    stop: stop_rx,
+                    timeout,
+                    secure: secure.clone(),
+                    remotes: remotes.clone(),
+                    send_dropped: send_dropped.clone(),
+                };
+                (steer, Launch::Task(Box::new(t)))
+            }
+            #[cfg(target_os = "linux")]
+            Engine::Ring(workers) => {
+                // The least loaded worker takes the call.
+                let worker = workers
+                    .iter()
+                    .min_by_key(|w| w.load())
+                    .expect("at least one worker")
+                    .clone();
+                let number = self.inner.numbers.fetch_add(1, Relaxed);
+                let call = uring::RingCall {
+                    number,
+                    id: id.clone(),
+                    media,
+                    sockets: [Some(caller.rtp), Some(agent.rtp), caller.rtcp, agent.rtcp],
+                    timeout,
+                    secure: secure.clone(),
+                    remotes: remotes.clone(),
+                    send_dropped: send_dropped.clone(),
+                };
+                let steer = Steer::Ring {
+                    worker: worker.clone(),
+                    number,
+                };
+                (steer, Launch::Ring(worker, Box::new(call)))
+            }
+        };
         let entry = CallEntry {
             id: id.clone(),
             call_guid: req.call_guid.clone(),
@@ -355,12 +563,11 @@ impl Relay {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             locals,
-            remotes: remotes.clone(),
-            secure: secure.clone(),
+            remotes,
+            secure,
             counters,
-            send_dropped: send_dropped.clone(),
-            control: control_tx,
-            stop: Some(stop_tx),
+            send_dropped,
+            steer,
         };
         let info = entry.info();
         self.inner
@@ -369,26 +576,26 @@ impl Relay {
             .expect("calls lock")
             .insert(id.clone(), entry);
         self.inner.created.fetch_add(1, Relaxed);
-        let relay = self.clone();
-        let timeout = Duration::from_secs(cfg.media_timeout_s);
-        tokio::spawn(async move {
-            let ended = task::run(task::CallTask {
-                media,
-                sockets,
-                control: control_rx,
-                stop: stop_rx,
-                timeout,
-                secure,
-                remotes,
-                send_dropped,
-            })
-            .await;
-            if ended == task::Ended::Silence {
-                relay.inner.timed_out.fetch_add(1, Relaxed);
-                tracing::info!(call = %id, "call removed after media silence");
+        match launch {
+            Launch::Task(t) => {
+                let relay = self.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    if task::run(*t).await == task::Ended::Silence {
+                        relay.inner.timed_out.fetch_add(1, Relaxed);
+                        tracing::info!(call = %id, "call removed after media silence");
+                    }
+                    relay.retire(&id);
+                });
             }
-            relay.retire(&id);
-        });
+            #[cfg(target_os = "linux")]
+            Launch::Ring(worker, call) => {
+                if !worker.command(uring::Command::Add(call)) {
+                    self.retire(&id);
+                    return Err(RelayError::Engine("relay worker stopped".into()));
+                }
+            }
+        }
         tracing::info!(call = %info.id, call_guid = %info.call_guid, caller = %info.caller.local, agent = %info.agent.local, "relay call created");
         let _ = self.inner.notices.send(CallNotice {
             id: info.id.clone(),
@@ -441,10 +648,7 @@ impl Relay {
     pub async fn set_secure(&self, id: &str, on: bool) -> Result<CallInfo, RelayError> {
         let control = self.control(id)?;
         let (tx, rx) = oneshot::channel();
-        control
-            .send(Control::Secure(on, tx))
-            .await
-            .map_err(|_| RelayError::UnknownCall)?;
+        control.send(Control::Secure(on, tx)).await?;
         rx.await.map_err(|_| RelayError::UnknownCall)?;
         tracing::info!(call = %id, secure = on, "relay secure mode changed");
         self.get(id).ok_or(RelayError::UnknownCall)
@@ -457,44 +661,30 @@ impl Relay {
         sink: mpsc::Sender<CapturedKey>,
     ) -> Result<(), RelayError> {
         let control = self.control(id)?;
-        control
-            .send(Control::Keys(sink))
-            .await
-            .map_err(|_| RelayError::UnknownCall)
+        control.send(Control::Keys(sink)).await
     }
 
     /// Plays clips to the caller, after any already queued (a caller's key stops them).
     pub async fn play(&self, id: &str, clips: Vec<crate::media::Clip>) -> Result<(), RelayError> {
-        self.control(id)?
-            .send(Control::Play(clips))
-            .await
-            .map_err(|_| RelayError::UnknownCall)
+        self.control(id)?.send(Control::Play(clips)).await
     }
 
     /// Stops any prompt on the call.
     pub async fn stop_prompt(&self, id: &str) -> Result<(), RelayError> {
-        self.control(id)?
-            .send(Control::StopPrompt)
-            .await
-            .map_err(|_| RelayError::UnknownCall)
+        self.control(id)?.send(Control::StopPrompt).await
     }
 
     /// Detects keys outside secure mode (without masking) and sends them to the subscriber:
     /// for a caller who keys a session's `dtmfLinkId`.
     pub async fn listen(&self, id: &str, on: bool) -> Result<(), RelayError> {
-        self.control(id)?
-            .send(Control::Listen(on))
-            .await
-            .map_err(|_| RelayError::UnknownCall)
+        self.control(id)?.send(Control::Listen(on)).await
     }
 
     /// Ends a call and frees its ports.
     pub fn delete(&self, id: &str) -> Result<(), RelayError> {
         let mut calls = self.inner.calls.lock().expect("calls lock");
         let entry = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
-        if let Some(stop) = entry.stop.take() {
-            let _ = stop.send(());
-        }
+        entry.steer.stop();
         drop(calls);
         self.retire(id);
         tracing::info!(call = %id, "relay call deleted");
@@ -512,6 +702,7 @@ impl Relay {
             ));
         }
         RelayTotals {
+            engine: self.engine(),
             calls_active: calls.len() as u64,
             calls_created: self.inner.created.load(Relaxed),
             calls_timed_out: self.inner.timed_out.load(Relaxed),
@@ -535,13 +726,13 @@ impl Relay {
         }
     }
 
-    fn control(&self, id: &str) -> Result<mpsc::Sender<Control>, RelayError> {
+    fn control(&self, id: &str) -> Result<ControlTx, RelayError> {
         self.inner
             .calls
             .lock()
             .expect("calls lock")
             .get(id)
-            .map(|c| c.control.clone())
+            .map(|c| c.steer.control())
             .ok_or(RelayError::UnknownCall)
     }
 
@@ -549,9 +740,7 @@ impl Relay {
         let Some(mut entry) = self.inner.calls.lock().expect("calls lock").remove(id) else {
             return;
         };
-        if let Some(stop) = entry.stop.take() {
-            let _ = stop.send(());
-        }
+        entry.steer.stop();
         let snap = CounterSnapshot::of(&entry.counters, entry.send_dropped.load(Relaxed));
         self.inner.retired.lock().expect("retired lock").add(&snap);
         let mut ports = self.inner.ports.lock().expect("ports lock");

@@ -7,6 +7,28 @@ use std::path::Path;
 use tonegate::api::AppState;
 use tonegate::config::Config;
 
+thread_local! {
+    /// The relay engine gateways started on this thread use (else the config's `auto`).
+    static ENGINE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `test` with gateways on relay engine `engine` ("io_uring" or "tokio"). Where the
+/// kernel has no working io_uring, the io_uring run says so and returns.
+pub fn with_engine(engine: &'static str, test: fn()) {
+    if engine == "io_uring" && !tonegate::relay::io_uring_available() {
+        eprintln!("io_uring is unavailable on this machine: only the tokio engine is tested");
+        return;
+    }
+    ENGINE.set(Some(engine));
+    test();
+    ENGINE.set(None);
+}
+
+/// The engine [`with_engine`] set for this thread, if any.
+pub fn engine() -> Option<&'static str> {
+    ENGINE.get()
+}
+
 /// The development client in `config/tonegate.toml`.
 pub const DEV_CLIENT: (&str, &str) = ("tonegate-dev", "tonegate-dev-secret");
 
@@ -33,6 +55,13 @@ impl Gateway {
         let mut base: toml::Table = toml::from_str(&shipped).unwrap();
         let extra: toml::Table = toml::from_str(overrides).unwrap();
         merge(&mut base, extra);
+        if let Some(engine) = ENGINE.get() {
+            base.entry("relay")
+                .or_insert(toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap()
+                .insert("engine".into(), toml::Value::String(engine.into()));
+        }
         base.entry("server")
             .or_insert(toml::Value::Table(Default::default()))
             .as_table_mut()
