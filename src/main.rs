@@ -177,6 +177,17 @@ fn main() -> ExitCode {
 fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     init_tracing(&config);
+    match tonegate::relay::raise_open_file_limit() {
+        // Four sockets per call (two with rtcp-mux), plus the database, HTTP and the rest.
+        Ok(limit) if limit < config.relay.max_calls as u64 * 4 + 256 => tracing::warn!(
+            open_files = limit,
+            max_calls = config.relay.max_calls,
+            "the open-file limit allows about {} calls, below relay.max_calls: raise it (ulimit -n, LimitNOFILE=)",
+            limit.saturating_sub(256) / 4
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

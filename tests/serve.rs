@@ -8,6 +8,25 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+type Lines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Reads the child's log up to its "listening on" line: the address, the lines before it,
+/// and the rest of the log.
+fn listening(child: &mut std::process::Child) -> (String, Vec<String>, Lines) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut early = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no listening line: {early:?}");
+        let line = lines.next().expect("stderr closed").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            return (addr, early, lines);
+        }
+        early.push(line);
+    }
+}
+
 #[test]
 fn serves_healthz_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,15 +46,7 @@ fn serves_healthz_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        assert!(Instant::now() < deadline, "no listening line");
-        let line = lines.next().expect("stderr closed").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let (addr, _, lines) = listening(&mut child);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -84,4 +95,77 @@ fn bad_config_is_a_clear_error() {
 #[test]
 fn shipped_config_loads() {
     tonegate::config::Config::load(&common::fixture("../config/tonegate.toml")).unwrap();
+}
+
+/// Started under a low open-file limit, the gateway says at start-up how many calls that
+/// allows, and refuses the call that would need more with that reason, not "ports exhausted".
+#[test]
+fn a_low_open_file_limit_is_named_at_start_and_in_the_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut t: toml::Table = toml::from_str(&shipped).unwrap();
+    t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
+    t["store"]["sqlite_path"] = toml::Value::String(dir.path().join("t.db").display().to_string());
+    t["relay"]["port_min"] = toml::Value::Integer(46000);
+    t["relay"]["port_max"] = toml::Value::Integer(46999);
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    // `ulimit -n` sets the hard limit too, so the gateway cannot raise it.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -n 128 && exec \"$0\" serve --config \"$1\"",
+            env!("CARGO_BIN_EXE_tonegate"),
+            cfg.to_str().unwrap(),
+        ])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, early, lines) = listening(&mut child);
+    let warned = early
+        .iter()
+        .any(|l| l.contains("open-file limit allows about"));
+    std::thread::spawn(move || lines.for_each(drop));
+    let http = common::gateway::http();
+    let base = format!("http://{addr}");
+    let tok: serde_json::Value = http
+        .post(format!("{base}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::gateway::DEV_CLIENT.0),
+            ("client_secret", common::gateway::DEV_CLIENT.1),
+            ("scope", "relay"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tok = tok["access_token"].as_str().unwrap().to_string();
+    let mut refusal = None;
+    // 128 descriptors hold at most 32 calls' sockets: the limit is met well before 100.
+    for i in 0..100 {
+        let r = http
+            .post(format!("{base}/relay/v1/calls"))
+            .bearer_auth(&tok)
+            .json(&serde_json::json!({"call_guid": format!("fd-{i}"), "codec": "PCMU", "caller": {}, "agent": {}}))
+            .send()
+            .unwrap();
+        if r.status() != 201 && r.status() != 200 {
+            refusal = Some((i, r.status().as_u16(), r.text().unwrap()));
+            break;
+        }
+    }
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    assert!(warned, "no start-up warning about the open-file limit");
+    let (made, status, body) = refusal.expect("never refused");
+    assert!(made > 0, "no call at all fitted: {status} {body}");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("open-file limit"), "{body}");
 }

@@ -148,7 +148,9 @@ struct RecentKey {
 pub struct SecureStream {
     cfg: SecureConfig,
     secure: bool,
-    masker: Option<Masker>,
+    /// Boxed: it is taken out and put back around every frame, and moving a pointer is
+    /// cheaper than moving the detector's state.
+    masker: Option<Box<Masker>>,
     /// The delay line (allocated the first time secure mode is turned on).
     ring: Vec<Slot>,
     head: usize,
@@ -239,7 +241,9 @@ impl SecureStream {
                     .collect();
             }
             // Config was checked when the call was made; a bad look-ahead cannot reach here.
-            self.masker = Masker::new(self.cfg.mode, self.cfg.lookahead).ok();
+            self.masker = Masker::new(self.cfg.mode, self.cfg.lookahead)
+                .ok()
+                .map(Box::new);
             self.masker_base = self.frames;
             self.next_ts = None;
             self.last_event = None;

@@ -23,7 +23,7 @@ use tonegate_dsp::{G711Law, MaskingMode};
 use crate::config::{RelayConfig, RelayEngine};
 use crate::media::{CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement};
 
-pub use ports::PortAllocator;
+pub use ports::{raise_open_file_limit, PortAllocator};
 
 /// Why a relay request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -461,16 +461,16 @@ impl Relay {
         let (caller_ip, agent_ip) = (ip_for(req.caller_remote), ip_for(req.agent_remote));
         let (caller, agent) = {
             let mut ports = self.inner.ports.lock().expect("ports lock");
-            let Some(c) = ports.bind(caller_ip, req.rtcp_mux) else {
+            let c = ports.bind(caller_ip, req.rtcp_mux).map_err(|why| {
                 self.inner.refused.fetch_add(1, Relaxed);
-                return Err(RelayError::Exhausted("relay ports exhausted"));
-            };
-            let Some(a) = ports.bind(agent_ip, req.rtcp_mux) else {
+                RelayError::Exhausted(why)
+            })?;
+            let a = ports.bind(agent_ip, req.rtcp_mux).map_err(|why| {
                 let port = c.rtp.local_addr().map(|a| a.port()).unwrap_or(0);
                 ports.release(caller_ip, port);
                 self.inner.refused.fetch_add(1, Relaxed);
-                return Err(RelayError::Exhausted("relay ports exhausted"));
-            };
+                RelayError::Exhausted(why)
+            })?;
             (c, a)
         };
         let local = |s: &std::net::UdpSocket| {

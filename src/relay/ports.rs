@@ -31,9 +31,9 @@ impl PortAllocator {
         }
     }
 
-    /// Binds an RTP port (and RTCP port + 1 unless `mux`) on `ip`; `None` when every pair in
-    /// the range is taken.
-    pub fn bind(&mut self, ip: IpAddr, mux: bool) -> Option<LegSockets> {
+    /// Binds an RTP port (and RTCP port + 1 unless `mux`) on `ip`; fails when every pair in
+    /// the range is taken, or the process may open no more files.
+    pub fn bind(&mut self, ip: IpAddr, mux: bool) -> Result<LegSockets, &'static str> {
         let pairs = (self.max - self.min).div_ceil(2);
         for _ in 0..pairs {
             let port = self.next;
@@ -45,22 +45,25 @@ impl PortAllocator {
             if self.taken.contains(&(ip, port)) {
                 continue;
             }
-            let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else {
-                continue;
+            let rtp = match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(s) => s,
+                Err(e) if out_of_files(&e) => return Err(OUT_OF_FILES),
+                Err(_) => continue,
             };
             let rtcp = if mux {
                 None
             } else {
                 match std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
                     Ok(s) => Some(s),
+                    Err(e) if out_of_files(&e) => return Err(OUT_OF_FILES),
                     Err(_) => continue,
                 }
             };
             self.taken.insert((ip, port));
             enlarge_receive_buffer(&rtp);
-            return Some(LegSockets { rtp, rtcp });
+            return Ok(LegSockets { rtp, rtcp });
         }
-        None
+        Err("relay ports exhausted")
     }
 
     /// Returns a leg's port pair to the pool.
@@ -72,6 +75,39 @@ impl PortAllocator {
     pub fn in_use(&self) -> usize {
         self.taken.len()
     }
+}
+
+const OUT_OF_FILES: &str =
+    "open-file limit reached: raise it (ulimit -n, or LimitNOFILE= under systemd)";
+
+fn out_of_files(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Raises this process's soft open-file limit to its hard limit (each call holds up to four
+/// sockets, and shells often start services with a soft limit of 1,024). Returns the limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the rlimit we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l = raised;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    Ok(l.rlim_cur as u64)
 }
 
 /// Asks for a 1 MiB receive buffer, so a burst survives a moment when the call's task is not
