@@ -193,13 +193,11 @@ impl Drop for RawRegion {
     }
 }
 
-/// One datagram on its way out: the bytes, the destination and the `msghdr` naming them.
+/// One datagram on its way out: the bytes and the destination.
 #[repr(C)]
 struct SendSlot {
     buf: [u8; SEND_BUF_SIZE],
     addr: libc::sockaddr_storage,
-    iov: libc::iovec,
-    msg: libc::msghdr,
 }
 
 /// The ring and the memory it works on. Field order is drop order: the ring goes first.
@@ -324,16 +322,10 @@ impl Io {
             let slot = &mut *self.sends.ptr.cast::<SendSlot>().add(k as usize);
             slot.buf[..bytes.len()].copy_from_slice(bytes);
             let namelen = write_sockaddr(to, &mut slot.addr);
-            slot.iov = libc::iovec {
-                iov_base: slot.buf.as_mut_ptr().cast(),
-                iov_len: bytes.len(),
-            };
-            slot.msg = std::mem::zeroed();
-            slot.msg.msg_name = (&mut slot.addr as *mut libc::sockaddr_storage).cast();
-            slot.msg.msg_namelen = namelen;
-            slot.msg.msg_iov = &mut slot.iov;
-            slot.msg.msg_iovlen = 1;
-            opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+            // `send` with a destination (a `sendto`): no msghdr for the kernel to import.
+            opcode::Send::new(types::Fd(fd), slot.buf.as_ptr(), bytes.len() as u32)
+                .dest_addr((&slot.addr as *const libc::sockaddr_storage).cast())
+                .dest_addr_len(namelen)
                 .build()
                 .user_data(user_data(SEND, 0, k as usize))
         };
