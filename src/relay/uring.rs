@@ -850,8 +850,22 @@ impl Worker {
     /// Cancels every receive and waits (bounded) for them to end, so no buffer is written
     /// after it is freed.
     fn shut_down(mut self) {
+        let open: Vec<String> = self
+            .calls
+            .iter()
+            .flatten()
+            .filter(|c| !c.closing)
+            .map(|c| c.id.clone())
+            .collect();
         for slot in 0..self.calls.len() {
             self.close(slot);
+        }
+        // If the relay lives on (the ring failed), its calls here are gone: say so.
+        if let Some(inner) = self.relay.upgrade() {
+            let relay = Relay { inner };
+            for id in open {
+                relay.retire(&id);
+            }
         }
         let deadline = Instant::now() + SECOND;
         while self.calls.iter().any(Option::is_some) && Instant::now() < deadline {
