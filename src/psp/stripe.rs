@@ -9,6 +9,7 @@
 //! The form body holding the PAN is the one buffer the raw number is ever written into; it is
 //! owned by a type that wipes it when reqwest lets go of it. The secret key is never logged.
 
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -149,19 +150,21 @@ impl Psp for StripePsp {
     ) -> BoxFuture<'a, Result<TokenizedCard, PspError>> {
         Box::pin(async move {
             // The card body: digits need no escaping; brackets are percent-encoded.
-            let mut body = WipedBody(Vec::with_capacity(160));
+            // Room for the longest card body (about 180 bytes), so the buffer never reallocates
+            // and leaves an unwiped copy behind.
+            let mut body = WipedBody(Vec::with_capacity(256));
             let mut digits = [0u8; crate::card::MAX_DIGITS];
             body.0.extend_from_slice(b"type=card&card%5Bnumber%5D=");
             let n = card.pan.digits_for_psp().write_ascii(&mut digits);
             body.0.extend_from_slice(&digits[..n]);
-            body.0.extend_from_slice(
-                format!(
-                    "&card%5Bexp_month%5D={}&card%5Bexp_year%5D={}",
-                    card.expiry.month_for_psp(),
-                    card.expiry.year_for_psp()
-                )
-                .as_bytes(),
-            );
+            // Straight into the wiped buffer: no intermediate String holds the expiry.
+            write!(
+                body.0,
+                "&card%5Bexp_month%5D={}&card%5Bexp_year%5D={}",
+                card.expiry.month_for_psp(),
+                card.expiry.year_for_psp()
+            )
+            .expect("writing to a Vec");
             body.0.extend_from_slice(b"&card%5Bcvc%5D=");
             let n = card.cvv.digits_for_psp().write_ascii(&mut digits);
             body.0.extend_from_slice(&digits[..n]);
@@ -172,6 +175,7 @@ impl Psp for StripePsp {
                 body.0.extend_from_slice(&digits[..n]);
             }
             digits.zeroize();
+            debug_assert_eq!(body.0.capacity(), 256, "the card body reallocated");
             let pm = self
                 .post(
                     "/v1/payment_methods",
