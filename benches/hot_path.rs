@@ -25,6 +25,18 @@ fn load(rel: &str) -> Vec<i16> {
     tonegate::wav::read_pcm8k(&path).expect("fixture")
 }
 
+/// A recording as μ-law RTP payloads, one per 20 ms frame.
+fn ulaw_payloads(samples: &[i16]) -> Vec<[u8; FRAME_SAMPLES]> {
+    samples
+        .chunks_exact(FRAME_SAMPLES)
+        .map(|f| {
+            let mut p = [0u8; FRAME_SAMPLES];
+            G711Law::Ulaw.encode_into(f, &mut p);
+            p
+        })
+        .collect()
+}
+
 /// The frames of a recording, cycled through one per iteration.
 struct Frames {
     frames: Vec<[i16; FRAME_SAMPLES]>,
@@ -157,14 +169,7 @@ fn masker(c: &mut Criterion) {
         });
     }
     // The relay's whole per-packet audio work: μ-law payload in, masked μ-law payload out.
-    let payloads: Vec<[u8; FRAME_SAMPLES]> = keys
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|f| {
-            let mut p = [0u8; FRAME_SAMPLES];
-            G711Law::Ulaw.encode_into(f, &mut p);
-            p
-        })
-        .collect();
+    let payloads = ulaw_payloads(&keys);
     let n = payloads.len();
     let mut i = 0;
     let mut m = Masker::new(MaskingMode::Beep, 1).unwrap();
@@ -195,14 +200,7 @@ fn relay_packet(c: &mut Criterion) {
     use tonegate::media::rtp::write_packet;
     use tonegate::media::{CallMedia, CallMediaConfig, Channel, EventReplacement, Side};
     let keys = load("audio/card_entry.wav");
-    let payloads: Vec<[u8; FRAME_SAMPLES]> = keys
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|f| {
-            let mut p = [0u8; FRAME_SAMPLES];
-            G711Law::Ulaw.encode_into(f, &mut p);
-            p
-        })
-        .collect();
+    let payloads = ulaw_payloads(&keys);
     let caller: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let agent: std::net::SocketAddr = "127.0.0.1:40002".parse().unwrap();
     let mut g = c.benchmark_group("relay_packet");

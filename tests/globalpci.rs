@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::gateway::{http, Gateway, DEV_CLIENT};
+use common::gateway::{get, http, post, Gateway, DEV_CLIENT};
 use common::*;
 use serde_json::{json, Value};
 use tonegate::session::model::SessionState;
@@ -45,21 +45,6 @@ impl Write for LogWriter {
 fn body(name: &str, call_guid: &str) -> Value {
     let text = std::fs::read_to_string(fixture(&format!("globalpci/{name}.json"))).unwrap();
     serde_json::from_str(&text.replace("CALL-GUID-PLACEHOLDER", call_guid)).unwrap()
-}
-
-fn post(gw: &Gateway, tok: &str, path: &str, b: &Value) -> (u16, Value) {
-    let r = http()
-        .post(gw.url(path))
-        .bearer_auth(tok)
-        .json(b)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
-
-fn get(gw: &Gateway, tok: &str, path: &str) -> (u16, Value) {
-    let r = http().get(gw.url(path)).bearer_auth(tok).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
 fn token_request(gw: &Gateway, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {

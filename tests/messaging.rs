@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::gateway::{http, Gateway};
-use serde_json::{json, Value};
-
-fn post(gw: &Gateway, tok: &str, path: &str, b: &Value) -> (u16, Value) {
-    let r = http()
-        .post(gw.url(path))
-        .bearer_auth(tok)
-        .json(b)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
+use common::gateway::{http, post, Gateway};
+use serde_json::json;
 
 #[test]
 fn payloads_and_psp_checked_wallet_response() {

@@ -5,7 +5,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::gateway::{http, Gateway};
+use common::gateway::{get, http, post, Gateway};
 use common::*;
 use serde_json::{json, Value};
 use tonegate::media::rtp::{write_packet, RtpHeader};
@@ -39,14 +39,7 @@ struct Call {
 }
 
 fn create(gw: &Gateway, token: &str, body: Value) -> Result<Call, (u16, Value)> {
-    let r = http()
-        .post(gw.url("/relay/v1/calls"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    let v: Value = r.json().unwrap();
+    let (status, v) = post(gw, token, "/relay/v1/calls", &body);
     if status != 201 {
         return Err((status, v));
     }
@@ -58,12 +51,7 @@ fn create(gw: &Gateway, token: &str, body: Value) -> Result<Call, (u16, Value)> 
 }
 
 fn get_call(gw: &Gateway, token: &str, id: &str) -> (u16, Value) {
-    let r = http()
-        .get(gw.url(&format!("/relay/v1/calls/{id}")))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    get(gw, token, &format!("/relay/v1/calls/{id}"))
 }
 
 fn set_secure(gw: &Gateway, token: &str, id: &str, on: bool) {

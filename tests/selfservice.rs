@@ -46,10 +46,7 @@ fn prompt_signatures() -> Vec<(String, usize, Vec<u8>)> {
 
 /// A caller: sends keys as audio, and reports which prompts start arriving.
 struct Caller {
-    sock: UdpSocket,
-    relay: SocketAddr,
-    seq: u16,
-    ts: u32,
+    leg: KeyingLeg,
     prompts: mpsc::Receiver<(String, usize)>,
 }
 
@@ -98,32 +95,13 @@ impl Caller {
             }
         });
         Caller {
-            sock,
-            relay,
-            seq: 100,
-            ts: 8000,
+            leg: KeyingLeg::new(sock, relay),
             prompts,
         }
     }
 
     fn key(&mut self, keys: &str, seed: u32) {
-        let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
-        let packets = rtp_stream(
-            &signal,
-            StreamOptions {
-                first_seq: self.seq,
-                first_ts: self.ts,
-                ..Default::default()
-            },
-        );
-        for p in &packets {
-            self.sock.send_to(&p.bytes, self.relay).unwrap();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.seq = self.seq.wrapping_add(packets.len() as u16);
-        self.ts = self
-            .ts
-            .wrapping_add((signal.samples.len() / 160 * 160) as u32);
+        self.leg.key(keys, seed);
     }
 
     /// Waits for the next prompt to start; returns its name.

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::gateway::{http, Gateway};
+use common::gateway::{http, post, Gateway};
 use common::localstripe::LocalStripe;
 use common::webdriver::Browser;
 use common::*;
@@ -14,17 +14,6 @@ use serde_json::{json, Value};
 
 fn artifacts() -> std::path::PathBuf {
     root().join("test-artifacts")
-}
-
-fn post(gw: &Gateway, tok: &str, path: &str, b: &Value) -> Value {
-    http()
-        .post(gw.url(path))
-        .bearer_auth(tok)
-        .json(b)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
 }
 
 fn session(gw: &Gateway, tok: &str, id: &str) -> Value {
@@ -52,34 +41,6 @@ fn assert_no_digits(what: &str, text: &str) {
     }
 }
 
-/// A caller keying on a relay call, in pieces, with RTP continuing across them.
-struct Caller {
-    sock: UdpSocket,
-    relay: SocketAddr,
-    seq: u16,
-    ts: u32,
-}
-
-impl Caller {
-    fn key(&mut self, keys: &str, seed: u32) {
-        let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
-        let opts = StreamOptions {
-            first_seq: self.seq,
-            first_ts: self.ts,
-            ..Default::default()
-        };
-        let packets = rtp_stream(&signal, opts);
-        for p in &packets {
-            self.sock.send_to(&p.bytes, self.relay).unwrap();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.seq = self.seq.wrapping_add(packets.len() as u16);
-        self.ts = self
-            .ts
-            .wrapping_add((signal.samples.len() / 160 * 160) as u32);
-    }
-}
-
 fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
     let tok = gw.token("globalpci");
     let relay_tok = gw.token("relay");
@@ -90,7 +51,7 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
         "/globalpci/v1/agentsession",
         &json!({"AccountConfigurationId": account, "CallGuid": guid,
         "PaymentData": {"cardholderName": "Ada Lovelace", "merchantTxnRef": format!("UI-{label}"), "amount": "42.00"}}),
-    );
+    ).1;
     let id = v["sessionId"].as_str().unwrap().to_string();
     let ui = format!(
         "{}?code={}",
@@ -106,13 +67,11 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
         "/relay/v1/calls",
         &json!({"call_guid": guid, "codec": "PCMU",
         "caller": {"remote": sock.local_addr().unwrap().to_string()}, "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
-    );
-    let mut caller = Caller {
-        relay: call["caller"]["local"].as_str().unwrap().parse().unwrap(),
+    ).1;
+    let mut caller = KeyingLeg::new(
         sock,
-        seq: 1000,
-        ts: 160_000,
-    };
+        call["caller"]["local"].as_str().unwrap().parse().unwrap(),
+    );
 
     let b = Browser::start();
     b.goto(&ui);
@@ -234,7 +193,7 @@ fn digital(gw: &Gateway, tok: &str, account: &str, reference: &str) -> String {
         "/globalpci/v1/digitalselfservicesession",
         &json!({"AccountConfigurationId": account,
         "PaymentData": {"CustomerPhoneNumber": "+447700900123", "cardholderName": "Ada Lovelace", "merchantTxnRef": reference, "amount": "59.00"}}),
-    );
+    ).1;
     v["sessionId"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
@@ -315,7 +274,8 @@ fn digital_payment_from_sms_link_to_result() {
         &tok,
         &format!("/globalpci/v1/session/{first}/reissue"),
         &json!({}),
-    );
+    )
+    .1;
     assert_eq!(v["Message"], "New payment link sent");
     let links = links_for(&gw, &first);
     assert_eq!(links.len(), 2);

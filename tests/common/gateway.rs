@@ -165,6 +165,34 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 }
 
 /// A blocking HTTP client with a timeout.
+/// POSTs `body` as JSON with bearer `tok`: the status and the JSON answer (null if none).
+pub fn post(
+    gw: &Gateway,
+    tok: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http()
+        .post(gw.url(path))
+        .bearer_auth(tok)
+        .json(body)
+        .send()
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GETs `path` with bearer `tok`: the status and the JSON answer (null if none).
+pub fn get(gw: &Gateway, tok: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = http().get(gw.url(path)).bearer_auth(tok).send().unwrap();
+    (
+        r.status().as_u16(),
+        r.json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(20))

@@ -196,6 +196,46 @@ pub fn rtp_stream(
     out
 }
 
+/// A caller's RTP leg keying on a relay call in pieces, sequence numbers and timestamps
+/// continuing across them; about 1 ms between packets, faster than real time.
+pub struct KeyingLeg {
+    pub sock: std::net::UdpSocket,
+    pub relay: std::net::SocketAddr,
+    seq: u16,
+    ts: u32,
+}
+
+impl KeyingLeg {
+    /// A leg sending from `sock` to the relay's caller port `relay`.
+    pub fn new(sock: std::net::UdpSocket, relay: std::net::SocketAddr) -> KeyingLeg {
+        KeyingLeg {
+            sock,
+            relay,
+            seq: 100,
+            ts: 8000,
+        }
+    }
+
+    /// Keys `keys` as a person would (timing and level varied by `seed`), as in-band audio.
+    pub fn key(&mut self, keys: &str, seed: u32) {
+        let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
+        let opts = StreamOptions {
+            first_seq: self.seq,
+            first_ts: self.ts,
+            ..Default::default()
+        };
+        let packets = rtp_stream(&signal, opts);
+        for p in &packets {
+            self.sock.send_to(&p.bytes, self.relay).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.seq = self.seq.wrapping_add(packets.len() as u16);
+        self.ts = self
+            .ts
+            .wrapping_add((signal.samples.len() / 160 * 160) as u32);
+    }
+}
+
 /// Decodes the audio packets an agent received into one signal, each payload placed by its
 /// timestamp relative to `first_ts` (gaps stay silent).
 pub fn agent_audio(packets: &[Vec<u8>], law: tonegate_dsp::G711Law, first_ts: u32) -> Vec<i16> {
