@@ -147,19 +147,23 @@ fn detector(c: &mut Criterion) {
 
 fn masker(c: &mut Criterion) {
     let keys = load("audio/card_entry.wav");
+    let speech = load("speech/speech_en.wav");
     let mut g = c.benchmark_group("masker");
     g.throughput(Throughput::Elements(FRAME_SAMPLES as u64));
-    // Detect and decide, filling replacement audio where told (silence and beep modes).
-    for (name, mode) in [
-        ("frame_silence", MaskingMode::Silence),
-        ("frame_beep", MaskingMode::Beep),
+    // Detect (capture and presence tests) and decide, filling replacement audio where told
+    // (silence and beep modes), on keys and on speech.
+    for (name, mode, input) in [
+        ("frame_silence", MaskingMode::Silence, &keys),
+        ("frame_beep", MaskingMode::Beep, &keys),
+        ("frame_speech", MaskingMode::Silence, &speech),
     ] {
-        let mut frames = Frames::new(&keys);
+        let mut frames = Frames::new(input);
         let mut m = Masker::new(mode, 1).unwrap();
         let mut out = [0i16; FRAME_SAMPLES];
         g.bench_function(name, |b| {
             b.iter(|| {
-                if let Some(v) = m.push(black_box(frames.next())) {
+                m.push(black_box(frames.next()));
+                while let Some(v) = m.poll_verdict() {
                     if v.replace {
                         m.fill_replacement(&mut out);
                     }
@@ -168,6 +172,12 @@ fn masker(c: &mut Criterion) {
             })
         });
     }
+    // The independent output guard on one outgoing frame.
+    let mut frames = Frames::new(&speech);
+    let mut guard = tonegate_dsp::OutputGuard::new();
+    g.bench_function("output_guard_frame", |b| {
+        b.iter(|| black_box(guard.check(black_box(frames.next()))))
+    });
     // The relay's whole per-packet audio work: μ-law payload in, masked μ-law payload out.
     let payloads = ulaw_payloads(&keys);
     let n = payloads.len();
@@ -179,7 +189,8 @@ fn masker(c: &mut Criterion) {
     g.bench_function("decode_detect_mask_encode", |b| {
         b.iter(|| {
             G711Law::Ulaw.decode_into(black_box(&payloads[i]), &mut pcm);
-            if let Some(v) = m.push(&pcm) {
+            m.push(&pcm);
+            while let Some(v) = m.poll_verdict() {
                 if v.replace {
                     m.fill_replacement(&mut fill);
                     G711Law::Ulaw.encode_into(&fill, &mut out);

@@ -261,8 +261,11 @@ pub struct RelayConfig {
     pub media_timeout_s: u64,
     /// Most concurrent calls.
     pub max_calls: usize,
-    /// Secure-mode look-ahead in 20 ms frames (0-3).
+    /// Secure-mode look-ahead in 20 ms units of audio (1-3), whatever the packet size.
     pub lookahead_frames: usize,
+    /// Allows `lookahead_frames = 0`, which lets tone onsets reach the agent before they can
+    /// be recognised. For measurements only.
+    pub unsafe_no_lookahead: bool,
     /// Replacement for masked frames.
     pub masking: MaskingSetting,
     /// Comfort-noise level, dBm0.
@@ -300,6 +303,7 @@ impl Default for RelayConfig {
             media_timeout_s: 60,
             max_calls: 10_000,
             lookahead_frames: 1,
+            unsafe_no_lookahead: false,
             masking: MaskingSetting::Silence,
             comfort_noise_dbm0: -55.0,
             telephone_event_replacement: "drop".into(),
@@ -434,6 +438,14 @@ impl Config {
                 tonegate_dsp::masker::MAX_LOOKAHEAD,
                 r.lookahead_frames
             )));
+        }
+        if r.lookahead_frames == 0 && !r.unsafe_no_lookahead {
+            return Err(invalid(
+                "relay.lookahead_frames = 0 lets the first 20 ms of every key reach the agent \
+                 before it can be recognised; use 1 or more, or set relay.unsafe_no_lookahead = \
+                 true to accept that (measurements only)"
+                    .into(),
+            ));
         }
         if r.event_replacement().is_none() {
             return Err(invalid(format!(
@@ -602,5 +614,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.relay.engine, c.relay.workers), (RelayEngine::Tokio, 3));
+    }
+
+    #[test]
+    fn no_lookahead_is_refused_unless_marked_unsafe() {
+        let e = Config::parse(
+            "[relay]
+lookahead_frames = 0
+",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unsafe_no_lookahead"), "{e}");
+        let c = Config::parse(
+            "[relay]
+lookahead_frames = 0
+unsafe_no_lookahead = true
+",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.relay.lookahead_frames, 0);
+        assert!(Config::parse(
+            "[relay]
+lookahead_frames = 4
+",
+            Path::new("c.toml")
+        )
+        .is_err());
     }
 }

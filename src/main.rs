@@ -99,9 +99,12 @@ enum Command {
         /// Comfort-noise level in dBm0 (with --mode noise).
         #[arg(long, default_value_t = -55.0, allow_hyphen_values = true)]
         noise_level: f32,
-        /// Look-ahead in 20 ms frames (0-3).
+        /// Look-ahead in 20 ms units of audio (1-3).
         #[arg(long, default_value_t = 1)]
         lookahead: usize,
+        /// Allow --lookahead 0, which lets the onset of every key through (measurements only).
+        #[arg(long)]
+        unsafe_no_lookahead: bool,
     },
 }
 
@@ -111,6 +114,7 @@ enum MaskMode {
     /// Digital silence.
     Silence,
     /// Comfort noise at --noise-level.
+    #[value(alias = "comfort_noise", alias = "comfort-noise")]
     Noise,
     /// A uniform 1 kHz beep, the same for every key.
     Beep,
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             mode,
             noise_level,
             lookahead,
+            unsafe_no_lookahead,
         } => {
             let mode = match mode {
                 MaskMode::Silence => MaskingMode::Silence,
@@ -162,7 +167,14 @@ fn main() -> ExitCode {
                 },
                 MaskMode::Beep => MaskingMode::Beep,
             };
-            mask(&input, &output, mode, lookahead)
+            if lookahead == 0 && !unsafe_no_lookahead {
+                Err(anyhow::anyhow!(
+                    "--lookahead 0 lets the onset of every key through before it can be \
+                     recognised; use 1 or more, or add --unsafe-no-lookahead"
+                ))
+            } else {
+                mask(&input, &output, mode, lookahead)
+            }
         }
     };
     match result {
@@ -213,7 +225,9 @@ fn init_tracing(config: &Config) {
 }
 
 fn detect(file: &Path) -> anyhow::Result<()> {
-    let samples = tonegate::wav::read_pcm8k(file)?;
+    // Streamed: read a block, detect, print, so an hour of audio never sits in memory.
+    let mut reader = tonegate::wav::Pcm8kReader::open(file)?;
+    let mut block = vec![0i16; 1 << 15];
     let mut det = DtmfDetector::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -230,9 +244,17 @@ fn detect(file: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    for chunk in samples.chunks(tonegate_dsp::FRAME_SAMPLES) {
-        det.process(chunk);
-        print(&mut det)?;
+    loop {
+        let n = reader.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        // Keys are polled every 160 ms of audio: far fewer can end in that time than the
+        // detector holds (16).
+        for chunk in block[..n].chunks(tonegate_dsp::FRAME_SAMPLES * 8) {
+            det.process(chunk);
+            print(&mut det)?;
+        }
     }
     det.flush();
     print(&mut det)?;
@@ -248,7 +270,12 @@ fn mask(input: &Path, output: &Path, mode: MaskingMode, lookahead: usize) -> any
         .with_context(|| format!("writing {}", output.display()))?;
     println!(
         "{}",
-        serde_json::json!({"frames": report.frames, "masked": report.masked, "keys": report.keys.len()})
+        serde_json::json!({
+            "frames": report.frames,
+            "masked": report.masked,
+            "guarded": report.guarded,
+            "keys": report.keys.len(),
+        })
     );
     Ok(())
 }

@@ -188,3 +188,28 @@ fn help_and_bad_arguments() {
     let out = tonegate(&["mask", "a.wav", "b.wav", "--lookahead", "7"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn mask_refuses_no_lookahead_unless_told_it_is_unsafe_and_takes_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_wav = dir.path().join("m.wav");
+    let input = fixture("audio/card_entry.wav");
+    let (i, o) = (input.to_str().unwrap(), out_wav.to_str().unwrap());
+    let out = tonegate(&["mask", i, o, "--lookahead", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--unsafe-no-lookahead"));
+    assert!(!out_wav.exists());
+    let out = tonegate(&["mask", i, o, "--lookahead", "0", "--unsafe-no-lookahead"]);
+    assert!(out.status.success());
+    for mode in ["silence", "noise", "comfort_noise", "beep"] {
+        let out = tonegate(&["mask", i, o, "--mode", mode]);
+        assert!(out.status.success(), "--mode {mode}");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(summary["masked"].as_u64().unwrap() > 0, "{mode}: {summary}");
+        assert_eq!(
+            summary["guarded"], 0,
+            "{mode}: the masker left nothing for the guard"
+        );
+        assert_eq!(detect_keys(&out_wav), "", "{mode}");
+    }
+}

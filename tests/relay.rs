@@ -428,6 +428,95 @@ fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
     assert_eq!(keys, want, "each key captured once");
 }
 
+/// The card-entry keys at -38, -36 and -10 dBm0 per tone, PCMU and PCMA, with and without
+/// telephone-event (sent too when negotiated), 10, 20 and 30 ms packets, all at once over real
+/// UDP: the agent leg yields no key from multimon-ng or `tonegate detect`, and capture gets
+/// every key from -36 dBm0 up.
+fn quiet_and_loud_cards_are_masked_at_every_packet_size() {
+    use tonegate_dsp::generator::{add_noise_below, human_keying_at};
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let card = "4556737586899855#0328#123#";
+    struct Prepared {
+        label: String,
+        law: G711Law,
+        level: f32,
+        first_ts: u32,
+        caller: UdpSocket,
+        agent: UdpSocket,
+        to: SocketAddr,
+        packets: Vec<Vec<u8>>,
+        keys: tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey>,
+    }
+    // Calls are set up here (the gateway handle stays on this thread); the media of all of them
+    // then flows at once, four senders in parallel.
+    let mut prepared = Vec::new();
+    for law in [G711Law::Ulaw, G711Law::Alaw] {
+        for events in [false, true] {
+            for ptime in [80usize, 160, 240] {
+                for level in [-38.0f32, -36.0, -10.0] {
+                    let label = format!(
+                        "{law:?}, events {events}, {} ms packets, {level} dBm0",
+                        ptime / 8
+                    );
+                    let seed = ptime as u32 + level.abs() as u32;
+                    let mut signal = human_keying_at(card, seed, (level - 1.0, level + 1.0));
+                    add_noise_below(&mut signal.samples, level, 30.0, seed);
+                    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+                    let codec = if law == G711Law::Ulaw { "PCMU" } else { "PCMA" };
+                    let body = call_body(&caller, &agent, codec, events.then_some(101));
+                    let call = create(&gw, &tok, body).unwrap();
+                    let keys = subscribe(&gw, &call.id);
+                    set_secure(&gw, &tok, &call.id, true);
+                    let opts = StreamOptions {
+                        law,
+                        events_pt: events.then_some(101),
+                        ptime_samples: ptime,
+                        ..Default::default()
+                    };
+                    let packets = rtp_stream(&signal, opts)
+                        .into_iter()
+                        .map(|p| p.bytes)
+                        .collect();
+                    prepared.push(Prepared {
+                        label,
+                        law,
+                        level,
+                        first_ts: opts.first_ts,
+                        caller,
+                        agent,
+                        to: call.caller_local,
+                        packets,
+                        keys,
+                    });
+                }
+            }
+        }
+    }
+    let received: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .chunks(prepared.len() / 4)
+            .map(|runs| {
+                scope.spawn(move || {
+                    runs.iter()
+                        .map(|r| relay_through(&r.caller, r.to, &r.agent, &r.packets))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (mut r, got) in prepared.into_iter().zip(received) {
+        assert_agent_hears_nothing(&got, r.law, r.first_ts, &r.label);
+        if r.level >= -36.0 {
+            assert_eq!(captured(&mut r.keys), card, "{}: capture", r.label);
+        }
+    }
+}
+
 fn speech_through_secure_mode_is_barely_masked() {
     let gw = Gateway::start("");
     let tok = gw.token("relay");
@@ -616,6 +705,7 @@ on_both_engines!(
     secure_mode_with_loss_and_reordering,
     keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once,
     speech_through_secure_mode_is_barely_masked,
+    quiet_and_loud_cards_are_masked_at_every_packet_size,
     agent_sequence_is_continuous_across_toggles_and_dropped_events,
     bad_input_is_dropped_and_counted,
     control_api_checks_tokens_and_input,

@@ -30,13 +30,12 @@
 use crate::goertzel::{BlockTerms, GoertzelBank, BANK_SIZE};
 use crate::key::{DtmfKey, COL_HZ, ROW_HZ};
 use crate::level;
+use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
 
 /// Sample rate the detector works at, in Hz.
 pub const SAMPLE_RATE: u32 = 8000;
 /// Analysis sub-block: 40 samples, 5 ms. Durations are measured in these steps.
 pub const SUB_BLOCK: usize = 40;
-/// Sub-blocks in the coherent analysis window (4 × 5 ms = 20 ms).
-const WINDOW: usize = 4;
 /// Sub-blocks of history kept (80 ms): onset search and the masker's look-ahead of up to 3 frames.
 pub const HISTORY: usize = 16;
 /// Sub-blocks per millisecond denominator (5 ms each).
@@ -45,8 +44,10 @@ const SUB_BLOCK_MS: u32 = (SUB_BLOCK as u32 * 1000) / SAMPLE_RATE;
 /// Lowest level per tone that operates the receiver (dBm0).
 ///
 /// ITU-T Q.24 and spandsp's `dtmf.h` require operation down to -26 dBm0 per tone (26 dB of
-/// attenuation); 6 dB of margin below that.
-pub const MIN_TONE_LEVEL_DBM0: f32 = -32.0;
+/// attenuation); spandsp itself reaches about -42 dBm0. Keys at -36 dBm0 are captured with 4 dB
+/// to spare for twist and a G.711 round trip; what keeps quiet speech out is the share, spread
+/// and steadiness tests, not the level (no false key in the battery's talk-off audio at -42).
+pub const MIN_TONE_LEVEL_DBM0: f32 = -40.0;
 /// Largest normal twist (low group louder than high), dB.
 ///
 /// Q.24 / spandsp `dtmf.h`: up to 8 dB must be accepted; 2 dB of margin above that.
@@ -169,9 +170,7 @@ impl ActiveTone {
 #[derive(Debug, Clone)]
 pub struct DtmfDetector {
     bank: GoertzelBank,
-    /// `e^{+jωNj}` for j sub-blocks back: aligns past sub-blocks to the newest one.
-    align_re: [[f32; BANK_SIZE]; WINDOW],
-    align_im: [[f32; BANK_SIZE]; WINDOW],
+    align: WindowAlign,
     /// cos of the largest phase advance per sub-block a window accepts, per frequency.
     cos_window_tol: [f32; BANK_SIZE],
     /// cos of the largest mean phase advance per sub-block a key accepts, per frequency.
@@ -215,17 +214,11 @@ impl DtmfDetector {
         freqs[4..].copy_from_slice(&COL_HZ);
         let bank = GoertzelBank::new(freqs, SAMPLE_RATE as f32);
         let n = SUB_BLOCK as f64;
-        let mut align_re = [[0.0; BANK_SIZE]; WINDOW];
-        let mut align_im = [[0.0; BANK_SIZE]; WINDOW];
+        let align = WindowAlign::new(&freqs, SUB_BLOCK, SAMPLE_RATE as f32);
         let mut cos_window_tol = [0.0; BANK_SIZE];
         let mut cos_key_tol = [0.0; BANK_SIZE];
         let mut min_coherence2 = [0.0; BANK_SIZE];
         for k in 0..BANK_SIZE {
-            let w = 2.0 * core::f64::consts::PI * freqs[k] as f64 / SAMPLE_RATE as f64;
-            for j in 0..WINDOW {
-                align_re[j][k] = (w * n * j as f64).cos() as f32;
-                align_im[j][k] = (w * n * j as f64).sin() as f32;
-            }
             // Phase advance over one sub-block for a given relative offset.
             let advance = |offset: f32| {
                 2.0 * core::f64::consts::PI * offset as f64 * freqs[k] as f64 * n
@@ -241,8 +234,7 @@ impl DtmfDetector {
         let tone_power = level::sine_power(MIN_TONE_LEVEL_DBM0);
         DtmfDetector {
             bank,
-            align_re,
-            align_im,
+            align,
             cos_window_tol,
             cos_key_tol,
             min_coherence2,
@@ -279,6 +271,13 @@ impl DtmfDetector {
 
     /// Feeds samples (any number; state carries across calls).
     pub fn process(&mut self, samples: &[i16]) {
+        self.process_observed(samples, |_| {});
+    }
+
+    /// Feeds samples like [`process`](Self::process), handing each 5 ms sub-block's Goertzel
+    /// terms to `observe` as well, in order: the masker's presence test runs on the same terms.
+    #[inline]
+    pub fn process_observed(&mut self, samples: &[i16], mut observe: impl FnMut(&BlockTerms)) {
         let mut x = samples;
         if self.staged > 0 {
             let take = (SUB_BLOCK - self.staged).min(x.len());
@@ -296,6 +295,7 @@ impl DtmfDetector {
             self.staged = 0;
             let mut out = [BlockTerms::default(); 1];
             self.bank.run::<1, SUB_BLOCK>(&self.staging, &mut out);
+            observe(&out[0]);
             self.push_block(&out[0]);
         }
         while x.len() >= PAIR * SUB_BLOCK {
@@ -305,6 +305,7 @@ impl DtmfDetector {
             let mut out = [BlockTerms::default(); PAIR];
             self.bank.run::<PAIR, SUB_BLOCK>(&self.scratch, &mut out);
             for b in &out {
+                observe(b);
                 self.push_block(b);
             }
             x = &x[PAIR * SUB_BLOCK..];
@@ -315,6 +316,7 @@ impl DtmfDetector {
             }
             let mut out = [BlockTerms::default(); 1];
             self.bank.run::<1, SUB_BLOCK>(&self.scratch, &mut out);
+            observe(&out[0]);
             self.push_block(&out[0]);
             x = &x[SUB_BLOCK..];
         }
@@ -324,13 +326,23 @@ impl DtmfDetector {
         self.staged = x.len();
     }
 
+    /// Samples still waiting for their sub-block to fill.
+    pub fn staged(&self) -> usize {
+        self.staged
+    }
+
     /// Ends the stream: completes the partial sub-block with silence and closes any open tone,
     /// so a key at the very end is reported.
     pub fn flush(&mut self) {
+        self.flush_observed(|_| {});
+    }
+
+    /// [`flush`](Self::flush), handing the completed sub-block's terms to `observe`.
+    pub fn flush_observed(&mut self, observe: impl FnMut(&BlockTerms)) {
         if self.staged > 0 {
             let zeros = [0i16; SUB_BLOCK];
             let missing = SUB_BLOCK - self.staged;
-            self.process(&zeros[..missing]);
+            self.process_observed(&zeros[..missing], observe);
         }
         if self.active.is_some() {
             self.finish_tone();
@@ -563,20 +575,7 @@ impl DtmfDetector {
             return None;
         }
         // Coherent (phase-aligned) sums for all eight frequencies.
-        let mut cre = [0.0f32; BANK_SIZE];
-        let mut cim = [0.0f32; BANK_SIZE];
-        for j in 0..WINDOW {
-            let b = self.block(now - j as u64);
-            let (ar, ai) = (&self.align_re[j], &self.align_im[j]);
-            for k in 0..BANK_SIZE {
-                cre[k] += b.re[k] * ar[k] - b.im[k] * ai[k];
-                cim[k] += b.re[k] * ai[k] + b.im[k] * ar[k];
-            }
-        }
-        let mut pow = [0.0f32; BANK_SIZE];
-        for k in 0..BANK_SIZE {
-            pow[k] = cre[k] * cre[k] + cim[k] * cim[k];
-        }
+        let pow = self.align.coherent_power(self.window_blocks(now));
         let row = strongest(&pow[..4]);
         let col = strongest(&pow[4..]);
         for k in 0..4 {
@@ -608,65 +607,22 @@ impl DtmfDetector {
         })
     }
 
-    /// Energy of frequency `k`'s tone over the window, measured at the tone's actual frequency,
-    /// and the tone's phase advance per sub-block as a unit phasor; `None` when the frequency is
-    /// off by more than [`MAX_WINDOW_FREQ_OFFSET`].
-    ///
-    /// The offset is the phase advance between the window's two 10 ms halves: their longer span
-    /// and sharper selectivity keep the other group's tone from bending the estimate much. An
-    /// advance over 10 ms is ambiguous by half a turn beyond ±50 Hz; the advance between 5 ms
-    /// sub-blocks, coarser but unambiguous to ±100 Hz, picks the branch.
+    /// Energy of frequency `k`'s tone over the window, measured at the tone's actual frequency
+    /// (see [`phase_advance`]), and the tone's phase advance per sub-block as a unit phasor;
+    /// `None` when the frequency is off by more than [`MAX_WINDOW_FREQ_OFFSET`].
     fn on_frequency_energy(&self, k: usize, now: u64) -> Option<(f32, (f32, f32))> {
-        let mut aligned = [(0.0f32, 0.0f32); WINDOW];
-        for (j, a) in aligned.iter_mut().enumerate() {
-            let b = self.block(now - j as u64);
-            let (ar, ai) = (self.align_re[j][k], self.align_im[j][k]);
-            *a = (b.re[k] * ar - b.im[k] * ai, b.re[k] * ai + b.im[k] * ar);
-        }
-        // Coarse: sub-block to sub-block (aligned terms already carry absolute phase).
-        let (mut cr, mut ci) = (0.0f32, 0.0f32);
-        for j in 0..WINDOW - 1 {
-            let (a, b) = (aligned[j], aligned[j + 1]);
-            cr += a.0 * b.0 + a.1 * b.1;
-            ci += a.1 * b.0 - a.0 * b.1;
-        }
-        // Fine: newer half against older half, twice the lag.
-        let half = WINDOW / 2;
-        let (mut nr, mut ni, mut or, mut oi) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-        for j in 0..half {
-            nr += aligned[j].0;
-            ni += aligned[j].1;
-            or += aligned[j + half].0;
-            oi += aligned[j + half].1;
-        }
-        let (vr, vi) = (nr * or + ni * oi, ni * or - nr * oi);
-        let vmag = (vr * vr + vi * vi).sqrt();
-        if vmag == 0.0 {
+        let aligned = self.align.aligned(self.window_blocks(now), k);
+        let advance = phase_advance(&aligned)?;
+        if advance.0 < self.cos_window_tol[k] {
             return None;
         }
-        let (vr, vi) = (vr / vmag, vi / vmag);
-        // Half the fine advance (principal square root), then the branch the coarse one picks.
-        let mut ur = ((1.0 + vr) * 0.5).max(0.0).sqrt();
-        let mut ui = ((1.0 - vr) * 0.5).max(0.0).sqrt().copysign(vi);
-        if ur * cr + ui * ci < 0.0 {
-            ur = -ur;
-            ui = -ui;
-        }
-        if ur < self.cos_window_tol[k] {
-            return None;
-        }
-        // Sum the sub-blocks rotated back by the measured advance.
-        let (mut tr, mut ti) = (1.0f32, 0.0f32);
-        let (mut sr, mut si) = (0.0f32, 0.0f32);
-        for &(yr, yi) in &aligned {
-            sr += yr * tr - yi * ti;
-            si += yr * ti + yi * tr;
-            let nt = tr * ur - ti * ui;
-            ti = tr * ui + ti * ur;
-            tr = nt;
-        }
-        let energy = (sr * sr + si * si) * 2.0 / (WINDOW * SUB_BLOCK) as f32;
-        Some((energy, (ur, ui)))
+        let energy = rotated_power(&aligned, advance) * 2.0 / (WINDOW * SUB_BLOCK) as f32;
+        Some((energy, advance))
+    }
+
+    /// The window's sub-blocks ending at `now`, newest first.
+    fn window_blocks(&self, now: u64) -> [&BlockTerms; WINDOW] {
+        core::array::from_fn(|j| self.block(now - j as u64))
     }
 }
 

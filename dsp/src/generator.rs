@@ -132,6 +132,81 @@ impl KeyedSignal {
 /// up to ±3 dB twist and ±1 % frequency error; 50-300 ms between keys and 0.8-2 s after `#`;
 /// white noise `snr_db` below a -10 dBm0 key (`None`: a clean line). Deterministic per `seed`.
 pub fn human_keying(keys: &str, seed: u32, snr_db: Option<f32>) -> KeyedSignal {
+    let mut out = human_keying_at(keys, seed, (-20.0, -4.0));
+    if let Some(snr) = snr_db {
+        add_noise(&mut out.samples, snr, seed ^ 0xA5A5_A5A5);
+    }
+    out
+}
+
+/// Keys `keys` one after another, each sounding as `spec` says (phases varied by `seed`), with
+/// `gap_ms` of silence before, between and after them.
+pub fn key_sequence(keys: &str, spec: &ToneSpec, gap_ms: u32, seed: u32) -> KeyedSignal {
+    let mut rng = NoiseSource::new(seed);
+    let mut out = KeyedSignal::default();
+    append_silence(&mut out.samples, gap_ms);
+    for key in keys.chars().filter_map(DtmfKey::from_char) {
+        let spec = ToneSpec {
+            phase: (
+                rng.range(0.0, core::f32::consts::TAU),
+                rng.range(0.0, core::f32::consts::TAU),
+            ),
+            ..*spec
+        };
+        let range = append_key(&mut out.samples, key, &spec);
+        out.keys.push(PlacedKey { key, range });
+        append_silence(&mut out.samples, gap_ms);
+    }
+    out
+}
+
+/// A caller keying `keys` on a bad line, as the leak battery's card cases do: one base level
+/// in -46…-28 dBm0 (±3 dB per key), twist -9…+5 dB, each tone up to ±3 % off, tones of
+/// 45-140 ms with 45-250 ms between keys, and white noise 3-15 dB below the base level.
+/// Deterministic per `seed`.
+pub fn bad_line_keying(keys: &str, seed: u32) -> KeyedSignal {
+    let mut rng = NoiseSource::new(seed);
+    let base = rng.range(-46.0, -28.0);
+    let mut out = KeyedSignal::default();
+    append_silence(&mut out.samples, 300);
+    for key in keys.chars().filter_map(DtmfKey::from_char) {
+        let spec = ToneSpec {
+            level_dbm0: base + rng.range(-3.0, 3.0),
+            twist_db: rng.range(-9.0, 5.0),
+            freq_offset: (rng.range(-0.03, 0.03), rng.range(-0.03, 0.03)),
+            phase: (
+                rng.range(0.0, core::f32::consts::TAU),
+                rng.range(0.0, core::f32::consts::TAU),
+            ),
+            duration_ms: rng.range(45.0, 140.0) as u32,
+        };
+        let range = append_key(&mut out.samples, key, &spec);
+        out.keys.push(PlacedKey { key, range });
+        let gap = if key == DtmfKey::Hash {
+            rng.range(300.0, 800.0)
+        } else {
+            rng.range(45.0, 250.0)
+        };
+        append_silence(&mut out.samples, gap as u32);
+    }
+    let snr = rng.range(3.0, 15.0);
+    add_noise_below(&mut out.samples, base, snr, seed ^ 0x5A5A_5A5A);
+    out
+}
+
+/// Adds white Gaussian noise whose total power is `snr_db` below one tone at `tone_dbm0`.
+pub fn add_noise_below(samples: &mut [i16], tone_dbm0: f32, snr_db: f32, seed: u32) {
+    let sigma = (level::sine_power(tone_dbm0) / 10f32.powf(snr_db / 10.0)).sqrt();
+    let mut rng = NoiseSource::new(seed);
+    for s in samples {
+        let v = *s as f32 + sigma * rng.gaussian();
+        *s = v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
+    }
+}
+
+/// A caller keying `keys` at human pace like [`human_keying`], but at levels drawn from
+/// `level_dbm0` (low, high) and on a clean line; add noise with [`add_noise_below`].
+pub fn human_keying_at(keys: &str, seed: u32, level_dbm0: (f32, f32)) -> KeyedSignal {
     let mut rng = NoiseSource::new(seed);
     let mut out = KeyedSignal::default();
     append_silence(&mut out.samples, 500);
@@ -140,7 +215,7 @@ pub fn human_keying(keys: &str, seed: u32, snr_db: Option<f32>) -> KeyedSignal {
             continue;
         };
         let spec = ToneSpec {
-            level_dbm0: rng.range(-20.0, -4.0),
+            level_dbm0: rng.range(level_dbm0.0, level_dbm0.1),
             twist_db: rng.range(-3.0, 3.0),
             freq_offset: (rng.range(-0.01, 0.01), rng.range(-0.01, 0.01)),
             phase: (
@@ -157,9 +232,6 @@ pub fn human_keying(keys: &str, seed: u32, snr_db: Option<f32>) -> KeyedSignal {
             rng.range(50.0, 300.0)
         };
         append_silence(&mut out.samples, gap as u32);
-    }
-    if let Some(snr) = snr_db {
-        add_noise(&mut out.samples, snr, seed ^ 0xA5A5_A5A5);
     }
     out
 }

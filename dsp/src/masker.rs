@@ -1,23 +1,35 @@
-//! Masking: decides which frames carry any part of a key and supplies their replacement.
+//! Masking: decides which frames carry any part of anything DTMF-like and supplies their
+//! replacement.
 //!
-//! The masker runs its own [`DtmfDetector`] over the frame stream and gives its verdict on a frame
-//! only after `lookahead` newer frames have been analysed. A frame is replaced when any tone the
-//! detector saw — a confirmed key, or a candidate it later threw out as too short — overlaps it,
-//! widened by one 5 ms sub-block on each side for the onset the sub-block grid cannot place
-//! exactly. A tone needs about 20 ms to be recognised, so with a look-ahead of one 20 ms frame the
-//! frame holding a tone's first sample is judged when the tone has sounded for at least 20 ms:
-//! onsets are caught before they leave.
+//! Two tests run over the same Goertzel terms: the capture [`DtmfDetector`] (strict, Q.24: what
+//! is a key) and the paranoid [`TonePresence`] (what any decoder at any setting could read as
+//! one). A frame is replaced when either saw a tone overlapping it — a confirmed key, a
+//! candidate the detector later threw out, or a DTMF-like window — widened by one 5 ms
+//! sub-block on each side.
+//!
+//! The look-ahead is time, not frames: a frame's verdict waits until `lookahead` × 20 ms of
+//! audio *after its last sample* has been analysed, whatever the packet size (10, 20, 30, 60 ms
+//! or a mix). A tone needs at most 20 ms to be noticed, so with the default of one (20 ms) the
+//! frame holding a tone's first sample is judged once the tone has sounded long enough to be
+//! seen: onsets are caught before they leave. Zero means "judge at once" and lets onsets
+//! through; callers refuse it unless explicitly told it is unsafe.
 //!
 //! The masker never holds audio itself: callers keep their own delay line (PCM frames, or RTP
 //! packets in the relay) and replace what the verdicts say. [`mask_signal`] does that for a whole
 //! in-memory signal.
 
 use crate::detector::{DtmfDetector, KeyPress, SUB_BLOCK};
+use crate::guard::OutputGuard;
 use crate::level;
 use crate::noise::NoiseSource;
+use crate::presence::TonePresence;
 
-/// Largest look-ahead, in frames.
+/// Largest look-ahead, in 20 ms units.
 pub const MAX_LOOKAHEAD: usize = 3;
+/// Samples in one look-ahead unit (20 ms).
+pub const LOOKAHEAD_UNIT: u64 = 160;
+/// Frames that can await a verdict at once (2.5 ms packets at the longest look-ahead fit).
+pub const MAX_PENDING: usize = 32;
 /// Frequency of the uniform beep, Hz: a single tone between the DTMF groups, never a key.
 pub const BEEP_HZ: u32 = 1000;
 /// Level of the uniform beep, dBm0.
@@ -68,61 +80,117 @@ impl core::fmt::Display for MaskerError {
 
 impl std::error::Error for MaskerError {}
 
-/// Frame-by-frame masking decisions with a fixed look-ahead.
+/// Frame-by-frame masking decisions with a fixed look-ahead in time.
 #[derive(Debug, Clone)]
 pub struct Masker {
     detector: DtmfDetector,
+    presence: TonePresence,
     lookahead: usize,
+    lookahead_samples: u64,
     /// Sample ranges of the frames still awaiting a verdict, oldest first.
-    pending: [(u64, u64); MAX_LOOKAHEAD + 1],
+    pending: [(u64, u64); MAX_PENDING],
+    pending_head: usize,
     pending_len: usize,
+    /// Frame number of the oldest pending frame.
+    next_verdict: u64,
+    flushed: bool,
     frames_in: u64,
     frames_masked: u64,
+    forced: u64,
+    /// Forced verdicts not yet handed out (they precede every pending frame).
+    forced_verdicts: usize,
     fill: Replacement,
 }
 
 impl Masker {
-    /// A masker replacing frames with `mode`, judging each frame `lookahead` frames late.
+    /// A masker replacing frames with `mode`, judging each frame once `lookahead` × 20 ms of
+    /// audio after it has been analysed.
     pub fn new(mode: MaskingMode, lookahead: usize) -> Result<Self, MaskerError> {
         if lookahead > MAX_LOOKAHEAD {
             return Err(MaskerError::LookaheadTooLong(lookahead));
         }
         Ok(Masker {
             detector: DtmfDetector::new(),
+            presence: TonePresence::new(),
             lookahead,
-            pending: [(0, 0); MAX_LOOKAHEAD + 1],
+            lookahead_samples: lookahead as u64 * LOOKAHEAD_UNIT,
+            pending: [(0, 0); MAX_PENDING],
+            pending_head: 0,
             pending_len: 0,
+            next_verdict: 0,
+            flushed: false,
             frames_in: 0,
             frames_masked: 0,
+            forced: 0,
+            forced_verdicts: 0,
             fill: Replacement::new(mode),
         })
     }
 
-    /// The look-ahead in frames.
+    /// The look-ahead in 20 ms units.
     pub fn lookahead(&self) -> usize {
         self.lookahead
     }
 
-    /// Feeds the newest frame (any length; 160 samples for 20 ms). Returns the verdict on the
-    /// frame `lookahead` frames older, once there is one.
-    pub fn push(&mut self, frame: &[i16]) -> Option<FrameVerdict> {
+    /// Feeds the newest frame (any length: 80 samples for 10 ms, 160 for 20 ms, …). Its verdict
+    /// comes from [`poll_verdict`](Self::poll_verdict) once enough later audio has been seen.
+    pub fn push(&mut self, frame: &[i16]) {
+        if self.pending_len == MAX_PENDING {
+            // Frames far smaller than the look-ahead: the oldest cannot wait for its full
+            // look-ahead, so it is replaced unjudged (fail closed) and counted.
+            self.pending_head = (self.pending_head + 1) % MAX_PENDING;
+            self.pending_len -= 1;
+            self.forced += 1;
+            self.forced_verdicts += 1;
+        }
         let start = self.detector.position();
-        self.detector.process(frame);
+        let presence = &mut self.presence;
+        self.detector
+            .process_observed(frame, |terms| presence.push(terms));
         let end = self.detector.position();
-        self.pending[self.pending_len] = (start, end);
+        self.pending[(self.pending_head + self.pending_len) % MAX_PENDING] = (start, end);
         self.pending_len += 1;
         self.frames_in += 1;
-        if self.pending_len > self.lookahead {
-            Some(self.judge_oldest())
-        } else {
-            None
-        }
     }
 
-    /// Ends the stream: the verdicts on every frame still pending, oldest first.
-    pub fn flush(&mut self) -> impl Iterator<Item = FrameVerdict> + '_ {
-        self.detector.flush();
-        core::iter::from_fn(move || (self.pending_len > 0).then(|| self.judge_oldest()))
+    /// The next verdict, oldest frame first, once the frame's look-ahead has been analysed (or
+    /// the stream was flushed).
+    pub fn poll_verdict(&mut self) -> Option<FrameVerdict> {
+        if self.forced_verdicts > 0 {
+            self.forced_verdicts -= 1;
+            self.frames_masked += 1;
+            let frame = self.next_verdict;
+            self.next_verdict += 1;
+            return Some(FrameVerdict {
+                frame,
+                replace: true,
+            });
+        }
+        if self.pending_len == 0 {
+            return None;
+        }
+        let (start, end) = self.pending[self.pending_head];
+        if !self.flushed && end + self.lookahead_samples > self.detector.analysed() {
+            return None;
+        }
+        self.pending_head = (self.pending_head + 1) % MAX_PENDING;
+        self.pending_len -= 1;
+        let margin = SUB_BLOCK as u64;
+        let replace = self.detector.tone_overlaps(start, end, margin)
+            || self.presence.overlaps(start, end, margin);
+        self.frames_masked += replace as u64;
+        let frame = self.next_verdict;
+        self.next_verdict += 1;
+        Some(FrameVerdict { frame, replace })
+    }
+
+    /// Ends the stream: every frame still pending gets its verdict from
+    /// [`poll_verdict`](Self::poll_verdict) with what has been seen.
+    pub fn flush(&mut self) {
+        let presence = &mut self.presence;
+        self.detector.flush_observed(|terms| presence.push(terms));
+        self.presence.flush();
+        self.flushed = true;
     }
 
     /// The next key the masker's detector confirmed.
@@ -150,16 +218,9 @@ impl Masker {
         self.frames_masked
     }
 
-    fn judge_oldest(&mut self) -> FrameVerdict {
-        let (start, end) = self.pending[0];
-        self.pending.copy_within(1..self.pending_len, 0);
-        self.pending_len -= 1;
-        let replace = self.detector.tone_overlaps(start, end, SUB_BLOCK as u64);
-        self.frames_masked += replace as u64;
-        FrameVerdict {
-            frame: self.frames_in - 1 - self.pending_len as u64,
-            replace,
-        }
+    /// Frames replaced without a full look-ahead because too many small frames were waiting.
+    pub fn forced(&self) -> u64 {
+        self.forced
     }
 }
 
@@ -220,14 +281,17 @@ impl Replacement {
 pub struct MaskReport {
     /// Frames in the signal.
     pub frames: u64,
-    /// Frames replaced.
+    /// Frames replaced (by the masker or the output guard).
     pub masked: u64,
+    /// Frames the output guard replaced after the masker let them through.
+    pub guarded: u64,
     /// Keys the masker's detector confirmed.
     pub keys: Vec<KeyPress>,
 }
 
 /// Masks a whole signal in `frame`-sample frames, returning the masked signal (same length,
-/// same timing) and what was done. For tests, fixtures and offline tools; the relay drives a
+/// same timing) and what was done: the masker's verdicts, then the [`OutputGuard`] on every
+/// frame as it would leave. For tests, fixtures and offline tools; the relay drives a
 /// [`Masker`] itself.
 pub fn mask_signal(
     input: &[i16],
@@ -236,29 +300,32 @@ pub fn mask_signal(
     lookahead: usize,
 ) -> Result<(Vec<i16>, MaskReport), MaskerError> {
     let mut m = Masker::new(mode, lookahead)?;
+    let mut guard = OutputGuard::new();
     let mut out = input.to_vec();
     let mut report = MaskReport::default();
-    let mut apply = |v: FrameVerdict, m: &mut Masker, out: &mut Vec<i16>| {
-        report.frames += 1;
-        if v.replace {
-            report.masked += 1;
-            let s = v.frame as usize * frame;
-            let e = (s + frame).min(out.len());
-            m.fill_replacement(&mut out[s..e]);
-        }
-    };
-    let mut keys = Vec::new();
+    let apply =
+        |m: &mut Masker, guard: &mut OutputGuard, out: &mut Vec<i16>, report: &mut MaskReport| {
+            while let Some(v) = m.poll_verdict() {
+                report.frames += 1;
+                let s = v.frame as usize * frame;
+                let e = (s + frame).min(out.len());
+                if v.replace {
+                    report.masked += 1;
+                    m.fill_replacement(&mut out[s..e]);
+                    guard.skip(&out[s..e]);
+                } else if guard.check(&out[s..e]) {
+                    report.masked += 1;
+                    report.guarded += 1;
+                    m.fill_replacement(&mut out[s..e]);
+                }
+            }
+            report.keys.extend(core::iter::from_fn(|| m.poll_key()));
+        };
     for chunk in input.chunks(frame) {
-        if let Some(v) = m.push(chunk) {
-            apply(v, &mut m, &mut out);
-        }
-        keys.extend(core::iter::from_fn(|| m.poll_key()));
+        m.push(chunk);
+        apply(&mut m, &mut guard, &mut out, &mut report);
     }
-    let rest: Vec<FrameVerdict> = m.flush().collect();
-    for v in rest {
-        apply(v, &mut m, &mut out);
-    }
-    keys.extend(core::iter::from_fn(|| m.poll_key()));
-    report.keys = keys;
+    m.flush();
+    apply(&mut m, &mut guard, &mut out, &mut report);
     Ok((out, report))
 }

@@ -24,19 +24,24 @@ fn frames_with_tone(s: &KeyedSignal) -> Vec<usize> {
 }
 
 fn verdicts(samples: &[i16], lookahead: usize) -> Vec<bool> {
+    verdicts_in(samples, lookahead, FRAME_SAMPLES)
+}
+
+/// Verdicts for frames of `frame` samples.
+fn verdicts_in(samples: &[i16], lookahead: usize, frame: usize) -> Vec<bool> {
     let mut m = Masker::new(MaskingMode::Silence, lookahead).unwrap();
     let mut v: Vec<(u64, bool)> = Vec::new();
-    for f in samples.chunks(FRAME_SAMPLES) {
-        if let Some(x) = m.push(f) {
-            v.push((x.frame, x.replace));
-        }
+    for f in samples.chunks(frame) {
+        m.push(f);
+        v.extend(core::iter::from_fn(|| m.poll_verdict()).map(|x| (x.frame, x.replace)));
     }
-    v.extend(m.flush().map(|x| (x.frame, x.replace)));
+    m.flush();
+    v.extend(core::iter::from_fn(|| m.poll_verdict()).map(|x| (x.frame, x.replace)));
     // Verdicts come once per frame, in order.
     for (i, (f, _)) in v.iter().enumerate() {
         assert_eq!(*f, i as u64);
     }
-    assert_eq!(v.len(), samples.len().div_ceil(FRAME_SAMPLES));
+    assert_eq!(v.len(), samples.len().div_ceil(frame));
     v.into_iter().map(|(_, r)| r).collect()
 }
 
@@ -175,9 +180,94 @@ fn lookahead_is_bounded() {
 #[test]
 fn lookahead_zero_answers_immediately() {
     let mut m = Masker::new(MaskingMode::Silence, 0).unwrap();
-    assert_eq!(m.push(&[0; FRAME_SAMPLES]).map(|v| v.frame), Some(0));
+    m.push(&[0; FRAME_SAMPLES]);
+    assert_eq!(m.poll_verdict().map(|v| v.frame), Some(0));
     let mut m = Masker::new(MaskingMode::Silence, 2).unwrap();
-    assert_eq!(m.push(&[0; FRAME_SAMPLES]), None);
-    assert_eq!(m.push(&[0; FRAME_SAMPLES]), None);
-    assert_eq!(m.push(&[0; FRAME_SAMPLES]).map(|v| v.frame), Some(0));
+    m.push(&[0; FRAME_SAMPLES]);
+    assert_eq!(m.poll_verdict(), None);
+    m.push(&[0; FRAME_SAMPLES]);
+    assert_eq!(m.poll_verdict(), None);
+    m.push(&[0; FRAME_SAMPLES]);
+    assert_eq!(m.poll_verdict().map(|v| v.frame), Some(0));
+    assert_eq!(m.poll_verdict(), None);
+}
+
+#[test]
+fn lookahead_is_time_whatever_the_packet_size() {
+    // One 20 ms unit of look-ahead: a 10 ms frame waits for two more, a 60 ms frame for one.
+    let mut m = Masker::new(MaskingMode::Silence, 1).unwrap();
+    m.push(&[0; 80]);
+    m.push(&[0; 80]);
+    assert_eq!(m.poll_verdict(), None);
+    m.push(&[0; 80]);
+    assert_eq!(m.poll_verdict().map(|v| v.frame), Some(0));
+    assert_eq!(m.poll_verdict(), None);
+    let mut m = Masker::new(MaskingMode::Silence, 1).unwrap();
+    m.push(&[0; 480]);
+    assert_eq!(m.poll_verdict(), None);
+    m.push(&[0; 80]);
+    assert_eq!(m.poll_verdict(), None);
+    m.push(&[0; 80]);
+    assert_eq!(m.poll_verdict().map(|v| v.frame), Some(0));
+}
+
+#[test]
+fn every_frame_with_any_part_of_a_key_is_replaced_whatever_the_packet_size() {
+    // 10, 20, 30 and 60 ms packets, and a mix of them.
+    for frame in [80, 160, 240, 480] {
+        for seed in 1..=12 {
+            let s = human_keying("4929123456781234#0931#987#", seed, Some(25.0));
+            let replace = verdicts_in(&s.samples, 1, frame);
+            for k in &s.keys {
+                let mut frames = (k.range.start / frame)..=((k.range.end - 1) / frame);
+                let leaked = frames.find(|&f| !replace[f]);
+                assert_eq!(
+                    leaked, None,
+                    "{frame}-sample frames, seed {seed}: frame leaked"
+                );
+            }
+        }
+    }
+    let s = human_keying("4929123456781234#0931#987#", 7, Some(25.0));
+    let mut m = Masker::new(MaskingMode::Silence, 1).unwrap();
+    let sizes = [80usize, 160, 240, 480, 160, 80];
+    let (mut pos, mut bounds, mut replace) = (0usize, Vec::new(), Vec::new());
+    for &n in sizes.iter().cycle() {
+        if pos >= s.samples.len() {
+            break;
+        }
+        let end = (pos + n).min(s.samples.len());
+        m.push(&s.samples[pos..end]);
+        bounds.push(pos..end);
+        pos = end;
+        replace.extend(core::iter::from_fn(|| m.poll_verdict()).map(|v| v.replace));
+    }
+    m.flush();
+    replace.extend(core::iter::from_fn(|| m.poll_verdict()).map(|v| v.replace));
+    assert_eq!(replace.len(), bounds.len());
+    for k in &s.keys {
+        for (b, r) in bounds.iter().zip(&replace) {
+            if b.start < k.range.end && k.range.start < b.end {
+                assert!(
+                    *r,
+                    "mixed sizes: frame {b:?} holds part of a key and leaked"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tiny_frames_beyond_the_pending_limit_are_replaced_unjudged() {
+    // 1 ms frames with a 60 ms look-ahead: more are waiting than the masker keeps.
+    let mut m = Masker::new(MaskingMode::Silence, 3).unwrap();
+    for _ in 0..100 {
+        m.push(&[0; 8]);
+    }
+    let v: Vec<_> = core::iter::from_fn(|| m.poll_verdict()).collect();
+    assert!(!v.is_empty() && v.iter().all(|x| x.replace));
+    assert_eq!(m.forced(), v.len() as u64);
+    for (i, x) in v.iter().enumerate() {
+        assert_eq!(x.frame, i as u64);
+    }
 }

@@ -143,5 +143,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Keys received both in-band and as events, delivered once.",
         c.duplicate_keys,
     );
+    metric(
+        "relay_guard_replaced_total",
+        "counter",
+        "Frames the output guard replaced after masking let them through (should stay 0).",
+        c.guard_replaced,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

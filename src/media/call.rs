@@ -111,6 +111,8 @@ pub struct CallCounters {
     pub keys_captured: AtomicU64,
     /// Keys that arrived both in-band and as events and were delivered once.
     pub duplicate_keys: AtomicU64,
+    /// Audio frames the output guard replaced after the masker let them through.
+    pub guard_replaced: AtomicU64,
 }
 
 impl CallCounters {
@@ -384,6 +386,7 @@ impl CallMedia {
         CallCounters::bump(&c.uninspectable, now.uninspectable - was.uninspectable);
         CallCounters::bump(&c.keys_captured, now.keys - was.keys);
         CallCounters::bump(&c.duplicate_keys, now.duplicate_keys - was.duplicate_keys);
+        CallCounters::bump(&c.guard_replaced, now.guard_replaced - was.guard_replaced);
         self.secure_seen = now;
     }
 }

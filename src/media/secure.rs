@@ -1,8 +1,9 @@
 //! The caller → agent direction of a call in secure mode: every key out, by audio and by event.
 //!
 //! - In-band: each audio packet's G.711 payload is decoded and fed to a [`Masker`]; the packet
-//!   waits in a short delay line until the masker's verdict on it is known (`lookahead` packets
-//!   later), then leaves unchanged or with its payload replaced by the masking audio.
+//!   waits in a short delay line until the masker's verdict on it is known (once `lookahead`
+//!   × 20 ms of later audio has been analysed, whatever the packet size), then leaves unchanged
+//!   or with its payload replaced by the masking audio.
 //! - RFC 4733: telephone-event packets are consumed (their keys go to capture) and never
 //!   forwarded; optionally a fixed key takes their place so the agent's equipment sees "a key".
 //! - A key that arrives both ways is delivered once.
@@ -15,7 +16,8 @@
 //!
 //! Sans-IO: packets in, packets and keys out; no clocks, sockets or allocation per packet.
 
-use tonegate_dsp::{DtmfKey, FrameVerdict, G711Law, Masker, MaskingMode};
+use tonegate_dsp::masker::LOOKAHEAD_UNIT;
+use tonegate_dsp::{DtmfKey, FrameVerdict, G711Law, Masker, MaskingMode, OutputGuard};
 
 use super::rtp::{set_seq, RtpHeader, TelephoneEvent};
 
@@ -51,7 +53,7 @@ pub struct SecureConfig {
     pub event_pt: Option<u8>,
     /// Replacement audio for masked frames.
     pub mode: MaskingMode,
-    /// Look-ahead in packets (0-3).
+    /// Look-ahead in 20 ms units of audio (0-3), whatever the packet size.
     pub lookahead: usize,
     /// What consumed events become.
     pub event_replacement: EventReplacement,
@@ -119,12 +121,19 @@ pub struct SecureCounters {
     pub keys: u64,
     /// Keys that arrived both ways and were delivered once.
     pub duplicate_keys: u64,
+    /// Audio frames the output guard replaced after the masker let them through.
+    pub guard_replaced: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotKind {
-    /// Audio awaiting (`None`) or holding its verdict.
-    Audio { frame: u64, replace: Option<bool> },
+    /// Audio awaiting (`None`) or holding its verdict; `guarded` if it arrived in secure mode
+    /// and must pass the output guard on its way out.
+    Audio {
+        frame: u64,
+        replace: Option<bool>,
+        guarded: bool,
+    },
     /// Anything else that only keeps its place in the line.
     Other,
 }
@@ -134,6 +143,13 @@ struct Slot {
     len: usize,
     payload: (usize, usize),
     kind: SlotKind,
+}
+
+impl Slot {
+    /// Audio samples in the payload (one per byte in G.711).
+    fn samples(&self) -> usize {
+        self.payload.1 - self.payload.0
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -155,7 +171,8 @@ pub struct SecureStream {
     ring: Vec<Slot>,
     head: usize,
     len: usize,
-    audio_in_ring: usize,
+    /// Audio samples held in the delay line.
+    samples_in_ring: u64,
     seq_delta: u16,
     /// Audio frames seen (fillers for lost packets included): each slot's frame id.
     frames: u64,
@@ -176,6 +193,8 @@ pub struct SecureStream {
     pcm: Vec<i16>,
     fill: Vec<i16>,
     counters: SecureCounters,
+    /// Checks secure-mode audio once more as it leaves.
+    guard: OutputGuard,
     /// Detects keys outside secure mode (nothing is masked).
     listener: Option<tonegate_dsp::DtmfDetector>,
     listen_samples: u64,
@@ -191,7 +210,7 @@ impl SecureStream {
             ring: Vec::new(),
             head: 0,
             len: 0,
-            audio_in_ring: 0,
+            samples_in_ring: 0,
             seq_delta: 0,
             frames: 0,
             masker_base: 0,
@@ -208,6 +227,7 @@ impl SecureStream {
             pcm: vec![0; SLOT_BYTES],
             fill: vec![0; SLOT_BYTES],
             counters: SecureCounters::default(),
+            guard: OutputGuard::new(),
             listener: None,
             listen_samples: 0,
         }
@@ -230,7 +250,8 @@ impl SecureStream {
         }
         if on {
             if self.ring.is_empty() {
-                let slots = self.cfg.lookahead + 1 + SPARE_SLOTS;
+                // Packets of 5 ms and up: the look-ahead holds at most this many of them.
+                let slots = self.cfg.lookahead * 4 + 1 + SPARE_SLOTS;
                 self.ring = (0..slots)
                     .map(|_| Slot {
                         bytes: [0; SLOT_BYTES],
@@ -249,14 +270,8 @@ impl SecureStream {
             self.last_event = None;
         } else if let Some(mut m) = self.masker.take() {
             // Judge every frame still waiting, so nothing held leaves unjudged.
-            let verdicts: [Option<FrameVerdict>; 8] = {
-                let mut out = [None; 8];
-                for (o, v) in out.iter_mut().zip(m.flush()) {
-                    *o = Some(v);
-                }
-                out
-            };
-            for v in verdicts.into_iter().flatten() {
+            m.flush();
+            while let Some(v) = m.poll_verdict() {
                 self.apply_verdict(&mut m, v);
             }
             self.take_inband_keys(&mut m);
@@ -347,7 +362,11 @@ impl SecureStream {
             if !self.secure {
                 self.frames += 1;
             }
-            SlotKind::Audio { frame, replace }
+            SlotKind::Audio {
+                frame,
+                replace,
+                guarded: self.secure,
+            }
         } else {
             SlotKind::Other
         };
@@ -368,8 +387,11 @@ impl SecureStream {
         let front = &self.ring[self.head];
         let ready = match front.kind {
             // Audio leaves once judged and once the line holds more than the look-ahead.
+            // Audio leaves once judged and once the look-ahead's worth of audio is queued behind
+            // it, so the delay stays the same when secure mode goes off.
             SlotKind::Audio { replace, .. } => {
-                replace.is_some() && self.audio_in_ring > self.cfg.lookahead
+                let behind = self.samples_in_ring - front.samples() as u64;
+                replace.is_some() && behind >= self.cfg.lookahead as u64 * LOOKAHEAD_UNIT
             }
             SlotKind::Other => true,
         };
@@ -405,20 +427,51 @@ impl SecureStream {
         slot.kind = kind;
         self.len += 1;
         if let SlotKind::Audio { .. } = kind {
-            self.audio_in_ring += 1;
+            self.samples_in_ring += slot.samples() as u64;
         }
     }
 
     fn pop_front(&mut self, out: &mut [u8]) -> usize {
+        self.guard_front();
         let slot = &mut self.ring[self.head];
         let n = slot.len;
         out[..n].copy_from_slice(&slot.bytes[..n]);
         if let SlotKind::Audio { .. } = slot.kind {
-            self.audio_in_ring -= 1;
+            self.samples_in_ring -= slot.samples() as u64;
         }
         self.head = (self.head + 1) % self.ring.len();
         self.len -= 1;
         n
+    }
+
+    /// The last line before the agent leg: secure-mode audio leaving the line is checked once
+    /// more by the independent [`OutputGuard`] and replaced if anything DTMF-like remains.
+    fn guard_front(&mut self) {
+        let slot = &mut self.ring[self.head];
+        let SlotKind::Audio {
+            replace: Some(replaced),
+            guarded: true,
+            ..
+        } = slot.kind
+        else {
+            return;
+        };
+        let (s, e) = slot.payload;
+        let pcm = &mut self.pcm[..e - s];
+        self.cfg.law.decode_into(&slot.bytes[s..e], pcm);
+        if replaced {
+            self.guard.skip(pcm);
+        } else if self.guard.check(pcm) {
+            match self.masker.as_mut() {
+                Some(m) => m.fill_replacement(&mut self.fill[..e - s]),
+                None => self.fill[..e - s].fill(0),
+            }
+            self.cfg
+                .law
+                .encode_into(&self.fill[..e - s], &mut slot.bytes[s..e]);
+            self.counters.frames_masked += 1;
+            self.counters.guard_replaced += 1;
+        }
     }
 
     fn force_front(&mut self) {
@@ -442,7 +495,7 @@ impl SecureStream {
         }
         // Drop it: the caller is not draining, and holding more would grow without bound.
         if let SlotKind::Audio { .. } = slot.kind {
-            self.audio_in_ring -= 1;
+            self.samples_in_ring -= slot.samples() as u64;
         }
         self.head = (self.head + 1) % self.ring.len();
         self.len -= 1;
@@ -496,7 +549,8 @@ impl SecureStream {
         }
         self.samples += pcm.len() as u64;
         self.frames += 1;
-        if let Some(v) = m.push(pcm) {
+        m.push(pcm);
+        while let Some(v) = m.poll_verdict() {
             self.apply_verdict(m, v);
         }
     }
@@ -505,7 +559,7 @@ impl SecureStream {
         let cap = self.ring.len();
         for i in 0..self.len {
             let slot = &mut self.ring[(self.head + i) % cap];
-            if let SlotKind::Audio { frame, replace } = &mut slot.kind {
+            if let SlotKind::Audio { frame, replace, .. } = &mut slot.kind {
                 if *frame == self.masker_base + v.frame && replace.is_none() {
                     *replace = Some(v.replace);
                     if v.replace {

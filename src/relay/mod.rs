@@ -130,6 +130,8 @@ pub struct CounterSnapshot {
     pub keys_captured: u64,
     /// Keys that arrived both ways and were delivered once.
     pub duplicate_keys: u64,
+    /// Audio frames the output guard replaced after the masker let them through.
+    pub guard_replaced: u64,
     /// Datagrams dropped because the send would have blocked.
     pub send_dropped: u64,
 }
@@ -154,6 +156,7 @@ impl CounterSnapshot {
             uninspectable: r(&c.uninspectable),
             keys_captured: r(&c.keys_captured),
             duplicate_keys: r(&c.duplicate_keys),
+            guard_replaced: r(&c.guard_replaced),
             send_dropped,
         }
     }
@@ -175,6 +178,7 @@ impl CounterSnapshot {
         self.uninspectable += o.uninspectable;
         self.keys_captured += o.keys_captured;
         self.duplicate_keys += o.duplicate_keys;
+        self.guard_replaced += o.guard_replaced;
         self.send_dropped += o.send_dropped;
     }
 }

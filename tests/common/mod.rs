@@ -96,7 +96,7 @@ pub fn truth_keys(json: &Path) -> String {
 #[derive(Clone, Debug)]
 pub struct StreamPacket {
     pub bytes: Vec<u8>,
-    /// 20 ms ticks since the stream began.
+    /// Packet times (ptime) since the stream began.
     pub tick: u64,
 }
 
@@ -111,6 +111,8 @@ pub struct StreamOptions {
     pub ssrc: u32,
     pub first_seq: u16,
     pub first_ts: u32,
+    /// Samples per audio packet (160 = 20 ms).
+    pub ptime_samples: usize,
 }
 
 impl Default for StreamOptions {
@@ -122,13 +124,14 @@ impl Default for StreamOptions {
             ssrc: 0x1234_5678,
             first_seq: 65_000,
             first_ts: 4_294_960_000,
+            ptime_samples: 160,
         }
     }
 }
 
-/// The RTP packets (20 ms PCMU/PCMA) a caller sends for `signal`, plus RFC 4733 events for its
-/// keys if asked: one event packet per 20 ms while the key lasts, then the end packet three
-/// times (RFC 4733 §2.5.1.4).
+/// The RTP packets (PCMU/PCMA, `ptime_samples` each) a caller sends for `signal`, plus RFC 4733
+/// events for its keys if asked: one event packet per audio packet while the key lasts, then
+/// the end packet three times (RFC 4733 §2.5.1.4).
 pub fn rtp_stream(
     signal: &tonegate_dsp::generator::KeyedSignal,
     opt: StreamOptions,
@@ -140,18 +143,19 @@ pub fn rtp_stream(
     };
     let mut out = Vec::new();
     let mut seq = opt.first_seq;
-    let frames = signal.samples.len() / 160;
+    let n = opt.ptime_samples;
+    let frames = signal.samples.len() / n;
     for f in 0..frames {
-        let start = f * 160;
+        let start = f * n;
         let ts = opt.first_ts.wrapping_add(start as u32);
         let key = signal
             .keys
             .iter()
-            .find(|k| k.range.start < start + 160 && k.range.end > start);
+            .find(|k| k.range.start < start + n && k.range.end > start);
         if let (Some(k), Some(ept)) = (key, opt.events_pt) {
             let ev_ts = opt.first_ts.wrapping_add(k.range.start as u32);
-            let ends_here = k.range.end <= start + 160;
-            let duration = (start + 160 - k.range.start).min(k.range.len()) as u16;
+            let ends_here = k.range.end <= start + n;
+            let duration = (start + n - k.range.start).min(k.range.len()) as u16;
             let ev = TelephoneEvent {
                 code: k.key.event_code(),
                 end: ends_here,
@@ -182,10 +186,10 @@ pub fn rtp_stream(
                 continue;
             }
         }
-        let mut payload = [0u8; 160];
+        let mut payload = vec![0u8; n];
         opt.law
-            .encode_into(&signal.samples[start..start + 160], &mut payload);
-        let mut b = vec![0u8; 172];
+            .encode_into(&signal.samples[start..start + n], &mut payload);
+        let mut b = vec![0u8; 12 + n];
         write_packet(&mut b, pt, f == 0, seq, ts, opt.ssrc, &payload);
         seq = seq.wrapping_add(1);
         out.push(StreamPacket {
@@ -279,3 +283,48 @@ pub fn keys_in(samples: &[i16]) -> String {
 pub mod gateway;
 pub mod localstripe;
 pub mod webdriver;
+
+/// Keys spandsp's `dtmf_rx` reads in a WAV file: at its defaults, or tuned as permissively as
+/// its API allows (20 dB twist either way, -60 dBm0) — the leak battery's two spandsp decoders,
+/// built once per test run from `tools/` into `target/spandsp-decoders`. Panics if gcc or
+/// libspandsp-dev is missing: `scripts/test` installs them.
+pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let dir = root().join("target/spandsp-decoders");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (src, bin) in [
+            ("tools/dtmf-battery/spandsp_detect.c", "spandsp_detect"),
+            (
+                "tools/leak-battery/spandsp_permissive.c",
+                "spandsp_permissive",
+            ),
+        ] {
+            let out = Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(dir.join(bin))
+                .arg(root().join(src))
+                .args(["-lspandsp", "-lm"])
+                .output()
+                .expect("gcc is needed to build spandsp's decoder (scripts/test installs it)");
+            assert!(
+                out.status.success(),
+                "building {bin} failed (libspandsp-dev is needed; scripts/test installs it): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        dir
+    });
+    let bin = dir.join(if permissive {
+        "spandsp_permissive"
+    } else {
+        "spandsp_detect"
+    });
+    let out = Command::new(bin).arg(file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "spandsp decoder failed on {}",
+        file.display()
+    );
+    parse_keys(&String::from_utf8_lossy(&out.stdout))
+}

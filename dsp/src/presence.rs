@@ -1,0 +1,503 @@
+//! The masking test: is there anything DTMF-like in this audio, however quiet, noisy, twisted,
+//! off-frequency or short?
+//!
+//! Capture asks whether a tone is a key by ITU-T Q.24 and must reject much of what a person or a
+//! decoder tuned to its limits can still read. Masking asks the physical question instead and
+//! errs on the side of hiding: is there one low-group and one high-group spectral line that
+//! together hold most of the audio, wherever they sit within [`MAX_FREQ_OFFSET`] of a DTMF
+//! frequency, at any level above the G.711 quantisation floor ([`MIN_TONE_LEVEL_DBM0`]), at any
+//! twist up to [`MAX_TWIST_DB`]?
+//!
+//! Every 5 ms the last 20 ms (four 5 ms sub-blocks of the capture detector's own Goertzel terms)
+//! are judged. Per group, of the two filters with the most energy, the one holding more energy
+//! at its tone's own frequency (phase advance between sub-blocks, see [`crate::window`]) is the
+//! candidate line. Then:
+//! - **share**: the two lines' part of the window's energy. A key holds nearly all of it; one at
+//!   0 dB S/N in white noise about 0.67. Decoders need more than our weakest tier: multimon-ng
+//!   reads a key at 0.4 of a 40 ms window, spandsp at about 0.8 of a 12.75 ms block;
+//! - **weak-to-rest**: the weaker line's energy over everything outside the pair. Voiced speech
+//!   whose strongest harmonic happens to sit in one group scores a few tenths at most;
+//! - **relative peak**: each line's filter above the rest of its group at the nominal
+//!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
+//! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 2:1, …)
+//!   are a voice or a note, not a key — no DTMF pair comes within 1.9 % of these ratios.
+//!
+//! Three tiers of [`EVIDENCE`] make a window DTMF-like: a clean pair at once, weaker pairs only
+//! when the same pair holds for several consecutive windows (speech rarely keeps two lines that
+//! dominate and are not harmonics of each other for 15-30 ms). Once marked, the pair stays
+//! marked while it holds [`HOLD_PAIR_SHARE`], so a key's tail under rising speech or noise stays
+//! covered. A marked run covers every window of it from its first, i.e. from up to 15 ms before
+//! the first window that saw the tone: that, with a 20 ms look-ahead, is what catches onsets.
+//!
+//! Measured on the public leak battery (and its μ-law, band-pass and GSM round trips): every key
+//! any of three decoders reads is covered, while speech and music get about 0.1-0.3 % of their
+//! frames marked (README, "The masker").
+//!
+//! Sans-IO, no allocation; fed sub-block terms in order, queried by sample range.
+
+use crate::detector::{SAMPLE_RATE, SUB_BLOCK};
+use crate::goertzel::{BlockTerms, BANK_SIZE};
+use crate::key::{COL_HZ, ROW_HZ};
+use crate::level;
+use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
+
+/// One way for a window's pair to count as DTMF-like.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence {
+    /// Smallest share of the window's energy held by the two lines.
+    pub min_share: f32,
+    /// Smallest ratio of the weaker line's energy to the energy outside the pair.
+    pub min_weak_to_rest: f32,
+    /// Whether the relative-peak and harmonic tests apply.
+    pub shaped: bool,
+    /// Consecutive windows of the same pair needed.
+    pub windows: u32,
+}
+
+/// The tiers, strongest first: a clean pair marks at once; weaker pairs must persist.
+pub const EVIDENCE: [Evidence; 3] = [
+    // Clean: the weaker line alone outweighs everything else.
+    Evidence {
+        min_share: 0.5,
+        min_weak_to_rest: 1.2,
+        shaped: false,
+        windows: 1,
+    },
+    // Noisy or under speech, for 15 ms (three windows 5 ms apart).
+    Evidence {
+        min_share: 0.4,
+        min_weak_to_rest: 0.3,
+        shaped: true,
+        windows: 3,
+    },
+    // Deep in noise or speech, for 30 ms.
+    Evidence {
+        min_share: 0.35,
+        min_weak_to_rest: 0.15,
+        shaped: true,
+        windows: 6,
+    },
+];
+/// Share that keeps an already DTMF-like pair marked (the same two filters).
+pub const HOLD_PAIR_SHARE: f32 = 0.2;
+/// Smallest relative peak of each line over the rest of its group (nominal filters), dB.
+pub const MIN_RELATIVE_PEAK_DB: f32 = 4.0;
+/// Ratios of low harmonics (n/m, m ≤ 5, and 7/4, 7/3) in the range of DTMF pairs, each with
+/// how close (fraction) two lines' ratio must come to count as that pair of harmonics.
+///
+/// Harmonics of one pitch are exact multiples: measured voices and notes land within 0.3 % of
+/// these. DTMF pairs stay 1.9 % or more from all but two: 1209/697 and its kin are 0.9 % below
+/// 7/4 and 1633/697 is 0.4 % above 7/3, so those two get tolerances a key within 0.5 % (resp.
+/// 0.2 %) of its nominal frequencies stays outside. 7/5 (1.4), 0.8 % from 1336/941, is left out.
+pub const HARMONIC_RATIOS: [(f32, f32); 10] = [
+    (1.2, 0.008),
+    (1.25, 0.008),
+    (4.0 / 3.0, 0.008),
+    (1.5, 0.008),
+    (1.6, 0.008),
+    (5.0 / 3.0, 0.008),
+    (1.75, 0.004),
+    (1.8, 0.008),
+    (2.0, 0.008),
+    (7.0 / 3.0, 0.002),
+];
+/// Largest frequency offset followed, as a fraction of the nominal frequency.
+///
+/// Decoders read keys several per cent off (spandsp's wide filters up to about ±4.5 %); a
+/// 5 ms term keeps a tone this far off within 2.5 dB of its filter's peak.
+pub const MAX_FREQ_OFFSET: f32 = 0.06;
+/// Largest level difference between the two lines, dB (either way).
+///
+/// spandsp can be set to 20 dB of twist either way; 4 dB beyond that.
+pub const MAX_TWIST_DB: f32 = 24.0;
+/// Lowest level per line considered, dBm0: just above what G.711 quantisation itself produces
+/// (A-law's finest step leaves about -71 dBm0 of noise).
+pub const MIN_TONE_LEVEL_DBM0: f32 = -66.0;
+/// Marked spans remembered (the masker asks about the last 100 ms or so).
+const SPANS: usize = 8;
+
+/// A candidate pair's measures in one window.
+#[derive(Debug, Clone, Copy)]
+struct PairMeasure {
+    share: f32,
+    weak_to_rest: f32,
+}
+
+/// Consecutive windows of one pair not yet marked.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    pair: (usize, usize),
+    /// First sample of the run's first window.
+    start: u64,
+    /// Windows so far that met each tier.
+    windows: [u32; EVIDENCE.len()],
+}
+
+/// The masking test. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct TonePresence {
+    align: WindowAlign,
+    /// cos of the largest phase advance per sub-block followed, per frequency.
+    cos_offset: [f32; BANK_SIZE],
+    min_window_tone_energy: f32,
+    twist: f32,
+    relative_peak: f32,
+    history: [BlockTerms; WINDOW],
+    blocks: u64,
+    /// The marked pair being followed (row filter 0-3, column filter 4-7).
+    tracked: Option<(usize, usize)>,
+    run: Option<Run>,
+    /// The span being marked, in samples.
+    open: Option<(u64, u64)>,
+    spans: [(u64, u64); SPANS],
+    span_next: usize,
+    windows_marked: u64,
+}
+
+impl Default for TonePresence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TonePresence {
+    /// A presence test with the thresholds documented on this module's constants.
+    pub fn new() -> Self {
+        let freqs = bank_frequencies();
+        let mut cos_offset = [0.0; BANK_SIZE];
+        for k in 0..BANK_SIZE {
+            let advance = 2.0
+                * core::f64::consts::PI
+                * MAX_FREQ_OFFSET as f64
+                * freqs[k] as f64
+                * SUB_BLOCK as f64
+                / SAMPLE_RATE as f64;
+            cos_offset[k] = advance.cos() as f32;
+        }
+        TonePresence {
+            align: WindowAlign::new(&freqs, SUB_BLOCK, SAMPLE_RATE as f32),
+            cos_offset,
+            min_window_tone_energy: level::sine_power(MIN_TONE_LEVEL_DBM0)
+                * (WINDOW * SUB_BLOCK) as f32,
+            twist: 10f32.powf(MAX_TWIST_DB / 10.0),
+            relative_peak: 10f32.powf(MIN_RELATIVE_PEAK_DB / 10.0),
+            history: [BlockTerms::default(); WINDOW],
+            blocks: 0,
+            tracked: None,
+            run: None,
+            open: None,
+            spans: [(0, 0); SPANS],
+            span_next: 0,
+            windows_marked: 0,
+        }
+    }
+
+    /// Takes the next 5 ms sub-block's terms (from the detector's bank, in stream order).
+    #[inline]
+    pub fn push(&mut self, terms: &BlockTerms) {
+        self.history[(self.blocks % WINDOW as u64) as usize] = *terms;
+        self.blocks += 1;
+        if self.blocks < WINDOW as u64 {
+            return;
+        }
+        let now = self.blocks - 1;
+        let start = (now + 1 - WINDOW as u64) * SUB_BLOCK as u64;
+        let end = (now + 1) * SUB_BLOCK as u64;
+        let blocks = self.window_blocks(now);
+        let total: f32 = blocks.iter().map(|b| b.energy).sum();
+        if let Some((r, c)) = self.tracked {
+            let held = self
+                .measure(&blocks, r, c, total)
+                .is_some_and(|m| m.share >= HOLD_PAIR_SHARE);
+            if held {
+                self.extend(start, end);
+                return;
+            }
+            self.tracked = None;
+            self.close();
+        }
+        let Some((pair, tier)) = self.judge(&blocks, total) else {
+            self.run = None;
+            return;
+        };
+        let mut run = match self.run {
+            Some(run) if run.pair == pair => run,
+            _ => Run {
+                pair,
+                start,
+                windows: [0; EVIDENCE.len()],
+            },
+        };
+        // A window meeting a tier meets every weaker one too.
+        for w in &mut run.windows[tier..] {
+            *w += 1;
+        }
+        if run
+            .windows
+            .iter()
+            .zip(&EVIDENCE)
+            .any(|(&n, e)| n >= e.windows)
+        {
+            self.tracked = Some(pair);
+            self.run = None;
+            self.extend(run.start, end);
+        } else {
+            self.run = Some(run);
+        }
+    }
+
+    /// Ends the stream: closes the span being marked.
+    pub fn flush(&mut self) {
+        self.close();
+        self.tracked = None;
+        self.run = None;
+    }
+
+    /// Whether any DTMF-like window overlaps samples `start..end`, widened by `margin` samples
+    /// on each side.
+    pub fn overlaps(&self, start: u64, end: u64, margin: u64) -> bool {
+        let (lo, hi) = (start.saturating_sub(margin), end + margin);
+        let hit = |&(s, e): &(u64, u64)| e > s && s < hi && e > lo;
+        self.open.as_ref().is_some_and(hit) || self.spans.iter().any(hit)
+    }
+
+    /// Windows judged DTMF-like so far.
+    pub fn windows_marked(&self) -> u64 {
+        self.windows_marked
+    }
+
+    fn extend(&mut self, start: u64, end: u64) {
+        self.windows_marked += 1;
+        self.open = Some(match self.open {
+            Some((s, _)) => (s.min(start), end),
+            None => (start, end),
+        });
+    }
+
+    fn close(&mut self) {
+        if let Some(span) = self.open.take() {
+            self.spans[self.span_next] = span;
+            self.span_next = (self.span_next + 1) % SPANS;
+        }
+    }
+
+    /// The window's sub-block terms, newest first (copied: the history is overwritten next).
+    fn window_blocks(&self, now: u64) -> [BlockTerms; WINDOW] {
+        core::array::from_fn(|j| self.history[((now - j as u64) % WINDOW as u64) as usize])
+    }
+
+    /// The window's candidate pair and the strongest tier of [`EVIDENCE`] it meets, if any.
+    fn judge(&self, blocks: &[BlockTerms; WINDOW], total: f32) -> Option<((usize, usize), usize)> {
+        if total < 2.0 * self.min_window_tone_energy {
+            return None;
+        }
+        // Incoherent sums of sub-block powers bound each filter's coherent energy from above
+        // (Cauchy-Schwarz): they pick each group's candidates and reject most windows cheaply.
+        let mut bound = [0.0f32; BANK_SIZE];
+        for b in blocks {
+            for (s, p) in bound.iter_mut().zip(&b.power) {
+                *s += p;
+            }
+        }
+        let (r1, r2) = two_strongest(&bound[..4]);
+        let (c1, c2) = two_strongest(&bound[4..]);
+        let weakest = EVIDENCE[EVIDENCE.len() - 1].min_share;
+        if (bound[r1] + bound[4 + c1]) * 2.0 / (SUB_BLOCK as f32) < weakest * total {
+            return None;
+        }
+        // A strong tone of one group leaks into the other group's 5 ms filters (-14 dB 270 Hz
+        // away), which can outweigh a tone 13 dB weaker: of each group's two strongest filters,
+        // the one holding more energy at its own frequency is the line.
+        let pick = |a: usize, b: usize| {
+            if self.tone_energy(blocks, b) > self.tone_energy(blocks, a) {
+                b
+            } else {
+                a
+            }
+        };
+        let (r, c) = (pick(r1, r2), pick(4 + c1, 4 + c2));
+        let m = self.measure(blocks, r, c, total)?;
+        let mut shaped = None;
+        let tier = EVIDENCE.iter().position(|e| {
+            m.share >= e.min_share
+                && m.weak_to_rest >= e.min_weak_to_rest
+                && (!e.shaped || *shaped.get_or_insert_with(|| self.shaped(blocks, r, c)))
+        })?;
+        Some(((r, c), tier))
+    }
+
+    /// The pair's measures, or `None` when a line is too quiet or the twist too large.
+    fn measure(
+        &self,
+        blocks: &[BlockTerms; WINDOW],
+        r: usize,
+        c: usize,
+        total: f32,
+    ) -> Option<PairMeasure> {
+        let er = self.tone_energy(blocks, r);
+        let ec = self.tone_energy(blocks, c);
+        let ok = er >= self.min_window_tone_energy
+            && ec >= self.min_window_tone_energy
+            && er <= self.twist * ec
+            && ec <= self.twist * er;
+        ok.then(|| PairMeasure {
+            share: (er + ec) / total,
+            weak_to_rest: er.min(ec) / (total - er - ec).max(f32::MIN_POSITIVE),
+        })
+    }
+
+    /// Whether each line stands [`MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
+    /// nominal frequencies and the two are not low harmonics of one fundamental.
+    fn shaped(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize) -> bool {
+        let pow = self.align.coherent_power(blocks.each_ref());
+        let (mut other_r, mut other_c) = (0.0f32, 0.0f32);
+        for k in 0..4 {
+            if k != r {
+                other_r = other_r.max(pow[k]);
+            }
+            if 4 + k != c {
+                other_c = other_c.max(pow[4 + k]);
+            }
+        }
+        if pow[r] < self.relative_peak * other_r || pow[c] < self.relative_peak * other_c {
+            return false;
+        }
+        match (self.frequency(blocks, r), self.frequency(blocks, c)) {
+            (Some(fr), Some(fc)) => {
+                let ratio = fc / fr;
+                !HARMONIC_RATIOS
+                    .iter()
+                    .any(|&(h, tol)| (ratio - h).abs() <= tol * h)
+            }
+            _ => true,
+        }
+    }
+
+    /// Filter `k`'s line frequency in Hz, from its phase advance per sub-block.
+    fn frequency(&self, blocks: &[BlockTerms; WINDOW], k: usize) -> Option<f32> {
+        let (ur, ui) = phase_advance(&self.align.aligned(blocks.each_ref(), k))?;
+        let per_turn = SAMPLE_RATE as f32 / (2.0 * core::f32::consts::PI * SUB_BLOCK as f32);
+        Some(bank_frequencies()[k] + ui.atan2(ur) * per_turn)
+    }
+
+    /// Energy of filter `k`'s line over the window: the larger of its energy at the nominal
+    /// frequency and at the frequency its phase advance shows (within [`MAX_FREQ_OFFSET`]), so a
+    /// tone filling only part of the window is not lost to a poor frequency estimate.
+    #[inline]
+    fn tone_energy(&self, blocks: &[BlockTerms; WINDOW], k: usize) -> f32 {
+        let aligned = self.align.aligned(blocks.each_ref(), k);
+        let mut p = rotated_power(&aligned, (1.0, 0.0));
+        if let Some(adv) = phase_advance(&aligned) {
+            if adv.0 >= self.cos_offset[k] {
+                p = p.max(rotated_power(&aligned, adv));
+            }
+        }
+        p * 2.0 / (WINDOW * SUB_BLOCK) as f32
+    }
+}
+
+/// The bank's eight frequencies: rows, then columns.
+fn bank_frequencies() -> [f32; BANK_SIZE] {
+    let mut freqs = [0.0f32; BANK_SIZE];
+    freqs[..4].copy_from_slice(&ROW_HZ);
+    freqs[4..].copy_from_slice(&COL_HZ);
+    freqs
+}
+
+/// Indices of the largest and second-largest of four values.
+fn two_strongest(p: &[f32]) -> (usize, usize) {
+    let (mut a, mut b) = if p[1] > p[0] { (1, 0) } else { (0, 1) };
+    for k in 2..p.len() {
+        if p[k] > p[a] {
+            b = a;
+            a = k;
+        } else if p[k] > p[b] {
+            b = k;
+        }
+    }
+    (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::{append_key, append_silence, ToneSpec};
+    use crate::DtmfDetector;
+    use crate::DtmfKey;
+
+    /// Runs `samples` through a detector's bank into a presence test.
+    fn presence_of(samples: &[i16]) -> TonePresence {
+        let mut det = DtmfDetector::new();
+        let mut p = TonePresence::new();
+        det.process_observed(samples, |t| p.push(t));
+        det.flush_observed(|t| p.push(t));
+        p.flush();
+        p
+    }
+
+    #[test]
+    fn marks_a_key_far_outside_what_capture_accepts() {
+        // -50 dBm0, 5 % off, 20 dB twist: capture rejects every one of these.
+        for spec in [
+            ToneSpec {
+                level_dbm0: -50.0,
+                ..ToneSpec::default()
+            },
+            ToneSpec {
+                freq_offset: (0.05, -0.05),
+                ..ToneSpec::default()
+            },
+            ToneSpec {
+                twist_db: -20.0,
+                ..ToneSpec::default()
+            },
+            ToneSpec {
+                level_dbm0: -28.0,
+                twist_db: 20.0,
+                ..ToneSpec::default()
+            },
+        ] {
+            let mut v = Vec::new();
+            append_silence(&mut v, 100);
+            let r = append_key(&mut v, DtmfKey::D8, &spec);
+            append_silence(&mut v, 100);
+            let p = presence_of(&v);
+            assert!(
+                p.overlaps(r.start as u64, r.start as u64 + 1, 0),
+                "{spec:?}: onset"
+            );
+            assert!(
+                p.overlaps(r.end as u64 - 1, r.end as u64, 0),
+                "{spec:?}: end"
+            );
+            assert!(!p.overlaps(0, 400, 0), "{spec:?}: silence before");
+        }
+    }
+
+    #[test]
+    fn a_note_with_its_octave_is_not_a_key() {
+        // 698.5 Hz (F5) with its second harmonic at 1397 Hz, 6 dB down: within 5 % of key 2's
+        // pair, but harmonics of one pitch. Marked only when it is clean enough to read as a key.
+        let n = 2400;
+        let v: Vec<i16> = (0..n)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                let a = crate::level::amplitude(-12.0);
+                let x = a * (2.0 * core::f32::consts::PI * 698.5 * t).sin()
+                    + 0.5 * a * (2.0 * core::f32::consts::PI * 1397.0 * t).sin()
+                    + 0.33 * a * (2.0 * core::f32::consts::PI * 2095.5 * t).sin()
+                    + 0.25 * a * (2.0 * core::f32::consts::PI * 2794.0 * t).sin();
+                x as i16
+            })
+            .collect();
+        // The third and fourth harmonics hold more than the weak line: only the shaped tiers
+        // could take it, and the harmonic test refuses them.
+        assert_eq!(presence_of(&v).windows_marked(), 0);
+    }
+
+    #[test]
+    fn two_strongest_orders_indices() {
+        assert_eq!(two_strongest(&[1.0, 4.0, 3.0, 2.0]), (1, 2));
+        assert_eq!(two_strongest(&[5.0, 1.0, 0.0, 6.0]), (3, 0));
+    }
+}
