@@ -67,7 +67,9 @@ const READ_CHUNK: usize = 1 << 16;
 /// command with it, several times faster without it; see the README).
 pub struct Pcm8kReader {
     path: String,
-    file: std::io::BufReader<std::fs::File>,
+    /// Data bytes hound's buffered reader had already read past the header.
+    leftover: std::io::Cursor<Vec<u8>>,
+    file: std::fs::File,
     remaining: usize,
     bytes: Vec<u8>,
 }
@@ -125,10 +127,14 @@ impl Pcm8kReader {
             ));
         }
         let remaining = reader.len() as usize;
-        // hound stops right at the start of the data chunk.
+        // hound stops right at the start of the data chunk; what its buffer holds beyond that
+        // is data. The rest is read straight from the file, one copy per block.
+        let buffered = reader.into_inner();
+        let leftover = std::io::Cursor::new(buffered.buffer().to_vec());
         Ok(Pcm8kReader {
             path: shown,
-            file: reader.into_inner(),
+            leftover,
+            file: buffered.into_inner(),
             remaining,
             bytes: Vec::with_capacity(READ_CHUNK),
         })
@@ -148,7 +154,8 @@ impl Pcm8kReader {
             return Ok(0);
         }
         self.bytes.resize(n * 2, 0);
-        if let Err(e) = self.file.read_exact(&mut self.bytes) {
+        let from_buffer = self.leftover.read(&mut self.bytes).unwrap_or(0);
+        if let Err(e) = self.file.read_exact(&mut self.bytes[from_buffer..]) {
             return Err(WavError::Truncated {
                 path: self.path.clone(),
                 reason: match e.kind() {

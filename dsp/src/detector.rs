@@ -102,6 +102,9 @@ pub const MIN_OFF_MS: u32 = 25;
 /// Windows that must pass for a tone to count as a key (guards against single-window talk-off).
 pub const MIN_VALID_WINDOWS: u32 = 2;
 
+/// Sub-blocks holding less than two tones at this level (dBm0) are not filtered: 6 dB below
+/// the quietest line the masker's presence test considers, and below G.711's own noise.
+const QUIET_DBM0: f32 = -72.0;
 /// How far (power ratio, 6 dB) another filter of a group may exceed the tracked one in a
 /// sub-block that still counts as carrying the tone.
 const PRESENCE_GROUP_MARGIN: f32 = 4.0;
@@ -183,6 +186,8 @@ pub struct DtmfDetector {
     reverse_twist: f32,
     relative_peak: f32,
 
+    /// Energy of a sub-block too quiet to need filtering (see `run_bank`).
+    quiet_block: f32,
     staging: [f32; SUB_BLOCK],
     staged: usize,
     scratch: [f32; PAIR * SUB_BLOCK],
@@ -244,6 +249,7 @@ impl DtmfDetector {
             normal_twist: db_to_power(MAX_NORMAL_TWIST_DB),
             reverse_twist: db_to_power(MAX_REVERSE_TWIST_DB),
             relative_peak: db_to_power(RELATIVE_PEAK_DB),
+            quiet_block: 2.0 * level::sine_power(QUIET_DBM0) * SUB_BLOCK as f32,
             staging: [0.0; SUB_BLOCK],
             staged: 0,
             scratch: [0.0; PAIR * SUB_BLOCK],
@@ -294,7 +300,7 @@ impl DtmfDetector {
             }
             self.staged = 0;
             let mut out = [BlockTerms::default(); 1];
-            self.bank.run::<1, SUB_BLOCK>(&self.staging, &mut out);
+            run_bank(&self.bank, self.quiet_block, &self.staging, &mut out);
             observe(&out[0]);
             self.push_block(&out[0]);
         }
@@ -303,7 +309,7 @@ impl DtmfDetector {
                 *d = s as f32;
             }
             let mut out = [BlockTerms::default(); PAIR];
-            self.bank.run::<PAIR, SUB_BLOCK>(&self.scratch, &mut out);
+            run_bank(&self.bank, self.quiet_block, &self.scratch, &mut out);
             for b in &out {
                 observe(b);
                 self.push_block(b);
@@ -315,7 +321,12 @@ impl DtmfDetector {
                 *d = s as f32;
             }
             let mut out = [BlockTerms::default(); 1];
-            self.bank.run::<1, SUB_BLOCK>(&self.scratch, &mut out);
+            run_bank(
+                &self.bank,
+                self.quiet_block,
+                &self.scratch[..SUB_BLOCK],
+                &mut out,
+            );
             observe(&out[0]);
             self.push_block(&out[0]);
             x = &x[SUB_BLOCK..];
@@ -623,6 +634,27 @@ impl DtmfDetector {
     /// The window's sub-blocks ending at `now`, newest first.
     fn window_blocks(&self, now: u64) -> [&BlockTerms; WINDOW] {
         core::array::from_fn(|j| self.block(now - j as u64))
+    }
+}
+
+/// Runs the bank over `B` sub-blocks, unless all of them are quieter than `quiet` (energy):
+/// then their terms are zero, which is what they would round to next to any tone the tests
+/// could see, and a quarter of a call's audio (pauses, silence) costs no filtering.
+#[inline]
+fn run_bank<const B: usize>(bank: &GoertzelBank, quiet: f32, x: &[f32], out: &mut [BlockTerms; B]) {
+    let mut energy = [0.0f32; B];
+    for (e, block) in energy.iter_mut().zip(x.chunks_exact(SUB_BLOCK)) {
+        *e = block.iter().map(|v| v * v).sum();
+    }
+    if energy.iter().all(|&e| e < quiet) {
+        for (o, e) in out.iter_mut().zip(energy) {
+            *o = BlockTerms {
+                energy: e,
+                ..BlockTerms::default()
+            };
+        }
+    } else {
+        bank.run::<B, SUB_BLOCK>(x, out);
     }
 }
 
