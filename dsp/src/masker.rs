@@ -312,7 +312,7 @@ pub fn mask_signal(
                 if v.replace {
                     report.masked += 1;
                     m.fill_replacement(&mut out[s..e]);
-                    guard.skip(&out[s..e]);
+                    guard.skip();
                 } else if guard.check(&out[s..e]) {
                     report.masked += 1;
                     report.guarded += 1;

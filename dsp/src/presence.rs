@@ -309,14 +309,15 @@ impl TonePresence {
         // away), which can outweigh a tone 13 dB weaker: of each group's two strongest filters,
         // the one holding more energy at its own frequency is the line.
         let pick = |a: usize, b: usize| {
-            if self.tone_energy(blocks, b) > self.tone_energy(blocks, a) {
-                b
+            let (ea, eb) = (self.tone_energy(blocks, a), self.tone_energy(blocks, b));
+            if eb > ea {
+                (b, eb)
             } else {
-                a
+                (a, ea)
             }
         };
-        let (r, c) = (pick(r1, r2), pick(4 + c1, 4 + c2));
-        let m = self.measure(blocks, r, c, total)?;
+        let ((r, er), (c, ec)) = (pick(r1, r2), pick(4 + c1, 4 + c2));
+        let m = self.pair_measure(er, ec, total)?;
         let mut shaped = None;
         let tier = EVIDENCE.iter().position(|e| {
             m.share >= e.min_share
@@ -334,8 +335,15 @@ impl TonePresence {
         c: usize,
         total: f32,
     ) -> Option<PairMeasure> {
-        let er = self.tone_energy(blocks, r);
-        let ec = self.tone_energy(blocks, c);
+        self.pair_measure(
+            self.tone_energy(blocks, r),
+            self.tone_energy(blocks, c),
+            total,
+        )
+    }
+
+    /// The measures of lines holding `er` and `ec` of a window's `total` energy.
+    fn pair_measure(&self, er: f32, ec: f32, total: f32) -> Option<PairMeasure> {
         let ok = er >= self.min_window_tone_energy
             && ec >= self.min_window_tone_energy
             && er <= self.twist * ec

@@ -456,12 +456,14 @@ impl SecureStream {
         else {
             return;
         };
+        if replaced {
+            self.guard.skip();
+            return;
+        }
         let (s, e) = slot.payload;
         let pcm = &mut self.pcm[..e - s];
         self.cfg.law.decode_into(&slot.bytes[s..e], pcm);
-        if replaced {
-            self.guard.skip(pcm);
-        } else if self.guard.check(pcm) {
+        if self.guard.check(pcm) {
             match self.masker.as_mut() {
                 Some(m) => m.fill_replacement(&mut self.fill[..e - s]),
                 None => self.fill[..e - s].fill(0),
