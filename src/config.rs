@@ -55,6 +55,34 @@ pub struct Config {
     pub sms: crate::sms::SmsConfig,
     /// IVR prompts.
     pub prompts: crate::prompts::PromptConfig,
+    /// `dtmfLinkId`: linking a call to a self-service session by keying its id.
+    pub link: LinkConfig,
+}
+
+/// How callers link a call to a self-service session by keying its `dtmfLinkId`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Digits of a link id, its Luhn check digit (the last) included (8-16).
+    pub digits: usize,
+    /// Wrong ids a call may key before it stops listening.
+    pub tries_per_call: u32,
+    /// Failed tries within its client while a session waits, after which it is locked (it can
+    /// still link by CallGuid).
+    pub tries_per_session: u32,
+    /// Link-id lookups per minute across the gateway; beyond, tries are refused.
+    pub tries_per_minute: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            digits: 8,
+            tries_per_call: 3,
+            tries_per_session: 10,
+            tries_per_minute: 60,
+        }
+    }
 }
 
 /// Session storage.
@@ -116,6 +144,10 @@ pub struct AccountConfig {
     /// Masking for this account's calls (else the relay's).
     #[serde(default)]
     pub masking: Option<MaskingSetting>,
+    /// When this account's calls are masked: the whole call (default) or only while a
+    /// session holds it.
+    #[serde(default)]
+    pub dtmf_masking: DtmfMasking,
     /// Prompt set (language) for self-service calls.
     #[serde(default = "default_prompts")]
     pub prompts: String,
@@ -233,6 +265,22 @@ pub struct ClientConfig {
     pub accounts: Vec<String>,
 }
 
+/// When a call's caller → agent keys are masked.
+///
+/// `call` is the default because it is the only policy that cannot be defeated by timing:
+/// keys pressed before a session links to the call, between two captures ("let's try another
+/// card") or after a declined payment are masked too, and nobody can turn masking off.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DtmfMasking {
+    /// Every key, for the whole life of the call, from its first packet.
+    #[default]
+    Call,
+    /// From the moment a session links to the call (or secure mode is asked for) until it is
+    /// released explicitly, or the call ends.
+    Session,
+}
+
 /// What masked audio frames are replaced with.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -266,6 +314,10 @@ pub struct RelayConfig {
     /// Allows `lookahead_frames = 0`, which lets tone onsets reach the agent before they can
     /// be recognised. For measurements only.
     pub unsafe_no_lookahead: bool,
+    /// Masking policy of calls that belong to no account (see [`DtmfMasking`]).
+    pub dtmf_masking: DtmfMasking,
+    /// Secure mode cannot be turned off within this many seconds of the last key.
+    pub secure_hold_off_s: u64,
     /// Replacement for masked frames.
     pub masking: MaskingSetting,
     /// Comfort-noise level, dBm0.
@@ -304,6 +356,8 @@ impl Default for RelayConfig {
             max_calls: 10_000,
             lookahead_frames: 1,
             unsafe_no_lookahead: false,
+            dtmf_masking: DtmfMasking::Call,
+            secure_hold_off_s: 10,
             masking: MaskingSetting::Silence,
             comfort_noise_dbm0: -55.0,
             telephone_event_replacement: "drop".into(),
@@ -445,6 +499,17 @@ impl Config {
                  before it can be recognised; use 1 or more, or set relay.unsafe_no_lookahead = \
                  true to accept that (measurements only)"
                     .into(),
+            ));
+        }
+        if !(8..=16).contains(&self.link.digits) {
+            return Err(invalid(format!(
+                "link.digits must be 8-16 (the check digit included), got {}",
+                self.link.digits
+            )));
+        }
+        if self.link.tries_per_call == 0 || self.link.tries_per_session == 0 {
+            return Err(invalid(
+                "link.tries_per_call and link.tries_per_session must be at least 1".into(),
             ));
         }
         if r.event_replacement().is_none() {

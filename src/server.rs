@@ -66,6 +66,36 @@ pub async fn serve_state(
     Ok(())
 }
 
+/// A sink for the relay's audit records: a thread of its own writes them to the store, so the
+/// relay never waits on the database.
+fn relay_audit_writer(
+    store: Arc<dyn crate::session::store::SessionStore>,
+) -> crate::relay::AuditSink {
+    let (tx, rx) = std::sync::mpsc::channel::<crate::relay::RelayAudit>();
+    std::thread::Builder::new()
+        .name("relay-audit".into())
+        .spawn(move || {
+            for e in rx {
+                let record = crate::session::store::RelayAuditRecord {
+                    at: crate::api::unix_now(),
+                    call_id: e.call_id,
+                    call_guid: e.call_guid,
+                    owner: e.owner,
+                    actor: e.actor,
+                    action: e.action.to_string(),
+                    reason: e.reason,
+                };
+                if let Err(err) = store.relay_audit_add(&record) {
+                    tracing::error!(error = %err, "writing the relay audit trail failed");
+                }
+            }
+        })
+        .expect("starting the relay audit thread");
+    Arc::new(move |e| {
+        let _ = tx.send(e);
+    })
+}
+
 /// Builds the shared state from a checked configuration.
 pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     use base64::Engine;
@@ -120,6 +150,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let config = Arc::new(config);
     let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
+    relay.set_audit(relay_audit_writer(store.clone()));
     let sms: Arc<dyn crate::sms::SmsSender> = match config.sms.provider.as_str() {
         "twilio" => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
         _ => Arc::new(crate::sms::Outbox::new(store.clone())),

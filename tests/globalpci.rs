@@ -164,7 +164,10 @@ fn each_session_kind_with_the_seed_bodies() {
         assert!(v[k].is_string(), "{k} missing: {v}");
     }
     let link = v["dtmfLinkId"].as_str().unwrap();
-    assert!(link.len() == 6 && link.chars().all(|c| c.is_ascii_digit()));
+    assert!(
+        link.len() == 8 && tonegate::session::link_id::check_digit_ok(link),
+        "{link}"
+    );
     let ss = v["sessionId"].as_str().unwrap().to_string();
     // Without the trailing slash too.
     let (s, _) = post(
@@ -500,9 +503,9 @@ fn an_agent_session_captures_over_the_relay_and_leaves_no_digit_behind() {
     assert!(v["pspTransactionId"].as_str().unwrap().starts_with("pi_"));
     let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
     responses += &v.to_string();
-    // Secure mode is off again.
+    // Secure mode stays on after the payment (fail closed: the account masks the whole call).
     let (_, call) = get(&gw, &relay_tok, &format!("/relay/v1/calls/{call_id}"));
-    assert_eq!(call["secure"], false);
+    assert_eq!(call["secure"], true);
     assert_eq!(call["counters"]["keys_captured"], 26);
     responses += &call.to_string();
     responses += &http()

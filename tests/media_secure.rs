@@ -297,14 +297,54 @@ fn latching_and_foreign_sources() {
         c.foreign_source.load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    // With re-latch, the stranger becomes the caller.
+    // Re-latching follows a new address only within the leg's rule, and only after several
+    // packets carrying the stream's own SSRC: a forged or stray packet never takes the leg.
     let mut cfg = config(G711Law::Ulaw, None, 1);
     cfg.relatch = true;
-    let mut m = CallMedia::new(cfg, Some(caller), Some(agent));
+    let host = tonegate::media::RemoteRule::Host(caller.ip());
+    let mut m = CallMedia::with_rules(cfg, host, tonegate::media::RemoteRule::Exact(agent));
+    assert!(m
+        .on_datagram(Side::Caller, Channel::Rtp, caller, &mut p, n)
+        .is_some());
+    let mut other = [0u8; 172];
+    let forged = tonegate::media::rtp::write_packet(&mut other, 0, false, 2, 320, 77, &[0xFF; 160]);
+    for _ in 0..10 {
+        assert!(m
+            .on_datagram(Side::Caller, Channel::Rtp, stranger, &mut other, forged)
+            .is_none());
+    }
+    assert_eq!(
+        m.remote(Side::Caller),
+        Some(caller),
+        "another SSRC never re-latches"
+    );
+    for i in 1..tonegate::media::call::RELATCH_PACKETS {
+        assert!(
+            m.on_datagram(Side::Caller, Channel::Rtp, stranger, &mut p, n)
+                .is_none(),
+            "packet {i} of the same stream from a new port is held back"
+        );
+    }
     assert!(m
         .on_datagram(Side::Caller, Channel::Rtp, stranger, &mut p, n)
         .is_some());
     assert_eq!(m.remote(Side::Caller), Some(stranger));
+    // Outside the rule's host nothing latches, first packet or not.
+    let mut m = CallMedia::with_rules(
+        config(G711Law::Ulaw, None, 1),
+        tonegate::media::RemoteRule::Host("127.0.0.2".parse().unwrap()),
+        tonegate::media::RemoteRule::Exact(agent),
+    );
+    assert!(m
+        .on_datagram(Side::Caller, Channel::Rtp, caller, &mut p, n)
+        .is_none());
+    assert_eq!(m.remote(Side::Caller), None);
+    assert_eq!(
+        m.counters()
+            .foreign_source
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]

@@ -12,6 +12,11 @@ use tonegate::media::rtp::{write_packet, RtpHeader};
 use tonegate_dsp::generator::{KeyedSignal, PlacedKey};
 use tonegate_dsp::{DtmfKey, G711Law};
 
+/// Calls that belong to no account are plain until secure mode is asked for, and secure mode
+/// may go off right after a key: the shipped defaults (masked from the first packet, 10 s
+/// hold-off) are tested in `tenancy.rs`; these tests are about the media path.
+const SESSION_POLICY: &str = "[relay]\ndtmf_masking = \"session\"\nsecure_hold_off_s = 0\n";
+
 /// The card-entry fixture as a signal with its keys.
 fn fixture_signal(name: &str) -> KeyedSignal {
     let samples = tonegate::wav::read_pcm8k(&fixture(&format!("audio/{name}.wav"))).unwrap();
@@ -142,7 +147,7 @@ fn call_body(caller: &UdpSocket, agent: &UdpSocket, codec: &str, event_pt: Optio
 }
 
 fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
     let (caller_rtcp, agent_rtcp) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
@@ -216,7 +221,7 @@ fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
 }
 
 fn latching_learns_remotes_and_drops_foreign_sources() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (caller, agent, stranger) = (
         endpoint("127.0.0.1"),
@@ -267,7 +272,7 @@ fn ipv6_calls_relay_on_ipv6() {
         return;
     };
     drop(probe);
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("[::1]"), endpoint("[::1]"));
     let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
@@ -281,14 +286,15 @@ fn ipv6_calls_relay_on_ipv6() {
 }
 
 fn exhausted_ports_are_503() {
-    let gw = Gateway::start("[relay]\nport_min = 31000\nport_max = 31003\n");
+    let gw =
+        Gateway::start("[relay]\nport_min = 31000\nport_max = 31003\ndtmf_masking = \"session\"\n");
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
     let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
     // Two legs × (RTP + RTCP) use all four ports: the next call is refused.
-    let (status, body) = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None))
-        .err()
-        .unwrap();
+    let mut second = call_body(&caller, &agent, "PCMU", None);
+    second["call_guid"] = json!("another-call");
+    let (status, body) = create(&gw, &tok, second).err().unwrap();
     assert_eq!(status, 503);
     assert_eq!(body["error"], "relay_exhausted");
     // Deleting the call frees its ports.
@@ -307,7 +313,7 @@ fn exhausted_ports_are_503() {
 }
 
 fn silent_calls_time_out() {
-    let gw = Gateway::start("[relay]\nmedia_timeout_s = 1\n");
+    let gw = Gateway::start("[relay]\nmedia_timeout_s = 1\ndtmf_masking = \"session\"\n");
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
     let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
@@ -391,7 +397,7 @@ fn assert_agent_hears_nothing(packets: &[Vec<u8>], law: G711Law, first_ts: u32, 
 }
 
 fn secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let want = truth_keys(&fixture("audio/card_entry.json"));
     for law in [G711Law::Ulaw, G711Law::Alaw] {
@@ -402,7 +408,7 @@ fn secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma() {
 }
 
 fn secure_mode_with_loss_and_reordering() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let want = truth_keys(&fixture("audio/card_entry.json"));
     let (got, keys, opts) = secure_run(&gw, &tok, G711Law::Ulaw, false, true);
@@ -420,7 +426,7 @@ fn secure_mode_with_loss_and_reordering() {
 }
 
 fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let want = truth_keys(&fixture("audio/card_entry.json"));
     let (got, keys, opts) = secure_run(&gw, &tok, G711Law::Ulaw, true, false);
@@ -434,7 +440,7 @@ fn keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once() {
 /// every key from -36 dBm0 up.
 fn quiet_and_loud_cards_are_masked_at_every_packet_size() {
     use tonegate_dsp::generator::{add_noise_below, human_keying_at};
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let card = "4556737586899855#0328#123#";
     struct Prepared {
@@ -518,7 +524,7 @@ fn quiet_and_loud_cards_are_masked_at_every_packet_size() {
 }
 
 fn speech_through_secure_mode_is_barely_masked() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (mut frames, mut masked) = (0u64, 0u64);
     for name in ["speech_en", "speech_multi"] {
@@ -549,7 +555,7 @@ fn speech_through_secure_mode_is_barely_masked() {
 }
 
 fn agent_sequence_is_continuous_across_toggles_and_dropped_events() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
     let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", Some(101))).unwrap();
@@ -583,7 +589,7 @@ fn agent_sequence_is_continuous_across_toggles_and_dropped_events() {
 }
 
 fn bad_input_is_dropped_and_counted() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let tok = gw.token("relay");
     let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
     let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", Some(101))).unwrap();
@@ -631,7 +637,7 @@ fn bad_input_is_dropped_and_counted() {
 }
 
 fn control_api_checks_tokens_and_input() {
-    let gw = Gateway::start("");
+    let gw = Gateway::start(SESSION_POLICY);
     let relay_tok = gw.token("relay");
     let other_tok = gw.token("globalpci");
     let body = json!({"call_guid": "x", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});

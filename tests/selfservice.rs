@@ -235,8 +235,11 @@ fn self_service_call_by_keyed_link_id() {
     let relay = relay_call(&gw, "fallback-leg-77", &sock);
     let mut caller = Caller::new(sock, relay);
     std::thread::sleep(Duration::from_millis(200));
-    // A wrong id first: told it is not valid; then the right one.
-    caller.key("000000", 7);
+    // A wrong id first (a typo: the check digit catches it): told it is not valid; then the
+    // right one.
+    let mut typo = link_id.clone().into_bytes();
+    typo[2] = b'0' + (typo[2] - b'0' + 1) % 10;
+    caller.key(std::str::from_utf8(&typo).unwrap(), 7);
     assert_eq!(caller.next_prompt(), "invalid_entry");
     caller.key(&link_id, 8);
     pay_by_phone(&mut caller);

@@ -1,4 +1,5 @@
-//! Operator routes (scope `admin`): `GET /admin/v1/outbox`, the SMS outbox.
+//! Operator routes (scope `admin`): `GET /admin/v1/outbox`, the SMS outbox;
+//! `GET /admin/v1/audit/relay`, who created, read, secured, released or ended relay calls.
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
@@ -11,12 +12,36 @@ use super::{ApiError, AppState, Authed};
 use crate::auth::Scope;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/admin/v1/outbox", get(outbox))
+    Router::new()
+        .route("/admin/v1/outbox", get(outbox))
+        .route("/admin/v1/audit/relay", get(relay_audit))
 }
 
 #[derive(Deserialize)]
 struct Limit {
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// One call's records only.
+    call: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn relay_audit(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<AuditQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let records = state
+        .sessions
+        .store()
+        .relay_audit(q.call.as_deref(), q.limit.unwrap_or(100).min(1000))
+        .map_err(crate::session::SessionError::from)?;
+    Ok(Json(json!({ "records": records })))
 }
 
 async fn outbox(

@@ -38,6 +38,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/session/{id}/cancel/", post(cancel))
         .route("/globalpci/v1/session/{id}/submit", post(submit))
         .route("/globalpci/v1/session/{id}/submit/", post(submit))
+        .route("/globalpci/v1/session/{id}/release", post(release))
+        .route("/globalpci/v1/session/{id}/release/", post(release))
         .route("/globalpci/v1/session/{id}/reissue", post(reissue))
         .route("/globalpci/v1/session/{id}/reissue/", post(reissue))
         .route("/globalpci/v1/session/{id}/messaging", post(messaging))
@@ -84,6 +86,7 @@ impl From<SessionError> for ApiError {
             SessionError::WrongState { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "wrong_state", msg)
             }
+            SessionError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             SessionError::Store(e) => {
                 tracing::error!(error = %e, "session store failure");
                 ApiError::new(
@@ -230,6 +233,25 @@ async fn cancel(
     let s = state.sessions.cancel(&p.client_id, &id).await?;
     let mut v = session_json(&s);
     v["Message"] = json!("Session cancelled");
+    Ok(Json(v))
+}
+
+/// Releases the session's hold on its call's secure mode (after its capture is over).
+async fn release(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let calls = state.sessions.release(&p.client_id, &id).await?;
+    let s = state.sessions.get(&p.client_id, &id)?;
+    let mut v = session_json(&s);
+    v["Message"] = json!(if calls.is_empty() {
+        "Session held no call"
+    } else {
+        "Session released its call"
+    });
+    v["releasedCalls"] = json!(calls);
     Ok(Json(v))
 }
 

@@ -149,5 +149,28 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Frames the output guard replaced after masking let them through (should stay 0).",
         c.guard_replaced,
     );
+    let l = state.sessions.link_counters();
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_link_attempts_total dtmfLinkId tries keyed on calls, by outcome.\n# TYPE tonegate_link_attempts_total counter"
+    );
+    for (result, v) in [
+        ("linked", r(&l.linked)),
+        ("bad_check_digit", r(&l.bad_check)),
+        ("not_found", r(&l.not_found)),
+        ("rate_limited", r(&l.rate_limited)),
+    ] {
+        let _ = writeln!(
+            out,
+            "tonegate_link_attempts_total{{result=\"{result}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_link_calls_limited_total Calls that used up their link-id tries.\n# TYPE tonegate_link_calls_limited_total counter\ntonegate_link_calls_limited_total {}\n# HELP tonegate_link_sessions_locked_total Sessions locked for linking by id after failed tries.\n# TYPE tonegate_link_sessions_locked_total counter\ntonegate_link_sessions_locked_total {}",
+        r(&l.call_limit),
+        r(&l.sessions_locked)
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

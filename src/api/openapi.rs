@@ -135,6 +135,18 @@ pub fn document() -> Value {
         Some(id_param("id")),
     );
     add(
+        "/globalpci/v1/session/{id}/release",
+        "post",
+        op(
+            "Release the session's hold on its call's secure mode once its capture is over \
+             (409 while capturing or within the hold-off after the last key)",
+            Some("globalpci"),
+            None,
+            "200",
+        ),
+        Some(id_param("id")),
+    );
+    add(
         "/globalpci/v1/session/{id}/reissue",
         "post",
         op(
@@ -173,6 +185,17 @@ pub fn document() -> Value {
         "get",
         op(
             "The SMS outbox (embedded provider), newest first",
+            Some("admin"),
+            None,
+            "200",
+        ),
+        None,
+    );
+    add(
+        "/admin/v1/audit/relay",
+        "get",
+        op(
+            "Relay calls' audit trail: created, read, secured, released, ended (?call=, ?limit=)",
             Some("admin"),
             None,
             "200",
@@ -235,17 +258,19 @@ pub fn document() -> Value {
             "call_guid": { "type": "string" },
             "codec": { "enum": ["PCMU", "PCMA"] },
             "telephone_event_pt": { "type": ["integer", "null"], "minimum": 96, "maximum": 127 },
-            "caller": { "type": "object", "properties": { "remote": { "type": ["string", "null"], "description": "ip:port, or null to learn it" } } },
+            "caller": { "type": "object", "properties": { "remote": { "type": ["string", "null"], "description": "ip:port (exactly), ip (that host, any port), ip:lo-hi (a port range), or null to learn it from the first packet" } } },
             "agent": { "type": "object", "properties": { "remote": { "type": ["string", "null"] } } },
             "rtcp_mux": { "type": "boolean" },
-            "ipv6": { "type": "boolean" }
+            "ipv6": { "type": "boolean" },
+            "account": { "type": "string", "description": "AccountConfigurationId the call belongs to (sets its dtmf_masking policy)" }
         }
     });
     add(
         "/relay/v1/calls",
         "post",
         op(
-            "Set up a relayed call → 201 {id, caller.local, agent.local}; 503 when out of ports",
+            "Set up a relayed call → 201 {id, caller.local, agent.local}; 409 for a call_guid \
+             already relayed; 503 when out of ports",
             Some("relay"),
             Some(new_call),
             "201",
@@ -256,7 +281,7 @@ pub fn document() -> Value {
         "/relay/v1/calls",
         "get",
         op(
-            "List relayed calls (counters, never keys)",
+            "List the caller's relayed calls (every call with scope admin; counters, never keys)",
             Some("relay"),
             None,
             "200",
@@ -267,7 +292,7 @@ pub fn document() -> Value {
         "/relay/v1/calls/{id}",
         "get",
         op(
-            "A call's legs and counters (never keys)",
+            "A call's legs and counters (never keys); 404 for another client's call",
             Some("relay"),
             None,
             "200",
@@ -284,7 +309,8 @@ pub fn document() -> Value {
         "/relay/v1/calls/{id}/secure",
         "post",
         op(
-            "Turn secure mode (masking) on or off",
+            "Hold secure mode (masking) on, or release it: 409 with the reason under policy \
+             call, while a capture is live, or within the hold-off after a key",
             Some("relay"),
             Some(
                 json!({ "type": "object", "required": ["enabled"], "properties": { "enabled": { "type": "boolean" } } }),

@@ -1,8 +1,12 @@
 //! Relay control (design.md contract 4), bearer token with scope `relay`:
 //! `POST /relay/v1/calls`, `POST /relay/v1/calls/{id}/secure`, `GET` and `DELETE
 //! /relay/v1/calls/{id}`, and `GET /relay/v1/calls` to list them.
+//!
+//! A call belongs to the client that created it: for any other client it does not exist (404,
+//! not in the list). A token with scope `admin` sees and ends every call, and each such use is
+//! in the audit trail.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,8 +18,9 @@ use serde_json::json;
 use tonegate_dsp::G711Law;
 
 use super::{ApiError, ApiJson, AppState, Authed};
-use crate::auth::Scope;
-use crate::relay::{NewCall, RelayError};
+use crate::auth::{Principal, Scope};
+use crate::media::RemoteRule;
+use crate::relay::{Access, NewCall, RelayError};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -35,6 +40,7 @@ impl From<RelayError> for ApiError {
             RelayError::Engine(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "relay_unavailable", m)
             }
+            RelayError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
         }
     }
 }
@@ -59,17 +65,65 @@ struct CreateRequest {
     /// Bind IPv6 ports when no remote is given.
     #[serde(default)]
     ipv6: bool,
+    /// The account (AccountConfigurationId) the call belongs to; sets its masking policy.
+    /// Without it, a client allowed exactly one account uses that one.
+    #[serde(default)]
+    account: Option<String>,
 }
 
-fn parse_remote(leg: &str, r: &Option<String>) -> Result<Option<SocketAddr>, ApiError> {
-    match r {
-        None => Ok(None),
-        Some(s) => s.parse::<SocketAddr>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!(
-                "{leg}.remote must be \"ip:port\" or null, got {s:?}"
-            ))
-        }),
+/// How a relay route's caller may see calls: as the owner of its own (scope `relay`), or every
+/// call (scope `admin`).
+fn access(p: &Principal) -> Result<Access<'_>, ApiError> {
+    if p.has(Scope::Admin) {
+        Ok(Access::Admin(&p.client_id))
+    } else if p.has(Scope::Relay) {
+        Ok(Access::Owner(&p.client_id))
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "this route needs a token with scope relay (or admin)",
+        ))
     }
+}
+
+/// A leg's `remote`: `"ip:port"` (exactly that), `"ip"` (that host, any port),
+/// `"ip:lo-hi"` (that host, a port range; IPv6 as `"[ip]:lo-hi"`), or null (learned from the
+/// first packet from anywhere). The leg latches only within what it names.
+fn parse_remote(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
+    let Some(s) = r else {
+        return Ok(RemoteRule::Any);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{leg}.remote must be \"ip:port\", \"ip\", \"ip:lo-hi\" or null, got {s:?}"
+        ))
+    };
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(RemoteRule::Exact(a));
+    }
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(RemoteRule::Host(ip));
+    }
+    let (host, ports) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map_err(|_| bad())?;
+    let (lo, hi) = ports.split_once('-').ok_or_else(bad)?;
+    let (lo, hi) = (
+        lo.parse::<u16>().map_err(|_| bad())?,
+        hi.parse::<u16>().map_err(|_| bad())?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok(RemoteRule::Ports(ip, lo, hi))
 }
 
 async fn create(
@@ -77,7 +131,7 @@ async fn create(
     auth: Authed,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth.require(Scope::Relay)?;
+    let p = auth.require(Scope::Relay)?;
     let law = match req.codec.to_ascii_uppercase().as_str() {
         "PCMU" => G711Law::Ulaw,
         "PCMA" => G711Law::Alaw,
@@ -94,6 +148,28 @@ async fn create(
             ));
         }
     }
+    let client = state.authority.client(&p.client_id).ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "unknown client")
+    })?;
+    let account = match req.account {
+        Some(a) => {
+            if state.config.account(&a).is_none() || !client.may_use_account(&a) {
+                return Err(ApiError::bad_request(format!(
+                    "account {a:?} is not an account this client may use"
+                )));
+            }
+            Some(a)
+        }
+        None => match client.accounts.as_slice() {
+            [only] if only != "*" => Some(only.clone()),
+            _ => None,
+        },
+    };
+    let policy = account
+        .as_deref()
+        .and_then(|a| state.config.account(a))
+        .map(|a| a.dtmf_masking)
+        .unwrap_or(state.config.relay.dtmf_masking);
     let info = state.relay.create_call(NewCall {
         call_guid: req.call_guid,
         law,
@@ -103,12 +179,17 @@ async fn create(
         rtcp_mux: req.rtcp_mux,
         ipv6: req.ipv6,
         masking: None,
+        owner: p.client_id.clone(),
+        account,
+        policy,
     })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": info.id,
             "call_guid": info.call_guid,
+            "secure": info.secure,
+            "dtmf_masking": info.dtmf_masking,
             "caller": { "local": info.caller.local.to_string() },
             "agent": { "local": info.agent.local.to_string() },
         })),
@@ -116,8 +197,8 @@ async fn create(
 }
 
 async fn list(State(state): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {
-    auth.require(Scope::Relay)?;
-    Ok(Json(json!({ "calls": state.relay.list() })))
+    let p = auth.0;
+    Ok(Json(json!({ "calls": state.relay.list(access(&p)?) })))
 }
 
 async fn show(
@@ -125,10 +206,10 @@ async fn show(
     auth: Authed,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth.require(Scope::Relay)?;
+    let p = auth.0;
     state
         .relay
-        .get(&id)
+        .get(&id, access(&p)?)
         .map(Json)
         .ok_or_else(|| ApiError::not_found("call"))
 }
@@ -138,8 +219,8 @@ async fn remove(
     auth: Authed,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    auth.require(Scope::Relay)?;
-    state.relay.delete(&id)?;
+    let p = auth.0;
+    state.relay.delete(&id, access(&p)?)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,13 +230,19 @@ struct SecureRequest {
     enabled: bool,
 }
 
+/// On: the owner holds secure mode. Off: an explicit release, refused with 409 and the reason
+/// while the account masks the whole call, a capture is live, or a key was pressed within the
+/// hold-off.
 async fn secure(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SecureRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth.require(Scope::Relay)?;
-    let info = state.relay.set_secure(&id, req.enabled).await?;
+    let p = auth.0;
+    let info = state
+        .relay
+        .request_secure(&id, access(&p)?, req.enabled)
+        .await?;
     Ok(Json(info))
 }

@@ -4,7 +4,7 @@
 //! The IO shell hands each received datagram to [`CallMedia::on_datagram`] and sends what it
 //! says to, then drains [`CallMedia::poll_transmit`] and [`CallMedia::poll_key`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -47,6 +47,61 @@ pub enum Channel {
     /// Control (on the RTP port + 1, or on the RTP port with rtcp-mux).
     Rtcp,
 }
+
+/// Which source addresses a leg accepts, from what signalling said about the remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteRule {
+    /// Nothing was said: learn from the first packet, from anywhere.
+    Any,
+    /// This host, any port: learned from its first packet.
+    Host(IpAddr),
+    /// This host, a port in `lo..=hi` (RTCP may use `hi + 1`).
+    Ports(IpAddr, u16, u16),
+    /// Exactly this address (RTCP from the same host).
+    Exact(SocketAddr),
+}
+
+impl RemoteRule {
+    /// Whether a packet from `from` may latch (or re-latch) the leg.
+    pub fn allows(&self, from: SocketAddr, rtcp: bool) -> bool {
+        match *self {
+            RemoteRule::Any => true,
+            RemoteRule::Host(ip) => from.ip() == ip,
+            RemoteRule::Ports(ip, lo, hi) => {
+                let hi = if rtcp { hi.saturating_add(1) } else { hi };
+                from.ip() == ip && (lo..=hi).contains(&from.port())
+            }
+            RemoteRule::Exact(a) => {
+                if rtcp {
+                    from.ip() == a.ip()
+                } else {
+                    from == a
+                }
+            }
+        }
+    }
+
+    /// The remote's address, if signalling gave all of it.
+    pub fn known(&self) -> Option<SocketAddr> {
+        match *self {
+            RemoteRule::Exact(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The remote's host, if signalling named one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match *self {
+            RemoteRule::Any => None,
+            RemoteRule::Host(ip) | RemoteRule::Ports(ip, ..) => Some(ip),
+            RemoteRule::Exact(a) => Some(a.ip()),
+        }
+    }
+}
+
+/// Consecutive packets from a new address, with the stream's own SSRC, before a leg follows it
+/// (with re-latching on): one stray or forged packet never moves a leg.
+pub const RELATCH_PACKETS: u8 = 5;
 
 /// How a call's media is handled.
 #[derive(Debug, Clone, Copy)]
@@ -121,10 +176,15 @@ impl CallCounters {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Remotes {
     rtp: Option<SocketAddr>,
     rtcp: Option<SocketAddr>,
+    rule: RemoteRule,
+    /// SSRC of the stream the leg latched to.
+    ssrc: Option<u32>,
+    /// A new address asking to take the leg over: its SSRC and packets so far.
+    candidate: Option<(SocketAddr, u32, u8)>,
 }
 
 /// One relayed call. See the module documentation.
@@ -139,17 +199,30 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
-    /// A call; `caller` and `agent` are the remote RTP addresses if known (else learned).
+    /// A call; `caller` and `agent` are the remote RTP addresses if known (else learned from
+    /// the first packet from anywhere).
     pub fn new(
         cfg: CallMediaConfig,
         caller: Option<SocketAddr>,
         agent: Option<SocketAddr>,
     ) -> Self {
+        let rule = |a: Option<SocketAddr>| a.map_or(RemoteRule::Any, RemoteRule::Exact);
+        Self::with_rules(cfg, rule(caller), rule(agent))
+    }
+
+    /// A call whose legs accept sources as `caller` and `agent` say.
+    pub fn with_rules(cfg: CallMediaConfig, caller: RemoteRule, agent: RemoteRule) -> Self {
         let audio_pt = match cfg.law {
             G711Law::Ulaw => 0,
             G711Law::Alaw => 8,
         };
-        let remotes = |rtp: Option<SocketAddr>| Remotes { rtp, rtcp: None };
+        let remotes = |rule: RemoteRule| Remotes {
+            rtp: rule.known(),
+            rtcp: None,
+            rule,
+            ssrc: None,
+            candidate: None,
+        };
         CallMedia {
             cfg,
             remotes: [remotes(caller), remotes(agent)],
@@ -243,7 +316,7 @@ impl CallMedia {
             CallCounters::bump(&c.malformed, 1);
             return None;
         };
-        if !self.latch(side, Channel::Rtp, from) {
+        if !self.latch(side, Channel::Rtp, from, Some(hdr.ssrc)) {
             return None;
         }
         CallCounters::bump(&self.counters.rtp_in[side.index()], 1);
@@ -300,7 +373,7 @@ impl CallMedia {
             CallCounters::bump(&self.counters.malformed, 1);
             return None;
         }
-        if !self.latch(side, Channel::Rtcp, from) {
+        if !self.latch(side, Channel::Rtcp, from, None) {
             return None;
         }
         let other = self.remotes[side.other().index()];
@@ -325,30 +398,59 @@ impl CallMedia {
         Some(self.sent(side.other(), out_channel, to, pkt.len(), false))
     }
 
-    /// Checks `from` against the leg's latched address, learning it on first sight.
-    fn latch(&mut self, side: Side, channel: Channel, from: SocketAddr) -> bool {
+    /// Checks `from` against the leg's latched address. A leg learns its address only from a
+    /// source its [`RemoteRule`] allows; with re-latching on, it follows a new allowed address
+    /// only after [`RELATCH_PACKETS`] consecutive RTP packets carrying the stream's own SSRC.
+    /// Everything else is dropped and counted as a foreign source.
+    fn latch(&mut self, side: Side, channel: Channel, from: SocketAddr, ssrc: Option<u32>) -> bool {
+        let relatch = self.cfg.relatch;
+        let rtcp_own_port = channel == Channel::Rtcp && !self.cfg.rtcp_mux;
         let r = &mut self.remotes[side.index()];
         // With rtcp-mux, RTCP latches to the RTP address.
-        let slot = if channel == Channel::Rtp || self.cfg.rtcp_mux {
-            &mut r.rtp
-        } else {
+        let slot = if rtcp_own_port {
             &mut r.rtcp
+        } else {
+            &mut r.rtp
         };
+        let counters = &*self.counters;
         match slot {
-            Some(a) if *a == from => true,
-            Some(a) if self.cfg.relatch => {
-                *a = from;
-                CallCounters::bump(&self.counters.latch_events, 1);
+            Some(a) if *a == from => {
+                if ssrc.is_some() {
+                    r.ssrc = r.ssrc.or(ssrc);
+                    r.candidate = None;
+                }
                 true
             }
-            Some(_) => {
-                CallCounters::bump(&self.counters.foreign_source, 1);
+            Some(a) => {
+                let same_stream = ssrc.is_some() && ssrc == r.ssrc;
+                if relatch && same_stream && r.rule.allows(from, false) {
+                    let ssrc = ssrc.unwrap_or_default();
+                    let n = match r.candidate {
+                        Some((c, s, n)) if c == from && s == ssrc => n + 1,
+                        _ => 1,
+                    };
+                    if n >= RELATCH_PACKETS {
+                        *a = from;
+                        r.candidate = None;
+                        CallCounters::bump(&counters.latch_events, 1);
+                        return true;
+                    }
+                    r.candidate = Some((from, ssrc, n));
+                }
+                CallCounters::bump(&counters.foreign_source, 1);
                 false
             }
-            None => {
+            None if r.rule.allows(from, rtcp_own_port) => {
                 *slot = Some(from);
-                CallCounters::bump(&self.counters.latch_events, 1);
+                if ssrc.is_some() {
+                    r.ssrc = ssrc;
+                }
+                CallCounters::bump(&counters.latch_events, 1);
                 true
+            }
+            None => {
+                CallCounters::bump(&counters.foreign_source, 1);
+                false
             }
         }
     }

@@ -6,6 +6,6 @@ pub mod prompt;
 pub mod rtp;
 pub mod secure;
 
-pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, Side, Transmit};
+pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, RemoteRule, Side, Transmit};
 pub use prompt::{Clip, PromptPlayer};
 pub use secure::{CapturedKey, EventReplacement, KeySource};

@@ -1,15 +1,21 @@
 //! The relay shell: binds each call's UDP sockets, runs one task per call that moves datagrams
 //! through its sans-IO [`CallMedia`], and keeps the registry the control API works on.
 //!
-//! Keys captured in secure mode go to whoever subscribed to the call (the session layer);
-//! the relay itself never logs, stores or counts key values.
+//! Keys captured in secure mode go to the call's one subscriber (the session layer); the relay
+//! itself never logs, stores or counts key values.
+//!
+//! Every call belongs to the client that created it: other clients cannot see, steer or
+//! delete it ([`Access`]). Secure mode is held, not toggled: the account's policy
+//! ([`DtmfMasking::Call`] holds it for the whole call), a session's capture, or the owner's
+//! request each hold it, and it goes off only when an explicit release leaves nobody holding
+//! it — never while a capture is live, nor within `secure_hold_off_s` of the last key.
 
 mod ports;
 mod task;
 #[cfg(target_os = "linux")]
 mod uring;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -20,8 +26,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tonegate_dsp::{G711Law, MaskingMode};
 
-use crate::config::{RelayConfig, RelayEngine};
-use crate::media::{CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement};
+use crate::config::{DtmfMasking, RelayConfig, RelayEngine};
+use crate::media::{
+    CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
+};
 
 pub use ports::{raise_open_file_limit, PortAllocator};
 
@@ -40,6 +48,65 @@ pub enum RelayError {
     /// The configured IO engine cannot run here.
     #[error("relay engine unavailable: {0}")]
     Engine(String),
+    /// The request conflicts with the call's state (secure mode held, a subscriber present,
+    /// a duplicate call).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Who asks the relay about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// A client: it sees and steers only the calls it created.
+    Owner(&'a str),
+    /// An operator (token scope `admin`, client id given): every call; each use is audited.
+    Admin(&'a str),
+}
+
+impl Access<'_> {
+    fn allows(&self, owner: &str) -> bool {
+        match self {
+            Access::Owner(c) => *c == owner,
+            Access::Admin(_) => true,
+        }
+    }
+
+    /// The client making the request.
+    pub fn client(&self) -> &str {
+        match self {
+            Access::Owner(c) | Access::Admin(c) => c,
+        }
+    }
+}
+
+/// A change to a call's control state, for the audit trail (never key values).
+#[derive(Debug, Clone)]
+pub struct RelayAudit {
+    /// Relay call id.
+    pub call_id: String,
+    /// The platform's call id.
+    pub call_guid: String,
+    /// The client that owns the call.
+    pub owner: String,
+    /// Who did it: `client:<id>`, `admin:<id>`, `session:<id>`, `gateway`.
+    pub actor: String,
+    /// What: `create`, `secure_on`, `secure_off`, `secure_off_refused`, `delete`, `read`,
+    /// `list`.
+    pub action: &'static str,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Receives [`RelayAudit`] records (the server writes them to the store).
+pub type AuditSink = Arc<dyn Fn(RelayAudit) + Send + Sync>;
+
+/// Who holds a call's secure mode on (besides the policy).
+#[derive(Debug, Default)]
+struct SecureLeases {
+    /// The owner asked for secure mode over the relay API.
+    api: bool,
+    /// Sessions that captured on the call: `true` while their capture is live.
+    sessions: BTreeMap<String, bool>,
 }
 
 /// What to set up for a new call.
@@ -51,16 +118,22 @@ pub struct NewCall {
     pub law: G711Law,
     /// telephone-event payload type, if negotiated.
     pub event_pt: Option<u8>,
-    /// Caller's RTP address, or learned from its first packet.
-    pub caller_remote: Option<SocketAddr>,
-    /// Agent's RTP address, or learned from its first packet.
-    pub agent_remote: Option<SocketAddr>,
+    /// Where the caller's RTP may come from (learned within that from its first packet).
+    pub caller_remote: RemoteRule,
+    /// Where the agent's RTP may come from.
+    pub agent_remote: RemoteRule,
     /// RTCP on the RTP port.
     pub rtcp_mux: bool,
     /// Bind IPv6 ports even though no remote says so.
     pub ipv6: bool,
     /// Masking mode for this call (else the relay's default).
     pub masking: Option<MaskingMode>,
+    /// The client creating the call: its owner.
+    pub owner: String,
+    /// The account the call belongs to, if known.
+    pub account: Option<String>,
+    /// When the call's keys are masked.
+    pub policy: DtmfMasking,
 }
 
 /// Public view of a call (counters, never keys).
@@ -74,6 +147,10 @@ pub struct CallInfo {
     pub codec: &'static str,
     /// Whether secure mode is on.
     pub secure: bool,
+    /// The masking policy: `call` or `session`.
+    pub dtmf_masking: &'static str,
+    /// The account the call belongs to, if known.
+    pub account: Option<String>,
     /// Caller leg.
     pub caller: LegInfo,
     /// Agent leg.
@@ -211,6 +288,14 @@ enum Control {
 struct CallEntry {
     id: String,
     call_guid: String,
+    owner: String,
+    account: Option<String>,
+    policy: DtmfMasking,
+    leases: SecureLeases,
+    /// The one key subscriber (a closed one may be replaced).
+    key_sink: Option<mpsc::Sender<CapturedKey>>,
+    /// When a key last passed to the subscriber, ms since the Unix epoch (0: never).
+    last_key_ms: Arc<AtomicU64>,
     law: G711Law,
     rtcp_mux: bool,
     created_at: u64,
@@ -235,6 +320,54 @@ enum Steer {
         worker: Arc<uring::RingWorker>,
         number: u64,
     },
+}
+
+impl CallEntry {
+    /// Whether anything holds secure mode on.
+    fn held(&self) -> bool {
+        self.policy == DtmfMasking::Call || self.leases.api || !self.leases.sessions.is_empty()
+    }
+
+    /// Why secure mode may not go off now, if it may not.
+    fn release_refusal(
+        &self,
+        hold_off: Duration,
+        ignoring_session: Option<&str>,
+    ) -> Option<String> {
+        if self.policy == DtmfMasking::Call {
+            return Some(
+                "this call's keys are masked for the whole call (dtmf_masking = \"call\")".into(),
+            );
+        }
+        if let Some((id, _)) = self
+            .leases
+            .sessions
+            .iter()
+            .find(|(id, live)| **live && Some(id.as_str()) != ignoring_session)
+        {
+            return Some(format!(
+                "session {id} is capturing on this call; cancel or finish it first"
+            ));
+        }
+        let last = self.last_key_ms.load(Relaxed);
+        let since = unix_ms().saturating_sub(last);
+        if last > 0 && since < hold_off.as_millis() as u64 {
+            return Some(format!(
+                "a key was pressed {:.1} s ago; secure mode stays on for {} s after the last key",
+                since as f64 / 1000.0,
+                hold_off.as_secs()
+            ));
+        }
+        None
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Steer {
@@ -345,6 +478,11 @@ impl CallEntry {
                 G711Law::Alaw => "PCMA",
             },
             secure: self.secure.load(Relaxed),
+            dtmf_masking: match self.policy {
+                DtmfMasking::Call => "call",
+                DtmfMasking::Session => "session",
+            },
+            account: self.account.clone(),
             caller: LegInfo {
                 local: self.locals[0],
                 remote: remotes[0],
@@ -386,6 +524,8 @@ pub struct CallNotice {
     pub id: String,
     /// The platform's call id.
     pub call_guid: String,
+    /// The client that created the call.
+    pub owner: String,
 }
 
 struct Inner {
@@ -399,6 +539,7 @@ struct Inner {
     created: AtomicU64,
     timed_out: AtomicU64,
     refused: AtomicU64,
+    audit: std::sync::OnceLock<AuditSink>,
 }
 
 /// The relay: create, steer and remove calls. Cheap to clone.
@@ -428,6 +569,7 @@ impl Relay {
                 created: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                audit: std::sync::OnceLock::new(),
             }
         });
         if let Some(e) = failed {
@@ -441,6 +583,24 @@ impl Relay {
         self.inner.engine.name()
     }
 
+    /// Where audit records go from now on (set once, by the server).
+    pub fn set_audit(&self, sink: AuditSink) {
+        let _ = self.inner.audit.set(sink);
+    }
+
+    fn audit(&self, e: &CallEntry, actor: &str, action: &'static str, reason: impl Into<String>) {
+        if let Some(sink) = self.inner.audit.get() {
+            sink(RelayAudit {
+                call_id: e.id.clone(),
+                call_guid: e.call_guid.clone(),
+                owner: e.owner.clone(),
+                actor: actor.to_string(),
+                action,
+                reason: reason.into(),
+            });
+        }
+    }
+
     /// Sets up a call: binds both legs' ports and starts relaying. Must run inside a tokio
     /// runtime.
     pub fn create_call(&self, req: NewCall) -> Result<CallInfo, RelayError> {
@@ -450,14 +610,26 @@ impl Relay {
                 "call_guid must be 1-128 characters".into(),
             ));
         }
-        if self.inner.calls.lock().expect("calls lock").len() >= cfg.max_calls {
-            self.inner.refused.fetch_add(1, Relaxed);
-            return Err(RelayError::Exhausted("call limit reached"));
+        {
+            let calls = self.inner.calls.lock().expect("calls lock");
+            if calls.len() >= cfg.max_calls {
+                self.inner.refused.fetch_add(1, Relaxed);
+                return Err(RelayError::Exhausted("call limit reached"));
+            }
+            if calls
+                .values()
+                .any(|c| c.owner == req.owner && c.call_guid == req.call_guid)
+            {
+                return Err(RelayError::Conflict(format!(
+                    "a call with call_guid {:?} is already relayed",
+                    req.call_guid
+                )));
+            }
         }
-        let ip_for = |remote: Option<SocketAddr>| -> IpAddr {
-            match remote {
-                Some(SocketAddr::V6(_)) => cfg.bind_ipv6.into(),
-                Some(SocketAddr::V4(_)) => cfg.bind_ipv4.into(),
+        let ip_for = |remote: RemoteRule| -> IpAddr {
+            match remote.ip() {
+                Some(IpAddr::V6(_)) => cfg.bind_ipv6.into(),
+                Some(IpAddr::V4(_)) => cfg.bind_ipv4.into(),
                 None if req.ipv6 => cfg.bind_ipv6.into(),
                 None => cfg.bind_ipv4.into(),
             }
@@ -482,7 +654,7 @@ impl Relay {
                 .map_err(|e| RelayError::Invalid(e.to_string()))
         };
         let locals = [local(&caller.rtp)?, local(&agent.rtp)?];
-        let media = CallMedia::new(
+        let mut media = CallMedia::with_rules(
             CallMediaConfig {
                 law: req.law,
                 event_pt: req.event_pt,
@@ -497,8 +669,15 @@ impl Relay {
         );
         let id = crate::auth::random_token()[..22].to_string();
         let counters = media.counters();
-        let secure = Arc::new(AtomicBool::new(false));
-        let remotes = Arc::new(Mutex::new([req.caller_remote, req.agent_remote]));
+        // A call masked for its whole life is secure before its first packet.
+        let secure_from_start = req.policy == DtmfMasking::Call;
+        media.set_secure(secure_from_start);
+        let secure = Arc::new(AtomicBool::new(secure_from_start));
+        let last_key_ms = Arc::new(AtomicU64::new(0));
+        let remotes = Arc::new(Mutex::new([
+            req.caller_remote.known(),
+            req.agent_remote.known(),
+        ]));
         let send_dropped = Arc::new(AtomicU64::new(0));
         let timeout = Duration::from_secs(cfg.media_timeout_s);
         let (steer, launch) = match &self.inner.engine {
@@ -528,6 +707,7 @@ impl Relay {
                     secure: secure.clone(),
                     remotes: remotes.clone(),
                     send_dropped: send_dropped.clone(),
+                    last_key_ms: last_key_ms.clone(),
                 };
                 (steer, Launch::Task(Box::new(t)))
             }
@@ -549,6 +729,7 @@ impl Relay {
                     secure: secure.clone(),
                     remotes: remotes.clone(),
                     send_dropped: send_dropped.clone(),
+                    last_key_ms: last_key_ms.clone(),
                 };
                 let steer = Steer::Ring {
                     worker: worker.clone(),
@@ -560,6 +741,12 @@ impl Relay {
         let entry = CallEntry {
             id: id.clone(),
             call_guid: req.call_guid.clone(),
+            owner: req.owner.clone(),
+            account: req.account.clone(),
+            policy: req.policy,
+            leases: SecureLeases::default(),
+            key_sink: None,
+            last_key_ms,
             law: req.law,
             rtcp_mux: req.rtcp_mux,
             created_at: SystemTime::now()
@@ -574,6 +761,16 @@ impl Relay {
             steer,
         };
         let info = entry.info();
+        self.audit(
+            &entry,
+            &format!("client:{}", req.owner),
+            "create",
+            if secure_from_start {
+                "secure from the first packet (dtmf_masking = \"call\")"
+            } else {
+                "plain until secure mode is held (dtmf_masking = \"session\")"
+            },
+        );
         self.inner
             .calls
             .lock()
@@ -604,6 +801,7 @@ impl Relay {
         let _ = self.inner.notices.send(CallNotice {
             id: info.id.clone(),
             call_guid: info.call_guid.clone(),
+            owner: req.owner,
         });
         Ok(info)
     }
@@ -613,58 +811,211 @@ impl Relay {
         self.inner.notices.subscribe()
     }
 
-    /// A call's current state.
-    pub fn get(&self, id: &str) -> Option<CallInfo> {
-        self.inner
-            .calls
-            .lock()
-            .expect("calls lock")
-            .get(id)
-            .map(CallEntry::info)
+    /// A call's current state, if `access` may see it.
+    pub fn get(&self, id: &str, access: Access<'_>) -> Option<CallInfo> {
+        let calls = self.inner.calls.lock().expect("calls lock");
+        let c = calls.get(id).filter(|c| access.allows(&c.owner))?;
+        if let Access::Admin(who) = access {
+            self.audit(
+                c,
+                &format!("admin:{who}"),
+                "read",
+                "call read by an operator",
+            );
+        }
+        Some(c.info())
     }
 
-    /// Every call, newest first.
-    pub fn list(&self) -> Vec<CallInfo> {
-        let mut v: Vec<CallInfo> = self
-            .inner
-            .calls
-            .lock()
-            .expect("calls lock")
+    /// The calls `access` may see, newest first.
+    pub fn list(&self, access: Access<'_>) -> Vec<CallInfo> {
+        let calls = self.inner.calls.lock().expect("calls lock");
+        let mut v: Vec<CallInfo> = calls
             .values()
+            .filter(|c| access.allows(&c.owner))
+            .inspect(|c| {
+                if let Access::Admin(who) = access {
+                    self.audit(c, &format!("admin:{who}"), "list", "listed by an operator");
+                }
+            })
             .map(CallEntry::info)
             .collect();
         v.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         v
     }
 
-    /// The relay call carrying `call_guid`, if any.
-    pub fn find_by_call_guid(&self, call_guid: &str) -> Option<String> {
+    /// The relay call `owner` created with `call_guid`, if any.
+    pub fn find_by_call_guid(&self, owner: &str, call_guid: &str) -> Option<String> {
         self.inner
             .calls
             .lock()
             .expect("calls lock")
             .values()
-            .find(|c| c.call_guid == call_guid)
+            .find(|c| c.owner == owner && c.call_guid == call_guid)
             .map(|c| c.id.clone())
     }
 
-    /// Turns secure mode on or off; returns once the call task has applied it.
-    pub async fn set_secure(&self, id: &str, on: bool) -> Result<CallInfo, RelayError> {
-        let control = self.control(id)?;
-        let (tx, rx) = oneshot::channel();
-        control.send(Control::Secure(on, tx)).await?;
-        rx.await.map_err(|_| RelayError::UnknownCall)?;
-        tracing::info!(call = %id, secure = on, "relay secure mode changed");
-        self.get(id).ok_or(RelayError::UnknownCall)
+    /// Whether a call with `call_guid` is relayed for a client other than `client`.
+    pub fn call_guid_taken(&self, client: &str, call_guid: &str) -> bool {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .values()
+            .any(|c| c.owner != client && c.call_guid == call_guid)
     }
 
-    /// Sends the call's captured keys to `sink` from now on (replacing any earlier subscriber).
+    /// The client that created call `id`.
+    pub fn owner(&self, id: &str) -> Option<String> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .get(id)
+            .map(|c| c.owner.clone())
+    }
+
+    /// The owner asks for secure mode on or off (relay API). On: the owner holds it. Off:
+    /// a release of everything that holds it — refused (`Conflict`, with the reason) under
+    /// policy `call`, while a capture is live, or within the hold-off after a key.
+    pub async fn request_secure(
+        &self,
+        id: &str,
+        access: Access<'_>,
+        on: bool,
+    ) -> Result<CallInfo, RelayError> {
+        let actor = match access {
+            Access::Owner(c) => format!("client:{c}"),
+            Access::Admin(c) => format!("admin:{c}"),
+        };
+        let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
+        {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            let c = calls
+                .get_mut(id)
+                .filter(|c| access.allows(&c.owner))
+                .ok_or(RelayError::UnknownCall)?;
+            if on {
+                c.leases.api = true;
+            } else {
+                if let Some(why) = c.release_refusal(hold_off, None) {
+                    self.audit(c, &actor, "secure_off_refused", why.clone());
+                    return Err(RelayError::Conflict(why));
+                }
+                c.leases = SecureLeases::default();
+            }
+        }
+        self.apply_secure(
+            id,
+            &actor,
+            if on {
+                "asked for over the relay API"
+            } else {
+                "released over the relay API"
+            },
+        )
+        .await?;
+        self.get(id, Access::Owner(&self.owner(id).unwrap_or_default()))
+            .ok_or(RelayError::UnknownCall)
+    }
+
+    /// Session `session` starts capturing on call `id`: it holds secure mode (until released
+    /// with [`release_session`](Self::release_session) or the call ends).
+    pub async fn hold_for_session(&self, id: &str, session: &str) -> Result<(), RelayError> {
+        {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            let c = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
+            c.leases.sessions.insert(session.to_string(), true);
+        }
+        self.apply_secure(id, &format!("session:{session}"), "capture started")
+            .await
+    }
+
+    /// Session `session`'s capture on call `id` ended: it still holds secure mode (a caller
+    /// keying another card after a decline must not be heard), but no longer blocks a release.
+    pub fn session_capture_ended(&self, id: &str, session: &str) {
+        let mut calls = self.inner.calls.lock().expect("calls lock");
+        if let Some(live) = calls
+            .get_mut(id)
+            .and_then(|c| c.leases.sessions.get_mut(session))
+        {
+            *live = false;
+        }
+    }
+
+    /// Releases session `session`'s hold on every call: secure mode goes off where nothing
+    /// else holds it. Refused (`Conflict`) while its capture is live or within the hold-off.
+    pub async fn release_session(&self, session: &str) -> Result<Vec<String>, RelayError> {
+        let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
+        let actor = format!("session:{session}");
+        let mut released = Vec::new();
+        {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            for c in calls.values_mut() {
+                match c.leases.sessions.get(session) {
+                    None => continue,
+                    Some(true) => {
+                        let why = "the session is still capturing; cancel or finish it first";
+                        self.audit(c, &actor, "secure_off_refused", why);
+                        return Err(RelayError::Conflict(why.into()));
+                    }
+                    Some(false) => {}
+                }
+                if let Some(why) = c.release_refusal(hold_off, Some(session)) {
+                    // Under policy "call" the release is recorded but masking stays on.
+                    if c.policy != DtmfMasking::Call {
+                        self.audit(c, &actor, "secure_off_refused", why.clone());
+                        return Err(RelayError::Conflict(why));
+                    }
+                }
+                c.leases.sessions.remove(session);
+                released.push(c.id.clone());
+            }
+        }
+        for id in &released {
+            self.apply_secure(id, &actor, "released by the session")
+                .await?;
+        }
+        Ok(released)
+    }
+
+    /// Brings the call's secure mode in line with what holds it; audits a change.
+    async fn apply_secure(&self, id: &str, actor: &str, why: &str) -> Result<(), RelayError> {
+        let (control, want, was) = {
+            let calls = self.inner.calls.lock().expect("calls lock");
+            let c = calls.get(id).ok_or(RelayError::UnknownCall)?;
+            (c.steer.control(), c.held(), c.secure.load(Relaxed))
+        };
+        if want == was {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        control.send(Control::Secure(want, tx)).await?;
+        rx.await.map_err(|_| RelayError::UnknownCall)?;
+        tracing::info!(call = %id, secure = want, actor, "relay secure mode changed");
+        if let Some(c) = self.inner.calls.lock().expect("calls lock").get(id) {
+            self.audit(c, actor, if want { "secure_on" } else { "secure_off" }, why);
+        }
+        Ok(())
+    }
+
+    /// Sends the call's captured keys to `sink` from now on. A call has one subscriber: while
+    /// one is listening, asking again is a `Conflict`, never a replacement.
     pub async fn subscribe_keys(
         &self,
         id: &str,
         sink: mpsc::Sender<CapturedKey>,
     ) -> Result<(), RelayError> {
-        let control = self.control(id)?;
+        let control = {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            let c = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
+            if c.key_sink.as_ref().is_some_and(|s| !s.is_closed()) {
+                return Err(RelayError::Conflict(
+                    "the call's keys already go to another subscriber".into(),
+                ));
+            }
+            c.key_sink = Some(sink.clone());
+            c.steer.control()
+        };
         control.send(Control::Keys(sink)).await
     }
 
@@ -684,10 +1035,23 @@ impl Relay {
         self.control(id)?.send(Control::Listen(on)).await
     }
 
-    /// Ends a call and frees its ports.
-    pub fn delete(&self, id: &str) -> Result<(), RelayError> {
+    /// Ends a call and frees its ports, if `access` may see it.
+    pub fn delete(&self, id: &str, access: Access<'_>) -> Result<(), RelayError> {
         let mut calls = self.inner.calls.lock().expect("calls lock");
-        let entry = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
+        let entry = calls
+            .get_mut(id)
+            .filter(|c| access.allows(&c.owner))
+            .ok_or(RelayError::UnknownCall)?;
+        let actor = match access {
+            Access::Owner(c) => format!("client:{c}"),
+            Access::Admin(c) => format!("admin:{c}"),
+        };
+        self.audit(
+            entry,
+            &actor,
+            "delete",
+            "call ended; secure mode ends with it",
+        );
         entry.steer.stop();
         drop(calls);
         self.retire(id);
@@ -726,7 +1090,7 @@ impl Relay {
             .cloned()
             .collect();
         for id in ids {
-            let _ = self.delete(&id);
+            let _ = self.delete(&id, Access::Admin("gateway"));
         }
     }
 

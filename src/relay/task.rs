@@ -56,6 +56,8 @@ pub(super) struct CallTask {
     pub secure: Arc<AtomicBool>,
     pub remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
     pub send_dropped: Arc<AtomicU64>,
+    /// When a key last went to the subscriber, ms since the Unix epoch.
+    pub last_key_ms: Arc<AtomicU64>,
 }
 
 /// Why a call task ended.
@@ -88,6 +90,7 @@ struct Io<'a> {
     sockets: &'a Sockets,
     keys: &'a mut Option<mpsc::Sender<CapturedKey>>,
     send_dropped: &'a AtomicU64,
+    last_key_ms: &'a AtomicU64,
     out: &'a mut [u8; 1500],
 }
 
@@ -123,6 +126,8 @@ impl Io<'_> {
             self.send(t, &self.out[..]);
         }
         while let Some(k) = self.media.poll_key() {
+            // The hold-off on releasing secure mode counts from here.
+            self.last_key_ms.store(super::unix_ms(), Relaxed);
             if let Some(tx) = self.keys.as_ref() {
                 // A subscriber that stopped reading loses keys rather than stalling media.
                 let _ = tx.try_send(k);
@@ -151,6 +156,7 @@ pub(super) async fn run(mut t: CallTask) -> Ended {
             sockets: &t.sockets,
             keys: &mut keys,
             send_dropped: &t.send_dropped,
+            last_key_ms: &t.last_key_ms,
             out: &mut out,
         };
         tokio::select! {

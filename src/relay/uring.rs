@@ -82,6 +82,8 @@ pub(super) struct RingCall {
     pub remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
     /// Sends dropped for lack of a send slot.
     pub send_dropped: Arc<AtomicU64>,
+    /// When a key last went to the subscriber, ms since the Unix epoch.
+    pub last_key_ms: Arc<AtomicU64>,
 }
 
 /// The relay's handle on one worker thread. Dropping it stops the worker.
@@ -352,6 +354,7 @@ struct Call {
     secure: Arc<AtomicBool>,
     remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
     send_dropped: Arc<AtomicU64>,
+    last_key_ms: Arc<AtomicU64>,
     counters: Arc<CallCounters>,
     latches_seen: u64,
     last_activity: u64,
@@ -391,6 +394,8 @@ impl Call {
             self.transmit(io, t, &out[..]);
         }
         while let Some(k) = self.media.poll_key() {
+            // The hold-off on releasing secure mode counts from here.
+            self.last_key_ms.store(super::unix_ms(), Ordering::Relaxed);
             if let Some(tx) = &self.keys {
                 // A subscriber that stopped reading loses keys rather than stalling media.
                 let _ = tx.try_send(k);
@@ -753,6 +758,7 @@ impl Worker {
             secure: new.secure,
             remotes: new.remotes,
             send_dropped: new.send_dropped,
+            last_key_ms: new.last_key_ms,
             latches_seen: counters.latch_events.load(Ordering::Relaxed),
             last_activity: 0,
             counters,
@@ -1007,11 +1013,14 @@ mod tests {
                     call_guid: format!("burst-{i}"),
                     law: tonegate_dsp::G711Law::Ulaw,
                     event_pt: None,
-                    caller_remote: Some(caller.local_addr().unwrap()),
-                    agent_remote: Some(agent.local_addr().unwrap()),
+                    caller_remote: crate::media::RemoteRule::Exact(caller.local_addr().unwrap()),
+                    agent_remote: crate::media::RemoteRule::Exact(agent.local_addr().unwrap()),
                     rtcp_mux: true,
                     ipv6: false,
                     masking: None,
+                    owner: "test".into(),
+                    account: None,
+                    policy: crate::config::DtmfMasking::Session,
                 })
                 .unwrap();
             legs.push((caller, agent, info.caller.local));

@@ -2,6 +2,7 @@
 //! and [`Sessions`], which creates them, links voice sessions to relay calls, runs their card
 //! capture, submits to the PSP and sweeps expiries.
 
+pub mod link_id;
 pub mod model;
 mod payment_data;
 pub mod store;
@@ -52,6 +53,9 @@ pub enum SessionError {
         /// What was asked.
         action: &'static str,
     },
+    /// The request conflicts with another live session or with the call's secure mode.
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -95,6 +99,8 @@ struct Inner {
     webhooks: crate::notify::Webhooks,
     sms: Arc<dyn crate::sms::SmsSender>,
     prompts: Arc<crate::prompts::Prompts>,
+    link_guard: Mutex<link_id::LinkGuard>,
+    link_counters: link_id::LinkCounters,
 }
 
 impl Inner {
@@ -140,6 +146,7 @@ impl Sessions {
         sms: Arc<dyn crate::sms::SmsSender>,
         prompts: Arc<crate::prompts::Prompts>,
     ) -> Self {
+        let config_link = config.link.clone();
         Sessions {
             inner: Arc::new(Inner {
                 store,
@@ -150,8 +157,15 @@ impl Sessions {
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
                 prompts,
+                link_guard: Mutex::new(link_id::LinkGuard::new(config_link)),
+                link_counters: link_id::LinkCounters::default(),
             }),
         }
+    }
+
+    /// Link-id tries by outcome (for `/metrics`).
+    pub fn link_counters(&self) -> &link_id::LinkCounters {
+        &self.inner.link_counters
     }
 
     /// The store (read-only uses: tests, audit).
@@ -190,7 +204,7 @@ impl Sessions {
         tokio::spawn(async move {
             loop {
                 match notices.recv().await {
-                    Ok(n) => me.link_call(&n.call_guid, &n.id).await,
+                    Ok(n) => me.link_call(&n.owner, &n.call_guid, &n.id).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
@@ -250,6 +264,20 @@ impl Sessions {
                 });
             }
         }
+        if let (SessionKind::Agent | SessionKind::SelfService, Some(guid)) = (kind, &call_guid) {
+            // Another client's live call can never be captured by this client's session.
+            if self.inner.relay.call_guid_taken(&client.id, guid) {
+                return Err(SessionError::Conflict(
+                    "this CallGuid is a call of another client".into(),
+                ));
+            }
+            if let Some(other) = self.inner.store.live_by_call_guid(&client.id, guid)? {
+                return Err(SessionError::Conflict(format!(
+                    "session {} is already live for this CallGuid; cancel it first",
+                    other.id
+                )));
+            }
+        }
         let now = unix_now();
         let ui_secret = (kind == SessionKind::Agent).then(crate::auth::random_token);
         let session = Session {
@@ -259,7 +287,7 @@ impl Sessions {
             account_id: account_id.to_string(),
             call_guid,
             dtmf_link_id: (kind == SessionKind::SelfService)
-                .then(|| self.new_link_id())
+                .then(|| self.new_link_id(&client.id))
                 .transpose()?,
             state: SessionState::Created,
             amount_minor,
@@ -277,8 +305,8 @@ impl Sessions {
             .insert(&session, &format!("client:{}", client.id))?;
         tracing::info!(session = %session.id, kind = session.kind.as_str(), account = %account_id, "session created");
         if let Some(guid) = session.call_guid.clone() {
-            if let Some(call) = self.inner.relay.find_by_call_guid(&guid) {
-                self.link_call(&guid, &call).await;
+            if let Some(call) = self.inner.relay.find_by_call_guid(&client.id, &guid) {
+                self.link_call(&client.id, &guid, &call).await;
             }
         }
         if kind == SessionKind::Digital {
@@ -319,6 +347,29 @@ impl Sessions {
     }
 
     /// Submits the captured card to the PSP (agent sessions; self-service submits itself).
+    /// Releases the session's hold on its call's secure mode (once its capture is over): keys
+    /// reach the agent again where nothing else holds it (policy `session`). 409 while the
+    /// capture is live or within the hold-off after the last key.
+    pub async fn release(&self, client_id: &str, id: &str) -> Result<Vec<String>, SessionError> {
+        let s = self.get(client_id, id)?;
+        if self
+            .inner
+            .live
+            .lock()
+            .expect("live lock")
+            .contains_key(&s.id)
+        {
+            return Err(SessionError::Conflict(
+                "the session is capturing; cancel it or let it finish first".into(),
+            ));
+        }
+        self.inner
+            .relay
+            .release_session(&s.id)
+            .await
+            .map_err(|e| SessionError::Conflict(e.to_string()))
+    }
+
     pub async fn submit(&self, id: &str, actor: &str) -> Result<Session, SessionError> {
         let s = self.get_any(id)?;
         if s.state != SessionState::ReadyToSubmit {
@@ -592,11 +643,11 @@ impl Sessions {
             .map(|l| l.commands.clone())
     }
 
-    fn new_link_id(&self) -> Result<String, SessionError> {
-        use rand::Rng;
+    fn new_link_id(&self, client_id: &str) -> Result<String, SessionError> {
+        let digits = self.inner.config.link.digits;
         for _ in 0..100 {
-            let id = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
-            if self.inner.store.live_by_link_id(&id)?.is_none() {
+            let id = link_id::generate(digits, &mut rand::thread_rng());
+            if self.inner.store.live_by_link_id(client_id, &id)?.is_none() {
                 return Ok(id);
             }
         }
@@ -606,12 +657,12 @@ impl Sessions {
         ))
     }
 
-    /// A relay call with `call_guid` exists as `call_id`: start capture for the live voice
-    /// session on it, if there is one.
-    pub async fn link_call(&self, call_guid: &str, call_id: &str) {
-        let Ok(Some(s)) = self.inner.store.live_by_call_guid(call_guid) else {
+    /// `owner` created relay call `call_id` with `call_guid`: start capture for `owner`'s live
+    /// voice session on it, if there is one (another client's sessions never link to it).
+    pub async fn link_call(&self, owner: &str, call_guid: &str, call_id: &str) {
+        let Ok(Some(s)) = self.inner.store.live_by_call_guid(owner, call_guid) else {
             // No session names this call: listen for a session's dtmfLinkId keyed on it.
-            self.listen_for_link_id(call_id).await;
+            self.listen_for_link_id(owner, call_id).await;
             return;
         };
         if let Err(e) = self.start_capture(&s, call_id).await {
@@ -619,17 +670,21 @@ impl Sessions {
         }
     }
 
-    /// Collects keys on an unlinked call (nothing is masked yet: a link id is not card data);
-    /// six digits that are a live self-service session's `dtmfLinkId` start that session's
-    /// capture on this call. Only the call's first keys count: it gives up after three wrong
-    /// ids or two minutes.
-    async fn listen_for_link_id(&self, call_id: &str) {
-        // Only while some self-service session is still waiting for its call.
+    /// Collects keys on an unlinked call; an id that is one of the call owner's waiting
+    /// self-service sessions' `dtmfLinkId` starts that session's capture on this call. Wrong
+    /// ids, within the limits of [`link_id`], get "invalid entry"; the call stops listening
+    /// after `link.tries_per_call` of them or two minutes. (Under policy `call` the keys are
+    /// masked from the agent all along; under `session` a link id is not card data.)
+    async fn listen_for_link_id(&self, owner: &str, call_id: &str) {
+        // Only while some self-service session of the call's owner is still waiting for its call.
         let waiting = self
             .inner
             .store
             .in_states(&[SessionState::Created])
-            .map(|v| v.iter().any(|s| s.kind == SessionKind::SelfService))
+            .map(|v| {
+                v.iter()
+                    .any(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
+            })
             .unwrap_or(false);
         if !waiting {
             return;
@@ -643,9 +698,17 @@ impl Sessions {
         }
         let me = self.clone();
         let call_id = call_id.to_string();
+        let owner = owner.to_string();
+        let digits_wanted = self.inner.config.link.digits;
         tokio::spawn(async move {
             let mut digits = String::new();
             let mut wrong = 0;
+            let tries = me
+                .inner
+                .link_guard
+                .lock()
+                .expect("link lock")
+                .tries_per_call();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             while let Ok(Some(k)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 match k.key().digit() {
@@ -655,28 +718,30 @@ impl Sessions {
                         continue;
                     }
                 }
-                if digits.len() < 6 {
+                if digits.len() < digits_wanted {
                     continue;
                 }
-                let found = me.inner.store.live_by_link_id(&digits).ok().flatten();
-                digits.clear();
-                match found {
-                    Some(s)
-                        if s.kind == SessionKind::SelfService
-                            && s.state == SessionState::Created =>
-                    {
+                let keyed = std::mem::take(&mut digits);
+                match me.try_link_id(&owner, &keyed) {
+                    Some(s) => {
                         tracing::info!(session = %s.id, call = %call_id, "call linked by dtmfLinkId");
+                        // The capture becomes the call's one key subscriber.
+                        drop(rx);
                         if let Err(e) = me.start_capture(&s, &call_id).await {
                             tracing::warn!(session = %s.id, error = %e, "could not start capture");
                         }
                         return;
                     }
-                    _ => {
+                    None => {
                         wrong += 1;
                         if let Some(c) = me.inner.prompts.get("en", "invalid_entry") {
                             let _ = relay.play(&call_id, vec![c]).await;
                         }
-                        if wrong >= 3 {
+                        if wrong >= tries {
+                            me.inner
+                                .link_counters
+                                .call_limit
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             break;
                         }
                     }
@@ -684,6 +749,52 @@ impl Sessions {
             }
             let _ = relay.listen(&call_id, false).await;
         });
+    }
+
+    /// The waiting self-service session of `owner` whose link id is `id`, if the limits let
+    /// the try through and the session is not locked; counts the outcome.
+    fn try_link_id(&self, owner: &str, id: &str) -> Option<Session> {
+        use link_id::Admission;
+        let counters = &self.inner.link_counters;
+        let admitted =
+            self.inner
+                .link_guard
+                .lock()
+                .expect("link lock")
+                .admit(id, unix_now(), counters);
+        if admitted != Admission::Lookup {
+            return None;
+        }
+        let found = self
+            .inner
+            .store
+            .live_by_link_id(owner, id)
+            .ok()
+            .flatten()
+            .filter(|s| s.kind == SessionKind::SelfService && s.state == SessionState::Created);
+        let mut guard = self.inner.link_guard.lock().expect("link lock");
+        match found {
+            Some(s) if !guard.locked(&s.id) => {
+                guard.forget(&s.id);
+                counters
+                    .linked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(s)
+            }
+            _ => {
+                let waiting: Vec<String> = self
+                    .inner
+                    .store
+                    .in_states(&[SessionState::Created])
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
+                    .map(|s| s.id)
+                    .collect();
+                guard.failed(waiting.iter().map(String::as_str), counters);
+                None
+            }
+        }
     }
 
     /// Starts capture for voice session `s` on relay call `call_id`.
@@ -720,9 +831,12 @@ impl Sessions {
         )? {
             return Ok(());
         }
-        // Secure mode on before the first prompt: from here no key reaches the agent.
+        // Secure mode held before the first prompt: from here no key reaches the agent, until
+        // the session is released or the call ends.
         let _ = self.inner.relay.listen(call_id, false).await;
-        let _ = self.inner.relay.set_secure(call_id, true).await;
+        if let Err(e) = self.inner.relay.hold_for_session(call_id, &s.id).await {
+            tracing::warn!(session = %s.id, error = %e, "could not hold secure mode");
+        }
         let (commands, commands_rx) = mpsc::channel(16);
         let (events, _) = broadcast::channel(128);
         let first = LiveEvent {
@@ -1072,7 +1186,11 @@ impl CaptureTask {
     }
 
     async fn finish(self, state: SessionState) {
-        let _ = self.inner.relay.set_secure(&self.call_id, false).await;
+        // Secure mode stays on: the next thing a caller does after a decline is key another
+        // card. Only an explicit release (or the call's end) lets keys through again.
+        self.inner
+            .relay
+            .session_capture_ended(&self.call_id, &self.session.id);
         self.inner
             .live
             .lock()

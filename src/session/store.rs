@@ -69,9 +69,17 @@ pub trait SessionStore: Send + Sync {
     /// Sessions in any of `states`.
     fn in_states(&self, states: &[SessionState]) -> Result<Vec<Session>, StoreError>;
     /// The live session with this `dtmfLinkId`.
-    fn live_by_link_id(&self, link_id: &str) -> Result<Option<Session>, StoreError>;
+    fn live_by_link_id(
+        &self,
+        client_id: &str,
+        link_id: &str,
+    ) -> Result<Option<Session>, StoreError>;
     /// The live voice session for a call.
-    fn live_by_call_guid(&self, call_guid: &str) -> Result<Option<Session>, StoreError>;
+    fn live_by_call_guid(
+        &self,
+        client_id: &str,
+        call_guid: &str,
+    ) -> Result<Option<Session>, StoreError>;
     /// The live session of a kind for a client, account and `merchantTxnRef` (idempotent create).
     fn live_by_merchant_ref(
         &self,
@@ -104,6 +112,34 @@ pub trait SessionStore: Send + Sync {
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
     /// Forgets a session's payment-UI credential (it is single-use); false if already gone.
     fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError>;
+    /// Appends a relay call's control event to the audit trail.
+    fn relay_audit_add(&self, e: &RelayAuditRecord) -> Result<(), StoreError>;
+    /// Relay audit records, newest first, of one call or of all.
+    fn relay_audit(
+        &self,
+        call_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RelayAuditRecord>, StoreError>;
+}
+
+/// One audited control event of a relay call (who changed secure mode, read or ended it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayAuditRecord {
+    /// Unix seconds.
+    pub at: u64,
+    /// Relay call id.
+    pub call_id: String,
+    /// The platform's call id.
+    pub call_guid: String,
+    /// The client that owns the call.
+    pub owner: String,
+    /// Who: `client:<id>`, `admin:<id>`, `session:<id>`.
+    pub actor: String,
+    /// `create`, `secure_on`, `secure_off`, `secure_off_refused`, `delete`, `read`, `list`.
+    pub action: String,
+    /// Why.
+    pub reason: String,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -155,6 +191,18 @@ const MIGRATIONS: &[&str] = &[
         recipient TEXT NOT NULL,
         body TEXT NOT NULL
     );",
+    // 3: relay calls' control events (ownership, secure mode).
+    "CREATE TABLE relay_audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        call_guid TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX relay_audit_call ON relay_audit(call_id);",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).
@@ -382,17 +430,28 @@ impl SessionStore for SqliteStore {
         self.query(&format!("state IN ({})", list.join(",")), &[])
     }
 
-    fn live_by_link_id(&self, link_id: &str) -> Result<Option<Session>, StoreError> {
+    fn live_by_link_id(
+        &self,
+        client_id: &str,
+        link_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
         Ok(self
-            .query(&format!("dtmf_link_id = ?1 AND {LIVE}"), &[&link_id])?
+            .query(
+                &format!("client_id = ?1 AND dtmf_link_id = ?2 AND {LIVE}"),
+                &[&client_id, &link_id],
+            )?
             .pop())
     }
 
-    fn live_by_call_guid(&self, call_guid: &str) -> Result<Option<Session>, StoreError> {
+    fn live_by_call_guid(
+        &self,
+        client_id: &str,
+        call_guid: &str,
+    ) -> Result<Option<Session>, StoreError> {
         Ok(self
             .query(
-                &format!("call_guid = ?1 AND {LIVE} ORDER BY created_at DESC"),
-                &[&call_guid],
+                &format!("client_id = ?1 AND call_guid = ?2 AND {LIVE} ORDER BY created_at DESC"),
+                &[&client_id, &call_guid],
             )?
             .into_iter()
             .next())
@@ -476,6 +535,47 @@ impl SessionStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn relay_audit_add(&self, e: &RelayAuditRecord) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO relay_audit (at, call_id, call_guid, owner, actor, action, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &[
+                &(e.at as i64),
+                &e.call_id,
+                &e.call_guid,
+                &e.owner,
+                &e.actor,
+                &e.action,
+                &e.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn relay_audit(
+        &self,
+        call_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RelayAuditRecord>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare(
+            "SELECT at, call_id, call_guid, owner, actor, action, reason FROM relay_audit \
+             WHERE ?1 IS NULL OR call_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![call_id, limit as i64], |r| {
+            Ok(RelayAuditRecord {
+                at: r.get::<_, i64>(0)? as u64,
+                call_id: r.get(1)?,
+                call_guid: r.get(2)?,
+                owner: r.get(3)?,
+                actor: r.get(4)?,
+                action: r.get(5)?,
+                reason: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     fn live_by_merchant_ref(
@@ -568,8 +668,10 @@ mod tests {
             (audit[1].from.as_deref(), audit[1].to.as_str()),
             (Some("Created"), "Capturing")
         );
-        assert_eq!(st.live_by_link_id("123456").unwrap().unwrap().id, "s1");
-        assert_eq!(st.live_by_call_guid("g").unwrap().unwrap().id, "s1");
+        assert_eq!(st.live_by_link_id("c", "123456").unwrap().unwrap().id, "s1");
+        assert_eq!(st.live_by_call_guid("c", "g").unwrap().unwrap().id, "s1");
+        assert!(st.live_by_call_guid("other", "g").unwrap().is_none());
+        assert!(st.live_by_link_id("other", "123456").unwrap().is_none());
         assert!(st
             .live_by_merchant_ref("c", "a", SessionKind::SelfService, "ref")
             .unwrap()

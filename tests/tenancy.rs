@@ -1,0 +1,523 @@
+//! Secure mode fails closed, and every call and session belongs to its tenant: two tenants in
+//! one gateway, over real HTTP and UDP.
+//!
+//! Each test names the finding it covers (see the closing note of the secure-mode issue).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::gateway::{get, http, post, Gateway};
+use common::*;
+use serde_json::{json, Value};
+use tonegate_dsp::G711Law;
+
+const A: (&str, &str) = ("tenant-a", "tenant-a-secret-0123456789");
+const B: (&str, &str) = ("tenant-b", "tenant-b-secret-0123456789");
+
+/// Two tenants (clients A and B, each with its own account), the development client as the
+/// operator, and `extra` TOML on top. Account `acct-a` masks per session unless `policy` says.
+fn gateway(policy_a: &str, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"
+[[auth.clients]]
+id = "tonegate-dev"
+secret = "tonegate-dev-secret"
+scopes = ["globalpci", "relay", "admin"]
+accounts = ["*"]
+
+[[auth.clients]]
+id = "{}"
+secret = "{}"
+scopes = ["globalpci", "relay"]
+accounts = ["acct-a"]
+
+[[auth.clients]]
+id = "{}"
+secret = "{}"
+scopes = ["globalpci", "relay"]
+accounts = ["acct-b"]
+
+[[accounts]]
+id = "dev-account"
+psp = "sandbox"
+
+[[accounts]]
+id = "acct-a"
+psp = "sandbox"
+dtmf_masking = "{policy_a}"
+
+[[accounts]]
+id = "acct-b"
+psp = "sandbox"
+dtmf_masking = "session"
+
+{extra}
+"#,
+        A.0, A.1, B.0, B.1
+    ))
+}
+
+fn endpoint() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    s
+}
+
+struct Call {
+    id: String,
+    caller_local: SocketAddr,
+}
+
+fn create_call(gw: &Gateway, tok: &str, guid: &str, caller: &str, agent: &UdpSocket) -> Call {
+    let (s, v) = post(
+        gw,
+        tok,
+        "/relay/v1/calls",
+        &json!({"call_guid": guid, "codec": "PCMU", "caller": {"remote": caller},
+                "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    Call {
+        id: v["id"].as_str().unwrap().into(),
+        caller_local: v["caller"]["local"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+fn secure(gw: &Gateway, tok: &str, id: &str, on: bool) -> (u16, Value) {
+    post(
+        gw,
+        tok,
+        &format!("/relay/v1/calls/{id}/secure"),
+        &json!({ "enabled": on }),
+    )
+}
+
+fn agent_session(gw: &Gateway, tok: &str, account: &str, guid: &str) -> (u16, Value) {
+    post(
+        gw,
+        tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": account, "CallGuid": guid,
+                "PaymentData": {"amount": "10.00", "merchantTxnRef": guid}}),
+    )
+}
+
+fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
+        if v["sessionState"] == state || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receives what reaches `agent` while `send` runs, until 400 ms of silence.
+fn heard_while(agent: &UdpSocket, send: impl FnOnce()) -> Vec<Vec<u8>> {
+    let rx = agent.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = rx.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    });
+    send();
+    t.join().unwrap()
+}
+
+/// Keys multimon-ng reads in the agent's audio (and that `tonegate detect` agrees).
+fn agent_keys(packets: &[Vec<u8>]) -> String {
+    let first_ts = tonegate::media::rtp::RtpHeader::parse(&packets[0])
+        .unwrap()
+        .timestamp;
+    let audio = agent_audio(packets, G711Law::Ulaw, first_ts);
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("agent.wav");
+    tonegate::wav::write_pcm8k(&wav, &audio).unwrap();
+    multimon_keys(&wav)
+}
+
+fn metric(gw: &Gateway, name: &str) -> u64 {
+    let text = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+fn audit(gw: &Gateway, call: &str) -> Vec<Value> {
+    let tok = gw.token("admin");
+    // The audit trail is written by a thread of its own: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, v) = get(gw, &tok, &format!("/admin/v1/audit/relay?call={call}"));
+        assert_eq!(s, 200);
+        let records = v["records"].as_array().unwrap().clone();
+        if records.len() > 1 || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Findings 1 and 2: relay calls had no owner; duplicate CallGuids were accepted.
+#[test]
+fn another_clients_call_does_not_exist_for_it_and_an_operator_read_is_audited() {
+    let gw = gateway("session", "");
+    let (ta, tb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    let agent = endpoint();
+    let call = create_call(&gw, &ta, "guid-owned", "127.0.0.1:40100", &agent);
+    let path = format!("/relay/v1/calls/{}", call.id);
+    assert_eq!(get(&gw, &tb, &path).0, 404);
+    assert_eq!(secure(&gw, &tb, &call.id, false).0, 404);
+    assert_eq!(secure(&gw, &tb, &call.id, true).0, 404);
+    let r = http()
+        .delete(gw.url(&path))
+        .bearer_auth(&tb)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (_, list) = get(&gw, &tb, "/relay/v1/calls");
+    assert_eq!(list["calls"].as_array().unwrap().len(), 0, "{list}");
+    let (_, list) = get(&gw, &ta, "/relay/v1/calls");
+    assert_eq!(list["calls"][0]["id"], call.id.as_str());
+    assert_eq!(list["calls"][0]["account"], "acct-a");
+    // The owner cannot relay the same CallGuid twice.
+    let (s, v) = post(
+        &gw,
+        &ta,
+        "/relay/v1/calls",
+        &json!({"call_guid": "guid-owned", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(s, 409, "{v}");
+    // An operator sees every call, and that is in the audit trail.
+    let admin = gw.token("admin");
+    let (s, v) = get(&gw, &admin, &path);
+    assert_eq!((s, v["id"].as_str()), (200, Some(call.id.as_str())));
+    let records = audit(&gw, &call.id);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "read" && r["actor"] == "admin:tonegate-dev"),
+        "{records:?}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "create" && r["actor"] == "client:tenant-a"));
+}
+
+/// Finding 2: a session was found by CallGuid without a tenant, and a new key subscriber
+/// replaced the old one.
+#[test]
+fn a_session_of_another_client_never_takes_the_keys_of_a_live_capture() {
+    let gw = gateway("session", "");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let ra = gw.token_for(A, "relay");
+    let (s, v) = agent_session(&gw, &ga, "acct-a", "guid-shared");
+    assert_eq!(s, 200, "{v}");
+    let id_a = v["sessionId"].as_str().unwrap().to_string();
+    let caller = endpoint();
+    let agent = endpoint();
+    let call = create_call(
+        &gw,
+        &ra,
+        "guid-shared",
+        &caller.local_addr().unwrap().to_string(),
+        &agent,
+    );
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    // B names A's CallGuid: refused, and A's capture is untouched.
+    let (s, v) = agent_session(&gw, &gb, "acct-b", "guid-shared");
+    assert_eq!(s, 409, "{v}");
+    // A second live session of A's for the same call is refused too.
+    let (s, _) = agent_session(&gw, &ga, "acct-a", "guid-shared");
+    assert_eq!(s, 409);
+    // The call's key stream has one subscriber: asking for a second is an error.
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let second = gw
+        .runtime
+        .block_on(gw.state.relay.subscribe_keys(&call.id, tx));
+    assert!(matches!(
+        second,
+        Err(tonegate::relay::RelayError::Conflict(_))
+    ));
+    // A's capture still gets every key.
+    let mut leg = KeyingLeg::new(caller, call.caller_local);
+    leg.key("4242424242424242#1230#737#", 5);
+    let v = wait_state(&gw, &ga, &id_a, "ReadyToSubmit");
+    assert_eq!(v["sessionState"], "ReadyToSubmit", "{v}");
+}
+
+/// Finding 3: masking switched off the moment a capture ended, so the caller re-keying after
+/// a decline was heard in clear.
+#[test]
+fn after_a_declined_card_the_caller_keying_again_is_not_heard_until_released() {
+    for policy in ["session", "call"] {
+        let gw = gateway(policy, "[relay]\nsecure_hold_off_s = 2\n");
+        let (ga, ra) = (gw.token_for(A, "globalpci"), gw.token_for(A, "relay"));
+        let guid = format!("guid-decline-{policy}");
+        let (_, v) = agent_session(&gw, &ga, "acct-a", &guid);
+        let id = v["sessionId"].as_str().unwrap().to_string();
+        let caller = endpoint();
+        let agent = endpoint();
+        let call = create_call(
+            &gw,
+            &ra,
+            &guid,
+            &caller.local_addr().unwrap().to_string(),
+            &agent,
+        );
+        wait_state(&gw, &ga, &id, "Capturing");
+        // While the capture is live, nobody may turn masking off.
+        let (s, v) = secure(&gw, &ra, &call.id, false);
+        assert_eq!(s, 409, "{policy}: {v}");
+        let mut leg = KeyingLeg::new(caller, call.caller_local);
+        // A card the sandbox declines.
+        let heard = heard_while(&agent, || leg.key("4000000000000002#1230#123#", 3));
+        assert_eq!(agent_keys(&heard), "", "{policy}: the first card");
+        wait_state(&gw, &ga, &id, "ReadyToSubmit");
+        let (_, v) = post(
+            &gw,
+            &ga,
+            &format!("/globalpci/v1/session/{id}/submit"),
+            &json!({}),
+        );
+        assert_eq!(v["sessionState"], "Declined", "{policy}: {v}");
+        // "Let's try another card": keyed in clear by the caller, never heard by the agent.
+        let heard = heard_while(&agent, || leg.key("5555555555554444#0530#456#", 4));
+        assert_eq!(agent_keys(&heard), "", "{policy}: keys after the decline");
+        // Within the hold-off after the last key, release is refused with the reason.
+        let (s, v) = post(
+            &gw,
+            &ga,
+            &format!("/globalpci/v1/session/{id}/release"),
+            &json!({}),
+        );
+        let (s2, v2) = secure(&gw, &ra, &call.id, false);
+        if policy == "call" {
+            // Nothing turns a "call" policy off.
+            assert_eq!(s2, 409, "{v2}");
+            assert!(
+                v2["message"].as_str().unwrap().contains("whole call"),
+                "{v2}"
+            );
+        } else {
+            assert_eq!(s, 409, "{v}");
+            assert!(v["message"].as_str().unwrap().contains("s ago"), "{v}");
+            assert_eq!(s2, 409, "{v2}");
+        }
+        std::thread::sleep(Duration::from_millis(2100));
+        let (s, v) = post(
+            &gw,
+            &ga,
+            &format!("/globalpci/v1/session/{id}/release"),
+            &json!({}),
+        );
+        assert_eq!(s, 200, "{policy}: {v}");
+        let heard = heard_while(&agent, || leg.key("123", 6));
+        let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id));
+        if policy == "session" {
+            assert_eq!(info["secure"], false, "{info}");
+            assert_eq!(
+                agent_keys(&heard),
+                "123",
+                "released: the agent hears keys again"
+            );
+        } else {
+            assert_eq!(info["secure"], true, "{info}");
+            assert_eq!(agent_keys(&heard), "", "policy call: still masked");
+        }
+        let records = audit(&gw, &call.id);
+        assert!(
+            records.iter().any(|r| r["action"] == "secure_off_refused"),
+            "{records:?}"
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| r["action"] == "secure_on"
+                    && r["actor"] == format!("session:{id}").as_str())
+                || policy == "call"
+        );
+    }
+}
+
+/// Policy "call": a call with no session at all never lets a key through.
+#[test]
+fn a_call_with_policy_call_and_no_session_masks_every_key() {
+    let gw = gateway("call", "");
+    let ra = gw.token_for(A, "relay");
+    let caller = endpoint();
+    let agent = endpoint();
+    let call = create_call(
+        &gw,
+        &ra,
+        "guid-no-session",
+        &caller.local_addr().unwrap().to_string(),
+        &agent,
+    );
+    let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id));
+    assert_eq!(
+        (info["secure"].as_bool(), info["dtmf_masking"].as_str()),
+        (Some(true), Some("call"))
+    );
+    let mut leg = KeyingLeg::new(caller, call.caller_local);
+    let heard = heard_while(&agent, || {
+        leg.key("4111111111111111#", 1);
+        std::thread::sleep(Duration::from_millis(300));
+        leg.key("0123456789*#", 2);
+    });
+    assert!(heard.len() > 100, "the agent leg carried audio");
+    assert_eq!(agent_keys(&heard), "");
+    let (s, v) = secure(&gw, &ra, &call.id, false);
+    assert_eq!(s, 409, "{v}");
+}
+
+/// Finding 4: the 6-digit dtmfLinkId was global across tenants, with unlimited calls.
+#[test]
+fn link_ids_are_per_tenant_checked_and_limited() {
+    let gw = gateway("session", "[link]\ntries_per_session = 2\n");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let ra = gw.token_for(A, "relay");
+    let self_service = |tok: &str, account: &str, r: &str| {
+        let (s, v) = post(
+            &gw,
+            tok,
+            "/globalpci/v1/selfservicesession",
+            &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{r}"),
+                    "PaymentData": {"amount": "5.00", "merchantTxnRef": r}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        (
+            v["sessionId"].as_str().unwrap().to_string(),
+            v["dtmfLinkId"].as_str().unwrap().to_string(),
+        )
+    };
+    let (id_a, link_a) = self_service(&ga, "acct-a", "A-1");
+    let (_, link_b) = self_service(&gb, "acct-b", "B-1");
+    assert!(tonegate::session::link_id::check_digit_ok(&link_a) && link_a.len() == 8);
+    // A call of A's with another CallGuid listens for a link id.
+    let call_of_a = |n: u32| {
+        let caller = endpoint();
+        let agent = endpoint();
+        let call = create_call(
+            &gw,
+            &ra,
+            &format!("fallback-{n}"),
+            &caller.local_addr().unwrap().to_string(),
+            &agent,
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        KeyingLeg::new(caller, call.caller_local)
+    };
+    let wait_metric = |name: &str, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&gw, name) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(metric(&gw, name), want, "{name}");
+    };
+    // B's link id keyed on A's call: not found (another tenant's), counted against A's waiting
+    // session; then a typo (bad check digit); then a third wrong id: the call stops listening.
+    let mut leg = call_of_a(1);
+    leg.key(&link_b, 1);
+    wait_metric("tonegate_link_attempts_total{result=\"not_found\"}", 1);
+    let mut typo = link_a.clone().into_bytes();
+    typo[0] = b'0' + (typo[0] - b'0' + 1) % 10;
+    leg.key(std::str::from_utf8(&typo).unwrap(), 2);
+    wait_metric(
+        "tonegate_link_attempts_total{result=\"bad_check_digit\"}",
+        1,
+    );
+    leg.key(
+        &tonegate::session::link_id::generate(8, &mut rand::thread_rng()),
+        3,
+    );
+    wait_metric("tonegate_link_calls_limited_total", 1);
+    // That was the second failed lookup against A's session (tries_per_session = 2): locked.
+    // The right id on a new call no longer links it.
+    wait_metric("tonegate_link_sessions_locked_total", 1);
+    let mut leg = call_of_a(2);
+    leg.key(&link_a, 4);
+    wait_metric("tonegate_link_attempts_total{result=\"not_found\"}", 3);
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Created")["sessionState"],
+        "Created"
+    );
+    assert_eq!(
+        metric(&gw, "tonegate_link_attempts_total{result=\"linked\"}"),
+        0
+    );
+}
+
+/// Finding 5: a leg with no remote latched to the first packet from anyone.
+#[test]
+fn latching_stays_inside_what_signalling_named() {
+    let gw = gateway("session", "");
+    let ra = gw.token_for(A, "relay");
+    let real = endpoint();
+    let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let agent = endpoint();
+    // Signalling named the caller's host (port unknown): an attacker on another host, sending
+    // first, does not take the leg; the real caller does.
+    let call = create_call(&gw, &ra, "guid-latch", "127.0.0.1", &agent);
+    let mut p = [0u8; 172];
+    let n = tonegate::media::rtp::write_packet(&mut p, 0, false, 1, 160, 42, &[0xFF; 160]);
+    for _ in 0..5 {
+        attacker.send_to(&p[..n], call.caller_local).unwrap();
+    }
+    let mut buf = [0u8; 256];
+    assert!(
+        agent.recv_from(&mut buf).is_err(),
+        "attacker audio reached the agent"
+    );
+    real.send_to(&p[..n], call.caller_local).unwrap();
+    let (m, _) = agent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..m], &p[..n]);
+    let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id));
+    assert_eq!(
+        info["caller"]["remote"],
+        real.local_addr().unwrap().to_string()
+    );
+    assert_eq!(info["counters"]["foreign_source"], 5);
+    // A port range: a source outside it on the right host is dropped too.
+    let agent2 = endpoint();
+    let lo = real.local_addr().unwrap().port();
+    let call2 = create_call(
+        &gw,
+        &ra,
+        "guid-range",
+        &format!("127.0.0.1:{lo}-{lo}"),
+        &agent2,
+    );
+    let outsider = endpoint();
+    outsider.send_to(&p[..n], call2.caller_local).unwrap();
+    assert!(agent2.recv_from(&mut buf).is_err());
+    real.send_to(&p[..n], call2.caller_local).unwrap();
+    assert!(agent2.recv_from(&mut buf).is_ok());
+    let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", call2.id));
+    assert_eq!(info["counters"]["foreign_source"], 1);
+    // Malformed remotes are clear errors.
+    for bad in ["127.0.0.1:9-1", "nonsense", "127.0.0.1:0-5"] {
+        let (s, v) = post(
+            &gw,
+            &ra,
+            "/relay/v1/calls",
+            &json!({"call_guid": "x", "codec": "PCMU", "caller": {"remote": bad}, "agent": {"remote": null}}),
+        );
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+}
