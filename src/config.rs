@@ -57,6 +57,35 @@ pub struct Config {
     pub prompts: crate::prompts::PromptConfig,
     /// `dtmfLinkId`: linking a call to a self-service session by keying its id.
     pub link: LinkConfig,
+    /// rtpengine's ng control protocol (Kamailio, OpenSIPS).
+    pub ng: NgConfig,
+}
+
+/// The ng control listener: how a SIP proxy's `rtpengine` module drives tonegate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NgConfig {
+    /// UDP address to listen on (e.g. `127.0.0.1:2223`); off when absent.
+    pub listen: Option<SocketAddr>,
+    /// The client (`[[auth.clients]]` id) ng calls belong to: sessions of this client link to
+    /// them, and its relay token sees them.
+    pub owner: String,
+    /// The account ng calls belong to (its `dtmf_masking` policy applies); none: the owner's
+    /// only account, else `[relay] dtmf_masking`.
+    pub account: Option<String>,
+    /// How long a reply is kept for a retransmitted request (same cookie, same peer), seconds.
+    pub reply_cache_s: u64,
+}
+
+impl Default for NgConfig {
+    fn default() -> Self {
+        NgConfig {
+            listen: None,
+            owner: "tonegate-dev".into(),
+            account: None,
+            reply_cache_s: 60,
+        }
+    }
 }
 
 /// How callers link a call to a self-service session by keying its `dtmfLinkId`.
@@ -500,6 +529,25 @@ impl Config {
                  true to accept that (measurements only)"
                     .into(),
             ));
+        }
+        if self.ng.listen.is_some() {
+            if !self.auth.clients.iter().any(|c| c.id == self.ng.owner) {
+                return Err(invalid(format!(
+                    "ng.owner {:?} is not a client in [[auth.clients]]",
+                    self.ng.owner
+                )));
+            }
+            if let Some(a) = &self.ng.account {
+                if self.account(a).is_none() {
+                    return Err(invalid(format!("ng.account {a:?} is not an account")));
+                }
+            }
+            if self.ng.reply_cache_s < 30 {
+                return Err(invalid(
+                    "ng.reply_cache_s must be at least 30 (Kamailio retransmits for that long)"
+                        .into(),
+                ));
+            }
         }
         if !(8..=16).contains(&self.link.digits) {
             return Err(invalid(format!(

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod interaction;
 pub mod media;
+pub mod ng;
 pub mod notify;
 pub mod prompts;
 pub mod psp;

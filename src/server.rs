@@ -56,11 +56,24 @@ pub async fn serve_state(
     let addr = listener.local_addr().context("reading listener address")?;
     let relay = state.relay.clone();
     state.sessions.start().context("starting sessions")?;
+    let ng_task = match (&state.ng, state.config.ng.listen) {
+        (Some(ng), Some(at)) => {
+            let socket = tokio::net::UdpSocket::bind(at)
+                .await
+                .with_context(|| format!("binding the ng listener on {at}"))?;
+            tracing::info!(addr = %socket.local_addr().unwrap_or(at), "ng control protocol listening (udp)");
+            Some(tokio::spawn(crate::ng::listen(socket, ng.clone())))
+        }
+        _ => None,
+    };
     tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
     axum::serve(listener, crate::api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
+    if let Some(t) = ng_task {
+        t.abort();
+    }
     relay.stop_all();
     tracing::info!("tonegate stopped");
     Ok(())
@@ -157,6 +170,32 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     };
     let prompts = Arc::new(crate::prompts::Prompts::load(&config.prompts.dir)?);
     let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms, prompts);
+    let ng = config.ng.listen.map(|_| {
+        let clients = &config.auth.clients;
+        // The ng calls' account: as configured, else the owner's only one.
+        let account = config.ng.account.clone().or_else(|| {
+            match clients
+                .iter()
+                .find(|c| c.id == config.ng.owner)
+                .map(|c| c.accounts.as_slice())
+            {
+                Some([only]) if only != "*" => Some(only.clone()),
+                _ => None,
+            }
+        });
+        let policy = account
+            .as_deref()
+            .and_then(|a| config.account(a))
+            .map(|a| a.dtmf_masking)
+            .unwrap_or(config.relay.dtmf_masking);
+        Arc::new(crate::ng::NgService::new(
+            relay.clone(),
+            config.ng.clone(),
+            account,
+            policy,
+            config.relay.masking_mode(),
+        ))
+    });
     Ok(AppState {
         config,
         authority: Arc::new(authority),
@@ -164,6 +203,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         sessions,
         sandbox,
         ui_tokens: Default::default(),
+        ng,
     })
 }
 

@@ -172,5 +172,41 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         r(&l.call_limit),
         r(&l.sessions_locked)
     );
+    if let Some(ng) = &state.ng {
+        let n = ng.counters();
+        for (name, help, v) in [
+            (
+                "ng_requests_total",
+                "ng requests answered, retransmissions included.",
+                r(&n.requests),
+            ),
+            (
+                "ng_retransmissions_total",
+                "ng retransmissions answered from the reply cache.",
+                r(&n.retransmissions),
+            ),
+            ("ng_errors_total", "ng error replies.", r(&n.errors)),
+            (
+                "ng_malformed_total",
+                "Datagrams on the ng port that were not ng requests.",
+                r(&n.malformed),
+            ),
+            (
+                "ng_unknown_keys_total",
+                "ng request keys tonegate ignores.",
+                r(&n.unknown_keys),
+            ),
+            (
+                "ng_refused_offers_total",
+                "ng offers refused because masking could not be guaranteed.",
+                r(&n.refused_offers),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP tonegate_{name} {help}\n# TYPE tonegate_{name} counter\ntonegate_{name} {v}"
+            );
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub sandbox: Arc<crate::psp::sandbox::SandboxPsp>,
     /// Tokens of open agent payment UIs.
     pub ui_tokens: pages::UiTokens,
+    /// The ng control protocol service, when `[ng] listen` is set.
+    pub ng: Option<Arc<crate::ng::NgService>>,
 }
 
 /// Seconds since the Unix epoch.

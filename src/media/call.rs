@@ -51,6 +51,8 @@ pub enum Channel {
 /// Which source addresses a leg accepts, from what signalling said about the remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteRule {
+    /// Nothing may latch yet (signalling has not said where the remote is).
+    Closed,
     /// Nothing was said: learn from the first packet, from anywhere.
     Any,
     /// This host, any port: learned from its first packet.
@@ -65,6 +67,7 @@ impl RemoteRule {
     /// Whether a packet from `from` may latch (or re-latch) the leg.
     pub fn allows(&self, from: SocketAddr, rtcp: bool) -> bool {
         match *self {
+            RemoteRule::Closed => false,
             RemoteRule::Any => true,
             RemoteRule::Host(ip) => from.ip() == ip,
             RemoteRule::Ports(ip, lo, hi) => {
@@ -92,7 +95,7 @@ impl RemoteRule {
     /// The remote's host, if signalling named one.
     pub fn ip(&self) -> Option<IpAddr> {
         match *self {
-            RemoteRule::Any => None,
+            RemoteRule::Closed | RemoteRule::Any => None,
             RemoteRule::Host(ip) | RemoteRule::Ports(ip, ..) => Some(ip),
             RemoteRule::Exact(a) => Some(a.ip()),
         }
@@ -196,6 +199,8 @@ pub struct CallMedia {
     counters: Arc<CallCounters>,
     prompt: PromptPlayer,
     audio_pt: u8,
+    /// Media from this leg is dropped (ng `block media`).
+    blocked: [bool; 2],
 }
 
 impl CallMedia {
@@ -238,6 +243,7 @@ impl CallMedia {
             counters: Arc::new(CallCounters::default()),
             prompt: PromptPlayer::new(cfg.law),
             audio_pt,
+            blocked: [false; 2],
         }
     }
 
@@ -261,6 +267,30 @@ impl CallMedia {
     /// its session's `dtmfLinkId`).
     pub fn set_listening(&mut self, on: bool) {
         self.secure.set_listening(on);
+    }
+
+    /// Signalling said anew where `side`'s remote is (an answer, a re-offer): the leg keeps
+    /// its latched address if the new rule allows it, else learns again within the rule.
+    pub fn set_remote_rule(&mut self, side: Side, rule: RemoteRule) {
+        let r = &mut self.remotes[side.index()];
+        r.rule = rule;
+        r.candidate = None;
+        if let Some(known) = rule.known() {
+            if r.rtp != Some(known) {
+                r.rtp = Some(known);
+                r.ssrc = None;
+                r.rtcp = None;
+            }
+        } else if r.rtp.is_some_and(|a| !rule.allows(a, false)) {
+            r.rtp = None;
+            r.rtcp = None;
+            r.ssrc = None;
+        }
+    }
+
+    /// Drops (`true`) or forwards again the media `side` sends (RTP and RTCP).
+    pub fn set_blocked(&mut self, side: Side, on: bool) {
+        self.blocked[side.index()] = on;
     }
 
     /// Queues a prompt to the caller.
@@ -305,6 +335,9 @@ impl CallMedia {
         CallCounters::bump(&c.bytes_in[side.index()], len as u64);
         if len > MAX_DATAGRAM || len > buf.len() {
             CallCounters::bump(&c.malformed, 1);
+            return None;
+        }
+        if self.blocked[side.index()] {
             return None;
         }
         let pkt = &mut buf[..len];

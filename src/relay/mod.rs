@@ -283,6 +283,8 @@ enum Control {
     Play(Vec<crate::media::Clip>),
     StopPrompt,
     Listen(bool),
+    Remote(crate::media::Side, RemoteRule),
+    Block(crate::media::Side, bool),
 }
 
 struct CallEntry {
@@ -1033,6 +1035,31 @@ impl Relay {
     /// for a caller who keys a session's `dtmfLinkId`.
     pub async fn listen(&self, id: &str, on: bool) -> Result<(), RelayError> {
         self.control(id)?.send(Control::Listen(on)).await
+    }
+
+    /// Signalling said anew where a leg's remote is (ng answer, re-offer).
+    pub async fn set_remote(
+        &self,
+        id: &str,
+        side: crate::media::Side,
+        rule: RemoteRule,
+    ) -> Result<(), RelayError> {
+        {
+            let calls = self.inner.calls.lock().expect("calls lock");
+            let c = calls.get(id).ok_or(RelayError::UnknownCall)?;
+            c.remotes.lock().expect("remotes lock")[side as usize] = rule.known();
+        }
+        self.control(id)?.send(Control::Remote(side, rule)).await
+    }
+
+    /// Drops (or forwards again) all media a leg sends (ng `block media`).
+    pub async fn block_media(
+        &self,
+        id: &str,
+        side: crate::media::Side,
+        on: bool,
+    ) -> Result<(), RelayError> {
+        self.control(id)?.send(Control::Block(side, on)).await
     }
 
     /// Ends a call and frees its ports, if `access` may see it.

@@ -182,6 +182,8 @@ pub(super) async fn run(mut t: CallTask) -> Ended {
                 }
                 Some(Control::StopPrompt) => io.media.stop_prompt(),
                 Some(Control::Listen(on)) => io.media.set_listening(on),
+                Some(Control::Remote(side, rule)) => io.media.set_remote_rule(side, rule),
+                Some(Control::Block(side, on)) => io.media.set_blocked(side, on),
                 None => return Ended::Stopped,
             },
             _ = tick_opt(&mut prompt_tick) => {

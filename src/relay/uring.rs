@@ -736,6 +736,8 @@ impl Worker {
                     }
                     Control::StopPrompt => call.media.stop_prompt(),
                     Control::Listen(on) => call.media.set_listening(on),
+                    Control::Remote(side, rule) => call.media.set_remote_rule(side, rule),
+                    Control::Block(side, on) => call.media.set_blocked(side, on),
                 }
             }
         }

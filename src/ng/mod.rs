@@ -1,0 +1,841 @@
+//! rtpengine's ng control protocol, so Kamailio's and OpenSIPS's `rtpengine` modules drive
+//! tonegate with their configuration unchanged (`docs/ng_control_protocol.md` in
+//! sipwise/rtpengine).
+//!
+//! - [`bencode`], [`message`]: the wire format (`cookie SP dictionary`, bencode or JSON);
+//! - [`sdp`]: what an offer/answer says, what is refused, the rewrite to the relay;
+//! - [`ReplyCache`]: a retransmitted request (same cookie, same peer) gets the same reply, so a
+//!   retransmitted offer never allocates new ports;
+//! - [`NgService`]: the commands, over the relay; [`listen`]: the UDP shell.
+//!
+//! One ng call (Call-ID) is one relay call. The offerer (the first offer's `from-tag`) is the
+//! caller whose keys are masked toward the other party; its SDP names the caller leg's remote,
+//! the answer names the agent leg's. The ng calls belong to `[ng] owner` (and account), so
+//! that client's GlobalPCI sessions link to them by Call-ID (or `tonegate-callguid`).
+
+pub mod bencode;
+pub mod message;
+pub mod sdp;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bencode::Value;
+use message::{error, reply, Format, Request};
+use tonegate_dsp::MaskingMode;
+
+use crate::config::{DtmfMasking, NgConfig};
+use crate::media::{RemoteRule, Side};
+use crate::relay::{Access, NewCall, Relay, RelayError};
+
+/// Replies to recent requests, by (cookie, peer), for retransmissions. Sans-IO: time comes in.
+#[derive(Debug)]
+pub struct ReplyCache {
+    ttl: Duration,
+    capacity: usize,
+    replies: HashMap<(Vec<u8>, SocketAddr), Vec<u8>>,
+    /// Insertion order with expiry, oldest first.
+    order: VecDeque<(Instant, Vec<u8>, SocketAddr)>,
+}
+
+impl ReplyCache {
+    /// A cache keeping replies for `ttl`, at most `capacity` of them (oldest go first).
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        ReplyCache {
+            ttl,
+            capacity,
+            replies: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The reply already sent for `cookie` from `peer`, if it is still kept at `now`.
+    pub fn get(&mut self, cookie: &[u8], peer: SocketAddr, now: Instant) -> Option<&[u8]> {
+        self.expire(now);
+        self.replies
+            .get(&(cookie.to_vec(), peer))
+            .map(|v| v.as_slice())
+    }
+
+    /// Remembers the reply to `cookie` from `peer`.
+    pub fn put(&mut self, cookie: &[u8], peer: SocketAddr, reply: Vec<u8>, now: Instant) {
+        self.expire(now);
+        while self.replies.len() >= self.capacity {
+            let Some((_, c, p)) = self.order.pop_front() else {
+                break;
+            };
+            self.replies.remove(&(c, p));
+        }
+        if self
+            .replies
+            .insert((cookie.to_vec(), peer), reply)
+            .is_none()
+        {
+            self.order
+                .push_back((now + self.ttl, cookie.to_vec(), peer));
+        }
+    }
+
+    /// Replies kept.
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(t, _, _)| *t <= now) {
+            let (_, c, p) = self.order.pop_front().expect("front exists");
+            self.replies.remove(&(c, p));
+        }
+    }
+}
+
+/// What the ng listener counts (exported on `/metrics`).
+#[derive(Debug, Default)]
+pub struct NgCounters {
+    /// Requests answered, retransmissions included.
+    pub requests: AtomicU64,
+    /// Retransmissions answered from the cache.
+    pub retransmissions: AtomicU64,
+    /// Error replies.
+    pub errors: AtomicU64,
+    /// Datagrams that were not ng requests (no reply possible without a cookie).
+    pub malformed: AtomicU64,
+    /// Request keys tonegate does not act on (ignored, as rtpengine ignores unknown keys).
+    pub unknown_keys: AtomicU64,
+    /// Offers refused because masking could not be guaranteed (SRTP, DTLS, no G.711).
+    pub refused_offers: AtomicU64,
+}
+
+/// Keys tonegate reads or knowingly accepts without acting on (anything else is counted).
+const KNOWN_KEYS: &[&str] = &[
+    "command",
+    "call id",
+    "from tag",
+    "to tag",
+    "via branch",
+    "sdp",
+    "flags",
+    "replace",
+    "received from",
+    "supports",
+    "ice",
+    "label",
+    "from label",
+    "to label",
+    "set label",
+    "dtmf security",
+    "delay buffer",
+    "trigger",
+    "trigger end",
+    "end trigger",
+    "trigger end time",
+    "trigger end digits",
+    "address",
+    "address family",
+    "media address",
+    "transport protocol",
+    "rtcp mux",
+    "sdes",
+    "dtls",
+    "direction",
+    "all",
+    "tonegate callguid",
+    "delete delay",
+    "limit",
+    "digit",
+    "code",
+    "record call",
+    "metadata",
+    "ptime",
+    "codec",
+    "dtmf log dest",
+    "interface",
+    "from interface",
+    "to interface",
+    "osrtp",
+    "t.38",
+    "tos",
+];
+
+/// One ng call.
+#[derive(Debug, Clone)]
+struct NgCall {
+    relay_id: String,
+    /// The first offer's `from-tag`: the caller, whose keys are masked.
+    offerer: String,
+    /// The other party's tag, once an answer named it.
+    answerer: Option<String>,
+    /// Labels by tag.
+    labels: HashMap<String, String>,
+    /// The relay's caller-leg and agent-leg addresses.
+    locals: [SocketAddr; 2],
+    /// Each side's media host, from its SDP.
+    hosts: [Option<IpAddr>; 2],
+    created: u64,
+    last_signal: u64,
+}
+
+/// The ng commands over the relay. See the module documentation.
+pub struct NgService {
+    relay: Relay,
+    cfg: NgConfig,
+    account: Option<String>,
+    policy: DtmfMasking,
+    default_mode: MaskingMode,
+    calls: Mutex<HashMap<String, NgCall>>,
+    cache: Mutex<ReplyCache>,
+    counters: NgCounters,
+    started: Instant,
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    crate::api::unix_now()
+}
+
+impl NgService {
+    /// A service creating calls on `relay` for `cfg.owner`, masked by `policy`.
+    pub fn new(
+        relay: Relay,
+        cfg: NgConfig,
+        account: Option<String>,
+        policy: DtmfMasking,
+        default_mode: MaskingMode,
+    ) -> Self {
+        let ttl = Duration::from_secs(cfg.reply_cache_s);
+        NgService {
+            relay,
+            cfg,
+            account,
+            policy,
+            default_mode,
+            calls: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ReplyCache::new(ttl, 100_000)),
+            counters: NgCounters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The listener's counters.
+    pub fn counters(&self) -> &NgCounters {
+        &self.counters
+    }
+
+    /// Answers one datagram from `peer` (`None`: not an ng request at all — nothing to send).
+    pub async fn handle(&self, datagram: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let Ok((cookie, _)) = message::split_cookie(datagram) else {
+            self.counters.malformed.fetch_add(1, Relaxed);
+            return None;
+        };
+        self.counters.requests.fetch_add(1, Relaxed);
+        if let Some(r) = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(cookie, peer, now)
+        {
+            self.counters.retransmissions.fetch_add(1, Relaxed);
+            return Some(r.to_vec());
+        }
+        let (format, answer) = match Request::parse(datagram) {
+            Ok(req) => {
+                let unknown = req
+                    .keys()
+                    .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+                    .count();
+                self.counters
+                    .unknown_keys
+                    .fetch_add(unknown as u64, Relaxed);
+                (req.format, self.command(&req).await)
+            }
+            Err(e) => (Format::Bencode, error(&e.to_string())),
+        };
+        if matches!(&answer, Value::Dict(d) if d.iter().any(|(k, v)| k == b"result" && v.as_str() == Some("error")))
+        {
+            self.counters.errors.fetch_add(1, Relaxed);
+        }
+        let out = reply(cookie, format, answer);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .put(cookie, peer, out.clone(), now);
+        Some(out)
+    }
+
+    async fn command(&self, req: &Request) -> Value {
+        match req.command().as_str() {
+            "ping" => Value::dict([("result", Value::str("pong"))]),
+            "offer" => self.offer(req).await.unwrap_or_else(|e| e),
+            "answer" => self.answer(req).await.unwrap_or_else(|e| e),
+            "delete" => self.delete(req),
+            "query" => self.query(req).unwrap_or_else(|e| e),
+            "list" => self.list(req),
+            "block dtmf" => self.dtmf(req, true).await.unwrap_or_else(|e| e),
+            "unblock dtmf" => self.dtmf(req, false).await.unwrap_or_else(|e| e),
+            "block media" => self.media(req, true).await.unwrap_or_else(|e| e),
+            "unblock media" => self.media(req, false).await.unwrap_or_else(|e| e),
+            "statistics" => self.statistics(),
+            _ => error("Unrecognized command"),
+        }
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Owner(&self.cfg.owner)
+    }
+
+    /// The live ng call `call_id` (forgotten if its relay call is gone).
+    fn call(&self, call_id: &str) -> Option<NgCall> {
+        let mut calls = self.calls.lock().expect("ng calls lock");
+        let c = calls.get(call_id)?.clone();
+        if self.relay.get(&c.relay_id, self.access()).is_none() {
+            calls.remove(call_id);
+            return None;
+        }
+        Some(c)
+    }
+
+    fn remember(&self, call_id: &str, c: NgCall) {
+        self.calls
+            .lock()
+            .expect("ng calls lock")
+            .insert(call_id.to_string(), c);
+    }
+
+    async fn offer(&self, req: &Request) -> Result<Value, Value> {
+        let call_id = req
+            .str("call-id")
+            .ok_or_else(|| error("No call-id in message"))?;
+        let from = req
+            .str("from-tag")
+            .ok_or_else(|| error("No from-tag in message"))?;
+        let sdp = self.sdp(req)?;
+        let stream = sdp.stream().clone();
+        let replace_origin = req.strs("replace").iter().any(|r| r == "origin");
+        let host = self.media_host(req, &stream);
+        if let Some(mut call) = self.call(call_id) {
+            // A re-offer (hold, a new address) keeps the call's ports.
+            let side = if from == call.offerer {
+                Side::Caller
+            } else {
+                if call.answerer.is_none() {
+                    call.answerer = Some(from.to_string());
+                }
+                Side::Agent
+            };
+            self.update_side(&mut call, side, host).await?;
+            self.label(&mut call, from, req);
+            call.last_signal = unix_now();
+            let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
+            self.remember(call_id, call);
+            return Ok(ok_sdp(out));
+        }
+        let guid = req.str("tonegate-callguid").unwrap_or(call_id).to_string();
+        let info = self
+            .relay
+            .create_call(NewCall {
+                call_guid: guid,
+                law: stream.law,
+                event_pt: stream.event_pt,
+                caller_remote: host.map_or(RemoteRule::Any, RemoteRule::Host),
+                // Nothing may take the agent leg before the answer says who it is.
+                agent_remote: RemoteRule::Closed,
+                rtcp_mux: false,
+                ipv6: host.is_some_and(|h| h.is_ipv6()) || req.str("address-family") == Some("IP6"),
+                masking: Some(self.masking_mode(req)),
+                owner: self.cfg.owner.clone(),
+                account: self.account.clone(),
+                policy: self.policy,
+            })
+            .map_err(|e| self.refusal(req, e))?;
+        let now = unix_now();
+        let mut call = NgCall {
+            relay_id: info.id,
+            offerer: from.to_string(),
+            answerer: None,
+            labels: HashMap::new(),
+            locals: [info.caller.local, info.agent.local],
+            hosts: [host, None],
+            created: now,
+            last_signal: now,
+        };
+        self.label(&mut call, from, req);
+        let out = sdp.rewrite(call.locals[Side::Agent as usize], replace_origin);
+        tracing::info!(call_id, relay = %call.relay_id, law = ?stream.law, "ng offer: call set up");
+        self.remember(call_id, call);
+        Ok(ok_sdp(out))
+    }
+
+    async fn answer(&self, req: &Request) -> Result<Value, Value> {
+        let call_id = req
+            .str("call-id")
+            .ok_or_else(|| error("No call-id in message"))?;
+        let to = req
+            .str("to-tag")
+            .ok_or_else(|| error("No to-tag in message"))?;
+        let mut call = self.call(call_id).ok_or_else(|| error("Unknown call-id"))?;
+        let sdp = self.sdp(req)?;
+        let replace_origin = req.strs("replace").iter().any(|r| r == "origin");
+        let host = self.media_host(req, sdp.stream());
+        // The answer's SDP is the to-tag party's.
+        let side = if to == call.offerer {
+            Side::Caller
+        } else {
+            if call.answerer.is_none() {
+                call.answerer = Some(to.to_string());
+            }
+            Side::Agent
+        };
+        self.update_side(&mut call, side, host).await?;
+        self.label(&mut call, to, req);
+        call.last_signal = unix_now();
+        let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
+        self.remember(call_id, call);
+        Ok(ok_sdp(out))
+    }
+
+    /// The SDP of a request, checked (refusals counted).
+    fn sdp(&self, req: &Request) -> Result<sdp::Sdp, Value> {
+        let body = req
+            .str("sdp")
+            .ok_or_else(|| error("No SDP body in message"))?;
+        sdp::Sdp::parse(body).map_err(|e| {
+            if !matches!(e, sdp::SdpError::Malformed(_)) {
+                self.counters.refused_offers.fetch_add(1, Relaxed);
+            }
+            tracing::info!(error = %e, "ng SDP refused");
+            error(&e.to_string())
+        })
+    }
+
+    /// Where the party's media comes from: its SDP's host (`trust-address`, the default), or
+    /// the SIP message's source (`SIP-source-address`, from `received-from`).
+    fn media_host(&self, req: &Request, stream: &sdp::AudioStream) -> Option<IpAddr> {
+        let sip_source = req.flag("SIP-source-address") && !req.flag("trust-address");
+        if sip_source {
+            if let Some(Value::List(l)) = req.get("received-from") {
+                if let Some(ip) = l
+                    .get(1)
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok())
+                {
+                    return Some(ip);
+                }
+            }
+        }
+        if let Some(ip) = req.str("media-address").and_then(|s| s.parse().ok()) {
+            return Some(ip);
+        }
+        stream.host
+    }
+
+    /// A side's SDP named `host` (None: on hold, or no address): its leg latches there.
+    async fn update_side(
+        &self,
+        call: &mut NgCall,
+        side: Side,
+        host: Option<IpAddr>,
+    ) -> Result<(), Value> {
+        let Some(host) = host else {
+            return Ok(());
+        };
+        if call.hosts[side as usize] == Some(host) {
+            return Ok(());
+        }
+        call.hosts[side as usize] = Some(host);
+        self.relay
+            .set_remote(&call.relay_id, side, RemoteRule::Host(host))
+            .await
+            .map_err(|e| error(&e.to_string()))
+    }
+
+    fn label(&self, call: &mut NgCall, tag: &str, req: &Request) {
+        if let Some(l) = req.str("label").or_else(|| req.str("from-label")) {
+            call.labels.insert(tag.to_string(), l.to_string());
+        }
+    }
+
+    /// `DTMF-security` as a masking mode: `drop` and `silence` mask with silence, the tone
+    /// and digit modes with the uniform beep (events are never re-rendered as a key); the
+    /// in-band audio is masked whatever the mode says.
+    fn masking_mode(&self, req: &Request) -> MaskingMode {
+        match req
+            .str("DTMF-security")
+            .map(|m| m.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("silence" | "drop") => MaskingMode::Silence,
+            Some("tone" | "random" | "zero" | "dtmf") => MaskingMode::Beep,
+            _ => self.default_mode,
+        }
+    }
+
+    /// A relay refusal, as the proxy should see it: `load limit` where it said it supports
+    /// that, else the error strings Kamailio fails over on.
+    fn refusal(&self, req: &Request, e: RelayError) -> Value {
+        match e {
+            RelayError::Exhausted(why) => {
+                let reason = if why.contains("call limit") {
+                    "Parallel session limit reached"
+                } else {
+                    "Ran out of ports"
+                };
+                if req.strs("supports").iter().any(|s| s == "load limit") {
+                    Value::dict([
+                        ("result", Value::str("load limit")),
+                        ("message", Value::str(reason)),
+                    ])
+                } else {
+                    error(reason)
+                }
+            }
+            other => error(&other.to_string()),
+        }
+    }
+
+    fn delete(&self, req: &Request) -> Value {
+        let Some(call_id) = req.str("call-id") else {
+            return error("No call-id in message");
+        };
+        let call = self.calls.lock().expect("ng calls lock").remove(call_id);
+        match call {
+            Some(c) => {
+                let _ = self.relay.delete(&c.relay_id, self.access());
+                tracing::info!(call_id, relay = %c.relay_id, "ng delete: call ended");
+                Value::dict([("result", Value::str("ok"))])
+            }
+            None if req.flag("fatal") => error("Unknown call-id"),
+            None => Value::dict([
+                ("result", Value::str("ok")),
+                ("warning", Value::str("Unknown call-id")),
+            ]),
+        }
+    }
+
+    fn query(&self, req: &Request) -> Result<Value, Value> {
+        let call_id = req
+            .str("call-id")
+            .ok_or_else(|| error("No call-id in message"))?;
+        let call = self.call(call_id).ok_or_else(|| error("Unknown call-id"))?;
+        let info = self
+            .relay
+            .get(&call.relay_id, self.access())
+            .ok_or_else(|| error("Unknown call-id"))?;
+        let c = info.counters;
+        let tag = |tag: &str, side: Side, other: Option<&str>| {
+            let leg = if side == Side::Caller {
+                &info.caller
+            } else {
+                &info.agent
+            };
+            let mut d = vec![
+                ("tag", Value::str(tag)),
+                ("created", Value::Int(call.created as i64)),
+                (
+                    "label",
+                    Value::str(call.labels.get(tag).map(String::as_str).unwrap_or("")),
+                ),
+                (
+                    "medias",
+                    Value::List(vec![Value::dict([
+                        ("index", Value::Int(1)),
+                        ("type", Value::str("audio")),
+                        ("protocol", Value::str("RTP/AVP")),
+                        (
+                            "streams",
+                            Value::List(vec![Value::dict([
+                                ("local port", Value::Int(leg.local.port() as i64)),
+                                ("endpoint", endpoint(leg.remote)),
+                            ])]),
+                        ),
+                    ])]),
+                ),
+            ];
+            if let Some(o) = other {
+                d.push(("in dialogue with", Value::str(o)));
+            }
+            Value::dict(d)
+        };
+        let answerer = call.answerer.clone().unwrap_or_default();
+        let tags = Value::Dict(vec![
+            (
+                call.offerer.as_bytes().to_vec(),
+                tag(&call.offerer, Side::Caller, Some(&answerer)),
+            ),
+            (
+                answerer.as_bytes().to_vec(),
+                tag(&answerer, Side::Agent, Some(&call.offerer)),
+            ),
+        ]);
+        let totals = |packets: u64, bytes: u64, errors: u64| {
+            Value::dict([
+                ("packets", Value::Int(packets as i64)),
+                ("bytes", Value::Int(bytes as i64)),
+                ("errors", Value::Int(errors as i64)),
+            ])
+        };
+        Ok(Value::dict([
+            ("result", Value::str("ok")),
+            ("created", Value::Int(call.created as i64)),
+            ("last signal", Value::Int(call.last_signal as i64)),
+            ("tags", tags),
+            (
+                "totals",
+                Value::dict([
+                    (
+                        "RTP",
+                        totals(c.caller_rtp_in + c.agent_rtp_in, c.bytes_in, c.malformed),
+                    ),
+                    ("RTCP", totals(c.rtcp, 0, 0)),
+                ]),
+            ),
+        ]))
+    }
+
+    fn list(&self, req: &Request) -> Value {
+        let limit = req.int("limit").filter(|l| *l > 0).unwrap_or(32) as usize;
+        let calls = self.calls.lock().expect("ng calls lock");
+        Value::dict([
+            ("result", Value::str("ok")),
+            (
+                "calls",
+                Value::List(calls.keys().take(limit).map(|k| Value::str(k)).collect()),
+            ),
+        ])
+    }
+
+    /// The party a `block`/`unblock` names: `Some(side)`, or `None` for the whole call.
+    fn party(&self, call: &NgCall, req: &Request) -> Result<Option<Side>, Value> {
+        if req.flag("all") || req.str("all") == Some("all") {
+            return Ok(None);
+        }
+        let side_of = |tag: &str| {
+            if tag == call.offerer {
+                Ok(Some(Side::Caller))
+            } else if call.answerer.as_deref() == Some(tag) {
+                Ok(Some(Side::Agent))
+            } else {
+                Err(error("Unknown from-tag"))
+            }
+        };
+        if let Some(label) = req.str("label") {
+            let tag = call
+                .labels
+                .iter()
+                .find(|(_, l)| l.as_str() == label)
+                .map(|(t, _)| t.clone())
+                .ok_or_else(|| error("Unknown label"))?;
+            return side_of(&tag);
+        }
+        if let Some(addr) = req.str("address").and_then(|a| a.parse::<IpAddr>().ok()) {
+            return match call.hosts.iter().position(|h| *h == Some(addr)) {
+                Some(0) => Ok(Some(Side::Caller)),
+                Some(_) => Ok(Some(Side::Agent)),
+                None => Err(error("Unknown address")),
+            };
+        }
+        match req.str("from-tag") {
+            Some(tag) => side_of(tag),
+            None => Ok(None),
+        }
+    }
+
+    /// `block DTMF` holds secure mode for the caller's keys; `unblock DTMF` releases it, and is
+    /// refused with the reason while a capture holds the call, within the hold-off after a
+    /// key, or when the account masks the whole call.
+    async fn dtmf(&self, req: &Request, block: bool) -> Result<Value, Value> {
+        let call_id = req
+            .str("call-id")
+            .ok_or_else(|| error("No call-id in message"))?;
+        let call = self.call(call_id).ok_or_else(|| error("Unknown call-id"))?;
+        let party = self.party(&call, req)?;
+        let off = req
+            .str("DTMF-security")
+            .is_some_and(|m| m.eq_ignore_ascii_case("off"));
+        let on = block && !off;
+        if party == Some(Side::Agent) {
+            // The answerer's keys are not card data, and tonegate masks the caller's only.
+            return if on {
+                Err(error(
+                    "tonegate masks the keys of the calling party (the offerer) only; block DTMF \
+                     for the caller's from-tag or the whole call",
+                ))
+            } else {
+                Ok(ok())
+            };
+        }
+        self.relay
+            .request_secure(&call.relay_id, self.access(), on)
+            .await
+            .map_err(|e| error(&e.to_string()))?;
+        Ok(ok())
+    }
+
+    async fn media(&self, req: &Request, block: bool) -> Result<Value, Value> {
+        let call_id = req
+            .str("call-id")
+            .ok_or_else(|| error("No call-id in message"))?;
+        let call = self.call(call_id).ok_or_else(|| error("Unknown call-id"))?;
+        let sides = match self.party(&call, req)? {
+            Some(s) => vec![s],
+            None => vec![Side::Caller, Side::Agent],
+        };
+        for s in sides {
+            self.relay
+                .block_media(&call.relay_id, s, block)
+                .await
+                .map_err(|e| error(&e.to_string()))?;
+        }
+        Ok(ok())
+    }
+
+    fn statistics(&self) -> Value {
+        let n = self.calls.lock().expect("ng calls lock").len() as i64;
+        let t = self.relay.totals();
+        Value::dict([
+            ("result", Value::str("ok")),
+            (
+                "statistics",
+                Value::dict([
+                    (
+                        "currentstatistics",
+                        Value::dict([
+                            ("sessionsown", Value::Int(n)),
+                            ("sessionsforeign", Value::Int(0)),
+                            ("sessionstotal", Value::Int(n)),
+                            ("transcodedmedia", Value::Int(0)),
+                        ]),
+                    ),
+                    (
+                        "totalstatistics",
+                        Value::dict([
+                            (
+                                "uptime",
+                                Value::Int(self.started.elapsed().as_secs() as i64),
+                            ),
+                            ("managedsessions", Value::Int(t.calls_created as i64)),
+                            ("rejectedsessions", Value::Int(t.calls_refused as i64)),
+                            ("timeoutsessions", Value::Int(t.calls_timed_out as i64)),
+                        ]),
+                    ),
+                ]),
+            ),
+        ])
+    }
+}
+
+fn ok() -> Value {
+    Value::dict([("result", Value::str("ok"))])
+}
+
+fn ok_sdp(sdp: String) -> Value {
+    Value::dict([
+        ("result", Value::str("ok")),
+        ("sdp", Value::Bytes(sdp.into_bytes())),
+    ])
+}
+
+fn endpoint(a: Option<SocketAddr>) -> Value {
+    match a {
+        Some(a) => Value::dict([
+            (
+                "family",
+                Value::str(if a.is_ipv4() { "IPv4" } else { "IPv6" }),
+            ),
+            ("address", Value::str(&a.ip().to_string())),
+            ("port", Value::Int(a.port() as i64)),
+        ]),
+        None => Value::dict([]),
+    }
+}
+
+/// Serves ng on `socket` until the task is dropped: one request at a time, in arrival order
+/// (each takes well under a millisecond; the relay does the IO).
+pub async fn listen(socket: tokio::net::UdpSocket, service: Arc<NgService>) {
+    let mut buf = vec![0u8; message::MAX_MESSAGE + 1];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Some(out) = service.handle(&buf[..n], peer).await {
+            if let Err(e) = socket.send_to(&out, peer).await {
+                tracing::warn!(%peer, error = %e, "ng reply not sent");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_answers_retransmissions_until_they_expire() {
+        let t0 = Instant::now();
+        let mut c = ReplyCache::new(Duration::from_secs(30), 2);
+        let p: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let q: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        c.put(b"1", p, b"one".to_vec(), t0);
+        assert_eq!(
+            c.get(b"1", p, t0 + Duration::from_secs(29)),
+            Some(&b"one"[..])
+        );
+        assert_eq!(
+            c.get(b"1", q, t0),
+            None,
+            "another peer's cookie is another request"
+        );
+        assert_eq!(c.get(b"1", p, t0 + Duration::from_secs(30)), None);
+        // Capacity: the oldest goes first.
+        c.put(b"a", p, b"A".to_vec(), t0);
+        c.put(b"b", p, b"B".to_vec(), t0);
+        c.put(b"c", p, b"C".to_vec(), t0);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(b"a", p, t0), None);
+        assert_eq!(c.get(b"c", p, t0), Some(&b"C"[..]));
+    }
+
+    #[test]
+    fn unsupported_codecs_and_modes_map_as_documented() {
+        let req = |ds: &str| {
+            Request::parse(
+                format!("c d7:command5:offer13:DTMF-security{}:{ds}e", ds.len()).as_bytes(),
+            )
+            .unwrap()
+        };
+        let relay_cfg = crate::config::RelayConfig {
+            engine: crate::config::RelayEngine::Tokio,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let relay = Relay::new(relay_cfg).unwrap();
+            let svc = NgService::new(
+                relay,
+                NgConfig::default(),
+                None,
+                DtmfMasking::Call,
+                MaskingMode::ComfortNoise { level_dbm0: -55.0 },
+            );
+            assert_eq!(svc.masking_mode(&req("drop")), MaskingMode::Silence);
+            assert_eq!(svc.masking_mode(&req("silence")), MaskingMode::Silence);
+            assert_eq!(svc.masking_mode(&req("random")), MaskingMode::Beep);
+            assert_eq!(svc.masking_mode(&req("DTMF")), MaskingMode::Beep);
+            assert!(matches!(
+                svc.masking_mode(&req("x")),
+                MaskingMode::ComfortNoise { .. }
+            ));
+        });
+    }
+}
