@@ -61,6 +61,9 @@ pub enum RemoteRule {
     Ports(IpAddr, u16, u16),
     /// Exactly this address (RTCP from the same host).
     Exact(SocketAddr),
+    /// Media goes to this address (from SDP) until the first packet arrives from its host;
+    /// that packet's address is learned (a NAT may change the port), then held.
+    Sdp(SocketAddr),
 }
 
 impl RemoteRule {
@@ -81,13 +84,14 @@ impl RemoteRule {
                     from == a
                 }
             }
+            RemoteRule::Sdp(a) => from.ip() == a.ip(),
         }
     }
 
     /// The remote's address, if signalling gave all of it.
     pub fn known(&self) -> Option<SocketAddr> {
         match *self {
-            RemoteRule::Exact(a) => Some(a),
+            RemoteRule::Exact(a) | RemoteRule::Sdp(a) => Some(a),
             _ => None,
         }
     }
@@ -97,7 +101,7 @@ impl RemoteRule {
         match *self {
             RemoteRule::Closed | RemoteRule::Any => None,
             RemoteRule::Host(ip) | RemoteRule::Ports(ip, ..) => Some(ip),
-            RemoteRule::Exact(a) => Some(a.ip()),
+            RemoteRule::Exact(a) | RemoteRule::Sdp(a) => Some(a.ip()),
         }
     }
 }
@@ -452,6 +456,19 @@ impl CallMedia {
                     r.ssrc = r.ssrc.or(ssrc);
                     r.candidate = None;
                 }
+                true
+            }
+            // An address from SDP is where media goes until the remote's first packet says
+            // where it really is (within the SDP's host).
+            Some(a)
+                if matches!(r.rule, RemoteRule::Sdp(_))
+                    && r.ssrc.is_none()
+                    && ssrc.is_some()
+                    && r.rule.allows(from, false) =>
+            {
+                *a = from;
+                r.ssrc = ssrc;
+                CallCounters::bump(&counters.latch_events, 1);
                 true
             }
             Some(a) => {

@@ -179,6 +179,8 @@ struct NgCall {
     locals: [SocketAddr; 2],
     /// Each side's media host, from its SDP.
     hosts: [Option<IpAddr>; 2],
+    /// Each side's media address, from its SDP.
+    remotes: [Option<SocketAddr>; 2],
     created: u64,
     last_signal: u64,
 }
@@ -331,7 +333,8 @@ impl NgService {
                 }
                 Side::Agent
             };
-            self.update_side(&mut call, side, host).await?;
+            let port = stream.remote.map(|r| r.port());
+            self.update_side(&mut call, side, host, port).await?;
             self.label(&mut call, from, req);
             call.last_signal = unix_now();
             let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
@@ -345,7 +348,11 @@ impl NgService {
                 call_guid: guid,
                 law: stream.law,
                 event_pt: stream.event_pt,
-                caller_remote: host.map_or(RemoteRule::Any, RemoteRule::Host),
+                caller_remote: match (stream.remote, host) {
+                    (Some(r), Some(h)) => RemoteRule::Sdp(SocketAddr::new(h, r.port())),
+                    (_, Some(h)) => RemoteRule::Host(h),
+                    _ => RemoteRule::Any,
+                },
                 // Nothing may take the agent leg before the answer says who it is.
                 agent_remote: RemoteRule::Closed,
                 rtcp_mux: false,
@@ -364,6 +371,12 @@ impl NgService {
             labels: HashMap::new(),
             locals: [info.caller.local, info.agent.local],
             hosts: [host, None],
+            remotes: [
+                stream
+                    .remote
+                    .map(|r| SocketAddr::new(host.unwrap_or(r.ip()), r.port())),
+                None,
+            ],
             created: now,
             last_signal: now,
         };
@@ -394,7 +407,8 @@ impl NgService {
             }
             Side::Agent
         };
-        self.update_side(&mut call, side, host).await?;
+        let port = sdp.stream().remote.map(|r| r.port());
+        self.update_side(&mut call, side, host, port).await?;
         self.label(&mut call, to, req);
         call.last_signal = unix_now();
         let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
@@ -437,22 +451,26 @@ impl NgService {
         stream.host
     }
 
-    /// A side's SDP named `host` (None: on hold, or no address): its leg latches there.
+    /// A side's SDP named `host` and `port` (None: on hold, or no address): media goes
+    /// there, and its leg latches within that host.
     async fn update_side(
         &self,
         call: &mut NgCall,
         side: Side,
         host: Option<IpAddr>,
+        port: Option<u16>,
     ) -> Result<(), Value> {
-        let Some(host) = host else {
+        let (Some(host), Some(port)) = (host, port) else {
             return Ok(());
         };
-        if call.hosts[side as usize] == Some(host) {
+        let to = SocketAddr::new(host, port);
+        if call.remotes[side as usize] == Some(to) {
             return Ok(());
         }
         call.hosts[side as usize] = Some(host);
+        call.remotes[side as usize] = Some(to);
         self.relay
-            .set_remote(&call.relay_id, side, RemoteRule::Host(host))
+            .set_remote(&call.relay_id, side, RemoteRule::Sdp(to))
             .await
             .map_err(|e| error(&e.to_string()))
     }

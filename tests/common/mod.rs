@@ -328,3 +328,22 @@ pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
     );
     parse_keys(&String::from_utf8_lossy(&out.stdout))
 }
+
+/// The path of a third-party tool the test drives (Kamailio, sipp, rtpengine-ng-client).
+/// Missing: with `TONEGATE_REQUIRE_TOOLS=1` (set by `scripts/test`, which installs them) the
+/// test fails; otherwise it says loudly that it is skipped.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TONEGATE_REQUIRE_TOOLS").is_none(),
+            "{name} is not installed (scripts/test installs it)"
+        );
+        eprintln!("SKIPPED: {name} is not installed; run scripts/test to install it");
+    }
+    found
+}

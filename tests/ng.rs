@@ -1,0 +1,352 @@
+//! The ng control protocol over real UDP, as Kamailio's rtpengine module speaks it (bencode,
+//! unsorted keys, numbers as strings) and as JSON; and `rtpengine-ng-client` (Debian
+//! `rtpengine-utils`) run against tonegate unchanged.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::gateway::{get, Gateway};
+use tonegate::ng::bencode::{decode, Value};
+
+/// A free UDP port on loopback (bound, read back, released).
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Ng {
+    sock: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Ng {
+    /// A client of the ng listener on `port`, once it answers a ping (it starts with the
+    /// gateway, as Kamailio's pings at start-up find out).
+    fn new(port: u16) -> Ng {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let up = (0..50).any(|_| {
+            sock.send_to(b"up d7:command4:pinge", to).unwrap();
+            sock.recv_from(&mut buf).is_ok()
+        });
+        assert!(up, "the ng listener did not answer");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Ng { sock, to }
+    }
+
+    /// Sends raw bytes, returns the raw reply.
+    fn raw(&self, datagram: &[u8]) -> Vec<u8> {
+        self.sock.send_to(datagram, self.to).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = self.sock.recv_from(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends `cookie` + a bencoded dictionary; returns the reply dictionary.
+    fn send(&self, cookie: &str, pairs: &[(&str, Value)]) -> Value {
+        let mut d = cookie.as_bytes().to_vec();
+        d.push(b' ');
+        d.extend(Value::dict(pairs.iter().cloned()).encode());
+        let r = self.raw(&d);
+        let sp = r.iter().position(|&b| b == b' ').unwrap();
+        assert_eq!(&r[..sp], cookie.as_bytes(), "the reply carries the cookie");
+        decode(&r[sp + 1..]).unwrap()
+    }
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Dict(d) => d.iter().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn s(v: &Value, key: &str) -> String {
+    field(v, key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn sdp(port: u16, codecs: &str) -> Value {
+    Value::str(&format!(
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {codecs}\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    ))
+}
+
+fn offer(call: &str, from: &str, port: u16) -> Vec<(&'static str, Value)> {
+    vec![
+        ("supports", Value::List(vec![Value::str("load limit")])),
+        ("sdp", sdp(port, "0 101")),
+        ("ICE", Value::str("remove")),
+        ("flags", Value::List(vec![Value::str("trust-address")])),
+        ("replace", Value::List(vec![Value::str("origin")])),
+        ("call-id", Value::str(call)),
+        (
+            "received-from",
+            Value::List(vec![Value::str("IP4"), Value::str("127.0.0.1")]),
+        ),
+        ("from-tag", Value::str(from)),
+        ("command", Value::str("offer")),
+    ]
+}
+
+fn gateway(extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let gw = Gateway::start(&format!("[ng]\nlisten = \"127.0.0.1:{port}\"\n{extra}"));
+    (gw, port)
+}
+
+fn m_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn offers_answers_and_retransmissions_keep_one_set_of_ports() {
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    assert_eq!(
+        s(&ng.send("p1", &[("command", Value::str("ping"))]), "result"),
+        "pong"
+    );
+    // A retransmitted offer (same cookie) gets the identical reply, and no new call.
+    let first = ng.send("o1", &offer("call-1", "tag-a", 16000));
+    assert_eq!(s(&first, "result"), "ok", "{first:?}");
+    let again = ng.send("o1", &offer("call-1", "tag-a", 16000));
+    assert_eq!(first, again);
+    // The same offer under a new cookie (Kamailio re-sending the INVITE) keeps the ports.
+    let re = ng.send("o2", &offer("call-1", "tag-a", 16000));
+    assert_eq!(s(&re, "sdp"), s(&first, "sdp"));
+    let offered = s(&first, "sdp");
+    assert!(!offered.contains("16000") && offered.contains("c=IN IP4 127.0.0.1"));
+    // 183 then 200 then a retransmitted 200: answers are idempotent.
+    let answer = |cookie: &str| {
+        ng.send(
+            cookie,
+            &[
+                ("sdp", sdp(7000, "0 101")),
+                ("call-id", Value::str("call-1")),
+                ("from-tag", Value::str("tag-a")),
+                ("to-tag", Value::str("tag-b")),
+                ("command", Value::str("answer")),
+            ],
+        )
+    };
+    let a183 = answer("a1");
+    let a200 = answer("a2");
+    let a200b = answer("a3");
+    assert_eq!(s(&a183, "sdp"), s(&a200, "sdp"));
+    assert_eq!(s(&a200, "sdp"), s(&a200b, "sdp"));
+    // One relay call, its legs where the SDPs say.
+    let tok = gw.token("relay");
+    let (_, list) = get(&gw, &tok, "/relay/v1/calls");
+    let calls = list["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{list}");
+    assert_eq!(calls[0]["call_guid"], "call-1");
+    assert_eq!(
+        calls[0]["agent"]["local"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap(),
+        m_port(&offered).to_string()
+    );
+    assert_eq!(
+        calls[0]["caller"]["local"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap(),
+        m_port(&s(&a200, "sdp")).to_string()
+    );
+    assert_eq!(calls[0]["agent"]["remote"], "127.0.0.1:7000");
+    // Hold (sendonly, c=0.0.0.0) re-offers keep the ports.
+    let mut hold = offer("call-1", "tag-a", 16000);
+    hold[1].1 = Value::str("v=0\r\no=caller 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\na=sendonly\r\n");
+    let held = ng.send("o3", &hold);
+    assert_eq!(m_port(&s(&held, "sdp")), m_port(&offered));
+    assert!(s(&held, "sdp").contains("c=IN IP4 0.0.0.0") && s(&held, "sdp").contains("a=sendonly"));
+    // query, list, delete; then the call is gone.
+    let q = ng.send(
+        "q1",
+        &[
+            ("call-id", Value::str("call-1")),
+            ("command", Value::str("query")),
+        ],
+    );
+    assert!(
+        field(&q, "totals").is_some() && field(&q, "tags").is_some(),
+        "{q:?}"
+    );
+    let l = ng.send("l1", &[("command", Value::str("list"))]);
+    assert_eq!(
+        field(&l, "calls"),
+        Some(&Value::List(vec![Value::str("call-1")]))
+    );
+    let d = ng.send(
+        "d1",
+        &[
+            ("call-id", Value::str("call-1")),
+            ("from-tag", Value::str("tag-a")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    assert_eq!(s(&d, "result"), "ok");
+    let (_, list) = get(&gw, &tok, "/relay/v1/calls");
+    assert_eq!(list["calls"].as_array().unwrap().len(), 0);
+    let d = ng.send(
+        "d2",
+        &[
+            ("call-id", Value::str("call-1")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    assert_eq!(s(&d, "warning"), "Unknown call-id");
+}
+
+#[test]
+fn masking_is_refused_where_it_cannot_be_guaranteed_and_errors_say_why() {
+    let (_gw, port) = gateway("");
+    let ng = Ng::new(port);
+    let mut srtp = offer("call-s", "t", 16000);
+    srtp[1].1 = Value::str("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n");
+    let r = ng.send("s1", &srtp);
+    assert_eq!(s(&r, "result"), "error");
+    assert!(s(&r, "error-reason").contains("encrypted media"), "{r:?}");
+    let mut opus = offer("call-o", "t", 16000);
+    opus[1].1 = sdp(16000, "96");
+    let r = ng.send("s2", &opus);
+    assert!(s(&r, "error-reason").contains("PCMU or PCMA"), "{r:?}");
+    let r = ng.send("s3", &[("command", Value::str("frobnicate"))]);
+    assert_eq!(
+        (s(&r, "result"), s(&r, "error-reason")),
+        ("error".into(), "Unrecognized command".into())
+    );
+    let r = ng.send(
+        "s4",
+        &[
+            ("call-id", Value::str("nope")),
+            ("to-tag", Value::str("x")),
+            ("sdp", sdp(1, "0")),
+            ("command", Value::str("answer")),
+        ],
+    );
+    assert_eq!(s(&r, "error-reason"), "Unknown call-id");
+    // Garbage after a cookie gets an error reply; no cookie, no reply.
+    let r = ng.raw(b"c9 d7:commande");
+    assert!(String::from_utf8_lossy(&r).contains("error"));
+    ng.sock.send_to(b"nocookie", ng.to).unwrap();
+    let mut buf = [0u8; 100];
+    ng.sock
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ng.sock.recv_from(&mut buf).is_err());
+    // JSON works too, and gets JSON back.
+    let r = ng.raw(br#"j1 {"command":"ping"}"#);
+    assert_eq!(r, br#"j1 {"result":"pong"}"#);
+}
+
+#[test]
+fn unblock_dtmf_is_refused_under_policy_call_and_capacity_says_load_limit() {
+    let (_gw, port) = gateway("[relay]\nport_min = 31100\nport_max = 31103\n");
+    let ng = Ng::new(port);
+    assert_eq!(
+        s(&ng.send("c1", &offer("call-x", "a", 16000)), "result"),
+        "ok"
+    );
+    let b = ng.send(
+        "b1",
+        &[
+            ("call-id", Value::str("call-x")),
+            ("from-tag", Value::str("a")),
+            ("command", Value::str("block DTMF")),
+        ],
+    );
+    assert_eq!(s(&b, "result"), "ok");
+    let u = ng.send(
+        "u1",
+        &[
+            ("call-id", Value::str("call-x")),
+            ("flags", Value::List(vec![Value::str("all")])),
+            ("command", Value::str("unblock DTMF")),
+        ],
+    );
+    assert_eq!(s(&u, "result"), "error");
+    assert!(s(&u, "error-reason").contains("whole call"), "{u:?}");
+    // Four ports: one call fits; the next is "load limit" for a proxy that supports it, and
+    // rtpengine's failover string for one that does not.
+    let full = ng.send("c2", &offer("call-y", "a", 16002));
+    assert_eq!(s(&full, "result"), "load limit", "{full:?}");
+    let mut plain = offer("call-z", "a", 16004);
+    plain.remove(0);
+    let full = ng.send("c3", &plain);
+    assert_eq!(s(&full, "error-reason"), "Ran out of ports");
+}
+
+#[test]
+fn rtpengine_ng_client_works_unchanged() {
+    let Some(client) = common::tool("rtpengine-ng-client") else {
+        return;
+    };
+    let (_gw, port) = gateway("");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&client)
+            .arg("--proxy-port")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rtpengine-ng-client {args:?}: {text}");
+        text
+    };
+    assert!(run(&["ping"]).contains("pong"));
+    let offer_sdp =
+        "v=0\no=moo 1 2 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 3456 RTP/AVP 0\n";
+    let o = run(&[
+        "offer",
+        "--trust-address",
+        "--from-tag=ft",
+        "--call-id=cli-1",
+        &format!("--sdp={offer_sdp}"),
+    ]);
+    assert!(
+        o.contains("New SDP") && !o.split("New SDP").nth(1).unwrap().contains("3456"),
+        "{o}"
+    );
+    let a = run(&[
+        "answer",
+        "--trust-address",
+        "--from-tag=ft",
+        "--to-tag=tt",
+        "--call-id=cli-1",
+        &format!("--sdp={}", offer_sdp.replace("3456", "4456")),
+    ]);
+    assert!(a.contains("New SDP"), "{a}");
+    let q = run(&["query", "--call-id=cli-1"]);
+    assert!(
+        q.contains("totals") && q.contains("ft") && q.contains("tt"),
+        "{q}"
+    );
+    run(&["delete", "--call-id=cli-1", "--from-tag=ft"]);
+}
