@@ -406,7 +406,12 @@ fn sipp(bin: &Path, dir: &Path, name: &str, scenario: &str, args: &[String]) -> 
         .arg("-sf")
         .arg(&path)
         .args(args)
-        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .args(if args.iter().any(|a| a == "-m") {
+            &[][..]
+        } else {
+            &["-m", "1"][..]
+        })
+        .args(["-nostdin", "-timeout", "40s", "-timeout_error"])
         .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -736,4 +741,133 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
         k.contains("encrypted media") && k.contains("TONEGATE offer refused"),
         "{k}"
     );
+}
+
+#[test]
+fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
+    let Some((kam, sipp_bin)) = tools() else {
+        return;
+    };
+    let (a, pa) = ng_gateway("", "");
+    let (b, pb) = ng_gateway("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, uas) = (free_port(), free_port());
+    let recorder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rec_port = recorder.local_addr().unwrap().port();
+    let (_k, log) = kamailio(
+        &kam,
+        dir.path(),
+        sip,
+        &format!("udp:127.0.0.1:{pa}=1 udp:127.0.0.1:{pb}=1"),
+        uas,
+    );
+    let created = |g: &Gateway| g.state.relay.totals().calls_created;
+    // Ten short calls: Kamailio spreads them over both nodes.
+    const CALLS: u32 = 10;
+    let mut uas_p = Proc(sipp(
+        &sipp_bin,
+        dir.path(),
+        "uas-many",
+        &uas_scenario(rec_port, false),
+        &[
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            uas.to_string(),
+            "-m".into(),
+            CALLS.to_string(),
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let many = Caller {
+        call_id: "",
+        events: false,
+        ulaw: None,
+        pause_ms: 200,
+        info_code: None,
+        srtp: false,
+    };
+    let mut uac_p = Proc(sipp(
+        &sipp_bin,
+        dir.path(),
+        "uac-many",
+        &uac_scenario(&many),
+        &[
+            format!("127.0.0.1:{sip}"),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-mp".into(),
+            free_port().to_string(),
+            "-m".into(),
+            CALLS.to_string(),
+            "-r".into(),
+            "5".into(),
+        ],
+    ));
+    let ok = uac_p.0.wait().unwrap().success();
+    let _ = uas_p.0.wait();
+    let k = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ok, "not every call completed:\n{k}");
+    let (na, nb) = (created(&a), created(&b));
+    assert_eq!(na + nb, CALLS as u64, "every call set up on one node");
+    assert!(
+        na > 0 && nb > 0,
+        "calls spread over both nodes: {na} and {nb}"
+    );
+    // Node B stops: the next call goes to A, and is masked there.
+    drop(b);
+    let before = created(&a);
+    let signal = tonegate_dsp::generator::human_keying("4111#", 3, Some(30.0));
+    let ulaw = dir.path().join("keys.ul");
+    let mut bytes = vec![0u8; signal.samples.len()];
+    G711Law::Ulaw.encode_into(&signal.samples, &mut bytes);
+    std::fs::write(&ulaw, &bytes).unwrap();
+    let rec = record(recorder, Duration::from_secs(30));
+    let mut uas_p = Proc(sipp(
+        &sipp_bin,
+        dir.path(),
+        "uas-one",
+        &uas_scenario(rec_port, false),
+        &[
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            uas.to_string(),
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let one = Caller {
+        call_id: "",
+        events: false,
+        ulaw: Some(&ulaw),
+        pause_ms: (signal.samples.len() / 8) as u32 + 1000,
+        info_code: None,
+        srtp: false,
+    };
+    let mut uac_p = Proc(sipp(
+        &sipp_bin,
+        dir.path(),
+        "uac-one",
+        &uac_scenario(&one),
+        &[
+            format!("127.0.0.1:{sip}"),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-mp".into(),
+            free_port().to_string(),
+        ],
+    ));
+    let ok = uac_p.0.wait().unwrap().success();
+    let _ = uas_p.0.wait();
+    let heard = rec.join().unwrap();
+    let k = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ok, "the call after node B stopped failed:\n{k}");
+    assert_eq!(created(&a), before + 1, "it went to node A");
+    // The ten earlier calls sent no media; this one's keys were masked on A.
+    assert!(heard.len() > 50, "{} packets", heard.len());
+    assert_eq!(agent_keys(&heard), "", "the failed-over call still masks");
 }
