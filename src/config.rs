@@ -265,6 +265,21 @@ pub struct AuthConfig {
     pub signing_key: Option<String>,
     /// API clients.
     pub clients: Vec<ClientConfig>,
+    /// Most argon2 secret checks running at once (each takes ~19 MiB and tens of ms on the
+    /// blocking pool); 0: a quarter of the CPUs, at least 1.
+    pub hash_concurrency: usize,
+    /// Failed token requests from one address (IPv6: one /64) within `failure_window_s` that
+    /// lock it out.
+    pub failures_per_address: u32,
+    /// Failed token requests naming one client id within `failure_window_s` that lock the id
+    /// out (addresses that used it successfully in the last day are exempt).
+    pub failures_per_client: u32,
+    /// The window failures are counted in, seconds.
+    pub failure_window_s: u64,
+    /// The first lockout, seconds; each further one doubles.
+    pub lockout_s: u64,
+    /// The longest lockout, seconds.
+    pub max_lockout_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -273,7 +288,38 @@ impl Default for AuthConfig {
             token_lifetime_s: 3600,
             signing_key: None,
             clients: Vec::new(),
+            hash_concurrency: 0,
+            failures_per_address: 10,
+            failures_per_client: 30,
+            failure_window_s: 60,
+            lockout_s: 60,
+            max_lockout_s: 900,
         }
+    }
+}
+
+impl AuthConfig {
+    /// The token endpoint's throttle limits.
+    pub fn throttle_limits(&self) -> crate::auth::throttle::ThrottleLimits {
+        use std::time::Duration;
+        crate::auth::throttle::ThrottleLimits {
+            failures_per_address: self.failures_per_address,
+            failures_per_client: self.failures_per_client,
+            window: Duration::from_secs(self.failure_window_s),
+            lockout: Duration::from_secs(self.lockout_s),
+            max_lockout: Duration::from_secs(self.max_lockout_s),
+        }
+    }
+
+    /// How many argon2 checks may run at once.
+    pub fn hash_permits(&self) -> usize {
+        if self.hash_concurrency > 0 {
+            return self.hash_concurrency;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get() / 4)
+            .unwrap_or(1)
+            .max(1)
     }
 }
 
@@ -437,6 +483,19 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A client must send a request's headers within this many seconds of connecting or of
+    /// starting them (slow-header attacks).
+    pub header_timeout_s: u64,
+    /// A connection on which nothing has been read or written for this many seconds is closed
+    /// (idle keep-alive connections; event streams send a keep-alive every 15 s).
+    pub idle_timeout_s: u64,
+    /// A request (headers to response) must be answered within this many seconds.
+    pub request_timeout_s: u64,
+    /// Most HTTP connections open at once; beyond, new ones are closed at once. Never more
+    /// than a quarter of the open-file limit: the rest is kept for relay sockets.
+    pub max_connections: usize,
+    /// On shutdown, connections (event streams included) get this long to finish.
+    pub drain_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -445,6 +504,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             max_body_bytes: 64 * 1024,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            request_timeout_s: 30,
+            max_connections: 2048,
+            drain_timeout_s: 5,
         }
     }
 }
@@ -508,7 +572,32 @@ impl Config {
                 "server.max_body_bytes must be at least 1024".into(),
             ));
         }
+        let a = &self.auth;
+        if a.failures_per_address == 0
+            || a.failures_per_client == 0
+            || a.failure_window_s == 0
+            || a.lockout_s == 0
+            || a.max_lockout_s < a.lockout_s
+        {
+            return Err(invalid(
+                "auth.failures_per_address, failures_per_client, failure_window_s and lockout_s \
+                 must be at least 1, and auth.max_lockout_s at least auth.lockout_s"
+                    .into(),
+            ));
+        }
         let r = &self.relay;
+        let sv = &self.server;
+        if sv.header_timeout_s == 0
+            || sv.idle_timeout_s < 20
+            || sv.request_timeout_s == 0
+            || sv.max_connections == 0
+        {
+            return Err(invalid(
+                "server.header_timeout_s, request_timeout_s and max_connections must be at least 1, \
+                 and server.idle_timeout_s at least 20 (event streams keep alive every 15 s)"
+                    .into(),
+            ));
+        }
         if r.port_min < 1024 || r.port_min >= r.port_max || r.port_max - r.port_min < 3 {
             return Err(invalid(format!(
                 "relay.port_min..port_max must be a range of at least 4 ports above 1023, got {}..{}",

@@ -1,7 +1,12 @@
 //! `POST /auth/connect/token`: OAuth2 client credentials (RFC 6749 §4.4), form-encoded, with
 //! the client in the body or in HTTP Basic (§2.3.1).
 
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -10,10 +15,88 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{unix_now, AppState};
-use crate::auth::AuthError;
+use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
+use crate::auth::{check_secret, AuthError, Secret};
+
+/// Largest token request body: a form with an id, a secret and scopes fits many times over.
+const TOKEN_BODY_LIMIT: usize = 8 * 1024;
+/// How long a token request waits for a free argon2 slot before it is told to come back.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/auth/connect/token", post(token))
+    Router::new().route(
+        "/auth/connect/token",
+        post(token).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+    )
+}
+
+/// What stands between a token request and the secret check: the failure throttle and a few
+/// blocking-pool slots for argon2, so that guessing neither stalls the async workers (and the
+/// calls on them) nor runs without bound.
+pub struct CredentialGuard {
+    throttle: Mutex<LoginThrottle>,
+    slots: tokio::sync::Semaphore,
+    started: Instant,
+    /// Requests answered 429 by the throttle.
+    pub throttled: AtomicU64,
+    /// Requests answered 503 because every argon2 slot stayed busy.
+    pub busy: AtomicU64,
+}
+
+impl CredentialGuard {
+    /// A guard with the throttle `limits` and `slots` concurrent argon2 checks.
+    pub fn new(limits: ThrottleLimits, slots: usize) -> Self {
+        CredentialGuard {
+            throttle: Mutex::new(LoginThrottle::new(limits)),
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            started: Instant::now(),
+            throttled: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks `given` against `secret`: plain secrets at once, argon2 on the blocking pool in
+    /// one of the slots. `None` when no slot came free in time.
+    async fn verify(&self, secret: &Secret, given: &str) -> Option<bool> {
+        match secret {
+            Secret::Plain(_) => Some(check_secret(secret, given)),
+            Secret::Argon2(_) => {
+                let _slot = tokio::time::timeout(HASH_QUEUE_WAIT, self.slots.acquire())
+                    .await
+                    .ok()?
+                    .ok()?;
+                let (secret, given) = (secret.clone(), given.to_string());
+                tokio::task::spawn_blocking(move || check_secret(&secret, &given))
+                    .await
+                    .ok()
+            }
+        }
+    }
+}
+
+/// A 429 or 503 with `Retry-After` whole seconds.
+fn come_back_later(status: StatusCode, after: Duration, description: &str) -> Response {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    let mut r = (
+        status,
+        Json(json!({ "error": "temporarily_unavailable", "error_description": description })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&secs.max(1).to_string()).expect("digits"),
+    );
+    r
 }
 
 /// An RFC 6749 §5.2 error response.
@@ -53,7 +136,16 @@ fn oauth_error(e: AuthError, basic: bool) -> Response {
     r
 }
 
-async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    // Throttled by the TCP peer (behind a proxy that is the proxy: throttle there too).
+    let addr = peer
+        .map(|p| p.0 .0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     // Form-encoded per RFC 6749; a body with no Content-Type at all is read as a form too
     // (IVR data connectors send one that way).
     let form_ok = match headers
@@ -103,22 +195,50 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
         client_id = Some(i);
         client_secret = Some(p);
     }
-    match state.authority.grant(
+    let (id, secret) = match state.authority.check_request(
         grant_type.as_deref(),
         client_id.as_deref(),
         client_secret.as_deref(),
-        scope.as_deref(),
-        unix_now(),
     ) {
+        Ok(v) => v,
+        Err(e) => return oauth_error(e, used_basic),
+    };
+    let guard = &state.credentials;
+    if let Err(t) = guard.throttle().check(id, addr, guard.now()) {
+        guard.throttled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(client = %id, %addr, "token request throttled");
+        return come_back_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            t.retry_after,
+            "too many failed token requests: retry later",
+        );
+    }
+    let Some(ok) = guard.verify(state.authority.secret_for(id), secret).await else {
+        guard.busy.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(client = %id, "token request turned away: every secret-check slot is busy");
+        return come_back_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(1),
+            "the gateway is busy checking credentials: retry shortly",
+        );
+    };
+    let known = state.authority.client(id).is_some();
+    if !(ok && known) {
+        guard.throttle().failed(id, addr, guard.now());
+        tracing::info!(client = %id, %addr, "token refused: invalid client");
+        return oauth_error(AuthError::InvalidClient, used_basic);
+    }
+    guard.throttle().succeeded(id, addr, guard.now());
+    match state.authority.issue(id, scope.as_deref(), unix_now()) {
         Ok(t) => {
-            tracing::info!(client = %client_id.as_deref().unwrap_or(""), scope = %t.scope, "token issued");
+            tracing::info!(client = %id, scope = %t.scope, "token issued");
             let mut r = Json(t).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(e) => {
-            tracing::info!(client = %client_id.as_deref().unwrap_or(""), error = %e, "token refused");
+            tracing::info!(client = %id, error = %e, "token refused");
             oauth_error(e, used_basic)
         }
     }

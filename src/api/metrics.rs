@@ -149,6 +149,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Frames the output guard replaced after masking let them through (should stay 0).",
         c.guard_replaced,
     );
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_http_connections_refused_total HTTP connections closed at once: the connection cap was reached.\n# TYPE tonegate_http_connections_refused_total counter\ntonegate_http_connections_refused_total {}",
+        state.http_refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_token_requests_throttled_total Token requests answered 429 after repeated failures.\n# TYPE tonegate_token_requests_throttled_total counter\ntonegate_token_requests_throttled_total {}\n# HELP tonegate_token_requests_busy_total Token requests answered 503: every secret-check slot stayed busy.\n# TYPE tonegate_token_requests_busy_total counter\ntonegate_token_requests_busy_total {}",
+        state.credentials.throttled.load(std::sync::atomic::Ordering::Relaxed),
+        state.credentials.busy.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let l = state.sessions.link_counters();
     let r = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(

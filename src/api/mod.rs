@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+pub use auth::CredentialGuard;
 mod globalpci;
 mod metrics;
 mod openapi;
@@ -42,6 +43,12 @@ pub struct AppState {
     pub ui_tokens: pages::UiTokens,
     /// The ng control protocol service, when `[ng] listen` is set.
     pub ng: Option<Arc<crate::ng::NgService>>,
+    /// Set to `true` when the gateway begins to shut down (event streams end).
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The token endpoint's throttle and argon2 slots.
+    pub credentials: Arc<CredentialGuard>,
+    /// HTTP connections closed at once because the connection cap was reached.
+    pub http_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Seconds since the Unix epoch.
@@ -71,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(state.config.server.request_timeout_s),
+        ))
         .with_state(state)
 }
 

@@ -209,16 +209,19 @@ async fn agent_page(
     let (Some(code), Some(hash)) = (q.code, s.ui_secret_hash.clone()) else {
         return invalid();
     };
-    let ok = argon2::password_hash::PasswordHash::new(&hash)
-        .map(|h| {
-            argon2::password_hash::PasswordVerifier::verify_password(
-                &argon2::Argon2::default(),
-                code.as_bytes(),
-                &h,
-            )
-            .is_ok()
-        })
-        .unwrap_or(false);
+    let ok = if hash.starts_with("$argon2") {
+        // Sessions created before codes were stored as SHA-256 (they expire within the TTL).
+        let secret = crate::auth::Secret::Argon2(hash);
+        tokio::task::spawn_blocking(move || crate::auth::check_secret(&secret, &code))
+            .await
+            .unwrap_or(false)
+    } else {
+        subtle::ConstantTimeEq::ct_eq(
+            crate::session::token_hash(&code).as_bytes(),
+            hash.as_bytes(),
+        )
+        .into()
+    };
     if !ok || s.state.is_terminal() || !state.sessions.store().take_ui_secret(&id).unwrap_or(false)
     {
         return invalid();
@@ -357,6 +360,11 @@ async fn agent_events(
                 },
             }
         }
+    });
+    // The stream ends when the gateway shuts down, so the drain does not wait on it.
+    let mut stopping = state.shutdown.subscribe();
+    let stream = futures_util::StreamExt::take_until(stream, async move {
+        let _ = stopping.wait_for(|s| *s).await;
     });
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

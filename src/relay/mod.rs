@@ -31,7 +31,7 @@ use crate::media::{
     CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
 };
 
-pub use ports::{raise_open_file_limit, PortAllocator};
+pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
 
 /// Why a relay request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -534,7 +534,9 @@ struct Inner {
     cfg: RelayConfig,
     engine: Engine,
     numbers: AtomicU64,
-    notices: tokio::sync::broadcast::Sender<CallNotice>,
+    /// Unbounded on purpose: a dropped notice is a session that never links and never goes
+    /// secure. One entry per call set-up, bounded by the relay's call limit.
+    notices: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<CallNotice>>>,
     calls: Mutex<HashMap<String, CallEntry>>,
     ports: Mutex<PortAllocator>,
     retired: Mutex<CounterSnapshot>,
@@ -564,7 +566,7 @@ impl Relay {
                 cfg,
                 engine,
                 numbers: AtomicU64::new(0),
-                notices: tokio::sync::broadcast::channel(256).0,
+                notices: Mutex::new(Vec::new()),
                 calls: Mutex::new(HashMap::new()),
                 ports: Mutex::new(ports),
                 retired: Mutex::new(CounterSnapshot::default()),
@@ -800,17 +802,24 @@ impl Relay {
             }
         }
         tracing::info!(call = %info.id, call_guid = %info.call_guid, caller = %info.caller.local, agent = %info.agent.local, "relay call created");
-        let _ = self.inner.notices.send(CallNotice {
+        let notice = CallNotice {
             id: info.id.clone(),
             call_guid: info.call_guid.clone(),
             owner: req.owner,
-        });
+        };
+        self.inner
+            .notices
+            .lock()
+            .expect("notices lock")
+            .retain(|tx| tx.send(notice.clone()).is_ok());
         Ok(info)
     }
 
-    /// Notices of new calls from now on.
-    pub fn watch_calls(&self) -> tokio::sync::broadcast::Receiver<CallNotice> {
-        self.inner.notices.subscribe()
+    /// Notices of new calls from now on; none is ever dropped while the receiver lives.
+    pub fn watch_calls(&self) -> tokio::sync::mpsc::UnboundedReceiver<CallNotice> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner.notices.lock().expect("notices lock").push(tx);
+        rx
     }
 
     /// A call's current state, if `access` may see it.

@@ -110,6 +110,20 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(l.rlim_cur as u64)
 }
 
+/// The process's open-file limit (soft).
+pub fn open_file_limit() -> std::io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the rlimit we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    Ok(l.rlim_cur as u64)
+}
+
 /// Asks for a 1 MiB receive buffer, so a burst survives a moment when the call's task is not
 /// scheduled. The kernel may grant less (net.core.rmem_max); that is fine.
 fn enlarge_receive_buffer(s: &std::net::UdpSocket) {

@@ -202,12 +202,10 @@ impl Sessions {
         let me = self.clone();
         let mut notices = self.inner.relay.watch_calls();
         tokio::spawn(async move {
-            loop {
-                match notices.recv().await {
-                    Ok(n) => me.link_call(&n.owner, &n.call_guid, &n.id).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
+            while let Some(n) = notices.recv().await {
+                // Each link on its own task: one slow capture start holds up no other call.
+                let me = me.clone();
+                tokio::spawn(async move { me.link_call(&n.owner, &n.call_guid, &n.id).await });
             }
         });
         let me = self.clone();
@@ -298,7 +296,9 @@ impl Sessions {
             updated_at: now,
             expires_at: now + account.session_ttl_s,
             result: PaymentResult::default(),
-            ui_secret_hash: ui_secret.as_deref().map(crate::auth::hash_secret),
+            // SHA-256, not argon2: the code is 32 random bytes, so a slow hash adds nothing but
+            // cost per session.
+            ui_secret_hash: ui_secret.as_deref().map(token_hash),
         };
         self.inner
             .store
@@ -680,11 +680,7 @@ impl Sessions {
         let waiting = self
             .inner
             .store
-            .in_states(&[SessionState::Created])
-            .map(|v| {
-                v.iter()
-                    .any(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
-            })
+            .any_in_state(owner, SessionKind::SelfService, SessionState::Created)
             .unwrap_or(false);
         if !waiting {
             return;

@@ -74,6 +74,13 @@ pub trait SessionStore: Send + Sync {
         client_id: &str,
         link_id: &str,
     ) -> Result<Option<Session>, StoreError>;
+    /// Whether `client_id` has a session of `kind` in `state` (an index lookup, no rows read).
+    fn any_in_state(
+        &self,
+        client_id: &str,
+        kind: SessionKind,
+        state: SessionState,
+    ) -> Result<bool, StoreError>;
     /// The live voice session for a call.
     fn live_by_call_guid(
         &self,
@@ -203,6 +210,8 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX relay_audit_call ON relay_audit(call_id);",
+    // 4: the sweeps and the call-link lookups select live sessions by state.
+    "CREATE INDEX sessions_state ON sessions(state, client_id, kind);",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).
@@ -284,16 +293,17 @@ impl SqliteStore {
         where_clause: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Session>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM sessions WHERE {where_clause}"
-        ))?;
-        let rows = stmt.query_map(args, row_to_session)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM sessions WHERE {where_clause}"
+            ))?;
+            let rows = stmt.query_map(args, row_to_session)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -330,35 +340,36 @@ fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, Sto
 
 impl SessionStore for SqliteStore {
     fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction()?;
-        tx.execute(
-            &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
-            params![
-                s.id,
-                s.kind.as_str(),
-                s.client_id,
-                s.account_id,
-                s.call_guid,
-                s.dtmf_link_id,
-                s.state.as_str(),
-                s.amount_minor,
-                s.currency,
-                s.merchant_txn_ref,
-                serde_json::Value::Object(s.payment_data.clone()).to_string(),
-                s.created_at as i64,
-                s.updated_at as i64,
-                s.expires_at as i64,
-                serde_json::to_string(&s.result).expect("result serialises"),
-                s.ui_secret_hash,
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, NULL, ?4)",
-            params![s.id, s.created_at as i64, actor, s.state.as_str()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                params![
+                    s.id,
+                    s.kind.as_str(),
+                    s.client_id,
+                    s.account_id,
+                    s.call_guid,
+                    s.dtmf_link_id,
+                    s.state.as_str(),
+                    s.amount_minor,
+                    s.currency,
+                    s.merchant_txn_ref,
+                    serde_json::Value::Object(s.payment_data.clone()).to_string(),
+                    s.created_at as i64,
+                    s.updated_at as i64,
+                    s.expires_at as i64,
+                    serde_json::to_string(&s.result).expect("result serialises"),
+                    s.ui_secret_hash,
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, NULL, ?4)",
+                params![s.id, s.created_at as i64, actor, s.state.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -373,49 +384,52 @@ impl SessionStore for SqliteStore {
         actor: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
-            params![to.as_str(), now as i64, id, from.as_str()],
-        )?;
-        if n == 1 {
-            tx.execute(
-                "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now as i64, actor, from.as_str(), to.as_str()],
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+                params![to.as_str(), now as i64, id, from.as_str()],
             )?;
-        }
-        tx.commit()?;
-        Ok(n == 1)
+            if n == 1 {
+                tx.execute(
+                    "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, now as i64, actor, from.as_str(), to.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
     }
 
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        conn.execute(
-            "UPDATE sessions SET result = ?1, updated_at = ?2 WHERE id = ?3",
-            params![
-                serde_json::to_string(result).expect("result serialises"),
-                now as i64,
-                id
-            ],
-        )?;
-        Ok(())
+        self.blocking(|conn| {
+            conn.execute(
+                "UPDATE sessions SET result = ?1, updated_at = ?2 WHERE id = ?3",
+                params![
+                    serde_json::to_string(result).expect("result serialises"),
+                    now as i64,
+                    id
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn.prepare_cached(
-            "SELECT at, actor, from_state, to_state FROM audit WHERE session_id = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([id], |r| {
-            Ok(AuditEvent {
-                at: r.get::<_, i64>(0)? as u64,
-                actor: r.get(1)?,
-                from: r.get(2)?,
-                to: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, actor, from_state, to_state FROM audit WHERE session_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(AuditEvent {
+                    at: r.get::<_, i64>(0)? as u64,
+                    actor: r.get(1)?,
+                    from: r.get(2)?,
+                    to: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     fn expired(&self, now: u64) -> Result<Vec<Session>, StoreError> {
@@ -443,6 +457,23 @@ impl SessionStore for SqliteStore {
             .pop())
     }
 
+    fn any_in_state(
+        &self,
+        client_id: &str,
+        kind: SessionKind,
+        state: SessionState,
+    ) -> Result<bool, StoreError> {
+        self.blocking(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sessions WHERE state = ?1 AND client_id = ?2 AND kind = ?3)",
+                )?
+                .query_row(params![state.as_str(), client_id, kind.as_str()], |r| {
+                    r.get::<_, bool>(0)
+                })?)
+        })
+    }
+
     fn live_by_call_guid(
         &self,
         client_id: &str,
@@ -464,34 +495,36 @@ impl SessionStore for SqliteStore {
         now: u64,
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE links SET revoked = 1 WHERE session_id = ?1",
-            params![session_id],
-        )?;
-        tx.execute(
-            "INSERT INTO links (token_hash, session_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, session_id, now as i64, expires_at as i64],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE links SET revoked = 1 WHERE session_id = ?1",
+                params![session_id],
+            )?;
+            tx.execute(
+                "INSERT INTO links (token_hash, session_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, session_id, now as i64, expires_at as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn.prepare_cached(
-            "SELECT session_id, expires_at, used_at, revoked FROM links WHERE token_hash = ?1",
-        )?;
-        let mut rows = stmt.query_map([token_hash], |r| {
-            Ok(LinkRecord {
-                session_id: r.get(0)?,
-                expires_at: r.get::<_, i64>(1)? as u64,
-                used_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                revoked: r.get::<_, i64>(3)? != 0,
-            })
-        })?;
-        Ok(rows.next().transpose()?)
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT session_id, expires_at, used_at, revoked FROM links WHERE token_hash = ?1",
+            )?;
+            let mut rows = stmt.query_map([token_hash], |r| {
+                Ok(LinkRecord {
+                    session_id: r.get(0)?,
+                    expires_at: r.get::<_, i64>(1)? as u64,
+                    used_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    revoked: r.get::<_, i64>(3)? != 0,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
+        })
     }
 
     fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError> {
@@ -521,20 +554,21 @@ impl SessionStore for SqliteStore {
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, at, session_id, recipient, body FROM outbox ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok(OutboxMessage {
-                seq: r.get(0)?,
-                at: r.get::<_, i64>(1)? as u64,
-                session_id: r.get(2)?,
-                to: r.get(3)?,
-                body: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, session_id, recipient, body FROM outbox ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(OutboxMessage {
+                    seq: r.get(0)?,
+                    at: r.get::<_, i64>(1)? as u64,
+                    session_id: r.get(2)?,
+                    to: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     fn relay_audit_add(&self, e: &RelayAuditRecord) -> Result<(), StoreError> {
@@ -559,23 +593,24 @@ impl SessionStore for SqliteStore {
         call_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RelayAuditRecord>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn.prepare(
-            "SELECT at, call_id, call_guid, owner, actor, action, reason FROM relay_audit \
-             WHERE ?1 IS NULL OR call_id = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(rusqlite::params![call_id, limit as i64], |r| {
-            Ok(RelayAuditRecord {
-                at: r.get::<_, i64>(0)? as u64,
-                call_id: r.get(1)?,
-                call_guid: r.get(2)?,
-                owner: r.get(3)?,
-                actor: r.get(4)?,
-                action: r.get(5)?,
-                reason: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at, call_id, call_guid, owner, actor, action, reason FROM relay_audit \
+                 WHERE ?1 IS NULL OR call_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![call_id, limit as i64], |r| {
+                Ok(RelayAuditRecord {
+                    at: r.get::<_, i64>(0)? as u64,
+                    call_id: r.get(1)?,
+                    call_guid: r.get(2)?,
+                    owner: r.get(3)?,
+                    actor: r.get(4)?,
+                    action: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn live_by_merchant_ref(
@@ -595,8 +630,21 @@ impl SessionStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs `f` on the connection. On a multi-threaded runtime the worker first hands its
+    /// other tasks to another thread (`block_in_place`), so a slow disk or a long query never
+    /// holds up calls and requests queued behind it on that worker.
+    fn blocking<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        let run = || f(&mut self.conn.lock().unwrap_or_else(|p| p.into_inner()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
+    }
+
     fn exec(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StoreError> {
-        Ok(self.conn.lock().expect("store lock").execute(sql, args)?)
+        self.blocking(|conn| Ok(conn.execute(sql, args)?))
     }
 }
 
@@ -697,5 +745,35 @@ mod tests {
             .unwrap();
         let again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.get("s2").unwrap().unwrap().id, "s2");
+    }
+
+    #[test]
+    fn waiting_sessions_are_found_by_index() {
+        let st = SqliteStore::in_memory().unwrap();
+        let ss = (SessionKind::SelfService, SessionState::Created);
+        assert!(!st.any_in_state("c", ss.0, ss.1).unwrap());
+        st.insert(&session("s3"), "t").unwrap();
+        assert!(st.any_in_state("c", ss.0, ss.1).unwrap());
+        assert!(!st.any_in_state("other", ss.0, ss.1).unwrap());
+        assert!(!st.any_in_state("c", SessionKind::Agent, ss.1).unwrap());
+        st.transition("s3", ss.1, SessionState::Cancelled, "t", 101)
+            .unwrap();
+        assert!(!st.any_in_state("c", ss.0, ss.1).unwrap());
+        // The sweeps and the call-link check read the state index, not the whole table.
+        let plan: Vec<String> = st.blocking(|conn| {
+            let mut q = conn
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE {LIVE} AND expires_at <= 5"
+                ))
+                .unwrap();
+            q.query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        });
+        assert!(
+            plan.iter().any(|p| p.contains("sessions_state")),
+            "{plan:?}"
+        );
     }
 }

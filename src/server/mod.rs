@@ -20,6 +20,9 @@ use crate::relay::Relay;
 use crate::session::store::SqliteStore;
 use crate::session::Sessions;
 
+mod idle;
+pub use idle::IdleIo;
+
 /// Serves the gateway on the configured address until `shutdown` completes, then drains
 /// in-flight requests and returns.
 pub async fn serve(
@@ -67,16 +70,136 @@ pub async fn serve_state(
         _ => None,
     };
     tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
-    axum::serve(listener, crate::api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+    let limits = HttpLimits::from_config(&state.config);
+    let stopping = state.shutdown.clone();
+    serve_http(listener, state, limits, shutdown, move || {
+        // Event streams end now, so the drain need not wait for its deadline.
+        let _ = stopping.send(true);
+    })
+    .await;
     if let Some(t) = ng_task {
         t.abort();
     }
     relay.stop_all();
     tracing::info!("tonegate stopped");
     Ok(())
+}
+
+/// The HTTP server's limits (see `[server]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Headers must arrive within this of connecting or of starting them.
+    pub header_timeout: std::time::Duration,
+    /// A connection with nothing moving for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// How long connections get to finish after shutdown begins.
+    pub drain: std::time::Duration,
+}
+
+impl HttpLimits {
+    /// The configured limits; the connection cap is held to a quarter of the open-file limit
+    /// so that relay sockets always have theirs.
+    pub fn from_config(c: &Config) -> Self {
+        let files = crate::relay::open_file_limit().unwrap_or(u64::MAX);
+        let cap = (c.server.max_connections as u64).min((files / 4).max(16)) as usize;
+        if cap < c.server.max_connections {
+            tracing::warn!(
+                max_connections = c.server.max_connections,
+                open_files = files,
+                "HTTP connections capped at {cap}: a quarter of the open-file limit (the rest is for relay sockets)"
+            );
+        }
+        HttpLimits {
+            header_timeout: std::time::Duration::from_secs(c.server.header_timeout_s),
+            idle_timeout: std::time::Duration::from_secs(c.server.idle_timeout_s),
+            max_connections: cap,
+            drain: std::time::Duration::from_secs(c.server.drain_timeout_s),
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves the router over them until `shutdown`, with
+/// hyper's header-read timeout, an idle timeout ([`IdleIo`]), a cap on open
+/// connections (over it, a new connection is closed at once and counted), and a drain deadline:
+/// `on_shutdown` runs when shutdown begins, and connections still open after `limits.drain`
+/// are cut.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: AppState,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_shutdown: impl FnOnce(),
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+    let refused = state.http_refused.clone();
+    let app = crate::api::router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or similar: back off a little, keep serving.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            svc.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(IdleIo::new(
+                    stream,
+                    limits.header_timeout,
+                    limits.idle_timeout,
+                )),
+                svc,
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    on_shutdown();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.drain) => {
+            tracing::warn!(open = conns.len(), "connections still open at the drain deadline: closed");
+        }
+    }
+    conns.shutdown().await;
 }
 
 /// A sink for the relay's audit records: a thread of its own writes them to the store, so the
@@ -196,6 +319,10 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
             config.relay.masking_mode(),
         ))
     });
+    let credentials = Arc::new(crate::api::CredentialGuard::new(
+        config.auth.throttle_limits(),
+        config.auth.hash_permits(),
+    ));
     Ok(AppState {
         config,
         authority: Arc::new(authority),
@@ -204,6 +331,9 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         sandbox,
         ui_tokens: Default::default(),
         ng,
+        shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+        credentials,
+        http_refused: Default::default(),
     })
 }
 

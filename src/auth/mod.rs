@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
+pub mod throttle;
+
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -151,16 +153,55 @@ pub struct Authority {
     clients: HashMap<String, Client>,
     key: Vec<u8>,
     lifetime_s: u64,
+    /// Checked for unknown client ids, so that answering them costs what a known one does.
+    dummy: Secret,
 }
 
 impl Authority {
     /// An authority for `clients`, signing with `key` (32+ random bytes), tokens valid for
     /// `lifetime_s` seconds.
     pub fn new(clients: Vec<Client>, key: Vec<u8>, lifetime_s: u64) -> Self {
+        let any_hashed = clients
+            .iter()
+            .any(|c| matches!(c.secret, Secret::Argon2(_)));
+        let dummy = if any_hashed {
+            Secret::Argon2(hash_secret(&random_token()))
+        } else {
+            Secret::Plain(random_token())
+        };
         Authority {
             clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
             key,
             lifetime_s,
+            dummy,
+        }
+    }
+
+    /// The secret to check a request naming client `id` against: the client's, or for an
+    /// unknown id a random one of the same kind (which never matches).
+    pub fn secret_for(&self, id: &str) -> &Secret {
+        self.clients
+            .get(id)
+            .map(|c| &c.secret)
+            .unwrap_or(&self.dummy)
+    }
+
+    /// Checks the parts of a token request that need no secret check: the grant type, and
+    /// that a client id and secret were given.
+    pub fn check_request<'a>(
+        &self,
+        grant_type: Option<&str>,
+        client_id: Option<&'a str>,
+        client_secret: Option<&'a str>,
+    ) -> Result<(&'a str, &'a str), AuthError> {
+        match grant_type {
+            None => return Err(AuthError::InvalidRequest),
+            Some("client_credentials") => {}
+            Some(_) => return Err(AuthError::UnsupportedGrantType),
+        }
+        match (client_id, client_secret) {
+            (Some(id), Some(secret)) => Ok((id, secret)),
+            _ => Err(AuthError::InvalidClient),
         }
     }
 
@@ -191,18 +232,17 @@ impl Authority {
         scope: Option<&str>,
         now: u64,
     ) -> Result<IssuedToken, AuthError> {
-        match grant_type {
-            None => return Err(AuthError::InvalidRequest),
-            Some("client_credentials") => {}
-            Some(_) => return Err(AuthError::UnsupportedGrantType),
-        }
-        let (Some(id), Some(secret)) = (client_id, client_secret) else {
+        let (id, secret) = self.check_request(grant_type, client_id, client_secret)?;
+        if !check_secret(self.secret_for(id), secret) {
             return Err(AuthError::InvalidClient);
-        };
+        }
+        self.issue(id, scope, now)
+    }
+
+    /// Issues a token to client `id`, whose secret the caller has checked, for the requested
+    /// scopes (all the client's when none are named).
+    pub fn issue(&self, id: &str, scope: Option<&str>, now: u64) -> Result<IssuedToken, AuthError> {
         let client = self.clients.get(id).ok_or(AuthError::InvalidClient)?;
-        if !check_secret(&client.secret, secret) {
-            return Err(AuthError::InvalidClient);
-        }
         let scopes: Vec<Scope> = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             None => client.scopes.clone(),
             Some(s) => {
@@ -279,7 +319,9 @@ impl Authority {
     }
 }
 
-fn check_secret(secret: &Secret, given: &str) -> bool {
+/// Whether `given` is the secret (argon2 hashes take tens of milliseconds: call those off the
+/// async workers).
+pub fn check_secret(secret: &Secret, given: &str) -> bool {
     match secret {
         Secret::Plain(s) => subtle::ConstantTimeEq::ct_eq(s.as_bytes(), given.as_bytes()).into(),
         Secret::Argon2(phc) => {

@@ -1,0 +1,433 @@
+//! Hostile and heavy HTTP traffic (issue 15): slow clients are cut off, the connection cap
+//! holds, and shutdown has a deadline even with event streams open.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::gateway::{http, Gateway};
+use serde_json::json;
+
+/// Reads from `s` until the peer closes (or `limit` passes): what arrived, and whether it
+/// closed.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool) {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+#[test]
+fn headers_sent_slowly_are_cut_off_at_the_header_timeout() {
+    let gw = Gateway::start("[server]\nheader_timeout_s = 1\n");
+    // A slowloris client: one header byte every 300 ms, never finishing.
+    let mut slow = TcpStream::connect(gw.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        if slow.write_all(b"a").is_err() {
+            closed = true;
+            break;
+        }
+        let (_, c) = read_until_closed(&mut slow, Duration::from_millis(300));
+        if c {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a connection dribbling its headers was still open after 6 s"
+    );
+    // One that sends nothing at all is closed too.
+    let mut idle = TcpStream::connect(gw.addr).unwrap();
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(6));
+    assert!(closed, "an idle connection was still open after 6 s");
+    // A client that finishes its headers in time is served as usual.
+    let r = http().get(gw.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_body_sent_slowly_is_answered_408_at_the_request_timeout() {
+    let gw = Gateway::start("[server]\nrequest_timeout_s = 1\n");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(
+        b"POST /auth/connect/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ngrant_type=client_credentials",
+    )
+    .unwrap();
+    let (resp, _) = read_until_closed(&mut s, Duration::from_secs(6));
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp:?}");
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_and_counted() {
+    let gw = Gateway::start("[server]\nmax_connections = 20\n");
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(gw.addr).unwrap());
+    }
+    // Each held connection has been accepted once a fresh one is refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut extra = TcpStream::connect(gw.addr).unwrap();
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (resp, closed) = read_until_closed(&mut extra, Duration::from_secs(2));
+        if closed && resp.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 21st connection was served");
+    }
+    assert!(
+        gw.state
+            .http_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // Once slots free, requests are served again, and the refusals are in the metrics.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        if let Ok(r) = http().get(gw.url("/metrics")).send() {
+            if r.status() == 200 {
+                break r.text().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no slot came free");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("tonegate_http_connections_refused_total"))
+        .expect("refusal metric");
+    let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 1, "{line}");
+}
+
+/// Kills the gateway this test started if the test fails before it exits.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn sigterm_with_an_open_event_stream_exits_within_the_drain_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut base: toml::Table = toml::from_str(&shipped).unwrap();
+    let server = base["server"].as_table_mut().unwrap();
+    server.insert("listen".into(), "127.0.0.1:0".into());
+    server.insert("drain_timeout_s".into(), 3.into());
+    base["store"].as_table_mut().unwrap().insert(
+        "sqlite_path".into(),
+        dir.path().join("t.db").display().to_string().into(),
+    );
+    std::fs::write(&cfg, toml::to_string(&base).unwrap()).unwrap();
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_tonegate"))
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .current_dir(common::root())
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("stderr closed").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let base = format!("http://{addr}");
+    let tok = http()
+        .post(format!("{base}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::gateway::DEV_CLIENT.0),
+            ("client_secret", common::gateway::DEV_CLIENT.1),
+            ("scope", "globalpci"),
+        ])
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = http()
+        .post(format!("{base}/globalpci/v1/agentsession"))
+        .bearer_auth(&tok)
+        .json(
+            &json!({"AccountConfigurationId": "dev-account", "CallGuid": "call-drain",
+            "PaymentData": {"merchantTxnRef": "DRAIN-1", "amount": "1.00"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().expect("session").to_string();
+    let page = http()
+        .get(format!(
+            "{}?code={}",
+            v["paymentUiUrl"].as_str().unwrap(),
+            v["paymentUiCredentials"]["accessCode"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let ui = page
+        .split("data-token=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("UI token in the page")
+        .to_string();
+    // The event stream, held open by a client that never stops reading.
+    let mut sse = TcpStream::connect(&addr).unwrap();
+    write!(
+        sse,
+        "GET /pay/agent/{id}/events?token={ui} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 256];
+    let n = sse.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    let signalled = Instant::now();
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if signalled.elapsed() > Duration::from_secs(8) {
+            panic!(
+                "still running 8 s after SIGTERM with an event stream open (drain deadline 3 s)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // The stream was ended by the gateway, not left hanging.
+    let (_, closed) = read_until_closed(&mut sse, Duration::from_secs(2));
+    assert!(closed, "the event stream was not closed");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("tonegate stopped")),
+        "{rest:?}"
+    );
+}
+
+/// A token request for the development client from source address `from`: status and
+/// `Retry-After`.
+fn token_from(gw: &Gateway, from: [u8; 4], secret: &str) -> (u16, Option<u64>) {
+    let client = reqwest::blocking::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = client
+        .post(gw.url("/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::gateway::DEV_CLIENT.0),
+            ("client_secret", secret),
+        ])
+        .send()
+        .unwrap();
+    let after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (r.status().as_u16(), after)
+}
+
+const THROTTLE: &str =
+    "[auth]\nfailures_per_address = 4\nfailures_per_client = 6\nlockout_s = 30\n";
+
+#[test]
+fn an_address_guessing_secrets_is_answered_429_and_others_still_get_tokens() {
+    let gw = Gateway::start(THROTTLE);
+    let good = common::gateway::DEV_CLIENT.1;
+    for _ in 0..4 {
+        assert_eq!(token_from(&gw, [127, 0, 0, 2], "guess").0, 401);
+    }
+    let (status, after) = token_from(&gw, [127, 0, 0, 2], "guess");
+    assert_eq!(status, 429);
+    let after = after.expect("Retry-After");
+    assert!((1..=30).contains(&after), "{after}");
+    // While locked out the secret is not even checked: the right one is refused too.
+    assert_eq!(token_from(&gw, [127, 0, 0, 2], good).0, 429);
+    // Another address gets its token.
+    assert_eq!(token_from(&gw, [127, 0, 0, 1], good).0, 200);
+    let metrics = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("tonegate_token_requests_throttled_total "))
+        .unwrap();
+    assert_eq!(line, "tonegate_token_requests_throttled_total 2");
+}
+
+#[test]
+fn a_client_id_under_attack_stays_open_to_the_addresses_that_use_it() {
+    let gw = Gateway::start(THROTTLE);
+    let good = common::gateway::DEV_CLIENT.1;
+    // The legitimate integration has got tokens from 127.0.0.1 before.
+    assert_eq!(token_from(&gw, [127, 0, 0, 1], good).0, 200);
+    // Six attacking addresses, one guess each: under each address limit, at the client's.
+    for a in 10..16 {
+        assert_eq!(token_from(&gw, [127, 0, 0, a], "guess").0, 401);
+    }
+    // A new address is refused the client, even with its secret...
+    assert_eq!(token_from(&gw, [127, 0, 0, 20], good).0, 429);
+    // ...while the integration's own address still gets tokens.
+    for _ in 0..3 {
+        assert_eq!(token_from(&gw, [127, 0, 0, 1], good).0, 200);
+    }
+}
+
+#[test]
+fn unknown_client_ids_are_refused_like_wrong_secrets_and_count_the_same() {
+    let hash = tonegate::auth::hash_secret("s3cret");
+    let gw = Gateway::start(&format!(
+        "{THROTTLE}[[auth.clients]]\nid = \"hashed\"\nsecret_hash = \"{hash}\"\nscopes = [\"globalpci\"]\naccounts = [\"*\"]\n"
+    ));
+    let ask = |id: &str, secret: &str| {
+        let r = http()
+            .post(gw.url("/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().unwrap())
+    };
+    let (s1, b1) = ask("hashed", "wrong");
+    let (s2, b2) = ask("no-such-client", "wrong");
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(b1, b2, "the answers tell the two apart");
+    assert_eq!(ask("hashed", "s3cret").0, 200);
+    // A body over the token endpoint's 8 KiB limit is refused before it is read.
+    let big = "x".repeat(9 * 1024);
+    assert_eq!(ask("hashed", &big).0, 413);
+}
+
+/// A burst of call set-ups (the relay creating calls faster than sessions link them) loses no
+/// link: every waiting session captures on its call, and every call is in secure mode.
+#[test]
+fn a_burst_of_one_thousand_call_setups_links_every_waiting_session() {
+    use tonegate::relay::{Access, NewCall};
+    use tonegate::session::model::SessionState;
+    const CALLS: usize = 1000;
+    let gw = Gateway::start("[relay]\nengine = \"tokio\"\n");
+    let tok = gw.token("globalpci");
+    let text = std::fs::read_to_string(common::fixture("globalpci/agentsession.json")).unwrap();
+    // The sessions first, over HTTP (four clients at once), all waiting for their calls.
+    let url = gw.url("/globalpci/v1/agentsession");
+    std::thread::scope(|s| {
+        for part in 0..4 {
+            let (url, tok, text) = (&url, &tok, &text);
+            s.spawn(move || {
+                let client = http();
+                for i in (part..CALLS).step_by(4) {
+                    let body = text.replace("CALL-GUID-PLACEHOLDER", &format!("burst-{i}"));
+                    let r = client
+                        .post(url)
+                        .bearer_auth(tok)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+                }
+            });
+        }
+    });
+    let store = gw.state.sessions.store();
+    assert_eq!(
+        store.in_states(&[SessionState::Created]).unwrap().len(),
+        CALLS
+    );
+    // Then every call at once, in one tight loop on the runtime.
+    let relay = gw.state.relay.clone();
+    let ids: Vec<String> = gw.runtime.block_on(async {
+        (0..CALLS)
+            .map(|i| {
+                relay
+                    .create_call(NewCall {
+                        call_guid: format!("burst-{i}"),
+                        law: tonegate_dsp::G711Law::Ulaw,
+                        event_pt: Some(101),
+                        caller_remote: tonegate::media::call::RemoteRule::Any,
+                        agent_remote: tonegate::media::call::RemoteRule::Any,
+                        rtcp_mux: true,
+                        ipv6: false,
+                        masking: None,
+                        owner: common::gateway::DEV_CLIENT.0.into(),
+                        account: Some("dev-account".into()),
+                        policy: gw.state.config.relay.dtmf_masking,
+                    })
+                    .unwrap()
+                    .id
+            })
+            .collect()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let capturing = loop {
+        let n = store.in_states(&[SessionState::Capturing]).unwrap().len();
+        if n == CALLS || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(capturing, CALLS, "sessions that linked to their call");
+    let insecure: Vec<&String> = ids
+        .iter()
+        .filter(|id| !relay.get(id, Access::Admin("test")).unwrap().secure)
+        .collect();
+    assert!(
+        insecure.is_empty(),
+        "calls not in secure mode: {insecure:?}"
+    );
+}
