@@ -680,6 +680,138 @@ fn control_api_checks_tokens_and_input() {
     assert_eq!(r.status(), 404);
 }
 
+/// Polls the metrics until `name` reads `want` (or 10 s pass); returns the last reading.
+fn wait_metric(gw: &Gateway, name: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(gw);
+        let got = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Plain packets through `call` come out byte for byte.
+fn assert_relays(call: &Call, caller: &UdpSocket, agent: &UdpSocket, label: &str) {
+    let packets: Vec<Vec<u8>> = (0..20u16)
+        .map(|i| {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            p.extend(std::iter::repeat_n(0xffu8, 160));
+            p
+        })
+        .collect();
+    assert_eq!(
+        relay_through(caller, call.caller_local, agent, &packets),
+        packets,
+        "{label}: relayed byte for byte"
+    );
+}
+
+/// An io_uring worker that fails is replaced, and its calls move with their media state: a
+/// secure call keeps masking and capturing across the move, and later calls work.
+fn a_failed_worker_moves_its_calls_and_later_calls_work() {
+    let gw = Gateway::start(&format!("{SESSION_POLICY}workers = 1\n"));
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
+    let mut keys = subscribe(&gw, &call.id);
+    set_secure(&gw, &tok, &call.id, true);
+    let opts = StreamOptions::default();
+    let packets: Vec<Vec<u8>> = rtp_stream(&fixture_signal("card_entry"), opts)
+        .into_iter()
+        .map(|p| p.bytes)
+        .collect();
+    let half = packets.len() / 2;
+    let mut got = relay_through(&caller, call.caller_local, &agent, &packets[..half]);
+    gw.runtime
+        .block_on(
+            gw.state
+                .relay
+                .inject_fault(&call.id, tonegate::relay::InjectedFault::FailWorker),
+        )
+        .unwrap();
+    assert_eq!(
+        wait_metric(&gw, "tonegate_relay_worker_failures_total", 1),
+        1
+    );
+    let (status, _) = get_call(&gw, &tok, &call.id);
+    assert_eq!(status, 200, "the call lives on");
+    got.extend(relay_through(
+        &caller,
+        call.caller_local,
+        &agent,
+        &packets[half..],
+    ));
+    assert!(
+        got.len() >= packets.len() - 2,
+        "{} of {} packets",
+        got.len(),
+        packets.len()
+    );
+    assert_agent_hears_nothing(&got, G711Law::Ulaw, opts.first_ts, "across the move");
+    assert_eq!(
+        captured(&mut keys),
+        truth_keys(&fixture("audio/card_entry.json")),
+        "every key reaches capture across the move"
+    );
+    // Later calls are set up and relay on the replacement worker.
+    for i in 0..3 {
+        let (c, a) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+        let later = create(&gw, &tok, call_body(&c, &a, "PCMU", None))
+            .unwrap_or_else(|e| panic!("call {i} after the failure: {e:?}"));
+        assert_relays(&later, &c, &a, &format!("later call {i}"));
+    }
+    assert_eq!(wait_metric(&gw, "tonegate_relay_call_faults_total", 0), 0);
+}
+
+/// A panic in one call's media processing stops that call alone; the call beside it (on the
+/// same worker) and later calls go on.
+fn a_panic_in_one_calls_media_stops_that_call_alone() {
+    let gw = Gateway::start(&format!("{SESSION_POLICY}workers = 1\n"));
+    let tok = gw.token("relay");
+    let (c1, a1) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let (c2, a2) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let doomed = create(&gw, &tok, call_body(&c1, &a1, "PCMU", None)).unwrap();
+    let other = create(&gw, &tok, call_body(&c2, &a2, "PCMU", None)).unwrap();
+    assert_relays(&doomed, &c1, &a1, "before the fault");
+    gw.runtime
+        .block_on(
+            gw.state
+                .relay
+                .inject_fault(&doomed.id, tonegate::relay::InjectedFault::PanicMedia),
+        )
+        .unwrap();
+    assert_eq!(wait_metric(&gw, "tonegate_relay_call_faults_total", 1), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_call(&gw, &tok, &doomed.id).0 != 404 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        get_call(&gw, &tok, &doomed.id).0,
+        404,
+        "the faulted call is gone"
+    );
+    // Nothing more of it is relayed.
+    let stray = vec![0x80u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff];
+    assert!(relay_through(&c1, doomed.caller_local, &a1, &[stray]).is_empty());
+    assert_relays(&other, &c2, &a2, "the call beside it");
+    let (c3, a3) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let later = create(&gw, &tok, call_body(&c3, &a3, "PCMU", None)).unwrap();
+    assert_relays(&later, &c3, &a3, "a later call");
+    assert_eq!(
+        wait_metric(&gw, "tonegate_relay_worker_failures_total", 0),
+        0
+    );
+}
+
 /// Every relay test runs on both IO engines.
 macro_rules! on_engine {
     ($module:ident, $engine:literal: $($name:ident),* $(,)?) => {
@@ -715,4 +847,7 @@ on_both_engines!(
     agent_sequence_is_continuous_across_toggles_and_dropped_events,
     bad_input_is_dropped_and_counted,
     control_api_checks_tokens_and_input,
+    a_panic_in_one_calls_media_stops_that_call_alone,
 );
+
+on_engine!(io_uring_only, "io_uring": a_failed_worker_moves_its_calls_and_later_calls_work);

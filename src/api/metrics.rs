@@ -54,6 +54,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         t.calls_refused,
     );
     metric(
+        "relay_call_faults_total",
+        "counter",
+        "Relay calls stopped because their media processing failed (the others go on).",
+        t.call_faults,
+    );
+    metric(
+        "relay_worker_failures_total",
+        "counter",
+        "io_uring relay workers that failed and were replaced (their calls moved).",
+        t.worker_failures,
+    );
+    metric(
         "relay_rtp_packets_in_total",
         "counter",
         "RTP packets received (both legs).",

@@ -273,6 +273,10 @@ pub struct RelayTotals {
     pub calls_timed_out: u64,
     /// Call set-ups refused for lack of ports or the call limit.
     pub calls_refused: u64,
+    /// Calls stopped because their media processing failed.
+    pub call_faults: u64,
+    /// io_uring workers that failed and were replaced.
+    pub worker_failures: u64,
     /// Counters summed over live and ended calls.
     pub counters: CounterSnapshot,
 }
@@ -285,6 +289,18 @@ enum Control {
     Listen(bool),
     Remote(crate::media::Side, RemoteRule),
     Block(crate::media::Side, bool),
+    /// Panic in the call's media step (a test's fault injection).
+    Fault,
+}
+
+/// A fault a test injects into a call's IO; no API reaches this.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The io_uring worker carrying the call behaves as if its ring had failed.
+    FailWorker,
+    /// The call's media processing panics.
+    PanicMedia,
 }
 
 struct CallEntry {
@@ -421,7 +437,8 @@ impl ControlTx {
 enum Engine {
     Tokio,
     #[cfg(target_os = "linux")]
-    Ring(Vec<Arc<uring::RingWorker>>),
+    /// The workers; a failed one is replaced in place.
+    Ring(std::sync::RwLock<Vec<Arc<uring::RingWorker>>>),
 }
 
 impl Engine {
@@ -460,7 +477,7 @@ impl Engine {
             .map(|i| uring::RingWorker::start(i, relay.clone()).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| format!("io_uring does not work here ({e})"))?;
-        Ok(Engine::Ring(workers))
+        Ok(Engine::Ring(std::sync::RwLock::new(workers)))
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -543,6 +560,10 @@ struct Inner {
     created: AtomicU64,
     timed_out: AtomicU64,
     refused: AtomicU64,
+    /// Calls stopped because their media processing panicked.
+    call_faults: AtomicU64,
+    /// io_uring workers that failed (their calls moved to the others).
+    worker_failures: AtomicU64,
     audit: std::sync::OnceLock<AuditSink>,
 }
 
@@ -573,6 +594,8 @@ impl Relay {
                 created: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                call_faults: AtomicU64::new(0),
+                worker_failures: AtomicU64::new(0),
                 audit: std::sync::OnceLock::new(),
             }
         });
@@ -689,10 +712,7 @@ impl Relay {
                 let sockets = match task::Sockets::new(caller, agent) {
                     Ok(s) => s,
                     Err(e) => {
-                        let mut ports = self.inner.ports.lock().expect("ports lock");
-                        for a in locals {
-                            ports.release(a.ip(), a.port());
-                        }
+                        self.release_ports(&locals);
                         return Err(RelayError::Invalid(e.to_string()));
                     }
                 };
@@ -716,13 +736,11 @@ impl Relay {
                 (steer, Launch::Task(Box::new(t)))
             }
             #[cfg(target_os = "linux")]
-            Engine::Ring(workers) => {
-                // The least loaded worker takes the call.
-                let worker = workers
-                    .iter()
-                    .min_by_key(|w| w.load())
-                    .expect("at least one worker")
-                    .clone();
+            Engine::Ring(_) => {
+                let Some(worker) = self.pick_worker() else {
+                    self.release_ports(&locals);
+                    return Err(RelayError::Engine("every relay worker has stopped".into()));
+                };
                 let number = self.inner.numbers.fetch_add(1, Relaxed);
                 let call = uring::RingCall {
                     number,
@@ -730,6 +748,7 @@ impl Relay {
                     media,
                     sockets: [Some(caller.rtp), Some(agent.rtp), caller.rtcp, agent.rtcp],
                     timeout,
+                    keys: None,
                     secure: secure.clone(),
                     remotes: remotes.clone(),
                     send_dropped: send_dropped.clone(),
@@ -786,9 +805,17 @@ impl Relay {
                 let relay = self.clone();
                 let id = id.clone();
                 tokio::spawn(async move {
-                    if task::run(*t).await == task::Ended::Silence {
-                        relay.inner.timed_out.fetch_add(1, Relaxed);
-                        tracing::info!(call = %id, "call removed after media silence");
+                    // The call's own task: a panic in its media ends this call alone.
+                    match tokio::spawn(task::run(*t)).await {
+                        Ok(task::Ended::Silence) => {
+                            relay.inner.timed_out.fetch_add(1, Relaxed);
+                            tracing::info!(call = %id, "call removed after media silence");
+                        }
+                        Ok(task::Ended::Stopped) => {}
+                        Err(e) => {
+                            relay.inner.call_faults.fetch_add(1, Relaxed);
+                            tracing::error!(call = %id, error = %e, "media processing failed; the call is stopped, the others go on");
+                        }
                     }
                     relay.retire(&id);
                 });
@@ -1111,6 +1138,8 @@ impl Relay {
             calls_created: self.inner.created.load(Relaxed),
             calls_timed_out: self.inner.timed_out.load(Relaxed),
             calls_refused: self.inner.refused.load(Relaxed),
+            call_faults: self.inner.call_faults.load(Relaxed),
+            worker_failures: self.inner.worker_failures.load(Relaxed),
             counters,
         }
     }
@@ -1147,9 +1176,93 @@ impl Relay {
         entry.steer.stop();
         let snap = CounterSnapshot::of(&entry.counters, entry.send_dropped.load(Relaxed));
         self.inner.retired.lock().expect("retired lock").add(&snap);
+        self.release_ports(&entry.locals);
+    }
+
+    fn release_ports(&self, locals: &[SocketAddr]) {
         let mut ports = self.inner.ports.lock().expect("ports lock");
-        for a in entry.locals {
+        for a in locals {
             ports.release(a.ip(), a.port());
+        }
+    }
+
+    /// The least loaded running io_uring worker.
+    #[cfg(target_os = "linux")]
+    fn pick_worker(&self) -> Option<Arc<uring::RingWorker>> {
+        let Engine::Ring(pool) = &self.inner.engine else {
+            return None;
+        };
+        pool.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|w| w.alive())
+            .min_by_key(|w| w.load())
+            .cloned()
+    }
+
+    /// Worker `index` failed: a fresh worker takes its place, and its calls (`moved`, media
+    /// state and sockets intact) go to the running workers; `lost` calls could not be moved
+    /// and are retired.
+    #[cfg(target_os = "linux")]
+    fn worker_failed(&self, index: usize, moved: Vec<uring::RingCall>, lost: Vec<String>) {
+        self.inner.worker_failures.fetch_add(1, Relaxed);
+        for id in &lost {
+            tracing::error!(call = %id, worker = index, "call lost with its relay worker");
+            self.retire(id);
+        }
+        let Engine::Ring(pool) = &self.inner.engine else {
+            return;
+        };
+        match uring::RingWorker::start(index, Arc::downgrade(&self.inner)) {
+            Ok(w) => {
+                let mut pool = pool.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = pool.iter_mut().find(|w| w.index() == index) {
+                    *old = Arc::new(w);
+                }
+                tracing::warn!(worker = index, "relay worker restarted");
+            }
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "relay worker could not restart; the others carry its calls");
+            }
+        }
+        for call in moved {
+            let (id, number) = (call.id.clone(), call.number);
+            let worker = self.pick_worker();
+            // Steer and hand over under the calls lock, so a delete meanwhile either finds the
+            // call gone from here (and the call is dropped) or reaches its new worker after it.
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            let Some(entry) = calls.get_mut(&id) else {
+                continue;
+            };
+            let placed = worker.filter(|w| w.command(uring::Command::Add(Box::new(call))));
+            match placed {
+                Some(w) => {
+                    tracing::warn!(call = %id, from = index, to = w.index(), "call moved to another relay worker");
+                    entry.steer = Steer::Ring { worker: w, number };
+                }
+                None => {
+                    drop(calls);
+                    tracing::error!(call = %id, worker = index, "no relay worker could take the call; it is stopped");
+                    self.retire(&id);
+                }
+            }
+        }
+    }
+
+    /// Injects `fault` into call `id`'s IO (tests only: no API reaches this).
+    #[doc(hidden)]
+    pub async fn inject_fault(&self, id: &str, fault: InjectedFault) -> Result<(), RelayError> {
+        let control = self.control(id)?;
+        match (fault, control) {
+            (InjectedFault::PanicMedia, c) => c.send(Control::Fault).await,
+            #[cfg(target_os = "linux")]
+            (InjectedFault::FailWorker, ControlTx::Ring(worker, _)) => worker
+                .command(uring::Command::Fail)
+                .then_some(())
+                .ok_or(RelayError::Engine("relay worker stopped".into())),
+            (InjectedFault::FailWorker, _) => Err(RelayError::Invalid(
+                "the tokio engine has no workers to fail".into(),
+            )),
         }
     }
 }

@@ -184,6 +184,7 @@ pub(super) async fn run(mut t: CallTask) -> Ended {
                 Some(Control::Listen(on)) => io.media.set_listening(on),
                 Some(Control::Remote(side, rule)) => io.media.set_remote_rule(side, rule),
                 Some(Control::Block(side, on)) => io.media.set_blocked(side, on),
+                Some(Control::Fault) => panic!("injected media fault"),
                 None => return Ended::Stopped,
             },
             _ = tick_opt(&mut prompt_tick) => {

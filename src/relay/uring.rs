@@ -62,6 +62,8 @@ pub(super) enum Command {
     Control(u64, Control),
     /// Stop a call, by its number, and close its sockets.
     Stop(u64),
+    /// Behave as if the ring had failed (a test's fault injection).
+    Fail,
 }
 
 /// A call handed to a worker.
@@ -76,6 +78,8 @@ pub(super) struct RingCall {
     pub sockets: [Option<UdpSocket>; 4],
     /// Media silence after which the call is removed.
     pub timeout: Duration,
+    /// The key subscriber, when a call moves from a failed worker.
+    pub keys: Option<mpsc::Sender<CapturedKey>>,
     /// Mirrors secure mode for the control API.
     pub secure: Arc<AtomicBool>,
     /// Remote addresses learned, for the control API.
@@ -88,9 +92,21 @@ pub(super) struct RingCall {
 
 /// The relay's handle on one worker thread. Dropping it stops the worker.
 pub(super) struct RingWorker {
+    index: usize,
     commands: Option<std_mpsc::Sender<Command>>,
     wake: OwnedFd,
     load: Arc<AtomicUsize>,
+    /// False once the worker thread has ended, for whatever reason (a panic included).
+    alive: Arc<AtomicBool>,
+}
+
+/// Clears a worker's `alive` flag when its thread ends, by return or by panic.
+struct AliveFlag(Arc<AtomicBool>);
+
+impl Drop for AliveFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl RingWorker {
@@ -110,10 +126,14 @@ impl RingWorker {
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
         let load = Arc::new(AtomicUsize::new(0));
         let worker_load = load.clone();
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = AliveFlag(alive.clone());
+        let worker_alive = alive.clone();
         std::thread::Builder::new()
             .name(format!("relay-ring-{index}"))
-            .spawn(
-                move || match Worker::new(rx, worker_wake, relay, worker_load) {
+            .spawn(move || {
+                let _flag = flag;
+                match Worker::new(index, rx, worker_wake, relay, worker_load, worker_alive) {
                     Ok(w) => {
                         let _ = ready_tx.send(Ok(()));
                         w.run();
@@ -121,16 +141,28 @@ impl RingWorker {
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                },
-            )?;
+                }
+            })?;
         ready_rx
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "relay worker did not start"))??;
         Ok(RingWorker {
+            index,
             commands: Some(tx),
             wake,
             load,
+            alive,
         })
+    }
+
+    /// Which worker this is (its thread is `relay-ring-{index}`).
+    pub(super) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the worker still runs; a stopped one takes no calls.
+    pub(super) fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// Hands the worker a command; false if the worker has stopped.
@@ -350,6 +382,8 @@ struct Call {
     live: u8,
     /// Stopping: receives are being cancelled; the slot is freed when the last one ends.
     closing: bool,
+    /// Stopping to move to another worker: kept, not closed, when the receives have ended.
+    handover: bool,
     keys: Option<mpsc::Sender<CapturedKey>>,
     secure: Arc<AtomicBool>,
     remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
@@ -363,6 +397,22 @@ struct Call {
 }
 
 impl Call {
+    /// The call as it goes to another worker: media state, sockets and subscriber intact.
+    fn into_ring_call(self) -> RingCall {
+        RingCall {
+            number: self.number,
+            id: self.id,
+            media: self.media,
+            sockets: self.sockets,
+            timeout: self.timeout,
+            keys: self.keys,
+            secure: self.secure,
+            remotes: self.remotes,
+            send_dropped: self.send_dropped,
+            last_key_ms: self.last_key_ms,
+        }
+    }
+
     /// The socket a transmit leaves from (RTCP rides the RTP socket with rtcp-mux).
     fn fd(&self, side: Side, channel: Channel) -> RawFd {
         let leg = side as usize;
@@ -469,14 +519,31 @@ struct Worker {
     load: Arc<AtomicUsize>,
     completions: Vec<(u64, i32, u32)>,
     out: Box<[u8; SEND_BUF_SIZE]>,
+    index: usize,
+    /// Cleared first thing on failure, so no new call is steered here.
+    alive: Arc<AtomicBool>,
+    /// Set when the ring fails (or a test says it has): the calls move to other workers.
+    failed: bool,
+    /// Calls whose receives have ended, ready to move.
+    evacuated: Vec<RingCall>,
+}
+
+/// Why the worker's loop ended.
+enum Exit {
+    /// The relay dropped its handle: close everything.
+    RelayGone,
+    /// The ring failed: hand the calls over.
+    RingFailed,
 }
 
 impl Worker {
     fn new(
+        index: usize,
         commands: std_mpsc::Receiver<Command>,
         wake: OwnedFd,
         relay: Weak<Inner>,
         load: Arc<AtomicUsize>,
+        alive: Arc<AtomicBool>,
     ) -> io::Result<Worker> {
         let mut w = Worker {
             io: Io::new()?,
@@ -491,6 +558,10 @@ impl Worker {
             load,
             completions: Vec::with_capacity(RING_ENTRIES as usize * 2),
             out: Box::new([0; SEND_BUF_SIZE]),
+            index,
+            alive,
+            failed: false,
+            evacuated: Vec::new(),
         };
         w.self_test()?;
         Ok(w)
@@ -586,6 +657,13 @@ impl Worker {
     }
 
     fn run(mut self) {
+        match self.relay_loop() {
+            Exit::RelayGone => self.shut_down(),
+            Exit::RingFailed => self.fail_over(),
+        }
+    }
+
+    fn relay_loop(&mut self) -> Exit {
         self.arm_wake();
         let mut next_second = Instant::now() + SECOND;
         let mut next_prompt = Instant::now();
@@ -601,8 +679,8 @@ impl Worker {
                 match e.raw_os_error() {
                     Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
                     _ => {
-                        tracing::error!(error = %e, "relay ring failed; its calls stop");
-                        break;
+                        tracing::error!(worker = self.index, error = %e, "relay ring failed; its calls move to the other workers");
+                        return Exit::RingFailed;
                     }
                 }
             }
@@ -629,7 +707,14 @@ impl Worker {
             if woken {
                 self.arm_wake();
                 if !self.take_commands() {
-                    break;
+                    return Exit::RelayGone;
+                }
+                if self.failed {
+                    tracing::error!(
+                        worker = self.index,
+                        "relay worker failed (injected); its calls move to the other workers"
+                    );
+                    return Exit::RingFailed;
                 }
             }
             let now = Instant::now();
@@ -647,30 +732,32 @@ impl Worker {
                 }
             }
         }
-        self.shut_down();
     }
 
     fn on_recv(&mut self, socket: usize, slot: usize, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
-        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
-            if let Some(bid) = bid {
-                self.io.give_back(bid);
+        let open = match self.calls.get(slot).and_then(Option::as_ref) {
+            Some(call) => !call.closing,
+            None => {
+                if let Some(bid) = bid {
+                    self.io.give_back(bid);
+                }
+                return;
             }
-            return;
         };
         if let Some(bid) = bid {
-            if res > 0 && !call.closing {
+            if res > 0 && open {
                 // SAFETY: the kernel handed us bid in this completion; given back below.
                 let data = unsafe { self.io.recv_buf(bid) };
-                call.datagram(
-                    &mut self.io,
-                    &mut self.out,
-                    socket,
-                    &mut data[..res as usize],
-                );
+                self.guarded(slot, |call, io, out| {
+                    call.datagram(io, out, socket, &mut data[..res as usize])
+                });
             }
             self.io.give_back(bid);
         }
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         if cqueue::more(flags) {
             return;
         }
@@ -687,8 +774,44 @@ impl Worker {
         }
         call.live -= 1;
         if call.closing && call.live == 0 {
-            self.calls[slot] = None;
-            self.free_calls.push(slot);
+            self.free(slot);
+        }
+    }
+
+    /// Frees a stopped call's slot; a call moving to another worker is kept for it.
+    fn free(&mut self, slot: usize) {
+        if let Some(call) = self.calls[slot].take() {
+            if call.handover {
+                self.evacuated.push(call.into_ring_call());
+            }
+        }
+        self.free_calls.push(slot);
+    }
+
+    /// Runs one call's media step. A panic in it ends that call alone: it is closed (nothing
+    /// more of it is relayed, masked or not) and retired, and the worker goes on with the
+    /// others.
+    fn guarded<R>(
+        &mut self,
+        slot: usize,
+        step: impl FnOnce(&mut Call, &mut Io, &mut [u8; SEND_BUF_SIZE]) -> R,
+    ) -> Option<R> {
+        let call = self.calls.get_mut(slot)?.as_mut()?;
+        let (io, out) = (&mut self.io, &mut *self.out);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(call, io, out))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                let id = self.calls[slot].as_ref().map(|c| c.id.clone());
+                self.close(slot);
+                if let Some(id) = id {
+                    tracing::error!(call = %id, worker = self.index, "media processing failed; the call is stopped, the others go on");
+                    if let Some(inner) = self.relay.upgrade() {
+                        inner.call_faults.fetch_add(1, Ordering::Relaxed);
+                        Relay { inner }.retire(&id);
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -711,33 +834,35 @@ impl Worker {
                     self.close(slot);
                 }
             }
+            Command::Fail => self.failed = true,
             Command::Control(number, c) => {
                 let Some(&slot) = self.numbers.get(&number) else {
                     return; // Gone: dropping `c` tells an awaiting acknowledgement so.
                 };
-                let Some(call) = self.calls[slot].as_mut() else {
-                    return;
-                };
-                match c {
-                    Control::Secure(on, ack) => {
-                        call.media.set_secure(on);
-                        call.drain(&mut self.io, &mut self.out);
-                        call.secure.store(on, Ordering::Relaxed);
-                        let _ = ack.send(());
-                    }
-                    Control::Keys(tx) => call.keys = Some(tx),
-                    Control::Play(clips) => {
-                        for c in clips {
-                            call.media.play(c);
+                let prompting = self.guarded(slot, |call, io, out| {
+                    match c {
+                        Control::Secure(on, ack) => {
+                            call.media.set_secure(on);
+                            call.drain(io, out);
+                            call.secure.store(on, Ordering::Relaxed);
+                            let _ = ack.send(());
                         }
-                        if !self.prompting.contains(&slot) {
-                            self.prompting.push(slot);
+                        Control::Keys(tx) => call.keys = Some(tx),
+                        Control::Play(clips) => {
+                            for c in clips {
+                                call.media.play(c);
+                            }
                         }
+                        Control::StopPrompt => call.media.stop_prompt(),
+                        Control::Listen(on) => call.media.set_listening(on),
+                        Control::Remote(side, rule) => call.media.set_remote_rule(side, rule),
+                        Control::Block(side, on) => call.media.set_blocked(side, on),
+                        Control::Fault => panic!("injected media fault"),
                     }
-                    Control::StopPrompt => call.media.stop_prompt(),
-                    Control::Listen(on) => call.media.set_listening(on),
-                    Control::Remote(side, rule) => call.media.set_remote_rule(side, rule),
-                    Control::Block(side, on) => call.media.set_blocked(side, on),
+                    call.media.is_prompting()
+                });
+                if prompting == Some(true) && !self.prompting.contains(&slot) {
+                    self.prompting.push(slot);
                 }
             }
         }
@@ -756,7 +881,8 @@ impl Worker {
             sockets: new.sockets,
             live: 0,
             closing: false,
-            keys: None,
+            handover: false,
+            keys: new.keys,
             secure: new.secure,
             remotes: new.remotes,
             send_dropped: new.send_dropped,
@@ -775,13 +901,23 @@ impl Worker {
                 call.live += 1;
             }
         }
+        let prompting = call.media.is_prompting();
         self.numbers.insert(call.number, slot);
         self.calls[slot] = Some(call);
+        if prompting {
+            self.prompting.push(slot);
+        }
         self.load.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stops a call: cancels its receives; the slot (and sockets) go when they have ended.
     fn close(&mut self, slot: usize) {
+        self.stop_receives(slot, false);
+    }
+
+    /// Cancels a call's receives; when they have ended the call is freed, or with `handover`
+    /// kept whole for another worker.
+    fn stop_receives(&mut self, slot: usize, handover: bool) {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -789,6 +925,7 @@ impl Worker {
             return;
         }
         call.closing = true;
+        call.handover = handover;
         self.numbers.remove(&call.number);
         self.prompting.retain(|&s| s != slot);
         self.load.fetch_sub(1, Ordering::Relaxed);
@@ -802,8 +939,7 @@ impl Worker {
             }
         }
         if live == 0 {
-            self.calls[slot] = None;
-            self.free_calls.push(slot);
+            self.free(slot);
         }
     }
 
@@ -840,17 +976,17 @@ impl Worker {
         let mut i = 0;
         while i < self.prompting.len() {
             let slot = self.prompting[i];
-            let Some(call) = self.calls[slot].as_mut() else {
-                self.prompting.swap_remove(i);
-                continue;
-            };
-            if let Some(t) = call.media.on_tick(&mut self.out[..]) {
-                call.transmit(&mut self.io, t, &self.out[..]);
-            }
-            if call.media.is_prompting() {
+            let still = self.guarded(slot, |call, io, out| {
+                if let Some(t) = call.media.on_tick(&mut out[..]) {
+                    call.transmit(io, t, &out[..]);
+                }
+                call.media.is_prompting() && !call.closing
+            });
+            if still == Some(true) {
                 i += 1;
-            } else {
-                self.prompting.swap_remove(i);
+            } else if let Some(at) = self.prompting.iter().position(|&s| s == slot) {
+                // (A fault's close may have removed it already.)
+                self.prompting.swap_remove(at);
             }
         }
     }
@@ -875,6 +1011,16 @@ impl Worker {
                 relay.retire(&id);
             }
         }
+        self.wait_for_receives();
+        if self.calls.iter().any(Option::is_some) {
+            // Receives the kernel did not end in time: keep their memory rather than free it
+            // under them. Happens only at shutdown, if ever.
+            std::mem::forget(self.io);
+        }
+    }
+
+    /// Waits (up to a second) for every cancelled receive to end.
+    fn wait_for_receives(&mut self) {
         let deadline = Instant::now() + SECOND;
         while self.calls.iter().any(Option::is_some) && Instant::now() < deadline {
             let ts = types::Timespec::from(Duration::from_millis(50));
@@ -892,11 +1038,45 @@ impl Worker {
                 }
             }
         }
-        if self.calls.iter().any(Option::is_some) {
-            // Receives the kernel did not end in time: keep their memory rather than free it
-            // under them. Happens only at shutdown, if ever.
-            std::mem::forget(self.io);
+    }
+
+    /// The ring failed: take this worker out of the choice, end every call's receives here
+    /// and hand the calls, media state and sockets intact, to the relay to place on the other
+    /// workers (and a fresh one in this one's place). Calls whose receives would not end are
+    /// retired: stopped, never relayed unmasked.
+    fn fail_over(mut self) {
+        self.alive_off();
+        // What was already asked of this worker still applies (an Add included).
+        let _ = self.take_commands();
+        for slot in 0..self.calls.len() {
+            if self.calls[slot].as_ref().is_some_and(|c| !c.closing) {
+                self.stop_receives(slot, true);
+            }
         }
+        self.wait_for_receives();
+        let moved = std::mem::take(&mut self.evacuated);
+        let stuck: Vec<String> = self
+            .calls
+            .iter()
+            .flatten()
+            .filter(|c| c.handover)
+            .map(|c| c.id.clone())
+            .collect();
+        let relay = self.relay.clone();
+        let index = self.index;
+        if self.calls.iter().any(Option::is_some) {
+            // As at shutdown: never free memory a receive may still write.
+            std::mem::forget(self.io);
+        } else {
+            drop(self);
+        }
+        if let Some(inner) = relay.upgrade() {
+            Relay { inner }.worker_failed(index, moved, stuck);
+        }
+    }
+
+    fn alive_off(&self) {
+        self.alive.store(false, Ordering::Release);
     }
 }
 
