@@ -496,6 +496,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// On shutdown, connections (event streams included) get this long to finish.
     pub drain_timeout_s: u64,
+    /// Then payments already at the PSP get up to this long to finish (captures end at once).
+    pub payment_drain_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -509,6 +511,7 @@ impl Default for ServerConfig {
             request_timeout_s: 30,
             max_connections: 2048,
             drain_timeout_s: 5,
+            payment_drain_s: 30,
         }
     }
 }

@@ -357,7 +357,7 @@ fn unknown_client_ids_are_refused_like_wrong_secrets_and_count_the_same() {
 /// link: every waiting session captures on its call, and every call is in secure mode.
 #[test]
 fn a_burst_of_one_thousand_call_setups_links_every_waiting_session() {
-    use tonegate::relay::{Access, NewCall};
+    use tonegate::relay::Access;
     use tonegate::session::model::SessionState;
     const CALLS: usize = 1000;
     let gw = Gateway::start("[relay]\nengine = \"tokio\"\n");
@@ -393,24 +393,7 @@ fn a_burst_of_one_thousand_call_setups_links_every_waiting_session() {
     let relay = gw.state.relay.clone();
     let ids: Vec<String> = gw.runtime.block_on(async {
         (0..CALLS)
-            .map(|i| {
-                relay
-                    .create_call(NewCall {
-                        call_guid: format!("burst-{i}"),
-                        law: tonegate_dsp::G711Law::Ulaw,
-                        event_pt: Some(101),
-                        caller_remote: tonegate::media::call::RemoteRule::Any,
-                        agent_remote: tonegate::media::call::RemoteRule::Any,
-                        rtcp_mux: true,
-                        ipv6: false,
-                        masking: None,
-                        owner: common::gateway::DEV_CLIENT.0.into(),
-                        account: Some("dev-account".into()),
-                        policy: gw.state.config.relay.dtmf_masking,
-                    })
-                    .unwrap()
-                    .id
-            })
+            .map(|i| dev_call(&gw, &format!("burst-{i}")))
             .collect()
     });
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -429,5 +412,75 @@ fn a_burst_of_one_thousand_call_setups_links_every_waiting_session() {
     assert!(
         insecure.is_empty(),
         "calls not in secure mode: {insecure:?}"
+    );
+}
+
+/// A relay call for the development client on `dev-account` (call inside the runtime).
+fn dev_call(gw: &Gateway, call_guid: &str) -> String {
+    gw.state
+        .relay
+        .create_call(tonegate::relay::NewCall {
+            call_guid: call_guid.into(),
+            law: tonegate_dsp::G711Law::Ulaw,
+            event_pt: Some(101),
+            caller_remote: tonegate::media::call::RemoteRule::Any,
+            agent_remote: tonegate::media::call::RemoteRule::Any,
+            rtcp_mux: true,
+            ipv6: false,
+            masking: None,
+            owner: common::gateway::DEV_CLIENT.0.into(),
+            account: Some("dev-account".into()),
+            policy: gw.state.config.relay.dtmf_masking,
+        })
+        .unwrap()
+        .id
+}
+
+/// Shutdown ends a capture in progress cleanly: its session goes back to Created (ready for
+/// the call to come back), the audit says the gateway stopped it, and nothing waits for the
+/// payment deadline.
+#[test]
+fn shutdown_ends_captures_and_says_so_in_the_audit() {
+    use tonegate::session::model::SessionState;
+    let mut gw = Gateway::start("[server]\npayment_drain_s = 60\n");
+    let tok = gw.token("globalpci");
+    let text = std::fs::read_to_string(common::fixture("globalpci/agentsession.json")).unwrap();
+    let r = http()
+        .post(gw.url("/globalpci/v1/agentsession"))
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .body(text.replace("CALL-GUID-PLACEHOLDER", "stopping-1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<serde_json::Value>().unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.runtime.block_on(async { dev_call(&gw, "stopping-1") });
+    let sessions = gw.state.sessions.clone();
+    let state = |id: &str| sessions.store().get(id).unwrap().unwrap().state;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&id) != SessionState::Capturing && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state(&id), SessionState::Capturing);
+    let started = Instant::now();
+    gw.begin_stop();
+    assert!(
+        gw.wait_stopped(Duration::from_secs(30)),
+        "the gateway stopped"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited for the payment deadline with no payment running"
+    );
+    assert_eq!(state(&id), SessionState::Created);
+    let audit = sessions.store().audit(&id).unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.from.as_deref(), last.to.as_str()),
+        ("gateway:shutdown", Some("Capturing"), "Created"),
+        "{audit:?}"
     );
 }

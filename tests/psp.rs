@@ -24,6 +24,11 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: String, fail_first: usize) -> Proxy {
+        Self::start_with(upstream, fail_first, Duration::ZERO)
+    }
+
+    /// As [`start`](Self::start), holding every request `delay` before forwarding it.
+    fn start_with(upstream: String, fail_first: usize, delay: Duration) -> Proxy {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, Method, StatusCode, Uri};
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -43,6 +48,7 @@ impl Proxy {
                 failures.clone(),
             );
             async move {
+                tokio::time::sleep(delay).await;
                 let is_pi = method == Method::POST && uri.path() == "/v1/payment_intents";
                 if is_pi {
                     b.lock()
@@ -343,4 +349,82 @@ fn result_webhook_is_signed_and_retried() {
     assert_eq!(ev["sessionState"], "Completed");
     assert_eq!(ev["sessionId"], v["sessionId"]);
     assert!(!ev.to_string().contains("4242424242424242"));
+}
+
+/// SIGTERM while a payment is at the PSP: the payment finishes (one PaymentIntent, the
+/// session Completed) before the gateway exits, and no new payment starts meanwhile.
+#[test]
+fn a_payment_in_flight_at_shutdown_finishes_and_no_new_one_starts() {
+    use tonegate::session::model::SessionState;
+    let ls = LocalStripe::start();
+    // Each PSP request takes 1.5 s: tokenize and charge, 3 s a payment.
+    let proxy = Proxy::start_with(ls.url.clone(), 0, Duration::from_millis(1500));
+    let mut gw = Gateway::start(&format!(
+        "[server]\ndrain_timeout_s = 1\n{}",
+        accounts(&format!("http://{}", proxy.addr), None)
+    ));
+    let tok = gw.token("globalpci");
+    let url = gw.url("/globalpci/v1/digitalselfservicesession");
+    let create = |r: &str| -> String {
+        let v: Value = http()
+            .post(&url)
+            .bearer_auth(&tok)
+            .json(
+                &json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
+                "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+                "merchantTxnRef": r}}),
+            )
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["sessionId"].as_str().unwrap().to_string()
+    };
+    let (paying, later) = (create("ref-shutdown-1"), create("ref-shutdown-2"));
+    let sessions = gw.state.sessions.clone();
+    let id = paying.clone();
+    let payment = gw.runtime.spawn(async move {
+        sessions
+            .pay_with_card(&id, card("4242424242424242", "123"), "test")
+            .await
+    });
+    let store_of = gw.state.sessions.clone();
+    let state = move |id: &str| store_of.store().get(id).unwrap().unwrap().state;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&paying) != SessionState::Submitting && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state(&paying), SessionState::Submitting);
+    gw.begin_stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.state.sessions.accepting_payments() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = gw.runtime.block_on(gw.state.sessions.pay_with_card(
+        &later,
+        card("4242424242424242", "123"),
+        "test",
+    ));
+    assert!(
+        matches!(refused, Err(tonegate::session::SessionError::ShuttingDown)),
+        "{:?}",
+        refused.map(|s| s.state)
+    );
+    assert!(
+        gw.wait_stopped(Duration::from_secs(30)),
+        "the gateway stopped"
+    );
+    assert_eq!(
+        state(&paying),
+        SessionState::Completed,
+        "the payment finished"
+    );
+    assert_eq!(ls.payment_intents_for(&paying), 1);
+    assert!(gw.runtime.block_on(payment).unwrap().is_ok());
+    assert_eq!(
+        state(&later),
+        SessionState::Created,
+        "the refused session is untouched"
+    );
+    assert_eq!(ls.payment_intents_for(&later), 0);
 }

@@ -96,6 +96,9 @@ impl From<SessionError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "wrong_state", msg)
             }
             SessionError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            SessionError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
+            }
             SessionError::Store(e) => {
                 tracing::error!(error = %e, "session store failure");
                 ApiError::new(

@@ -72,6 +72,8 @@ pub async fn serve_state(
     tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
     let limits = HttpLimits::from_config(&state.config);
     let stopping = state.shutdown.clone();
+    let sessions = state.sessions.clone();
+    let payment_drain = std::time::Duration::from_secs(state.config.server.payment_drain_s);
     serve_http(listener, state, limits, shutdown, move || {
         // Event streams end now, so the drain need not wait for its deadline.
         let _ = stopping.send(true);
@@ -79,6 +81,22 @@ pub async fn serve_state(
     .await;
     if let Some(t) = ng_task {
         t.abort();
+    }
+    // Captures end and payments finish before the calls go.
+    let report = sessions.shut_down(payment_drain).await;
+    if report.payments_unfinished > 0 {
+        tracing::warn!(
+            captures_stopped = report.captures_stopped,
+            payments_running = report.payments_running,
+            payments_unfinished = report.payments_unfinished,
+            "payments still at the PSP at the deadline; a restart marks them Failed (check the PSP)"
+        );
+    } else {
+        tracing::info!(
+            captures_stopped = report.captures_stopped,
+            payments_finished = report.payments_running,
+            "sessions stopped"
+        );
     }
     relay.stop_all();
     tracing::info!("tonegate stopped");

@@ -59,6 +59,9 @@ pub enum SessionError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The gateway is shutting down: no new payment starts.
+    #[error("the gateway is shutting down; try again shortly")]
+    ShuttingDown,
 }
 
 /// What the agent UI and hosted page are told, live. Lengths, statuses, references only.
@@ -82,6 +85,55 @@ enum Command {
     ResetField(Field, oneshot::Sender<bool>),
     Submit(String, oneshot::Sender<Result<Session, SessionError>>),
     Stop,
+    /// The gateway is stopping: end the capture, wiping what was keyed.
+    Shutdown,
+}
+
+/// Payments running now, and whether new ones may start (not once shutdown has begun).
+#[derive(Default)]
+struct PaymentGate {
+    running: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl PaymentGate {
+    fn closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Holds a place among the running payments until dropped (a panic included).
+struct PaymentTicket(Arc<Inner>);
+
+impl PaymentTicket {
+    /// A place, unless shutdown has begun. Counted first and checked second, so shutdown,
+    /// which closes first and counts second, never misses a payment that got in.
+    fn take(inner: &Arc<Inner>) -> Option<PaymentTicket> {
+        use std::sync::atomic::Ordering::SeqCst;
+        inner.payments.running.fetch_add(1, SeqCst);
+        let ticket = PaymentTicket(inner.clone());
+        (!inner.payments.closed()).then_some(ticket)
+    }
+}
+
+impl Drop for PaymentTicket {
+    fn drop(&mut self) {
+        self.0
+            .payments
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What shutdown did with the work in hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Captures ended (their sessions back to Created, the keys wiped).
+    pub captures_stopped: usize,
+    /// Payments that were running when shutdown began.
+    pub payments_running: usize,
+    /// Payments still running at the deadline (a restart marks them Failed, to be checked).
+    pub payments_unfinished: usize,
 }
 
 struct Live {
@@ -101,6 +153,7 @@ struct Inner {
     prompts: Arc<crate::prompts::Prompts>,
     link_guard: Mutex<link_id::LinkGuard>,
     link_counters: link_id::LinkCounters,
+    payments: PaymentGate,
 }
 
 impl Inner {
@@ -159,6 +212,7 @@ impl Sessions {
                 prompts,
                 link_guard: Mutex::new(link_id::LinkGuard::new(config_link)),
                 link_counters: link_id::LinkCounters::default(),
+                payments: PaymentGate::default(),
             }),
         }
     }
@@ -171,6 +225,47 @@ impl Sessions {
     /// The store (read-only uses: tests, audit).
     pub fn store(&self) -> &dyn SessionStore {
         &*self.inner.store
+    }
+
+    /// Whether new payments may start (false once shutdown has begun).
+    pub fn accepting_payments(&self) -> bool {
+        !self.inner.payments.closed()
+    }
+
+    /// Shutdown: refuses new payments, ends every capture (what was keyed is wiped and the
+    /// session goes back to Created, as a restart would leave it) and waits up to `wait` for
+    /// payments already at the PSP to finish, so none is cut in half while there is time.
+    pub async fn shut_down(&self, wait: Duration) -> ShutdownReport {
+        use std::sync::atomic::Ordering::SeqCst;
+        let payments = &self.inner.payments;
+        payments.closed.store(true, SeqCst);
+        let mut report = ShutdownReport {
+            payments_running: payments.running.load(SeqCst),
+            ..Default::default()
+        };
+        let captures: Vec<mpsc::Sender<Command>> = self
+            .inner
+            .live
+            .lock()
+            .expect("live lock")
+            .values()
+            .map(|l| l.commands.clone())
+            .collect();
+        for c in &captures {
+            // A full queue means a capture busy paying: it ends when the payment does.
+            let _ = c.try_send(Command::Shutdown);
+        }
+        report.captures_stopped = captures.len();
+        let deadline = tokio::time::Instant::now() + wait;
+        // Polled, not notified: this runs once, at exit.
+        while tokio::time::Instant::now() < deadline
+            && (payments.running.load(SeqCst) > 0
+                || !self.inner.live.lock().expect("live lock").is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        report.payments_unfinished = payments.running.load(SeqCst);
+        report
     }
 
     /// Recovers sessions a restart interrupted, then starts linking new calls and sweeping
@@ -420,6 +515,9 @@ impl Sessions {
         card: Card,
         actor: &str,
     ) -> Result<Session, SessionError> {
+        if self.inner.payments.closed() {
+            return Err(SessionError::ShuttingDown);
+        }
         let s = self.get_any(id)?;
         let st = &self.inner.store;
         let now = unix_now();
@@ -446,7 +544,7 @@ impl Sessions {
             actor,
             now,
         )?;
-        pay(&self.inner, &s, card, actor, "digital").await?;
+        pay_to_the_end(&self.inner, &s, card, actor, "digital").await?;
         store::must_get(&**st, id).map_err(Into::into)
     }
 
@@ -1004,6 +1102,8 @@ impl CaptureTask {
         };
         let mut capture = Capture::new(rules, ms());
         let mut state = SessionState::Capturing;
+        // Who ends a capture that is not over: the call, or the gateway stopping.
+        let mut ended_by = "gateway:call-ended";
         loop {
             if let Some(done) = self.drain(&mut capture, &mut state).await {
                 if done {
@@ -1033,12 +1133,18 @@ impl CaptureTask {
                             break;
                         }
                     }
+                    Some(Command::Shutdown) => {
+                        ended_by = "gateway:shutdown";
+                        break;
+                    }
                     Some(Command::Stop) | None => break,
                 },
                 _ = sleep_until_opt(deadline) => capture.tick(ms()),
             }
         }
-        self.finish(state).await;
+        // The card keyed so far goes with `capture`, before the session is put back.
+        drop(capture);
+        self.finish(state, ended_by).await;
     }
 
     /// Plays prompts to the caller (self-service sessions only; an agent does the talking).
@@ -1131,6 +1237,9 @@ impl CaptureTask {
         state: &mut SessionState,
         actor: &str,
     ) -> Result<Session, SessionError> {
+        if self.inner.payments.closed() {
+            return Err(SessionError::ShuttingDown);
+        }
         let Some(card) = capture.take_card() else {
             return Err(SessionError::WrongState {
                 from: state.as_str(),
@@ -1138,7 +1247,7 @@ impl CaptureTask {
             });
         };
         self.say(&["processing"]).await;
-        let r = pay(&self.inner, &self.session, card, actor, "voice").await;
+        let r = pay_to_the_end(&self.inner, &self.session, card, actor, "voice").await;
         let s = store::must_get(&*self.inner.store, &self.session.id)?;
         *state = s.state;
         self.say(if s.state == SessionState::Completed {
@@ -1181,7 +1290,7 @@ impl CaptureTask {
         let _ = self.events.send(e);
     }
 
-    async fn finish(self, state: SessionState) {
+    async fn finish(self, state: SessionState, ended_by: &str) {
         // Secure mode stays on: the next thing a caller does after a decline is key another
         // card. Only an explicit release (or the call's end) lets keys through again.
         self.inner
@@ -1193,12 +1302,13 @@ impl CaptureTask {
             .expect("live lock")
             .remove(&self.session.id);
         if !state.is_terminal() {
-            // The call went away mid-capture: back to Created, to start over on a new call.
+            // The call went away (or the gateway is stopping) mid-capture: back to Created,
+            // to start over on a new call.
             let _ = self.inner.store.transition(
                 &self.session.id,
                 state,
                 SessionState::Created,
-                "gateway:call-ended",
+                ended_by,
                 unix_now(),
             );
         }
@@ -1211,6 +1321,34 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// [`pay`] on a task of its own, counted among the running payments: a caller that goes away
+/// (a closed browser tab, a cut connection) cannot stop a payment half-way, and shutdown waits
+/// for it. Refused once shutdown has begun.
+async fn pay_to_the_end(
+    inner: &Arc<Inner>,
+    s: &Session,
+    card: Card,
+    actor: &str,
+    channel: &'static str,
+) -> Result<(), SessionError> {
+    let Some(ticket) = PaymentTicket::take(inner) else {
+        return Err(SessionError::ShuttingDown);
+    };
+    let (s, actor) = (s.clone(), actor.to_string());
+    tokio::spawn(async move {
+        let r = pay(&ticket.0, &s, card, &actor, channel).await;
+        drop(ticket);
+        r
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "payment task failed");
+        Err(SessionError::Conflict(
+            "the payment failed unexpectedly; check the session".into(),
+        ))
+    })
 }
 
 /// Tokenize (once), wipe the card, charge with the token (retried under one idempotency key),

@@ -142,6 +142,23 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Begins a graceful shutdown, as SIGTERM does.
+    pub fn begin_stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Waits (up to `limit`) for the server to finish shutting down; true if it did.
+    pub fn wait_stopped(&mut self, limit: std::time::Duration) -> bool {
+        match self.done.take() {
+            Some(d) => d.recv_timeout(limit).is_ok(),
+            None => true,
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
