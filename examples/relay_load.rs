@@ -9,9 +9,9 @@
 //! --engine io_uring|tokio|both (both: the tokio engine is the baseline in the same run),
 //! --binary PATH (target/release/tonegate). Every loop is bounded by count and time.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,83 +70,6 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// User + system CPU seconds of a process, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // SAFETY: signalling the child we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn start_gateway(binary: &str, calls: usize, engine: &str) -> anyhow::Result<Gateway> {
-    let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("load.toml");
-    let shipped =
-        std::fs::read_to_string("config/tonegate.toml").context("run from the project root")?;
-    let mut t: toml::Table = toml::from_str(&shipped)?;
-    t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
-    let relay = t["relay"].as_table_mut().context("[relay]")?;
-    relay.insert("port_min".into(), toml::Value::Integer(20000));
-    relay.insert(
-        "port_max".into(),
-        toml::Value::Integer(20000 + (calls as i64) * 4 + 100),
-    );
-    relay.insert("max_calls".into(), toml::Value::Integer(calls as i64 + 10));
-    relay.insert("engine".into(), toml::Value::String(engine.into()));
-    t["log"]["level"] = toml::Value::String("warn,tonegate::server=info".into());
-    std::fs::write(&cfg, toml::to_string(&t)?)?;
-    let mut child = Command::new(binary)
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {binary} (cargo build --release first)"))?;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        anyhow::ensure!(Instant::now() < deadline, "gateway did not start");
-        let line = lines.next().context("gateway exited")??;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()?;
-        }
-    };
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(Gateway {
-        child,
-        addr,
-        _dir: dir,
-    })
-}
-
 struct CallEnds {
     caller: Arc<UdpSocket>,
     agent: Arc<UdpSocket>,
@@ -177,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         .flat_map(|&e| a.modes.iter().map(move |&m| (e, m)))
         .collect();
     for (engine, secure) in runs {
-        let gw = start_gateway(&a.binary, a.calls, engine)?;
+        let gw = support::start_gateway(&a.binary, a.calls, engine, |_| Ok(()))?;
         let http = reqwest::Client::new();
         let base = format!("http://{}", gw.addr);
         let tok: serde_json::Value = http
@@ -304,13 +227,13 @@ async fn main() -> anyhow::Result<()> {
         // Warm up, then measure.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let pid = gw.child.id();
-        let cpu0 = cpu_seconds(pid)?;
+        let cpu0 = support::cpu_seconds(pid)?;
         window.0.store(epoch.elapsed().as_nanos() as u64, Relaxed);
         measuring.store(true, Relaxed);
         tokio::time::sleep(Duration::from_secs(a.seconds)).await;
         measuring.store(false, Relaxed);
         window.1.store(epoch.elapsed().as_nanos() as u64, Relaxed);
-        let cpu1 = cpu_seconds(pid)?;
+        let cpu1 = support::cpu_seconds(pid)?;
         // Let packets in flight land before counting loss.
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Relaxed);
@@ -320,13 +243,7 @@ async fn main() -> anyhow::Result<()> {
         }
         lat.sort_unstable();
         let (s, r) = (sent.load(Relaxed), received.load(Relaxed));
-        let pct = |q: f64| {
-            if lat.is_empty() {
-                0.0
-            } else {
-                lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1e6
-            }
-        };
+        let pct = |q: f64| support::quantile_ms(&lat, q);
         // In secure mode each packet waits for the next one (look-ahead of one 20 ms frame).
         let hold_ms = if secure { 20.0 } else { 0.0 };
         println!(

@@ -494,10 +494,16 @@ pub struct ServerConfig {
     /// Most HTTP connections open at once; beyond, new ones are closed at once. Never more
     /// than a quarter of the open-file limit: the rest is kept for relay sockets.
     pub max_connections: usize,
+    /// Most HTTP connections at once from one address (IPv6: one /64), so one host cannot
+    /// take every slot; 0: no limit. Raise it when many agents share one NAT address.
+    pub max_connections_per_address: usize,
     /// On shutdown, connections (event streams included) get this long to finish.
     pub drain_timeout_s: u64,
     /// Then payments already at the PSP get up to this long to finish (captures end at once).
     pub payment_drain_s: u64,
+    /// CPU niceness of the HTTP, control and session threads (0-19), above the io_uring
+    /// relay's media threads (0): under a flood of connections the audio keeps its CPU.
+    pub nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -510,8 +516,10 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             request_timeout_s: 30,
             max_connections: 2048,
+            max_connections_per_address: 512,
             drain_timeout_s: 5,
             payment_drain_s: 30,
+            nice: 5,
         }
     }
 }
@@ -600,6 +608,12 @@ impl Config {
                  and server.idle_timeout_s at least 20 (event streams keep alive every 15 s)"
                     .into(),
             ));
+        }
+        if !(0..=19).contains(&sv.nice) {
+            return Err(invalid(format!(
+                "server.nice must be 0-19, got {}",
+                sv.nice
+            )));
         }
         if r.port_min < 1024 || r.port_min >= r.port_max || r.port_max - r.port_min < 3 {
             return Err(invalid(format!(

@@ -200,8 +200,17 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
+    // HTTP, control and sessions run a little below the io_uring relay's media threads, so
+    // that a flood of connections takes CPU from them, not from the audio.
+    let nice = config.server.nice;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if nice > 0 {
+                // SAFETY: setpriority on the calling thread (who = 0) touches no memory.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+            }
+        })
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {

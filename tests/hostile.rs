@@ -123,6 +123,50 @@ fn connections_over_the_cap_are_closed_and_counted() {
     assert!(n >= 1, "{line}");
 }
 
+/// A connection to `gw` from source address `from`.
+fn connect_from(gw: &Gateway, from: &str) -> TcpStream {
+    let addr = gw.addr;
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    gw.runtime
+        .block_on(async move {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(from)?;
+            s.connect(addr).await
+        })
+        .unwrap()
+        .into_std()
+        .inspect(|s| s.set_nonblocking(false).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let gw = Gateway::start("[server]\nmax_connections = 100\nmax_connections_per_address = 10\n");
+    let held: Vec<TcpStream> = (0..10).map(|_| connect_from(&gw, "127.0.0.2")).collect();
+    // The eleventh from that address is closed unanswered, once the ten are accepted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut extra = connect_from(&gw, "127.0.0.2");
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (resp, closed) = read_until_closed(&mut extra, Duration::from_secs(2));
+        if closed && resp.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the eleventh connection was served"
+        );
+    }
+    // Another address is served meanwhile.
+    let mut other = connect_from(&gw, "127.0.0.3");
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (resp, _) = read_until_closed(&mut other, Duration::from_secs(5));
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    drop(held);
+}
+
 /// Kills the gateway this test started if the test fails before it exits.
 struct ChildGuard(std::process::Child);
 

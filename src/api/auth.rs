@@ -36,6 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
 pub struct CredentialGuard {
     throttle: Mutex<LoginThrottle>,
     slots: tokio::sync::Semaphore,
+    hashers: crate::auth::hash_pool::HashPool,
     started: Instant,
     /// Requests answered 429 by the throttle.
     pub throttled: AtomicU64,
@@ -45,14 +46,15 @@ pub struct CredentialGuard {
 
 impl CredentialGuard {
     /// A guard with the throttle `limits` and `slots` concurrent argon2 checks.
-    pub fn new(limits: ThrottleLimits, slots: usize) -> Self {
-        CredentialGuard {
+    pub fn new(limits: ThrottleLimits, slots: usize) -> std::io::Result<Self> {
+        Ok(CredentialGuard {
             throttle: Mutex::new(LoginThrottle::new(limits)),
             slots: tokio::sync::Semaphore::new(slots.max(1)),
+            hashers: crate::auth::hash_pool::HashPool::new(slots)?,
             started: Instant::now(),
             throttled: AtomicU64::new(0),
             busy: AtomicU64::new(0),
-        }
+        })
     }
 
     fn now(&self) -> Duration {
@@ -63,8 +65,8 @@ impl CredentialGuard {
         self.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks `given` against `secret`: plain secrets at once, argon2 on the blocking pool in
-    /// one of the slots. `None` when no slot came free in time.
+    /// Checks `given` against `secret`: plain secrets at once, argon2 on one of the hashing
+    /// threads. `None` when none came free in time.
     async fn verify(&self, secret: &Secret, given: &str) -> Option<bool> {
         match secret {
             Secret::Plain(_) => Some(check_secret(secret, given)),
@@ -74,9 +76,9 @@ impl CredentialGuard {
                     .ok()?
                     .ok()?;
                 let (secret, given) = (secret.clone(), given.to_string());
-                tokio::task::spawn_blocking(move || check_secret(&secret, &given))
+                self.hashers
+                    .run(move || check_secret(&secret, &given))
                     .await
-                    .ok()
             }
         }
     }

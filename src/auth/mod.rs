@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
+pub mod hash_pool;
 pub mod throttle;
 
 /// What a token may be used for.

@@ -94,7 +94,7 @@ pub struct Throttled {
 
 /// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one subscriber's
 /// allocation, so rotating through it gains nothing).
-fn address_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn address_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

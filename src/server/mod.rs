@@ -21,6 +21,7 @@ use crate::session::store::SqliteStore;
 use crate::session::Sessions;
 
 mod idle;
+pub mod per_address;
 pub use idle::IdleIo;
 
 /// Serves the gateway on the configured address until `shutdown` completes, then drains
@@ -112,6 +113,8 @@ pub struct HttpLimits {
     pub idle_timeout: std::time::Duration,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Most connections at once from one address (IPv6: one /64); 0: no limit.
+    pub max_connections_per_address: usize,
     /// How long connections get to finish after shutdown begins.
     pub drain: std::time::Duration,
 }
@@ -133,6 +136,7 @@ impl HttpLimits {
             header_timeout: std::time::Duration::from_secs(c.server.header_timeout_s),
             idle_timeout: std::time::Duration::from_secs(c.server.idle_timeout_s),
             max_connections: cap,
+            max_connections_per_address: c.server.max_connections_per_address,
             drain: std::time::Duration::from_secs(c.server.drain_timeout_s),
         }
     }
@@ -156,6 +160,7 @@ pub async fn serve_http(
     let refused = state.http_refused.clone();
     let app = crate::api::router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = per_address::PerAddress::new(limits.max_connections_per_address);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -179,7 +184,11 @@ pub async fn serve_http(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        // Over either cap the connection is closed at once: cheaper than any answer.
+        let (Ok(slot), Some(address_slot)) = (
+            slots.clone().try_acquire_owned(),
+            per_address.admit(peer.ip()),
+        ) else {
             refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             drop(stream);
             continue;
@@ -204,7 +213,7 @@ pub async fn serve_http(
         let conn = graceful.watch(conn);
         conns.spawn(async move {
             let _ = conn.await;
-            drop(slot);
+            drop((slot, address_slot));
         });
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
@@ -337,10 +346,10 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
             config.relay.masking_mode(),
         ))
     });
-    let credentials = Arc::new(crate::api::CredentialGuard::new(
-        config.auth.throttle_limits(),
-        config.auth.hash_permits(),
-    ));
+    let credentials = Arc::new(
+        crate::api::CredentialGuard::new(config.auth.throttle_limits(), config.auth.hash_permits())
+            .context("starting the password-hashing threads")?,
+    );
     Ok(AppState {
         config,
         authority: Arc::new(authority),
