@@ -12,6 +12,7 @@ pub mod capture;
 pub mod card;
 pub mod config;
 pub mod demo;
+pub mod hygiene;
 pub mod interaction;
 pub mod media;
 pub mod ng;

@@ -187,6 +187,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: &Path) -> anyhow::Result<()> {
+    // Before any card can be in memory: no core file, no debugger reading this process.
+    tonegate::hygiene::forbid_core_dumps().context("turning core dumps off")?;
     let config = Config::load(config_path)?;
     init_tracing(&config);
     match tonegate::relay::raise_open_file_limit() {

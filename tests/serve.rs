@@ -58,6 +58,20 @@ fn serves_healthz_and_stops_on_sigterm() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"status\":\"ok\""), "{resp}");
+    // No core file can carry card data out of the running gateway.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], &["0", "0"], "{core}");
+    // The database is its owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -168,4 +182,35 @@ fn a_low_open_file_limit_is_named_at_start_and_in_the_refusal() {
     assert!(made > 0, "no call at all fitted: {status} {body}");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("open-file limit"), "{body}");
+}
+
+/// The shipped systemd unit parses (systemd-analyze, with ExecStart on the built binary) and
+/// keeps core files off.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Some(analyze) = common::tool("systemd-analyze") else {
+        eprintln!("SKIPPED: systemd-analyze is not installed");
+        return;
+    };
+    let unit = std::fs::read_to_string(common::root().join("config/tonegate.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "LimitCORE=0"), "core files off");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tonegate.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/tonegate", env!("CARGO_BIN_EXE_tonegate")),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Without a running systemd (containers) verify still parses every directive.
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("tonegate.service") && !l.contains("Failed to"))
+        .collect();
+    assert!(problems.is_empty(), "{text}");
 }

@@ -263,6 +263,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
+        restrict_to_owner(path).map_err(|e| err(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         Self::init(conn).map_err(|e| err(e.to_string()))
     }
@@ -274,7 +275,9 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit (a payment's state, its result) is on disk before the call returns,
+        // power loss included. Writes are a few per session; the cost is an fsync each.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -648,6 +651,18 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database file readable by its owner only (0600), or makes an existing one so;
+/// SQLite gives its WAL and shared-memory files the same mode.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Looks a session up and fails politely if the row vanished.
 pub fn must_get(store: &dyn SessionStore, id: &str) -> Result<Session, StoreError> {
     store
@@ -745,6 +760,17 @@ mod tests {
             .unwrap();
         let again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.get("s2").unwrap().unwrap().id, "s2");
+        // Only its owner may read it, and its WAL likewise.
+        use std::os::unix::fs::PermissionsExt;
+        for f in [path.clone(), path.with_extension("db-wal")] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+        let sync: i64 = again.blocking(|c| {
+            c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        });
+        assert_eq!(sync, 2, "synchronous = FULL");
     }
 
     #[test]
