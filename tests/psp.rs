@@ -19,6 +19,11 @@ use tonegate::card::{Card, Cvv, Digits, Expiry, Pan};
 struct Proxy {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<String>>>,
+    /// While set, a PaymentIntent request is forwarded (the charge happens) but its answer is
+    /// held back: the gateway waits, as it would on a slow PSP.
+    hold_answers: Arc<std::sync::atomic::AtomicBool>,
+    /// PaymentIntent requests localstripe has answered.
+    charged: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -38,14 +43,19 @@ impl Proxy {
             .unwrap();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let failures = Arc::new(AtomicUsize::new(fail_first));
+        let hold_answers = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let charged = Arc::new(AtomicUsize::new(0));
+        let (hold, done) = (hold_answers.clone(), charged.clone());
         let client = reqwest::Client::new();
         let b = bodies.clone();
         let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (client, upstream, b, failures) = (
+            let (client, upstream, b, failures, hold, done) = (
                 client.clone(),
                 upstream.clone(),
                 b.clone(),
                 failures.clone(),
+                hold.clone(),
+                done.clone(),
             );
             async move {
                 tokio::time::sleep(delay).await;
@@ -76,7 +86,14 @@ impl Proxy {
                 }
                 let r = req.body(body).send().await.unwrap();
                 let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-                (status, r.bytes().await.unwrap())
+                let bytes = r.bytes().await.unwrap();
+                if is_pi {
+                    done.fetch_add(1, Ordering::SeqCst);
+                    while hold.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                (status, bytes)
             }
         };
         let listener = rt
@@ -91,6 +108,8 @@ impl Proxy {
         Proxy {
             addr,
             bodies,
+            hold_answers,
+            charged,
             _rt: rt,
         }
     }
@@ -427,4 +446,285 @@ fn a_payment_in_flight_at_shutdown_finishes_and_no_new_one_starts() {
         "the refused session is untouched"
     );
     assert_eq!(ls.payment_intents_for(&later), 0);
+}
+
+/// Records result webhooks: (event id, body).
+struct HookReceiver {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl HookReceiver {
+    fn start() -> HookReceiver {
+        use axum::http::{HeaderMap, StatusCode};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let receiver = move |headers: HeaderMap, body: String| {
+            let seen = s2.clone();
+            async move {
+                let id = headers
+                    .get("x-tonegate-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let v = serde_json::from_str(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap().push((id, v));
+                StatusCode::OK
+            }
+        };
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        rt.spawn(async move {
+            axum::serve(
+                listener,
+                axum::Router::new().route("/hook", axum::routing::post(receiver)),
+            )
+            .await
+            .unwrap();
+        });
+        HookReceiver { url, seen, _rt: rt }
+    }
+}
+
+/// A `tonegate serve` child this test started; killed if the test ends first.
+struct Serve(std::process::Child, String);
+
+impl Serve {
+    fn start(config: &std::path::Path) -> Serve {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tonegate"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "no listening line");
+            let line = lines.next().expect("gateway exited").unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Serve(child, format!("http://{addr}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGKILL while a charge is at the PSP (it went through there; the answer never reached the
+/// gateway). After restart the gateway asks the PSP and settles the session `Completed` with
+/// that charge, and the result webhook says so, once.
+#[test]
+fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 0);
+    let hook = HookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
+    let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
+    let extra: toml::Table = toml::from_str(&accounts(
+        &format!("http://{}", proxy.addr),
+        Some(&hook.url),
+    ))
+    .unwrap();
+    cfg.insert("accounts".into(), extra["accounts"].clone());
+    cfg["server"]["listen"] = "127.0.0.1:0".into();
+    cfg["store"]["sqlite_path"] = dir.path().join("t.db").display().to_string().into();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+
+    let gw = Serve::start(&path);
+    let token = |base: &str, scope: &str| -> String {
+        let v: Value = http()
+            .post(format!("{base}/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tonegate-dev"),
+                ("client_secret", "tonegate-dev-secret"),
+                ("scope", scope),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    };
+    let tok = token(&gw.1, "globalpci");
+    let v: Value = http()
+        .post(format!("{}/globalpci/v1/digitalselfservicesession", gw.1))
+        .bearer_auth(&tok)
+        .json(
+            &json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+            "merchantTxnRef": "ref-sigkill"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let outbox: Value = http()
+        .get(format!("{}/admin/v1/outbox", gw.1))
+        .bearer_auth(token(&gw.1, "admin"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let body = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sessionId"] == id.as_str())
+        .unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = body[body.find("http").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // The customer pays; the charge reaches the PSP, its answer is held back.
+    proxy.hold_answers.store(true, Ordering::SeqCst);
+    let paying = std::thread::spawn(move || {
+        let _ = http()
+            .post(link)
+            .form(&[
+                ("number", "4242424242424242"),
+                ("expiry", "12/30"),
+                ("cvc", "123"),
+            ])
+            .send();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.charged.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the charge never reached the PSP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ls.payment_intents_for(&id), 1, "charged at the PSP");
+    drop(gw); // SIGKILL, mid-payment.
+    proxy.hold_answers.store(false, Ordering::SeqCst);
+    let _ = paying.join();
+
+    let gw = Serve::start(&path);
+    let tok = token(&gw.1, "globalpci");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v: Value = http()
+            .get(format!("{}/globalpci/v1/session/{id}", gw.1))
+            .bearer_auth(&tok)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if v["sessionState"] != "Submitting" || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v["sessionState"], "Completed", "{v}");
+    assert!(
+        v["pspTransactionId"].as_str().unwrap().starts_with("pi_"),
+        "{v}"
+    );
+    assert_eq!(ls.payment_intents_for(&id), 1, "never charged twice");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let for_session = || -> Vec<(String, Value)> {
+        hook.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b["sessionId"] == id.as_str())
+            .cloned()
+            .collect()
+    };
+    while for_session().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got = for_session();
+    assert_eq!(got.len(), 1, "one webhook: {got:?}");
+    assert_eq!(got[0].1["sessionState"], "Completed", "{got:?}");
+}
+
+/// A session left in `Submitting` by a crash, for which the PSP holds no payment, ends
+/// `Failed` after the restart, saying why, and the webhook says so.
+#[test]
+fn an_interrupted_payment_the_psp_never_saw_ends_failed_after_restart() {
+    use tonegate::session::model::SessionState;
+    let hook = HookReceiver::start();
+    let config = accounts("http://127.0.0.1:9", Some(&hook.url));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let gw = Gateway::start_in(dir.clone(), &config);
+    let tok = gw.token("globalpci");
+    let v: Value = http()
+        .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+        .bearer_auth(&tok)
+        .json(
+            &json!({"AccountConfigurationId": "dev-account", "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+            "merchantTxnRef": "ref-crash"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    // As a crash between the state change and the PSP call would leave it.
+    let st = gw.state.sessions.store();
+    for (from, to) in [
+        (SessionState::Created, SessionState::Capturing),
+        (SessionState::Capturing, SessionState::ReadyToSubmit),
+        (SessionState::ReadyToSubmit, SessionState::Submitting),
+    ] {
+        assert!(st.transition(&id, from, to, "test", 1).unwrap());
+    }
+    drop(gw);
+    let gw = Gateway::start_in(dir, &config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = gw.state.sessions.store().get(&id).unwrap().unwrap();
+        if s.state != SessionState::Submitting || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s.state, SessionState::Failed);
+    assert!(
+        s.result
+            .failure_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("holds no payment"),
+        "{:?}",
+        s.result
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = hook.seen.lock().unwrap().clone();
+        if let Some((_, b)) = seen.iter().find(|(_, b)| b["sessionId"] == id.as_str()) {
+            assert_eq!(b["sessionState"], "Failed", "{b}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no webhook");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -283,16 +283,15 @@ impl Sessions {
                 now,
             )?;
         }
-        for s in st.in_states(&[SessionState::Submitting])? {
-            if st.transition(&s.id, s.state, SessionState::Failed, "gateway:restart", now)? {
-                let result = PaymentResult {
-                    failure_reason: Some(
-                        "interrupted while submitting; check the PSP before retrying".into(),
-                    ),
-                    ..s.result.clone()
-                };
-                st.set_result(&s.id, &result, now)?;
-            }
+        // Payments a restart interrupted: the PSP says how they ended.
+        let interrupted = st.in_states(&[SessionState::Submitting])?;
+        if !interrupted.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                for s in interrupted {
+                    me.reconcile(&s, "gateway:restart").await;
+                }
+            });
         }
         let me = self.clone();
         let mut notices = self.inner.relay.watch_calls();
@@ -969,7 +968,75 @@ impl Sessions {
                 .await?;
             tracing::info!(session = %s.id, "session expired");
         }
+        // A payment is never in Submitting this long (PSP calls time out and retry within a
+        // minute or two): one that is, lost its outcome (a database error after the charge).
+        for s in self.inner.store.in_states(&[SessionState::Submitting])? {
+            if s.updated_at + STUCK_SUBMITTING_S <= now {
+                self.reconcile(&s, "gateway:reconcile").await;
+            }
+        }
         Ok(())
+    }
+
+    /// Settles a session whose payment's outcome was lost (a restart or a failed write
+    /// mid-payment) from what the PSP holds for it: `Completed` with its transaction if the PSP
+    /// has a successful payment for the session, else `Failed`; the result webhook follows.
+    /// Left in `Submitting`, to be tried again by the sweep, when the PSP cannot be asked.
+    async fn reconcile(&self, s: &Session, actor: &str) {
+        let st = &self.inner.store;
+        let found = match self.inner.psps.get(&s.account_id) {
+            Some(psp) => with_retries(|| psp.find_payment(&s.id)).await,
+            None => Ok(None),
+        };
+        let (to, result) = match found {
+            Ok(Some((txn, amount))) if Some(amount) == s.amount_minor => (
+                SessionState::Completed,
+                PaymentResult {
+                    psp_transaction_id: Some(txn),
+                    failure_reason: None,
+                    ..s.result.clone()
+                },
+            ),
+            Ok(Some((txn, _))) => (
+                SessionState::Failed,
+                PaymentResult {
+                    psp_transaction_id: Some(txn),
+                    failure_reason: Some(
+                        "interrupted while submitting; the PSP's payment amount does not match the session"
+                            .into(),
+                    ),
+                    ..s.result.clone()
+                },
+            ),
+            Ok(None) => (
+                SessionState::Failed,
+                PaymentResult {
+                    failure_reason: Some(
+                        "interrupted while submitting; the PSP holds no payment for this session"
+                            .into(),
+                    ),
+                    ..s.result.clone()
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(session = %s.id, error = %e, "cannot reconcile an interrupted payment yet; the sweep tries again");
+                return;
+            }
+        };
+        let now = unix_now();
+        let settled = st
+            .set_result(&s.id, &result, now)
+            .and_then(|()| st.transition(&s.id, SessionState::Submitting, to, actor, now));
+        match settled {
+            Ok(true) => {
+                tracing::info!(session = %s.id, state = to.as_str(), "interrupted payment reconciled with the PSP");
+                self.inner.notify(&s.id);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(session = %s.id, error = %e, "reconciling an interrupted payment failed")
+            }
+        }
     }
 
     /// Moves a live session to a terminal state and stops its capture.
@@ -1322,6 +1389,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Seconds in `Submitting` after which the sweep asks the PSP how the payment ended.
+const STUCK_SUBMITTING_S: u64 = 600;
 
 /// [`pay`] on a task of its own, counted among the running payments: a caller that goes away
 /// (a closed browser tab, a cut connection) cannot stop a payment half-way, and shutdown waits
