@@ -122,6 +122,8 @@ pub struct StoreConfig {
     pub sqlite_path: std::path::PathBuf,
     /// How often expired sessions are swept, seconds.
     pub sweep_interval_s: u64,
+    /// A result webhook is retried (1 s doubling to hourly) for this long, seconds.
+    pub webhook_retry_s: u64,
 }
 
 impl Default for StoreConfig {
@@ -129,6 +131,7 @@ impl Default for StoreConfig {
         StoreConfig {
             sqlite_path: "var/tonegate.db".into(),
             sweep_interval_s: 30,
+            webhook_retry_s: 86_400,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Result notifications: a session's outcome (never card data) POSTed to the account's webhook,
-//! signed, retried with backoff until a 2xx.
+//! signed. Events wait in the database (`webhooks` table) and are retried with back-off until a
+//! 2xx or `store.webhook_retry_s`, across restarts (the worker is in `session`).
 //!
 //! Headers: `X-Tonegate-Event-Id` (receivers deduplicate on it: retries carry the same id),
 //! `X-Tonegate-Timestamp` (Unix seconds) and `X-Tonegate-Signature: v1=<hex>`, the HMAC-SHA256
@@ -13,14 +14,15 @@ use sha2::Sha256;
 
 use crate::session::model::Session;
 
-/// Delays before each retry.
-pub const WEBHOOK_BACKOFF: [Duration; 5] = [
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(8),
-];
+/// How long after a failed try the next one goes: 1 s doubling to an hour at most.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(12)).min(Duration::from_secs(3600))
+}
+
+/// A new event id (receivers deduplicate on it).
+pub fn new_event_id() -> String {
+    format!("evt_{}", &crate::auth::random_token()[..22])
+}
 
 /// Signs `body` sent at `timestamp` with `secret`: the `X-Tonegate-Signature` value.
 pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
@@ -82,49 +84,45 @@ impl Webhooks {
         }
     }
 
-    /// Sends the session's outcome to `url` in the background, retrying until a 2xx or the
-    /// backoff is spent.
-    pub fn send(&self, url: String, secret: String, s: &Session, now: u64) {
-        let event_id = format!("evt_{}", &crate::auth::random_token()[..22]);
-        let body = event_body(&event_id, s, now).to_string();
-        let http = self.http.clone();
-        let session = s.id.clone();
-        tokio::spawn(async move {
-            for (attempt, delay) in std::iter::once(Duration::ZERO)
-                .chain(WEBHOOK_BACKOFF)
-                .enumerate()
-            {
-                tokio::time::sleep(delay).await;
-                let ts = crate::api::unix_now();
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("X-Tonegate-Event-Id", &event_id)
-                    .header("X-Tonegate-Timestamp", ts.to_string())
-                    .header("X-Tonegate-Signature", signature(&secret, ts, &body))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => {
-                        tracing::info!(session = %session, event = %event_id, attempt, "webhook delivered");
-                        return;
-                    }
-                    Ok(resp) => {
-                        tracing::warn!(session = %session, event = %event_id, status = resp.status().as_u16(), attempt, "webhook refused; will retry")
-                    }
-                    Err(_) => {
-                        tracing::warn!(session = %session, event = %event_id, attempt, "webhook unreachable; will retry")
-                    }
-                }
-            }
-            tracing::error!(session = %session, event = %event_id, "webhook given up after retries");
-        });
+    /// One try: POSTs `body` as event `event_id`, signed with `secret`. `Err` says why it
+    /// was not delivered (a status or a transport error, never the receiver's body).
+    pub async fn deliver(
+        &self,
+        url: &str,
+        secret: &str,
+        event_id: &str,
+        body: &str,
+    ) -> Result<(), String> {
+        let ts = crate::api::unix_now();
+        let r = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("X-Tonegate-Event-Id", event_id)
+            .header("X-Tonegate-Timestamp", ts.to_string())
+            .header("X-Tonegate-Signature", signature(secret, ts, body))
+            .body(body.to_string())
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("answered {}", resp.status().as_u16())),
+            Err(e) if e.is_timeout() => Err("timed out".into()),
+            Err(_) => Err("unreachable".into()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retries_back_off_doubling_to_an_hour() {
+        use std::time::Duration;
+        assert_eq!(super::retry_delay(0), Duration::from_secs(1));
+        assert_eq!(super::retry_delay(3), Duration::from_secs(8));
+        assert_eq!(super::retry_delay(30), Duration::from_secs(3600));
+    }
+
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {
         // Reference: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret

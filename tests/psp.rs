@@ -448,10 +448,13 @@ fn a_payment_in_flight_at_shutdown_finishes_and_no_new_one_starts() {
     assert_eq!(ls.payment_intents_for(&later), 0);
 }
 
-/// Records result webhooks: (event id, body).
+/// Records result webhooks it accepts: (event id, body); while `down`, answers 503 and
+/// counts the refusals.
 struct HookReceiver {
     url: String,
     seen: Arc<Mutex<Vec<(String, Value)>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -464,10 +467,16 @@ impl HookReceiver {
             .build()
             .unwrap();
         let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (s2, d2, r2) = (seen.clone(), down.clone(), refused.clone());
         let receiver = move |headers: HeaderMap, body: String| {
-            let seen = s2.clone();
+            let (seen, down, refused) = (s2.clone(), d2.clone(), r2.clone());
             async move {
+                if down.load(Ordering::SeqCst) {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
                 let id = headers
                     .get("x-tonegate-event-id")
                     .and_then(|v| v.to_str().ok())
@@ -490,7 +499,13 @@ impl HookReceiver {
             .await
             .unwrap();
         });
-        HookReceiver { url, seen, _rt: rt }
+        HookReceiver {
+            url,
+            seen,
+            down,
+            refused,
+            _rt: rt,
+        }
     }
 }
 
@@ -727,4 +742,124 @@ fn an_interrupted_payment_the_psp_never_saw_ends_failed_after_restart() {
         assert!(Instant::now() < deadline, "no webhook");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The merchant's webhook receiver is down, and tonegate is SIGKILLed and restarted while it
+/// is: once the receiver is back the outcome arrives, once, with the event id the first tries
+/// carried; meanwhile the operator sees it pending.
+#[test]
+fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
+    let hook = HookReceiver::start();
+    hook.down.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
+    let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
+    let extra: toml::Table =
+        toml::from_str(&accounts("http://127.0.0.1:9", Some(&hook.url))).unwrap();
+    cfg.insert("accounts".into(), extra["accounts"].clone());
+    cfg["server"]["listen"] = "127.0.0.1:0".into();
+    cfg["store"]["sqlite_path"] = dir.path().join("t.db").display().to_string().into();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let token = |base: &str, scope: &str| -> String {
+        let v: Value = http()
+            .post(format!("{base}/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tonegate-dev"),
+                ("client_secret", "tonegate-dev-secret"),
+                ("scope", scope),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    };
+
+    let gw = Serve::start(&path);
+    let tok = token(&gw.1, "globalpci");
+    let v: Value = http()
+        .post(format!("{}/globalpci/v1/digitalselfservicesession", gw.1))
+        .bearer_auth(&tok)
+        .json(
+            &json!({"AccountConfigurationId": "dev-account", "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+            "merchantTxnRef": "ref-outage"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let r = http()
+        .post(format!("{}/globalpci/v1/session/{id}/cancel", gw.1))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hook.refused.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "no delivery tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pending: Value = http()
+        .get(format!("{}/admin/v1/webhooks", gw.1))
+        .bearer_auth(token(&gw.1, "admin"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entry = pending["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["sessionId"] == id.as_str())
+        .unwrap_or_else(|| panic!("not listed: {pending}"))
+        .clone();
+    assert_eq!(entry["state"], "pending", "{entry}");
+    assert_eq!(entry["lastError"], "answered 503", "{entry}");
+    assert!(
+        entry.get("body").is_none(),
+        "the listing carries no event body"
+    );
+    let event_id = entry["eventId"].as_str().unwrap().to_string();
+    drop(gw); // SIGKILL while the receiver is down.
+
+    let gw = Serve::start(&path);
+    hook.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let for_session = || -> Vec<(String, Value)> {
+        hook.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b["sessionId"] == id.as_str())
+            .cloned()
+            .collect()
+    };
+    while for_session().is_empty() {
+        assert!(Instant::now() < deadline, "the webhook never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let got = for_session();
+    assert_eq!(got.len(), 1, "delivered once: {got:?}");
+    assert_eq!(got[0].0, event_id, "the same event id as the first tries");
+    assert_eq!(got[0].1["sessionState"], "Cancelled");
+    let pending: Value = http()
+        .get(format!("{}/admin/v1/webhooks", gw.1))
+        .bearer_auth(token(&gw.1, "admin"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        !pending["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["sessionId"] == id.as_str()),
+        "{pending}"
+    );
 }

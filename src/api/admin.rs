@@ -1,4 +1,5 @@
-//! Operator routes (scope `admin`): `GET /admin/v1/outbox`, the SMS outbox;
+//! Operator routes (scope `admin`): `GET /admin/v1/outbox`, the SMS outbox; `GET
+//! /admin/v1/webhooks`, result webhooks not delivered;
 //! `GET /admin/v1/audit/relay`, who created, read, secured, released or ended relay calls.
 
 use axum::extract::{Query, State};
@@ -14,6 +15,7 @@ use crate::auth::Scope;
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/outbox", get(outbox))
+        .route("/admin/v1/webhooks", get(webhooks))
         .route("/admin/v1/audit/relay", get(relay_audit))
 }
 
@@ -42,6 +44,21 @@ async fn relay_audit(
         .relay_audit(q.call.as_deref(), q.limit.unwrap_or(100).min(1000))
         .map_err(crate::session::SessionError::from)?;
     Ok(Json(json!({ "records": records })))
+}
+
+/// Result webhooks not delivered: pending (with their next try) and given up.
+async fn webhooks(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<Limit>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let webhooks = state
+        .sessions
+        .store()
+        .webhooks_undelivered(q.limit.unwrap_or(100).min(1000))
+        .map_err(crate::session::SessionError::from)?;
+    Ok(Json(json!({ "webhooks": webhooks })))
 }
 
 async fn outbox(

@@ -192,6 +192,17 @@ pub fn document() -> Value {
         None,
     );
     add(
+        "/admin/v1/webhooks",
+        "get",
+        op(
+            "Result webhooks not delivered: pending with their next try, and given up (?limit=)",
+            Some("admin"),
+            None,
+            "200",
+        ),
+        None,
+    );
+    add(
         "/admin/v1/audit/relay",
         "get",
         op(

@@ -154,20 +154,101 @@ struct Inner {
     link_guard: Mutex<link_id::LinkGuard>,
     link_counters: link_id::LinkCounters,
     payments: PaymentGate,
+    /// Wakes the webhook worker when an event is queued.
+    webhook_due: tokio::sync::Notify,
 }
 
 impl Inner {
-    /// Sends a session's final state to its account's webhook, if it has one.
+    /// Queues a session's final state for its account's webhook, if it has one: in the
+    /// database, so that neither a restart nor a receiver down for hours loses it.
     fn notify(&self, id: &str) {
         let Ok(Some(s)) = self.store.get(id) else {
             return;
         };
+        self.queue_webhook(&s);
+    }
+
+    fn queue_webhook(&self, s: &Session) {
         let Some(account) = self.config.account(&s.account_id) else {
             return;
         };
-        if let (Some(url), Some(secret)) = (&account.webhook_url, &account.webhook_secret) {
-            self.webhooks
-                .send(url.clone(), secret.clone(), &s, unix_now());
+        let (Some(url), Some(_)) = (&account.webhook_url, &account.webhook_secret) else {
+            return;
+        };
+        let now = unix_now();
+        let event_id = crate::notify::new_event_id();
+        let w = store::WebhookDelivery {
+            body: crate::notify::event_body(&event_id, s, now).to_string(),
+            event_id,
+            session_id: s.id.clone(),
+            account_id: s.account_id.clone(),
+            url: url.clone(),
+            created_at: now,
+            attempts: 0,
+            next_at: now,
+            state: store::WebhookState::Pending,
+            last_error: None,
+        };
+        match self.store.webhook_add(&w) {
+            Ok(()) => self.webhook_due.notify_one(),
+            Err(e) => {
+                tracing::error!(session = %s.id, error = %e, "could not queue the result webhook")
+            }
+        }
+    }
+
+    /// Delivers the webhooks that are due, a batch at a time; reschedules or gives up on
+    /// those that fail.
+    async fn deliver_webhooks(self: &Arc<Self>) {
+        let retry_for = self.config.store.webhook_retry_s;
+        loop {
+            let now = unix_now();
+            let due = match self.store.webhooks_due(now, 32) {
+                Ok(d) if !d.is_empty() => d,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the webhook queue failed");
+                    return;
+                }
+            };
+            let mut tries = tokio::task::JoinSet::new();
+            for w in due {
+                let me = self.clone();
+                tries.spawn(async move {
+                    let secret = me
+                        .config
+                        .account(&w.account_id)
+                        .and_then(|a| a.webhook_secret.clone());
+                    let r = match secret {
+                        Some(secret) => {
+                            me.webhooks
+                                .deliver(&w.url, &secret, &w.event_id, &w.body)
+                                .await
+                        }
+                        None => Err("the account has no webhook secret now".into()),
+                    };
+                    let now = unix_now();
+                    let (state, next_at, err) = match r {
+                        Ok(()) => {
+                            tracing::info!(session = %w.session_id, event = %w.event_id, attempt = w.attempts + 1, "webhook delivered");
+                            (store::WebhookState::Delivered, now, None)
+                        }
+                        Err(e) if now.saturating_sub(w.created_at) >= retry_for => {
+                            tracing::error!(session = %w.session_id, event = %w.event_id, error = %e, "webhook given up after the retry period");
+                            (store::WebhookState::Failed, now, Some(e))
+                        }
+                        Err(e) => {
+                            let next = now + crate::notify::retry_delay(w.attempts).as_secs();
+                            tracing::warn!(session = %w.session_id, event = %w.event_id, error = %e, attempt = w.attempts + 1, "webhook not delivered; will retry");
+                            (store::WebhookState::Pending, next, Some(e))
+                        }
+                    };
+                    if let Err(e) = me.store.webhook_tried(&w.event_id, state, next_at, err.as_deref()) {
+                        tracing::error!(event = %w.event_id, error = %e, "recording a webhook try failed");
+                    }
+                });
+            }
+            while tries.join_next().await.is_some() {}
         }
     }
 }
@@ -213,6 +294,7 @@ impl Sessions {
                 link_guard: Mutex::new(link_id::LinkGuard::new(config_link)),
                 link_counters: link_id::LinkCounters::default(),
                 payments: PaymentGate::default(),
+                webhook_due: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -283,6 +365,19 @@ impl Sessions {
                 now,
             )?;
         }
+        // Outcomes whose webhook a crash kept from being queued (the last day's), then the
+        // worker that delivers the queue, now and whenever it is woken or a second passes.
+        for s in st.terminal_without_webhook(now.saturating_sub(86_400))? {
+            self.inner.queue_webhook(&s);
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                inner.deliver_webhooks().await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), inner.webhook_due.notified())
+                    .await;
+            }
+        });
         // Payments a restart interrupted: the PSP says how they ended.
         let interrupted = st.in_states(&[SessionState::Submitting])?;
         if !interrupted.is_empty() {

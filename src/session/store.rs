@@ -127,6 +127,81 @@ pub trait SessionStore: Send + Sync {
         call_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RelayAuditRecord>, StoreError>;
+    /// Queues a result webhook (once per event id).
+    fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError>;
+    /// Pending webhooks due at `now`, oldest first (at most `limit`).
+    fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records a try's outcome: delivered, to retry at `next_at`, or given up.
+    fn webhook_tried(
+        &self,
+        event_id: &str,
+        state: WebhookState,
+        next_at: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Webhooks not delivered (pending or given up), newest first (at most `limit`).
+    fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Terminal sessions changed since `since` that have no webhook queued (a crash between
+    /// the state change and queueing it).
+    fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError>;
+}
+
+/// Where a result webhook stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WebhookState {
+    /// Not delivered yet; tried again at `next_at`.
+    Pending,
+    /// A 2xx came back.
+    Delivered,
+    /// Given up after the retry period.
+    Failed,
+}
+
+impl WebhookState {
+    fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> WebhookState {
+        match s {
+            "delivered" => WebhookState::Delivered,
+            "failed" => WebhookState::Failed,
+            _ => WebhookState::Pending,
+        }
+    }
+}
+
+/// A queued result webhook: the event (never card data) and its delivery state. The signing
+/// secret is not stored; it is read from the account's config at each try.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    /// Receivers deduplicate on it; every try carries the same one.
+    pub event_id: String,
+    /// The session it reports.
+    pub session_id: String,
+    /// The account whose webhook it goes to.
+    pub account_id: String,
+    /// Where it goes.
+    pub url: String,
+    /// The JSON event.
+    #[serde(skip)]
+    pub body: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Tries so far.
+    pub attempts: u32,
+    /// The next try, Unix seconds.
+    pub next_at: u64,
+    /// Where it stands.
+    pub state: WebhookState,
+    /// Why the last try failed (status or transport error; never a body).
+    pub last_error: Option<String>,
 }
 
 /// One audited control event of a relay call (who changed secure mode, read or ended it).
@@ -212,6 +287,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX relay_audit_call ON relay_audit(call_id);",
     // 4: the sweeps and the call-link lookups select live sessions by state.
     "CREATE INDEX sessions_state ON sessions(state, client_id, kind);",
+    // 5: the durable result-webhook outbox.
+    "CREATE TABLE webhooks (
+        event_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX webhooks_due ON webhooks(state, next_at);
+    CREATE INDEX webhooks_session ON webhooks(session_id);",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).
@@ -552,6 +642,62 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR IGNORE INTO webhooks (event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                &w.event_id,
+                &w.session_id,
+                &w.account_id,
+                &w.url,
+                &w.body,
+                &(w.created_at as i64),
+                &w.attempts,
+                &(w.next_at as i64),
+                &w.state.as_str(),
+                &w.last_error,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.webhooks_where(
+            "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+            &[&(now as i64), &(limit as i64)],
+        )
+    }
+
+    fn webhook_tried(
+        &self,
+        event_id: &str,
+        state: WebhookState,
+        next_at: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE webhooks SET attempts = attempts + 1, state = ?1, next_at = ?2, last_error = ?3 WHERE event_id = ?4",
+            &[&state.as_str(), &(next_at as i64), &error, &event_id],
+        )?;
+        Ok(())
+    }
+
+    fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.webhooks_where(
+            "state != 'delivered' ORDER BY created_at DESC LIMIT ?1",
+            &[&(limit as i64)],
+        )
+    }
+
+    fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError> {
+        self.query(
+            "state IN ('Completed','Declined','Failed','Cancelled','Expired') AND updated_at >= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.session_id = sessions.id)",
+            &[&(since as i64)],
+        )
+    }
+
     fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.exec("UPDATE sessions SET ui_secret_hash = NULL WHERE id = ?1 AND ui_secret_hash IS NOT NULL", &[&id])? == 1)
     }
@@ -644,6 +790,34 @@ impl SqliteStore {
             }
             _ => run(),
         }
+    }
+
+    fn webhooks_where(
+        &self,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error \
+                 FROM webhooks WHERE {clause}"
+            ))?;
+            let rows = stmt.query_map(args, |r| {
+                Ok(WebhookDelivery {
+                    event_id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    account_id: r.get(2)?,
+                    url: r.get(3)?,
+                    body: r.get(4)?,
+                    created_at: r.get::<_, i64>(5)? as u64,
+                    attempts: r.get(6)?,
+                    next_at: r.get::<_, i64>(7)? as u64,
+                    state: WebhookState::parse(&r.get::<_, String>(8)?),
+                    last_error: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn exec(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StoreError> {
