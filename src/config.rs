@@ -198,6 +198,10 @@ pub struct AccountConfig {
     /// Longest wait for a field's first key, seconds.
     #[serde(default = "default_first_key")]
     pub first_key_timeout_s: u64,
+    /// How long a complete card may wait for the agent's "Submit", seconds (0: until the
+    /// session ends); then it is wiped and the caller keys it again.
+    #[serde(default = "default_card_hold")]
+    pub card_hold_s: u64,
     /// Number an IVR bridges to when the call cannot be linked by CallGuid (`dtmfFallbackNumber`).
     #[serde(default)]
     pub dtmf_fallback_number: String,
@@ -240,6 +244,10 @@ fn default_attempts() -> u32 {
 fn default_inter_digit() -> u64 {
     10
 }
+fn default_card_hold() -> u64 {
+    120
+}
+
 fn default_first_key() -> u64 {
     30
 }

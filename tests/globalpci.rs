@@ -619,3 +619,63 @@ fn transcript_redaction_route() {
         400
     );
 }
+
+/// A complete card the agent does not submit within the account's `card_hold_s` is wiped: the
+/// session goes back to Capturing (audited), and "Submit" has nothing to send.
+#[test]
+fn an_unsubmitted_card_is_wiped_after_the_hold() {
+    let gw = Gateway::start(
+        "[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\ncard_hold_s = 1\n",
+    );
+    let tok = gw.token("globalpci");
+    let relay_tok = gw.token("relay");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &body("agentsession", "guid-hold-1"),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (s, v) = post(
+        &gw,
+        &relay_tok,
+        "/relay/v1/calls",
+        &json!({"call_guid": "guid-hold-1", "codec": "PCMU",
+                "caller": {"remote": caller.local_addr().unwrap().to_string()},
+                "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let relay_caller: std::net::SocketAddr =
+        v["caller"]["local"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        wait_state(&gw, &tok, &id, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    let signal = tonegate_dsp::generator::human_keying("4242424242424242#1230#737#", 5, Some(25.0));
+    for p in &rtp_stream(&signal, StreamOptions::default()) {
+        caller.send_to(&p.bytes, relay_caller).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let v = wait_state(&gw, &tok, &id, "ReadyToSubmit");
+    assert_eq!(v["sessionState"], "ReadyToSubmit", "{v}");
+    // The hold passes with nobody pressing Submit.
+    let v = wait_state(&gw, &tok, &id, "Capturing");
+    assert_eq!(v["sessionState"], "Capturing", "{v}");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{id}/submit"),
+        &json!({}),
+    );
+    assert_ne!(s, 200, "nothing to submit: {v}");
+    let audit = gw.state.sessions.store().audit(&id).unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.from.as_deref(), last.to.as_str()),
+        ("gateway:card-hold", Some("ReadyToSubmit"), "Capturing"),
+        "{audit:?}"
+    );
+}

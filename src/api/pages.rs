@@ -176,6 +176,8 @@ function render(ev) {
     const names = { visa: 'Visa', mastercard: 'Mastercard', amex: 'American Express', discover: 'Discover', diners: 'Diners Club', jcb: 'JCB', unionpay: 'UnionPay', maestro: 'Maestro' };
     document.getElementById('brand').textContent = c.brand ? ((names[c.brand] || c.brand) + ' ending ' + c.last4) : '';
   }
+  if (ev.captureEvent && ev.captureEvent.event === 'card_expired') { result.className = 'err'; result.textContent = 'The card was not submitted in time and has been wiped: ask the caller to key it again.'; }
+  else if (ev.captureEvent && ev.captureEvent.event === 'key_masked') { result.className = ''; result.textContent = ''; }
   submit.disabled = ev.sessionState !== 'ReadyToSubmit';
   const open = ev.sessionState === 'Capturing' || ev.sessionState === 'ReadyToSubmit';
   for (const b of document.querySelectorAll('button[data-reset]')) b.disabled = !open;

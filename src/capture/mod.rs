@@ -78,6 +78,9 @@ pub struct CaptureRules {
     pub first_key_timeout_ms: u64,
     /// Today's (year, month), for expiry checks.
     pub today: (u16, u8),
+    /// How long a complete card may wait to be submitted, ms (0: no limit); then it is wiped
+    /// and keyed again.
+    pub ready_hold_ms: u64,
 }
 
 /// Something the agent UI or the IVR should know. Never carries a key.
@@ -119,6 +122,9 @@ pub enum CaptureEvent {
     },
     /// Every field is valid: the card can be submitted.
     AllComplete,
+    /// The complete card waited longer than the hold without being submitted: it is wiped and
+    /// the fields are asked for again (attempts are not charged).
+    CardExpired,
     /// A field failed too often: the capture is over.
     AttemptsExhausted {
         /// The field.
@@ -181,6 +187,8 @@ pub struct Capture {
     failed: bool,
     /// The view as it was when the card was handed over (the card itself is gone).
     submitted: Option<CaptureView>,
+    /// When the card became complete (ms), while it waits to be submitted.
+    complete_at: Option<u64>,
 }
 
 impl core::fmt::Debug for Capture {
@@ -218,6 +226,7 @@ impl Capture {
             events: VecDeque::new(),
             failed: false,
             submitted: None,
+            complete_at: None,
         };
         c.advance(now);
         c
@@ -256,8 +265,18 @@ impl Capture {
         }
     }
 
-    /// Time passes: applies the inter-digit and first-key timeouts.
+    /// Time passes: applies the inter-digit and first-key timeouts, and the hold on a
+    /// complete card.
     pub fn tick(&mut self, now: u64) {
+        if let Some(at) = self.complete_at {
+            if self.is_complete()
+                && self.rules.ready_hold_ms > 0
+                && now.saturating_sub(at) >= self.rules.ready_hold_ms
+            {
+                self.wipe(now);
+            }
+            return;
+        }
         let Some(i) = self.current else { return };
         let reason = match self.last_key_at {
             Some(t)
@@ -304,6 +323,7 @@ impl Capture {
             self.events
                 .push_back(CaptureEvent::FieldCleared { field: s.field });
         }
+        self.complete_at = None;
         self.current = None;
         self.advance(now);
         true
@@ -326,6 +346,9 @@ impl Capture {
 
     /// When the next timeout falls due (ms), if any.
     pub fn next_deadline(&self) -> Option<u64> {
+        if let Some(at) = self.complete_at.filter(|_| self.is_complete()) {
+            return (self.rules.ready_hold_ms > 0).then(|| at + self.rules.ready_hold_ms);
+        }
         let i = self.current?;
         Some(match self.last_key_at {
             Some(t) if !self.slots[i].digits.is_empty() => t + self.rules.inter_digit_timeout_ms,
@@ -492,9 +515,25 @@ impl Capture {
             }
             None => {
                 self.current = None;
+                self.complete_at = Some(now);
                 self.events.push_back(CaptureEvent::AllComplete);
             }
         }
+    }
+
+    /// Forgets the complete card and asks for every field again.
+    fn wipe(&mut self, now: u64) {
+        // The card types zeroize when dropped.
+        (self.pan, self.expiry, self.cvv, self.postcode) = (None, None, None, None);
+        for s in &mut self.slots {
+            s.digits.clear();
+            s.valid = false;
+            s.error = None;
+        }
+        self.complete_at = None;
+        self.events.push_back(CaptureEvent::CardExpired);
+        self.current = None;
+        self.advance(now);
     }
 }
 

@@ -7,6 +7,7 @@ fn rules(fields: &[Field]) -> CaptureRules {
         inter_digit_timeout_ms: 5_000,
         first_key_timeout_ms: 15_000,
         today: (2026, 11),
+        ready_hold_ms: 120_000,
     }
 }
 
@@ -277,4 +278,46 @@ fn nothing_reported_carries_a_digit() {
     }
     // CVV length is only "entered".
     assert_eq!(c.view().fields[2].length, 1);
+}
+
+#[test]
+fn a_complete_card_not_submitted_within_the_hold_is_wiped_and_asked_for_again() {
+    let mut c = standard();
+    let t = keys(&mut c, "4242424242424242#1230#123#", 0);
+    assert!(c.is_complete());
+    let hold_ends = c.next_deadline().expect("the hold is a deadline");
+    assert!(
+        hold_ends >= t && hold_ends <= t + 120_000,
+        "{hold_ends} {t}"
+    );
+    c.tick(hold_ends - 1);
+    assert!(c.is_complete(), "not before the hold ends");
+    let _ = events(&mut c);
+    c.tick(hold_ends);
+    assert!(!c.is_complete());
+    assert!(c.take_card().is_none(), "the card is gone");
+    let ev = events(&mut c);
+    assert_eq!(ev[0], CaptureEvent::CardExpired, "{ev:?}");
+    assert!(
+        ev.contains(&CaptureEvent::Prompt {
+            field: Field::Pan,
+            attempt: 1
+        }),
+        "asked again from the first field, no attempt charged: {ev:?}"
+    );
+    assert!(c.view().fields.iter().all(|f| f.length == 0));
+    // Keyed again, it completes again and can be taken.
+    keys(&mut c, "4242424242424242#1230#123#", hold_ends + 1000);
+    assert!(c.take_card().is_some());
+}
+
+#[test]
+fn a_hold_of_zero_keeps_the_card_until_submitted() {
+    let mut r = rules(&[Field::Pan, Field::Expiry, Field::Cvv]);
+    r.ready_hold_ms = 0;
+    let mut c = Capture::new(r, 0);
+    keys(&mut c, "4242424242424242#1230#123#", 0);
+    assert_eq!(c.next_deadline(), None);
+    c.tick(10_000_000);
+    assert!(c.take_card().is_some());
 }

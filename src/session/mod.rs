@@ -1260,6 +1260,7 @@ impl CaptureTask {
             max_attempts: self.account.max_attempts,
             inter_digit_timeout_ms: self.account.inter_digit_timeout_s * 1000,
             first_key_timeout_ms: self.account.first_key_timeout_s * 1000,
+            ready_hold_ms: self.account.card_hold_s * 1000,
             today: today_utc(unix_now()),
         };
         let mut capture = Capture::new(rules, ms());
@@ -1367,6 +1368,9 @@ impl CaptureTask {
                 }
                 CaptureEvent::FieldCleared { .. } if *state == SessionState::ReadyToSubmit => {
                     self.transition(state, SessionState::Capturing, "agent");
+                }
+                CaptureEvent::CardExpired => {
+                    self.transition(state, SessionState::Capturing, "gateway:card-hold");
                 }
                 CaptureEvent::AttemptsExhausted { field } => {
                     self.transition(state, SessionState::Failed, "caller");
