@@ -679,3 +679,38 @@ fn an_unsubmitted_card_is_wiped_after_the_hold() {
         "{audit:?}"
     );
 }
+
+/// A CRM that sends a PAN where none belongs — as a JSON number, in a key name, in the
+/// merchant reference — gets it masked before anything is stored or answered: the responses,
+/// the database and its WAL hold none of it.
+#[test]
+fn a_pan_sent_in_payment_data_is_never_stored() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": "dev-account", "CallGuid": "guid-pan-in-data",
+                "PaymentData": {"amount": "12.50", "acct": 4242424242424242u64,
+                "card 4242424242424242": "in the key", "note": "4242-4242-4242-4242",
+                "merchantTxnRef": "INV 4242 4242 4242 4242"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let mut responses = v.to_string();
+    let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
+    responses += &v.to_string();
+    assert_eq!(v["merchantTxnRef"], "INV **** **** **** 4242", "{v}");
+    assert_no_card_digits("responses", responses.as_bytes());
+    let dir = gw.dir.clone();
+    drop(gw);
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            assert_no_card_digits(&entry.path().display().to_string(), &bytes);
+            files += 1;
+        }
+    }
+    assert!(files >= 1, "the database was scanned");
+}

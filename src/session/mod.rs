@@ -1586,7 +1586,7 @@ async fn pay(
             code,
         }) => {
             result.psp_transaction_id = transaction_id;
-            result.failure_reason = Some(code);
+            result.failure_reason = Some(crate::card::redact::redact_card_numbers(&code));
             SessionState::Declined
         }
         Ok(ChargeOutcome::RequiresAction { transaction_id }) => {
@@ -1595,11 +1595,12 @@ async fn pay(
             SessionState::Declined
         }
         Err(PspError::Declined { code }) => {
-            result.failure_reason = Some(code);
+            result.failure_reason = Some(crate::card::redact::redact_card_numbers(&code));
             SessionState::Declined
         }
         Err(e) => {
-            result.failure_reason = Some(e.to_string());
+            // A PSP's message may echo what it was sent: stored and forwarded masked.
+            result.failure_reason = Some(crate::card::redact::redact_card_numbers(&e.to_string()));
             SessionState::Failed
         }
     };

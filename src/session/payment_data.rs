@@ -120,9 +120,10 @@ impl PaymentData {
             .filter(|c| c.len() == 3 && c.chars().all(|x| x.is_ascii_uppercase()))
     }
 
-    /// `merchantTxnRef`.
+    /// `merchantTxnRef`, with anything card-number-like masked (it is stored and sent on in
+    /// webhooks).
     pub fn merchant_txn_ref(&self) -> Option<String> {
-        self.text("merchantTxnRef")
+        self.text("merchantTxnRef").map(|r| redact_card_numbers(&r))
     }
 
     /// `CustomerPhoneNumber`, required and E.164 (`+` and 7-15 digits).
@@ -143,16 +144,26 @@ impl PaymentData {
         Ok(p)
     }
 
-    /// What is stored: every key, strings with card-number-like runs masked.
+    /// What is stored: every key, with card-number-like runs masked in key names, strings and
+    /// numbers (a number that holds one is stored as the masked string).
     pub fn into_stored(self) -> Map<String, Value> {
         self.map
             .into_iter()
             .map(|(k, v)| {
                 let v = match v {
                     Value::String(s) => Value::String(redact_card_numbers(&s)),
+                    Value::Number(n) => {
+                        let text = n.to_string();
+                        let masked = redact_card_numbers(&text);
+                        if masked == text {
+                            Value::Number(n)
+                        } else {
+                            Value::String(masked)
+                        }
+                    }
                     other => other,
                 };
-                (k, v)
+                (redact_card_numbers(&k), v)
             })
             .collect()
     }
@@ -217,5 +228,33 @@ mod tests {
     fn card_numbers_are_not_stored() {
         let stored = pd(json!({"notes": "card 4242 4242 4242 4242 exp 12/30"})).into_stored();
         assert_eq!(stored["notes"], "card **** **** **** 4242 exp 12/30");
+    }
+
+    #[test]
+    fn card_numbers_are_masked_in_keys_numbers_strings_and_the_reference() {
+        let p = pd(json!({
+            "note 4242424242424242": "x",
+            "acct": 4242424242424242u64,
+            "text": "card 4242 4242 4242 4242",
+            "merchantTxnRef": "INV 5555555555554444",
+            "count": 12
+        }));
+        assert_eq!(
+            p.merchant_txn_ref().as_deref(),
+            Some("INV ************4444")
+        );
+        let stored = Value::Object(p.into_stored()).to_string();
+        for pan in ["4242424242424242", "4242 4242 4242", "5555555555554444"] {
+            assert!(!stored.contains(pan), "{stored}");
+        }
+        assert!(
+            stored.contains("\"note ************4242\":\"x\""),
+            "{stored}"
+        );
+        assert!(stored.contains("\"acct\":\"************4242\""), "{stored}");
+        assert!(
+            stored.contains("\"count\":12"),
+            "plain numbers stay numbers: {stored}"
+        );
     }
 }
