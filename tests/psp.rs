@@ -509,6 +509,37 @@ impl HookReceiver {
     }
 }
 
+/// The shipped config with this file's accounts (Stripe at `stripe_url`, webhooks to `hook`),
+/// on a free loopback port, its database in `dir`; returns the config file's path.
+fn serve_config(dir: &std::path::Path, stripe_url: &str, hook: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
+    let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
+    let extra: toml::Table = toml::from_str(&accounts(stripe_url, Some(hook))).unwrap();
+    cfg.insert("accounts".into(), extra["accounts"].clone());
+    cfg["server"]["listen"] = "127.0.0.1:0".into();
+    cfg["store"]["sqlite_path"] = dir.join("t.db").display().to_string().into();
+    let path = dir.join("t.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+/// A token for the development client from the gateway at `base`.
+fn dev_token(base: &str, scope: &str) -> String {
+    let v: Value = http()
+        .post(format!("{base}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tonegate-dev"),
+            ("client_secret", "tonegate-dev-secret"),
+            ("scope", scope),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
 /// A `tonegate serve` child this test started; killed if the test ends first.
 struct Serve(std::process::Child, String);
 
@@ -550,36 +581,10 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
     let proxy = Proxy::start(ls.url.clone(), 0);
     let hook = HookReceiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
-    let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
-    let extra: toml::Table = toml::from_str(&accounts(
-        &format!("http://{}", proxy.addr),
-        Some(&hook.url),
-    ))
-    .unwrap();
-    cfg.insert("accounts".into(), extra["accounts"].clone());
-    cfg["server"]["listen"] = "127.0.0.1:0".into();
-    cfg["store"]["sqlite_path"] = dir.path().join("t.db").display().to_string().into();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let path = serve_config(dir.path(), &format!("http://{}", proxy.addr), &hook.url);
 
     let gw = Serve::start(&path);
-    let token = |base: &str, scope: &str| -> String {
-        let v: Value = http()
-            .post(format!("{base}/auth/connect/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "tonegate-dev"),
-                ("client_secret", "tonegate-dev-secret"),
-                ("scope", scope),
-            ])
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["access_token"].as_str().unwrap().to_string()
-    };
-    let tok = token(&gw.1, "globalpci");
+    let tok = dev_token(&gw.1, "globalpci");
     let v: Value = http()
         .post(format!("{}/globalpci/v1/digitalselfservicesession", gw.1))
         .bearer_auth(&tok)
@@ -595,7 +600,7 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
     let id = v["sessionId"].as_str().unwrap().to_string();
     let outbox: Value = http()
         .get(format!("{}/admin/v1/outbox", gw.1))
-        .bearer_auth(token(&gw.1, "admin"))
+        .bearer_auth(dev_token(&gw.1, "admin"))
         .send()
         .unwrap()
         .json()
@@ -640,7 +645,7 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
     let _ = paying.join();
 
     let gw = Serve::start(&path);
-    let tok = token(&gw.1, "globalpci");
+    let tok = dev_token(&gw.1, "globalpci");
     let deadline = Instant::now() + Duration::from_secs(30);
     let v = loop {
         let v: Value = http()
@@ -752,33 +757,10 @@ fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
     let hook = HookReceiver::start();
     hook.down.store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
-    let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
-    let extra: toml::Table =
-        toml::from_str(&accounts("http://127.0.0.1:9", Some(&hook.url))).unwrap();
-    cfg.insert("accounts".into(), extra["accounts"].clone());
-    cfg["server"]["listen"] = "127.0.0.1:0".into();
-    cfg["store"]["sqlite_path"] = dir.path().join("t.db").display().to_string().into();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    let token = |base: &str, scope: &str| -> String {
-        let v: Value = http()
-            .post(format!("{base}/auth/connect/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "tonegate-dev"),
-                ("client_secret", "tonegate-dev-secret"),
-                ("scope", scope),
-            ])
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["access_token"].as_str().unwrap().to_string()
-    };
+    let path = serve_config(dir.path(), "http://127.0.0.1:9", &hook.url);
 
     let gw = Serve::start(&path);
-    let tok = token(&gw.1, "globalpci");
+    let tok = dev_token(&gw.1, "globalpci");
     let v: Value = http()
         .post(format!("{}/globalpci/v1/digitalselfservicesession", gw.1))
         .bearer_auth(&tok)
@@ -805,7 +787,7 @@ fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
     }
     let pending: Value = http()
         .get(format!("{}/admin/v1/webhooks", gw.1))
-        .bearer_auth(token(&gw.1, "admin"))
+        .bearer_auth(dev_token(&gw.1, "admin"))
         .send()
         .unwrap()
         .json()
@@ -849,7 +831,7 @@ fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
     assert_eq!(got[0].1["sessionState"], "Cancelled");
     let pending: Value = http()
         .get(format!("{}/admin/v1/webhooks", gw.1))
-        .bearer_auth(token(&gw.1, "admin"))
+        .bearer_auth(dev_token(&gw.1, "admin"))
         .send()
         .unwrap()
         .json()
