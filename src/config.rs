@@ -515,6 +515,23 @@ pub struct ServerConfig {
     /// CPU niceness of the HTTP, control and session threads (0-19), above the io_uring
     /// relay's media threads (0): under a flood of connections the audio keeps its CPU.
     pub nice: i32,
+    /// `development` (the shipped default: loopback, the development client, the sandbox) or
+    /// `production`, which refuses every setting that is only safe in development.
+    pub mode: ServerMode,
+    /// Production: TLS ends at a proxy in front (tonegate's own listener is plain HTTP on a
+    /// private address); required in production until tonegate serves TLS itself.
+    pub behind_tls_proxy: bool,
+}
+
+/// How strict start-up is about development-only settings.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerMode {
+    /// Anything goes, with warnings.
+    #[default]
+    Development,
+    /// Plain secrets, sandbox PSPs, `http://` URLs and a missing TLS front are refused.
+    Production,
 }
 
 impl Default for ServerConfig {
@@ -531,6 +548,8 @@ impl Default for ServerConfig {
             drain_timeout_s: 5,
             payment_drain_s: 30,
             nice: 5,
+            mode: ServerMode::Development,
+            behind_tls_proxy: false,
         }
     }
 }
@@ -589,6 +608,11 @@ impl Config {
             path: path.to_owned(),
             message,
         };
+        if self.server.mode == ServerMode::Production {
+            if let Some(why) = self.production_refusal() {
+                return Err(invalid(format!("server.mode = \"production\": {why}")));
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid(
                 "server.max_body_bytes must be at least 1024".into(),
@@ -794,6 +818,51 @@ impl Config {
     }
 
     /// The base URL for links handed to clients, without a trailing slash.
+    /// The first setting that is unsafe outside development, named, if any.
+    pub fn production_refusal(&self) -> Option<String> {
+        if let Some(c) = self.auth.clients.iter().find(|c| c.secret.is_some()) {
+            return Some(format!(
+                "auth.clients {:?} has a plain `secret`; use `secret_hash` (tonegate hash-secret)",
+                c.id
+            ));
+        }
+        if let Some(a) = self.accounts.iter().find(|a| a.psp == PspKind::Sandbox) {
+            return Some(format!(
+                "accounts {:?} uses the sandbox PSP, which approves test cards without charging",
+                a.id
+            ));
+        }
+        if let Some(a) = self.accounts.iter().find(|a| {
+            a.stripe_base_url
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("https://"))
+        }) {
+            return Some(format!(
+                "accounts {:?} has a stripe_base_url that is not https://",
+                a.id
+            ));
+        }
+        match self.server.public_url.as_deref() {
+            Some(u) if u.starts_with("https://") => {}
+            _ => {
+                return Some(
+                    "server.public_url must be set to an https:// URL (payment links and the agent UI are built on it)"
+                        .into(),
+                )
+            }
+        }
+        if !self.server.behind_tls_proxy {
+            return Some(
+                "tonegate serves plain HTTP: put it behind a TLS proxy and set server.behind_tls_proxy = true"
+                    .into(),
+            );
+        }
+        if self.auth.signing_key.is_none() {
+            return Some("auth.signing_key is not set (tokens would not survive a restart)".into());
+        }
+        None
+    }
+
     pub fn public_url(&self) -> String {
         match &self.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
@@ -805,6 +874,65 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn production_mode_refuses_each_development_setting_by_name() {
+        let safe = r#"
+[server]
+mode = "production"
+public_url = "https://pay.example.com"
+behind_tls_proxy = true
+[auth]
+signing_key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
+[[auth.clients]]
+id = "crm"
+secret_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+scopes = ["globalpci"]
+accounts = ["live"]
+[[accounts]]
+id = "live"
+psp = "stripe"
+stripe_base_url = "https://api.stripe.com"
+stripe_secret_key = "sk_live_x"
+[ng]
+owner = "crm"
+"#;
+        Config::parse(safe, Path::new("p.toml")).expect("a production config starts");
+        for (change, named) in [
+            (
+                ("secret_hash = \"$argon2id", "secret = \"plain\"\n#"),
+                "plain `secret`",
+            ),
+            (("psp = \"stripe\"", "psp = \"sandbox\""), "sandbox PSP"),
+            (
+                ("\"https://api.stripe.com\"", "\"http://api.stripe.com\""),
+                "stripe_base_url",
+            ),
+            (
+                ("\"https://pay.example.com\"", "\"http://pay.example.com\""),
+                "server.public_url",
+            ),
+            (
+                ("behind_tls_proxy = true", "behind_tls_proxy = false"),
+                "behind_tls_proxy",
+            ),
+            (("signing_key = ", "# signing_key = "), "auth.signing_key"),
+        ] {
+            let text = safe.replacen(change.0, change.1, 1);
+            assert_ne!(text, safe, "{change:?}");
+            let e = Config::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("production") && e.contains(named),
+                "{named}: {e}"
+            );
+        }
+        // The same settings are accepted in development.
+        let dev = safe.replacen("mode = \"production\"", "mode = \"development\"", 1);
+        let dev = dev.replacen("psp = \"stripe\"", "psp = \"sandbox\"", 1);
+        Config::parse(&dev, Path::new("d.toml")).unwrap();
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -214,3 +214,69 @@ fn the_systemd_unit_verifies() {
         .collect();
     assert!(problems.is_empty(), "{text}");
 }
+
+/// In production every answer tells browsers to use HTTPS only (HSTS); in development none.
+#[test]
+fn production_mode_sends_hsts() {
+    use common::gateway::{http, Gateway};
+    let production = r#"
+[server]
+mode = "production"
+public_url = "https://pay.example.com"
+behind_tls_proxy = true
+[auth]
+signing_key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
+[[auth.clients]]
+id = "crm"
+secret_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+scopes = ["globalpci"]
+accounts = ["live"]
+[[accounts]]
+id = "live"
+psp = "stripe"
+stripe_base_url = "https://api.stripe.com"
+stripe_secret_key = "sk_live_x"
+[ng]
+owner = "crm"
+"#;
+    let hsts = |gw: &Gateway| {
+        http()
+            .get(gw.url("/healthz"))
+            .send()
+            .unwrap()
+            .headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let gw = Gateway::start(production);
+    assert_eq!(
+        hsts(&gw).as_deref(),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    drop(gw);
+    assert_eq!(hsts(&Gateway::start("")), None);
+}
+
+/// `serve` in production mode with the shipped (development) settings refuses to start and
+/// names what is unsafe.
+#[test]
+fn production_mode_refuses_the_shipped_development_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    std::fs::write(
+        &cfg,
+        shipped.replacen("mode = \"development\"", "mode = \"production\"", 1),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("production") && err.contains("\"tonegate-dev\" has a plain `secret`"),
+        "{err}"
+    );
+}

@@ -82,6 +82,16 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             std::time::Duration::from_secs(state.config.server.request_timeout_s),
         ))
+        // In production the pages are only ever reached over HTTPS (at the TLS front):
+        // browsers are told to keep it that way.
+        .layer(tower::util::option_layer(
+            (state.config.server.mode == crate::config::ServerMode::Production).then(|| {
+                tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+                )
+            }),
+        ))
         .with_state(state)
 }
 
