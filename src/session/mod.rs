@@ -203,7 +203,7 @@ impl Inner {
         let retry_for = self.config.store.webhook_retry_s;
         loop {
             let now = unix_now();
-            let due = match self.store.webhooks_due(now, 32) {
+            let due = match self.store.webhooks_due(now, WEBHOOK_BATCH) {
                 Ok(d) if !d.is_empty() => d,
                 Ok(_) => return,
                 Err(e) => {
@@ -211,6 +211,7 @@ impl Inner {
                     return;
                 }
             };
+            let batch = due.len();
             let mut tries = tokio::task::JoinSet::new();
             for w in due {
                 let me = self.clone();
@@ -249,9 +250,17 @@ impl Inner {
                 });
             }
             while tries.join_next().await.is_some() {}
+            // A short batch was all that was due: the next wake-up takes what comes after
+            // (and a try whose outcome could not be recorded is not retried in a tight loop).
+            if batch < WEBHOOK_BATCH {
+                return;
+            }
         }
     }
 }
+
+/// Webhooks tried at once.
+const WEBHOOK_BATCH: usize = 32;
 
 /// The session service. Cheap to clone.
 #[derive(Clone)]
