@@ -519,8 +519,31 @@ pub struct ServerConfig {
     /// `production`, which refuses every setting that is only safe in development.
     pub mode: ServerMode,
     /// Production: TLS ends at a proxy in front (tonegate's own listener is plain HTTP on a
-    /// private address); required in production until tonegate serves TLS itself.
+    /// private address). Production needs this or `[server.tls]`.
     pub behind_tls_proxy: bool,
+    /// tonegate's own TLS: with it the listener speaks HTTPS only.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM files for tonegate's own HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); keep it 0600.
+    pub key_file: PathBuf,
+}
+
+impl ServerConfig {
+    /// `https` with `[server.tls]`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// How strict start-up is about development-only settings.
@@ -550,6 +573,7 @@ impl Default for ServerConfig {
             nice: 5,
             mode: ServerMode::Development,
             behind_tls_proxy: false,
+            tls: None,
         }
     }
 }
@@ -817,7 +841,6 @@ impl Config {
         Ok(())
     }
 
-    /// The base URL for links handed to clients, without a trailing slash.
     /// The first setting that is unsafe outside development, named, if any.
     pub fn production_refusal(&self) -> Option<String> {
         if let Some(c) = self.auth.clients.iter().find(|c| c.secret.is_some()) {
@@ -851,9 +874,9 @@ impl Config {
                 )
             }
         }
-        if !self.server.behind_tls_proxy {
+        if !self.server.behind_tls_proxy && self.server.tls.is_none() {
             return Some(
-                "tonegate serves plain HTTP: put it behind a TLS proxy and set server.behind_tls_proxy = true"
+                "tonegate would serve plain HTTP: set [server.tls] cert_file and key_file, or put it behind a TLS proxy and set server.behind_tls_proxy = true"
                     .into(),
             );
         }
@@ -863,10 +886,11 @@ impl Config {
         None
     }
 
+    /// The base URL for links handed to clients, without a trailing slash.
     pub fn public_url(&self) -> String {
         match &self.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.server.listen),
+            None => format!("{}://{}", self.server.scheme(), self.server.listen),
         }
     }
 }
@@ -877,26 +901,7 @@ mod tests {
 
     #[test]
     fn production_mode_refuses_each_development_setting_by_name() {
-        let safe = r#"
-[server]
-mode = "production"
-public_url = "https://pay.example.com"
-behind_tls_proxy = true
-[auth]
-signing_key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
-[[auth.clients]]
-id = "crm"
-secret_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
-scopes = ["globalpci"]
-accounts = ["live"]
-[[accounts]]
-id = "live"
-psp = "stripe"
-stripe_base_url = "https://api.stripe.com"
-stripe_secret_key = "sk_live_x"
-[ng]
-owner = "crm"
-"#;
+        let safe = include_str!("../fixtures/config/production.toml");
         Config::parse(safe, Path::new("p.toml")).expect("a production config starts");
         for (change, named) in [
             (
@@ -916,6 +921,10 @@ owner = "crm"
                 ("behind_tls_proxy = true", "behind_tls_proxy = false"),
                 "behind_tls_proxy",
             ),
+            (
+                ("behind_tls_proxy = true", "behind_tls_proxy = false"),
+                "[server.tls]",
+            ),
             (("signing_key = ", "# signing_key = "), "auth.signing_key"),
         ] {
             let text = safe.replacen(change.0, change.1, 1);
@@ -928,6 +937,13 @@ owner = "crm"
                 "{named}: {e}"
             );
         }
+        // tonegate's own TLS stands in for the proxy.
+        let own_tls = format!(
+            "{}\n[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+            safe.replacen("behind_tls_proxy = true", "behind_tls_proxy = false", 1)
+        );
+        let c = Config::parse(&own_tls, Path::new("p.toml")).expect("TLS in place of a proxy");
+        assert_eq!(c.public_url(), "https://pay.example.com");
         // The same settings are accepted in development.
         let dev = safe.replacen("mode = \"production\"", "mode = \"development\"", 1);
         let dev = dev.replacen("psp = \"stripe\"", "psp = \"sandbox\"", 1);

@@ -215,30 +215,13 @@ fn the_systemd_unit_verifies() {
     assert!(problems.is_empty(), "{text}");
 }
 
+/// A production configuration that passes every check (TLS at a proxy in front).
+const PRODUCTION: &str = include_str!("../fixtures/config/production.toml");
+
 /// In production every answer tells browsers to use HTTPS only (HSTS); in development none.
 #[test]
 fn production_mode_sends_hsts() {
     use common::gateway::{http, Gateway};
-    let production = r#"
-[server]
-mode = "production"
-public_url = "https://pay.example.com"
-behind_tls_proxy = true
-[auth]
-signing_key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
-[[auth.clients]]
-id = "crm"
-secret_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
-scopes = ["globalpci"]
-accounts = ["live"]
-[[accounts]]
-id = "live"
-psp = "stripe"
-stripe_base_url = "https://api.stripe.com"
-stripe_secret_key = "sk_live_x"
-[ng]
-owner = "crm"
-"#;
     let hsts = |gw: &Gateway| {
         http()
             .get(gw.url("/healthz"))
@@ -248,7 +231,7 @@ owner = "crm"
             .get("strict-transport-security")
             .map(|v| v.to_str().unwrap().to_string())
     };
-    let gw = Gateway::start(production);
+    let gw = Gateway::start(PRODUCTION);
     assert_eq!(
         hsts(&gw).as_deref(),
         Some("max-age=31536000; includeSubDomains")
@@ -277,6 +260,60 @@ fn production_mode_refuses_the_shipped_development_settings() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("production") && err.contains("\"tonegate-dev\" has a plain `secret`"),
+        "{err}"
+    );
+}
+
+/// With `[server.tls]` the listener speaks HTTPS only: production accepts it in place of a TLS
+/// proxy, answers carry HSTS, plain HTTP and clients that do not trust the certificate get no
+/// answer, and a client that never finishes its handshake is cut off at the header timeout.
+#[test]
+fn serve_with_a_certificate_speaks_https_only() {
+    use common::gateway::{http, Gateway};
+    use std::io::Read;
+    let cert = common::tls::TestCert::new();
+    let config = format!(
+        "{}{}",
+        PRODUCTION
+            .replace("behind_tls_proxy = true\n", "")
+            .replace("[server]\n", "[server]\nheader_timeout_s = 1\n"),
+        cert.server_toml()
+    );
+    let gw = Gateway::start(&config);
+    assert_eq!(gw.scheme, "https");
+    let r = gw.client.get(gw.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    let plain = http().get(format!("http://{}/healthz", gw.addr)).send();
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    let untrusting = http().get(gw.url("/healthz")).send();
+    assert!(
+        untrusting.is_err(),
+        "a client without the certificate was answered"
+    );
+    let mut silent = std::net::TcpStream::connect(gw.addr).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = silent.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0))
+            || matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a silent client was not cut off: {n:?}"
+    );
+    // Production without either TLS setting is still refused.
+    let err = tonegate::config::Config::parse(
+        &PRODUCTION.replace("behind_tls_proxy = true\n", ""),
+        std::path::Path::new("p.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("[server.tls]") && err.contains("behind_tls_proxy"),
         "{err}"
     );
 }

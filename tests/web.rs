@@ -17,7 +17,7 @@ fn artifacts() -> std::path::PathBuf {
 }
 
 fn session(gw: &Gateway, tok: &str, id: &str) -> Value {
-    http()
+    gw.client
         .get(gw.url(&format!("/globalpci/v1/session/{id}")))
         .bearer_auth(tok)
         .send()
@@ -41,7 +41,7 @@ fn assert_no_digits(what: &str, text: &str) {
     }
 }
 
-fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
+fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[String]) {
     let tok = gw.token("globalpci");
     let relay_tok = gw.token("relay");
     let guid = format!("call-ui-{label}");
@@ -73,9 +73,13 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
         call["caller"]["local"].as_str().unwrap().parse().unwrap(),
     );
 
-    let b = Browser::start();
+    let b = Browser::start_with(chromium_args);
     b.goto(&ui);
     b.wait_text("#state", 10, |t| t == "Capturing");
+    assert_eq!(
+        b.script("return location.protocol"),
+        json!(format!("{}:", gw.scheme))
+    );
     assert_eq!(b.text("#amount"), "42.00 GBP");
     assert_eq!(b.text("#cardholder"), "Ada Lovelace");
     assert_eq!(b.property("#submit", "disabled"), json!(true));
@@ -86,12 +90,11 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
         .unwrap()
         .to_string();
     let events_url = gw.url(&format!("/pay/agent/{id}/events?token={token}"));
+    let client = gw.client.clone();
     let sse = std::thread::spawn(move || {
-        let mut r = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(25))
-            .build()
-            .unwrap()
+        let mut r = client
             .get(events_url)
+            .timeout(Duration::from_secs(25))
             .send()
             .unwrap();
         let mut all = Vec::new();
@@ -140,9 +143,10 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str) {
     );
     assert_no_digits("event stream", &events);
     // The one-time code is spent; the UI token cannot use the GlobalPCI API.
-    let again = http().get(&ui).send().unwrap();
+    let again = gw.client.get(&ui).send().unwrap();
     assert_eq!(again.status(), 403);
-    let r = http()
+    let r = gw
+        .client
         .get(gw.url(&format!("/globalpci/v1/session/{id}")))
         .bearer_auth(&token)
         .send()
@@ -157,8 +161,20 @@ fn agent_payment_ui_end_to_end_sandbox_and_localstripe() {
         "[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n\n[[accounts]]\nid = \"stripe-account\"\npsp = \"stripe\"\nstripe_base_url = \"{}\"\nstripe_secret_key = \"sk_test_ui\"\n",
         ls.url
     ));
-    agent_ui_flow(&gw, "dev-account", "sandbox");
-    agent_ui_flow(&gw, "stripe-account", "localstripe");
+    agent_ui_flow(&gw, "dev-account", "sandbox", &[]);
+    agent_ui_flow(&gw, "stripe-account", "localstripe", &[]);
+}
+
+/// With `[server.tls]` the same flow runs over HTTPS: the page, its event stream, the submit.
+/// Chromium trusts the gateway's self-signed certificate by its key alone, so a page served by
+/// anything else would fail to load.
+#[test]
+fn agent_payment_ui_over_https() {
+    let cert = common::tls::TestCert::new();
+    let gw = Gateway::start(&cert.server_toml());
+    assert_eq!(gw.scheme, "https");
+    let pin = format!("--ignore-certificate-errors-spki-list={}", cert.spki_sha256);
+    agent_ui_flow(&gw, "dev-account", "https", &[pin]);
 }
 
 /// The payment links texted for a session, oldest first.

@@ -22,6 +22,7 @@ use crate::session::Sessions;
 
 mod idle;
 pub mod per_address;
+pub mod tls;
 pub use idle::IdleIo;
 
 /// Serves the gateway on the configured address until `shutdown` completes, then drains
@@ -46,7 +47,7 @@ pub async fn serve_on(
     if config.server.public_url.is_none() {
         // Links point where the server actually listens (the configured port may be 0).
         let addr = listener.local_addr().context("reading listener address")?;
-        config.server.public_url = Some(format!("http://{addr}"));
+        config.server.public_url = Some(format!("{}://{addr}", config.server.scheme()));
     }
     serve_state(listener, build_state(config)?, shutdown).await
 }
@@ -70,12 +71,17 @@ pub async fn serve_state(
         }
         _ => None,
     };
-    tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on http://{addr}");
+    let tls = match &state.config.server.tls {
+        Some(t) => Some(tls::acceptor(t)?),
+        None => None,
+    };
+    let scheme = state.config.server.scheme();
+    tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on {scheme}://{addr}");
     let limits = HttpLimits::from_config(&state.config);
     let stopping = state.shutdown.clone();
     let sessions = state.sessions.clone();
     let payment_drain = std::time::Duration::from_secs(state.config.server.payment_drain_s);
-    serve_http(listener, state, limits, shutdown, move || {
+    serve_http(listener, tls, state, limits, shutdown, move || {
         // Event streams end now, so the drain need not wait for its deadline.
         let _ = stopping.send(true);
     })
@@ -146,9 +152,11 @@ impl HttpLimits {
 /// hyper's header-read timeout, an idle timeout ([`IdleIo`]), a cap on open
 /// connections (over it, a new connection is closed at once and counted), and a drain deadline:
 /// `on_shutdown` runs when shutdown begins, and connections still open after `limits.drain`
-/// are cut.
+/// are cut. With `tls`, every connection is TLS; its handshake must finish within the header
+/// timeout.
 pub async fn serve_http(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -200,19 +208,26 @@ pub async fn serve_http(
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             svc.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(IdleIo::new(
-                    stream,
-                    limits.header_timeout,
-                    limits.idle_timeout,
-                )),
-                svc,
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let io = IdleIo::new(stream, limits.header_timeout, limits.idle_timeout);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         conns.spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(tls) => {
+                    // A client that never finishes its handshake is cut like a slow header.
+                    if let Ok(Ok(io)) =
+                        tokio::time::timeout(limits.header_timeout, tls.accept(io)).await
+                    {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                }
+            }
             drop((slot, address_slot));
         });
         // Reap finished connections so the set does not grow.

@@ -34,6 +34,10 @@ pub const DEV_CLIENT: (&str, &str) = ("tonegate-dev", "tonegate-dev-secret");
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// `https` when the config has `[server.tls]`.
+    pub scheme: &'static str,
+    /// An HTTP client for it (with TLS: trusting the configured certificate only).
+    pub client: reqwest::blocking::Client,
     /// Holds the gateway's database (and anything else it writes).
     pub dir: std::sync::Arc<tempfile::TempDir>,
     pub state: AppState,
@@ -80,7 +84,20 @@ impl Gateway {
         let bound = probe.local_addr().unwrap();
         probe.set_nonblocking(true).unwrap();
         let mut config = config;
-        config.server.public_url = Some(format!("http://{bound}"));
+        let scheme = config.server.scheme();
+        let client = match &config.server.tls {
+            None => http(),
+            Some(tls) => {
+                let pem = std::fs::read(&tls.cert_file).unwrap();
+                reqwest::blocking::Client::builder()
+                    .timeout(std::time::Duration::from_secs(20))
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                    .build()
+                    .unwrap()
+            }
+        };
+        config.server.public_url = Some(format!("{scheme}://{bound}"));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -105,6 +122,8 @@ impl Gateway {
         });
         Gateway {
             addr,
+            scheme,
+            client,
             dir,
             state,
             runtime,
@@ -114,7 +133,7 @@ impl Gateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// A bearer token for the development client with `scope`.
@@ -124,7 +143,8 @@ impl Gateway {
 
     /// A bearer token for a client.
     pub fn token_for(&self, client: (&str, &str), scope: &str) -> String {
-        let r = http()
+        let r = self
+            .client
             .post(self.url("/auth/connect/token"))
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -189,7 +209,8 @@ pub fn post(
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let r = http()
+    let r = gw
+        .client
         .post(gw.url(path))
         .bearer_auth(tok)
         .json(body)
@@ -203,7 +224,7 @@ pub fn post(
 
 /// GETs `path` with bearer `tok`: the status and the JSON answer (null if none).
 pub fn get(gw: &Gateway, tok: &str, path: &str) -> (u16, serde_json::Value) {
-    let r = http().get(gw.url(path)).bearer_auth(tok).send().unwrap();
+    let r = gw.client.get(gw.url(path)).bearer_auth(tok).send().unwrap();
     (
         r.status().as_u16(),
         r.json().unwrap_or(serde_json::Value::Null),

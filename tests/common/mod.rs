@@ -282,6 +282,7 @@ pub fn keys_in(samples: &[i16]) -> String {
 }
 pub mod gateway;
 pub mod localstripe;
+pub mod tls;
 pub mod webdriver;
 
 /// Keys spandsp's `dtmf_rx` reads in a WAV file: at its defaults, or tuned as permissively as

@@ -21,6 +21,11 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium with a fresh profile.
     pub fn start() -> Browser {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with extra Chromium command-line arguments.
+    pub fn start_with(extra: &[String]) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -56,11 +61,22 @@ impl Browser {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromium is needed (scripts/test installs it)");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--window-size=420,900",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": binary,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                     "--window-size=420,900", format!("--user-data-dir={}", profile.path().display())]}}}});
+            "binary": binary, "args": args}}}});
         let r: Value = http
             .post(format!("{base}/session"))
             .json(&caps)
