@@ -191,6 +191,21 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     tonegate::hygiene::forbid_core_dumps().context("turning core dumps off")?;
     let config = Config::load(config_path)?;
     init_tracing(&config);
+    let memory = tonegate::card::memory::prepare();
+    if memory.locked && memory.excluded_from_dumps {
+        tracing::info!(
+            bytes = memory.bytes,
+            "card memory locked in RAM and excluded from core dumps"
+        );
+    } else {
+        tracing::warn!(
+            bytes = memory.bytes,
+            locked = memory.locked,
+            excluded_from_dumps = memory.excluded_from_dumps,
+            "card memory is not locked in RAM: card digits could reach swap; raise RLIMIT_MEMLOCK (LimitMEMLOCK=) to at least {} bytes",
+            tonegate::card::memory::SLOTS * tonegate::card::memory::SLOT_BYTES
+        );
+    }
     match tonegate::relay::raise_open_file_limit() {
         // Four sockets per call (two with rtcp-mux), plus the database, HTTP and the rest.
         Ok(limit) if limit < config.relay.max_calls as u64 * 4 + 256 => tracing::warn!(

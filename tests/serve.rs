@@ -46,7 +46,24 @@ fn serves_healthz_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (addr, _, lines) = listening(&mut child);
+    let (addr, early, lines) = listening(&mut child);
+    // Card digits have their locked, non-dumpable region before any call (root here, or a
+    // memlock limit that fits: locked; else the warning names the limit).
+    assert!(early.iter().any(|l| l.contains("card memory")), "{early:?}");
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", child.id())).unwrap();
+    let mut size_kb = 0;
+    let mut card_region = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("Size:") => size_kb = f.next().unwrap().parse::<u64>().unwrap(),
+            Some("VmFlags:") if size_kb == 2048 && line.split(' ').any(|f| f == "dd") => {
+                card_region = Some(line.to_string())
+            }
+            _ => {}
+        }
+    }
+    assert!(card_region.is_some(), "no 2 MiB MADV_DONTDUMP mapping");
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -194,6 +211,10 @@ fn the_systemd_unit_verifies() {
     };
     let unit = std::fs::read_to_string(common::root().join("config/tonegate.service")).unwrap();
     assert!(unit.lines().any(|l| l == "LimitCORE=0"), "core files off");
+    assert!(
+        unit.lines().any(|l| l == "LimitMEMLOCK=8M"),
+        "room to lock the card memory"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tonegate.service");
     std::fs::write(

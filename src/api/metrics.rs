@@ -172,6 +172,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.credentials.throttled.load(std::sync::atomic::Ordering::Relaxed),
         state.credentials.busy.load(std::sync::atomic::Ordering::Relaxed)
     );
+    let m = crate::card::memory::stats();
+    let _ = writeln!(
+        out,
+        "# HELP tonegate_card_memory_locked Whether card digits live in memory locked against swap (1) or not (0: raise RLIMIT_MEMLOCK).\n# TYPE tonegate_card_memory_locked gauge\ntonegate_card_memory_locked {}\n# HELP tonegate_card_memory_slots_in_use Card-digit buffers held now.\n# TYPE tonegate_card_memory_slots_in_use gauge\ntonegate_card_memory_slots_in_use {}\n# HELP tonegate_card_memory_heap_fallbacks_total Card-digit buffers that had to use ordinary memory (the locked region was full or missing).\n# TYPE tonegate_card_memory_heap_fallbacks_total counter\ntonegate_card_memory_heap_fallbacks_total {}",
+        u8::from(m.locked),
+        m.in_use,
+        m.heap_fallbacks
+    );
     let l = state.sessions.link_counters();
     let r = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(

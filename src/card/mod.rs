@@ -5,6 +5,7 @@
 //! PSP adapter to build the one tokenization request.
 
 mod brand;
+pub mod memory;
 pub mod redact;
 
 use core::fmt;
@@ -16,10 +17,11 @@ pub use brand::Brand;
 /// Most digits any card field holds (a 19-digit PAN).
 pub const MAX_DIGITS: usize = 19;
 
-/// Digits held in a fixed buffer that is wiped on drop.
-#[derive(Zeroize, ZeroizeOnDrop, Default)]
+/// Digits held in a fixed slot of the locked, non-dumpable card memory ([`memory`]), wiped
+/// on drop. Takes its slot at the first digit.
+#[derive(Default)]
 pub struct Digits {
-    buf: [u8; MAX_DIGITS],
+    slot: Option<memory::Slot>,
     len: u8,
 }
 
@@ -50,7 +52,8 @@ impl Digits {
     /// Appends a digit (0-9); false when full.
     pub fn push(&mut self, digit: u8) -> bool {
         if (self.len as usize) < MAX_DIGITS && digit < 10 {
-            self.buf[self.len as usize] = digit;
+            let slot = self.slot.get_or_insert_with(memory::Slot::new);
+            slot.bytes_mut()[self.len as usize] = digit;
             self.len += 1;
             true
         } else {
@@ -58,9 +61,11 @@ impl Digits {
         }
     }
 
-    /// Wipes the digits.
+    /// Wipes the digits (the slot stays with this buffer).
     pub fn clear(&mut self) {
-        self.buf.zeroize();
+        if let Some(slot) = &mut self.slot {
+            slot.bytes_mut().zeroize();
+        }
         self.len = 0;
     }
 
@@ -75,16 +80,22 @@ impl Digits {
     }
 
     fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        match &self.slot {
+            Some(slot) => &slot.bytes()[..self.len as usize],
+            None => &[],
+        }
     }
 
-    /// Moves the digits out, leaving this empty (and wiped).
+    /// Moves the digits out, leaving this empty; the bytes stay where they are (the slot moves
+    /// with them, nothing is copied).
     pub fn take(&mut self) -> Digits {
-        let mut d = Digits::new();
-        d.buf[..self.len()].copy_from_slice(self.as_slice());
-        d.len = self.len;
-        self.clear();
-        d
+        std::mem::take(self)
+    }
+
+    /// Where the digits are held, once there is one (tests check the memory's flags).
+    #[cfg(test)]
+    pub(crate) fn storage_address(&self) -> Option<usize> {
+        self.slot.as_ref().map(memory::Slot::address)
     }
 
     /// Writes the digits as ASCII into `out` (for the PSP request body only); returns the
@@ -96,6 +107,15 @@ impl Digits {
         self.len()
     }
 }
+
+impl Zeroize for Digits {
+    fn zeroize(&mut self) {
+        self.clear();
+    }
+}
+
+// Dropping the slot wipes it.
+impl ZeroizeOnDrop for Digits {}
 
 impl fmt::Debug for Digits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
