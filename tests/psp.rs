@@ -24,6 +24,11 @@ struct Proxy {
     hold_answers: Arc<std::sync::atomic::AtomicBool>,
     /// PaymentIntent requests localstripe has answered.
     charged: Arc<AtomicUsize>,
+    /// When set, localstripe's decline answers carry this as their message instead (a PSP
+    /// that echoes what it was sent).
+    decline_message: Arc<Mutex<Option<String>>>,
+    /// When set, PaymentIntent requests are answered 400 with this message, not forwarded.
+    reject_message: Arc<Mutex<Option<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -45,17 +50,26 @@ impl Proxy {
         let failures = Arc::new(AtomicUsize::new(fail_first));
         let hold_answers = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let charged = Arc::new(AtomicUsize::new(0));
-        let (hold, done) = (hold_answers.clone(), charged.clone());
+        let decline_message: Arc<Mutex<Option<String>>> = Default::default();
+        let reject_message: Arc<Mutex<Option<String>>> = Default::default();
+        let (hold, done, decline, reject) = (
+            hold_answers.clone(),
+            charged.clone(),
+            decline_message.clone(),
+            reject_message.clone(),
+        );
         let client = reqwest::Client::new();
         let b = bodies.clone();
         let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (client, upstream, b, failures, hold, done) = (
+            let (client, upstream, b, failures, hold, done, decline, reject) = (
                 client.clone(),
                 upstream.clone(),
                 b.clone(),
                 failures.clone(),
                 hold.clone(),
                 done.clone(),
+                decline.clone(),
+                reject.clone(),
             );
             async move {
                 tokio::time::sleep(delay).await;
@@ -64,6 +78,12 @@ impl Proxy {
                     b.lock()
                         .unwrap()
                         .push(String::from_utf8_lossy(&body).into_owned());
+                    let rejection = reject.lock().unwrap().clone();
+                    if let Some(text) = rejection {
+                        let v =
+                            json!({"error": {"type": "invalid_request_error", "message": text}});
+                        return (StatusCode::BAD_REQUEST, Bytes::from(v.to_string()));
+                    }
                     if failures.load(Ordering::SeqCst) > 0 {
                         failures.fetch_sub(1, Ordering::SeqCst);
                         return (
@@ -86,7 +106,13 @@ impl Proxy {
                 }
                 let r = req.body(body).send().await.unwrap();
                 let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-                let bytes = r.bytes().await.unwrap();
+                let mut bytes = r.bytes().await.unwrap();
+                let echo = decline.lock().unwrap().clone();
+                if let (true, StatusCode::PAYMENT_REQUIRED, Some(text)) = (is_pi, status, echo) {
+                    let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                    v["error"]["message"] = text.into();
+                    bytes = Bytes::from(v.to_string());
+                }
                 if is_pi {
                     done.fetch_add(1, Ordering::SeqCst);
                     while hold.load(Ordering::SeqCst) {
@@ -110,6 +136,8 @@ impl Proxy {
             bodies,
             hold_answers,
             charged,
+            decline_message,
+            reject_message,
             _rt: rt,
         }
     }
@@ -540,8 +568,9 @@ fn dev_token(base: &str, scope: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
-/// A `tonegate serve` child this test started; killed if the test ends first.
-struct Serve(std::process::Child, String);
+/// A `tonegate serve` child this test started (its URL, every line it logged); killed if the
+/// test ends first.
+struct Serve(std::process::Child, String, Arc<Mutex<Vec<String>>>);
 
 impl Serve {
     fn start(config: &std::path::Path) -> Serve {
@@ -552,16 +581,48 @@ impl Serve {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let logs: Arc<Mutex<Vec<String>>> = Default::default();
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             assert!(Instant::now() < deadline, "no listening line");
             let line = lines.next().expect("gateway exited").unwrap();
+            logs.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Serve(child, format!("http://{addr}"))
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Serve(child, format!("http://{addr}"), logs)
+    }
+
+    /// The payment link texted for session `id` (from the development outbox listing).
+    fn link_for(&self, id: &str) -> String {
+        let outbox: Value = http()
+            .get(format!("{}/admin/v1/outbox", self.1))
+            .bearer_auth(dev_token(&self.1, "admin"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let body = outbox["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["sessionId"] == id)
+            .unwrap_or_else(|| panic!("no SMS for {id}: {outbox}"))["body"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        body[body.find("http").unwrap()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -598,27 +659,7 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
         .json()
         .unwrap();
     let id = v["sessionId"].as_str().unwrap().to_string();
-    let outbox: Value = http()
-        .get(format!("{}/admin/v1/outbox", gw.1))
-        .bearer_auth(dev_token(&gw.1, "admin"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let body = outbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["sessionId"] == id.as_str())
-        .unwrap()["body"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let link = body[body.find("http").unwrap()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let link = gw.link_for(&id);
     // The customer pays; the charge reaches the PSP, its answer is held back.
     proxy.hold_answers.store(true, Ordering::SeqCst);
     let paying = std::thread::spawn(move || {
@@ -844,4 +885,225 @@ fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
             .any(|w| w["sessionId"] == id.as_str()),
         "{pending}"
     );
+}
+
+/// Card numbers sent where none belongs — in PaymentData as a JSON number, in a key name, in
+/// `merchantTxnRef`, in a `CallGuid` — and typed on the hosted page to a PSP whose decline
+/// text echoes them: none of it is in the gateway's answers, its log, its database and WAL, the
+/// SMS outbox, the audit trail or the result webhook. A call whose id holds a card number still
+/// links to its session (both are masked alike).
+#[test]
+fn card_numbers_sent_anywhere_are_found_nowhere() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 0);
+    *proxy.decline_message.lock().unwrap() =
+        Some("Your card 4000 0000 0000 0002 (4000000000000002) was declined".into());
+    let hook = HookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = serve_config(dir.path(), &format!("http://{}", proxy.addr), &hook.url);
+    let gw = Serve::start(&path);
+    let tok = dev_token(&gw.1, "globalpci");
+    let answers = std::cell::RefCell::new(String::new());
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut r = http()
+            .request(method, format!("{}{path}", gw.1))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        answers.borrow_mut().push_str(&text);
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let (s, v) = call(
+        reqwest::Method::POST,
+        "/globalpci/v1/digitalselfservicesession",
+        &tok,
+        Some(
+            json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
+            "acct": 4242424242424242u64, "card 4242424242424242": "in a key",
+            "merchantTxnRef": "INV 4242 4242 4242 4242"}}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let digital = v["sessionId"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        reqwest::Method::POST,
+        "/globalpci/v1/agentsession",
+        &tok,
+        Some(
+            json!({"AccountConfigurationId": "dev-account", "CallGuid": "call-4242424242424242",
+            "PaymentData": {"amount": "1.00"}}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let agent = v["sessionId"].as_str().unwrap().to_string();
+    let relay = dev_token(&gw.1, "relay");
+    let (s, v) = call(
+        reqwest::Method::POST,
+        "/relay/v1/calls",
+        &relay,
+        Some(
+            json!({"call_guid": "call-4242424242424242", "codec": "PCMU",
+            "caller": {"remote": null}, "agent": {"remote": null}}),
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = call(
+            reqwest::Method::GET,
+            &format!("/globalpci/v1/session/{agent}"),
+            &tok,
+            None,
+        );
+        if v["sessionState"] == "Capturing" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the masked call id never linked: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The customer types a card the PSP declines, echoing it in its message.
+    let link = gw.link_for(&digital);
+    let link_token = link.rsplit('/').next().unwrap().to_string();
+    assert!(link_token.len() >= 20, "{link}");
+    let page = http()
+        .post(&link)
+        .form(&[
+            ("number", "4000000000000002"),
+            ("expiry", "12/30"),
+            ("cvc", "123"),
+        ])
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("Payment declined"), "{page}");
+    answers.borrow_mut().push_str(&page);
+    let (_, v) = call(
+        reqwest::Method::GET,
+        &format!("/globalpci/v1/session/{digital}"),
+        &tok,
+        None,
+    );
+    assert_eq!(v["sessionState"], "Declined", "{v}");
+    assert_eq!(
+        v["failureReason"], "card_declined",
+        "a decline keeps its code: {v}"
+    );
+
+    // A PSP that rejects the request, quoting the card back: its text is kept, masked.
+    *proxy.reject_message.lock().unwrap() =
+        Some("Invalid card 5555555555554444: expiry 12/30".into());
+    let (_, v) = call(
+        reqwest::Method::POST,
+        "/globalpci/v1/digitalselfservicesession",
+        &tok,
+        Some(
+            json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": "5.00", "merchantTxnRef": "INV-2"}}),
+        ),
+    );
+    let rejected = v["sessionId"].as_str().unwrap().to_string();
+    let page = http()
+        .post(gw.link_for(&rejected))
+        .form(&[
+            ("number", "5555555555554444"),
+            ("expiry", "12/30"),
+            ("cvc", "123"),
+        ])
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    answers.borrow_mut().push_str(&page);
+    let (_, v) = call(
+        reqwest::Method::GET,
+        &format!("/globalpci/v1/session/{rejected}"),
+        &tok,
+        None,
+    );
+    assert_eq!(v["sessionState"], "Failed", "{v}");
+    let reason = v["failureReason"].as_str().unwrap();
+    assert!(
+        reason.contains("Invalid card") && reason.contains("4444"),
+        "the PSP's text is kept, masked: {v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in [&digital, &rejected] {
+        while !hook
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, b)| b["sessionId"] == id.as_str())
+        {
+            assert!(Instant::now() < deadline, "no webhook for {id}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let admin = dev_token(&gw.1, "admin");
+    for route in [
+        "/admin/v1/outbox",
+        "/admin/v1/webhooks",
+        "/admin/v1/audit/relay",
+    ] {
+        let (s, v) = call(reqwest::Method::GET, route, &admin, None);
+        assert_eq!(s, 200, "{route}: {v}");
+    }
+    let webhooks = format!("{:?}", hook.seen.lock().unwrap());
+    let logged = gw.2.clone();
+    drop(gw);
+    // The reader thread takes what was left in the pipe.
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = logged.lock().unwrap().join("\n");
+    let scan = |what: &str, bytes: &[u8]| {
+        for needle in [
+            &b"4242424242424242"[..],
+            b"424242424242",
+            b"4242 4242 4242",
+            b"4000000000000002",
+            b"400000000000",
+            b"4000 0000 0000",
+            b"5555555555554444",
+            b"555555555555",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{what} hold {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    };
+    scan("answers", answers.borrow().as_bytes());
+    scan("webhooks", webhooks.as_bytes());
+    scan("logs", logs.as_bytes());
+    assert!(logs.contains("payment link sent"), "the log was read");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if entry.path() != path {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let what = entry.path().display().to_string();
+            scan(&what, &bytes);
+            // The outbox keeps its messages with the link token redacted.
+            assert!(
+                !bytes
+                    .windows(link_token.len())
+                    .any(|w| w == link_token.as_bytes()),
+                "{what} holds a live payment-link token"
+            );
+            files += 1;
+        }
+    }
+    assert!(files >= 1, "the database was scanned");
 }

@@ -67,10 +67,19 @@ async fn outbox(
     Query(q): Query<Limit>,
 ) -> Result<impl IntoResponse, ApiError> {
     auth.require(Scope::Admin)?;
-    let messages = state
+    let mut messages = state
         .sessions
         .store()
         .outbox(q.limit.unwrap_or(100).min(1000))
         .map_err(crate::session::SessionError::from)?;
+    // Stored with link tokens redacted; development shows the text as sent while it is held.
+    if let Some(outbox) = &state.outbox {
+        let now = crate::api::unix_now();
+        for m in &mut messages {
+            if let Some(body) = outbox.as_sent(m.seq, now) {
+                m.body = body;
+            }
+        }
+    }
     Ok(Json(json!({ "messages": messages })))
 }

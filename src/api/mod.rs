@@ -49,6 +49,8 @@ pub struct AppState {
     pub credentials: Arc<CredentialGuard>,
     /// HTTP connections closed at once because the connection cap was reached.
     pub http_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// The SMS outbox, when it is the provider (the admin listing shows its messages).
+    pub outbox: Option<Arc<crate::sms::Outbox>>,
 }
 
 /// Seconds since the Unix epoch.

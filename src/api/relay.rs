@@ -171,7 +171,9 @@ async fn create(
         .map(|a| a.dtmf_masking)
         .unwrap_or(state.config.relay.dtmf_masking);
     let info = state.relay.create_call(NewCall {
-        call_guid: req.call_guid,
+        // Where a call id enters: a card number in it never reaches the audit trail or logs
+        // (sessions mask theirs the same way, so the two still match).
+        call_guid: crate::card::redact::redact_card_numbers(&req.call_guid),
         law,
         event_pt: req.telephone_event_pt,
         caller_remote: parse_remote("caller", &req.caller.remote)?,

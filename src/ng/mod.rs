@@ -341,7 +341,10 @@ impl NgService {
             self.remember(call_id, call);
             return Ok(ok_sdp(out));
         }
-        let guid = req.str("tonegate-callguid").unwrap_or(call_id).to_string();
+        // Masked as sessions mask theirs, so a card number in a call id is never stored.
+        let guid = crate::card::redact::redact_card_numbers(
+            req.str("tonegate-callguid").unwrap_or(call_id),
+        );
         let info = self
             .relay
             .create_call(NewCall {

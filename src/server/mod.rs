@@ -329,9 +329,13 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
     relay.set_audit(relay_audit_writer(store.clone()));
-    let sms: Arc<dyn crate::sms::SmsSender> = match config.sms.provider.as_str() {
-        "twilio" => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
-        _ => Arc::new(crate::sms::Outbox::new(store.clone())),
+    let outbox = (config.sms.provider != "twilio").then(|| {
+        let show_links = config.server.mode == crate::config::ServerMode::Development;
+        Arc::new(crate::sms::Outbox::new(store.clone(), show_links))
+    });
+    let sms: Arc<dyn crate::sms::SmsSender> = match &outbox {
+        Some(o) => o.clone(),
+        None => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
     };
     let prompts = Arc::new(crate::prompts::Prompts::load(&config.prompts.dir)?);
     let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms, prompts);
@@ -376,6 +380,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         credentials,
         http_refused: Default::default(),
+        outbox,
     })
 }
 

@@ -107,14 +107,14 @@ pub trait SessionStore: Send + Sync {
     fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError>;
     /// Marks a link used; false if it already was (or was revoked).
     fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError>;
-    /// Adds a message to the SMS outbox.
+    /// Adds a message to the SMS outbox; returns its `seq`.
     fn outbox_add(
         &self,
         session_id: Option<&str>,
         to: &str,
         body: &str,
         now: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<i64, StoreError>;
     /// The outbox, newest first (at most `limit`).
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
     /// Forgets a session's payment-UI credential (it is single-use); false if already gone.
@@ -634,12 +634,14 @@ impl SessionStore for SqliteStore {
         to: &str,
         body: &str,
         now: u64,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO outbox (at, session_id, recipient, body) VALUES (?1, ?2, ?3, ?4)",
-            &[&(now as i64), &session_id, &to, &body],
-        )?;
-        Ok(())
+    ) -> Result<i64, StoreError> {
+        self.blocking(|conn| {
+            conn.execute(
+                "INSERT INTO outbox (at, session_id, recipient, body) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![now as i64, session_id, to, body],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
     }
 
     fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError> {
