@@ -124,6 +124,9 @@ pub struct StoreConfig {
     pub sweep_interval_s: u64,
     /// A result webhook is retried (1 s doubling to hourly) for this long, seconds.
     pub webhook_retry_s: u64,
+    /// Personal data (PaymentData such as names, addresses and phone numbers; SMS messages;
+    /// link records) of sessions closed this many days ago is deleted.
+    pub personal_data_days: u64,
 }
 
 impl Default for StoreConfig {
@@ -132,6 +135,7 @@ impl Default for StoreConfig {
             sqlite_path: "var/tonegate.db".into(),
             sweep_interval_s: 30,
             webhook_retry_s: 86_400,
+            personal_data_days: 90,
         }
     }
 }
@@ -637,6 +641,12 @@ impl Config {
                 return Err(invalid(format!("server.mode = \"production\": {why}")));
             }
         }
+        if self.store.personal_data_days == 0 {
+            return Err(invalid(
+                "store.personal_data_days must be at least 1 (sessions being paid need their data)"
+                    .into(),
+            ));
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid(
                 "server.max_body_bytes must be at least 1024".into(),
@@ -948,6 +958,21 @@ mod tests {
         let dev = safe.replacen("mode = \"production\"", "mode = \"development\"", 1);
         let dev = dev.replacen("psp = \"stripe\"", "psp = \"sandbox\"", 1);
         Config::parse(&dev, Path::new("d.toml")).unwrap();
+    }
+
+    #[test]
+    fn personal_data_needs_a_retention_of_at_least_a_day() {
+        let e = Config::parse("[store]\npersonal_data_days = 0\n", Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.personal_data_days"), "{e}");
+        assert_eq!(
+            Config::parse("", Path::new("r.toml"))
+                .unwrap()
+                .store
+                .personal_data_days,
+            90
+        );
     }
 
     #[test]

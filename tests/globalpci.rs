@@ -714,3 +714,64 @@ fn a_pan_sent_in_payment_data_is_never_stored() {
     }
     assert!(files >= 1, "the database was scanned");
 }
+
+/// Personal data goes `store.personal_data_days` after a session closes: a cancelled
+/// session's PaymentData and its SMS leave the database file (and its WAL) for good; a live
+/// session keeps its data, and the closed one keeps its state and amount.
+#[test]
+fn personal_data_is_deleted_after_its_retention() {
+    let gw = Gateway::start("[store]\npersonal_data_days = 30\n");
+    let tok = gw.token("globalpci");
+    let digital = |name: &str, phone: &str, reference: &str| {
+        let (s, v) = post(
+            &gw,
+            &tok,
+            "/globalpci/v1/digitalselfservicesession",
+            &json!({"AccountConfigurationId": "dev-account", "PaymentData": {
+                "CustomerPhoneNumber": phone, "cardholderName": name,
+                "cardholder Address": format!("{name}'s house"), "amount": "20.00",
+                "merchantTxnRef": reference}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["sessionId"].as_str().unwrap().to_string()
+    };
+    let closed = digital("Ada Lovelace", "+447700900111", "RET-1");
+    let live = digital("Grace Hopper", "+447700900222", "RET-2");
+    let (s, _) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{closed}/cancel"),
+        &json!({}),
+    );
+    assert_eq!(s, 200);
+    let now = tonegate::api::unix_now();
+    let early = gw
+        .state
+        .sessions
+        .forget_personal_data(now + 29 * 86_400)
+        .unwrap();
+    assert_eq!(early.sessions, 0, "not before its time: {early:?}");
+    let gone = gw
+        .state
+        .sessions
+        .forget_personal_data(now + 31 * 86_400)
+        .unwrap();
+    assert_eq!(gone.sessions, 1, "{gone:?}");
+    assert_eq!(gone.messages, 2, "{gone:?}");
+    let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{closed}"));
+    assert_eq!(v["sessionState"], "Cancelled", "{v}");
+    assert_eq!(v["amount"], "20.00", "{v}");
+    let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{live}"));
+    assert_eq!(v["sessionState"], "Created", "{v}");
+    let dir = gw.dir.clone();
+    drop(gw);
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        all.extend(std::fs::read(entry.path()).unwrap());
+    }
+    let holds = |s: &str| all.windows(s.len()).any(|w| w == s.as_bytes());
+    for gone in ["Ada Lovelace", "+447700900111", "Lovelace's house"] {
+        assert!(!holds(gone), "the database still holds {gone:?}");
+    }
+    assert!(holds("Grace Hopper"), "the live session's data was kept");
+}

@@ -156,6 +156,8 @@ struct Inner {
     payments: PaymentGate,
     /// Wakes the webhook worker when an event is queued.
     webhook_due: tokio::sync::Notify,
+    /// When the sweep last deleted old personal data (Unix seconds; 0: not yet).
+    retention_ran_at: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -304,6 +306,7 @@ impl Sessions {
                 link_counters: link_id::LinkCounters::default(),
                 payments: PaymentGate::default(),
                 webhook_due: tokio::sync::Notify::new(),
+                retention_ran_at: Default::default(),
             }),
         }
     }
@@ -1070,6 +1073,14 @@ impl Sessions {
     }
 
     async fn sweep(&self, now: u64) -> Result<(), SessionError> {
+        use std::sync::atomic::Ordering;
+        let ran = self.inner.retention_ran_at.load(Ordering::Relaxed);
+        if now >= ran + RETENTION_EVERY_S {
+            self.inner.retention_ran_at.store(now, Ordering::Relaxed);
+            if let Err(e) = self.forget_personal_data(now) {
+                tracing::error!(error = %e, "deleting personal data past its retention failed; the next hour tries again");
+            }
+        }
         for s in self.inner.store.expired(now)? {
             self.end(&s, SessionState::Expired, "gateway:expiry", None)
                 .await?;
@@ -1083,6 +1094,25 @@ impl Sessions {
             }
         }
         Ok(())
+    }
+
+    /// Deletes the personal data of sessions closed `store.personal_data_days` before `now`
+    /// (the sweep runs this hourly).
+    pub fn forget_personal_data(&self, now: u64) -> Result<store::Forgotten, SessionError> {
+        let days = self.inner.config.store.personal_data_days;
+        let before = now.saturating_sub(days.saturating_mul(86_400));
+        let gone = self.inner.store.forget_personal_data(before)?;
+        if gone != store::Forgotten::default() {
+            tracing::info!(
+                sessions = gone.sessions,
+                messages = gone.messages,
+                links = gone.links,
+                webhooks = gone.webhooks,
+                days,
+                "personal data past its retention deleted"
+            );
+        }
+        Ok(gone)
     }
 
     /// Settles a session whose payment's outcome was lost (a restart or a failed write
@@ -1500,6 +1530,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// How often the sweep deletes personal data past its retention, seconds.
+const RETENTION_EVERY_S: u64 = 3600;
 
 /// Seconds in `Submitting` after which the sweep asks the PSP how the payment ended.
 const STUCK_SUBMITTING_S: u64 = 600;

@@ -144,6 +144,10 @@ pub trait SessionStore: Send + Sync {
     /// Terminal sessions changed since `since` that have no webhook queued (a crash between
     /// the state change and queueing it).
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError>;
+    /// Deletes personal data older than `before` (Unix seconds): the PaymentData of sessions
+    /// that ended before it, SMS messages, expired links and settled webhooks; then
+    /// checkpoints the WAL so the file no longer holds them.
+    fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError>;
 }
 
 /// Where a result webhook stands.
@@ -317,6 +321,19 @@ pub struct LinkRecord {
     pub revoked: bool,
 }
 
+/// What a retention run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Closed sessions whose PaymentData (names, addresses, phone numbers) was deleted.
+    pub sessions: usize,
+    /// SMS messages deleted (recipient and text).
+    pub messages: usize,
+    /// Payment-link records deleted.
+    pub links: usize,
+    /// Delivered or abandoned webhooks deleted.
+    pub webhooks: usize,
+}
+
 /// A message in the SMS outbox.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -369,6 +386,8 @@ impl SqliteStore {
         // power loss included. Writes are a few per session; the cost is an fsync each.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Deleted rows (personal data after retention) are overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             conn.execute_batch(&format!(
@@ -698,6 +717,47 @@ impl SessionStore for SqliteStore {
              AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.session_id = sessions.id)",
             &[&(since as i64)],
         )
+    }
+
+    fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError> {
+        let before = before as i64;
+        let terminal: Vec<String> = [
+            SessionState::Completed,
+            SessionState::Declined,
+            SessionState::Failed,
+            SessionState::Expired,
+            SessionState::Cancelled,
+        ]
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let sessions = tx.execute(
+                &format!(
+                    "UPDATE sessions SET payment_data = '{{}}' WHERE state IN ({}) AND updated_at < ?1 AND payment_data != '{{}}'",
+                    terminal.join(",")
+                ),
+                [before],
+            )?;
+            let messages = tx.execute("DELETE FROM outbox WHERE at < ?1", [before])?;
+            let links = tx.execute("DELETE FROM links WHERE expires_at < ?1", [before])?;
+            let webhooks = tx.execute(
+                "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?1",
+                [before],
+            )?;
+            tx.commit()?;
+            if sessions + messages + links + webhooks > 0 {
+                // Old row versions would otherwise wait in the WAL until the next checkpoint.
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
+            Ok(Forgotten {
+                sessions,
+                messages,
+                links,
+                webhooks,
+            })
+        })
     }
 
     fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
