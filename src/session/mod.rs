@@ -161,25 +161,15 @@ struct Inner {
 }
 
 impl Inner {
-    /// Queues a session's final state for its account's webhook, if it has one: in the
-    /// database, so that neither a restart nor a receiver down for hours loses it.
-    fn notify(&self, id: &str) {
-        let Ok(Some(s)) = self.store.get(id) else {
-            return;
-        };
-        self.queue_webhook(&s);
-    }
-
-    fn queue_webhook(&self, s: &Session) {
-        let Some(account) = self.config.account(&s.account_id) else {
-            return;
-        };
+    /// The result webhook for an ended session, if its account has one.
+    fn webhook_for(&self, s: &Session) -> Option<store::WebhookDelivery> {
+        let account = self.config.account(&s.account_id)?;
         let (Some(url), Some(_)) = (&account.webhook_url, &account.webhook_secret) else {
-            return;
+            return None;
         };
         let now = unix_now();
         let event_id = crate::notify::new_event_id();
-        let w = store::WebhookDelivery {
+        Some(store::WebhookDelivery {
             body: crate::notify::event_body(&event_id, s, now).to_string(),
             event_id,
             session_id: s.id.clone(),
@@ -190,6 +180,35 @@ impl Inner {
             next_at: now,
             state: store::WebhookState::Pending,
             last_error: None,
+        })
+    }
+
+    /// Ends a session and queues its result webhook in the same transaction (see
+    /// [`SessionStore::settle`]), then wakes the webhook worker.
+    fn settle(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        actor: &str,
+        result: Option<&PaymentResult>,
+    ) -> Result<bool, StoreError> {
+        let ended = self
+            .store
+            .settle(id, from, to, actor, unix_now(), result, &|s| {
+                self.webhook_for(s)
+            })?;
+        if ended {
+            self.webhook_due.notify_one();
+        }
+        Ok(ended)
+    }
+
+    /// Queues the webhook of a session that ended without one (a crash before this change
+    /// made the two one transaction).
+    fn queue_webhook(&self, s: &Session) {
+        let Some(w) = self.webhook_for(s) else {
+            return;
         };
         match self.store.webhook_add(&w) {
             Ok(()) => self.webhook_due.notify_one(),
@@ -780,15 +799,13 @@ impl Sessions {
             psp_transaction_id: Some(txn),
             ..Default::default()
         };
-        st.set_result(id, &result, now)?;
-        st.transition(
+        self.inner.settle(
             id,
             SessionState::Submitting,
             SessionState::Completed,
             "psp",
-            now,
+            Some(&result),
         )?;
-        self.inner.notify(id);
         store::must_get(&**st, id).map_err(Into::into)
     }
 
@@ -1120,7 +1137,6 @@ impl Sessions {
     /// has a successful payment for the session, else `Failed`; the result webhook follows.
     /// Left in `Submitting`, to be tried again by the sweep, when the PSP cannot be asked.
     async fn reconcile(&self, s: &Session, actor: &str) {
-        let st = &self.inner.store;
         let found = match self.inner.psps.get(&s.account_id) {
             Some(psp) => with_retries(|| psp.find_payment(&s.id)).await,
             None => Ok(None),
@@ -1160,14 +1176,12 @@ impl Sessions {
                 return;
             }
         };
-        let now = unix_now();
-        let settled = st
-            .set_result(&s.id, &result, now)
-            .and_then(|()| st.transition(&s.id, SessionState::Submitting, to, actor, now));
+        let settled = self
+            .inner
+            .settle(&s.id, SessionState::Submitting, to, actor, Some(&result));
         match settled {
             Ok(true) => {
                 tracing::info!(session = %s.id, state = to.as_str(), "interrupted payment reconciled with the PSP");
-                self.inner.notify(&s.id);
             }
             Ok(false) => {}
             Err(e) => {
@@ -1192,24 +1206,19 @@ impl Sessions {
                 "end"
             },
         })?;
+        let result = reason.map(|r| PaymentResult {
+            failure_reason: Some(r.to_string()),
+            ..s.result.clone()
+        });
         if !self
             .inner
-            .store
-            .transition(&s.id, s.state, to, actor, unix_now())?
+            .settle(&s.id, s.state, to, actor, result.as_ref())?
         {
             return Err(SessionError::WrongState {
                 from: s.state.as_str(),
                 action: "change state (it changed meanwhile)",
             });
         }
-        if let Some(r) = reason {
-            let result = PaymentResult {
-                failure_reason: Some(r.to_string()),
-                ..s.result.clone()
-            };
-            self.inner.store.set_result(&s.id, &result, unix_now())?;
-        }
-        self.inner.notify(&s.id);
         let live = self.inner.live.lock().expect("live lock").remove(&s.id);
         if let Some(l) = live {
             let _ = l.commands.send(Command::Stop).await;
@@ -1649,10 +1658,8 @@ async fn pay(
             SessionState::Failed
         }
     };
-    st.set_result(&s.id, &result, unix_now())?;
-    st.transition(&s.id, SessionState::Submitting, to, "psp", unix_now())?;
+    inner.settle(&s.id, SessionState::Submitting, to, "psp", Some(&result))?;
     tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
-    inner.notify(&s.id);
     Ok(())
 }
 

@@ -60,6 +60,21 @@ pub trait SessionStore: Send + Sync {
         actor: &str,
         now: u64,
     ) -> Result<bool, StoreError>;
+    /// Ends a session: records `result` (if given), moves it from `from` to `to` (audited)
+    /// and queues the webhook `webhook` makes of the ended session, all in one transaction, so
+    /// no outcome is ever stored without its webhook. False, and nothing written, if the
+    /// session was no longer in `from`.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        actor: &str,
+        now: u64,
+        result: Option<&PaymentResult>,
+        webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
+    ) -> Result<bool, StoreError>;
     /// Records the payment result.
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError>;
     /// The audit trail of a session, oldest first.
@@ -513,6 +528,48 @@ impl SessionStore for SqliteStore {
         })
     }
 
+    fn settle(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        actor: &str,
+        now: u64,
+        result: Option<&PaymentResult>,
+        webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
+    ) -> Result<bool, StoreError> {
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+                params![to.as_str(), now as i64, id, from.as_str()],
+            )?;
+            if n != 1 {
+                return Ok(false); // dropped: rolled back
+            }
+            if let Some(r) = result {
+                tx.execute(
+                    "UPDATE sessions SET result = ?1 WHERE id = ?2",
+                    params![serde_json::to_string(r).expect("result serialises"), id],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now as i64, actor, from.as_str(), to.as_str()],
+            )?;
+            let ended = tx.query_row(
+                &format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"),
+                [id],
+                row_to_session,
+            )??;
+            if let Some(w) = webhook(&ended) {
+                insert_webhook(&tx, &w)?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError> {
         self.blocking(|conn| {
             conn.execute(
@@ -664,23 +721,7 @@ impl SessionStore for SqliteStore {
     }
 
     fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT OR IGNORE INTO webhooks (event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            &[
-                &w.event_id,
-                &w.session_id,
-                &w.account_id,
-                &w.url,
-                &w.body,
-                &(w.created_at as i64),
-                &w.attempts,
-                &(w.next_at as i64),
-                &w.state.as_str(),
-                &w.last_error,
-            ],
-        )?;
-        Ok(())
+        self.blocking(|conn| insert_webhook(conn, w))
     }
 
     fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
@@ -887,6 +928,27 @@ impl SqliteStore {
     }
 }
 
+/// Queues a webhook delivery (a second queueing of the same event id is ignored).
+fn insert_webhook(conn: &Connection, w: &WebhookDelivery) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO webhooks (event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            w.event_id,
+            w.session_id,
+            w.account_id,
+            w.url,
+            w.body,
+            w.created_at as i64,
+            w.attempts,
+            w.next_at as i64,
+            w.state.as_str(),
+            w.last_error,
+        ],
+    )?;
+    Ok(())
+}
+
 /// Creates the database file readable by its owner only (0600), or makes an existing one so;
 /// SQLite gives its WAL and shared-memory files the same mode.
 fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
@@ -935,6 +997,66 @@ mod tests {
             result: PaymentResult::default(),
             ui_secret_hash: None,
         }
+    }
+
+    #[test]
+    fn settling_writes_the_outcome_its_audit_and_its_webhook_together_or_nothing() {
+        let st = SqliteStore::in_memory().unwrap();
+        st.insert(&session("s1"), "client:c").unwrap();
+        let hook = |s: &Session| {
+            Some(WebhookDelivery {
+                event_id: format!("evt-{}", s.state.as_str()),
+                session_id: s.id.clone(),
+                account_id: s.account_id.clone(),
+                url: "http://127.0.0.1:9/hook".into(),
+                body: serde_json::json!({"state": s.state.as_str(), "reason": s.result.failure_reason}).to_string(),
+                created_at: 120,
+                attempts: 0,
+                next_at: 120,
+                state: WebhookState::Pending,
+                last_error: None,
+            })
+        };
+        let failed = PaymentResult {
+            failure_reason: Some("card_declined".into()),
+            ..Default::default()
+        };
+        // From a state it is not in: nothing is written, no webhook.
+        assert!(!st
+            .settle(
+                "s1",
+                SessionState::Submitting,
+                SessionState::Declined,
+                "psp",
+                120,
+                Some(&failed),
+                &hook
+            )
+            .unwrap());
+        assert_eq!(
+            st.get("s1").unwrap().unwrap().result,
+            PaymentResult::default()
+        );
+        assert!(st.webhooks_due(1000, 10).unwrap().is_empty());
+        // From its state: the outcome, the audit line and the webhook of the ended session.
+        assert!(st
+            .settle(
+                "s1",
+                SessionState::Created,
+                SessionState::Declined,
+                "psp",
+                120,
+                Some(&failed),
+                &hook
+            )
+            .unwrap());
+        let s = st.get("s1").unwrap().unwrap();
+        assert_eq!((s.state, s.result), (SessionState::Declined, failed));
+        assert_eq!(st.audit("s1").unwrap().last().unwrap().to, "Declined");
+        let due = st.webhooks_due(1000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event_id, "evt-Declined");
+        assert!(due[0].body.contains("card_declined"), "{}", due[0].body);
     }
 
     #[test]
