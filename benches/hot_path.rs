@@ -226,6 +226,11 @@ fn relay_packet(c: &mut Criterion) {
                 mode: MaskingMode::Silence,
                 lookahead: 1,
                 event_replacement: EventReplacement::Drop,
+                prompt_start: tonegate::media::StreamStart {
+                    ssrc: 7,
+                    seq: 0,
+                    ts: 0,
+                },
             },
             Some(caller),
             Some(agent),

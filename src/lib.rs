@@ -1,20 +1,21 @@
 //! tonegate: a secure-capture gateway for contact-centre card payments.
 //!
-//! See `README.md` for the tour and `../shared/design.md` for the architecture. The signal
-//! processing lives in the `tonegate-dsp` crate (`dsp/`); this crate holds the rest of the
-//! data path and the IO around it.
+//! See `README.md` for the tour and `../shared/design.md` for the architecture. The sans-IO
+//! core lives in its own crates: `tonegate-dsp` (`dsp/`, signal processing), `tonegate-media`
+//! (`media/`, per-call RTP and masking) and `tonegate-card` (`card/`, card data and capture);
+//! this crate holds the IO around them: the relay engines, sessions, PSPs and HTTP.
 
 pub mod api;
 pub mod auth;
 #[doc(hidden)]
 pub mod baseline;
-pub mod capture;
-pub mod card;
+pub use tonegate_card as card;
+pub use tonegate_card::capture;
 pub mod config;
 pub mod demo;
 pub mod hygiene;
 pub mod interaction;
-pub mod media;
+pub use tonegate_media as media;
 pub mod ng;
 pub mod notify;
 pub mod prompts;

@@ -690,6 +690,11 @@ impl Relay {
                 mode: req.masking.unwrap_or_else(|| cfg.masking_mode()),
                 lookahead: cfg.lookahead_frames,
                 event_replacement: cfg.event_replacement().unwrap_or(EventReplacement::Drop),
+                prompt_start: crate::media::StreamStart {
+                    ssrc: rand::random(),
+                    seq: rand::random(),
+                    ts: rand::random(),
+                },
             },
             req.caller_remote,
             req.agent_remote,

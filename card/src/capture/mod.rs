@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use tonegate_dsp::DtmfKey;
 
-use crate::card::{Brand, Card, CardError, Cvv, Digits, Expiry, Pan};
+use crate::{Brand, Card, CardError, Cvv, Digits, Expiry, Pan};
 
 /// A field of the card form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -432,7 +432,7 @@ impl Capture {
 
     fn max_len(&self, field: Field) -> usize {
         match field {
-            Field::Pan => crate::card::MAX_DIGITS,
+            Field::Pan => crate::MAX_DIGITS,
             Field::Expiry => 4,
             Field::Cvv => self.pan.as_ref().map_or(4, |p| p.brand().cvv_length()),
             Field::Postcode => 10,

@@ -5,6 +5,7 @@
 //! PSP adapter to build the one tokenization request.
 
 mod brand;
+pub mod capture;
 pub mod memory;
 pub mod redact;
 

@@ -31,11 +31,21 @@ pub struct PromptPlayer {
     frames_played: u64,
 }
 
+/// Where a prompt stream starts: SSRC, first sequence number and timestamp. RFC 3550 wants
+/// them random; the shell draws them (this crate takes no randomness of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStart {
+    /// Synchronisation source.
+    pub ssrc: u32,
+    /// First sequence number.
+    pub seq: u16,
+    /// First timestamp.
+    pub ts: u32,
+}
+
 impl PromptPlayer {
-    /// A player for the call's codec, with a random SSRC and starting sequence/timestamp.
-    pub fn new(law: G711Law) -> Self {
-        use rand::Rng;
-        let mut rng = rand::thread_rng();
+    /// A player for the call's codec, its stream starting at `start`.
+    pub fn new(law: G711Law, start: StreamStart) -> Self {
         PromptPlayer {
             law,
             pt: match law {
@@ -44,9 +54,9 @@ impl PromptPlayer {
             },
             queue: VecDeque::new(),
             pos: 0,
-            ssrc: rng.gen(),
-            seq: rng.gen(),
-            ts: rng.gen(),
+            ssrc: start.ssrc,
+            seq: start.seq,
+            ts: start.ts,
             mixed: false,
             frames_played: 0,
         }
@@ -131,11 +141,17 @@ impl PromptPlayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp::RtpHeader;
+    use crate::rtp::RtpHeader;
+
+    const START: StreamStart = StreamStart {
+        ssrc: 0x1234_5678,
+        seq: 65_530,
+        ts: 4_294_967_000,
+    };
 
     #[test]
     fn plays_clips_in_order_as_one_stream_and_stops_on_barge_in() {
-        let mut p = PromptPlayer::new(G711Law::Ulaw);
+        let mut p = PromptPlayer::new(G711Law::Ulaw, START);
         p.enqueue(
             (0..400)
                 .map(|i| (i % 50) as i16 * 100)
@@ -165,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_mixed_frame_replaces_the_tick_packet() {
-        let mut p = PromptPlayer::new(G711Law::Alaw);
+        let mut p = PromptPlayer::new(G711Law::Alaw, START);
         p.enqueue(vec![2000i16; 800].into());
         let mut payload = [G711Law::Alaw.silence(); 160];
         p.mix_into(&mut payload);

@@ -1,5 +1,5 @@
 //! Media: RTP and RFC 4733 handling, the per-call relay state and the secure-mode masking path.
-//! Sans-IO: the relay shell (`crate::relay`) owns the sockets.
+//! Sans-IO: the relay shell (`tonegate::relay`) owns the sockets.
 
 pub mod call;
 pub mod prompt;
@@ -7,5 +7,5 @@ pub mod rtp;
 pub mod secure;
 
 pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, RemoteRule, Side, Transmit};
-pub use prompt::{Clip, PromptPlayer};
+pub use prompt::{Clip, PromptPlayer, StreamStart};
 pub use secure::{CapturedKey, EventReplacement, KeySource};

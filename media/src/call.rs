@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tonegate_dsp::{G711Law, MaskingMode};
 
-use super::prompt::{Clip, PromptPlayer};
+use super::prompt::{Clip, PromptPlayer, StreamStart};
 use super::rtp::{is_rtcp, valid_rtcp, RtpHeader, MAX_DATAGRAM};
 use super::secure::{
     CapturedKey, Disposition, EventReplacement, SecureConfig, SecureCounters, SecureStream,
@@ -127,6 +127,8 @@ pub struct CallMediaConfig {
     pub lookahead: usize,
     /// What consumed telephone-events become on the agent leg.
     pub event_replacement: EventReplacement,
+    /// Where the prompt stream toward the caller starts (random, from the shell).
+    pub prompt_start: StreamStart,
 }
 
 /// A datagram to send.
@@ -245,7 +247,7 @@ impl CallMedia {
             }),
             secure_seen: SecureCounters::default(),
             counters: Arc::new(CallCounters::default()),
-            prompt: PromptPlayer::new(cfg.law),
+            prompt: PromptPlayer::new(cfg.law, cfg.prompt_start),
             audio_pt,
             blocked: [false; 2],
         }
