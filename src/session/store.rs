@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A stored row does not decode.
     #[error("session store: corrupt row: {0}")]
     Corrupt(String),
+    /// The schema could not be brought up to date (e.g. a database from a newer tonegate).
+    #[error("migrating the schema: {0}")]
+    Schema(String),
     /// Opening or migrating failed.
     #[error("session store {path}: {message}")]
     Open {
@@ -403,13 +406,17 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Deleted rows (personal data after retention) are overwritten, not left in free pages.
         conn.pragma_update(None, "secure_delete", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
-        }
+        let mut conn = conn;
+        // Each migration runs in its own transaction with `user_version` bumped in it, as our
+        // hand-written loop did; a database from a newer tonegate is refused, not touched.
+        rusqlite_migration::Migrations::new(
+            MIGRATIONS
+                .iter()
+                .map(|m| rusqlite_migration::M::up(m))
+                .collect(),
+        )
+        .to_latest(&mut conn)
+        .map_err(|e| StoreError::Schema(e.to_string()))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -997,6 +1004,32 @@ mod tests {
             result: PaymentResult::default(),
             ui_secret_hash: None,
         }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_tonegate_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(e.contains("migrating the schema"), "{e}");
+        let c = Connection::open(&path).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 99);
+        // An older one is brought up to date.
+        c.pragma_update(None, "user_version", 4).unwrap();
+        c.execute_batch("DROP TABLE webhooks").unwrap();
+        drop(c);
+        let st = SqliteStore::open(&path).unwrap();
+        assert!(
+            st.webhooks_due(0, 1).unwrap().is_empty(),
+            "migration 5 ran again"
+        );
     }
 
     #[test]
