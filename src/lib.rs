@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod hygiene;
 pub mod interaction;
+pub mod latency;
 pub use tonegate_media as media;
 pub mod ng;
 pub mod notify;

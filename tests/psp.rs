@@ -1110,3 +1110,47 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
     }
     assert!(files >= 1, "the database was scanned");
 }
+
+/// `/metrics` carries latency histograms: PSP calls by operation and outcome, HTTP requests by
+/// route template (never the raw path with its session id).
+#[test]
+fn metrics_show_psp_and_http_latency_histograms() {
+    let gw = Gateway::start(&accounts("http://127.0.0.1:9", None));
+    let v = pay(&gw, "dev-account", "4242424242424242");
+    assert_eq!(outcome(&v).0, "Completed", "{v}");
+    let declined = pay(&gw, "dev-account", "4000000000000002");
+    assert_eq!(outcome(&declined).0, "Declined", "{declined}");
+    let text = http()
+        .get(gw.url("/metrics"))
+        .bearer_auth(gw.token("admin"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let count = |prefix: &str, labels: &[&str]| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+            .unwrap_or_else(|| panic!("no {prefix} {labels:?} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let psp = "tonegate_psp_call_duration_seconds_count{";
+    // 4000000000000002 is declined at tokenization (the PSP's card check): no charge.
+    assert_eq!(count(psp, &["operation=\"tokenize\"", "outcome=\"ok\""]), 1);
+    assert_eq!(
+        count(psp, &["operation=\"tokenize\"", "outcome=\"declined\""]),
+        1
+    );
+    assert_eq!(count(psp, &["operation=\"charge\"", "outcome=\"ok\""]), 1);
+    let http_count = "tonegate_http_request_duration_seconds_count{";
+    let route = "route=\"/globalpci/v1/session/{id}\"";
+    assert_eq!(
+        count(http_count, &[route, "method=\"GET\"", "status=\"200\""]),
+        2
+    );
+    assert!(
+        !text.contains(v["sessionId"].as_str().unwrap()),
+        "a raw path was recorded"
+    );
+    assert!(text.contains("# TYPE tonegate_http_request_duration_seconds histogram"));
+}

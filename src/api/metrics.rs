@@ -239,5 +239,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    out.push_str(&state.latency.encode());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub http_refused: Arc<std::sync::atomic::AtomicU64>,
     /// The SMS outbox, when it is the provider (the admin listing shows its messages).
     pub outbox: Option<Arc<crate::sms::Outbox>>,
+    /// Request and PSP-call duration histograms.
+    pub latency: Arc<crate::latency::Latency>,
 }
 
 /// Seconds since the Unix epoch.
@@ -79,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(metrics::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.latency.clone(),
+            observe_latency,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -95,6 +101,29 @@ pub fn router(state: AppState) -> Router {
             }),
         ))
         .with_state(state)
+}
+
+/// Times each request into `http_request_duration_seconds`, by route template.
+async fn observe_latency(
+    axum::extract::State(latency): axum::extract::State<Arc<crate::latency::Latency>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    latency.observe_http(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn healthz() -> Json<serde_json::Value> {

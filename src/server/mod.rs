@@ -338,7 +338,16 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         None => Arc::new(crate::sms::Twilio::new(config.sms.clone())),
     };
     let prompts = Arc::new(crate::prompts::Prompts::load(&config.prompts.dir)?);
-    let sessions = Sessions::new(store, config.clone(), relay.clone(), psps, sms, prompts);
+    let latency = Arc::new(crate::latency::Latency::default());
+    let sessions = Sessions::new(
+        store,
+        config.clone(),
+        relay.clone(),
+        psps,
+        sms,
+        prompts,
+        latency.clone(),
+    );
     let ng = config.ng.listen.map(|_| {
         let clients = &config.auth.clients;
         // The ng calls' account: as configured, else the owner's only one.
@@ -381,6 +390,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         credentials,
         http_refused: Default::default(),
         outbox,
+        latency,
     })
 }
 

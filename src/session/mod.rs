@@ -158,6 +158,8 @@ struct Inner {
     webhook_due: tokio::sync::Notify,
     /// When the sweep last deleted old personal data (Unix seconds; 0: not yet).
     retention_ran_at: std::sync::atomic::AtomicU64,
+    /// PSP call durations go here.
+    latency: Arc<crate::latency::Latency>,
 }
 
 impl Inner {
@@ -309,6 +311,7 @@ impl Sessions {
         psps: HashMap<String, Arc<dyn Psp>>,
         sms: Arc<dyn crate::sms::SmsSender>,
         prompts: Arc<crate::prompts::Prompts>,
+        latency: Arc<crate::latency::Latency>,
     ) -> Self {
         let config_link = config.link.clone();
         Sessions {
@@ -326,6 +329,7 @@ impl Sessions {
                 payments: PaymentGate::default(),
                 webhook_due: tokio::sync::Notify::new(),
                 retention_ran_at: Default::default(),
+                latency,
             }),
         }
     }
@@ -763,14 +767,13 @@ impl Sessions {
             .get(&s.account_id)
             .cloned()
             .ok_or(SessionError::NotFound)?;
-        let found = with_retries(|| psp.find_payment(&s.id))
-            .await
-            .map_err(|e| {
-                SessionError::InvalidField(
-                    "requestIdentifier".into(),
-                    format!("PSP check failed: {e}"),
-                )
-            })?;
+        let found = psp_call(&self.inner.latency, "find_payment", || {
+            psp.find_payment(&s.id)
+        })
+        .await
+        .map_err(|e| {
+            SessionError::InvalidField("requestIdentifier".into(), format!("PSP check failed: {e}"))
+        })?;
         let Some((txn, amount)) = found else {
             return Err(SessionError::InvalidField(
                 "requestIdentifier".into(),
@@ -1138,7 +1141,12 @@ impl Sessions {
     /// Left in `Submitting`, to be tried again by the sweep, when the PSP cannot be asked.
     async fn reconcile(&self, s: &Session, actor: &str) {
         let found = match self.inner.psps.get(&s.account_id) {
-            Some(psp) => with_retries(|| psp.find_payment(&s.id)).await,
+            Some(psp) => {
+                psp_call(&self.inner.latency, "find_payment", || {
+                    psp.find_payment(&s.id)
+                })
+                .await
+            }
             None => Ok(None),
         };
         let (to, result) = match found {
@@ -1540,6 +1548,26 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A PSP call with its retries, timed into the `psp_call_duration_seconds` histogram.
+async fn psp_call<T, F, Fut>(
+    latency: &crate::latency::Latency,
+    operation: &'static str,
+    op: F,
+) -> Result<T, PspError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PspError>>,
+{
+    let started = std::time::Instant::now();
+    let r = with_retries(op).await;
+    latency.observe_psp(
+        operation,
+        crate::latency::psp_outcome(&r),
+        started.elapsed(),
+    );
+    r
+}
+
 /// How often the sweep deletes personal data past its retention, seconds.
 const RETENTION_EVERY_S: u64 = 3600;
 
@@ -1608,7 +1636,8 @@ async fn pay(
         )),
         Some(psp) => {
             let tok_key = format!("tok-{}", s.id);
-            let token = with_retries(|| psp.tokenize(&card, &tok_key)).await;
+            let token =
+                psp_call(&inner.latency, "tokenize", || psp.tokenize(&card, &tok_key)).await;
             // The token exists (or never will): the card goes now.
             drop(card);
             match token {
@@ -1625,7 +1654,7 @@ async fn pay(
                         channel,
                         idempotency_key: &pay_key,
                     };
-                    with_retries(|| psp.charge(req.clone())).await
+                    psp_call(&inner.latency, "charge", || psp.charge(req.clone())).await
                 }
             }
         }
