@@ -775,3 +775,39 @@ fn personal_data_is_deleted_after_its_retention() {
     }
     assert!(holds("Grace Hopper"), "the live session's data was kept");
 }
+
+/// Call ids are limited to 128 characters, not bytes: a 128-character id in a two-byte script
+/// is accepted for a session and for a relay call, one character more is refused.
+#[test]
+fn call_ids_are_limited_in_characters() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let relay = gw.token("relay");
+    for (n, ok) in [(128, true), (129, false)] {
+        let guid = "é".repeat(n);
+        let (s, v) = post(
+            &gw,
+            &tok,
+            "/globalpci/v1/agentsession",
+            &json!({"AccountConfigurationId": "dev-account", "CallGuid": guid,
+                    "PaymentData": {"amount": "1.00"}}),
+        );
+        assert_eq!(
+            s,
+            if ok { 200 } else { 400 },
+            "session, {n} characters: {v}"
+        );
+        let (s, v) = post(
+            &gw,
+            &relay,
+            "/relay/v1/calls",
+            &json!({"call_guid": format!("r{}", &guid[2..]), "codec": "PCMU",
+                    "caller": {"remote": null}, "agent": {"remote": null}}),
+        );
+        assert_eq!(
+            s,
+            if ok { 201 } else { 400 },
+            "relay call, {n} characters: {v}"
+        );
+    }
+}

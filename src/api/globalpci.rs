@@ -158,7 +158,8 @@ async fn create(
     if kind == SessionKind::SelfService && call_guid.is_none() {
         return Err(SessionError::MissingField("CallGuid".into()).into());
     }
-    if call_guid.as_ref().is_some_and(|g| g.len() > 128) {
+    // Characters, as the message and the schema's maxLength say (not bytes of UTF-8).
+    if call_guid.as_ref().is_some_and(|g| g.chars().count() > 128) {
         return Err(SessionError::InvalidField(
             "CallGuid".into(),
             "longer than 128 characters".into(),

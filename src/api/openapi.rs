@@ -102,7 +102,7 @@ pub fn document() -> Value {
             },
             "CallGuid": {
                 "type": ["string", "null"], "maxLength": 128,
-                "description": "The call's id (voice sessions; required, not blank, for self-service): at most 128 bytes of UTF-8 once trimmed."
+                "description": "The call's id (voice sessions; required, not blank, for self-service): at most 128 characters once trimmed."
             },
             "PaymentData": { "anyOf": [schema("PaymentData"), { "type": "null" }] }
         }
@@ -112,7 +112,7 @@ pub fn document() -> Value {
         s["required"] = json!(["AccountConfigurationId", "CallGuid"]);
         s["properties"]["CallGuid"] = json!({
             "type": "string", "pattern": not_blank, "minLength": 1, "maxLength": 128,
-            "description": "The call's id: not blank, at most 128 bytes of UTF-8 once trimmed."
+            "description": "The call's id: not blank, at most 128 characters once trimmed."
         });
         s
     };
@@ -499,7 +499,7 @@ pub fn document() -> Value {
         "type": "object", "required": ["call_guid", "codec", "caller", "agent"], "additionalProperties": false,
         "properties": {
             "call_guid": { "type": "string", "pattern": not_blank, "minLength": 1, "maxLength": 128,
-                "description": "The platform's call id: not blank, at most 128 bytes of UTF-8 (maxLength bounds the characters); one live call per call_guid and client" },
+                "description": "The platform's call id: not blank, at most 128 characters; one live call per call_guid and client" },
             "codec": { "type": "string", "pattern": "^[Pp][Cc][Mm][AaUu]$", "description": "PCMU or PCMA (any case)" },
             "telephone_event_pt": { "type": ["integer", "null"], "minimum": 96, "maximum": 127 },
             "caller": leg.clone(),

@@ -632,7 +632,8 @@ impl Relay {
     /// runtime.
     pub fn create_call(&self, req: NewCall) -> Result<CallInfo, RelayError> {
         let cfg = &self.inner.cfg;
-        if req.call_guid.trim().is_empty() || req.call_guid.len() > 128 {
+        // Characters, as the message and the schema's maxLength say (not bytes of UTF-8).
+        if req.call_guid.trim().is_empty() || req.call_guid.chars().count() > 128 {
             return Err(RelayError::Invalid(
                 "call_guid must be 1-128 characters".into(),
             ));
