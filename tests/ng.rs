@@ -350,3 +350,59 @@ fn rtpengine_ng_client_works_unchanged() {
     );
     run(&["delete", "--call-id=cli-1", "--from-tag=ft"]);
 }
+
+/// A card number in a SIP Call-ID never reaches the log or the relay's audit trail: the id is
+/// masked where it enters, and the call is still found by it (delete works).
+#[test]
+fn a_card_number_in_a_call_id_is_logged_and_stored_masked() {
+    #[derive(Clone)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logged = Buf(Default::default());
+    let writer = logged.clone();
+    // Global: the gateway logs from its runtime's threads. Other tests here log into it too.
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    let call = "4242424242424242@pbx";
+    let r = ng.send("c1", &offer(call, "tag-a", 16010));
+    assert_eq!(s(&r, "result"), "ok", "{r:?}");
+    let d = ng.send(
+        "c2",
+        &[
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("tag-a")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    assert_eq!(s(&d, "result"), "ok", "{d:?}");
+    let admin = gw.token("admin");
+    let audit = gw
+        .client
+        .get(gw.url("/admin/v1/audit/relay"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(audit.contains("4242@pbx"), "the call is audited: {audit}");
+    drop(gw);
+    let log = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+    assert!(log.contains("ng delete: call ended"), "the log was captured: {log}");
+    for text in [&log, &audit] {
+        assert!(!text.contains("424242424242"), "a call id's card number: {text}");
+    }
+}

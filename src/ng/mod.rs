@@ -385,7 +385,9 @@ impl NgService {
         };
         self.label(&mut call, from, req);
         let out = sdp.rewrite(call.locals[Side::Agent as usize], replace_origin);
-        tracing::info!(call_id, relay = %call.relay_id, law = ?stream.law, "ng offer: call set up");
+        // Logged masked, as the relay stores it: a call id is caller-controlled text.
+        let logged_id = crate::card::redact::redact_card_numbers(call_id);
+        tracing::info!(call_id = %logged_id, relay = %call.relay_id, law = ?stream.law, "ng offer: call set up");
         self.remember(call_id, call);
         Ok(ok_sdp(out))
     }
@@ -530,7 +532,8 @@ impl NgService {
         match call {
             Some(c) => {
                 let _ = self.relay.delete(&c.relay_id, self.access());
-                tracing::info!(call_id, relay = %c.relay_id, "ng delete: call ended");
+                let logged_id = crate::card::redact::redact_card_numbers(call_id);
+                tracing::info!(call_id = %logged_id, relay = %c.relay_id, "ng delete: call ended");
                 Value::dict([("result", Value::str("ok"))])
             }
             None if req.flag("fatal") => error("Unknown call-id"),
