@@ -231,9 +231,11 @@ fn relay_packet(c: &mut Criterion) {
                     seq: 0,
                     ts: 0,
                 },
+                media_timeout: std::time::Duration::from_secs(30),
             },
             Some(caller),
             Some(agent),
+            std::time::Instant::now(),
         );
         call.set_secure(secure);
         let (mut buf, mut out) = ([0u8; 2048], [0u8; 1500]);
@@ -249,7 +251,7 @@ fn relay_packet(c: &mut Criterion) {
                 while let Some(t) = call.poll_transmit(&mut out) {
                     black_box(t);
                 }
-                while call.poll_key().is_some() {}
+                while call.poll_event().is_some() {}
                 packet = packet.wrapping_add(1);
             })
         });

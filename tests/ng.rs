@@ -401,8 +401,14 @@ fn a_card_number_in_a_call_id_is_logged_and_stored_masked() {
     assert!(audit.contains("4242@pbx"), "the call is audited: {audit}");
     drop(gw);
     let log = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
-    assert!(log.contains("ng delete: call ended"), "the log was captured: {log}");
+    assert!(
+        log.contains("ng delete: call ended"),
+        "the log was captured: {log}"
+    );
     for text in [&log, &audit] {
-        assert!(!text.contains("424242424242"), "a call id's card number: {text}");
+        assert!(
+            !text.contains("424242424242"),
+            "a call id's card number: {text}"
+        );
     }
 }

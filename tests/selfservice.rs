@@ -209,7 +209,6 @@ fn start_session(gw: &Gateway, call_guid: &str, txn: &str) -> Variables {
     vars
 }
 
-#[test]
 fn self_service_call_by_call_guid() {
     let gw = Gateway::start("");
     let mut vars = start_session(&gw, "ss-call-1", "SS-1");
@@ -225,7 +224,6 @@ fn self_service_call_by_call_guid() {
     assert!(charges.iter().any(|c| c.2 == id && c.1 == 1999));
 }
 
-#[test]
 fn self_service_call_by_keyed_link_id() {
     let gw = Gateway::start("");
     let mut vars = start_session(&gw, "ss-call-unbridged", "SS-2");
@@ -245,3 +243,27 @@ fn self_service_call_by_keyed_link_id() {
     pay_by_phone(&mut caller);
     poll_status(&gw, &mut vars);
 }
+
+/// Prompts, barge-in and capture on each IO engine (the call driver is shared; how its time
+/// is kept is not).
+macro_rules! on_engine {
+    ($module:ident, $engine:literal) => {
+        mod $module {
+            #[test]
+            fn self_service_call_by_call_guid() {
+                super::common::gateway::with_engine($engine, super::self_service_call_by_call_guid);
+            }
+
+            #[test]
+            fn self_service_call_by_keyed_link_id() {
+                super::common::gateway::with_engine(
+                    $engine,
+                    super::self_service_call_by_keyed_link_id,
+                );
+            }
+        }
+    };
+}
+
+on_engine!(io_uring_engine, "io_uring");
+on_engine!(tokio_engine, "tokio");

@@ -1,12 +1,16 @@
 //! One relayed call, sans-IO: two legs (caller, agent), each with an RTP and an RTCP channel
 //! (or both on one port with rtcp-mux); symmetric-RTP latching; routing; counters.
 //!
-//! The IO shell hands each received datagram to [`CallMedia::on_datagram`] and sends what it
-//! says to, then drains [`CallMedia::poll_transmit`] and [`CallMedia::poll_key`].
+//! The call owns its time, str0m-style: the IO shell hands each received datagram to
+//! [`CallMedia::on_datagram`] and sends what it says to, runs [`CallMedia::handle_timeout`]
+//! when [`CallMedia::poll_timeout`] says, then drains [`CallMedia::poll_transmit`] (masked
+//! audio, prompt frames) and [`CallMedia::poll_event`] (keys, latches, silence). The shell
+//! owns no timer of its own and copies no state out of the core by hand.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tonegate_dsp::{G711Law, MaskingMode};
 
@@ -129,6 +133,25 @@ pub struct CallMediaConfig {
     pub event_replacement: EventReplacement,
     /// Where the prompt stream toward the caller starts (random, from the shell).
     pub prompt_start: StreamStart,
+    /// No datagram on either leg for this long ends the call ([`MediaEvent::Silent`]).
+    pub media_timeout: Duration,
+}
+
+/// Prompt frames go out every 20 ms.
+pub const PROMPT_FRAME: Duration = Duration::from_millis(20);
+
+/// How often the call looks for media silence (the timeout's granularity).
+pub const SILENCE_CHECK: Duration = Duration::from_secs(1);
+
+/// What the call reports to its shell, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A leg learned or followed a remote address: see [`CallMedia::remote`].
+    Latched,
+    /// A key was captured (in secure mode, or while listening).
+    Key(CapturedKey),
+    /// No datagram on either leg for the media timeout: the call should end.
+    Silent,
 }
 
 /// A datagram to send.
@@ -207,22 +230,41 @@ pub struct CallMedia {
     audio_pt: u8,
     /// Media from this leg is dropped (ng `block media`).
     blocked: [bool; 2],
+    /// When the next prompt frame is due (while one plays).
+    prompt_due: Option<Instant>,
+    /// A prompt frame is due now: [`poll_transmit`](Self::poll_transmit) writes it.
+    prompt_pending: bool,
+    /// Time as the shell last told it.
+    now: Instant,
+    /// The next silence check, and what was received up to the last one.
+    silence_check: Instant,
+    bytes_seen: u64,
+    quiet_since: Instant,
+    /// Events not yet polled: a remote moved; the call went silent.
+    latched: bool,
+    silent: bool,
 }
 
 impl CallMedia {
-    /// A call; `caller` and `agent` are the remote RTP addresses if known (else learned from
-    /// the first packet from anywhere).
+    /// A call starting at `now`; `caller` and `agent` are the remote RTP addresses if known
+    /// (else learned from the first packet from anywhere).
     pub fn new(
         cfg: CallMediaConfig,
         caller: Option<SocketAddr>,
         agent: Option<SocketAddr>,
+        now: Instant,
     ) -> Self {
         let rule = |a: Option<SocketAddr>| a.map_or(RemoteRule::Any, RemoteRule::Exact);
-        Self::with_rules(cfg, rule(caller), rule(agent))
+        Self::with_rules(cfg, rule(caller), rule(agent), now)
     }
 
-    /// A call whose legs accept sources as `caller` and `agent` say.
-    pub fn with_rules(cfg: CallMediaConfig, caller: RemoteRule, agent: RemoteRule) -> Self {
+    /// A call starting at `now` whose legs accept sources as `caller` and `agent` say.
+    pub fn with_rules(
+        cfg: CallMediaConfig,
+        caller: RemoteRule,
+        agent: RemoteRule,
+        now: Instant,
+    ) -> Self {
         let audio_pt = match cfg.law {
             G711Law::Ulaw => 0,
             G711Law::Alaw => 8,
@@ -250,6 +292,14 @@ impl CallMedia {
             prompt: PromptPlayer::new(cfg.law, cfg.prompt_start),
             audio_pt,
             blocked: [false; 2],
+            prompt_due: None,
+            prompt_pending: false,
+            now,
+            silence_check: now + SILENCE_CHECK,
+            bytes_seen: 0,
+            quiet_since: now,
+            latched: false,
+            silent: false,
         }
     }
 
@@ -299,14 +349,19 @@ impl CallMedia {
         self.blocked[side.index()] = on;
     }
 
-    /// Queues a prompt to the caller.
+    /// Queues a prompt to the caller; its first frame is due at once.
     pub fn play(&mut self, clip: Clip) {
         self.prompt.enqueue(clip);
+        if self.prompt_due.is_none() && self.prompt.is_playing() {
+            self.prompt_due = Some(self.now);
+        }
     }
 
     /// Stops any prompt.
     pub fn stop_prompt(&mut self) {
         self.prompt.stop();
+        self.prompt_due = None;
+        self.prompt_pending = false;
     }
 
     /// Whether a prompt is playing or queued.
@@ -314,11 +369,59 @@ impl CallMedia {
         self.prompt.is_playing()
     }
 
-    /// The 20 ms prompt tick: the next prompt packet for the caller, written into `out`.
-    pub fn on_tick(&mut self, out: &mut [u8]) -> Option<Transmit> {
+    /// When [`handle_timeout`](Self::handle_timeout) must next run: the next prompt frame
+    /// (every 20 ms while one plays) or the next silence check (every second). Already past
+    /// means now.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.prompt_due {
+            Some(p) if p < self.silence_check => p,
+            _ => self.silence_check,
+        }
+    }
+
+    /// Time has reached `now`: a prompt frame falls due (written by
+    /// [`poll_transmit`](Self::poll_transmit)), and once a second the call checks whether
+    /// either leg received anything since the last check ([`MediaEvent::Silent`] after the
+    /// media timeout without).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if let Some(due) = self.prompt_due.filter(|&d| d <= now) {
+            self.prompt_pending = true;
+            // Late frames push the next one back rather than bunching up (a listener hears a
+            // gap, not a burst).
+            let next = due + PROMPT_FRAME;
+            self.prompt_due = Some(if next <= now {
+                now + PROMPT_FRAME
+            } else {
+                next
+            });
+        }
+        if self.silence_check <= now {
+            self.silence_check = now + SILENCE_CHECK;
+            let c = &self.counters;
+            let bytes = c.bytes_in[0].load(Relaxed) + c.bytes_in[1].load(Relaxed);
+            if bytes != self.bytes_seen {
+                self.bytes_seen = bytes;
+                self.quiet_since = now;
+            } else if now.duration_since(self.quiet_since) >= self.cfg.media_timeout {
+                self.silent = true;
+            }
+        }
+    }
+
+    /// The next prompt packet for the caller, written into `out`, when one is due.
+    fn prompt_frame(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        if !self.prompt_pending {
+            return None;
+        }
+        self.prompt_pending = false;
+        let len = self.prompt.next_packet(out);
+        if !self.prompt.is_playing() {
+            self.prompt_due = None;
+        }
         let to = self.remotes[Side::Caller.index()].rtp?;
-        let len = self.prompt.next_packet(out)?;
-        Some(self.sent(Side::Caller, Channel::Rtp, to, len, true))
+        Some(self.sent(Side::Caller, Channel::Rtp, to, len?, true))
     }
 
     /// The remote RTP address of a leg, once known.
@@ -387,18 +490,32 @@ impl CallMedia {
         }
     }
 
-    /// The next datagram the secure path has ready, copied into `out`.
+    /// The next datagram ready to go (a due prompt frame, then what the secure path has
+    /// released), copied into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        if let Some(t) = self.prompt_frame(out) {
+            return Some(t);
+        }
         let len = self.secure.poll_transmit(out)?;
         // With no agent leg the delay line still drains; its packets have nowhere to go.
         let to = self.remotes[Side::Agent.index()].rtp?;
         Some(self.sent(Side::Agent, Channel::Rtp, to, len, true))
     }
 
-    /// The next key captured (in secure mode, or while listening). Barge-in is the session's
-    /// call (it knows whether the key counted), via [`stop_prompt`](Self::stop_prompt).
-    pub fn poll_key(&mut self) -> Option<CapturedKey> {
-        self.secure.poll_key()
+    /// The next thing that happened: a latch, then captured keys (in secure mode, or while
+    /// listening), then silence. Barge-in is the session's call (it knows whether the key
+    /// counted), via [`stop_prompt`](Self::stop_prompt).
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        if std::mem::take(&mut self.latched) {
+            return Some(MediaEvent::Latched);
+        }
+        if let Some(k) = self.secure.poll_key() {
+            return Some(MediaEvent::Key(k));
+        }
+        if std::mem::take(&mut self.silent) {
+            return Some(MediaEvent::Silent);
+        }
+        None
     }
 
     fn on_rtcp(
@@ -471,6 +588,7 @@ impl CallMedia {
                 *a = from;
                 r.ssrc = ssrc;
                 CallCounters::bump(&counters.latch_events, 1);
+                self.latched = true;
                 true
             }
             Some(a) => {
@@ -485,6 +603,7 @@ impl CallMedia {
                         *a = from;
                         r.candidate = None;
                         CallCounters::bump(&counters.latch_events, 1);
+                        self.latched = true;
                         return true;
                     }
                     r.candidate = Some((from, ssrc, n));
@@ -498,6 +617,7 @@ impl CallMedia {
                     r.ssrc = ssrc;
                 }
                 CallCounters::bump(&counters.latch_events, 1);
+                self.latched = true;
                 true
             }
             None => {

@@ -6,6 +6,8 @@ pub mod prompt;
 pub mod rtp;
 pub mod secure;
 
-pub use call::{CallCounters, CallMedia, CallMediaConfig, Channel, RemoteRule, Side, Transmit};
+pub use call::{
+    CallCounters, CallMedia, CallMediaConfig, Channel, MediaEvent, RemoteRule, Side, Transmit,
+};
 pub use prompt::{Clip, PromptPlayer, StreamStart};
 pub use secure::{CapturedKey, EventReplacement, KeySource};

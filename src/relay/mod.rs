@@ -1,5 +1,6 @@
-//! The relay shell: binds each call's UDP sockets, runs one task per call that moves datagrams
-//! through its sans-IO [`CallMedia`], and keeps the registry the control API works on.
+//! The relay shell: binds each call's UDP sockets, hands each call to an IO engine (a tokio
+//! task per call, or io_uring workers) where one [`driver::CallDriver`] moves its datagrams
+//! through the sans-IO [`CallMedia`], and keeps the registry the control API works on.
 //!
 //! Keys captured in secure mode go to the call's one subscriber (the session layer); the relay
 //! itself never logs, stores or counts key values.
@@ -10,6 +11,7 @@
 //! request each hold it, and it goes off only when an explicit release leaves nobody holding
 //! it — never while a capture is live, nor within `secure_hold_off_s` of the last key.
 
+mod driver;
 mod ports;
 mod task;
 #[cfg(target_os = "linux")]
@@ -30,6 +32,7 @@ use crate::config::{DtmfMasking, RelayConfig, RelayEngine};
 use crate::media::{
     CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
 };
+use driver::{CallDriver, CallStatus, Ended};
 
 pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
 
@@ -312,16 +315,13 @@ struct CallEntry {
     leases: SecureLeases,
     /// The one key subscriber (a closed one may be replaced).
     key_sink: Option<mpsc::Sender<CapturedKey>>,
-    /// When a key last passed to the subscriber, ms since the Unix epoch (0: never).
-    last_key_ms: Arc<AtomicU64>,
     law: G711Law,
     rtcp_mux: bool,
     created_at: u64,
     locals: [SocketAddr; 2],
-    remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
-    secure: Arc<AtomicBool>,
+    /// Written by the call's driver: secure mode as applied, remotes, last key.
+    status: Arc<CallStatus>,
     counters: Arc<CallCounters>,
-    send_dropped: Arc<AtomicU64>,
     steer: Steer,
 }
 
@@ -367,7 +367,7 @@ impl CallEntry {
                 "session {id} is capturing on this call; cancel or finish it first"
             ));
         }
-        let last = self.last_key_ms.load(Relaxed);
+        let last = self.status.last_key_ms.load(Relaxed);
         let since = unix_ms().saturating_sub(last);
         if last > 0 && since < hold_off.as_millis() as u64 {
             return Some(format!(
@@ -488,7 +488,7 @@ impl Engine {
 
 impl CallEntry {
     fn info(&self) -> CallInfo {
-        let remotes = *self.remotes.lock().expect("remotes lock");
+        let remotes = *self.status.remotes.lock().expect("remotes lock");
         CallInfo {
             id: self.id.clone(),
             call_guid: self.call_guid.clone(),
@@ -496,7 +496,7 @@ impl CallEntry {
                 G711Law::Ulaw => "PCMU",
                 G711Law::Alaw => "PCMA",
             },
-            secure: self.secure.load(Relaxed),
+            secure: self.status.secure.load(Relaxed),
             dtmf_masking: match self.policy {
                 DtmfMasking::Call => "call",
                 DtmfMasking::Session => "session",
@@ -512,7 +512,7 @@ impl CallEntry {
             },
             rtcp_mux: self.rtcp_mux,
             created_at: self.created_at,
-            counters: CounterSnapshot::of(&self.counters, self.send_dropped.load(Relaxed)),
+            counters: CounterSnapshot::of(&self.counters, self.status.send_dropped.load(Relaxed)),
         }
     }
 }
@@ -682,6 +682,7 @@ impl Relay {
                 .map_err(|e| RelayError::Invalid(e.to_string()))
         };
         let locals = [local(&caller.rtp)?, local(&agent.rtp)?];
+        let timeout = Duration::from_secs(cfg.media_timeout_s);
         let mut media = CallMedia::with_rules(
             CallMediaConfig {
                 law: req.law,
@@ -696,23 +697,23 @@ impl Relay {
                     seq: rand::random(),
                     ts: rand::random(),
                 },
+                media_timeout: timeout,
             },
             req.caller_remote,
             req.agent_remote,
+            std::time::Instant::now(),
         );
         let id = crate::auth::random_token()[..22].to_string();
         let counters = media.counters();
         // A call masked for its whole life is secure before its first packet.
         let secure_from_start = req.policy == DtmfMasking::Call;
         media.set_secure(secure_from_start);
-        let secure = Arc::new(AtomicBool::new(secure_from_start));
-        let last_key_ms = Arc::new(AtomicU64::new(0));
-        let remotes = Arc::new(Mutex::new([
-            req.caller_remote.known(),
-            req.agent_remote.known(),
-        ]));
-        let send_dropped = Arc::new(AtomicU64::new(0));
-        let timeout = Duration::from_secs(cfg.media_timeout_s);
+        let status = Arc::new(CallStatus {
+            secure: AtomicBool::new(secure_from_start),
+            remotes: Mutex::new([req.caller_remote.known(), req.agent_remote.known()]),
+            ..CallStatus::default()
+        });
+        let driver = CallDriver::new(media, status.clone());
         let (steer, launch) = match &self.inner.engine {
             Engine::Tokio => {
                 let sockets = match task::Sockets::new(caller, agent) {
@@ -729,15 +730,10 @@ impl Relay {
                     stop: Some(stop_tx),
                 };
                 let t = task::CallTask {
-                    media,
+                    driver,
                     sockets,
                     control: control_rx,
                     stop: stop_rx,
-                    timeout,
-                    secure: secure.clone(),
-                    remotes: remotes.clone(),
-                    send_dropped: send_dropped.clone(),
-                    last_key_ms: last_key_ms.clone(),
                 };
                 (steer, Launch::Task(Box::new(t)))
             }
@@ -751,14 +747,8 @@ impl Relay {
                 let call = uring::RingCall {
                     number,
                     id: id.clone(),
-                    media,
+                    driver,
                     sockets: [Some(caller.rtp), Some(agent.rtp), caller.rtcp, agent.rtcp],
-                    timeout,
-                    keys: None,
-                    secure: secure.clone(),
-                    remotes: remotes.clone(),
-                    send_dropped: send_dropped.clone(),
-                    last_key_ms: last_key_ms.clone(),
                 };
                 let steer = Steer::Ring {
                     worker: worker.clone(),
@@ -775,7 +765,6 @@ impl Relay {
             policy: req.policy,
             leases: SecureLeases::default(),
             key_sink: None,
-            last_key_ms,
             law: req.law,
             rtcp_mux: req.rtcp_mux,
             created_at: SystemTime::now()
@@ -783,10 +772,8 @@ impl Relay {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             locals,
-            remotes,
-            secure,
+            status,
             counters,
-            send_dropped,
             steer,
         };
         let info = entry.info();
@@ -813,17 +800,12 @@ impl Relay {
                 tokio::spawn(async move {
                     // The call's own task: a panic in its media ends this call alone.
                     match tokio::spawn(task::run(*t)).await {
-                        Ok(task::Ended::Silence) => {
-                            relay.inner.timed_out.fetch_add(1, Relaxed);
-                            tracing::info!(call = %id, "call removed after media silence");
-                        }
-                        Ok(task::Ended::Stopped) => {}
+                        Ok(ended) => relay.ended(&id, ended),
                         Err(e) => {
-                            relay.inner.call_faults.fetch_add(1, Relaxed);
                             tracing::error!(call = %id, error = %e, "media processing failed; the call is stopped, the others go on");
+                            relay.faulted(&id);
                         }
                     }
-                    relay.retire(&id);
                 });
             }
             #[cfg(target_os = "linux")]
@@ -1027,7 +1009,7 @@ impl Relay {
         let (control, want, was) = {
             let calls = self.inner.calls.lock().expect("calls lock");
             let c = calls.get(id).ok_or(RelayError::UnknownCall)?;
-            (c.steer.control(), c.held(), c.secure.load(Relaxed))
+            (c.steer.control(), c.held(), c.status.secure.load(Relaxed))
         };
         if want == was {
             return Ok(());
@@ -1089,7 +1071,7 @@ impl Relay {
         {
             let calls = self.inner.calls.lock().expect("calls lock");
             let c = calls.get(id).ok_or(RelayError::UnknownCall)?;
-            c.remotes.lock().expect("remotes lock")[side as usize] = rule.known();
+            c.status.remotes.lock().expect("remotes lock")[side as usize] = rule.known();
         }
         self.control(id)?.send(Control::Remote(side, rule)).await
     }
@@ -1135,7 +1117,7 @@ impl Relay {
         for c in calls.values() {
             counters.add(&CounterSnapshot::of(
                 &c.counters,
-                c.send_dropped.load(Relaxed),
+                c.status.send_dropped.load(Relaxed),
             ));
         }
         RelayTotals {
@@ -1175,14 +1157,36 @@ impl Relay {
             .ok_or(RelayError::UnknownCall)
     }
 
+    /// A call's driving ended in its engine (the engine has stopped it already).
+    fn ended(&self, id: &str, why: Ended) {
+        if why == Ended::Silence {
+            self.inner.timed_out.fetch_add(1, Relaxed);
+            tracing::info!(call = %id, "call removed after media silence");
+        }
+        self.forget(id);
+    }
+
+    /// A call's media step panicked; its engine has stopped it, the other calls go on.
+    fn faulted(&self, id: &str) {
+        self.inner.call_faults.fetch_add(1, Relaxed);
+        self.forget(id);
+    }
+
+    /// Stops a call's IO and removes it.
     fn retire(&self, id: &str) {
-        let Some(mut entry) = self.inner.calls.lock().expect("calls lock").remove(id) else {
-            return;
-        };
-        entry.steer.stop();
-        let snap = CounterSnapshot::of(&entry.counters, entry.send_dropped.load(Relaxed));
+        if let Some(mut entry) = self.forget(id) {
+            entry.steer.stop();
+        }
+    }
+
+    /// Removes a call from the registry (its engine stops it, or has), keeping its counts in
+    /// the totals.
+    fn forget(&self, id: &str) -> Option<CallEntry> {
+        let entry = self.inner.calls.lock().expect("calls lock").remove(id)?;
+        let snap = CounterSnapshot::of(&entry.counters, entry.status.send_dropped.load(Relaxed));
         self.inner.retired.lock().expect("retired lock").add(&snap);
         self.release_ports(&entry.locals);
+        Some(entry)
     }
 
     fn release_ports(&self, locals: &[SocketAddr]) {

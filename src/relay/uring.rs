@@ -8,23 +8,23 @@
 //! `recvmsg` into a ring of provided buffers: one request per socket for the call's life.
 //!
 //! Calls arrive, are steered and stop through [`Command`]s on a channel; an eventfd that the
-//! ring reads wakes the worker for them. The per-call media logic is the same sans-IO
-//! [`CallMedia`] the tokio engine drives.
+//! ring reads wakes the worker for them. Each call is the same [`CallDriver`] the tokio engine
+//! runs; this engine only moves its datagrams and runs it when its time comes.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Weak};
 use std::time::{Duration, Instant};
 
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use tokio::sync::mpsc;
 
+use super::driver::{CallDriver, DatagramTx, Ended};
 use super::{Control, Inner, Relay};
-use crate::media::{CallCounters, CallMedia, CapturedKey, Channel, Side, Transmit};
+use crate::media::{Channel, Side};
 
 /// Receive buffers per worker (a power of two). When all are in use, receives pause and the
 /// datagrams wait in the sockets' queues; nothing is lost.
@@ -42,7 +42,6 @@ const SEND_BUF_SIZE: usize = crate::media::rtp::MAX_DATAGRAM;
 const RING_ENTRIES: u32 = 8192;
 const BUF_GROUP: u16 = 0;
 const SECOND: Duration = Duration::from_secs(1);
-const PROMPT_FRAME: Duration = Duration::from_millis(20);
 
 // user_data: kind in the low 2 bits, socket index (0-3) in the next 2, slot from bit 8.
 const RECV: u64 = 0;
@@ -72,22 +71,10 @@ pub(super) struct RingCall {
     pub number: u64,
     /// Relay call id (for retiring it after media silence).
     pub id: String,
-    /// The call's media logic.
-    pub media: CallMedia,
+    /// The call: media state, key subscriber and status, moved whole between workers.
+    pub driver: CallDriver,
     /// Caller RTP, agent RTP, caller RTCP, agent RTCP (the last two absent with rtcp-mux).
     pub sockets: [Option<UdpSocket>; 4],
-    /// Media silence after which the call is removed.
-    pub timeout: Duration,
-    /// The key subscriber, when a call moves from a failed worker.
-    pub keys: Option<mpsc::Sender<CapturedKey>>,
-    /// Mirrors secure mode for the control API.
-    pub secure: Arc<AtomicBool>,
-    /// Remote addresses learned, for the control API.
-    pub remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
-    /// Sends dropped for lack of a send slot.
-    pub send_dropped: Arc<AtomicU64>,
-    /// When a key last went to the subscriber, ms since the Unix epoch.
-    pub last_key_ms: Arc<AtomicU64>,
 }
 
 /// The relay's handle on one worker thread. Dropping it stops the worker.
@@ -376,24 +363,29 @@ impl Io {
 struct Call {
     number: u64,
     id: String,
-    media: CallMedia,
+    driver: CallDriver,
     sockets: [Option<UdpSocket>; 4],
+    /// The socket each (side, channel) sends from: RTCP rides the RTP socket with rtcp-mux.
+    fds: [RawFd; 4],
     /// Multishot receives not yet ended.
     live: u8,
     /// Stopping: receives are being cancelled; the slot is freed when the last one ends.
     closing: bool,
     /// Stopping to move to another worker: kept, not closed, when the receives have ended.
     handover: bool,
-    keys: Option<mpsc::Sender<CapturedKey>>,
-    secure: Arc<AtomicBool>,
-    remotes: Arc<Mutex<[Option<SocketAddr>; 2]>>,
-    send_dropped: Arc<AtomicU64>,
-    last_key_ms: Arc<AtomicU64>,
-    counters: Arc<CallCounters>,
-    latches_seen: u64,
-    last_activity: u64,
-    idle: Duration,
-    timeout: Duration,
+}
+
+/// A call's sends through the worker's ring.
+struct RingTx<'a> {
+    io: &'a mut Io,
+    fds: &'a [RawFd; 4],
+}
+
+impl DatagramTx for RingTx<'_> {
+    fn send(&mut self, from: Side, channel: Channel, to: SocketAddr, bytes: &[u8]) -> bool {
+        let rtcp = if channel == Channel::Rtcp { 2 } else { 0 };
+        self.io.send(self.fds[from as usize + rtcp], to, bytes)
+    }
 }
 
 impl Call {
@@ -402,65 +394,13 @@ impl Call {
         RingCall {
             number: self.number,
             id: self.id,
-            media: self.media,
+            driver: self.driver,
             sockets: self.sockets,
-            timeout: self.timeout,
-            keys: self.keys,
-            secure: self.secure,
-            remotes: self.remotes,
-            send_dropped: self.send_dropped,
-            last_key_ms: self.last_key_ms,
-        }
-    }
-
-    /// The socket a transmit leaves from (RTCP rides the RTP socket with rtcp-mux).
-    fn fd(&self, side: Side, channel: Channel) -> RawFd {
-        let leg = side as usize;
-        let idx = if channel == Channel::Rtcp {
-            leg + 2
-        } else {
-            leg
-        };
-        self.sockets[idx]
-            .as_ref()
-            .or(self.sockets[leg].as_ref())
-            .map_or(-1, |s| s.as_raw_fd())
-    }
-
-    fn activity(&self) -> u64 {
-        let c = &self.counters;
-        c.bytes_in[0].load(Ordering::Relaxed) + c.bytes_in[1].load(Ordering::Relaxed)
-    }
-
-    fn transmit(&self, io: &mut Io, t: Transmit, bytes: &[u8]) {
-        if !io.send(self.fd(t.from, t.channel), t.to, &bytes[..t.len]) {
-            self.send_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends what the media logic has queued and hands on captured keys.
-    fn drain(&mut self, io: &mut Io, out: &mut [u8; SEND_BUF_SIZE]) {
-        while let Some(t) = self.media.poll_transmit(out) {
-            self.transmit(io, t, &out[..]);
-        }
-        while let Some(k) = self.media.poll_key() {
-            // The hold-off on releasing secure mode counts from here.
-            self.last_key_ms.store(super::unix_ms(), Ordering::Relaxed);
-            if let Some(tx) = &self.keys {
-                // A subscriber that stopped reading loses keys rather than stalling media.
-                let _ = tx.try_send(k);
-            }
         }
     }
 
     /// One received buffer: `recvmsg` header, source address, datagram.
-    fn datagram(
-        &mut self,
-        io: &mut Io,
-        out: &mut [u8; SEND_BUF_SIZE],
-        socket: usize,
-        data: &mut [u8],
-    ) {
+    fn datagram(&mut self, io: &mut Io, socket: usize, data: &mut [u8]) {
         if data.len() < RECVMSG_HEADER + NAME_LEN {
             return;
         }
@@ -469,11 +409,8 @@ impl Call {
             return;
         };
         let payload = &mut data[RECVMSG_HEADER + NAME_LEN..];
-        if payload_len > payload.len() {
-            // Larger than any RTP we carry: the kernel cut it short.
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        // A datagram larger than any RTP we carry arrives cut short (payload_len says how long
+        // it was): the media core counts it as malformed.
         let side = if socket & 1 == 0 {
             Side::Caller
         } else {
@@ -484,24 +421,9 @@ impl Call {
         } else {
             Channel::Rtcp
         };
-        if let Some(t) = self
-            .media
-            .on_datagram(side, channel, from, payload, payload_len)
-        {
-            self.transmit(io, t, payload);
-        }
-        self.drain(io, out);
-        // Publish newly learned remote addresses for the control API (rare: takes a lock).
-        let latches = self.counters.latch_events.load(Ordering::Relaxed);
-        if latches != self.latches_seen {
-            self.latches_seen = latches;
-            if let Ok(mut r) = self.remotes.lock() {
-                *r = [
-                    self.media.remote(Side::Caller),
-                    self.media.remote(Side::Agent),
-                ];
-            }
-        }
+        let mut tx = RingTx { io, fds: &self.fds };
+        self.driver
+            .on_datagram(&mut tx, side, channel, from, payload, payload_len);
     }
 }
 
@@ -511,14 +433,16 @@ struct Worker {
     calls: Vec<Option<Call>>,
     free_calls: Vec<usize>,
     numbers: HashMap<u64, usize>,
-    prompting: Vec<usize>,
+    /// Calls that need running before the next sweep (a prompt frame due every 20 ms).
+    soon: Vec<usize>,
+    /// When every call next runs (silence checks).
+    next_sweep: Instant,
     commands: std_mpsc::Receiver<Command>,
     wake: OwnedFd,
     wake_buf: Box<u64>,
     relay: Weak<Inner>,
     load: Arc<AtomicUsize>,
     completions: Vec<(u64, i32, u32)>,
-    out: Box<[u8; SEND_BUF_SIZE]>,
     index: usize,
     /// Cleared first thing on failure, so no new call is steered here.
     alive: Arc<AtomicBool>,
@@ -550,14 +474,14 @@ impl Worker {
             calls: Vec::new(),
             free_calls: Vec::new(),
             numbers: HashMap::new(),
-            prompting: Vec::new(),
+            soon: Vec::new(),
+            next_sweep: Instant::now() + SECOND,
             commands,
             wake,
             wake_buf: Box::new(0),
             relay,
             load,
             completions: Vec::with_capacity(RING_ENTRIES as usize * 2),
-            out: Box::new([0; SEND_BUF_SIZE]),
             index,
             alive,
             failed: false,
@@ -665,14 +589,10 @@ impl Worker {
 
     fn relay_loop(&mut self) -> Exit {
         self.arm_wake();
-        let mut next_second = Instant::now() + SECOND;
-        let mut next_prompt = Instant::now();
+        let mut next_soon: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let mut deadline = next_second;
-            if !self.prompting.is_empty() {
-                deadline = deadline.min(next_prompt);
-            }
+            let deadline = next_soon.map_or(self.next_sweep, |s| s.min(self.next_sweep));
             let ts = types::Timespec::from(deadline.saturating_duration_since(now));
             let args = types::SubmitArgs::new().timespec(&ts);
             if let Err(e) = self.io.ring.submitter().submit_with_args(1, &args) {
@@ -718,19 +638,10 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            if now >= next_second {
-                self.check_silence();
-                next_second = now + SECOND;
+            if now >= self.next_sweep {
+                self.sweep(now);
             }
-            if self.prompting.is_empty() {
-                next_prompt = now;
-            } else if now >= next_prompt {
-                self.prompt_tick();
-                next_prompt += PROMPT_FRAME;
-                if next_prompt < now {
-                    next_prompt = now + PROMPT_FRAME;
-                }
-            }
+            next_soon = self.run_soon(now);
         }
     }
 
@@ -749,8 +660,8 @@ impl Worker {
             if res > 0 && open {
                 // SAFETY: the kernel handed us bid in this completion; given back below.
                 let data = unsafe { self.io.recv_buf(bid) };
-                self.guarded(slot, |call, io, out| {
-                    call.datagram(io, out, socket, &mut data[..res as usize])
+                self.guarded(slot, |call, io| {
+                    call.datagram(io, socket, &mut data[..res as usize])
                 });
             }
             self.io.give_back(bid);
@@ -791,14 +702,10 @@ impl Worker {
     /// Runs one call's media step. A panic in it ends that call alone: it is closed (nothing
     /// more of it is relayed, masked or not) and retired, and the worker goes on with the
     /// others.
-    fn guarded<R>(
-        &mut self,
-        slot: usize,
-        step: impl FnOnce(&mut Call, &mut Io, &mut [u8; SEND_BUF_SIZE]) -> R,
-    ) -> Option<R> {
+    fn guarded<R>(&mut self, slot: usize, step: impl FnOnce(&mut Call, &mut Io) -> R) -> Option<R> {
         let call = self.calls.get_mut(slot)?.as_mut()?;
-        let (io, out) = (&mut self.io, &mut *self.out);
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(call, io, out))) {
+        let io = &mut self.io;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(call, io))) {
             Ok(r) => Some(r),
             Err(_) => {
                 let id = self.calls[slot].as_ref().map(|c| c.id.clone());
@@ -806,8 +713,7 @@ impl Worker {
                 if let Some(id) = id {
                     tracing::error!(call = %id, worker = self.index, "media processing failed; the call is stopped, the others go on");
                     if let Some(inner) = self.relay.upgrade() {
-                        inner.call_faults.fetch_add(1, Ordering::Relaxed);
-                        Relay { inner }.retire(&id);
+                        Relay { inner }.faulted(&id);
                     }
                 }
                 None
@@ -839,31 +745,11 @@ impl Worker {
                 let Some(&slot) = self.numbers.get(&number) else {
                     return; // Gone: dropping `c` tells an awaiting acknowledgement so.
                 };
-                let prompting = self.guarded(slot, |call, io, out| {
-                    match c {
-                        Control::Secure(on, ack) => {
-                            call.media.set_secure(on);
-                            call.drain(io, out);
-                            call.secure.store(on, Ordering::Relaxed);
-                            let _ = ack.send(());
-                        }
-                        Control::Keys(tx) => call.keys = Some(tx),
-                        Control::Play(clips) => {
-                            for c in clips {
-                                call.media.play(c);
-                            }
-                        }
-                        Control::StopPrompt => call.media.stop_prompt(),
-                        Control::Listen(on) => call.media.set_listening(on),
-                        Control::Remote(side, rule) => call.media.set_remote_rule(side, rule),
-                        Control::Block(side, on) => call.media.set_blocked(side, on),
-                        Control::Fault => panic!("injected media fault"),
-                    }
-                    call.media.is_prompting()
+                self.guarded(slot, |call, io| {
+                    let mut tx = RingTx { io, fds: &call.fds };
+                    call.driver.on_control(&mut tx, c);
                 });
-                if prompting == Some(true) && !self.prompting.contains(&slot) {
-                    self.prompting.push(slot);
-                }
+                self.schedule(slot);
             }
         }
     }
@@ -873,25 +759,25 @@ impl Worker {
             self.calls.push(None);
             self.calls.len() - 1
         });
-        let counters = new.media.counters();
+        let fd = |i: usize| new.sockets[i].as_ref().map_or(-1, |s| s.as_raw_fd());
+        // RTCP leaves from the RTP socket with rtcp-mux.
+        let rtcp = |i: usize| {
+            if new.sockets[i].is_some() {
+                fd(i)
+            } else {
+                fd(i - 2)
+            }
+        };
+        let fds = [fd(0), fd(1), rtcp(2), rtcp(3)];
         let mut call = Call {
             number: new.number,
             id: new.id,
-            media: new.media,
+            driver: new.driver,
             sockets: new.sockets,
+            fds,
             live: 0,
             closing: false,
             handover: false,
-            keys: new.keys,
-            secure: new.secure,
-            remotes: new.remotes,
-            send_dropped: new.send_dropped,
-            last_key_ms: new.last_key_ms,
-            latches_seen: counters.latch_events.load(Ordering::Relaxed),
-            last_activity: 0,
-            counters,
-            idle: Duration::ZERO,
-            timeout: new.timeout,
         };
         for (i, s) in call.sockets.iter().enumerate() {
             let Some(s) = s else { continue };
@@ -901,13 +787,22 @@ impl Worker {
                 call.live += 1;
             }
         }
-        let prompting = call.media.is_prompting();
         self.numbers.insert(call.number, slot);
         self.calls[slot] = Some(call);
-        if prompting {
-            self.prompting.push(slot);
-        }
+        self.schedule(slot);
         self.load.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Puts a call on the `soon` list if it must run before the next sweep.
+    fn schedule(&mut self, slot: usize) {
+        let due = self
+            .calls
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|c| c.driver.poll_timeout());
+        if due.is_some_and(|d| d < self.next_sweep) && !self.soon.contains(&slot) {
+            self.soon.push(slot);
+        }
     }
 
     /// Stops a call: cancels its receives; the slot (and sockets) go when they have ended.
@@ -927,7 +822,7 @@ impl Worker {
         call.closing = true;
         call.handover = handover;
         self.numbers.remove(&call.number);
-        self.prompting.retain(|&s| s != slot);
+        self.soon.retain(|&s| s != slot);
         self.load.fetch_sub(1, Ordering::Relaxed);
         let live = call.live;
         for i in 0..4 {
@@ -943,52 +838,63 @@ impl Worker {
         }
     }
 
-    /// Once a second: removes calls silent on both legs for their media timeout.
-    fn check_silence(&mut self) {
-        let mut ended = Vec::new();
-        for (slot, call) in self.calls.iter_mut().enumerate() {
-            let Some(call) = call.as_mut().filter(|c| !c.closing) else {
+    /// Once a second: runs every call (its silence check) and removes those silent on both
+    /// legs for their media timeout.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SECOND;
+        for slot in 0..self.calls.len() {
+            if !matches!(&self.calls[slot], Some(c) if !c.closing) {
                 continue;
-            };
-            let now = call.activity();
-            if now == call.last_activity {
-                call.idle += SECOND;
-                if call.idle >= call.timeout {
-                    ended.push((slot, call.id.clone()));
-                }
-            } else {
-                call.idle = Duration::ZERO;
-                call.last_activity = now;
             }
-        }
-        for (slot, id) in ended {
-            self.close(slot);
-            tracing::info!(call = %id, "call removed after media silence");
-            if let Some(inner) = self.relay.upgrade() {
-                inner.timed_out.fetch_add(1, Ordering::Relaxed);
-                Relay { inner }.retire(&id);
-            }
+            self.run_call(slot, now);
         }
     }
 
-    /// Every 20 ms while any call plays a prompt: the prompt's next frame.
-    fn prompt_tick(&mut self) {
+    /// Runs the calls due before the next sweep; returns when the next of them is due.
+    fn run_soon(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
         let mut i = 0;
-        while i < self.prompting.len() {
-            let slot = self.prompting[i];
-            let still = self.guarded(slot, |call, io, out| {
-                if let Some(t) = call.media.on_tick(&mut out[..]) {
-                    call.transmit(io, t, &out[..]);
+        while i < self.soon.len() {
+            let slot = self.soon[i];
+            let due = self.run_call(slot, now);
+            match due.filter(|&d| d < self.next_sweep) {
+                // (A silent or failed call was closed, which took it off the list already.)
+                Some(d) if self.soon.get(i) == Some(&slot) => {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                    i += 1;
                 }
-                call.media.is_prompting() && !call.closing
-            });
-            if still == Some(true) {
-                i += 1;
-            } else if let Some(at) = self.prompting.iter().position(|&s| s == slot) {
-                // (A fault's close may have removed it already.)
-                self.prompting.swap_remove(at);
+                _ => {
+                    if let Some(at) = self.soon.iter().position(|&s| s == slot) {
+                        self.soon.swap_remove(at);
+                    }
+                }
             }
         }
+        next
+    }
+
+    /// Runs call `slot`'s timers if due; returns when it is next due (None once it is gone).
+    fn run_call(&mut self, slot: usize, now: Instant) -> Option<Instant> {
+        let ended = self.guarded(slot, |call, io| {
+            if call.driver.poll_timeout() > now {
+                return None;
+            }
+            let mut tx = RingTx { io, fds: &call.fds };
+            call.driver.on_timeout(&mut tx, now)
+        })?;
+        if let Some(why) = ended {
+            let id = self.calls[slot].as_ref().map(|c| c.id.clone());
+            self.close(slot);
+            if let (Some(id), Some(inner)) = (id, self.relay.upgrade()) {
+                Relay { inner }.ended(&id, why);
+            }
+            return None;
+        }
+        let due = self.calls[slot].as_ref()?.driver.poll_timeout();
+        if due < self.next_sweep && !self.soon.contains(&slot) {
+            self.soon.push(slot);
+        }
+        Some(due)
     }
 
     /// Cancels every receive and waits (bounded) for them to end, so no buffer is written
@@ -1008,7 +914,7 @@ impl Worker {
         if let Some(inner) = self.relay.upgrade() {
             let relay = Relay { inner };
             for id in open {
-                relay.retire(&id);
+                relay.ended(&id, Ended::Stopped);
             }
         }
         self.wait_for_receives();

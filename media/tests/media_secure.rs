@@ -2,17 +2,19 @@
 //! out. What the agent gets must hold no key, by audio or by event; capture must get every key
 //! once; sequence numbers, timestamps, SSRC and markers must stay coherent.
 
-mod common;
+mod stream;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use common::*;
-use tonegate::media::rtp::RtpHeader;
-use tonegate::media::{
-    CallMedia, CallMediaConfig, Channel, EventReplacement, KeySource, Side, StreamStart,
-};
+use stream::*;
 use tonegate_dsp::generator::human_keying;
 use tonegate_dsp::{G711Law, MaskingMode};
+use tonegate_media::rtp::RtpHeader;
+use tonegate_media::{
+    CallMedia, CallMediaConfig, CapturedKey, Channel, EventReplacement, KeySource, MediaEvent,
+    Side, StreamStart,
+};
 
 const CALLER: &str = "127.0.0.1:40000";
 const AGENT: &str = "127.0.0.1:50000";
@@ -31,7 +33,24 @@ fn config(law: G711Law, event_pt: Option<u8>, lookahead: usize) -> CallMediaConf
             seq: 0,
             ts: 0,
         },
+        media_timeout: Duration::from_secs(30),
     }
+}
+
+/// Where each test's time starts: the core takes time only as input, so any instant will do.
+fn t0() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+/// The next captured key, passing over other events.
+fn next_key(m: &mut CallMedia) -> Option<CapturedKey> {
+    while let Some(e) = m.poll_event() {
+        if let MediaEvent::Key(k) = e {
+            return Some(k);
+        }
+    }
+    None
 }
 
 struct Run {
@@ -50,7 +69,7 @@ fn run(
 ) -> Run {
     let caller: SocketAddr = CALLER.parse().unwrap();
     let agent: SocketAddr = AGENT.parse().unwrap();
-    let mut m = CallMedia::new(cfg, Some(caller), Some(agent));
+    let mut m = CallMedia::new(cfg, Some(caller), Some(agent), t0());
     let mut out = Vec::new();
     let mut keys = Vec::new();
     let mut buf = [0u8; 1500];
@@ -70,7 +89,7 @@ fn run(
         while let Some(t) = m.poll_transmit(&mut buf) {
             out.push(buf[..t.len].to_vec());
         }
-        while let Some(k) = m.poll_key() {
+        while let Some(k) = next_key(&mut m) {
             keys.push((k.key().as_char(), k.source));
         }
     }
@@ -256,6 +275,7 @@ fn toggling_never_bursts() {
         config(G711Law::Ulaw, None, 2),
         Some(caller),
         Some(AGENT.parse().unwrap()),
+        t0(),
     );
     let mut buf = [0u8; 1500];
     for (i, p) in packets.iter().enumerate() {
@@ -282,9 +302,9 @@ fn latching_and_foreign_sources() {
     let caller: SocketAddr = CALLER.parse().unwrap();
     let stranger: SocketAddr = "127.0.0.1:40999".parse().unwrap();
     let agent: SocketAddr = AGENT.parse().unwrap();
-    let mut m = CallMedia::new(config(G711Law::Ulaw, None, 1), None, None);
+    let mut m = CallMedia::new(config(G711Law::Ulaw, None, 1), None, None, t0());
     let mut p = [0u8; 172];
-    let n = tonegate::media::rtp::write_packet(&mut p, 0, false, 1, 160, 9, &[0xFF; 160]);
+    let n = tonegate_media::rtp::write_packet(&mut p, 0, false, 1, 160, 9, &[0xFF; 160]);
     // Nowhere to send yet: the agent has not spoken.
     assert!(m
         .on_datagram(Side::Caller, Channel::Rtp, caller, &mut p, n)
@@ -308,13 +328,13 @@ fn latching_and_foreign_sources() {
     // packets carrying the stream's own SSRC: a forged or stray packet never takes the leg.
     let mut cfg = config(G711Law::Ulaw, None, 1);
     cfg.relatch = true;
-    let host = tonegate::media::RemoteRule::Host(caller.ip());
-    let mut m = CallMedia::with_rules(cfg, host, tonegate::media::RemoteRule::Exact(agent));
+    let host = tonegate_media::RemoteRule::Host(caller.ip());
+    let mut m = CallMedia::with_rules(cfg, host, tonegate_media::RemoteRule::Exact(agent), t0());
     assert!(m
         .on_datagram(Side::Caller, Channel::Rtp, caller, &mut p, n)
         .is_some());
     let mut other = [0u8; 172];
-    let forged = tonegate::media::rtp::write_packet(&mut other, 0, false, 2, 320, 77, &[0xFF; 160]);
+    let forged = tonegate_media::rtp::write_packet(&mut other, 0, false, 2, 320, 77, &[0xFF; 160]);
     for _ in 0..10 {
         assert!(m
             .on_datagram(Side::Caller, Channel::Rtp, stranger, &mut other, forged)
@@ -325,7 +345,7 @@ fn latching_and_foreign_sources() {
         Some(caller),
         "another SSRC never re-latches"
     );
-    for i in 1..tonegate::media::call::RELATCH_PACKETS {
+    for i in 1..tonegate_media::call::RELATCH_PACKETS {
         assert!(
             m.on_datagram(Side::Caller, Channel::Rtp, stranger, &mut p, n)
                 .is_none(),
@@ -339,8 +359,9 @@ fn latching_and_foreign_sources() {
     // Outside the rule's host nothing latches, first packet or not.
     let mut m = CallMedia::with_rules(
         config(G711Law::Ulaw, None, 1),
-        tonegate::media::RemoteRule::Host("127.0.0.2".parse().unwrap()),
-        tonegate::media::RemoteRule::Exact(agent),
+        tonegate_media::RemoteRule::Host("127.0.0.2".parse().unwrap()),
+        tonegate_media::RemoteRule::Exact(agent),
+        t0(),
     );
     assert!(m
         .on_datagram(Side::Caller, Channel::Rtp, caller, &mut p, n)
@@ -361,6 +382,7 @@ fn garbage_is_dropped_and_counted() {
         config(G711Law::Ulaw, Some(101), 1),
         Some(caller),
         Some(AGENT.parse().unwrap()),
+        t0(),
     );
     m.set_secure(true);
     let cases: Vec<Vec<u8>> = vec![
@@ -371,7 +393,7 @@ fn garbage_is_dropped_and_counted() {
         vec![0x80; 1600],
         {
             let mut v = vec![0u8; 172];
-            tonegate::media::rtp::write_packet(&mut v, 101, false, 1, 1, 1, &[]);
+            tonegate_media::rtp::write_packet(&mut v, 101, false, 1, 1, 1, &[]);
             v.truncate(12);
             v
         },
@@ -407,7 +429,7 @@ mod packet_path_properties {
         ) {
             let caller: SocketAddr = CALLER.parse().unwrap();
             let agent: SocketAddr = AGENT.parse().unwrap();
-            let mut m = CallMedia::new(config(G711Law::Ulaw, Some(101), 1), Some(caller), Some(agent));
+            let mut m = CallMedia::new(config(G711Law::Ulaw, Some(101), 1), Some(caller), Some(agent), t0());
             m.set_secure(secure);
             let mut out = [0u8; 1500];
             for (mut d, which, rtp_like) in datagrams {
@@ -429,7 +451,7 @@ mod packet_path_properties {
                 while let Some(t) = m.poll_transmit(&mut out) {
                     prop_assert!(t.len <= 512);
                 }
-                while m.poll_key().is_some() {}
+                while next_key(&mut m).is_some() {}
             }
         }
     }

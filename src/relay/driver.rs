@@ -1,0 +1,162 @@
+//! One call's driver, the same for both IO engines: it feeds datagrams, control messages and
+//! time into the sans-IO [`CallMedia`] and acts on what comes out — datagrams go to the
+//! engine's [`DatagramTx`], keys to the call's one subscriber, latches and secure mode to the
+//! [`CallStatus`] the registry reads. The engines (`task.rs`, `uring.rs`) differ only in how
+//! datagrams move and how they wait (quinn's `Runtime` split is the model).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::Control;
+use crate::media::rtp::MAX_DATAGRAM;
+use crate::media::{CallMedia, CapturedKey, Channel, MediaEvent, Side, Transmit};
+
+/// How an engine sends a datagram: from `from`'s `channel` socket to `to`. Never waits; false
+/// when the datagram could not go (the driver counts it).
+pub(super) trait DatagramTx {
+    /// Sends `bytes` or reports that it could not.
+    fn send(&mut self, from: Side, channel: Channel, to: SocketAddr, bytes: &[u8]) -> bool;
+}
+
+/// What the registry reads about a running call. The driver writes it; the registry writes
+/// `remotes` only when signalling names a remote before media does.
+#[derive(Debug, Default)]
+pub(super) struct CallStatus {
+    /// Secure mode as the media path has applied it.
+    pub secure: AtomicBool,
+    /// Each leg's remote RTP address, once known.
+    pub remotes: Mutex<[Option<SocketAddr>; 2]>,
+    /// When a key last went to the subscriber, ms since the Unix epoch (0: never).
+    pub last_key_ms: AtomicU64,
+    /// Datagrams the engine could not send at once (dropped, as a router would).
+    pub send_dropped: AtomicU64,
+}
+
+/// Why a call's driving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Deleted, or the relay shut down.
+    Stopped,
+    /// No datagram on either leg for the media timeout.
+    Silence,
+}
+
+/// One call as an engine drives it. See the module documentation.
+pub(super) struct CallDriver {
+    media: CallMedia,
+    status: Arc<CallStatus>,
+    /// The one key subscriber (a closed one may be replaced).
+    keys: Option<mpsc::Sender<CapturedKey>>,
+    /// Where queued datagrams are copied before they are sent.
+    out: [u8; MAX_DATAGRAM],
+    silent: bool,
+}
+
+impl CallDriver {
+    /// Drives `media`, publishing to `status`.
+    pub fn new(media: CallMedia, status: Arc<CallStatus>) -> Self {
+        CallDriver {
+            media,
+            status,
+            keys: None,
+            out: [0; MAX_DATAGRAM],
+            silent: false,
+        }
+    }
+
+    /// A datagram of `len` bytes arrived in `buf` on `side`'s `channel` socket from `from`.
+    pub fn on_datagram(
+        &mut self,
+        tx: &mut impl DatagramTx,
+        side: Side,
+        channel: Channel,
+        from: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) {
+        if let Some(t) = self.media.on_datagram(side, channel, from, buf, len) {
+            self.send(tx, t, buf);
+        }
+        self.drain(tx);
+    }
+
+    /// Applies a control message from the registry.
+    pub fn on_control(&mut self, tx: &mut impl DatagramTx, c: Control) {
+        match c {
+            Control::Secure(on, ack) => {
+                self.media.set_secure(on);
+                // What the look-ahead held goes out before the registry hears "applied".
+                self.drain(tx);
+                self.status.secure.store(on, Relaxed);
+                let _ = ack.send(());
+            }
+            Control::Keys(sink) => self.keys = Some(sink),
+            Control::Play(clips) => {
+                for c in clips {
+                    self.media.play(c);
+                }
+            }
+            Control::StopPrompt => self.media.stop_prompt(),
+            Control::Listen(on) => self.media.set_listening(on),
+            Control::Remote(side, rule) => self.media.set_remote_rule(side, rule),
+            Control::Block(side, on) => self.media.set_blocked(side, on),
+            Control::Fault => panic!("injected media fault"),
+        }
+        self.drain(tx);
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) must next run.
+    pub fn poll_timeout(&self) -> Instant {
+        self.media.poll_timeout()
+    }
+
+    /// Time has reached `now`: sends a due prompt frame; `Some(Silence)` once the call has
+    /// heard nothing for its media timeout.
+    pub fn on_timeout(&mut self, tx: &mut impl DatagramTx, now: Instant) -> Option<Ended> {
+        self.media.handle_timeout(now);
+        self.drain(tx);
+        self.silent.then_some(Ended::Silence)
+    }
+
+    fn send(&self, tx: &mut impl DatagramTx, t: Transmit, bytes: &[u8]) {
+        if !tx.send(t.from, t.channel, t.to, &bytes[..t.len]) {
+            self.status.send_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sends what the media core has queued and acts on what it reports.
+    fn drain(&mut self, tx: &mut impl DatagramTx) {
+        while let Some(t) = self.media.poll_transmit(&mut self.out) {
+            if !tx.send(t.from, t.channel, t.to, &self.out[..t.len]) {
+                self.status.send_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        while let Some(e) = self.media.poll_event() {
+            match e {
+                MediaEvent::Key(k) => {
+                    // The hold-off on releasing secure mode counts from here.
+                    self.status.last_key_ms.store(super::unix_ms(), Relaxed);
+                    if let Some(sink) = &self.keys {
+                        // A subscriber that stopped reading loses keys rather than stalling
+                        // media.
+                        let _ = sink.try_send(k);
+                    }
+                }
+                // Rare (a leg's first packet, a re-latch): the lock is not per packet.
+                MediaEvent::Latched => {
+                    if let Ok(mut r) = self.status.remotes.lock() {
+                        *r = [
+                            self.media.remote(Side::Caller),
+                            self.media.remote(Side::Agent),
+                        ];
+                    }
+                }
+                MediaEvent::Silent => self.silent = true,
+            }
+        }
+    }
+}
