@@ -9,10 +9,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
 use sha2::Sha256;
-
-use crate::session::model::Session;
 
 /// How long after a failed try the next one goes: 1 s doubling to an hour at most.
 pub fn retry_delay(attempts: u32) -> Duration {
@@ -33,31 +30,6 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
         "v1={}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-/// The event a session's outcome becomes.
-pub fn event_body(event_id: &str, s: &Session, now: u64) -> Value {
-    let mut v = json!({
-        "eventId": event_id,
-        "type": format!("session.{}", s.state.as_str().to_ascii_lowercase()),
-        "createdAt": now,
-        "sessionId": s.id,
-        "sessionState": s.state.as_str(),
-        "sessionType": s.kind.as_str(),
-        "currency": s.currency,
-    });
-    if let Some(a) = s.amount_minor {
-        v["amount"] = json!(format!("{}.{:02}", a / 100, a % 100));
-    }
-    if let Some(r) = &s.merchant_txn_ref {
-        v["merchantTxnRef"] = json!(r);
-    }
-    if let Value::Object(result) = serde_json::to_value(&s.result).unwrap_or(Value::Null) {
-        for (k, x) in result {
-            v[k] = x;
-        }
-    }
-    v
 }
 
 /// Sends webhook events.
@@ -93,7 +65,7 @@ impl Webhooks {
         event_id: &str,
         body: &str,
     ) -> Result<(), String> {
-        let ts = crate::api::unix_now();
+        let ts = crate::clock::unix_now();
         let r = self
             .http
             .post(url)

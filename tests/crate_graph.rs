@@ -62,3 +62,225 @@ fn sans_io_crates_ban_clocks_and_thread_rngs() {
         }
     }
 }
+
+/// The modules of one crate (`src` directory) and which refer to which: `crate::a::b` paths
+/// and `super::` paths, in code outside `#[cfg(test)]` sections and comments.
+struct ModuleGraph {
+    /// Module path ("session::store") to the module paths it refers to.
+    edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl ModuleGraph {
+    fn of(src: &std::path::Path) -> ModuleGraph {
+        let mut files = Vec::new();
+        let mut dirs = vec![src.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let module_of = |p: &std::path::Path| -> String {
+            let rel = p.strip_prefix(src).unwrap().with_extension("");
+            let mut parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if matches!(
+                parts.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
+                parts.pop();
+            }
+            parts.join("::")
+        };
+        let modules: std::collections::BTreeSet<String> =
+            files.iter().map(|f| module_of(f)).collect();
+        // The longest module that `path` (segments from the crate root) names.
+        let resolve = |path: &[&str]| -> Option<String> {
+            (1..=path.len())
+                .rev()
+                .map(|n| path[..n].join("::"))
+                .find(|m| modules.contains(m))
+        };
+        let mut edges: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> =
+            Default::default();
+        for f in &files {
+            let me = module_of(f);
+            let text = std::fs::read_to_string(f).unwrap();
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let own: Vec<&str> = if me.is_empty() {
+                vec![]
+            } else {
+                me.split("::").collect()
+            };
+            let is_dir_module = f.file_stem().is_some_and(|s| s == "mod");
+            // `super` from a file `a/b.rs` is `a`; from `a/b/mod.rs` it is also `a`.
+            let parent: Vec<&str> = own[..own.len().saturating_sub(1)].to_vec();
+            let _ = is_dir_module;
+            for (prefix, base) in [("crate::", vec![]), ("super::", parent)] {
+                for (i, _) in code.match_indices(prefix) {
+                    if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+                        continue;
+                    }
+                    let rest = &code[i + prefix.len()..];
+                    // A group: `crate::{a::x, b}` names each of its members.
+                    let members: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(g) => g[..g.find('}').unwrap_or(0)].split(',').collect(),
+                        None => vec![rest],
+                    };
+                    for m in members {
+                        let segs: Vec<&str> = m
+                            .trim()
+                            .split("::")
+                            .map(|s| {
+                                s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                                    .next()
+                                    .unwrap()
+                            })
+                            .take_while(|s| !s.is_empty())
+                            .collect();
+                        let mut path = base.clone();
+                        path.extend(segs);
+                        if let Some(target) = resolve(&path) {
+                            if target != me {
+                                edges.entry(me.clone()).or_default().insert(target);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ModuleGraph { edges }
+    }
+
+    /// Edges between the children of `parent` ("" for the crate root's modules), each child
+    /// standing for everything below it; references to `parent` itself are left out.
+    fn level(
+        &self,
+        parent: &str,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let child = |m: &str| -> Option<String> {
+            let rest = if parent.is_empty() {
+                m
+            } else {
+                m.strip_prefix(parent)?.strip_prefix("::")?
+            };
+            let first = rest.split("::").next().filter(|s| !s.is_empty())?;
+            Some(if parent.is_empty() {
+                first.to_string()
+            } else {
+                format!("{parent}::{first}")
+            })
+        };
+        let mut out: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> =
+            Default::default();
+        for (from, tos) in &self.edges {
+            let Some(a) = child(from) else { continue };
+            for to in tos {
+                if let Some(b) = child(to).filter(|b| *b != a) {
+                    out.entry(a.clone()).or_default().insert(b);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A cycle in `g`, if there is one.
+fn find_cycle(
+    g: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        g: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        done: &mut std::collections::BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == n) {
+            let mut c = path[at..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in g.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, g, done, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = Default::default();
+    g.keys()
+        .find_map(|n| visit(n, g, &mut done, &mut Vec::new()))
+}
+
+#[test]
+fn no_crate_has_a_module_cycle() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for src in ["src", "dsp/src", "media/src", "card/src"] {
+        let graph = ModuleGraph::of(&root.join(src));
+        // Every directory module's children, and the crate's top-level modules.
+        let mut parents: Vec<String> = vec![String::new()];
+        parents.extend(graph.edges.keys().flat_map(|m| {
+            let parts: Vec<&str> = m.split("::").collect();
+            (1..parts.len()).map(move |n| parts[..n].join("::"))
+        }));
+        parents.sort();
+        parents.dedup();
+        for p in &parents {
+            let level = graph.level(p);
+            if let Some(c) = find_cycle(&level) {
+                panic!("{src}: modules in a cycle: {}", c.join(" -> "));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_module_check_finds_a_cycle() {
+    // The check above must see the kind of cycle the gateway had (sms -> session -> sms).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("session")).unwrap();
+    std::fs::write(
+        dir.path().join("lib.rs"),
+        "pub mod session;\npub mod sms;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("session/mod.rs"),
+        "pub mod store;\nuse crate::sms::SmsSender;\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("session/store.rs"), "pub struct Store;\n").unwrap();
+    std::fs::write(
+        dir.path().join("sms.rs"),
+        "use crate::{psp, session::store::Store};\n",
+    )
+    .unwrap();
+    let graph = ModuleGraph::of(dir.path());
+    let c = find_cycle(&graph.level("")).expect("a cycle");
+    assert!(
+        c.contains(&"sms".to_string()) && c.contains(&"session".to_string()),
+        "{c:?}"
+    );
+    // Without the back edge: none.
+    std::fs::write(dir.path().join("sms.rs"), "use crate::psp;\n").unwrap();
+    assert_eq!(find_cycle(&ModuleGraph::of(dir.path()).level("")), None);
+}

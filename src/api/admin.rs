@@ -74,7 +74,7 @@ async fn outbox(
         .map_err(crate::session::SessionError::from)?;
     // Stored with link tokens redacted; development shows the text as sent while it is held.
     if let Some(outbox) = &state.outbox {
-        let now = crate::api::unix_now();
+        let now = crate::clock::unix_now();
         for m in &mut messages {
             if let Some(body) = outbox.as_sent(m.seq, now) {
                 m.body = body;

@@ -10,7 +10,6 @@ mod pages;
 mod relay;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -50,18 +49,12 @@ pub struct AppState {
     /// HTTP connections closed at once because the connection cap was reached.
     pub http_refused: Arc<std::sync::atomic::AtomicU64>,
     /// The SMS outbox, when it is the provider (the admin listing shows its messages).
-    pub outbox: Option<Arc<crate::sms::Outbox>>,
+    pub outbox: Option<Arc<crate::session::outbox::Outbox>>,
     /// Request and PSP-call duration histograms.
     pub latency: Arc<crate::latency::Latency>,
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 /// The OpenAPI document served at `/openapi.json`.
 pub fn openapi_document() -> serde_json::Value {

@@ -198,10 +198,7 @@ pub struct NgService {
     started: Instant,
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    crate::api::unix_now()
-}
+use crate::clock::unix_now;
 
 impl NgService {
     /// A service creating calls on `relay` for `cfg.owner`, masked by `policy`.

@@ -255,7 +255,7 @@ fn relay_audit_writer(
         .spawn(move || {
             for e in rx {
                 let record = crate::session::store::RelayAuditRecord {
-                    at: crate::api::unix_now(),
+                    at: crate::clock::unix_now(),
                     call_id: e.call_id,
                     call_guid: e.call_guid,
                     owner: e.owner,
@@ -331,7 +331,10 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     relay.set_audit(relay_audit_writer(store.clone()));
     let outbox = (config.sms.provider != "twilio").then(|| {
         let show_links = config.server.mode == crate::config::ServerMode::Development;
-        Arc::new(crate::sms::Outbox::new(store.clone(), show_links))
+        Arc::new(crate::session::outbox::Outbox::new(
+            store.clone(),
+            show_links,
+        ))
     });
     let sms: Arc<dyn crate::sms::SmsSender> = match &outbox {
         Some(o) => o.clone(),

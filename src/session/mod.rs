@@ -4,6 +4,7 @@
 
 pub mod link_id;
 pub mod model;
+pub mod outbox;
 mod payment_data;
 pub mod store;
 
@@ -15,9 +16,9 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::unix_now;
 use crate::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field};
 use crate::card::Card;
+use crate::clock::unix_now;
 use crate::config::{AccountConfig, Config};
 use crate::media::CapturedKey;
 use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
@@ -172,7 +173,7 @@ impl Inner {
         let now = unix_now();
         let event_id = crate::notify::new_event_id();
         Some(store::WebhookDelivery {
-            body: crate::notify::event_body(&event_id, s, now).to_string(),
+            body: s.webhook_event(&event_id, now).to_string(),
             event_id,
             session_id: s.id.clone(),
             account_id: s.account_id.clone(),

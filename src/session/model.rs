@@ -202,3 +202,33 @@ pub struct Session {
     /// argon2 hash of the agent payment UI's one-time credential (agent sessions).
     pub ui_secret_hash: Option<String>,
 }
+
+impl Session {
+    /// The webhook event this session's outcome becomes.
+    pub fn webhook_event(&self, event_id: &str, now: u64) -> serde_json::Value {
+        let s = self;
+        let mut v = serde_json::json!({
+            "eventId": event_id,
+            "type": format!("session.{}", s.state.as_str().to_ascii_lowercase()),
+            "createdAt": now,
+            "sessionId": s.id,
+            "sessionState": s.state.as_str(),
+            "sessionType": s.kind.as_str(),
+            "currency": s.currency,
+        });
+        if let Some(a) = s.amount_minor {
+            v["amount"] = serde_json::json!(format!("{}.{:02}", a / 100, a % 100));
+        }
+        if let Some(r) = &s.merchant_txn_ref {
+            v["merchantTxnRef"] = serde_json::json!(r);
+        }
+        if let serde_json::Value::Object(result) =
+            serde_json::to_value(&s.result).unwrap_or(serde_json::Value::Null)
+        {
+            for (k, x) in result {
+                v[k] = x;
+            }
+        }
+        v
+    }
+}
