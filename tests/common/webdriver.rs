@@ -1,20 +1,43 @@
-//! A small W3C WebDriver client for headless Chromium (Debian `chromium` + `chromium-driver`).
+//! Headless Chromium (Debian `chromium` + `chromium-driver`) driven over WebDriver.
+//!
+//! The client is `fantoccini` (issue 13: a maintained crate in place of our own): a plain W3C
+//! WebDriver client on tokio and hyper, which the workspace already builds, and with its default
+//! features off it brings no TLS stack (chromedriver listens on loopback HTTP). It is async, so
+//! [`Browser`] keeps the tests synchronous by running it on a runtime of its own.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// Where Debian and other distributions put Chromium.
+const CHROMIUM: [&str; 3] = [
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+];
+
+/// Whether chromedriver and Chromium are installed; if not, says SKIPPED (or fails, under
+/// `TONEGATE_REQUIRE_TOOLS`), as [`tool`](super::tool) does.
+pub fn available() -> bool {
+    let chromium = CHROMIUM.iter().any(|p| Path::new(p).exists());
+    super::tool("chromedriver").is_some() && (chromium || super::tool("chromium").is_some())
+}
 
 /// chromedriver plus one browser session; both end on drop.
 pub struct Browser {
+    client: Client,
+    // fantoccini is async and the tests are not: each command runs to completion on this.
+    rt: tokio::runtime::Runtime,
     driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::blocking::Client,
     _profile: tempfile::TempDir,
 }
 
@@ -31,36 +54,26 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver")
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver is needed (scripts/test installs chromium-driver)");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http
-            .get(format!("{base}/status"))
-            .send()
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("chromedriver did not start");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().unwrap();
-        let binary = [
-            "/usr/bin/chromium",
-            "/usr/bin/chromium-browser",
-            "/usr/bin/google-chrome",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("chromium is needed (scripts/test installs it)");
+        let binary = CHROMIUM
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("chromium is needed (scripts/test installs it)");
         let mut args: Vec<String> = [
             "--headless",
             "--no-sandbox",
@@ -74,114 +87,92 @@ impl Browser {
         .map(String::from)
         .to_vec();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        // Callers' arguments last, e.g. the HTTPS test's --ignore-certificate-errors-spki-list.
         args.extend_from_slice(extra);
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": binary, "args": args}}}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .unwrap()
-            .json()
+        let caps = serde_json::from_value(json!({"browserName": "chrome",
+            "goog:chromeOptions": {"binary": binary, "args": args}}))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {r}"))
-            .to_string();
+        let session = rt.block_on(within(
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}")),
+        ));
+        let client = match session {
+            Some(Ok(c)) => c,
+            failed => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("no browser session: {failed:?}");
+            }
+        };
         Browser {
+            client,
+            rt,
             driver,
-            base,
-            session,
-            http,
             _profile: profile,
+        }
+    }
+
+    /// Runs one WebDriver command; panics on its error, or if it takes over a minute.
+    fn run<T>(&self, what: &str, command: impl Future<Output = Result<T, CmdError>>) -> T {
+        match self.rt.block_on(within(command)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => panic!("webdriver {what}: {e}"),
+            None => panic!("webdriver {what}: no answer in a minute"),
         }
     }
 
     /// Runs `f` on a freshly found element, again if the page replaced it meanwhile (a
     /// navigation makes earlier element references stale).
-    fn on_element(&self, css: &str, f: impl Fn(&str) -> Result<Value, String>) -> Value {
+    fn on_element<T, F>(&self, css: &str, f: impl Fn(Element) -> F) -> T
+    where
+        F: Future<Output = Result<T, CmdError>>,
+    {
         for _ in 0..20 {
             let e = self.find(css);
-            match f(&e) {
-                Ok(v) => return v,
-                Err(msg) if msg.contains("stale element") => {
+            match self.rt.block_on(within(f(e))) {
+                Some(Ok(v)) => return v,
+                Some(Err(e)) if e.is_stale_element_reference() => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
-                Err(msg) => panic!("webdriver on {css}: {msg}"),
+                Some(Err(e)) => panic!("webdriver on {css}: {e}"),
+                None => panic!("webdriver on {css}: no answer in a minute"),
             }
         }
         panic!("{css} kept going stale");
     }
 
-    fn try_cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let req = match method {
-            "GET" => self.http.get(&url),
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.post(&url).json(&body.unwrap_or(json!({}))),
-        };
-        let v: Value = req
-            .send()
-            .map_err(|e| e.to_string())?
-            .json()
-            .map_err(|e| e.to_string())?;
-        match v["value"].get("error") {
-            Some(e) => Err(format!("{e} {}", v["value"]["message"])),
-            None => Ok(v["value"].clone()),
-        }
-    }
-
-    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let req = match method {
-            "GET" => self.http.get(&url),
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.post(&url).json(&body.unwrap_or(json!({}))),
-        };
-        let v: Value = req.send().unwrap().json().unwrap();
-        if let Some(e) = v["value"].get("error") {
-            panic!("webdriver {method} {path}: {e} {}", v["value"]["message"]);
-        }
-        v["value"].clone()
-    }
-
     /// Opens a URL.
     pub fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({ "url": url })));
+        self.run(&format!("goto {url}"), self.client.goto(url));
     }
 
     /// The element for a CSS selector (waits up to 10 s for it).
-    pub fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let url = format!("{}/session/{}/element", self.base, self.session);
-            let v: Value = self
-                .http
-                .post(&url)
-                .json(&json!({"using": "css selector", "value": css}))
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if let Some(id) = v["value"][ELEMENT].as_str() {
-                return id.to_string();
-            }
-            if Instant::now() > deadline {
+    pub fn find(&self, css: &str) -> Element {
+        let wait = self.client.wait().at_most(Duration::from_secs(10));
+        let found = within(
+            wait.every(Duration::from_millis(100))
+                .for_element(Locator::Css(css)),
+        );
+        match self.rt.block_on(found) {
+            Some(Ok(e)) => e,
+            Some(Err(CmdError::WaitTimeout)) => {
                 let src = self.source();
-                panic!("no element {css} in page: {}", &src[..src.len().min(1500)]);
+                let head: String = src.chars().take(1500).collect();
+                panic!("no element {css} in page: {head}");
             }
-            std::thread::sleep(Duration::from_millis(100));
+            Some(Err(e)) => panic!("webdriver find {css}: {e}"),
+            None => panic!("webdriver find {css}: no answer in a minute"),
         }
     }
 
     /// An element's visible text.
     pub fn text(&self, css: &str) -> String {
-        self.on_element(css, |e| {
-            self.try_cmd("GET", &format!("/element/{e}/text"), None)
-        })
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+        self.on_element(css, |e| async move { e.text().await })
     }
 
     /// Waits (up to `secs`) until `css`'s text satisfies `ok`; returns the text.
@@ -199,72 +190,49 @@ impl Browser {
 
     /// Clicks an element.
     pub fn click(&self, css: &str) {
-        self.on_element(css, |e| {
-            self.try_cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
-        });
+        self.on_element(css, |e| async move { e.click().await });
     }
 
     /// Types into an element.
     pub fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css);
-        self.cmd(
-            "POST",
-            &format!("/element/{e}/value"),
-            Some(json!({ "text": text })),
-        );
+        self.on_element(css, |e| async move { e.send_keys(text).await });
     }
 
-    /// A DOM property of an element.
-    pub fn property(&self, css: &str, name: &str) -> Value {
-        self.on_element(css, |e| {
-            self.try_cmd("GET", &format!("/element/{e}/property/{name}"), None)
-        })
+    /// A DOM property of an element, as text (fantoccini gives booleans as "true"/"false").
+    pub fn property(&self, css: &str, name: &str) -> String {
+        self.on_element(css, |e| async move { e.prop(name).await })
+            .unwrap_or_else(|| panic!("{css} has no property {name}"))
     }
 
     /// Runs a script and returns its result.
     pub fn script(&self, js: &str) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            Some(json!({ "script": js, "args": [] })),
-        )
+        self.run("script", self.client.execute(js, vec![]))
     }
 
     /// The page source.
     pub fn source(&self) -> String {
-        self.cmd("GET", "/source", None)
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.run("source", self.client.source())
     }
 
     /// Saves a PNG screenshot to `path`.
-    pub fn screenshot(&self, path: &std::path::Path) {
-        use base64::Engine;
-        let b64 = self
-            .cmd("GET", "/screenshot", None)
-            .as_str()
-            .unwrap()
-            .to_string();
+    pub fn screenshot(&self, path: &Path) {
+        let png = self.run("screenshot", self.client.screenshot());
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).unwrap();
         }
-        std::fs::write(
-            path,
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap(),
-        )
-        .unwrap();
+        std::fs::write(path, png).unwrap();
     }
+}
+
+/// `f`, or `None` if it takes over a minute (so a wedged chromedriver fails the test).
+async fn within<T>(f: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(60), f).await.ok()
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send();
+        // Ends the session (and so Chromium) before chromedriver, our own child, is killed.
+        let _ = self.rt.block_on(within(self.client.clone().close()));
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
