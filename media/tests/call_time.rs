@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tonegate_dsp::{G711Law, MaskingMode};
+use tonegate_dsp::G711Law;
 use tonegate_media::rtp::write_packet;
-use tonegate_media::{
-    CallMedia, CallMediaConfig, Channel, EventReplacement, MediaEvent, Side, StreamStart,
-};
+use tonegate_media::{CallMedia, CallMediaConfig, Channel, MediaEvent, Side};
+
+mod stream;
 
 const CALLER: &str = "127.0.0.1:40000";
 const AGENT: &str = "127.0.0.1:50000";
@@ -20,19 +20,8 @@ fn call(timeout_s: u64) -> (CallMedia, Instant) {
     #[allow(clippy::disallowed_methods)]
     let t0 = Instant::now();
     let cfg = CallMediaConfig {
-        law: G711Law::Ulaw,
-        event_pt: Some(101),
-        rtcp_mux: false,
-        relatch: false,
-        mode: MaskingMode::Silence,
-        lookahead: 1,
-        event_replacement: EventReplacement::Drop,
-        prompt_start: StreamStart {
-            ssrc: 7,
-            seq: 0,
-            ts: 0,
-        },
         media_timeout: Duration::from_secs(timeout_s),
+        ..stream::call_config(G711Law::Ulaw, Some(101), 1)
     };
     let m = CallMedia::new(
         cfg,
@@ -134,21 +123,7 @@ fn prompt_frames_are_paced_by_the_time_given_and_never_burst() {
 fn a_leg_learning_its_remote_is_reported_once() {
     let (m, t0) = call(30);
     drop(m);
-    let cfg = CallMediaConfig {
-        law: G711Law::Ulaw,
-        event_pt: None,
-        rtcp_mux: false,
-        relatch: false,
-        mode: MaskingMode::Silence,
-        lookahead: 1,
-        event_replacement: EventReplacement::Drop,
-        prompt_start: StreamStart {
-            ssrc: 7,
-            seq: 0,
-            ts: 0,
-        },
-        media_timeout: Duration::from_secs(30),
-    };
+    let cfg = stream::call_config(G711Law::Ulaw, None, 1);
     let mut m = CallMedia::new(cfg, None, Some(AGENT.parse().unwrap()), t0);
     caller_packet(&mut m, 1);
     assert_eq!(events(&mut m), [MediaEvent::Latched]);

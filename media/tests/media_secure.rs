@@ -5,36 +5,21 @@
 mod stream;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stream::*;
 use tonegate_dsp::generator::human_keying;
-use tonegate_dsp::{G711Law, MaskingMode};
+use tonegate_dsp::G711Law;
 use tonegate_media::rtp::RtpHeader;
 use tonegate_media::{
-    CallMedia, CallMediaConfig, CapturedKey, Channel, EventReplacement, KeySource, MediaEvent,
-    Side, StreamStart,
+    CallMedia, CallMediaConfig, CapturedKey, Channel, EventReplacement, KeySource, MediaEvent, Side,
 };
 
 const CALLER: &str = "127.0.0.1:40000";
 const AGENT: &str = "127.0.0.1:50000";
 
 fn config(law: G711Law, event_pt: Option<u8>, lookahead: usize) -> CallMediaConfig {
-    CallMediaConfig {
-        law,
-        event_pt,
-        rtcp_mux: false,
-        relatch: false,
-        mode: MaskingMode::Silence,
-        lookahead,
-        event_replacement: EventReplacement::Drop,
-        prompt_start: StreamStart {
-            ssrc: 7,
-            seq: 0,
-            ts: 0,
-        },
-        media_timeout: Duration::from_secs(30),
-    }
+    call_config(law, event_pt, lookahead)
 }
 
 /// Where each test's time starts: the core takes time only as input, so any instant will do.

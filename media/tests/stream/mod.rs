@@ -151,3 +151,27 @@ pub fn keys_in(samples: &[i16]) -> String {
     }
     s
 }
+
+/// A call's media settings for tests: silence masking, events dropped, a fixed prompt stream
+/// and a 30 s media timeout.
+pub fn call_config(
+    law: tonegate_dsp::G711Law,
+    event_pt: Option<u8>,
+    lookahead: usize,
+) -> tonegate_media::CallMediaConfig {
+    tonegate_media::CallMediaConfig {
+        law,
+        event_pt,
+        rtcp_mux: false,
+        relatch: false,
+        mode: tonegate_dsp::MaskingMode::Silence,
+        lookahead,
+        event_replacement: tonegate_media::EventReplacement::Drop,
+        prompt_start: tonegate_media::StreamStart {
+            ssrc: 7,
+            seq: 0,
+            ts: 0,
+        },
+        media_timeout: std::time::Duration::from_secs(30),
+    }
+}
