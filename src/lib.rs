@@ -3,7 +3,8 @@
 //! See `README.md` for the tour and `../shared/design.md` for the architecture. The sans-IO
 //! core lives in its own crates: `tonegate-dsp` (`dsp/`, signal processing), `tonegate-media`
 //! (`media/`, per-call RTP and masking) and `tonegate-card` (`card/`, card data and capture);
-//! this crate holds the IO around them: the relay engines, sessions, PSPs and HTTP.
+//! `tonegate-interaction` (`interaction/`) runs IVR `ApiInteraction` definitions. This crate
+//! holds the IO around them: the relay engines, sessions, PSPs and HTTP.
 
 pub mod api;
 pub mod auth;
@@ -15,7 +16,7 @@ pub use tonegate_card::capture;
 pub mod config;
 pub mod demo;
 pub mod hygiene;
-pub mod interaction;
+pub use tonegate_interaction as interaction;
 pub mod latency;
 pub use tonegate_media as media;
 pub mod ng;
