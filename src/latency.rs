@@ -1,5 +1,6 @@
-//! Latency distributions for operators: HTTP request and PSP call durations as Prometheus
-//! histograms (prometheus-client), appended to `/metrics` after the hand-written counters.
+//! Latency distributions for operators: HTTP request, PSP call and ng request durations as
+//! Prometheus histograms (prometheus-client). `/metrics` (`api/metrics.rs`) registers them in
+//! its registry after the counters.
 
 use std::time::Duration;
 
@@ -24,13 +25,25 @@ struct PspLabels {
     outcome: &'static str,
 }
 
+/// One ng request: the command (a fixed set, anything else `other`) and how it ended. Both
+/// are `&'static str`, so a call id or any other request text cannot become a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NgLabels {
+    command: &'static str,
+    outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// The gateway's histograms.
+/// The HTTP and PSP histograms (shared by the API and the sessions).
 pub struct Latency {
-    registry: Registry,
     http: Histograms<HttpLabels>,
     psp: Histograms<PspLabels>,
+}
+
+/// The ng request histogram, kept by the ng service with its counters.
+pub struct NgLatency {
+    requests: Histograms<NgLabels>,
 }
 
 fn http_buckets() -> Histogram {
@@ -43,30 +56,44 @@ fn psp_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 13))
 }
 
+fn ng_buckets() -> Histogram {
+    // 50 µs to ~1.6 s (a request is answered in well under a millisecond; an offer sets up
+    // relay ports).
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
 impl Default for Latency {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("tonegate");
-        let http: Histograms<HttpLabels> = Family::new_with_constructor(http_buckets);
-        let psp: Histograms<PspLabels> = Family::new_with_constructor(psp_buckets);
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP requests, headers in to response headers out (event streams: until they start)",
-            http.clone(),
-        );
-        registry.register(
-            "psp_call_duration_seconds",
-            "PSP calls (tokenize, charge, find_payment) with their retries",
-            psp.clone(),
-        );
         Latency {
-            registry,
-            http,
-            psp,
+            http: Family::new_with_constructor(http_buckets),
+            psp: Family::new_with_constructor(psp_buckets),
+        }
+    }
+}
+
+impl Default for NgLatency {
+    fn default() -> Self {
+        NgLatency {
+            requests: Family::new_with_constructor(ng_buckets),
         }
     }
 }
 
 impl Latency {
+    /// Adds the histograms to `registry` (they stay shared: observations after this show).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests, headers in to response headers out (event streams: until they start)",
+            self.http.clone(),
+        );
+        registry.register(
+            "psp_call_duration_seconds",
+            "PSP calls (tokenize, charge, find_payment) with their retries",
+            self.psp.clone(),
+        );
+    }
+
     /// Records one HTTP answer.
     pub fn observe_http(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.http
@@ -84,16 +111,25 @@ impl Latency {
             .get_or_create(&PspLabels { operation, outcome })
             .observe(took.as_secs_f64());
     }
+}
 
-    /// The histograms in the Prometheus text format (without OpenMetrics' `# EOF`, as they
-    /// follow other metrics).
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        match out.strip_suffix("# EOF\n") {
-            Some(body) => body.to_string(),
-            None => out,
-        }
+impl NgLatency {
+    /// Adds the histogram to `registry` (it stays shared).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ng_request_duration_seconds",
+            "ng requests, datagram in to reply ready, by command and outcome (retransmissions \
+             answered from the reply cache are not timed: ng_retransmissions_total counts them)",
+            self.requests.clone(),
+        );
+    }
+
+    /// Records one ng request (`command`: one of a fixed set or `other`; `outcome`: `ok` or
+    /// `error`).
+    pub fn observe(&self, command: &'static str, outcome: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&NgLabels { command, outcome })
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -110,14 +146,21 @@ pub fn psp_outcome<T>(r: &Result<T, crate::psp::PspError>) -> &'static str {
 mod tests {
     use super::*;
 
+    fn encode(register: impl FnOnce(&mut Registry)) -> String {
+        let mut registry = Registry::with_prefix("tonegate");
+        register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &registry).unwrap();
+        out
+    }
+
     #[test]
     fn observations_land_in_their_buckets_by_label() {
         let l = Latency::default();
         l.observe_http("/healthz", "GET", 200, Duration::from_micros(700));
         l.observe_http("/healthz", "GET", 200, Duration::from_millis(3));
         l.observe_psp("charge", "ok", Duration::from_millis(250));
-        let text = l.encode();
-        assert!(!text.contains("# EOF"), "{text}");
+        let text = encode(|r| l.register(r));
         assert!(
             text.contains("# TYPE tonegate_http_request_duration_seconds histogram"),
             "{text}"
@@ -145,5 +188,35 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ng_requests_are_counted_by_command_and_outcome() {
+        let ng = NgLatency::default();
+        ng.observe("offer", "ok", Duration::from_micros(80));
+        ng.observe("offer", "ok", Duration::from_millis(2));
+        ng.observe("other", "error", Duration::from_micros(10));
+        let text = encode(|r| ng.register(r));
+        assert!(
+            text.contains("# TYPE tonegate_ng_request_duration_seconds histogram"),
+            "{text}"
+        );
+        let count = |labels: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "tonegate_ng_request_duration_seconds_count{{{labels}}} "
+                    ))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("{labels}: {text}"))
+                .to_string()
+        };
+        assert_eq!(count("command=\"offer\",outcome=\"ok\""), "2");
+        assert_eq!(count("command=\"other\",outcome=\"error\""), "1");
+        // 80 µs is in the 100 µs bucket, 2 ms is not.
+        assert!(text.contains(
+            "tonegate_ng_request_duration_seconds_bucket{le=\"0.0001\",command=\"offer\",outcome=\"ok\"} 1"
+        ), "{text}");
     }
 }

@@ -299,6 +299,214 @@ fn unblock_dtmf_is_refused_under_policy_call_and_capacity_says_load_limit() {
     assert_eq!(s(&full, "error-reason"), "Ran out of ports");
 }
 
+/// The `/metrics` body and its content type.
+fn scrape(gw: &Gateway) -> String {
+    let r = gw.client.get(gw.url("/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain; version=0.0.4"
+    );
+    r.text().unwrap()
+}
+
+/// The value of the sample `series` (its name with its labels, as written), if present.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{series} {v}")))
+}
+
+/// `/metrics` times ng requests by command and outcome (unknown commands and unparsable
+/// requests are `other`; retransmissions answered from the cache are not timed), from the same
+/// registry as the counters, which read as they always have.
+#[test]
+fn metrics_time_ng_requests_by_command_and_outcome() {
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    // Once this is answered, the start-up pings are all counted (one request at a time).
+    assert_eq!(
+        s(&ng.send("m0", &[("command", Value::str("ping"))]), "result"),
+        "pong"
+    );
+    let before = scrape(&gw);
+    let count = |text: &str, command: &str, outcome: &str| {
+        sample(
+            text,
+            &format!(
+                "tonegate_ng_request_duration_seconds_count{{command=\"{command}\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    let pings = count(&before, "ping", "ok").expect("the pings so far are timed");
+    let counter = |text: &str, name: &str| {
+        sample(text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let requests = counter(&before, "tonegate_ng_requests_total");
+    assert_eq!(counter(&before, "tonegate_ng_retransmissions_total"), 0);
+    assert_eq!(counter(&before, "tonegate_ng_errors_total"), 0);
+
+    let o = ng.send("m1", &offer("call-m", "tag-a", 16020));
+    assert_eq!(s(&o, "result"), "ok", "{o:?}");
+    // A retransmission: answered from the cache, counted, not timed.
+    assert_eq!(ng.send("m1", &offer("call-m", "tag-a", 16020)), o);
+    let answer = |cookie: &str, call: &str| {
+        ng.send(
+            cookie,
+            &[
+                ("sdp", sdp(7020, "0 101")),
+                ("call-id", Value::str(call)),
+                ("from-tag", Value::str("tag-a")),
+                ("to-tag", Value::str("tag-b")),
+                ("command", Value::str("answer")),
+            ],
+        )
+    };
+    assert_eq!(s(&answer("m2", "call-m"), "result"), "ok");
+    let secret = "secret-call-id-zqj";
+    assert_eq!(s(&answer("m3", secret), "error-reason"), "Unknown call-id");
+    let q = ng.send(
+        "m4",
+        &[
+            ("call-id", Value::str("call-m")),
+            ("command", Value::str("query")),
+        ],
+    );
+    assert!(field(&q, "totals").is_some(), "{q:?}");
+    assert_eq!(
+        s(&ng.send("m5", &[("command", Value::str("ping"))]), "result"),
+        "pong"
+    );
+    // An unknown command and an unparsable request: `other`, never their text.
+    let r = ng.send(
+        "m6",
+        &[
+            ("call-id", Value::str(secret)),
+            ("command", Value::str("frobnicate-zqj")),
+        ],
+    );
+    assert_eq!(s(&r, "error-reason"), "Unrecognized command");
+    assert!(String::from_utf8_lossy(&ng.raw(b"m7 d7:commande")).contains("error"));
+    // No cookie: no reply, no request (the delete's reply says it was read).
+    ng.sock.send_to(b"nocookie", ng.to).unwrap();
+    let d = ng.send(
+        "m8",
+        &[
+            ("call-id", Value::str("call-m")),
+            ("from-tag", Value::str("tag-a")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    assert_eq!(s(&d, "result"), "ok", "{d:?}");
+
+    let after = scrape(&gw);
+    assert!(
+        after.contains("# TYPE tonegate_ng_request_duration_seconds histogram"),
+        "{after}"
+    );
+    assert_eq!(count(&after, "ping", "ok"), Some(pings + 1));
+    for (command, outcome, n) in [
+        ("offer", "ok", 1),
+        ("answer", "ok", 1),
+        ("answer", "error", 1),
+        ("query", "ok", 1),
+        ("delete", "ok", 1),
+        ("other", "error", 2),
+    ] {
+        assert_eq!(
+            count(&after, command, outcome),
+            Some(n),
+            "{command} {outcome}:\n{after}"
+        );
+    }
+    for (command, outcome) in [("offer", "error"), ("query", "error"), ("other", "ok")] {
+        assert_eq!(count(&after, command, outcome), None, "{after}");
+    }
+    // Every timed request is one of these: the label sets are the ones above.
+    let series: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("tonegate_ng_request_duration_seconds_count{"))
+        .collect();
+    assert_eq!(series.len(), 7, "{series:?}");
+    assert!(
+        !after.contains("zqj"),
+        "request text became a label:\n{after}"
+    );
+    // Each request's observation fell in some bucket.
+    assert_eq!(
+        sample(
+            &after,
+            "tonegate_ng_request_duration_seconds_bucket{le=\"+Inf\",command=\"offer\",outcome=\"ok\"}"
+        ),
+        Some(1),
+        "{after}"
+    );
+
+    // The counters beside them, as before: 9 requests (one a retransmission), 3 errors.
+    assert_eq!(counter(&after, "tonegate_ng_requests_total"), requests + 9);
+    assert_eq!(counter(&after, "tonegate_ng_retransmissions_total"), 1);
+    assert_eq!(counter(&after, "tonegate_ng_errors_total"), 3);
+    assert_eq!(counter(&after, "tonegate_ng_malformed_total"), 1);
+    assert_eq!(counter(&after, "tonegate_ng_refused_offers_total"), 0);
+    assert_eq!(counter(&after, "tonegate_relay_calls_created_total"), 1);
+    assert_eq!(counter(&after, "tonegate_relay_calls_active"), 0);
+    assert!(after.contains("# TYPE tonegate_relay_calls_active gauge"));
+    assert!(after.contains("# TYPE tonegate_relay_calls_created counter"));
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("tonegate_relay_engine_info{engine=\"") && l.ends_with("\"} 1")),
+        "{after}"
+    );
+    assert_eq!(
+        counter(&after, "tonegate_link_attempts_total{result=\"linked\"}"),
+        0
+    );
+    // Every name the hand-written exposition had is still there, as a sample.
+    for name in [
+        "relay_calls_active",
+        "relay_calls_created_total",
+        "relay_calls_timed_out_total",
+        "relay_calls_refused_total",
+        "relay_call_faults_total",
+        "relay_worker_failures_total",
+        "relay_rtp_packets_in_total",
+        "relay_rtp_packets_out_total",
+        "relay_bytes_in_total",
+        "relay_bytes_out_total",
+        "relay_rtcp_packets_total",
+        "relay_dropped_malformed_total",
+        "relay_dropped_foreign_source_total",
+        "relay_dropped_no_destination_total",
+        "relay_dropped_send_total",
+        "relay_latch_events_total",
+        "relay_frames_masked_total",
+        "relay_events_consumed_total",
+        "relay_uninspectable_total",
+        "relay_keys_captured_total",
+        "relay_duplicate_keys_total",
+        "relay_guard_replaced_total",
+        "http_connections_refused_total",
+        "token_requests_throttled_total",
+        "token_requests_busy_total",
+        "card_memory_locked",
+        "card_memory_slots_in_use",
+        "card_memory_heap_fallbacks_total",
+        "link_attempts_total{result=\"bad_check_digit\"}",
+        "link_attempts_total{result=\"not_found\"}",
+        "link_attempts_total{result=\"rate_limited\"}",
+        "link_calls_limited_total",
+        "link_sessions_locked_total",
+        "ng_unknown_keys_total",
+    ] {
+        counter(&after, &format!("tonegate_{name}"));
+    }
+    assert!(
+        !after.contains("_total_total") && !after.contains("# EOF"),
+        "{after}"
+    );
+}
+
 #[test]
 fn rtpengine_ng_client_works_unchanged() {
     let Some(client) = common::tool("rtpengine-ng-client") else {

@@ -72,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(pages::routes())
         .merge(admin::routes())
-        .merge(metrics::routes())
+        .merge(metrics::routes(&state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.latency.clone(),

@@ -165,6 +165,30 @@ const KNOWN_KEYS: &[&str] = &[
     "tos",
 ];
 
+/// The commands [`NgService`] answers, as its metrics label them (anything else: `other`).
+const COMMANDS: &[&str] = &[
+    "ping",
+    "offer",
+    "answer",
+    "delete",
+    "query",
+    "list",
+    "block dtmf",
+    "unblock dtmf",
+    "block media",
+    "unblock media",
+    "statistics",
+];
+
+/// A normalised command name as a bounded metric label.
+fn command_label(command: &str) -> &'static str {
+    COMMANDS
+        .iter()
+        .find(|c| **c == command)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// One ng call.
 #[derive(Debug, Clone)]
 struct NgCall {
@@ -195,6 +219,7 @@ pub struct NgService {
     calls: Mutex<HashMap<String, NgCall>>,
     cache: Mutex<ReplyCache>,
     counters: NgCounters,
+    latency: crate::latency::NgLatency,
     started: Instant,
 }
 
@@ -219,6 +244,7 @@ impl NgService {
             calls: Mutex::new(HashMap::new()),
             cache: Mutex::new(ReplyCache::new(ttl, 100_000)),
             counters: NgCounters::default(),
+            latency: Default::default(),
             started: Instant::now(),
         }
     }
@@ -226,6 +252,11 @@ impl NgService {
     /// The listener's counters.
     pub fn counters(&self) -> &NgCounters {
         &self.counters
+    }
+
+    /// Request durations by command and outcome (exported on `/metrics`).
+    pub fn latency(&self) -> &crate::latency::NgLatency {
+        &self.latency
     }
 
     /// Answers one datagram from `peer` (`None`: not an ng request at all — nothing to send).
@@ -245,7 +276,7 @@ impl NgService {
             self.counters.retransmissions.fetch_add(1, Relaxed);
             return Some(r.to_vec());
         }
-        let (format, answer) = match Request::parse(datagram) {
+        let (format, answer, command) = match Request::parse(datagram) {
             Ok(req) => {
                 let unknown = req
                     .keys()
@@ -254,12 +285,13 @@ impl NgService {
                 self.counters
                     .unknown_keys
                     .fetch_add(unknown as u64, Relaxed);
-                (req.format, self.command(&req).await)
+                let command = command_label(&req.command());
+                (req.format, self.command(&req).await, command)
             }
-            Err(e) => (Format::Bencode, error(&e.to_string())),
+            Err(e) => (Format::Bencode, error(&e.to_string()), "other"),
         };
-        if matches!(&answer, Value::Dict(d) if d.iter().any(|(k, v)| k == b"result" && v.as_str() == Some("error")))
-        {
+        let failed = matches!(&answer, Value::Dict(d) if d.iter().any(|(k, v)| k == b"result" && v.as_str() == Some("error")));
+        if failed {
             self.counters.errors.fetch_add(1, Relaxed);
         }
         let out = reply(cookie, format, answer);
@@ -267,6 +299,8 @@ impl NgService {
             .lock()
             .expect("cache lock")
             .put(cookie, peer, out.clone(), now);
+        let outcome = if failed { "error" } else { "ok" };
+        self.latency.observe(command, outcome, now.elapsed());
         Some(out)
     }
 
