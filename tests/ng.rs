@@ -598,14 +598,22 @@ fn a_card_number_in_a_call_id_is_logged_and_stored_masked() {
     );
     assert_eq!(s(&d, "result"), "ok", "{d:?}");
     let admin = gw.token("admin");
-    let audit = gw
-        .client
-        .get(gw.url("/admin/v1/audit/relay"))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // The relay audit is written in the background: wait (bounded) for the call's lines.
+    let mut audit = String::new();
+    for _ in 0..50 {
+        audit = gw
+            .client
+            .get(gw.url("/admin/v1/audit/relay"))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if audit.contains("4242@pbx") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(audit.contains("4242@pbx"), "the call is audited: {audit}");
     drop(gw);
     let log = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
