@@ -99,3 +99,65 @@ fn every_route_is_documented() {
     }
     assert!(found >= 15, "found only {found} route literals");
 }
+
+/// The values the document lists where a schema could not be derived from the type the
+/// handler uses are the ones that type reads and writes.
+#[test]
+fn stated_values_match_the_types() {
+    use tonegate::capture::Field;
+    use tonegate::session::model::{SessionKind, SessionState};
+
+    let doc = tonegate::api::openapi_document();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    // `ResetBody.field` is tonegate-card's `Field`, which has no schema of its own.
+    let reset = &doc["paths"]["/pay/agent/{id}/reset"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let fields = strings(&reset["properties"]["field"]["enum"]);
+    assert_eq!(fields.len(), 4);
+    for f in &fields {
+        let field: Field = serde_json::from_value(Value::from(f.as_str()))
+            .unwrap_or_else(|e| panic!("{f:?} is not a capture field: {e}"));
+        assert_eq!(field.as_str(), f);
+    }
+    // The session's enums are derived from their serde names; `session_json` writes `as_str`.
+    let schemas = &doc["components"]["schemas"];
+    let states: Vec<String> = SessionState::ALL
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    assert_eq!(strings(&schemas["SessionState"]["enum"]), states);
+    let kinds: Vec<String> = [
+        SessionKind::SelfService,
+        SessionKind::Digital,
+        SessionKind::Agent,
+    ]
+    .iter()
+    .map(|k| k.as_str().to_string())
+    .collect();
+    assert_eq!(strings(&schemas["SessionKind"]["enum"]), kinds);
+    // "Not blank" is one pattern, stated on each field that must not be blank.
+    let body = |path: &str| {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["properties"]
+            .clone()
+    };
+    let not_blank =
+        body("/globalpci/v1/agentsession/")["AccountConfigurationId"]["pattern"].clone();
+    assert!(not_blank.is_string());
+    assert_eq!(
+        body("/globalpci/v1/selfservicesession/")["CallGuid"]["pattern"],
+        not_blank
+    );
+    assert_eq!(body("/relay/v1/calls")["call_guid"]["pattern"], not_blank);
+    // utoipa's headers have no `required`: `document` sets it.
+    let token = &doc["paths"]["/auth/connect/token"]["post"]["responses"];
+    assert_eq!(token["200"]["headers"]["Cache-Control"]["required"], true);
+    assert_eq!(token["429"]["headers"]["Retry-After"]["required"], true);
+    assert_eq!(token["503"]["headers"]["Retry-After"]["required"], true);
+}

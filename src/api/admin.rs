@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
 use super::{ApiError, AppState, Authed};
 use crate::auth::Scope;
@@ -19,16 +20,24 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/v1/audit/relay", get(relay_audit))
 }
 
-#[derive(Deserialize)]
-struct Limit {
+// Doc comments on the fields are the query parameters' descriptions in /openapi.json.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Limit {
+    /// Most entries (default 100, at most 1000 are returned)
+    // Any u64 reads (a usize; more is a 400): utoipa's format for a u64 would be int64.
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 18446744073709551615_u64)]
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
-    /// One call's records only.
+pub(super) struct AuditQuery {
+    /// One call's records only
     call: Option<String>,
+    /// Most entries (default 100, at most 1000 are returned)
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 18446744073709551615_u64)]
     limit: Option<usize>,
 }
 

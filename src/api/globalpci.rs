@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::{Principal, Scope};
@@ -48,9 +49,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/redact/", post(redact))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedactBody {
+pub(super) struct RedactBody {
+    /// Free text (a transcript, a note).
     text: String,
 }
 
@@ -111,13 +113,28 @@ impl From<SessionError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+// The body of the three session-creating routes. Its schema (doc comments are its descriptions)
+// also states what `create` checks after reading it: the account is required and not blank;
+// `openapi.rs` adds that a self-service session needs a `CallGuid`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct CreateBody {
+    /// A configured account this client may use (400 unknown_account otherwise, 403
+    /// account_not_allowed); not blank.
     #[serde(rename = "AccountConfigurationId")]
+    #[schema(
+        value_type = String,
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     account: Option<String>,
+    /// The call's id (voice sessions; required, not blank, for self-service): at most 128
+    /// characters once trimmed.
     #[serde(rename = "CallGuid")]
+    #[schema(max_length = 128)]
     call_guid: Option<String>,
+    // Read by `PaymentData::from_value`: its schema is built in `openapi.rs`.
     #[serde(rename = "PaymentData")]
+    #[schema(schema_with = super::openapi::payment_data_field)]
     payment_data: Option<Value>,
 }
 
@@ -295,9 +312,9 @@ async fn reissue(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MessagingBody {
+pub(super) struct MessagingBody {
     conversation_id: Option<String>,
     channel_type: Option<String>,
 }
@@ -362,10 +379,12 @@ async fn messaging(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ConnectorPaymentResponse {
+pub(super) struct ConnectorPaymentResponse {
+    /// `ConnectorPaymentResponse` (400 otherwise).
     #[serde(rename = "type")]
+    #[schema(schema_with = super::openapi::connector_payment_response)]
     kind: String,
     status: bool,
     request_identifier: String,

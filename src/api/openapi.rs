@@ -1,79 +1,127 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 description of every route. `tests/openapi.rs` keeps it
-//! in step with the router (every documented operation answers; every route is documented), and
-//! `tests/schemathesis.rs` fuzzes a live gateway against it: every status code, content type,
-//! header and input constraint the gateway enforces is stated here.
+//! `GET /openapi.json`: the OpenAPI 3.1 description of every route, built with utoipa.
+//! `tests/openapi.rs` keeps it in step with the router (every documented operation answers;
+//! every route is documented), and `tests/schemathesis.rs` fuzzes a live gateway against it:
+//! every status code, content type, header and input constraint the gateway enforces is
+//! stated here.
 //!
-//! Hand-written rather than derived (utoipa) for now: most answers come from shared extractors
-//! and error types whose statuses a derive would not see.
+//! What is derived, and what is written here:
+//!
+//! - Request bodies and query strings are derived (`ToSchema`, `IntoParams`) from the types the
+//!   handlers read, so their fields, names (serde renames), optionality (`Option`,
+//!   `#[serde(default)]`) and `additionalProperties: false` (`deny_unknown_fields`) follow the
+//!   code. What a handler checks after reading a body (not blank, lengths, ranges, patterns) is
+//!   stated by `#[schema(...)]` attributes on the field. So are the session model's enums and
+//!   `PaymentResult`.
+//! - Answers: most handlers write their JSON with `json!`, so there is no type to derive from.
+//!   The structs in [`answers`] describe them (they are never built); so do the mirrors of
+//!   types that other modules serialize (`relay::CallInfo`, `auth::IssuedToken`).
+//!   schemathesis checks every answer the gateway gives against these schemas.
+//! - Operations are built with utoipa's builders by [`Op`], not with `#[utoipa::path]`: most of
+//!   an operation's answers come from the shared extractors it uses — `Authed` (401, 403),
+//!   `ApiJson` (400, 413, 415) — and the timeout layer (408), which an attribute on the handler
+//!   would not see; `Op` adds them when the operation says it uses that extractor, as the
+//!   hand-written document did. (`#[utoipa::path]` would also have to sit on stand-in
+//!   functions: several handlers are closures registered in a loop, each under two paths.)
+//! - The shared answers (`components/responses`), the security schemes and `PaymentData` (a
+//!   free-form map that `PaymentData::from_value` checks) are built here.
+//! - utoipa 5 cannot state two things, added to the serialized document by [`document`]:
+//!   `required: true` on a response header (its `Header` has no such field, and without it
+//!   schemathesis does not check that `Retry-After` and `Cache-Control` are sent), and
+//!   reusable headers (`components/headers`; the headers are stated inline instead).
+
+use std::collections::BTreeMap;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ComponentsBuilder, ObjectBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes,
+    SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
+    Required,
+};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
+use super::{admin, globalpci, pages, relay, AppState};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/openapi.json", get(|| async { Json(document()) }))
 }
 
-/// A reference to a shared response in `components/responses`.
-fn r(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/responses/{name}") })
+/// The whole document, as served.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(api()).expect("the OpenAPI document serializes");
+    require_headers(&mut doc);
+    doc
 }
 
-/// A success answer with a JSON body.
-fn ok_json(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-}
+/// Response headers the gateway always sends where the document states them. utoipa 5's
+/// `Header` has no `required` (the OpenAPI Header Object has), so it is set on the serialized
+/// document: schemathesis checks that a required header is there.
+const REQUIRED_HEADERS: [&str; 2] = ["Retry-After", "Cache-Control"];
 
-/// An answer with a body of `content_type` (a page, a stream, plain text).
-fn ok_text(description: &str, content_type: &str) -> Value {
-    json!({ "description": description, "content": { content_type: { "schema": { "type": "string" } } } })
-}
-
-fn schema(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
-
-/// An operation: `summary`, the OAuth2 `scope` it needs (401 without a valid token, 403 without
-/// the scope), its JSON `body` schema (read by `ApiJson`: JSON errors for a malformed or
-/// mistyped body, 400, an oversized one, 413, or a wrong content type, 415), and its
-/// `responses` besides those that follow from the body and scope. Every route can answer 408
-/// when a request outlives `server.request_timeout_s`.
-fn op(summary: &str, scope: Option<&str>, body: Option<Value>, responses: Value) -> Value {
-    let mut rs: Map<String, Value> = responses.as_object().cloned().unwrap_or_default();
-    rs.entry("408").or_insert_with(|| r("Timeout"));
-    if body.is_some() {
-        rs.entry("400").or_insert_with(|| r("BadRequest"));
-        rs.entry("413").or_insert_with(|| r("PayloadTooLarge"));
-        rs.entry("415").or_insert_with(|| r("UnsupportedMediaType"));
+fn require_headers(doc: &mut Value) {
+    let mut responses: Vec<&mut Value> = Vec::new();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                if let Some(rs) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                    responses.extend(rs.values_mut());
+                }
+            }
+        }
     }
-    let mut o = json!({ "summary": summary });
-    if let Some(s) = scope {
-        o["security"] = json!([{ "oauth2": [s] }]);
-        rs.entry("401").or_insert_with(|| r("Unauthorized"));
-        rs.entry("403").or_insert_with(|| r("Forbidden"));
+    for response in responses {
+        for name in REQUIRED_HEADERS {
+            if let Some(h) = response
+                .get_mut("headers")
+                .and_then(|hs| hs.get_mut(name))
+                .and_then(Value::as_object_mut)
+            {
+                h.insert("required".into(), Value::Bool(true));
+            }
+        }
     }
-    if let Some(b) = body {
-        o["requestBody"] =
-            json!({ "required": true, "content": { "application/json": { "schema": b } } });
-    }
-    o["responses"] = Value::Object(rs);
-    o
 }
 
-/// A path parameter. Its value must be UTF-8 once percent-decoded, or the router answers 400 in
-/// plain text (see `BadPath`).
-fn id_param(name: &str) -> Value {
-    json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }])
+// ------------------------------------------------------------------ schemas built here
+
+/// Named schemas, for `components/schemas`.
+type Schemas = BTreeMap<String, RefOr<Schema>>;
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
 }
 
-/// Unicode `White_Space` (what Rust's `str::trim` removes), as a regular-expression class: a
-/// value that must not be blank matches `NOT_BLANK`.
-const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// A string that is one of `values`.
+fn one_of(values: &[&str]) -> Schema {
+    string()
+        .enum_values(Some(values.iter().copied()))
+        .build()
+        .into()
+}
+
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    Ref::from_schema_name(name).into()
+}
 
 /// A relay leg's `remote` (see `parse_remote` in `relay.rs`): `ip:port`, `[ipv6]:port`, `ip`,
-/// `[ipv6]`, or `ip:lo-hi` / `[ipv6]:lo-hi` with 1 ≤ lo ≤ hi.
+/// `[ipv6]`, or `ip:lo-hi` / `[ipv6]:lo-hi` with 1 ≤ lo ≤ hi (the order of lo and hi no pattern
+/// states: a reversed range is a 400).
 fn remote_pattern() -> String {
     let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
     let v4 = format!("{octet}(\\.{octet}){{3}}");
@@ -89,178 +137,851 @@ fn remote_pattern() -> String {
     format!("^({v4}|{v6}|\\[{v6}\\]|{host}:{port}|{host}:{nz_port}-{nz_port})$")
 }
 
-/// The whole document.
-pub fn document() -> Value {
-    let not_blank = NOT_BLANK;
-    let session_create = json!({
-        "type": "object",
-        "required": ["AccountConfigurationId"],
-        "properties": {
-            "AccountConfigurationId": {
-                "type": "string", "pattern": not_blank, "minLength": 1,
-                "description": "A configured account this client may use (400 unknown_account otherwise, 403 account_not_allowed); not blank."
-            },
-            "CallGuid": {
-                "type": ["string", "null"], "maxLength": 128,
-                "description": "The call's id (voice sessions; required, not blank, for self-service): at most 128 characters once trimmed."
-            },
-            "PaymentData": { "anyOf": [schema("PaymentData"), { "type": "null" }] }
-        }
-    });
-    let self_service_create = {
-        let mut s = session_create.clone();
-        s["required"] = json!(["AccountConfigurationId", "CallGuid"]);
-        s["properties"]["CallGuid"] = json!({
-            "type": "string", "pattern": not_blank, "minLength": 1, "maxLength": 128,
-            "description": "The call's id: not blank, at most 128 characters once trimmed."
-        });
-        s
+/// `LegRequest.remote` (`#[schema(schema_with)]`): the pattern is assembled from its parts.
+pub(super) fn remote() -> Schema {
+    AnyOfBuilder::new()
+        .item(string().pattern(Some(remote_pattern())))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "ip:port (exactly), ip (that host, any port), ip:lo-hi (a port range, 1 ≤ lo ≤ hi; \
+             IPv6 in brackets), or null to learn it from the first packet",
+        ))
+        .build()
+        .into()
+}
+
+/// `ResetBody.field`: tonegate-card's `capture::Field` (lowercase), which has no schema of its
+/// own. `tests/openapi.rs` checks that each value reads as a `Field`.
+pub(super) fn capture_field() -> Schema {
+    one_of(&["pan", "expiry", "cvv", "postcode"])
+}
+
+/// `ConnectorPaymentResponse.type`: `apple_response` refuses any other (400).
+pub(super) fn connector_payment_response() -> Schema {
+    one_of(&["ConnectorPaymentResponse"])
+}
+
+/// `CreateBody.PaymentData`: the map `PaymentData::from_value` reads, or null.
+pub(super) fn payment_data_field() -> Schema {
+    AnyOfBuilder::new()
+        .item(schema_ref("PaymentData"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
+}
+
+/// `PaymentData` and its values, as `PaymentData::from_value` (session/payment_data.rs) checks
+/// them: a map, not a type with fields.
+fn payment_data_schemas() -> [(&'static str, Schema); 2] {
+    let value = || schema_ref("PaymentValue");
+    // A seed key, with an example value (beside a `$ref` only in an `allOf`: utoipa's `Ref`
+    // carries no examples).
+    let example = |e: &str| -> Schema {
+        AllOfBuilder::new()
+            .item(value())
+            .examples([e])
+            .build()
+            .into()
     };
-    // A session operation's answers: the session, or 404 (no such session for this client),
-    // 409 (the session is not in a state that allows it), 503 (the gateway is shutting down).
-    let session_answers = |ok: Value| json!({ "200": ok, "400": r("BadPath"), "404": r("NotFound"), "409": r("Conflict"), "503": r("Unavailable") });
-    let created = |extra: Value| {
-        let mut s = json!({ "type": "object", "required": ["sessionId", "Message"], "properties": {
-            "sessionId": { "type": "string" }, "Message": { "type": "string" } } });
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            s["properties"][&k] = v;
-            s["required"].as_array_mut().unwrap().push(json!(k));
-        }
-        json!({
-            "200": ok_json("The session (a new one, or the live one for this call: Message says which)", s),
-            "403": r("Forbidden"),
-            "409": r("Conflict"),
-            "503": r("Unavailable"),
-        })
+    let data = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Non-sensitive payment data. Seed keys as written; unknown keys are kept as \
+             metadata. Values are strings (at most 1024 bytes of UTF-8), numbers, booleans or \
+             null; at most 64 keys, each 1-64 bytes. The account's mandatory keys must be \
+             present and not blank.",
+        ))
+        .max_properties(Some(64))
+        .property_names(Some(string().min_length(Some(1)).max_length(Some(64))))
+        .property("cardholderName", value())
+        .property("cardholderPostCode", value())
+        .property("cardholder Address", value())
+        .property("merchantTxnRef", value())
+        .property("amount", example("124.99"))
+        .property("currency", example("GBP"))
+        .property("CustomerPhoneNumber", example("+447700900123"))
+        .additional_properties(Some(value()))
+        .build();
+    let payment_value = AnyOfBuilder::new()
+        .description(Some(
+            "A PaymentData value: a string of at most 1024 bytes (UTF-8), a number, a boolean \
+             or null",
+        ))
+        .item(string().max_length(Some(1024)))
+        .item(ObjectBuilder::new().schema_type(SchemaType::from_iter([
+            Type::Number,
+            Type::Boolean,
+            Type::Null,
+        ])))
+        .build();
+    [
+        ("PaymentData", data.into()),
+        ("PaymentValue", payment_value.into()),
+    ]
+}
+
+/// A self-service session's body: `CreateBody`, where `create` also requires a `CallGuid` (not
+/// blank) for that kind.
+fn self_service_body(schemas: &mut Schemas) -> RefOr<Schema> {
+    let mut body = inline::<globalpci::CreateBody>(schemas);
+    let RefOr::T(Schema::Object(o)) = &mut body else {
+        unreachable!("a struct's schema is an object");
     };
-    let mut paths = Map::new();
-    let mut add = |path: &str, method: &str, mut o: Value, params: Option<Value>| {
-        if let Some(p) = params {
-            o["parameters"] = p;
-        }
-        paths.entry(path.to_string()).or_insert_with(|| json!({}))[method] = o;
+    let Some(RefOr::T(Schema::Object(account))) = o.properties.get("AccountConfigurationId") else {
+        unreachable!("CreateBody has an AccountConfigurationId");
     };
-    add(
+    let not_blank = account.pattern.clone();
+    o.required.push("CallGuid".into());
+    o.properties.insert(
+        "CallGuid".into(),
+        string()
+            .pattern(not_blank)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .description(Some(
+                "The call's id: not blank, at most 128 characters once trimmed.",
+            ))
+            .into(),
+    );
+    body
+}
+
+/// `T`'s schema inline; the named schemas it refers to go into `schemas`.
+fn inline<T: ToSchema>(schemas: &mut Schemas) -> RefOr<Schema> {
+    let mut refs = Vec::new();
+    T::schemas(&mut refs);
+    schemas.extend(refs);
+    T::schema()
+}
+
+/// A reference to `T`, whose schema (and those it refers to) go into `schemas`.
+fn named<T: ToSchema>(schemas: &mut Schemas) -> RefOr<Schema> {
+    let schema = inline::<T>(schemas);
+    schemas.insert(T::name().into_owned(), schema);
+    schema_ref(&T::name())
+}
+
+/// The answers that handlers write with `json!` (and two types of other modules that
+/// the API serializes), as schemas. Never built: they describe, and schemathesis checks each
+/// answer against them. Doc comments are the schemas' descriptions.
+#[allow(dead_code)]
+mod answers {
+    use serde_json::Value;
+    use utoipa::openapi::schema::Schema;
+    use utoipa::ToSchema;
+
+    use crate::session::model::{PaymentResult, SessionKind, SessionState};
+
+    // `ApiError`.
+    /// An error: a stable code, and a message that says what went wrong
+    #[derive(ToSchema)]
+    pub struct Error {
+        pub error: String,
+        pub message: String,
+    }
+
+    /// An RFC 6749 §5.2 error
+    #[derive(ToSchema)]
+    pub struct OAuthError {
+        pub error: String,
+        pub error_description: String,
+    }
+
+    // `auth::IssuedToken`.
+    #[derive(ToSchema)]
+    pub struct Token {
+        pub access_token: String,
+        #[schema(schema_with = bearer)]
+        pub token_type: String,
+        pub expires_in: u64,
+        pub scope: String,
+    }
+
+    fn bearer() -> Schema {
+        super::one_of(&["Bearer"])
+    }
+
+    // `healthz` in `mod.rs`.
+    #[derive(ToSchema)]
+    pub struct Health {
+        #[schema(schema_with = ok)]
+        pub status: String,
+        pub version: String,
+    }
+
+    fn ok() -> Schema {
+        super::one_of(&["ok"])
+    }
+
+    // `session_json` in `globalpci.rs`, and the `Message` (or `releasedCalls`) some routes add.
+    /// A session's state and, once finished, its result (no card data)
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Session {
+        pub session_id: String,
+        pub session_state: SessionState,
+        pub session_type: SessionKind,
+        pub account_configuration_id: String,
+        pub currency: String,
+        pub created_at: u64,
+        pub expires_at: u64,
+        /// Major units, two decimals
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub amount: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub merchant_txn_ref: Option<String>,
+        #[serde(rename = "CallGuid", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub call_guid: Option<String>,
+        #[serde(rename = "Message", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub message: Option<String>,
+        /// The relay calls the session released (`release` only)
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Vec<String>)]
+        pub released_calls: Option<Vec<String>>,
+        #[serde(flatten)]
+        pub result: PaymentResult,
+    }
+
+    // `create` in `globalpci.rs`, for each kind.
+    #[derive(ToSchema)]
+    pub struct SelfServiceCreated {
+        #[serde(rename = "sessionId")]
+        pub session_id: String,
+        #[serde(rename = "Message")]
+        pub message: String,
+        #[serde(rename = "dtmfFallbackNumber")]
+        pub dtmf_fallback_number: String,
+        #[serde(rename = "dtmfLinkId")]
+        #[schema(required)]
+        pub dtmf_link_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct DigitalCreated {
+        #[serde(rename = "sessionId")]
+        pub session_id: String,
+        #[serde(rename = "Message")]
+        pub message: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct AgentCreated {
+        #[serde(rename = "sessionId")]
+        pub session_id: String,
+        #[serde(rename = "Message")]
+        pub message: String,
+        #[serde(rename = "paymentUiUrl")]
+        pub payment_ui_url: String,
+        #[serde(rename = "paymentUiCredentials")]
+        #[schema(inline)]
+        pub payment_ui_credentials: UiCredentials,
+    }
+
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct UiCredentials {
+        pub session_id: String,
+        pub access_code: String,
+    }
+
+    // `messaging` in `globalpci.rs`.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Messaging {
+        pub session_id: String,
+        pub payment_url: String,
+        /// A Genesys Cloud message with a button attachment
+        #[schema(value_type = Object)]
+        pub genesys: Value,
+        /// Apple Messages for Business: a BusinessChatMessage and a ConnectorPaymentRequest
+        pub apple_business_chat: Vec<Value>,
+    }
+
+    // `redact` in `globalpci.rs`.
+    #[derive(ToSchema)]
+    pub struct Redacted {
+        pub text: String,
+    }
+
+    // `agent_reset` in `pages.rs`.
+    #[derive(ToSchema)]
+    pub struct Reset {
+        pub reset: bool,
+        #[schema(schema_with = super::capture_field)]
+        pub field: String,
+    }
+
+    // `relay::CallInfo`: its codec, policy and legs as the relay writes them.
+    /// A relayed call: its legs and counters, never keys
+    #[derive(ToSchema)]
+    pub struct Call {
+        pub id: String,
+        pub call_guid: String,
+        #[schema(schema_with = codec)]
+        pub codec: String,
+        pub secure: bool,
+        #[schema(schema_with = dtmf_masking)]
+        pub dtmf_masking: String,
+        #[schema(required)]
+        pub account: Option<String>,
+        pub caller: CallLeg,
+        pub agent: CallLeg,
+        pub rtcp_mux: bool,
+        pub created_at: u64,
+        #[schema(value_type = Object)]
+        pub counters: Value,
+    }
+
+    fn codec() -> Schema {
+        super::one_of(&["PCMU", "PCMA"])
+    }
+
+    fn dtmf_masking() -> Schema {
+        super::one_of(&["call", "session"])
+    }
+
+    // `relay::LegInfo`.
+    #[derive(ToSchema)]
+    pub struct CallLeg {
+        pub local: String,
+        #[schema(required)]
+        pub remote: Option<String>,
+    }
+
+    // A new call's leg, as `create` in `relay.rs` writes it.
+    #[derive(ToSchema)]
+    pub struct LocalLeg {
+        pub local: String,
+    }
+
+    // `create` in `relay.rs`.
+    #[derive(ToSchema)]
+    pub struct CallCreated {
+        pub id: String,
+        pub call_guid: String,
+        pub secure: bool,
+        #[schema(schema_with = dtmf_masking)]
+        pub dtmf_masking: String,
+        pub caller: LocalLeg,
+        pub agent: LocalLeg,
+    }
+
+    // `list` in `relay.rs`.
+    #[derive(ToSchema)]
+    pub struct Calls {
+        pub calls: Vec<Call>,
+    }
+
+    // The admin listings (`admin.rs`).
+    #[derive(ToSchema)]
+    pub struct Outbox {
+        pub messages: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Webhooks {
+        pub webhooks: Vec<Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct RelayAudit {
+        pub records: Vec<Value>,
+    }
+}
+
+// ------------------------------------------------------------------ shared answers
+
+/// A response with a body of `schema` as `content_type`.
+fn answer(description: &str, content_type: &str, schema: impl Into<RefOr<Schema>>) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            content_type,
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+/// A response with a text body (a page, a stream, plain text).
+fn text(description: &str, content_type: &str) -> Response {
+    answer(description, content_type, string())
+}
+
+/// An `ApiError` (JSON).
+fn error(description: &str) -> Response {
+    answer(description, "application/json", schema_ref("Error"))
+}
+
+/// The answers many routes share (`components/responses`): those of the shared extractors
+/// (`Authed`, `ApiJson`, axum's `Path`, `Query` and `Json`), of the error types (`ApiError`
+/// from `SessionError` and `RelayError`), and of the timeout layer.
+fn shared_responses() -> Vec<(&'static str, Response)> {
+    let json_or_plain = ResponseBuilder::new()
+        .description(
+            "The request is invalid (JSON: the message says how), or the path is not UTF-8 \
+             (plain text)",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref("Error")))
+                .build(),
+        )
+        .content(
+            "text/plain",
+            ContentBuilder::new().schema(Some(string())).build(),
+        )
+        .build();
+    let unauthorized = ResponseBuilder::new()
+        .description("The token is missing, invalid or expired")
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new().schema(string()).build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref("Error")))
+                .build(),
+        )
+        .build();
+    vec![
+        (
+            "BadRequest",
+            error("The request is invalid: the message says how"),
+        ),
+        (
+            "BadPath",
+            text("The path is not UTF-8 once percent-decoded", "text/plain"),
+        ),
+        (
+            "BadQuery",
+            text(
+                "The query string could not be read (a value of the wrong type, or a parameter \
+                 not accepted)",
+                "text/plain",
+            ),
+        ),
+        ("BadRequestOrPath", json_or_plain),
+        (
+            "BadRequestPlain",
+            text("Malformed JSON, or a path that is not UTF-8", "text/plain"),
+        ),
+        ("Unauthorized", unauthorized),
+        (
+            "Forbidden",
+            error(
+                "The token lacks the scope (insufficient_scope), or the client may not use the \
+                 account",
+            ),
+        ),
+        ("NotFound", error("No such resource for this client")),
+        (
+            "Conflict",
+            error("The resource is not in a state that allows this: the message says why"),
+        ),
+        (
+            "Timeout",
+            Response::new("The request took longer than server.request_timeout_s (no body)"),
+        ),
+        (
+            "PayloadTooLarge",
+            error("The body is larger than server.max_body_bytes"),
+        ),
+        (
+            "PayloadTooLargePlain",
+            text("The body is larger than the route accepts", "text/plain"),
+        ),
+        (
+            "UnsupportedMediaType",
+            error("The body is not sent as Content-Type: application/json"),
+        ),
+        (
+            "UnsupportedMediaTypePlain",
+            text(
+                "The body is not sent with the content type the route reads",
+                "text/plain",
+            ),
+        ),
+        (
+            "UnprocessablePlain",
+            text("The JSON body does not match the schema", "text/plain"),
+        ),
+        (
+            "Unavailable",
+            error("The gateway cannot do it now (out of relay ports or calls, or shutting down)"),
+        ),
+        ("Page", text("A page", "text/html")),
+    ]
+}
+
+fn shared(name: &str) -> RefOr<Response> {
+    Ref::from_response_name(name).into()
+}
+
+fn security_schemes() -> Vec<(&'static str, SecurityScheme)> {
+    let scopes = Scopes::from_iter([
+        ("globalpci", "GlobalPCI sessions"),
+        ("relay", "Relay control"),
+        ("admin", "Operator routes"),
+    ]);
+    vec![
+        (
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::new([Flow::ClientCredentials(
+                ClientCredentials::new("/auth/connect/token", scopes),
+            )])),
+        ),
+        (
+            "uiToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The agent payment UI's token (in the page it serves)"))
+                    .build(),
+            ),
+        ),
+        (
+            "uiTokenQuery",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The agent payment UI's token",
+            ))),
+        ),
+    ]
+}
+
+// ------------------------------------------------------------------ operations
+
+/// An operation being described. Its answers are those given with [`Op::answer`], and those
+/// of the extractors it says it uses, unless given: [`Op::authed`] adds `Authed`'s 401 and 403,
+/// [`Op::api_json`] `ApiJson`'s 400, 413 and 415, and every operation can answer 408 (the
+/// timeout layer, for a request that outlives `server.request_timeout_s`).
+struct Op {
+    op: OperationBuilder,
+    responses: BTreeMap<String, RefOr<Response>>,
+    authed: bool,
+    api_json: bool,
+    schemas: Schemas,
+}
+
+impl Op {
+    fn new(summary: &str) -> Op {
+        Op {
+            op: OperationBuilder::new().summary(Some(summary)),
+            responses: BTreeMap::new(),
+            authed: false,
+            api_json: false,
+            schemas: Schemas::new(),
+        }
+    }
+
+    /// `Authed` with `require(scope)` (or the relay's `access`): 401 without a valid token,
+    /// 403 without the scope.
+    fn authed(mut self, scope: &str) -> Op {
+        self.op = self
+            .op
+            .security(SecurityRequirement::new("oauth2", [scope]));
+        self.authed = true;
+        self
+    }
+
+    /// A token the handler checks itself (the agent payment UI's): security scheme `scheme`.
+    fn ui_token(mut self, scheme: &str) -> Op {
+        self.op = self
+            .op
+            .security(SecurityRequirement::new::<_, [&str; 0], &str>(scheme, []));
+        self
+    }
+
+    /// The body, read by `ApiJson<T>`: JSON errors for a malformed or mistyped body (400), an
+    /// oversized one (413) or a wrong content type (415).
+    fn api_json<T: ToSchema>(mut self) -> Op {
+        let schema = inline::<T>(&mut self.schemas);
+        self.api_json_as(schema)
+    }
+
+    /// A body read by `ApiJson`, whose schema says more than its type's.
+    fn api_json_as(mut self, schema: RefOr<Schema>) -> Op {
+        self.api_json = true;
+        self.body("application/json", schema)
+    }
+
+    /// A body of `T` as `content_type`, read another way (axum's `Json` or `Form`: errors in
+    /// plain text).
+    fn body_of<T: ToSchema>(mut self, content_type: &str) -> Op {
+        let schema = inline::<T>(&mut self.schemas);
+        self.body(content_type, schema)
+    }
+
+    /// A required body of `schema` as `content_type`.
+    fn body(mut self, content_type: &str, schema: RefOr<Schema>) -> Op {
+        self.op = self.op.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    content_type,
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                )
+                .build(),
+        ));
+        self
+    }
+
+    /// A path parameter (`Path<String>`). Its value must be UTF-8 once percent-decoded, or
+    /// the router answers 400 in plain text (`BadPath`).
+    fn path_param(mut self, name: &str) -> Op {
+        self.op = self.op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(string())),
+        );
+        self
+    }
+
+    /// The query string, read by `Query<T>`.
+    fn query<T: IntoParams>(mut self) -> Op {
+        let params: Vec<Parameter> = T::into_params(|| Some(ParameterIn::Query));
+        self.op = self.op.parameters(Some(params));
+        self
+    }
+
+    fn answer(mut self, status: &str, response: impl Into<RefOr<Response>>) -> Op {
+        self.responses.insert(status.into(), response.into());
+        self
+    }
+
+    /// A shared answer (`components/responses`).
+    fn shared(self, status: &str, name: &str) -> Op {
+        self.answer(status, shared(name))
+    }
+
+    /// A JSON answer: a reference to `T`'s schema.
+    fn json<T: ToSchema>(mut self, status: &str, description: &str) -> Op {
+        let schema = named::<T>(&mut self.schemas);
+        self.answer(status, answer(description, "application/json", schema))
+    }
+
+    /// A JSON answer: `T`'s schema inline.
+    fn json_inline<T: ToSchema>(mut self, status: &str, description: &str) -> Op {
+        let schema = inline::<T>(&mut self.schemas);
+        self.answer(status, answer(description, "application/json", schema))
+    }
+
+    fn build(mut self) -> (Operation, Schemas) {
+        let mut implied = vec![("408", "Timeout")];
+        if self.api_json {
+            implied.extend([
+                ("400", "BadRequest"),
+                ("413", "PayloadTooLarge"),
+                ("415", "UnsupportedMediaType"),
+            ]);
+        }
+        if self.authed {
+            implied.extend([("401", "Unauthorized"), ("403", "Forbidden")]);
+        }
+        for (status, name) in implied {
+            self.responses
+                .entry(status.into())
+                .or_insert_with(|| shared(name));
+        }
+        let responses = ResponsesBuilder::new()
+            .responses_from_iter(self.responses)
+            .build();
+        (self.op.responses(responses).build(), self.schemas)
+    }
+}
+
+/// The paths, and the schemas their operations name.
+#[derive(Default)]
+struct Doc {
+    paths: Paths,
+    schemas: Schemas,
+}
+
+impl Doc {
+    fn add(&mut self, path: &str, method: HttpMethod, op: Op) {
+        let (op, schemas) = op.build();
+        self.schemas.extend(schemas);
+        self.paths.add_path_operation(path, vec![method], op);
+    }
+}
+
+fn api() -> OpenApi {
+    use answers::*;
+    use HttpMethod::{Delete, Get, Post};
+
+    let mut doc = Doc::default();
+    doc.add(
         "/healthz",
-        "get",
-        op(
-            "Liveness",
-            None,
-            None,
-            json!({ "200": ok_json("Alive", json!({ "type": "object", "required": ["status", "version"],
-                "properties": { "status": { "const": "ok" }, "version": { "type": "string" } } })) }),
-        ),
-        None,
+        Get,
+        Op::new("Liveness").json_inline::<Health>("200", "Alive"),
     );
-    add(
+    doc.add(
         "/metrics",
-        "get",
-        op(
-            "Prometheus metrics (counts only, never card data)",
-            None,
-            None,
-            json!({ "200": ok_text("Prometheus text exposition format 0.0.4", "text/plain") }),
+        Get,
+        Op::new("Prometheus metrics (counts only, never card data)").answer(
+            "200",
+            text("Prometheus text exposition format 0.0.4", "text/plain"),
         ),
-        None,
     );
-    add(
+    doc.add(
         "/openapi.json",
-        "get",
-        op(
-            "This document",
-            None,
-            None,
-            json!({ "200": ok_json("OpenAPI 3.1", json!({ "type": "object" })) }),
+        Get,
+        Op::new("This document").answer(
+            "200",
+            answer(
+                "OpenAPI 3.1",
+                "application/json",
+                ObjectBuilder::new().schema_type(Type::Object),
+            ),
         ),
-        None,
     );
-    let mut token = op(
+
+    // The token endpoint reads its form by hand (`auth.rs`): no type to derive from.
+    let token_form = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .required("grant_type")
+        .property("grant_type", one_of(&["client_credentials"]))
+        .property("scope", string())
+        .property("client_id", string())
+        .property("client_secret", string())
+        .build();
+    let retry_after = || {
+        HeaderBuilder::new()
+            .description(Some("Whole seconds to wait"))
+            .schema(string().pattern(Some("^[1-9][0-9]*$")))
+            .build()
+    };
+    let oauth_error = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref("OAuthError")))
+                .build(),
+        )
+    };
+    let mut token = Op::new(
         "OAuth2 client credentials (RFC 6749 §4.4); client in the body or HTTP Basic. A body with \
          no Content-Type at all is read as a form too; any other content type is 400.",
-        None,
-        None,
-        json!({
-            "200": {
-                "description": "A bearer token",
-                "headers": { "Cache-Control": { "$ref": "#/components/headers/NoStore" } },
-                "content": { "application/json": { "schema": schema("Token") } }
-            },
-            "400": {
-                "description": "invalid_request, invalid_scope or unsupported_grant_type (RFC 6749 §5.2); a body that is not UTF-8 in plain text",
-                "content": { "application/json": { "schema": schema("OAuthError") }, "text/plain": { "schema": { "type": "string" } } }
-            },
-            "401": {
-                "description": "invalid_client",
-                "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
-                "content": { "application/json": { "schema": schema("OAuthError") } }
-            },
-            "413": r("PayloadTooLargePlain"),
-            "429": {
-                "description": "Too many failed token requests from this address or for this client",
-                "headers": { "Retry-After": { "$ref": "#/components/headers/RetryAfter" } },
-                "content": { "application/json": { "schema": schema("OAuthError") } }
-            },
-            "503": {
-                "description": "Every secret-check slot stayed busy",
-                "headers": { "Retry-After": { "$ref": "#/components/headers/RetryAfter" } },
-                "content": { "application/json": { "schema": schema("OAuthError") } }
-            }
-        }),
+    )
+    .body("application/x-www-form-urlencoded", token_form.into())
+    .answer(
+        "400",
+        oauth_error(
+            "invalid_request, invalid_scope or unsupported_grant_type (RFC 6749 §5.2); a body \
+             that is not UTF-8 in plain text",
+        )
+        .content(
+            "text/plain",
+            ContentBuilder::new().schema(Some(string())).build(),
+        )
+        .build(),
+    )
+    .answer(
+        "401",
+        oauth_error("invalid_client")
+            .header(
+                "WWW-Authenticate",
+                HeaderBuilder::new().schema(string()).build(),
+            )
+            .build(),
+    )
+    .shared("413", "PayloadTooLargePlain")
+    .answer(
+        "429",
+        oauth_error("Too many failed token requests from this address or for this client")
+            .header("Retry-After", retry_after())
+            .build(),
+    )
+    .answer(
+        "503",
+        oauth_error("Every secret-check slot stayed busy")
+            .header("Retry-After", retry_after())
+            .build(),
     );
-    token["requestBody"] = json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
-        "type": "object", "required": ["grant_type"],
-        "properties": { "grant_type": { "const": "client_credentials" }, "scope": { "type": "string" },
-                        "client_id": { "type": "string" }, "client_secret": { "type": "string" } } } } } });
-    add("/auth/connect/token", "post", token, None);
-    add(
+    let issued = named::<Token>(&mut token.schemas);
+    token = token.answer(
+        "200",
+        ResponseBuilder::new()
+            .description("A bearer token")
+            .header(
+                "Cache-Control",
+                HeaderBuilder::new().schema(one_of(&["no-store"])).build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(issued)).build(),
+            )
+            .build(),
+    );
+    doc.add("/auth/connect/token", Post, token);
+
+    // Creating a session: the session (a new one, or the live one for this call), or 403
+    // (account_not_allowed), 409, 503 (shutting down).
+    fn created<T: ToSchema>(op: Op) -> Op {
+        op.json_inline::<T>(
+            "200",
+            "The session (a new one, or the live one for this call: Message says which)",
+        )
+        .shared("403", "Forbidden")
+        .shared("409", "Conflict")
+        .shared("503", "Unavailable")
+    }
+    let mut self_service = Op::new(
+        "Start an IVR self-service session → sessionId, dtmfFallbackNumber, dtmfLinkId, Message",
+    )
+    .authed("globalpci");
+    let body = self_service_body(&mut self_service.schemas);
+    self_service = self_service.api_json_as(body);
+    doc.add(
         "/globalpci/v1/selfservicesession/",
-        "post",
-        op(
-            "Start an IVR self-service session → sessionId, dtmfFallbackNumber, dtmfLinkId, Message",
-            Some("globalpci"),
-            Some(self_service_create),
-            created(json!({ "dtmfFallbackNumber": { "type": "string" }, "dtmfLinkId": { "type": ["string", "null"] } })),
-        ),
-        None,
+        Post,
+        created::<SelfServiceCreated>(self_service),
     );
-    add(
+    doc.add(
         "/globalpci/v1/digitalselfservicesession/",
-        "post",
-        op(
-            "Start a digital session (SMS link; PaymentData.CustomerPhoneNumber in E.164) → sessionId, Message",
-            Some("globalpci"),
-            Some(session_create.clone()),
-            created(json!({})),
+        Post,
+        created::<DigitalCreated>(
+            Op::new(
+                "Start a digital session (SMS link; PaymentData.CustomerPhoneNumber in E.164) → \
+                 sessionId, Message",
+            )
+            .authed("globalpci")
+            .api_json::<globalpci::CreateBody>(),
         ),
-        None,
     );
-    add(
+    doc.add(
         "/globalpci/v1/agentsession/",
-        "post",
-        op(
-            "Start an agent-assisted session → sessionId, paymentUiUrl, paymentUiCredentials, Message",
-            Some("globalpci"),
-            Some(session_create),
-            created(json!({
-                "paymentUiUrl": { "type": "string" },
-                "paymentUiCredentials": { "type": "object", "required": ["sessionId", "accessCode"],
-                    "properties": { "sessionId": { "type": "string" }, "accessCode": { "type": "string" } } }
-            })),
+        Post,
+        created::<AgentCreated>(
+            Op::new(
+                "Start an agent-assisted session → sessionId, paymentUiUrl, \
+                 paymentUiCredentials, Message",
+            )
+            .authed("globalpci")
+            .api_json::<globalpci::CreateBody>(),
         ),
-        None,
     );
-    add(
+    doc.add(
         "/globalpci/v1/session/{id}",
-        "get",
-        op(
-            "Session state (sessionState) and, once finished, the result",
-            Some("globalpci"),
-            None,
-            json!({ "200": ok_json("The session", schema("Session")), "400": r("BadPath"), "404": r("NotFound") }),
-        ),
-        Some(id_param("id")),
+        Get,
+        Op::new("Session state (sessionState) and, once finished, the result")
+            .authed("globalpci")
+            .path_param("id")
+            .json::<Session>("200", "The session")
+            .shared("400", "BadPath")
+            .shared("404", "NotFound"),
     );
-    for (path, summary) in [
+    // A session action's answers: the session, or 404 (no such session for this client), 409
+    // (the session is not in a state that allows it), 503 (the gateway is shutting down).
+    for (action, summary) in [
         ("cancel", "Cancel a live session (409 if it is not live)"),
         (
             "submit",
@@ -276,419 +997,289 @@ pub fn document() -> Value {
             "Send a new payment link for a live digital session (the old link stops working)",
         ),
     ] {
-        add(
-            &["/globalpci/v1/session/{id}/", path].concat(),
-            "post",
-            op(
-                summary,
-                Some("globalpci"),
-                None,
-                session_answers(ok_json("The session", schema("Session"))),
-            ),
-            Some(id_param("id")),
+        doc.add(
+            &["/globalpci/v1/session/{id}/", action].concat(),
+            Post,
+            Op::new(summary)
+                .authed("globalpci")
+                .path_param("id")
+                .json::<Session>("200", "The session")
+                .shared("400", "BadPath")
+                .shared("404", "NotFound")
+                .shared("409", "Conflict")
+                .shared("503", "Unavailable"),
         );
     }
-    add(
+    doc.add(
         "/globalpci/v1/session/{id}/messaging",
-        "post",
-        op(
-            "Messaging payloads for a digital session: Genesys button message and Apple ConnectorPaymentRequest (issues a fresh link)",
-            Some("globalpci"),
-            Some(json!({ "type": "object", "properties": {
-                "conversationId": { "type": ["string", "null"] }, "channelType": { "type": ["string", "null"] } } })),
-            json!({
-                "200": ok_json("The payloads", json!({ "type": "object",
-                    "required": ["sessionId", "paymentUrl", "genesys", "appleBusinessChat"],
-                    "properties": { "sessionId": { "type": "string" }, "paymentUrl": { "type": "string" },
-                        "genesys": { "type": "object" }, "appleBusinessChat": { "type": "array" } } })),
-                "400": r("BadRequestOrPath"),
-                "404": r("NotFound"),
-                "409": r("Conflict"),
-            }),
-        ),
-        Some(id_param("id")),
+        Post,
+        Op::new(
+            "Messaging payloads for a digital session: Genesys button message and Apple \
+             ConnectorPaymentRequest (issues a fresh link)",
+        )
+        .authed("globalpci")
+        .path_param("id")
+        .api_json::<globalpci::MessagingBody>()
+        .json_inline::<Messaging>("200", "The payloads")
+        .shared("400", "BadRequestOrPath")
+        .shared("404", "NotFound")
+        .shared("409", "Conflict"),
     );
-    add(
+    doc.add(
         "/globalpci/v1/applepay/response",
-        "post",
-        op(
-            "Accept a ConnectorPaymentResponse; the session completes only if the PSP confirms the payment",
-            Some("globalpci"),
-            Some(json!({ "type": "object", "required": ["type", "status", "requestIdentifier"], "properties": {
-                "type": { "const": "ConnectorPaymentResponse" }, "status": { "type": "boolean" }, "requestIdentifier": { "type": "string" } } })),
-            json!({
-                "200": ok_json("The session", schema("Session")),
-                "404": r("NotFound"),
-                "409": r("Conflict"),
-                "503": r("Unavailable"),
-            }),
-        ),
-        None,
+        Post,
+        Op::new(
+            "Accept a ConnectorPaymentResponse; the session completes only if the PSP confirms \
+             the payment",
+        )
+        .authed("globalpci")
+        .api_json::<globalpci::ConnectorPaymentResponse>()
+        .json::<Session>("200", "The session")
+        .shared("404", "NotFound")
+        .shared("409", "Conflict")
+        .shared("503", "Unavailable"),
     );
-    let limit = json!({ "name": "limit", "in": "query", "required": false,
-        "description": "Most entries (default 100, at most 1000 are returned)",
-        "schema": { "type": "integer", "minimum": 0, "maximum": u64::MAX } });
-    for (path, summary, key, params) in [
-        (
-            "/admin/v1/outbox",
-            "The SMS outbox (embedded provider), newest first",
-            "messages",
-            json!([limit]),
-        ),
-        (
-            "/admin/v1/webhooks",
-            "Result webhooks not delivered: pending with their next try, and given up",
-            "webhooks",
-            json!([limit]),
-        ),
-        (
-            "/admin/v1/audit/relay",
-            "Relay calls' audit trail: created, read, secured, released, ended (no other query parameter is accepted)",
-            "records",
-            json!([{ "name": "call", "in": "query", "required": false, "description": "One call's records only",
-                     "schema": { "type": "string" } }, limit]),
-        ),
-    ] {
-        add(
-            path,
-            "get",
-            op(
-                summary,
-                Some("admin"),
-                None,
-                json!({
-                    "200": ok_json("The list", json!({ "type": "object", "required": [key],
-                        "properties": { key: { "type": "array" } } })),
-                    "400": r("BadQuery"),
-                }),
-            ),
-            Some(params),
-        );
-    }
-    let ui_token = json!([{ "uiToken": [] }]);
-    let mut agent_page = op(
-        "Agent payment UI (HTML); ?code= the one-time access code",
-        None,
-        None,
-        json!({
-            "200": r("Page"),
-            "400": r("BadQuery"),
-            "403": { "description": "The link is not valid or was used (a page)", "content": { "text/html": { "schema": { "type": "string" } } } },
-        }),
-    );
-    agent_page["parameters"] = json!([{ "name": "code", "in": "query", "required": false, "schema": { "type": "string" } }]);
-    add("/pay/agent/{id}", "get", agent_page, Some(id_param("id")));
-    let mut events = op(
-        "Agent payment UI live updates (text/event-stream)",
-        None,
-        None,
-        json!({
-            "200": ok_text("Server-sent events: the session's state, then live updates", "text/event-stream"),
-            "400": r("BadQuery"),
-            "401": r("Unauthorized"),
-        }),
-    );
-    events["security"] = json!([{ "uiTokenQuery": [] }]);
-    add(
-        "/pay/agent/{id}/events",
-        "get",
-        events,
-        Some(id_param("id")),
-    );
-    // The agent UI's own calls read their body with axum's `Json` (errors in plain text), and
-    // check the UI token only after the body was read.
-    let mut reset = op(
-        "Agent UI: reset a capture field",
-        None,
-        None,
-        json!({
-            "200": ok_json("Whether the field was reset", json!({ "type": "object", "required": ["reset", "field"],
-                "properties": { "reset": { "type": "boolean" }, "field": { "type": "string" } } })),
-            "400": r("BadRequestPlain"),
-            "401": r("Unauthorized"),
-            "404": r("NotFound"),
-            "409": r("Conflict"),
-            "413": r("PayloadTooLargePlain"),
-            "415": r("UnsupportedMediaTypePlain"),
-            "422": r("UnprocessablePlain"),
-            "503": r("Unavailable"),
-        }),
-    );
-    reset["security"] = ui_token.clone();
-    reset["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
-        "type": "object", "required": ["field"], "properties": { "field": { "enum": ["pan", "expiry", "cvv", "postcode"] } } } } } });
-    add("/pay/agent/{id}/reset", "post", reset, Some(id_param("id")));
-    let mut agent_submit = op(
-        "Agent UI: submit the payment",
-        None,
-        None,
-        json!({
-            "200": ok_json("The session", schema("Session")),
-            "400": r("BadPath"),
-            "401": r("Unauthorized"),
-            "404": r("NotFound"),
-            "409": r("Conflict"),
-            "503": r("Unavailable"),
-        }),
-    );
-    agent_submit["security"] = ui_token;
-    add(
-        "/pay/agent/{id}/submit",
-        "post",
-        agent_submit,
-        Some(id_param("id")),
-    );
-    let link_gone = json!({ "description": "The link expired, was used or replaced, or its payment is closed (a page)",
-        "content": { "text/html": { "schema": { "type": "string" } } } });
-    let link_unknown = json!({ "description": "No such payment link (a page)",
-        "content": { "text/html": { "schema": { "type": "string" } } } });
-    add(
-        "/pay/link/{token}",
-        "get",
-        op(
-            "Hosted payment page (HTML) for a one-time payment link",
-            None,
-            None,
-            json!({ "200": r("Page"), "400": r("BadPath"), "404": link_unknown.clone(), "410": link_gone.clone() }),
-        ),
-        Some(id_param("token")),
-    );
-    let mut link_pay = op(
-        "Hosted payment page form submission: the outcome as a page",
-        None,
-        None,
-        json!({
-            "200": r("Page"),
-            "400": r("BadPath"),
-            "404": link_unknown,
-            "410": link_gone,
-            "413": r("PayloadTooLargePlain"),
-            "415": r("UnsupportedMediaTypePlain"),
-            "422": { "description": "The card was not valid (the form again, with the errors), or the form could not be read (plain text)",
-                "content": { "text/html": { "schema": { "type": "string" } }, "text/plain": { "schema": { "type": "string" } } } },
-        }),
-    );
-    link_pay["requestBody"] = json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
-        "type": "object", "properties": { "number": { "type": "string" }, "expiry": { "type": "string" },
-            "cvc": { "type": "string" }, "postcode": { "type": "string" } } } } } });
-    add(
-        "/pay/link/{token}",
-        "post",
-        link_pay,
-        Some(id_param("token")),
-    );
-    add(
+    doc.add(
         "/globalpci/v1/redact",
-        "post",
-        op(
-            "Mask card numbers in free text, keeping the last four",
-            Some("globalpci"),
-            Some(
-                json!({ "type": "object", "required": ["text"], "additionalProperties": false,
-                "properties": { "text": { "type": "string" } } }),
-            ),
-            json!({ "200": ok_json("The text, masked", json!({ "type": "object", "required": ["text"],
-                "properties": { "text": { "type": "string" } } })) }),
-        ),
-        None,
+        Post,
+        Op::new("Mask card numbers in free text, keeping the last four")
+            .authed("globalpci")
+            .api_json::<globalpci::RedactBody>()
+            .json_inline::<Redacted>("200", "The text, masked"),
     );
-    let leg = json!({ "type": "object", "additionalProperties": false, "properties": { "remote": {
-        "anyOf": [{ "type": "string", "pattern": remote_pattern() }, { "type": "null" }],
-        "description": "ip:port (exactly), ip (that host, any port), ip:lo-hi (a port range, 1 ≤ lo ≤ hi; IPv6 in brackets), or null to learn it from the first packet" } } });
-    let new_call = json!({
-        "type": "object", "required": ["call_guid", "codec", "caller", "agent"], "additionalProperties": false,
-        "properties": {
-            "call_guid": { "type": "string", "pattern": not_blank, "minLength": 1, "maxLength": 128,
-                "description": "The platform's call id: not blank, at most 128 characters; one live call per call_guid and client" },
-            "codec": { "type": "string", "pattern": "^[Pp][Cc][Mm][AaUu]$", "description": "PCMU or PCMA (any case)" },
-            "telephone_event_pt": { "type": ["integer", "null"], "minimum": 96, "maximum": 127 },
-            "caller": leg.clone(),
-            "agent": leg,
-            "rtcp_mux": { "type": "boolean" },
-            "ipv6": { "type": "boolean" },
-            "account": { "type": ["string", "null"], "description": "AccountConfigurationId the call belongs to (sets its dtmf_masking policy); 400 unless a configured account this client may use" }
-        }
-    });
-    add(
+
+    doc.add(
+        "/admin/v1/outbox",
+        Get,
+        Op::new("The SMS outbox (embedded provider), newest first")
+            .authed("admin")
+            .query::<admin::Limit>()
+            .json_inline::<Outbox>("200", "The list")
+            .shared("400", "BadQuery"),
+    );
+    doc.add(
+        "/admin/v1/webhooks",
+        Get,
+        Op::new("Result webhooks not delivered: pending with their next try, and given up")
+            .authed("admin")
+            .query::<admin::Limit>()
+            .json_inline::<Webhooks>("200", "The list")
+            .shared("400", "BadQuery"),
+    );
+    doc.add(
+        "/admin/v1/audit/relay",
+        Get,
+        Op::new(
+            "Relay calls' audit trail: created, read, secured, released, ended (no other query \
+             parameter is accepted)",
+        )
+        .authed("admin")
+        .query::<admin::AuditQuery>()
+        .json_inline::<RelayAudit>("200", "The list")
+        .shared("400", "BadQuery"),
+    );
+
+    // The agent payment UI. Its own calls read their body with axum's `Json` (errors in plain
+    // text), and check the UI token only after the body was read.
+    doc.add(
+        "/pay/agent/{id}",
+        Get,
+        Op::new("Agent payment UI (HTML); ?code= the one-time access code")
+            .path_param("id")
+            .query::<pages::CodeQuery>()
+            .shared("200", "Page")
+            .shared("400", "BadQuery")
+            .answer(
+                "403",
+                text("The link is not valid or was used (a page)", "text/html"),
+            ),
+    );
+    doc.add(
+        "/pay/agent/{id}/events",
+        Get,
+        Op::new("Agent payment UI live updates (text/event-stream)")
+            .ui_token("uiTokenQuery")
+            .path_param("id")
+            .answer(
+                "200",
+                text(
+                    "Server-sent events: the session's state, then live updates",
+                    "text/event-stream",
+                ),
+            )
+            .shared("400", "BadQuery")
+            .shared("401", "Unauthorized"),
+    );
+    doc.add(
+        "/pay/agent/{id}/reset",
+        Post,
+        Op::new("Agent UI: reset a capture field")
+            .ui_token("uiToken")
+            .path_param("id")
+            .body_of::<pages::ResetBody>("application/json")
+            .json_inline::<Reset>("200", "Whether the field was reset")
+            .shared("400", "BadRequestPlain")
+            .shared("401", "Unauthorized")
+            .shared("404", "NotFound")
+            .shared("409", "Conflict")
+            .shared("413", "PayloadTooLargePlain")
+            .shared("415", "UnsupportedMediaTypePlain")
+            .shared("422", "UnprocessablePlain")
+            .shared("503", "Unavailable"),
+    );
+    doc.add(
+        "/pay/agent/{id}/submit",
+        Post,
+        Op::new("Agent UI: submit the payment")
+            .ui_token("uiToken")
+            .path_param("id")
+            .json::<Session>("200", "The session")
+            .shared("400", "BadPath")
+            .shared("401", "Unauthorized")
+            .shared("404", "NotFound")
+            .shared("409", "Conflict")
+            .shared("503", "Unavailable"),
+    );
+
+    // The hosted payment page.
+    let link_unknown = || text("No such payment link (a page)", "text/html");
+    let link_gone = || {
+        text(
+            "The link expired, was used or replaced, or its payment is closed (a page)",
+            "text/html",
+        )
+    };
+    doc.add(
+        "/pay/link/{token}",
+        Get,
+        Op::new("Hosted payment page (HTML) for a one-time payment link")
+            .path_param("token")
+            .shared("200", "Page")
+            .shared("400", "BadPath")
+            .answer("404", link_unknown())
+            .answer("410", link_gone()),
+    );
+    doc.add(
+        "/pay/link/{token}",
+        Post,
+        Op::new("Hosted payment page form submission: the outcome as a page")
+            .path_param("token")
+            .body_of::<pages::CardForm>("application/x-www-form-urlencoded")
+            .shared("200", "Page")
+            .shared("400", "BadPath")
+            .answer("404", link_unknown())
+            .answer("410", link_gone())
+            .shared("413", "PayloadTooLargePlain")
+            .shared("415", "UnsupportedMediaTypePlain")
+            .answer(
+                "422",
+                ResponseBuilder::new()
+                    .description(
+                        "The card was not valid (the form again, with the errors), or the form \
+                         could not be read (plain text)",
+                    )
+                    .content(
+                        "text/html",
+                        ContentBuilder::new().schema(Some(string())).build(),
+                    )
+                    .content(
+                        "text/plain",
+                        ContentBuilder::new().schema(Some(string())).build(),
+                    )
+                    .build(),
+            ),
+    );
+
+    doc.add(
         "/relay/v1/calls",
-        "post",
-        op(
+        Post,
+        Op::new(
             "Set up a relayed call → 201 {id, caller.local, agent.local}; 409 for a call_guid \
              already relayed; 503 when out of ports or calls",
-            Some("relay"),
-            Some(new_call),
-            json!({
-                "201": ok_json("The call", json!({ "type": "object",
-                    "required": ["id", "call_guid", "secure", "dtmf_masking", "caller", "agent"],
-                    "properties": { "id": { "type": "string" }, "call_guid": { "type": "string" },
-                        "secure": { "type": "boolean" }, "dtmf_masking": { "enum": ["call", "session"] },
-                        "caller": schema("LocalLeg"), "agent": schema("LocalLeg") } })),
-                "409": r("Conflict"),
-                "503": r("Unavailable"),
-            }),
-        ),
-        None,
+        )
+        .authed("relay")
+        .api_json::<relay::CreateRequest>()
+        .json_inline::<CallCreated>("201", "The call")
+        .shared("409", "Conflict")
+        .shared("503", "Unavailable"),
     );
-    add(
+    doc.add(
         "/relay/v1/calls",
-        "get",
-        op(
+        Get,
+        Op::new(
             "List the caller's relayed calls (every call with scope admin; counters, never keys)",
-            Some("relay"),
-            None,
-            json!({ "200": ok_json("The calls", json!({ "type": "object", "required": ["calls"],
-                "properties": { "calls": { "type": "array", "items": schema("Call") } } })) }),
-        ),
-        None,
+        )
+        .authed("relay")
+        .json_inline::<Calls>("200", "The calls"),
     );
-    add(
+    doc.add(
         "/relay/v1/calls/{id}",
-        "get",
-        op(
-            "A call's legs and counters (never keys); 404 for another client's call",
-            Some("relay"),
-            None,
-            json!({ "200": ok_json("The call", schema("Call")), "400": r("BadPath"), "404": r("NotFound") }),
-        ),
-        Some(id_param("id")),
+        Get,
+        Op::new("A call's legs and counters (never keys); 404 for another client's call")
+            .authed("relay")
+            .path_param("id")
+            .json::<Call>("200", "The call")
+            .shared("400", "BadPath")
+            .shared("404", "NotFound"),
     );
-    add(
+    doc.add(
         "/relay/v1/calls/{id}",
-        "delete",
-        op(
-            "End a call and free its ports",
-            Some("relay"),
-            None,
-            json!({ "204": { "description": "Ended" }, "400": r("BadPath"), "404": r("NotFound"),
-                    "409": r("Conflict"), "503": r("Unavailable") }),
-        ),
-        Some(id_param("id")),
+        Delete,
+        Op::new("End a call and free its ports")
+            .authed("relay")
+            .path_param("id")
+            .answer("204", Response::new("Ended"))
+            .shared("400", "BadPath")
+            .shared("404", "NotFound")
+            .shared("409", "Conflict")
+            .shared("503", "Unavailable"),
     );
-    add(
+    doc.add(
         "/relay/v1/calls/{id}/secure",
-        "post",
-        op(
+        Post,
+        Op::new(
             "Hold secure mode (masking) on, or release it: 409 with the reason under policy \
              call, while a capture is live, or within the hold-off after a key",
-            Some("relay"),
-            Some(
-                json!({ "type": "object", "required": ["enabled"], "additionalProperties": false,
-                "properties": { "enabled": { "type": "boolean" } } }),
-            ),
-            json!({ "200": ok_json("The call", schema("Call")), "400": r("BadRequestOrPath"),
-                    "404": r("NotFound"), "409": r("Conflict"), "503": r("Unavailable") }),
-        ),
-        Some(id_param("id")),
+        )
+        .authed("relay")
+        .path_param("id")
+        .api_json::<relay::SecureRequest>()
+        .json::<Call>("200", "The call")
+        .shared("400", "BadRequestOrPath")
+        .shared("404", "NotFound")
+        .shared("409", "Conflict")
+        .shared("503", "Unavailable"),
     );
-    let error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": schema("Error") } } });
-    let plain = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
-    let json_or_plain = |description: &str| {
-        json!({ "description": description, "content": {
-            "application/json": { "schema": schema("Error") }, "text/plain": { "schema": { "type": "string" } } } })
-    };
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "tonegate",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Secure-capture gateway for contact-centre card payments: GlobalPCI session API, relay control, OAuth2. Paths also work without the trailing slash shown. Any route can answer 408 (no body) when a request takes longer than server.request_timeout_s."
-        },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "oauth2": { "type": "oauth2", "flows": { "clientCredentials": {
-                    "tokenUrl": "/auth/connect/token",
-                    "scopes": { "globalpci": "GlobalPCI sessions", "relay": "Relay control", "admin": "Operator routes" } } } },
-                "uiToken": { "type": "http", "scheme": "bearer", "description": "The agent payment UI's token (in the page it serves)" },
-                "uiTokenQuery": { "type": "apiKey", "in": "query", "name": "token", "description": "The agent payment UI's token" }
-            },
-            "headers": {
-                "RetryAfter": { "required": true, "description": "Whole seconds to wait", "schema": { "type": "string", "pattern": "^[1-9][0-9]*$" } },
-                "NoStore": { "required": true, "schema": { "const": "no-store" } }
-            },
-            "schemas": {
-                "PaymentData": {
-                    "type": "object",
-                    "description": "Non-sensitive payment data. Seed keys as written; unknown keys are kept as metadata. Values are strings (at most 1024 bytes of UTF-8), numbers, booleans or null; at most 64 keys, each 1-64 bytes. The account's mandatory keys must be present and not blank.",
-                    "maxProperties": 64,
-                    "propertyNames": { "minLength": 1, "maxLength": 64 },
-                    "properties": {
-                        "cardholderName": schema("PaymentValue"),
-                        "cardholderPostCode": schema("PaymentValue"),
-                        "cardholder Address": schema("PaymentValue"),
-                        "merchantTxnRef": schema("PaymentValue"),
-                        "amount": { "$ref": "#/components/schemas/PaymentValue", "examples": ["124.99"] },
-                        "currency": { "$ref": "#/components/schemas/PaymentValue", "examples": ["GBP"] },
-                        "CustomerPhoneNumber": { "$ref": "#/components/schemas/PaymentValue", "examples": ["+447700900123"] }
-                    },
-                    "additionalProperties": schema("PaymentValue")
-                },
-                "PaymentValue": {
-                    "description": "A PaymentData value: a string of at most 1024 bytes (UTF-8), a number, a boolean or null",
-                    "anyOf": [{ "type": "string", "maxLength": 1024 }, { "type": ["number", "boolean", "null"] }]
-                },
-                "Session": {
-                    "type": "object",
-                    "description": "A session's state and, once finished, its result (no card data)",
-                    "required": ["sessionId", "sessionState", "sessionType", "accountConfigurationId", "currency", "createdAt", "expiresAt"],
-                    "properties": {
-                        "sessionId": { "type": "string" }, "sessionState": { "type": "string" },
-                        "sessionType": { "type": "string" }, "accountConfigurationId": { "type": "string" },
-                        "currency": { "type": "string" }, "createdAt": { "type": "integer" }, "expiresAt": { "type": "integer" },
-                        "amount": { "type": "string" }, "merchantTxnRef": schema("PaymentValue"), "CallGuid": { "type": "string" },
-                        "Message": { "type": "string" }
-                    }
-                },
-                "LocalLeg": { "type": "object", "required": ["local"], "properties": { "local": { "type": "string" } } },
-                "Call": {
-                    "type": "object",
-                    "description": "A relayed call: its legs and counters, never keys",
-                    "required": ["id", "call_guid", "codec", "secure", "dtmf_masking", "caller", "agent", "rtcp_mux", "created_at", "counters"],
-                    "properties": {
-                        "id": { "type": "string" }, "call_guid": { "type": "string" }, "codec": { "enum": ["PCMU", "PCMA"] },
-                        "secure": { "type": "boolean" }, "dtmf_masking": { "enum": ["call", "session"] },
-                        "account": { "type": ["string", "null"] },
-                        "caller": schema("LocalLeg"), "agent": schema("LocalLeg"),
-                        "rtcp_mux": { "type": "boolean" }, "created_at": { "type": "integer" }, "counters": { "type": "object" }
-                    }
-                },
-                "Token": {
-                    "type": "object", "required": ["access_token", "token_type", "expires_in", "scope"],
-                    "properties": { "access_token": { "type": "string" }, "token_type": { "const": "Bearer" },
-                        "expires_in": { "type": "integer" }, "scope": { "type": "string" } }
-                },
-                "OAuthError": {
-                    "type": "object", "required": ["error", "error_description"],
-                    "properties": { "error": { "type": "string" }, "error_description": { "type": "string" } }
-                },
-                "Error": {
-                    "type": "object", "required": ["error", "message"],
-                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } }
-                }
-            },
-            "responses": {
-                "BadRequest": error("The request is invalid: the message says how"),
-                "BadPath": plain("The path is not UTF-8 once percent-decoded"),
-                "BadQuery": plain("The query string could not be read (a value of the wrong type, or a parameter not accepted)"),
-                "BadRequestOrPath": json_or_plain("The request is invalid (JSON: the message says how), or the path is not UTF-8 (plain text)"),
-                "BadRequestPlain": plain("Malformed JSON, or a path that is not UTF-8"),
-                "Unauthorized": {
-                    "description": "The token is missing, invalid or expired",
-                    "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
-                    "content": { "application/json": { "schema": schema("Error") } }
-                },
-                "Forbidden": error("The token lacks the scope (insufficient_scope), or the client may not use the account"),
-                "NotFound": error("No such resource for this client"),
-                "Conflict": error("The resource is not in a state that allows this: the message says why"),
-                "Timeout": { "description": "The request took longer than server.request_timeout_s (no body)" },
-                "PayloadTooLarge": error("The body is larger than server.max_body_bytes"),
-                "PayloadTooLargePlain": plain("The body is larger than the route accepts"),
-                "UnsupportedMediaType": error("The body is not sent as Content-Type: application/json"),
-                "UnsupportedMediaTypePlain": plain("The body is not sent with the content type the route reads"),
-                "UnprocessablePlain": plain("The JSON body does not match the schema"),
-                "Unavailable": error("The gateway cannot do it now (out of relay ports or calls, or shutting down)"),
-                "Page": ok_text("A page", "text/html")
-            }
-        }
-    })
+
+    let mut schemas = doc.schemas;
+    for (name, schema) in payment_data_schemas() {
+        schemas.insert(name.into(), schema.into());
+    }
+    // Referenced by the shared answers.
+    named::<Error>(&mut schemas);
+    named::<OAuthError>(&mut schemas);
+    let components = security_schemes()
+        .into_iter()
+        .fold(
+            ComponentsBuilder::new()
+                .schemas_from_iter(schemas)
+                .responses_from_iter(shared_responses()),
+            |c, (name, scheme)| c.security_scheme(name, scheme),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("tonegate")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Secure-capture gateway for contact-centre card payments: GlobalPCI session \
+                     API, relay control, OAuth2. Paths also work without the trailing slash \
+                     shown. Any route can answer 408 (no body) when a request takes longer than \
+                     server.request_timeout_s.",
+                )),
+        )
+        .paths(doc.paths)
+        .components(Some(components))
+        .build()
 }

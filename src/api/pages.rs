@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{unix_now, ApiError, AppState};
 use crate::capture::Field;
@@ -153,8 +154,10 @@ fn summary(s: &Session) -> String {
 
 // ---------------------------------------------------------------- agent payment UI
 
-#[derive(Deserialize)]
-struct CodeQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct CodeQuery {
+    /// The one-time access code (`paymentUiCredentials.accessCode`)
     code: Option<String>,
 }
 
@@ -376,8 +379,10 @@ async fn agent_events(
     Ok(r)
 }
 
-#[derive(Deserialize)]
-struct ResetBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ResetBody {
+    // `Field` is tonegate-card's: its schema is stated in `openapi.rs`.
+    #[schema(schema_with = super::openapi::capture_field)]
     field: Field,
 }
 
@@ -521,8 +526,9 @@ async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> 
     }
 }
 
-#[derive(Deserialize)]
-struct CardForm {
+// The hosted page's form (`application/x-www-form-urlencoded`); every field may be left out.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct CardForm {
     #[serde(default)]
     number: String,
     #[serde(default)]

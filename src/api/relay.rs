@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tonegate_dsp::G711Law;
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::{Principal, Scope};
@@ -45,28 +46,45 @@ impl From<RelayError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+// Doc comments here are the schema's descriptions in /openapi.json; its constraints are what
+// `create` and `parse_remote` check after reading the body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LegRequest {
+pub(super) struct LegRequest {
+    // See `parse_remote`: its pattern is assembled in `openapi.rs`.
+    #[schema(schema_with = super::openapi::remote)]
     remote: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+pub(super) struct CreateRequest {
+    /// The platform's call id: not blank, at most 128 characters; one live call per call_guid
+    /// and client.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     call_guid: String,
+    /// PCMU or PCMA (any case).
+    #[schema(pattern = "^[Pp][Cc][Mm][AaUu]$")]
     codec: String,
+    /// The RFC 4733 telephone-event payload type: dynamic (96-127).
     #[serde(default)]
+    #[schema(minimum = 96, maximum = 127)]
     telephone_event_pt: Option<u8>,
     caller: LegRequest,
     agent: LegRequest,
+    /// RTCP shares the RTP port.
     #[serde(default)]
     rtcp_mux: bool,
     /// Bind IPv6 ports when no remote is given.
     #[serde(default)]
     ipv6: bool,
-    /// The account (AccountConfigurationId) the call belongs to; sets its masking policy.
-    /// Without it, a client allowed exactly one account uses that one.
+    /// The account (AccountConfigurationId) the call belongs to; sets its dtmf_masking policy.
+    /// 400 unless a configured account this client may use. Without it, a client allowed
+    /// exactly one account uses that one.
     #[serde(default)]
     account: Option<String>,
 }
@@ -226,9 +244,10 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SecureRequest {
+pub(super) struct SecureRequest {
+    /// On: hold secure mode; off: release it.
     enabled: bool,
 }
 

@@ -11,9 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 /// How the session takes the card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum SessionKind {
     /// IVR self-service: keys on a call, no agent.
     SelfService,
@@ -45,7 +46,8 @@ impl SessionKind {
 }
 
 /// Where a session is in its life. See the module documentation for the transitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[schema(description = "Where a session is in its life")]
 pub enum SessionState {
     /// Made; waiting for the call (or the customer's link) to start capture.
     Created,
@@ -145,23 +147,30 @@ impl SessionState {
 }
 
 /// The outcome of a submitted payment: references only, never card data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Its schema (in /openapi.json, flattened into a session) has each field a string: a field is
+// left out, never null, when there is no value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentResult {
     /// PAN masked to its last four (`************4242`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub masked_pan: Option<String>,
     /// Card brand.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub card_brand: Option<String>,
     /// The PSP's reference for the tokenized card.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub psp_token_reference: Option<String>,
     /// The PSP's transaction (payment) id.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub psp_transaction_id: Option<String>,
     /// Why it did not succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub failure_reason: Option<String>,
 }
 
