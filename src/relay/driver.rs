@@ -79,7 +79,7 @@ impl CallDriver {
         len: usize,
     ) {
         if let Some(t) = self.media.on_datagram(side, channel, from, buf, len) {
-            self.send(tx, t, buf);
+            send(&self.status, tx, t, buf);
         }
         self.drain(tx);
     }
@@ -122,18 +122,10 @@ impl CallDriver {
         self.silent.then_some(Ended::Silence)
     }
 
-    fn send(&self, tx: &mut impl DatagramTx, t: Transmit, bytes: &[u8]) {
-        if !tx.send(t.from, t.channel, t.to, &bytes[..t.len]) {
-            self.status.send_dropped.fetch_add(1, Relaxed);
-        }
-    }
-
     /// Sends what the media core has queued and acts on what it reports.
     fn drain(&mut self, tx: &mut impl DatagramTx) {
         while let Some(t) = self.media.poll_transmit(&mut self.out) {
-            if !tx.send(t.from, t.channel, t.to, &self.out[..t.len]) {
-                self.status.send_dropped.fetch_add(1, Relaxed);
-            }
+            send(&self.status, tx, t, &self.out);
         }
         while let Some(e) = self.media.poll_event() {
             match e {
@@ -158,5 +150,12 @@ impl CallDriver {
                 MediaEvent::Silent => self.silent = true,
             }
         }
+    }
+}
+
+/// Sends `bytes[..t.len]` as `t` says, counting it in `status` if it could not go.
+fn send(status: &CallStatus, tx: &mut impl DatagramTx, t: Transmit, bytes: &[u8]) {
+    if !tx.send(t.from, t.channel, t.to, &bytes[..t.len]) {
+        status.send_dropped.fetch_add(1, Relaxed);
     }
 }
