@@ -134,7 +134,7 @@ pub(super) struct CreateBody {
     call_guid: Option<String>,
     // Read by `PaymentData::from_value`: its schema is built in `openapi.rs`.
     #[serde(rename = "PaymentData")]
-    #[schema(schema_with = super::openapi::payment_data_field)]
+    #[schema(schema_with = super::field_schema::payment_data_field)]
     payment_data: Option<Value>,
 }
 
@@ -384,7 +384,7 @@ async fn messaging(
 pub(super) struct ConnectorPaymentResponse {
     /// `ConnectorPaymentResponse` (400 otherwise).
     #[serde(rename = "type")]
-    #[schema(schema_with = super::openapi::connector_payment_response)]
+    #[schema(schema_with = super::field_schema::connector_payment_response)]
     kind: String,
     status: bool,
     request_identifier: String,

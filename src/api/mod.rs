@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 pub use auth::CredentialGuard;
+mod field_schema;
 mod globalpci;
 mod metrics;
 mod openapi;

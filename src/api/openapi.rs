@@ -52,6 +52,7 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, ToSchema};
 
+use super::field_schema::{one_of, schema_ref, string};
 use super::{admin, globalpci, pages, relay, AppState};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -102,73 +103,6 @@ fn require_headers(doc: &mut Value) {
 
 /// Named schemas, for `components/schemas`.
 type Schemas = BTreeMap<String, RefOr<Schema>>;
-
-fn string() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String)
-}
-
-/// A string that is one of `values`.
-fn one_of(values: &[&str]) -> Schema {
-    string()
-        .enum_values(Some(values.iter().copied()))
-        .build()
-        .into()
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    Ref::from_schema_name(name).into()
-}
-
-/// A relay leg's `remote` (see `parse_remote` in `relay.rs`): `ip:port`, `[ipv6]:port`, `ip`,
-/// `[ipv6]`, or `ip:lo-hi` / `[ipv6]:lo-hi` with 1 ≤ lo ≤ hi (the order of lo and hi no pattern
-/// states: a reversed range is a 400).
-fn remote_pattern() -> String {
-    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
-    let v4 = format!("{octet}(\\.{octet}){{3}}");
-    let h = "[0-9a-fA-F]{1,4}";
-    let v6 = format!(
-        "(({h}:){{7}}{h}|({h}:){{1,7}}:|({h}:){{1,6}}:{h}|({h}:){{1,5}}(:{h}){{1,2}}|({h}:){{1,4}}(:{h}){{1,3}}|({h}:){{1,3}}(:{h}){{1,4}}|({h}:){{1,2}}(:{h}){{1,5}}|{h}:(:{h}){{1,6}}|:((:{h}){{1,7}}|:))"
-    );
-    let port =
-        "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)";
-    let nz_port =
-        "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
-    let host = format!("({v4}|\\[{v6}\\])");
-    format!("^({v4}|{v6}|\\[{v6}\\]|{host}:{port}|{host}:{nz_port}-{nz_port})$")
-}
-
-/// `LegRequest.remote` (`#[schema(schema_with)]`): the pattern is assembled from its parts.
-pub(super) fn remote() -> Schema {
-    AnyOfBuilder::new()
-        .item(string().pattern(Some(remote_pattern())))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .description(Some(
-            "ip:port (exactly), ip (that host, any port), ip:lo-hi (a port range, 1 ≤ lo ≤ hi; \
-             IPv6 in brackets), or null to learn it from the first packet",
-        ))
-        .build()
-        .into()
-}
-
-/// `ResetBody.field`: tonegate-card's `capture::Field` (lowercase), which has no schema of its
-/// own. `tests/openapi.rs` checks that each value reads as a `Field`.
-pub(super) fn capture_field() -> Schema {
-    one_of(&["pan", "expiry", "cvv", "postcode"])
-}
-
-/// `ConnectorPaymentResponse.type`: `apple_response` refuses any other (400).
-pub(super) fn connector_payment_response() -> Schema {
-    one_of(&["ConnectorPaymentResponse"])
-}
-
-/// `CreateBody.PaymentData`: the map `PaymentData::from_value` reads, or null.
-pub(super) fn payment_data_field() -> Schema {
-    AnyOfBuilder::new()
-        .item(schema_ref("PaymentData"))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .build()
-        .into()
-}
 
 /// `PaymentData` and its values, as `PaymentData::from_value` (session/payment_data.rs) checks
 /// them: a map, not a type with fields.
@@ -411,7 +345,7 @@ mod answers {
     #[derive(ToSchema)]
     pub struct Reset {
         pub reset: bool,
-        #[schema(schema_with = super::capture_field)]
+        #[schema(schema_with = super::super::field_schema::capture_field)]
         pub field: String,
     }
 

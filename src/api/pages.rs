@@ -382,7 +382,7 @@ async fn agent_events(
 #[derive(Deserialize, ToSchema)]
 pub(super) struct ResetBody {
     // `Field` is tonegate-card's: its schema is stated in `openapi.rs`.
-    #[schema(schema_with = super::openapi::capture_field)]
+    #[schema(schema_with = super::field_schema::capture_field)]
     field: Field,
 }
 

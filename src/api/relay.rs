@@ -52,7 +52,7 @@ impl From<RelayError> for ApiError {
 #[serde(deny_unknown_fields)]
 pub(super) struct LegRequest {
     // See `parse_remote`: its pattern is assembled in `openapi.rs`.
-    #[schema(schema_with = super::openapi::remote)]
+    #[schema(schema_with = super::field_schema::remote)]
     remote: Option<String>,
 }
 
