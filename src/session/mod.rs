@@ -7,16 +7,16 @@ pub mod model;
 pub mod outbox;
 mod payment_data;
 pub mod store;
+pub mod voice;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field};
+use crate::capture::{CaptureRules, Field};
 use crate::card::Card;
 use crate::clock::unix_now;
 use crate::config::{AccountConfig, Config};
@@ -25,8 +25,10 @@ use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
 use crate::relay::Relay;
 use model::{PaymentResult, Session, SessionKind, SessionState};
 use store::{SessionStore, StoreError};
+use voice::{SubmitRefused, VoiceOutput, VoiceSession};
 
 pub use payment_data::PaymentData;
+pub use voice::LiveEvent;
 
 /// Why a session request failed.
 #[derive(Debug, Error)]
@@ -63,23 +65,6 @@ pub enum SessionError {
     /// The gateway is shutting down: no new payment starts.
     #[error("the gateway is shutting down; try again shortly")]
     ShuttingDown,
-}
-
-/// What the agent UI and hosted page are told, live. Lengths, statuses, references only.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LiveEvent {
-    /// The session's state.
-    pub session_state: SessionState,
-    /// The capture event that caused this update, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture_event: Option<CaptureEvent>,
-    /// The capture's state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture: Option<CaptureView>,
-    /// The payment outcome, once known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<PaymentResult>,
 }
 
 enum Command {
@@ -1298,8 +1283,14 @@ pub fn today_utc(unix: u64) -> (u16, u8) {
     (year as u16, month as u8)
 }
 
-/// One linked voice session's capture: owns the [`Capture`] (and so the card) until it is
-/// paid, failed or stopped.
+/// Whether a [`CaptureTask`] goes on.
+enum Outcome {
+    Going,
+    Over,
+}
+
+/// The thin async driver of one linked voice session's [`VoiceSession`], which owns the
+/// capture (and so the card) until it is paid, failed or stopped.
 struct CaptureTask {
     inner: Arc<Inner>,
     session: Session,
@@ -1312,9 +1303,11 @@ struct CaptureTask {
 }
 
 impl CaptureTask {
+    /// Drives the [`VoiceSession`]: keys, commands and its deadlines in; its outputs carried
+    /// out against the relay, the store and the live subscribers.
     async fn run(mut self) {
         let start = tokio::time::Instant::now();
-        let ms = || start.elapsed().as_millis() as u64;
+        let ms = move || start.elapsed().as_millis() as u64;
         let rules = CaptureRules {
             fields: self.account.fields.clone(),
             max_attempts: self.account.max_attempts,
@@ -1323,36 +1316,30 @@ impl CaptureTask {
             ready_hold_ms: self.account.card_hold_s * 1000,
             today: today_utc(unix_now()),
         };
-        let mut capture = Capture::new(rules, ms());
-        let mut state = SessionState::Capturing;
+        let mut voice = VoiceSession::new(self.session.kind, rules, ms());
         // Who ends a capture that is not over: the call, or the gateway stopping.
         let mut ended_by = "gateway:call-ended";
         loop {
-            if let Some(done) = self.drain(&mut capture, &mut state).await {
-                if done {
-                    break;
-                }
+            if let Outcome::Over = self.carry_out(&mut voice).await.0 {
+                break;
             }
-            let deadline = capture
-                .next_deadline()
+            let deadline = voice
+                .poll_timeout()
                 .map(|d| start + Duration::from_millis(d));
             tokio::select! {
                 k = self.keys.recv() => match k {
-                    Some(k) => {
-                        capture.key(k.key(), ms())
-                    }
+                    Some(k) => voice.key(k.key(), ms()),
                     // The call ended: the session stays, waiting for a new call.
                     None => break,
                 },
                 c = self.commands.recv() => match c {
                     Some(Command::ResetField(f, ack)) => {
-                        let ok = capture.reset_field(f, ms());
-                        let _ = ack.send(ok);
+                        let _ = ack.send(voice.reset_field(f, ms()));
                     }
                     Some(Command::Submit(actor, ack)) => {
-                        let r = self.submit(&mut capture, &mut state, &actor).await;
+                        let (outcome, r) = self.submit(&mut voice, &actor).await;
                         let _ = ack.send(r);
-                        if state.is_terminal() {
+                        if let Outcome::Over = outcome {
                             break;
                         }
                     }
@@ -1362,19 +1349,100 @@ impl CaptureTask {
                     }
                     Some(Command::Stop) | None => break,
                 },
-                _ = sleep_until_opt(deadline) => capture.tick(ms()),
+                _ = sleep_until_opt(deadline) => voice.handle_timeout(ms()),
             }
         }
-        // The card keyed so far goes with `capture`, before the session is put back.
-        drop(capture);
+        let state = voice.state();
+        // The card keyed so far goes with `voice`, before the session is put back.
+        drop(voice);
         self.finish(state, ended_by).await;
     }
 
-    /// Plays prompts to the caller (self-service sessions only; an agent does the talking).
-    async fn say(&self, names: &[&str]) {
-        if self.session.kind != SessionKind::SelfService {
-            return;
+    /// An agent's (or the API's) submit, answered with the stored session once paid.
+    async fn submit(
+        &mut self,
+        voice: &mut VoiceSession,
+        actor: &str,
+    ) -> (Outcome, Result<Session, SessionError>) {
+        if self.inner.payments.closed() {
+            return (Outcome::Going, Err(SessionError::ShuttingDown));
         }
+        if let Err(e) = voice.submit(actor) {
+            let action = match e {
+                SubmitRefused::NotComplete => "submit (capture is not complete)",
+                SubmitRefused::Paying => "submit (a payment is under way)",
+            };
+            let from = voice.state().as_str();
+            return (
+                Outcome::Going,
+                Err(SessionError::WrongState { from, action }),
+            );
+        }
+        let (outcome, paid) = self.carry_out(voice).await;
+        let r = paid.unwrap_or_else(|| {
+            Err(SessionError::Conflict(
+                "the payment did not start; check the session".into(),
+            ))
+        });
+        (outcome, r)
+    }
+
+    /// Does what `voice` asks until it has nothing more; the payment's answer, if one ran.
+    async fn carry_out(
+        &mut self,
+        voice: &mut VoiceSession,
+    ) -> (Outcome, Option<Result<Session, SessionError>>) {
+        let mut paid = None;
+        while let Some(out) = voice.poll_output() {
+            match out {
+                VoiceOutput::StopPrompt => {
+                    let _ = self.inner.relay.stop_prompt(&self.call_id).await;
+                }
+                VoiceOutput::Say(names) => self.say(names).await,
+                VoiceOutput::Transition { from, to, actor } => {
+                    let moved =
+                        self.inner
+                            .store
+                            .transition(&self.session.id, from, to, actor, unix_now());
+                    voice.transitioned(matches!(moved, Ok(true)));
+                }
+                VoiceOutput::Failed(reason) => {
+                    let result = PaymentResult {
+                        failure_reason: Some(reason),
+                        ..Default::default()
+                    };
+                    let _ = self
+                        .inner
+                        .store
+                        .set_result(&self.session.id, &result, unix_now());
+                }
+                VoiceOutput::Publish(e) => self.publish(e),
+                VoiceOutput::Pay { card, actor } => {
+                    let r = pay_to_the_end(&self.inner, &self.session, card, &actor, "voice").await;
+                    if let Err(SessionError::ShuttingDown) = r {
+                        // Refused before it began (the card went with it): nothing to announce.
+                        return (Outcome::Over, Some(r.map(|_| self.session.clone())));
+                    }
+                    match store::must_get(&*self.inner.store, &self.session.id) {
+                        Ok(s) => {
+                            voice.paid(s.state, s.result.clone());
+                            paid = Some(r.map(|_| s));
+                        }
+                        Err(e) => {
+                            // How the payment ended is unknown here: the sweep reconciles it.
+                            tracing::error!(session = %self.session.id, error = %e, "session unreadable after payment");
+                            return (Outcome::Over, Some(Err(e.into())));
+                        }
+                    }
+                }
+                VoiceOutput::Over => return (Outcome::Over, paid),
+            }
+        }
+        (Outcome::Going, paid)
+    }
+
+    /// Plays prompts to the caller.
+    async fn say(&self, names: &[&str]) {
         let clips: Vec<_> = names
             .iter()
             .filter_map(|n| self.inner.prompts.get(&self.account.prompts, n))
@@ -1384,134 +1452,7 @@ impl CaptureTask {
         }
     }
 
-    /// The prompts a capture event calls for.
-    fn prompts_for(ev: &CaptureEvent) -> &'static [&'static str] {
-        use crate::capture::FieldError;
-        match ev {
-            CaptureEvent::Prompt { field, .. } => match field {
-                Field::Pan => &["enter_card_number"],
-                Field::Expiry => &["enter_expiry"],
-                Field::Cvv => &["enter_security_code"],
-                Field::Postcode => &["enter_postcode"],
-            },
-            CaptureEvent::FieldInvalid {
-                field,
-                reason,
-                attempts_left,
-            } if *attempts_left > 0 => match (field, reason) {
-                (Field::Pan, FieldError::Invalid(_)) => &["invalid_card"],
-                (Field::Expiry, FieldError::Invalid(_)) => &["expired_card"],
-                _ => &["invalid_entry"],
-            },
-            CaptureEvent::AttemptsExhausted { .. } => &["too_many_attempts", "goodbye"],
-            _ => &[],
-        }
-    }
-
-    /// Forwards capture events; `Some(true)` when the session is over.
-    async fn drain(&mut self, capture: &mut Capture, state: &mut SessionState) -> Option<bool> {
-        let mut over = None;
-        while let Some(ev) = capture.poll_event() {
-            // Barge-in: a key the capture took stops the prompt (a stray # does not).
-            if self.session.kind == SessionKind::SelfService
-                && matches!(
-                    ev,
-                    CaptureEvent::KeyMasked { .. } | CaptureEvent::FieldCleared { .. }
-                )
-            {
-                let _ = self.inner.relay.stop_prompt(&self.call_id).await;
-            }
-            self.say(Self::prompts_for(&ev)).await;
-            match &ev {
-                CaptureEvent::AllComplete => {
-                    self.transition(state, SessionState::ReadyToSubmit, "caller");
-                }
-                CaptureEvent::FieldCleared { .. } if *state == SessionState::ReadyToSubmit => {
-                    self.transition(state, SessionState::Capturing, "agent");
-                }
-                CaptureEvent::CardExpired => {
-                    self.transition(state, SessionState::Capturing, "gateway:card-hold");
-                }
-                CaptureEvent::AttemptsExhausted { field } => {
-                    self.transition(state, SessionState::Failed, "caller");
-                    let reason = format!("too many invalid attempts at {}", field.as_str());
-                    let _ = self.inner.store.set_result(
-                        &self.session.id,
-                        &PaymentResult {
-                            failure_reason: Some(reason),
-                            ..Default::default()
-                        },
-                        unix_now(),
-                    );
-                    over = Some(true);
-                }
-                _ => {}
-            }
-            self.publish(*state, Some(ev), Some(capture.view()), None);
-        }
-        if *state == SessionState::ReadyToSubmit && self.session.kind == SessionKind::SelfService {
-            // Self-service: nobody presses "Submit"; the complete card goes straight to the PSP.
-            let _ = self.submit(capture, state, "caller").await;
-            return Some(true);
-        }
-        over
-    }
-
-    async fn submit(
-        &mut self,
-        capture: &mut Capture,
-        state: &mut SessionState,
-        actor: &str,
-    ) -> Result<Session, SessionError> {
-        if self.inner.payments.closed() {
-            return Err(SessionError::ShuttingDown);
-        }
-        let Some(card) = capture.take_card() else {
-            return Err(SessionError::WrongState {
-                from: state.as_str(),
-                action: "submit (capture is not complete)",
-            });
-        };
-        self.say(&["processing"]).await;
-        let r = pay_to_the_end(&self.inner, &self.session, card, actor, "voice").await;
-        let s = store::must_get(&*self.inner.store, &self.session.id)?;
-        *state = s.state;
-        self.say(if s.state == SessionState::Completed {
-            &["approved", "goodbye"]
-        } else {
-            &["declined", "goodbye"]
-        })
-        .await;
-        self.publish(s.state, None, Some(capture.view()), Some(s.result.clone()));
-        r.map(|_| s)
-    }
-
-    fn transition(&self, state: &mut SessionState, to: SessionState, actor: &str) {
-        if state.to(to).is_ok()
-            && matches!(
-                self.inner
-                    .store
-                    .transition(&self.session.id, *state, to, actor, unix_now()),
-                Ok(true)
-            )
-        {
-            *state = to;
-        }
-    }
-
-    fn publish(
-        &self,
-        state: SessionState,
-        ev: Option<CaptureEvent>,
-        view: Option<CaptureView>,
-        result: Option<PaymentResult>,
-    ) {
-        let e = LiveEvent {
-            session_state: state,
-            capture_event: ev,
-            capture: view,
-            result,
-        };
+    fn publish(&self, e: LiveEvent) {
         *self.last.lock().expect("last lock") = e.clone();
         let _ = self.events.send(e);
     }
