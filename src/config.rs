@@ -527,6 +527,9 @@ pub struct ServerConfig {
     pub behind_tls_proxy: bool,
     /// tonegate's own TLS: with it the listener speaks HTTPS only.
     pub tls: Option<TlsConfig>,
+    /// Development only: `POST /admin/v1/clock` moves this gateway's wall clock forward, so
+    /// tests of expiries (tokens, links, sessions) need not wait. Production refuses it.
+    pub adjustable_clock: bool,
 }
 
 /// `[server.tls]`: PEM files for tonegate's own HTTPS listener.
@@ -578,6 +581,7 @@ impl Default for ServerConfig {
             mode: ServerMode::Development,
             behind_tls_proxy: false,
             tls: None,
+            adjustable_clock: false,
         }
     }
 }
@@ -890,6 +894,11 @@ impl Config {
                     .into(),
             );
         }
+        if self.server.adjustable_clock {
+            return Some(
+                "server.adjustable_clock lets the admin API move the clock (tests only)".into(),
+            );
+        }
         if self.auth.signing_key.is_none() {
             return Some("auth.signing_key is not set (tokens would not survive a restart)".into());
         }
@@ -936,6 +945,13 @@ mod tests {
                 "[server.tls]",
             ),
             (("signing_key = ", "# signing_key = "), "auth.signing_key"),
+            (
+                (
+                    "mode = \"production\"",
+                    "mode = \"production\"\nadjustable_clock = true",
+                ),
+                "server.adjustable_clock",
+            ),
         ] {
             let text = safe.replacen(change.0, change.1, 1);
             assert_ne!(text, safe, "{change:?}");

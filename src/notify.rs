@@ -56,23 +56,23 @@ impl Webhooks {
         }
     }
 
-    /// One try: POSTs `body` as event `event_id`, signed with `secret`. `Err` says why it
-    /// was not delivered (a status or a transport error, never the receiver's body).
+    /// One try: POSTs `body` as event `event_id`, signed with `secret` and stamped `now`
+    /// (Unix seconds). `Err` says why it was not delivered (a status or a transport error, never the receiver's body).
     pub async fn deliver(
         &self,
         url: &str,
         secret: &str,
         event_id: &str,
         body: &str,
+        now: u64,
     ) -> Result<(), String> {
-        let ts = crate::clock::unix_now();
         let r = self
             .http
             .post(url)
             .header("content-type", "application/json")
             .header("X-Tonegate-Event-Id", event_id)
-            .header("X-Tonegate-Timestamp", ts.to_string())
-            .header("X-Tonegate-Signature", signature(secret, ts, body))
+            .header("X-Tonegate-Timestamp", now.to_string())
+            .header("X-Tonegate-Signature", signature(secret, now, body))
             .body(body.to_string())
             .send()
             .await;

@@ -58,7 +58,7 @@ fn token_request(gw: &Gateway, form: &[(&str, &str)], basic: Option<(&str, &str)
 
 #[test]
 fn oauth2_client_credentials() {
-    let gw = Gateway::start("[auth]\ntoken_lifetime_s = 1\n");
+    let gw = Gateway::start("[auth]\ntoken_lifetime_s = 1\n[server]\nadjustable_clock = true\n");
     let (id, secret) = DEV_CLIENT;
     let cc = ("grant_type", "client_credentials");
     let (s, v) = token_request(
@@ -143,7 +143,7 @@ fn oauth2_client_credentials() {
     forged.insert(10, 'x');
     assert_eq!(get(&gw, &forged, "/globalpci/v1/session/nope").0, 401);
     assert_eq!(get(&gw, "not-a-token", "/globalpci/v1/session/nope").0, 401);
-    std::thread::sleep(Duration::from_millis(2100));
+    gw.advance_clock(2);
     let (s, v) = get(&gw, &tok, "/globalpci/v1/session/nope");
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")));
 }
@@ -744,7 +744,7 @@ fn personal_data_is_deleted_after_its_retention() {
         &json!({}),
     );
     assert_eq!(s, 200);
-    let now = tonegate::api::unix_now();
+    let now = tonegate::clock::Clock::system().unix_now();
     let early = gw
         .state
         .sessions
@@ -810,4 +810,36 @@ fn call_ids_are_limited_in_characters() {
             "relay call, {n} characters: {v}"
         );
     }
+}
+
+#[test]
+fn only_a_gateway_started_with_an_adjustable_clock_lets_an_admin_move_it() {
+    let fixed = Gateway::start("");
+    let admin = fixed.token("admin");
+    let body = json!({ "advance_s": 5 });
+    let (s, _) = post(&fixed, &admin, "/admin/v1/clock", &body);
+    assert_eq!(s, 404, "no clock route where the clock is the system's");
+
+    let gw = Gateway::start("[server]\nadjustable_clock = true\n");
+    let admin = gw.token("admin");
+    let (s, v) = post(&gw, &gw.token("globalpci"), "/admin/v1/clock", &body);
+    assert_eq!(s, 403, "{v}");
+    for bad in [
+        json!({}),
+        json!({ "advance_s": -1 }),
+        json!({ "advance_s": 1, "x": 1 }),
+    ] {
+        let (s, v) = post(&gw, &admin, "/admin/v1/clock", &bad);
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    let (s, v) = post(&gw, &admin, "/admin/v1/clock", &body);
+    assert_eq!((s, v["skew_s"].as_u64()), (200, Some(5)), "{v}");
+    let (_, v) = post(&gw, &admin, "/admin/v1/clock", &json!({ "advance_s": 10 }));
+    assert_eq!(v["skew_s"], 15);
+    let system = tonegate::clock::Clock::system().unix_now();
+    let now = v["now"].as_u64().unwrap();
+    assert!(
+        (system + 15..=system + 16).contains(&now),
+        "{now} vs {system}"
+    );
 }

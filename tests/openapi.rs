@@ -85,7 +85,9 @@ fn every_route_is_documented() {
             }
         }
         for lit in literals {
-            if !lit.starts_with('/') {
+            // Mounted only on a development gateway started with `server.adjustable_clock`
+            // (`tests/globalpci.rs` checks every other gateway answers 404 there).
+            if !lit.starts_with('/') || lit == "/admin/v1/clock" {
                 continue;
             }
             found += 1;

@@ -235,7 +235,7 @@ fn digital_payment_from_sms_link_to_result() {
     if !webdriver::available() {
         return;
     }
-    let gw = Gateway::start("[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n\n[[accounts]]\nid = \"short-links\"\nlink_ttl_s = 1\n");
+    let gw = Gateway::start("[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n\n[[accounts]]\nid = \"short-links\"\nlink_ttl_s = 1\n\n[server]\nadjustable_clock = true\n");
     let tok = gw.token("globalpci");
     let b = Browser::start();
 
@@ -284,7 +284,7 @@ fn digital_payment_from_sms_link_to_result() {
     // An expired link.
     let id = digital(&gw, &tok, "short-links", "D-3");
     let link = links_for(&gw, &id).remove(0);
-    std::thread::sleep(Duration::from_millis(2100));
+    gw.advance_clock(2);
     b.goto(&link);
     assert_eq!(b.text("h1"), "Link expired");
 

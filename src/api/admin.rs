@@ -1,16 +1,19 @@
 //! Operator routes (scope `admin`): `GET /admin/v1/outbox`, the SMS outbox; `GET
 //! /admin/v1/webhooks`, result webhooks not delivered;
-//! `GET /admin/v1/audit/relay`, who created, read, secured, released or ended relay calls.
+//! `GET /admin/v1/audit/relay`, who created, read, secured, released or ended relay calls;
+//! and, only on a development gateway started with `server.adjustable_clock`,
+//! `POST /admin/v1/clock`, which moves its wall clock forward for tests of expiries (not in
+//! `/openapi.json`: no gateway an integrator meets has it).
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
-use super::{ApiError, AppState, Authed};
+use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::Scope;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -18,6 +21,43 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/v1/outbox", get(outbox))
         .route("/admin/v1/webhooks", get(webhooks))
         .route("/admin/v1/audit/relay", get(relay_audit))
+}
+
+/// `POST /admin/v1/clock` where the clock is adjustable; nothing otherwise (a 404).
+pub(super) fn clock_routes(state: &AppState) -> Router<AppState> {
+    if state.clock.is_adjustable() {
+        Router::new().route("/admin/v1/clock", post(advance_clock))
+    } else {
+        Router::new()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    /// Seconds to move the clock forward (at most a year a call).
+    advance_s: u64,
+}
+
+/// Moves the gateway's clock forward; answers the new time and the total skew.
+async fn advance_clock(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(a): ApiJson<Advance>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let skew = state
+        .clock
+        .advance(a.advance_s)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, "conflict", e.to_string()))?;
+    tracing::warn!(
+        advance_s = a.advance_s,
+        skew_s = skew,
+        "clock moved forward"
+    );
+    Ok(Json(
+        json!({ "now": state.clock.unix_now(), "skew_s": skew }),
+    ))
 }
 
 // Doc comments on the fields are the query parameters' descriptions in /openapi.json.
@@ -83,7 +123,7 @@ async fn outbox(
         .map_err(crate::session::SessionError::from)?;
     // Stored with link tokens redacted; development shows the text as sent while it is held.
     if let Some(outbox) = &state.outbox {
-        let now = crate::clock::unix_now();
+        let now = state.clock.unix_now();
         for m in &mut messages {
             if let Some(body) = outbox.as_sent(m.seq, now) {
                 m.body = body;

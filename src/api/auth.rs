@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
 
-use super::{unix_now, AppState};
+use super::AppState;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
 use crate::auth::{check_secret, AuthError, Secret};
 
@@ -231,7 +231,10 @@ async fn token(
         return oauth_error(AuthError::InvalidClient, used_basic);
     }
     guard.throttle().succeeded(id, addr, guard.now());
-    match state.authority.issue(id, scope.as_deref(), unix_now()) {
+    match state
+        .authority
+        .issue(id, scope.as_deref(), state.clock.unix_now())
+    {
         Ok(t) => {
             tracing::info!(client = %id, scope = %t.scope, "token issued");
             let mut r = Json(t).into_response();

@@ -53,9 +53,10 @@ pub struct AppState {
     pub outbox: Option<Arc<crate::session::outbox::Outbox>>,
     /// Request and PSP-call duration histograms.
     pub latency: Arc<crate::latency::Latency>,
+    /// Wall-clock time: the system's, or (development, `server.adjustable_clock`) one the
+    /// admin API moves forward.
+    pub clock: crate::clock::Clock,
 }
-
-pub use crate::clock::unix_now;
 
 /// The OpenAPI document served at `/openapi.json`.
 pub fn openapi_document() -> serde_json::Value {
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(pages::routes())
         .merge(admin::routes())
+        .merge(admin::clock_routes(&state))
         .merge(metrics::routes(&state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -221,7 +223,7 @@ impl FromRequestParts<AppState> for Authed {
             .ok_or_else(|| ApiError::unauthorized("Authorization must be a Bearer token"))?;
         state
             .authority
-            .verify(token.trim(), unix_now())
+            .verify(token.trim(), state.clock.unix_now())
             .map(Authed)
             .map_err(|_| ApiError::unauthorized("token is invalid or expired"))
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{unix_now, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::capture::Field;
 use crate::card::{Card, CardError, Cvv, Digits, Expiry, Pan};
 use crate::session::model::{Session, SessionState};
@@ -41,10 +41,9 @@ pub(super) fn routes() -> Router<AppState> {
 pub struct UiTokens(Arc<Mutex<HashMap<String, (String, u64)>>>);
 
 impl UiTokens {
-    fn issue(&self, session: &Session) -> String {
+    fn issue(&self, session: &Session, now: u64) -> String {
         let token = crate::auth::random_token();
         let mut m = self.0.lock().expect("ui tokens lock");
-        let now = unix_now();
         m.retain(|_, (_, exp)| *exp > now);
         m.insert(
             crate::session::token_hash(&token),
@@ -53,9 +52,9 @@ impl UiTokens {
         token
     }
 
-    fn check(&self, token: &str, session_id: &str) -> bool {
+    fn check(&self, token: &str, session_id: &str, now: u64) -> bool {
         let m = self.0.lock().expect("ui tokens lock");
-        matches!(m.get(&crate::session::token_hash(token)), Some((id, exp)) if id == session_id && *exp > unix_now())
+        matches!(m.get(&crate::session::token_hash(token)), Some((id, exp)) if id == session_id && *exp > now)
     }
 }
 
@@ -231,7 +230,7 @@ async fn agent_page(
     {
         return invalid();
     }
-    let token = state.ui_tokens.issue(&s);
+    let token = state.ui_tokens.issue(&s, state.clock.unix_now());
     let account = state.config.account(&s.account_id);
     let fields = account.map(|a| a.fields.clone()).unwrap_or_default();
     let rows: String = fields
@@ -303,7 +302,7 @@ async fn agent_events(
     if !q
         .token
         .as_deref()
-        .is_some_and(|t| state.ui_tokens.check(t, &id))
+        .is_some_and(|t| state.ui_tokens.check(t, &id, state.clock.unix_now()))
     {
         return Err(ui_denied());
     }
@@ -392,7 +391,7 @@ async fn agent_reset(
     headers: HeaderMap,
     Json(b): Json<ResetBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id)) {
+    if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id, state.clock.unix_now())) {
         return Err(ui_denied());
     }
     let ok = state.sessions.reset_field(&id, b.field).await?;
@@ -404,7 +403,7 @@ async fn agent_submit(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id)) {
+    if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id, state.clock.unix_now())) {
         return Err(ui_denied());
     }
     let s = state.sessions.submit(&id, "agent-ui").await?;
@@ -553,7 +552,11 @@ fn card_error_text(e: CardError) -> String {
 }
 
 /// Validates the posted form (server side is authoritative); errors per field, no values echoed.
-fn card_from_form(f: &CardForm, postcode: bool) -> Result<Card, Vec<(&'static str, String)>> {
+fn card_from_form(
+    f: &CardForm,
+    postcode: bool,
+    today: (u16, u8),
+) -> Result<Card, Vec<(&'static str, String)>> {
     let mut errors = Vec::new();
     let pan = Digits::parse(&f.number)
         .ok_or(CardError::Length)
@@ -568,7 +571,7 @@ fn card_from_form(f: &CardForm, postcode: bool) -> Result<Card, Vec<(&'static st
     let exp_digits: String = f.expiry.chars().filter(char::is_ascii_digit).collect();
     let expiry = match Digits::parse(&exp_digits)
         .ok_or(CardError::ExpiryFormat)
-        .and_then(|d| Expiry::new(d, today_utc(unix_now())))
+        .and_then(|d| Expiry::new(d, today))
     {
         Ok(e) => Some(e),
         Err(e) => {
@@ -622,7 +625,7 @@ async fn link_pay(
         Err(p) => return link_problem(p),
     };
     let postcode = wants_postcode(&state, &s);
-    let card = match card_from_form(&form, postcode) {
+    let card = match card_from_form(&form, postcode, today_utc(state.clock.unix_now())) {
         Ok(c) => c,
         Err(errors) => {
             let nonce = crate::auth::random_token();

@@ -221,9 +221,11 @@ pub struct NgService {
     counters: NgCounters,
     latency: crate::latency::NgLatency,
     started: Instant,
+    /// Wall-clock time (when a call was last signalled).
+    clock: Clock,
 }
 
-use crate::clock::unix_now;
+use crate::clock::Clock;
 
 impl NgService {
     /// A service creating calls on `relay` for `cfg.owner`, masked by `policy`.
@@ -233,6 +235,7 @@ impl NgService {
         account: Option<String>,
         policy: DtmfMasking,
         default_mode: MaskingMode,
+        clock: Clock,
     ) -> Self {
         let ttl = Duration::from_secs(cfg.reply_cache_s);
         NgService {
@@ -246,6 +249,7 @@ impl NgService {
             counters: NgCounters::default(),
             latency: Default::default(),
             started: Instant::now(),
+            clock,
         }
     }
 
@@ -367,7 +371,7 @@ impl NgService {
             let port = stream.remote.map(|r| r.port());
             self.update_side(&mut call, side, host, port).await?;
             self.label(&mut call, from, req);
-            call.last_signal = unix_now();
+            call.last_signal = self.clock.unix_now();
             let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
             self.remember(call_id, call);
             return Ok(ok_sdp(out));
@@ -397,7 +401,7 @@ impl NgService {
                 policy: self.policy,
             })
             .map_err(|e| self.refusal(req, e))?;
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let mut call = NgCall {
             relay_id: info.id,
             offerer: from.to_string(),
@@ -446,7 +450,7 @@ impl NgService {
         let port = sdp.stream().remote.map(|r| r.port());
         self.update_side(&mut call, side, host, port).await?;
         self.label(&mut call, to, req);
-        call.last_signal = unix_now();
+        call.last_signal = self.clock.unix_now();
         let out = sdp.rewrite(call.locals[side.other() as usize], replace_origin);
         self.remember(call_id, call);
         Ok(ok_sdp(out))
@@ -882,6 +886,7 @@ mod tests {
                 None,
                 DtmfMasking::Call,
                 MaskingMode::ComfortNoise { level_dbm0: -55.0 },
+                Clock::system(),
             );
             assert_eq!(svc.masking_mode(&req("drop")), MaskingMode::Silence);
             assert_eq!(svc.masking_mode(&req("silence")), MaskingMode::Silence);

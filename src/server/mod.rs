@@ -248,6 +248,7 @@ pub async fn serve_http(
 /// relay never waits on the database.
 fn relay_audit_writer(
     store: Arc<dyn crate::session::store::SessionStore>,
+    clock: crate::clock::Clock,
 ) -> crate::relay::AuditSink {
     let (tx, rx) = std::sync::mpsc::channel::<crate::relay::RelayAudit>();
     std::thread::Builder::new()
@@ -255,7 +256,7 @@ fn relay_audit_writer(
         .spawn(move || {
             for e in rx {
                 let record = crate::session::store::RelayAuditRecord {
-                    at: crate::clock::unix_now(),
+                    at: clock.unix_now(),
                     call_id: e.call_id,
                     call_guid: e.call_guid,
                     owner: e.owner,
@@ -326,14 +327,21 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         };
         psps.insert(a.id.clone(), psp);
     }
+    let clock = if config.server.adjustable_clock {
+        tracing::warn!("server.adjustable_clock: the admin API can move this gateway's clock forward (development only)");
+        crate::clock::Clock::adjustable()
+    } else {
+        crate::clock::Clock::system()
+    };
     let config = Arc::new(config);
     let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
-    relay.set_audit(relay_audit_writer(store.clone()));
+    relay.set_audit(relay_audit_writer(store.clone(), clock.clone()));
     let outbox = (config.sms.provider != "twilio").then(|| {
         let show_links = config.server.mode == crate::config::ServerMode::Development;
         Arc::new(crate::session::outbox::Outbox::new(
             store.clone(),
             show_links,
+            clock.clone(),
         ))
     });
     let sms: Arc<dyn crate::sms::SmsSender> = match &outbox {
@@ -345,11 +353,14 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let sessions = Sessions::new(
         store,
         config.clone(),
-        relay.clone(),
-        psps,
-        sms,
-        prompts,
-        latency.clone(),
+        crate::session::SessionServices {
+            relay: relay.clone(),
+            psps,
+            sms,
+            prompts,
+            latency: latency.clone(),
+            clock: clock.clone(),
+        },
     );
     let ng = config.ng.listen.map(|_| {
         let clients = &config.auth.clients;
@@ -375,6 +386,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
             account,
             policy,
             config.relay.masking_mode(),
+            clock.clone(),
         ))
     });
     let credentials = Arc::new(
@@ -394,6 +406,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         http_refused: Default::default(),
         outbox,
         latency,
+        clock,
     })
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::capture::{CaptureRules, Field};
 use crate::card::Card;
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::media::CapturedKey;
 use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
@@ -146,6 +146,8 @@ struct Inner {
     retention_ran_at: std::sync::atomic::AtomicU64,
     /// PSP call durations go here.
     latency: Arc<crate::latency::Latency>,
+    /// Wall-clock time (expiries, audit times).
+    clock: Clock,
 }
 
 impl Inner {
@@ -155,7 +157,7 @@ impl Inner {
         let (Some(url), Some(_)) = (&account.webhook_url, &account.webhook_secret) else {
             return None;
         };
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let event_id = crate::notify::new_event_id();
         Some(store::WebhookDelivery {
             body: s.webhook_event(&event_id, now).to_string(),
@@ -181,11 +183,11 @@ impl Inner {
         actor: &str,
         result: Option<&PaymentResult>,
     ) -> Result<bool, StoreError> {
-        let ended = self
-            .store
-            .settle(id, from, to, actor, unix_now(), result, &|s| {
-                self.webhook_for(s)
-            })?;
+        let ended =
+            self.store
+                .settle(id, from, to, actor, self.clock.unix_now(), result, &|s| {
+                    self.webhook_for(s)
+                })?;
         if ended {
             self.webhook_due.notify_one();
         }
@@ -211,7 +213,7 @@ impl Inner {
     async fn deliver_webhooks(self: &Arc<Self>) {
         let retry_for = self.config.store.webhook_retry_s;
         loop {
-            let now = unix_now();
+            let now = self.clock.unix_now();
             let due = match self.store.webhooks_due(now, WEBHOOK_BATCH) {
                 Ok(d) if !d.is_empty() => d,
                 Ok(_) => return,
@@ -232,12 +234,12 @@ impl Inner {
                     let r = match secret {
                         Some(secret) => {
                             me.webhooks
-                                .deliver(&w.url, &secret, &w.event_id, &w.body)
+                                .deliver(&w.url, &secret, &w.event_id, &w.body, me.clock.unix_now())
                                 .await
                         }
                         None => Err("the account has no webhook secret now".into()),
                     };
-                    let now = unix_now();
+                    let now = me.clock.unix_now();
                     let (state, next_at, err) = match r {
                         Ok(()) => {
                             tracing::info!(session = %w.session_id, event = %w.event_id, attempt = w.attempts + 1, "webhook delivered");
@@ -287,18 +289,37 @@ pub struct Created {
     pub existing: bool,
 }
 
+/// What [`Sessions`] works with besides its store and configuration.
+pub struct SessionServices {
+    /// Voice sessions link to calls on this relay.
+    pub relay: Relay,
+    /// The PSP of each account, by account id.
+    pub psps: HashMap<String, Arc<dyn Psp>>,
+    /// Texts payment links.
+    pub sms: Arc<dyn crate::sms::SmsSender>,
+    /// IVR prompts.
+    pub prompts: Arc<crate::prompts::Prompts>,
+    /// PSP call durations go here.
+    pub latency: Arc<crate::latency::Latency>,
+    /// Wall-clock time.
+    pub clock: Clock,
+}
+
 impl Sessions {
-    /// A service over `store`, linking to calls on `relay`, paying through `psps` (by
-    /// account), texting payment links through `sms`.
+    /// A service over `store`, with the gateway's other parts in `services`.
     pub fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<Config>,
-        relay: Relay,
-        psps: HashMap<String, Arc<dyn Psp>>,
-        sms: Arc<dyn crate::sms::SmsSender>,
-        prompts: Arc<crate::prompts::Prompts>,
-        latency: Arc<crate::latency::Latency>,
+        services: SessionServices,
     ) -> Self {
+        let SessionServices {
+            relay,
+            psps,
+            sms,
+            prompts,
+            latency,
+            clock,
+        } = services;
         let config_link = config.link.clone();
         Sessions {
             inner: Arc::new(Inner {
@@ -316,6 +337,7 @@ impl Sessions {
                 webhook_due: tokio::sync::Notify::new(),
                 retention_ran_at: Default::default(),
                 latency,
+                clock,
             }),
         }
     }
@@ -374,7 +396,7 @@ impl Sessions {
     /// Recovers sessions a restart interrupted, then starts linking new calls and sweeping
     /// expiries. Call once, inside the runtime.
     pub fn start(&self) -> Result<(), SessionError> {
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         let st = &self.inner.store;
         for s in st.in_states(&[SessionState::Capturing, SessionState::ReadyToSubmit])? {
             // The card was in memory only: capture starts over when the call comes back.
@@ -424,7 +446,7 @@ impl Sessions {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = me.sweep(unix_now()).await {
+                if let Err(e) = me.sweep(me.inner.clock.unix_now()).await {
                     tracing::error!(error = %e, "session sweep failed");
                 }
             }
@@ -489,7 +511,7 @@ impl Sessions {
                 )));
             }
         }
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         let ui_secret = (kind == SessionKind::Agent).then(crate::auth::random_token);
         let session = Session {
             id: new_session_id(),
@@ -638,7 +660,7 @@ impl Sessions {
         }
         let s = self.get_any(id)?;
         let st = &self.inner.store;
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         if s.state == SessionState::Created {
             st.transition(
                 id,
@@ -701,7 +723,7 @@ impl Sessions {
         let s = self
             .get_any(&rec.session_id)
             .map_err(|_| LinkProblem::Unknown)?;
-        if rec.expires_at <= unix_now() || s.state == SessionState::Expired {
+        if rec.expires_at <= self.inner.clock.unix_now() || s.state == SessionState::Expired {
             return Err(LinkProblem::Expired);
         }
         if s.state.is_terminal()
@@ -714,7 +736,10 @@ impl Sessions {
 
     /// Uses up a link (a card was submitted with it); false if it was used meanwhile.
     pub fn use_link(&self, token: &str) -> Result<bool, SessionError> {
-        Ok(self.inner.store.use_link(&token_hash(token), unix_now())?)
+        Ok(self
+            .inner
+            .store
+            .use_link(&token_hash(token), self.inner.clock.unix_now())?)
     }
 
     /// A new payment link for a live digital session (earlier links stop working): its URL.
@@ -773,7 +798,7 @@ impl Sessions {
             ));
         }
         let st = &self.inner.store;
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         let mut state = s.state;
         for to in [
             SessionState::Capturing,
@@ -804,7 +829,7 @@ impl Sessions {
         account: &AccountConfig,
     ) -> Result<(String, u64), SessionError> {
         let token = crate::auth::random_token();
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         let expires = (now + account.link_ttl_s).min(s.expires_at);
         self.inner
             .store
@@ -816,7 +841,7 @@ impl Sessions {
     }
 
     async fn send_link(&self, s: &Session, account: &AccountConfig) -> Result<(), SessionError> {
-        let now = unix_now();
+        let now = self.inner.clock.unix_now();
         let (url, expires) = self.issue_link(s, account)?;
         let phone = s
             .payment_data
@@ -965,12 +990,11 @@ impl Sessions {
     fn try_link_id(&self, owner: &str, id: &str) -> Option<Session> {
         use link_id::Admission;
         let counters = &self.inner.link_counters;
-        let admitted =
-            self.inner
-                .link_guard
-                .lock()
-                .expect("link lock")
-                .admit(id, unix_now(), counters);
+        let admitted = self.inner.link_guard.lock().expect("link lock").admit(
+            id,
+            self.inner.clock.unix_now(),
+            counters,
+        );
         if admitted != Admission::Lookup {
             return None;
         }
@@ -1036,7 +1060,7 @@ impl Sessions {
             SessionState::Created,
             SessionState::Capturing,
             "gateway",
-            unix_now(),
+            self.inner.clock.unix_now(),
         )? {
             return Ok(());
         }
@@ -1314,7 +1338,7 @@ impl CaptureTask {
             inter_digit_timeout_ms: self.account.inter_digit_timeout_s * 1000,
             first_key_timeout_ms: self.account.first_key_timeout_s * 1000,
             ready_hold_ms: self.account.card_hold_s * 1000,
-            today: today_utc(unix_now()),
+            today: today_utc(self.inner.clock.unix_now()),
         };
         let mut voice = VoiceSession::new(self.session.kind, rules, ms());
         // Who ends a capture that is not over: the call, or the gateway stopping.
@@ -1400,10 +1424,13 @@ impl CaptureTask {
                 }
                 VoiceOutput::Say(names) => self.say(names).await,
                 VoiceOutput::Transition { from, to, actor } => {
-                    let moved =
-                        self.inner
-                            .store
-                            .transition(&self.session.id, from, to, actor, unix_now());
+                    let moved = self.inner.store.transition(
+                        &self.session.id,
+                        from,
+                        to,
+                        actor,
+                        self.inner.clock.unix_now(),
+                    );
                     voice.transitioned(matches!(moved, Ok(true)));
                 }
                 VoiceOutput::Failed(reason) => {
@@ -1411,10 +1438,11 @@ impl CaptureTask {
                         failure_reason: Some(reason),
                         ..Default::default()
                     };
-                    let _ = self
-                        .inner
-                        .store
-                        .set_result(&self.session.id, &result, unix_now());
+                    let _ = self.inner.store.set_result(
+                        &self.session.id,
+                        &result,
+                        self.inner.clock.unix_now(),
+                    );
                 }
                 VoiceOutput::Publish(e) => self.publish(e),
                 VoiceOutput::Pay { card, actor } => {
@@ -1476,7 +1504,7 @@ impl CaptureTask {
                 state,
                 SessionState::Created,
                 ended_by,
-                unix_now(),
+                self.inner.clock.unix_now(),
             );
         }
         tracing::info!(session = %self.session.id, state = state.as_str(), "capture ended");
@@ -1559,7 +1587,7 @@ async fn pay(
         SessionState::ReadyToSubmit,
         SessionState::Submitting,
         actor,
-        unix_now(),
+        inner.clock.unix_now(),
     )? {
         return Err(SessionError::WrongState {
             from: "not ReadyToSubmit",

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::store::SessionStore;
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::psp::BoxFuture;
 use crate::sms::{redact_link_tokens, SmsError, SmsSender};
 
@@ -18,6 +18,7 @@ pub struct Outbox {
     store: Arc<dyn SessionStore>,
     /// Messages as sent, newest last (development only).
     sent: Option<std::sync::Mutex<std::collections::VecDeque<SentMessage>>>,
+    clock: Clock,
 }
 
 /// A message as sent, held in memory for the outbox listing.
@@ -34,10 +35,11 @@ impl Outbox {
     pub const HELD_S: u64 = 24 * 3600;
 
     /// An outbox in `store`; `show_links` holds messages as sent for the listing.
-    pub fn new(store: Arc<dyn SessionStore>, show_links: bool) -> Self {
+    pub fn new(store: Arc<dyn SessionStore>, show_links: bool, clock: Clock) -> Self {
         Outbox {
             store,
             sent: show_links.then(Default::default),
+            clock,
         }
     }
 
@@ -58,7 +60,7 @@ impl SmsSender for Outbox {
         body: &'a str,
     ) -> BoxFuture<'a, Result<(), SmsError>> {
         Box::pin(async move {
-            let now = unix_now();
+            let now = self.clock.unix_now();
             let seq = self
                 .store
                 .outbox_add(Some(session_id), to, &redact_link_tokens(body), now)
@@ -102,14 +104,14 @@ mod tests {
         let body = "pay at http://x/pay/link/SECRET123 now";
         for show_links in [true, false] {
             let (_dir, store) = store();
-            let outbox = Outbox::new(store.clone(), show_links);
+            let outbox = Outbox::new(store.clone(), show_links, Clock::system());
             send(&outbox, body);
             let stored = store.outbox(10).unwrap();
             assert_eq!(stored[0].body, "pay at http://x/pay/link/[redacted] now");
-            let shown = outbox.as_sent(stored[0].seq, unix_now());
+            let shown = outbox.as_sent(stored[0].seq, Clock::system().unix_now());
             assert_eq!(shown.as_deref(), show_links.then_some(body));
             // Not after the holding time.
-            let later = unix_now() + Outbox::HELD_S;
+            let later = Clock::system().unix_now() + Outbox::HELD_S;
             assert_eq!(outbox.as_sent(stored[0].seq, later), None);
         }
     }
@@ -117,12 +119,12 @@ mod tests {
     #[test]
     fn at_most_held_messages_are_kept_as_sent() {
         let (_dir, store) = store();
-        let outbox = Outbox::new(store.clone(), true);
+        let outbox = Outbox::new(store.clone(), true, Clock::system());
         for i in 0..Outbox::HELD + 5 {
             send(&outbox, &format!("m{i} /pay/link/t{i}"));
         }
         let all = store.outbox(Outbox::HELD + 5).unwrap();
-        let now = unix_now();
+        let now = Clock::system().unix_now();
         let shown = all
             .iter()
             .filter(|m| outbox.as_sent(m.seq, now).is_some())

@@ -139,6 +139,20 @@ impl Gateway {
         format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
+    /// Moves the gateway's clock `secs` forward through `POST /admin/v1/clock` (the gateway
+    /// must be started with `[server] adjustable_clock = true`): expiries pass without a sleep.
+    #[allow(dead_code)] // not every test binary has expiries
+    pub fn advance_clock(&self, secs: u64) {
+        let tok = self.token("admin");
+        let (s, v) = post(
+            self,
+            &tok,
+            "/admin/v1/clock",
+            &serde_json::json!({ "advance_s": secs }),
+        );
+        assert_eq!(s, 200, "advancing the clock: {v}");
+    }
+
     /// A bearer token for the development client with `scope`.
     pub fn token(&self, scope: &str) -> String {
         self.token_for(DEV_CLIENT, scope)
