@@ -9,7 +9,6 @@
 pub mod api;
 pub mod auth;
 #[doc(hidden)]
-pub mod baseline;
 pub mod clock;
 pub use tonegate_card as card;
 pub use tonegate_card::capture;

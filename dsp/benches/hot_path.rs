@@ -1,9 +1,10 @@
 //! The audio hot path, per 20 ms frame (160 samples): G.711 decode and encode, the Goertzel
 //! bank against the `goertzel-filter` crate (the baseline), the detector on speech and on
 //! keys, the masker, and the whole decode → detect/mask → encode step; plus the detector's
-//! throughput over a whole speech recording.
+//! throughput over a whole speech recording. One packet through a call's media logic is
+//! `tonegate-media`'s `relay_packet` bench.
 //!
-//!     cargo bench --bench hot_path
+//!     cargo bench -p tonegate-dsp --bench hot_path
 //!
 //! Ratios worth reading: `goertzel/bank` vs `goertzel/goertzel_filter_crate` (same frame, same
 //! eight frequencies), and `detector/speech_file` in audio-seconds per second (elements are
@@ -13,16 +14,24 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tonegate::baseline::{bin_exact_argument, nearest_bin};
+
+#[path = "../tests/baseline/mod.rs"]
+mod baseline;
+use baseline::{bin_exact_argument, nearest_bin};
 use tonegate_dsp::goertzel::{BlockTerms, GoertzelBank};
 use tonegate_dsp::key::{COL_HZ, ROW_HZ};
 use tonegate_dsp::{DtmfDetector, G711Law, Masker, MaskingMode, FRAME_SAMPLES};
 
 fn load(rel: &str) -> Vec<i16> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
+        .join("../fixtures")
         .join(rel);
-    tonegate::wav::read_pcm8k(&path).expect("fixture")
+    // hound's per-sample reader is fine here: loading is not what is measured.
+    hound::WavReader::open(&path)
+        .expect("fixture")
+        .into_samples::<i16>()
+        .collect::<Result<_, _>>()
+        .expect("fixture samples")
 }
 
 /// A recording as μ-law RTP payloads, one per 20 ms frame.
@@ -204,60 +213,5 @@ fn masker(c: &mut Criterion) {
     g.finish();
 }
 
-/// One RTP packet through a call's media logic, as the relay's IO shells drive it: parse,
-/// latch, route, and in secure mode decode, detect, mask, delay and re-encode. `secure` over
-/// `plain` is the media-side cost of masking (the sockets are the relay_load example's).
-fn relay_packet(c: &mut Criterion) {
-    use tonegate::media::rtp::write_packet;
-    use tonegate::media::{CallMedia, CallMediaConfig, Channel, EventReplacement, Side};
-    let keys = load("audio/card_entry.wav");
-    let payloads = ulaw_payloads(&keys);
-    let caller: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let agent: std::net::SocketAddr = "127.0.0.1:40002".parse().unwrap();
-    let mut g = c.benchmark_group("relay_packet");
-    g.throughput(Throughput::Elements(1));
-    for (name, secure) in [("plain", false), ("secure", true)] {
-        let mut call = CallMedia::new(
-            CallMediaConfig {
-                law: G711Law::Ulaw,
-                event_pt: Some(101),
-                rtcp_mux: false,
-                relatch: false,
-                mode: MaskingMode::Silence,
-                lookahead: 1,
-                event_replacement: EventReplacement::Drop,
-                prompt_start: tonegate::media::StreamStart {
-                    ssrc: 7,
-                    seq: 0,
-                    ts: 0,
-                },
-                media_timeout: std::time::Duration::from_secs(30),
-            },
-            Some(caller),
-            Some(agent),
-            std::time::Instant::now(),
-        );
-        call.set_secure(secure);
-        let (mut buf, mut out) = ([0u8; 2048], [0u8; 1500]);
-        // Sequence number and timestamp wrap together as a real stream's do.
-        let mut packet: u32 = 0;
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                let p = &payloads[packet as usize % payloads.len()];
-                let (seq, ts) = (packet as u16, packet.wrapping_mul(160));
-                let n = write_packet(&mut buf, 0, false, seq, ts, 7, p);
-                let sent = call.on_datagram(Side::Caller, Channel::Rtp, caller, &mut buf, n);
-                black_box(sent);
-                while let Some(t) = call.poll_transmit(&mut out) {
-                    black_box(t);
-                }
-                while call.poll_event().is_some() {}
-                packet = packet.wrapping_add(1);
-            })
-        });
-    }
-    g.finish();
-}
-
-criterion_group!(benches, g711, goertzel, detector, masker, relay_packet);
+criterion_group!(benches, g711, goertzel, detector, masker);
 criterion_main!(benches);

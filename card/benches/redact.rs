@@ -1,6 +1,6 @@
 //! `/globalpci/v1/redact` on adversarial bodies: time per byte must not grow with the body.
 //!
-//!     cargo bench --bench redact
+//!     cargo bench -p tonegate-card --bench redact
 //!
 //! Each shape runs at 4 KiB and 64 KiB; criterion reports bytes per second, so linear time
 //! shows as the same throughput at both sizes (the quadratic scan this replaced lost a factor
@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tonegate::card::redact::redact_card_numbers;
+use tonegate_card::redact::redact_card_numbers;
 
 /// `unit` repeated to `len` bytes.
 fn body(unit: &str, len: usize) -> String {

@@ -1,6 +1,8 @@
 //! Our Goertzel bank against the `goertzel-filter` crate: the same powers within f32 precision.
 
-use tonegate::baseline::{bin_exact_argument, nearest_bin};
+mod baseline;
+
+use baseline::{bin_exact_argument, nearest_bin};
 use tonegate_dsp::goertzel::{BlockTerms, GoertzelBank};
 use tonegate_dsp::key::{COL_HZ, ROW_HZ};
 use tonegate_dsp::NoiseSource;
