@@ -11,7 +11,6 @@
 //! samples: divide by 8000) against spandsp's `spandsp_detect F.wav --bench N`.
 
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -22,29 +21,8 @@ use tonegate_dsp::goertzel::{BlockTerms, GoertzelBank};
 use tonegate_dsp::key::{COL_HZ, ROW_HZ};
 use tonegate_dsp::{DtmfDetector, G711Law, Masker, MaskingMode, FRAME_SAMPLES};
 
-fn load(rel: &str) -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(rel);
-    // hound's per-sample reader is fine here: loading is not what is measured.
-    hound::WavReader::open(&path)
-        .expect("fixture")
-        .into_samples::<i16>()
-        .collect::<Result<_, _>>()
-        .expect("fixture samples")
-}
-
-/// A recording as μ-law RTP payloads, one per 20 ms frame.
-fn ulaw_payloads(samples: &[i16]) -> Vec<[u8; FRAME_SAMPLES]> {
-    samples
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|f| {
-            let mut p = [0u8; FRAME_SAMPLES];
-            G711Law::Ulaw.encode_into(f, &mut p);
-            p
-        })
-        .collect()
-}
+mod fixtures;
+use fixtures::{load, ulaw_payloads};
 
 /// The frames of a recording, cycled through one per iteration.
 struct Frames {

@@ -4,34 +4,13 @@
 //!     cargo bench -p tonegate-media --bench relay_packet
 
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tonegate_dsp::{G711Law, MaskingMode, FRAME_SAMPLES};
+use tonegate_dsp::{G711Law, MaskingMode};
 
-fn load(rel: &str) -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(rel);
-    // hound's per-sample reader is fine here: loading is not what is measured.
-    hound::WavReader::open(&path)
-        .expect("fixture")
-        .into_samples::<i16>()
-        .collect::<Result<_, _>>()
-        .expect("fixture samples")
-}
-
-/// A recording as μ-law RTP payloads, one per 20 ms frame.
-fn ulaw_payloads(samples: &[i16]) -> Vec<[u8; FRAME_SAMPLES]> {
-    samples
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|f| {
-            let mut p = [0u8; FRAME_SAMPLES];
-            G711Law::Ulaw.encode_into(f, &mut p);
-            p
-        })
-        .collect()
-}
+#[path = "../../dsp/benches/fixtures/mod.rs"]
+mod fixtures;
+use fixtures::{load, ulaw_payloads};
 
 /// One RTP packet through a call's media logic, as the relay's IO shells drive it: parse,
 /// latch, route, and in secure mode decode, detect, mask, delay and re-encode. `secure` over
