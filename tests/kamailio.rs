@@ -732,9 +732,12 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
             free_port().to_string(),
         ],
     ));
+    let refused = uac_p.0.wait().unwrap().success();
     assert!(
-        uac_p.0.wait().unwrap().success(),
-        "the SRTP offer was not refused with 488"
+        refused,
+        "the SRTP offer was not refused with 488; sipp said:\n{}\nkamailio said:\n{}",
+        std::fs::read_to_string(dir.path().join("uac-srtp.out")).unwrap_or_default(),
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let k = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
