@@ -1307,12 +1307,6 @@ pub fn today_utc(unix: u64) -> (u16, u8) {
     (year as u16, month as u8)
 }
 
-/// Whether a [`CaptureTask`] goes on.
-enum Outcome {
-    Going,
-    Over,
-}
-
 /// The thin async driver of one linked voice session's [`VoiceSession`], which owns the
 /// capture (and so the card) until it is paid, failed or stopped.
 struct CaptureTask {
@@ -1344,7 +1338,8 @@ impl CaptureTask {
         // Who ends a capture that is not over: the call, or the gateway stopping.
         let mut ended_by = "gateway:call-ended";
         loop {
-            if let Outcome::Over = self.carry_out(&mut voice).await.0 {
+            self.carry_out(&mut voice).await;
+            if voice.is_over() {
                 break;
             }
             let deadline = voice
@@ -1361,9 +1356,9 @@ impl CaptureTask {
                         let _ = ack.send(voice.reset_field(f, ms()));
                     }
                     Some(Command::Submit(actor, ack)) => {
-                        let (outcome, r) = self.submit(&mut voice, &actor).await;
+                        let r = self.submit(&mut voice, &actor).await;
                         let _ = ack.send(r);
-                        if let Outcome::Over = outcome {
+                        if voice.is_over() {
                             break;
                         }
                     }
@@ -1387,9 +1382,9 @@ impl CaptureTask {
         &mut self,
         voice: &mut VoiceSession,
         actor: &str,
-    ) -> (Outcome, Result<Session, SessionError>) {
+    ) -> Result<Session, SessionError> {
         if self.inner.payments.closed() {
-            return (Outcome::Going, Err(SessionError::ShuttingDown));
+            return Err(SessionError::ShuttingDown);
         }
         if let Err(e) = voice.submit(actor) {
             let action = match e {
@@ -1397,25 +1392,22 @@ impl CaptureTask {
                 SubmitRefused::Paying => "submit (a payment is under way)",
             };
             let from = voice.state().as_str();
-            return (
-                Outcome::Going,
-                Err(SessionError::WrongState { from, action }),
-            );
+            return Err(SessionError::WrongState { from, action });
         }
-        let (outcome, paid) = self.carry_out(voice).await;
-        let r = paid.unwrap_or_else(|| {
+        // The card comes out as `Pay` in this very drain; should it ever not, say so rather
+        // than take down the task that holds the capture.
+        self.carry_out(voice).await.unwrap_or_else(|| {
             Err(SessionError::Conflict(
                 "the payment did not start; check the session".into(),
             ))
-        });
-        (outcome, r)
+        })
     }
 
     /// Does what `voice` asks until it has nothing more; the payment's answer, if one ran.
     async fn carry_out(
         &mut self,
         voice: &mut VoiceSession,
-    ) -> (Outcome, Option<Result<Session, SessionError>>) {
+    ) -> Option<Result<Session, SessionError>> {
         let mut paid = None;
         while let Some(out) = voice.poll_output() {
             match out {
@@ -1449,7 +1441,8 @@ impl CaptureTask {
                     let r = pay_to_the_end(&self.inner, &self.session, card, &actor, "voice").await;
                     if let Err(SessionError::ShuttingDown) = r {
                         // Refused before it began (the card went with it): nothing to announce.
-                        return (Outcome::Over, Some(r.map(|_| self.session.clone())));
+                        voice.abandon();
+                        return Some(Err(SessionError::ShuttingDown));
                     }
                     match store::must_get(&*self.inner.store, &self.session.id) {
                         Ok(s) => {
@@ -1459,14 +1452,15 @@ impl CaptureTask {
                         Err(e) => {
                             // How the payment ended is unknown here: the sweep reconciles it.
                             tracing::error!(session = %self.session.id, error = %e, "session unreadable after payment");
-                            return (Outcome::Over, Some(Err(e.into())));
+                            voice.abandon();
+                            return Some(Err(e.into()));
                         }
                     }
                 }
-                VoiceOutput::Over => return (Outcome::Over, paid),
+                VoiceOutput::Over => break,
             }
         }
-        (Outcome::Going, paid)
+        paid
     }
 
     /// Plays prompts to the caller.

@@ -136,6 +136,18 @@ impl VoiceSession {
         self.state
     }
 
+    /// Whether the capture is over (nothing more will come out).
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// The driver cannot go on (the gateway is stopping, the store is unreadable): the
+    /// session is over where it stands, with nothing more to say.
+    pub fn abandon(&mut self) {
+        self.over = true;
+        self.out.clear();
+    }
+
     /// The capture, for display.
     pub fn view(&self) -> CaptureView {
         self.capture.view()

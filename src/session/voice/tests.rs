@@ -333,3 +333,16 @@ fn debug_output_never_shows_the_card() {
     let shown = format!("{pay:?}");
     assert!(!shown.contains("4242") && !shown.contains("737"), "{shown}");
 }
+
+#[test]
+fn an_abandoned_session_is_over_and_says_nothing_more() {
+    let mut v = self_service();
+    keys(&mut v, CARD, 0);
+    let outs = drain(&mut v, true);
+    assert!(matches!(outs.last(), Some(Out::Pay(..))), "{outs:?}");
+    assert!(!v.is_over());
+    v.abandon();
+    assert!(v.is_over());
+    assert_eq!(drain(&mut v, true), vec![]);
+    assert_eq!(v.poll_timeout(), None);
+}
