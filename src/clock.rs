@@ -1,6 +1,7 @@
-//! Wall-clock time for the IO layers. [`Clock`] is the one reader of the system clock for Unix
-//! seconds outside tests: the sans-IO cores take time only as input, and the shells (the API,
-//! sessions, the ng service, the outbox) ask the [`Clock`] in the app state. A development
+//! Wall-clock time for the IO layers, and the one place outside tests that reads the system
+//! clock: the sans-IO cores take time only as input, and the shells (the API, sessions, the ng
+//! service, the outbox) ask the [`Clock`] in the app state. The relay, which is built before
+//! the app state, reads the system's ([`Clock::system`], [`system_unix_ms`]). A development
 //! gateway started with `server.adjustable_clock` lets its admin API move that clock forward,
 //! so tests of expiries (tokens, links, sessions) do not sleep.
 
@@ -10,9 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, by the system clock.
 fn system_now() -> u64 {
+    system_unix_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch, by the system clock (the relay's release hold-off).
+pub fn system_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

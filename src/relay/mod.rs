@@ -21,13 +21,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tonegate_dsp::{G711Law, MaskingMode};
 
+use crate::clock::system_unix_ms as unix_ms;
 use crate::config::{DtmfMasking, RelayConfig, RelayEngine};
 use crate::media::{
     CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
@@ -378,14 +379,6 @@ impl CallEntry {
         }
         None
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Steer {
@@ -767,10 +760,7 @@ impl Relay {
             key_sink: None,
             law: req.law,
             rtcp_mux: req.rtcp_mux,
-            created_at: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_at: crate::clock::Clock::system().unix_now(),
             locals,
             status,
             counters,
