@@ -284,3 +284,74 @@ fn the_module_check_finds_a_cycle() {
     std::fs::write(dir.path().join("sms.rs"), "use crate::psp;\n").unwrap();
     assert_eq!(find_cycle(&ModuleGraph::of(dir.path()).level("")), None);
 }
+
+/// Every `.rs` file under `dir`, `target` and hidden folders left out.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy();
+            if p.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    dirs.push(p);
+                }
+            } else if name.ends_with(".rs") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// The files whose code (comments left out) names the card crate's `egress` module.
+fn egress_users(root: &std::path::Path) -> Vec<String> {
+    let mut users: Vec<String> = rust_files(root)
+        .into_iter()
+        .filter(|f| {
+            let code: String = std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap())
+                .collect();
+            code.contains("egress")
+        })
+        .map(|f| f.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    users.sort();
+    users
+}
+
+#[test]
+fn card_digits_leave_only_through_the_psp_adapters() {
+    // The card crate keeps every digit accessor private, so `card::egress` is the only way to
+    // turn a card into bytes; this says who may use it: the card crate itself and the two PSP
+    // adapters, nothing else (not the API, the sessions, the relay, a test or a bench; this
+    // file names it only to look for it).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let outside: Vec<String> = egress_users(root)
+        .into_iter()
+        .filter(|f| !f.starts_with("card/src/") && f != "tests/crate_graph.rs")
+        .collect();
+    assert_eq!(outside, ["src/psp/sandbox.rs", "src/psp/stripe.rs"]);
+}
+
+#[test]
+fn the_egress_check_sees_a_new_user() {
+    let dir = std::env::temp_dir().join(format!("tonegate-egress-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("src/api")).unwrap();
+    std::fs::write(
+        dir.join("src/api/pages.rs"),
+        "// egress in a comment is fine\nfn f() {}\n",
+    )
+    .unwrap();
+    assert!(egress_users(&dir).is_empty());
+    std::fs::write(
+        dir.join("src/api/pages.rs"),
+        "use crate::card::egress::pan_is; // sneaking a look\n",
+    )
+    .unwrap();
+    assert_eq!(egress_users(&dir), ["src/api/pages.rs"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,11 +1,12 @@
 //! Card data: PAN, expiry and security code in types that zeroize on drop, cannot be cloned,
 //! never print and never serialise; Luhn; brands by IIN; expiry and CVV rules; display masking.
 //!
-//! The only way digits leave these types is [`Pan::digits_for_psp`] and friends, used by the
-//! PSP adapter to build the one tokenization request.
+//! The only way digits leave these types is [`egress`], which writes the body of the PSP's one
+//! tokenization request; every digit accessor is private to this crate.
 
 mod brand;
 pub mod capture;
+pub mod egress;
 pub mod memory;
 pub mod redact;
 
@@ -101,7 +102,7 @@ impl Digits {
 
     /// Writes the digits as ASCII into `out` (for the PSP request body only); returns the
     /// length.
-    pub fn write_ascii(&self, out: &mut [u8]) -> usize {
+    pub(crate) fn write_ascii(&self, out: &mut [u8]) -> usize {
         for (o, &d) in out.iter_mut().zip(self.as_slice()) {
             *o = b'0' + d;
         }
@@ -248,11 +249,6 @@ impl Pan {
     pub fn is_empty(&self) -> bool {
         self.digits.is_empty()
     }
-
-    /// The digits, for the PSP tokenization request only.
-    pub fn digits_for_psp(&self) -> &Digits {
-        &self.digits
-    }
 }
 
 impl fmt::Debug for Pan {
@@ -298,16 +294,6 @@ impl Expiry {
         digits.clear();
         result
     }
-
-    /// Month 1-12, for the PSP request only.
-    pub fn month_for_psp(&self) -> u8 {
-        self.month
-    }
-
-    /// Four-digit year, for the PSP request only.
-    pub fn year_for_psp(&self) -> u16 {
-        self.year
-    }
 }
 
 impl fmt::Debug for Expiry {
@@ -332,11 +318,6 @@ impl Cvv {
         Ok(Cvv {
             digits: digits.take(),
         })
-    }
-
-    /// The digits, for the PSP tokenization request only.
-    pub fn digits_for_psp(&self) -> &Digits {
-        &self.digits
     }
 }
 

@@ -117,18 +117,17 @@ impl Psp for SandboxPsp {
             if let Some(t) = s.tokenized.get(idempotency_key) {
                 return Ok(t.clone());
             }
-            let d = card.pan.digits_for_psp();
-            let mut ascii = zeroize::Zeroizing::new([0u8; crate::card::MAX_DIGITS]);
-            let n = d.write_ascii(&mut ascii[..]);
-            let behaviour = match &ascii[..n] {
-                b"4000000000000002" => {
-                    return Err(PspError::Declined {
-                        code: "card_declined".into(),
-                    })
-                }
-                b"4000000000000341" => Behaviour::DeclineAtCharge,
-                b"4000002500003155" => Behaviour::RequireAction,
-                _ => Behaviour::Approve,
+            let is = |number| crate::card::egress::pan_is(&card.pan, number);
+            let behaviour = if is("4000000000000002") {
+                return Err(PspError::Declined {
+                    code: "card_declined".into(),
+                });
+            } else if is("4000000000000341") {
+                Behaviour::DeclineAtCharge
+            } else if is("4000002500003155") {
+                Behaviour::RequireAction
+            } else {
+                Behaviour::Approve
             };
             let t = TokenizedCard {
                 token_ref: id("pm"),

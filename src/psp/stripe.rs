@@ -6,33 +6,27 @@
 //! the customer and payment method, `confirm=true`, metadata (sessionId, merchantTxnRef, channel)
 //! and an `Idempotency-Key`. Refund: `POST /v1/refunds`.
 //!
-//! The form body holding the PAN is the one buffer the raw number is ever written into; it is
-//! owned by a type that wipes it when reqwest lets go of it. The secret key is never logged.
+//! The form body holding the PAN (`card::egress::CardBody`) is the one buffer the raw number is
+//! ever written into; it wipes itself when reqwest lets go of it. The secret key is never logged.
 
-use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use zeroize::Zeroize;
 
 use super::{BoxFuture, ChargeOutcome, ChargeRequest, Psp, PspError, TokenizedCard};
+use crate::card::egress::CardForm;
 use crate::card::Card;
 
-/// A request body that zeroizes itself on drop.
-struct WipedBody(Vec<u8>);
-
-impl AsRef<[u8]> for WipedBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for WipedBody {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
+/// Stripe's names for the card's fields in `POST /v1/payment_methods`.
+const CARD_FORM: CardForm = CardForm {
+    prefix: "type=card",
+    number: "card%5Bnumber%5D",
+    exp_month: "card%5Bexp_month%5D",
+    exp_year: "card%5Bexp_year%5D",
+    cvc: "card%5Bcvc%5D",
+    postcode: "billing_details%5Baddress%5D%5Bpostal_code%5D",
+};
 
 /// A Stripe-compatible PSP.
 pub struct StripePsp {
@@ -149,33 +143,8 @@ impl Psp for StripePsp {
         idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<TokenizedCard, PspError>> {
         Box::pin(async move {
-            // The card body: digits need no escaping; brackets are percent-encoded.
-            // Room for the longest card body (about 180 bytes), so the buffer never reallocates
-            // and leaves an unwiped copy behind.
-            let mut body = WipedBody(Vec::with_capacity(256));
-            let mut digits = [0u8; crate::card::MAX_DIGITS];
-            body.0.extend_from_slice(b"type=card&card%5Bnumber%5D=");
-            let n = card.pan.digits_for_psp().write_ascii(&mut digits);
-            body.0.extend_from_slice(&digits[..n]);
-            // Straight into the wiped buffer: no intermediate String holds the expiry.
-            write!(
-                body.0,
-                "&card%5Bexp_month%5D={}&card%5Bexp_year%5D={}",
-                card.expiry.month_for_psp(),
-                card.expiry.year_for_psp()
-            )
-            .expect("writing to a Vec");
-            body.0.extend_from_slice(b"&card%5Bcvc%5D=");
-            let n = card.cvv.digits_for_psp().write_ascii(&mut digits);
-            body.0.extend_from_slice(&digits[..n]);
-            if let Some(pc) = &card.postcode {
-                body.0
-                    .extend_from_slice(b"&billing_details%5Baddress%5D%5Bpostal_code%5D=");
-                let n = pc.write_ascii(&mut digits);
-                body.0.extend_from_slice(&digits[..n]);
-            }
-            digits.zeroize();
-            debug_assert_eq!(body.0.capacity(), 256, "the card body reallocated");
+            // The card's digits leave the card types here, and only here (`card::egress`).
+            let body = CARD_FORM.body(card);
             let pm = self
                 .post(
                     "/v1/payment_methods",
