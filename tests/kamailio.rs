@@ -868,7 +868,12 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
     let _ = uas_p.0.wait();
     let heard = rec.join().unwrap();
     let k = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(ok, "the call after node B stopped failed:\n{k}");
+    assert!(
+        ok,
+        "the call after node B stopped failed; the caller's sipp said:\n{}\nthe callee's:\n{}\nkamailio said:\n{k}",
+        std::fs::read_to_string(dir.path().join("uac-one.out")).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("uas-one.out")).unwrap_or_default(),
+    );
     assert_eq!(created(&a), before + 1, "it went to node A");
     // The ten earlier calls sent no media; this one's keys were masked on A.
     assert!(heard.len() > 50, "{} packets", heard.len());

@@ -759,7 +759,7 @@ fn an_interrupted_payment_the_psp_never_saw_ends_failed_after_restart() {
         (SessionState::Capturing, SessionState::ReadyToSubmit),
         (SessionState::ReadyToSubmit, SessionState::Submitting),
     ] {
-        assert!(st.transition(&id, from, to, "test", 1).unwrap());
+        assert!(st.transition(&id, from.to(to).unwrap(), "test", 1).unwrap());
     }
     drop(gw);
     let gw = Gateway::start_in(dir, &config);

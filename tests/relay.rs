@@ -120,17 +120,13 @@ fn relay_through(
     t.join().unwrap()
 }
 
-fn subscribe(gw: &Gateway, id: &str) -> tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey> {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    gw.runtime
-        .block_on(gw.state.relay.subscribe_keys(id, tx))
-        .unwrap();
-    rx
+fn subscribe(gw: &Gateway, id: &str) -> tonegate::relay::KeyStream {
+    gw.runtime.block_on(gw.state.relay.key_stream(id)).unwrap()
 }
 
-fn captured(rx: &mut tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey>) -> String {
+fn captured(keys: &mut tonegate::relay::KeyStream) -> String {
     let mut s = String::new();
-    while let Ok(k) = rx.try_recv() {
+    while let Some(k) = keys.try_recv() {
         s.push(k.key().as_char());
     }
     s
@@ -473,7 +469,7 @@ fn quiet_and_loud_cards_are_masked_at_every_packet_size() {
         agent: UdpSocket,
         to: SocketAddr,
         packets: Vec<Vec<u8>>,
-        keys: tokio::sync::mpsc::Receiver<tonegate::media::CapturedKey>,
+        keys: tonegate::relay::KeyStream,
     }
     // Calls are set up here (the gateway handle stays on this thread); the media of all of them
     // then flows at once, four senders in parallel.

@@ -246,10 +246,7 @@ fn a_session_of_another_client_never_takes_the_keys_of_a_live_capture() {
     let (s, _) = agent_session(&gw, &ga, "acct-a", "guid-shared");
     assert_eq!(s, 409);
     // The call's key stream has one subscriber: asking for a second is an error.
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
-    let second = gw
-        .runtime
-        .block_on(gw.state.relay.subscribe_keys(&call.id, tx));
+    let second = gw.runtime.block_on(gw.state.relay.key_stream(&call.id));
     assert!(matches!(
         second,
         Err(tonegate::relay::RelayError::Conflict(_))
@@ -353,6 +350,109 @@ fn after_a_declined_card_the_caller_keying_again_is_not_heard_until_released() {
                 || policy == "call"
         );
     }
+}
+
+/// Secure mode is a lease: each holder (the owner over the relay API, each session that
+/// captured) gives up only its own hold, and the call is masked while any hold is left.
+#[test]
+fn each_holder_releases_only_its_own_hold_on_secure_mode() {
+    let gw = gateway("session", "[relay]\nsecure_hold_off_s = 0\n");
+    let (ga, ra) = (gw.token_for(A, "globalpci"), gw.token_for(A, "relay"));
+    let (_, v) = agent_session(&gw, &ga, "acct-a", "guid-leases");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let agent = endpoint();
+    let call = create_call(&gw, &ra, "guid-leases", "127.0.0.1:40110", &agent);
+    wait_state(&gw, &ga, &id, "Capturing");
+    assert_eq!(secure(&gw, &ra, &call.id, true).0, 200);
+    let path = format!("/globalpci/v1/session/{id}");
+    let (s, v) = post(&gw, &ga, &format!("{path}/cancel"), &json!({}));
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Cancelled")),
+        "{v}"
+    );
+    let is_secure = || get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id)).1["secure"].clone();
+    // The capture is over, but the session still holds: the owner's "off" is refused, and
+    // says whose hold is left and how that holder lets go.
+    let (s, v) = secure(&gw, &ra, &call.id, false);
+    assert_eq!(s, 409, "{v}");
+    let why = v["message"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("session {id} holds secure mode"))
+            && why.contains(&format!("POST /globalpci/v1/session/{id}/release")),
+        "{why}"
+    );
+    assert_eq!(is_secure(), true);
+    // The session lets go: the owner's hold is still there.
+    let (s, v) = post(&gw, &ga, &format!("{path}/release"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(is_secure(), true);
+    // Then the owner's: nothing holds it now.
+    assert_eq!(secure(&gw, &ra, &call.id, false).0, 200);
+    assert_eq!(is_secure(), false);
+}
+
+/// The lease and the key stream, as the relay hands them out: one of each per holder, a
+/// dropped lease keeps the call masked, a refused release hands the lease back.
+#[test]
+fn a_lease_is_released_only_by_its_holder_and_a_key_stream_has_one_reader() {
+    use tonegate::relay::RelayError;
+    let gw = gateway("session", "[relay]\nsecure_hold_off_s = 0\n");
+    let ra = gw.token_for(A, "relay");
+    let agent = endpoint();
+    let call = create_call(&gw, &ra, "guid-lease-types", "127.0.0.1:40111", &agent);
+    let relay = gw.state.relay.clone();
+    let is_secure = || get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id)).1["secure"].clone();
+    let rt = &gw.runtime;
+    assert_eq!(is_secure(), false);
+    let x = rt.block_on(relay.lease_secure(&call.id, "s-x")).unwrap();
+    assert_eq!(is_secure(), true, "on when the lease is handed out");
+    assert!(matches!(
+        rt.block_on(relay.lease_secure(&call.id, "s-x")),
+        Err(RelayError::Conflict(_))
+    ));
+    assert!(matches!(
+        rt.block_on(relay.lease_secure("no-such-call", "s-x")),
+        Err(RelayError::UnknownCall)
+    ));
+    // While its capture is live, even its holder's release is refused: the lease comes back.
+    let (x, e) = rt.block_on(x.release()).unwrap_err();
+    assert!(e.to_string().contains("still capturing"), "{e}");
+    // A second session's lease, released: secure mode stays on while the first holds.
+    let y = rt.block_on(relay.lease_secure(&call.id, "s-y")).unwrap();
+    y.capture_ended();
+    assert!(rt.block_on(y.release()).unwrap());
+    assert_eq!(is_secure(), true);
+    // Dropped, not released: the call stays masked (fail closed), and says who holds it.
+    x.capture_ended();
+    drop(x);
+    assert_eq!(is_secure(), true);
+    let (s, v) = secure(&gw, &ra, &call.id, false);
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("session s-x"),
+        "{v}"
+    );
+    // A lease on a call that has ended holds nothing: releasing it says so.
+    let z = rt.block_on(relay.lease_secure(&call.id, "s-z")).unwrap();
+    z.capture_ended();
+    let r = http()
+        .delete(gw.url(&format!("/relay/v1/calls/{}", call.id)))
+        .bearer_auth(&ra)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!rt.block_on(z.release()).unwrap());
+
+    // One reader of a call's keys at a time; a dropped stream frees the call for the next.
+    let call = create_call(&gw, &ra, "guid-key-stream", "127.0.0.1:40112", &agent);
+    let first = rt.block_on(relay.key_stream(&call.id)).unwrap();
+    assert!(matches!(
+        rt.block_on(relay.key_stream(&call.id)),
+        Err(RelayError::Conflict(_))
+    ));
+    drop(first);
+    assert!(rt.block_on(relay.key_stream(&call.id)).is_ok());
 }
 
 /// Policy "call": a call with no session at all never lets a key through.

@@ -94,7 +94,7 @@ impl From<SessionError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", msg)
             }
             SessionError::NotFound => ApiError::not_found("session"),
-            SessionError::WrongState { .. } => {
+            SessionError::WrongState { .. } | SessionError::Illegal(_) => {
                 ApiError::new(StatusCode::CONFLICT, "wrong_state", msg)
             }
             SessionError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),

@@ -348,22 +348,13 @@ impl CallEntry {
     }
 
     /// Why secure mode may not go off now, if it may not.
-    fn release_refusal(
-        &self,
-        hold_off: Duration,
-        ignoring_session: Option<&str>,
-    ) -> Option<String> {
+    fn release_refusal(&self, hold_off: Duration) -> Option<String> {
         if self.policy == DtmfMasking::Call {
             return Some(
                 "this call's keys are masked for the whole call (dtmf_masking = \"call\")".into(),
             );
         }
-        if let Some((id, _)) = self
-            .leases
-            .sessions
-            .iter()
-            .find(|(id, live)| **live && Some(id.as_str()) != ignoring_session)
-        {
+        if let Some((id, _)) = self.leases.sessions.iter().find(|(_, live)| **live) {
             return Some(format!(
                 "session {id} is capturing on this call; cancel or finish it first"
             ));
@@ -527,6 +518,83 @@ enum Launch {
     Task(Box<task::CallTask>),
     #[cfg(target_os = "linux")]
     Ring(Arc<uring::RingWorker>, Box<uring::RingCall>),
+}
+
+/// How many captured keys a [`KeyStream`] buffers (a caller keys a few a second).
+const KEY_STREAM_DEPTH: usize = 64;
+
+/// A call's captured keys, for their one reader. Not `Clone`: while it is alive no one else
+/// can read the call's keys ([`Relay::key_stream`]).
+#[derive(Debug)]
+pub struct KeyStream {
+    keys: mpsc::Receiver<CapturedKey>,
+}
+
+impl KeyStream {
+    /// The next key; `None` once the call has ended.
+    pub async fn recv(&mut self) -> Option<CapturedKey> {
+        self.keys.recv().await
+    }
+
+    /// A key already waiting, if one is.
+    pub fn try_recv(&mut self) -> Option<CapturedKey> {
+        self.keys.try_recv().ok()
+    }
+}
+
+/// Secure mode held on one call by one session ([`Relay::lease_secure`]). Not `Clone`, and
+/// the only ways to give it up take it by value, so only the session holding it can end its
+/// hold. Dropping it gives nothing up: the call stays masked until it ends (fail closed).
+#[derive(Debug)]
+#[must_use = "a dropped lease keeps the call masked until the call ends"]
+pub struct SecureLease {
+    relay: Relay,
+    call: String,
+    session: String,
+}
+
+impl SecureLease {
+    /// The call it holds.
+    pub fn call(&self) -> &str {
+        &self.call
+    }
+
+    /// The session holding it.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The capture ended: the lease still holds secure mode (a caller keying another card
+    /// after a decline must not be heard), but no longer blocks other holders' releases.
+    pub fn capture_ended(&self) {
+        let mut calls = self.relay.inner.calls.lock().expect("calls lock");
+        if let Some(live) = calls
+            .get_mut(&self.call)
+            .and_then(|c| c.leases.sessions.get_mut(&self.session))
+        {
+            *live = false;
+        }
+    }
+
+    /// Gives secure mode up (it goes off where nothing else holds it). `Ok(true)`: released;
+    /// `Ok(false)`: the call had already ended. Refused with the lease handed back (`Conflict`
+    /// with the reason) while the capture is live or within the hold-off after a key.
+    pub async fn release(self) -> Result<bool, (SecureLease, RelayError)> {
+        match self.relay.end_lease(&self).await {
+            Ok(released) => Ok(released),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    fn actor(&self) -> String {
+        format!("session:{}", self.session)
+    }
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relay")
+    }
 }
 
 /// A call was set up (sessions link to calls by `call_guid`).
@@ -890,9 +958,9 @@ impl Relay {
             .map(|c| c.owner.clone())
     }
 
-    /// The owner asks for secure mode on or off (relay API). On: the owner holds it. Off:
-    /// a release of everything that holds it — refused (`Conflict`, with the reason) under
-    /// policy `call`, while a capture is live, or within the hold-off after a key.
+    /// The owner asks for secure mode on or off (relay API). On: the owner holds it. Off: the
+    /// owner's hold ends — refused (`Conflict`, with the reason) under policy `call`, while a
+    /// session holds a lease on the call, or within the hold-off after a key.
     pub async fn request_secure(
         &self,
         id: &str,
@@ -913,11 +981,21 @@ impl Relay {
             if on {
                 c.leases.api = true;
             } else {
-                if let Some(why) = c.release_refusal(hold_off, None) {
+                // The owner gives up its own hold only: a session's lease is its session's to
+                // release.
+                let refusal = c.release_refusal(hold_off).or_else(|| {
+                    c.leases.sessions.keys().next().map(|s| {
+                        format!(
+                            "session {s} holds secure mode on this call; release it with \
+                             POST /globalpci/v1/session/{s}/release"
+                        )
+                    })
+                });
+                if let Some(why) = refusal {
                     self.audit(c, &actor, "secure_off_refused", why.clone());
                     return Err(RelayError::Conflict(why));
                 }
-                c.leases = SecureLeases::default();
+                c.leases.api = false;
             }
         }
         self.apply_secure(
@@ -934,64 +1012,80 @@ impl Relay {
             .ok_or(RelayError::UnknownCall)
     }
 
-    /// Session `session` starts capturing on call `id`: it holds secure mode (until released
-    /// with [`release_session`](Self::release_session) or the call ends).
-    pub async fn hold_for_session(&self, id: &str, session: &str) -> Result<(), RelayError> {
+    /// Session `session` starts capturing on call `id`: secure mode is on when this returns,
+    /// held by the [`SecureLease`] it returns (until its holder releases it or the call ends).
+    /// A session holds one lease per call: asking again is a `Conflict`.
+    pub async fn lease_secure(&self, id: &str, session: &str) -> Result<SecureLease, RelayError> {
         {
             let mut calls = self.inner.calls.lock().expect("calls lock");
             let c = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
+            if c.leases.sessions.contains_key(session) {
+                return Err(RelayError::Conflict(format!(
+                    "session {session} already holds secure mode on this call"
+                )));
+            }
             c.leases.sessions.insert(session.to_string(), true);
         }
-        self.apply_secure(id, &format!("session:{session}"), "capture started")
+        let lease = SecureLease {
+            relay: self.clone(),
+            call: id.to_string(),
+            session: session.to_string(),
+        };
+        match self
+            .apply_secure(id, &lease.actor(), "capture started")
             .await
-    }
-
-    /// Session `session`'s capture on call `id` ended: it still holds secure mode (a caller
-    /// keying another card after a decline must not be heard), but no longer blocks a release.
-    pub fn session_capture_ended(&self, id: &str, session: &str) {
-        let mut calls = self.inner.calls.lock().expect("calls lock");
-        if let Some(live) = calls
-            .get_mut(id)
-            .and_then(|c| c.leases.sessions.get_mut(session))
         {
-            *live = false;
-        }
-    }
-
-    /// Releases session `session`'s hold on every call: secure mode goes off where nothing
-    /// else holds it. Refused (`Conflict`) while its capture is live or within the hold-off.
-    pub async fn release_session(&self, session: &str) -> Result<Vec<String>, RelayError> {
-        let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
-        let actor = format!("session:{session}");
-        let mut released = Vec::new();
-        {
-            let mut calls = self.inner.calls.lock().expect("calls lock");
-            for c in calls.values_mut() {
-                match c.leases.sessions.get(session) {
-                    None => continue,
-                    Some(true) => {
-                        let why = "the session is still capturing; cancel or finish it first";
-                        self.audit(c, &actor, "secure_off_refused", why);
-                        return Err(RelayError::Conflict(why.into()));
-                    }
-                    Some(false) => {}
+            Ok(()) => Ok(lease),
+            Err(e) => {
+                // Not applied: the capture must not start. The entry goes; the call, if it
+                // still exists, keeps whatever else holds it.
+                if let Some(c) = self.inner.calls.lock().expect("calls lock").get_mut(id) {
+                    c.leases.sessions.remove(session);
                 }
-                if let Some(why) = c.release_refusal(hold_off, Some(session)) {
-                    // Under policy "call" the release is recorded but masking stays on.
-                    if c.policy != DtmfMasking::Call {
-                        self.audit(c, &actor, "secure_off_refused", why.clone());
-                        return Err(RelayError::Conflict(why));
-                    }
-                }
-                c.leases.sessions.remove(session);
-                released.push(c.id.clone());
+                Err(e)
             }
         }
-        for id in &released {
-            self.apply_secure(id, &actor, "released by the session")
-                .await?;
+    }
+
+    /// Whether call `id` still exists.
+    pub fn has_call(&self, id: &str) -> bool {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .contains_key(id)
+    }
+
+    /// Ends `lease`'s hold: secure mode goes off where nothing else holds it. Refused
+    /// (`Conflict`) while its capture is live, or when it would turn masking off within the
+    /// hold-off after a key. Under policy `call` masking stays on. `Ok(false)`: the call is gone.
+    async fn end_lease(&self, lease: &SecureLease) -> Result<bool, RelayError> {
+        let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
+        let actor = lease.actor();
+        {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            let Some(c) = calls.get_mut(&lease.call) else {
+                return Ok(false);
+            };
+            if c.leases.sessions.get(&lease.session) == Some(&true) {
+                let why = "the session is still capturing; cancel or finish it first";
+                self.audit(c, &actor, "secure_off_refused", why);
+                return Err(RelayError::Conflict(why.into()));
+            }
+            c.leases.sessions.remove(&lease.session);
+            // Only a release that would turn masking off waits out the hold-off; while others
+            // hold it (or policy `call` does), giving up this hold changes nothing audible.
+            if !c.held() {
+                if let Some(why) = c.release_refusal(hold_off) {
+                    c.leases.sessions.insert(lease.session.clone(), false);
+                    self.audit(c, &actor, "secure_off_refused", why.clone());
+                    return Err(RelayError::Conflict(why));
+                }
+            }
         }
-        Ok(released)
+        self.apply_secure(&lease.call, &actor, "released by the session")
+            .await?;
+        Ok(true)
     }
 
     /// Brings the call's secure mode in line with what holds it; audits a change.
@@ -1014,13 +1108,11 @@ impl Relay {
         Ok(())
     }
 
-    /// Sends the call's captured keys to `sink` from now on. A call has one subscriber: while
-    /// one is listening, asking again is a `Conflict`, never a replacement.
-    pub async fn subscribe_keys(
-        &self,
-        id: &str,
-        sink: mpsc::Sender<CapturedKey>,
-    ) -> Result<(), RelayError> {
+    /// The call's captured keys from now on. A call has one [`KeyStream`] at a time: while
+    /// one is alive, asking again is a `Conflict`, never a replacement; dropping it frees the
+    /// call for the next.
+    pub async fn key_stream(&self, id: &str) -> Result<KeyStream, RelayError> {
+        let (sink, keys) = mpsc::channel(KEY_STREAM_DEPTH);
         let control = {
             let mut calls = self.inner.calls.lock().expect("calls lock");
             let c = calls.get_mut(id).ok_or(RelayError::UnknownCall)?;
@@ -1032,7 +1124,8 @@ impl Relay {
             c.key_sink = Some(sink.clone());
             c.steer.control()
         };
-        control.send(Control::Keys(sink)).await
+        control.send(Control::Keys(sink)).await?;
+        Ok(KeyStream { keys })
     }
 
     /// Plays clips to the caller, after any already queued (a caller's key stops them).

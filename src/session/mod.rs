@@ -20,10 +20,9 @@ use crate::capture::{CaptureRules, Field};
 use crate::card::Card;
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
-use crate::media::CapturedKey;
 use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
-use crate::relay::Relay;
-use model::{PaymentResult, Session, SessionKind, SessionState};
+use crate::relay::{KeyStream, Relay, SecureLease};
+use model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 use store::{SessionStore, StoreError};
 use voice::{SubmitRefused, VoiceOutput, VoiceSession};
 
@@ -62,6 +61,9 @@ pub enum SessionError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A move the state machine does not allow (a gateway bug if the code named it).
+    #[error(transparent)]
+    Illegal(#[from] model::IllegalTransition),
     /// The gateway is shutting down: no new payment starts.
     #[error("the gateway is shutting down; try again shortly")]
     ShuttingDown,
@@ -148,9 +150,24 @@ struct Inner {
     latency: Arc<crate::latency::Latency>,
     /// Wall-clock time (expiries, audit times).
     clock: Clock,
+    /// Secure-mode leases of sessions whose capture has ended, by session id: they hold the
+    /// call masked until the session's release (or the call's end).
+    held: Mutex<HashMap<String, Vec<SecureLease>>>,
 }
 
 impl Inner {
+    /// Keeps a lease whose capture has ended until its session is released; forgets those
+    /// whose call has ended (they hold nothing any more).
+    fn park(&self, lease: SecureLease) {
+        let mut held = self.held.lock().expect("held lock");
+        held.retain(|_, leases| {
+            leases.retain(|l| self.relay.has_call(l.call()));
+            !leases.is_empty()
+        });
+        held.entry(lease.session().to_string())
+            .or_default()
+            .push(lease);
+    }
     /// The result webhook for an ended session, if its account has one.
     fn webhook_for(&self, s: &Session) -> Option<store::WebhookDelivery> {
         let account = self.config.account(&s.account_id)?;
@@ -178,16 +195,15 @@ impl Inner {
     fn settle(
         &self,
         id: &str,
-        from: SessionState,
-        to: SessionState,
+        t: Transition,
         actor: &str,
         result: Option<&PaymentResult>,
     ) -> Result<bool, StoreError> {
-        let ended =
-            self.store
-                .settle(id, from, to, actor, self.clock.unix_now(), result, &|s| {
-                    self.webhook_for(s)
-                })?;
+        let ended = self
+            .store
+            .settle(id, t, actor, self.clock.unix_now(), result, &|s| {
+                self.webhook_for(s)
+            })?;
         if ended {
             self.webhook_due.notify_one();
         }
@@ -328,6 +344,7 @@ impl Sessions {
                 relay,
                 psps,
                 live: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
                 prompts,
@@ -402,8 +419,7 @@ impl Sessions {
             // The card was in memory only: capture starts over when the call comes back.
             st.transition(
                 &s.id,
-                s.state,
-                SessionState::Created,
+                s.state.to(SessionState::Created)?,
                 "gateway:restart",
                 now,
             )?;
@@ -598,11 +614,29 @@ impl Sessions {
                 "the session is capturing; cancel it or let it finish first".into(),
             ));
         }
-        self.inner
-            .relay
-            .release_session(&s.id)
-            .await
-            .map_err(|e| SessionError::Conflict(e.to_string()))
+        let leases = self
+            .inner
+            .held
+            .lock()
+            .expect("held lock")
+            .remove(&s.id)
+            .unwrap_or_default();
+        let (mut released, mut refused) = (Vec::new(), None);
+        for lease in leases {
+            let call = lease.call().to_string();
+            match lease.release().await {
+                Ok(true) => released.push(call),
+                Ok(false) => {}
+                Err((lease, e)) => {
+                    self.inner.park(lease);
+                    refused.get_or_insert(e);
+                }
+            }
+        }
+        match refused {
+            Some(e) => Err(SessionError::Conflict(e.to_string())),
+            None => Ok(released),
+        }
     }
 
     pub async fn submit(&self, id: &str, actor: &str) -> Result<Session, SessionError> {
@@ -664,8 +698,7 @@ impl Sessions {
         if s.state == SessionState::Created {
             st.transition(
                 id,
-                SessionState::Created,
-                SessionState::Capturing,
+                SessionState::Created.to(SessionState::Capturing)?,
                 actor,
                 now,
             )?;
@@ -679,8 +712,7 @@ impl Sessions {
         }
         st.transition(
             id,
-            SessionState::Capturing,
-            SessionState::ReadyToSubmit,
+            SessionState::Capturing.to(SessionState::ReadyToSubmit)?,
             actor,
             now,
         )?;
@@ -805,8 +837,10 @@ impl Sessions {
             SessionState::ReadyToSubmit,
             SessionState::Submitting,
         ] {
-            if state.to(to).is_ok() && st.transition(id, state, to, actor, now)? {
-                state = to;
+            if let Ok(t) = state.to(to) {
+                if st.transition(id, t, actor, now)? {
+                    state = to;
+                }
             }
         }
         let result = PaymentResult {
@@ -815,8 +849,7 @@ impl Sessions {
         };
         self.inner.settle(
             id,
-            SessionState::Submitting,
-            SessionState::Completed,
+            SessionState::Submitting.to(SessionState::Completed)?,
             "psp",
             Some(&result),
         )?;
@@ -924,10 +957,10 @@ impl Sessions {
             return;
         }
         let relay = self.inner.relay.clone();
-        let (tx, mut rx) = mpsc::channel::<CapturedKey>(32);
-        if relay.subscribe_keys(call_id, tx).await.is_err()
-            || relay.listen(call_id, true).await.is_err()
-        {
+        let Ok(mut keys) = relay.key_stream(call_id).await else {
+            return;
+        };
+        if relay.listen(call_id, true).await.is_err() {
             return;
         }
         let me = self.clone();
@@ -944,7 +977,7 @@ impl Sessions {
                 .expect("link lock")
                 .tries_per_call();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            while let Ok(Some(k)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            while let Ok(Some(k)) = tokio::time::timeout_at(deadline, keys.recv()).await {
                 match k.key().digit() {
                     Some(d) => digits.push((b'0' + d) as char),
                     None => {
@@ -960,7 +993,7 @@ impl Sessions {
                     Some(s) => {
                         tracing::info!(session = %s.id, call = %call_id, "call linked by dtmfLinkId");
                         // The capture becomes the call's one key subscriber.
-                        drop(rx);
+                        drop(keys);
                         if let Err(e) = me.start_capture(&s, &call_id).await {
                             tracing::warn!(session = %s.id, error = %e, "could not start capture");
                         }
@@ -1045,30 +1078,31 @@ impl Sessions {
             return Ok(());
         }
         let account = self.account(&s.account_id)?.clone();
-        let (keys_tx, keys_rx) = mpsc::channel::<CapturedKey>(64);
-        if self
-            .inner
-            .relay
-            .subscribe_keys(call_id, keys_tx)
-            .await
-            .is_err()
-        {
+        let relay = &self.inner.relay;
+        let Ok(keys) = relay.key_stream(call_id).await else {
             return Ok(());
-        }
-        if !self.inner.store.transition(
+        };
+        // Secure mode held before the session captures, let alone prompts: from here no key
+        // reaches the agent until the session is released or the call ends. Where it cannot
+        // be held, the capture does not start (fail closed).
+        let _ = relay.listen(call_id, false).await;
+        let lease = relay.lease_secure(call_id, &s.id).await.map_err(|e| {
+            SessionError::Conflict(format!("secure mode could not be held on the call: {e}"))
+        })?;
+        let moved = self.inner.store.transition(
             &s.id,
-            SessionState::Created,
-            SessionState::Capturing,
+            SessionState::Created.to(SessionState::Capturing)?,
             "gateway",
             self.inner.clock.unix_now(),
-        )? {
-            return Ok(());
-        }
-        // Secure mode held before the first prompt: from here no key reaches the agent, until
-        // the session is released or the call ends.
-        let _ = self.inner.relay.listen(call_id, false).await;
-        if let Err(e) = self.inner.relay.hold_for_session(call_id, &s.id).await {
-            tracing::warn!(session = %s.id, error = %e, "could not hold secure mode");
+        );
+        if !matches!(moved, Ok(true)) {
+            // The session changed meanwhile (cancelled, expired): it captures nothing, so its
+            // lease is given up at once where the hold-off lets it, else kept for its release.
+            lease.capture_ended();
+            if let Err((lease, _)) = lease.release().await {
+                self.inner.park(lease);
+            }
+            return moved.map(|_| ()).map_err(Into::into);
         }
         let (commands, commands_rx) = mpsc::channel(16);
         let (events, _) = broadcast::channel(128);
@@ -1092,7 +1126,8 @@ impl Sessions {
             session: store::must_get(&*self.inner.store, &s.id)?,
             account,
             call_id: call_id.to_string(),
-            keys: keys_rx,
+            lease,
+            keys,
             commands: commands_rx,
             events,
             last,
@@ -1194,9 +1229,13 @@ impl Sessions {
                 return;
             }
         };
-        let settled = self
-            .inner
-            .settle(&s.id, SessionState::Submitting, to, actor, Some(&result));
+        let settled = match SessionState::Submitting.to(to) {
+            Ok(t) => self
+                .inner
+                .settle(&s.id, t, actor, Some(&result))
+                .map_err(SessionError::from),
+            Err(e) => Err(e.into()),
+        };
         match settled {
             Ok(true) => {
                 tracing::info!(session = %s.id, state = to.as_str(), "interrupted payment reconciled with the PSP");
@@ -1216,7 +1255,7 @@ impl Sessions {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<(), SessionError> {
-        s.state.to(to).map_err(|_| SessionError::WrongState {
+        let t = s.state.to(to).map_err(|_| SessionError::WrongState {
             from: s.state.as_str(),
             action: if to == SessionState::Cancelled {
                 "cancel"
@@ -1228,10 +1267,7 @@ impl Sessions {
             failure_reason: Some(r.to_string()),
             ..s.result.clone()
         });
-        if !self
-            .inner
-            .settle(&s.id, s.state, to, actor, result.as_ref())?
-        {
+        if !self.inner.settle(&s.id, t, actor, result.as_ref())? {
             return Err(SessionError::WrongState {
                 from: s.state.as_str(),
                 action: "change state (it changed meanwhile)",
@@ -1314,7 +1350,9 @@ struct CaptureTask {
     session: Session,
     account: AccountConfig,
     call_id: String,
-    keys: mpsc::Receiver<CapturedKey>,
+    /// Secure mode on the call, held for as long as the session may hear keys.
+    lease: SecureLease,
+    keys: KeyStream,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<LiveEvent>,
     last: Arc<Mutex<LiveEvent>>,
@@ -1415,11 +1453,10 @@ impl CaptureTask {
                     let _ = self.inner.relay.stop_prompt(&self.call_id).await;
                 }
                 VoiceOutput::Say(names) => self.say(names).await,
-                VoiceOutput::Transition { from, to, actor } => {
+                VoiceOutput::Transition { transition, actor } => {
                     let moved = self.inner.store.transition(
                         &self.session.id,
-                        from,
-                        to,
+                        transition,
                         actor,
                         self.inner.clock.unix_now(),
                     );
@@ -1482,21 +1519,19 @@ impl CaptureTask {
     async fn finish(self, state: SessionState, ended_by: &str) {
         // Secure mode stays on: the next thing a caller does after a decline is key another
         // card. Only an explicit release (or the call's end) lets keys through again.
-        self.inner
-            .relay
-            .session_capture_ended(&self.call_id, &self.session.id);
+        self.lease.capture_ended();
+        self.inner.park(self.lease);
         self.inner
             .live
             .lock()
             .expect("live lock")
             .remove(&self.session.id);
-        if !state.is_terminal() {
-            // The call went away (or the gateway is stopping) mid-capture: back to Created,
-            // to start over on a new call.
+        // The call went away (or the gateway is stopping) mid-capture: back to Created, to
+        // start over on a new call. (From a terminal state there is no such move.)
+        if let Ok(t) = state.to(SessionState::Created) {
             let _ = self.inner.store.transition(
                 &self.session.id,
-                state,
-                SessionState::Created,
+                t,
                 ended_by,
                 self.inner.clock.unix_now(),
             );
@@ -1578,8 +1613,7 @@ async fn pay(
     let st = &inner.store;
     if !st.transition(
         &s.id,
-        SessionState::ReadyToSubmit,
-        SessionState::Submitting,
+        SessionState::ReadyToSubmit.to(SessionState::Submitting)?,
         actor,
         inner.clock.unix_now(),
     )? {
@@ -1651,7 +1685,12 @@ async fn pay(
             SessionState::Failed
         }
     };
-    inner.settle(&s.id, SessionState::Submitting, to, "psp", Some(&result))?;
+    inner.settle(
+        &s.id,
+        SessionState::Submitting.to(to)?,
+        "psp",
+        Some(&result),
+    )?;
     tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
     Ok(())
 }

@@ -125,8 +125,9 @@ impl SessionState {
         )
     }
 
-    /// Checks a transition.
-    pub fn to(self, to: SessionState) -> Result<SessionState, IllegalTransition> {
+    /// Checks a transition: the only way to make a [`Transition`], which is all the store
+    /// accepts.
+    pub fn to(self, to: SessionState) -> Result<Transition, IllegalTransition> {
         use SessionState::*;
         let ok = match (self, to) {
             (Created, Capturing) => true,
@@ -139,10 +140,31 @@ impl SessionState {
             _ => false,
         };
         if ok {
-            Ok(to)
+            Ok(Transition { from: self, to })
         } else {
             Err(IllegalTransition { from: self, to })
         }
+    }
+}
+
+/// A state change the state machine allows. Made only by [`SessionState::to`], so a store
+/// given one never has to wonder whether the move is legal; the store itself then moves a
+/// session only if it is still in `from` (and its SQL trigger refuses any other move).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    from: SessionState,
+    to: SessionState,
+}
+
+impl Transition {
+    /// The state it leaves.
+    pub fn from(self) -> SessionState {
+        self.from
+    }
+
+    /// The state it goes to.
+    pub fn to(self) -> SessionState {
+        self.to
     }
 }
 

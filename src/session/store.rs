@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection};
 use thiserror::Error;
 
-use super::model::{PaymentResult, Session, SessionKind, SessionState};
+use super::model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 
 /// A storage failure.
 #[derive(Debug, Error)]
@@ -53,26 +53,23 @@ pub trait SessionStore: Send + Sync {
     fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError>;
     /// A session by id.
     fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
-    /// Writes a state change, with its audit event, if the stored state is still `from`.
-    /// Returns false when someone else changed it first.
+    /// Writes a state change, with its audit event, if the stored state is still the one `t`
+    /// leaves. Returns false when someone else changed it first.
     fn transition(
         &self,
         id: &str,
-        from: SessionState,
-        to: SessionState,
+        t: Transition,
         actor: &str,
         now: u64,
     ) -> Result<bool, StoreError>;
     /// Ends a session: records `result` (if given), moves it from `from` to `to` (audited)
     /// and queues the webhook `webhook` makes of the ended session, all in one transaction, so
     /// no outcome is ever stored without its webhook. False, and nothing written, if the
-    /// session was no longer in `from`.
-    #[allow(clippy::too_many_arguments)]
+    /// session was no longer in the state `t` leaves.
     fn settle(
         &self,
         id: &str,
-        from: SessionState,
-        to: SessionState,
+        t: Transition,
         actor: &str,
         now: u64,
         result: Option<&PaymentResult>,
@@ -324,6 +321,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhooks_due ON webhooks(state, next_at);
     CREATE INDEX webhooks_session ON webhooks(session_id);",
+    // 6: the database itself refuses a session state change the state machine does not allow
+    // (`SessionState::to`; a test checks the two agree on every pair), whoever writes it.
+    "CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
+    WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
+        'Created>Capturing',
+        'Capturing>ReadyToSubmit', 'Capturing>Failed',
+        'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
+        'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
+        'Capturing>Created', 'ReadyToSubmit>Created',
+        'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
+        'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
+    BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).
@@ -513,11 +522,11 @@ impl SessionStore for SqliteStore {
     fn transition(
         &self,
         id: &str,
-        from: SessionState,
-        to: SessionState,
+        t: Transition,
         actor: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let (from, to) = (t.from(), t.to());
         self.blocking(|conn| {
             let tx = conn.transaction()?;
             let n = tx.execute(
@@ -538,13 +547,13 @@ impl SessionStore for SqliteStore {
     fn settle(
         &self,
         id: &str,
-        from: SessionState,
-        to: SessionState,
+        t: Transition,
         actor: &str,
         now: u64,
         result: Option<&PaymentResult>,
         webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
     ) -> Result<bool, StoreError> {
+        let (from, to) = (t.from(), t.to());
         self.blocking(|conn| {
             let tx = conn.transaction()?;
             let n = tx.execute(
@@ -1021,15 +1030,26 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, 99);
-        // An older one is brought up to date.
+        // An older one (version 4: no webhook outbox, no state-machine trigger) is brought up
+        // to date.
         c.pragma_update(None, "user_version", 4).unwrap();
-        c.execute_batch("DROP TABLE webhooks").unwrap();
+        c.execute_batch("DROP TABLE webhooks; DROP TRIGGER sessions_state_machine")
+            .unwrap();
         drop(c);
         let st = SqliteStore::open(&path).unwrap();
         assert!(
             st.webhooks_due(0, 1).unwrap().is_empty(),
             "migration 5 ran again"
         );
+        let trigger: i64 = st.blocking(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'sessions_state_machine'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        });
+        assert_eq!(trigger, 1, "migration 6 ran again");
     }
 
     #[test]
@@ -1058,8 +1078,7 @@ mod tests {
         assert!(!st
             .settle(
                 "s1",
-                SessionState::Submitting,
-                SessionState::Declined,
+                SessionState::Submitting.to(SessionState::Declined).unwrap(),
                 "psp",
                 120,
                 Some(&failed),
@@ -1072,11 +1091,17 @@ mod tests {
         );
         assert!(st.webhooks_due(1000, 10).unwrap().is_empty());
         // From its state: the outcome, the audit line and the webhook of the ended session.
+        for (from, to) in [
+            (SessionState::Created, SessionState::Capturing),
+            (SessionState::Capturing, SessionState::ReadyToSubmit),
+            (SessionState::ReadyToSubmit, SessionState::Submitting),
+        ] {
+            assert!(st.transition("s1", from.to(to).unwrap(), "t", 119).unwrap());
+        }
         assert!(st
             .settle(
                 "s1",
-                SessionState::Created,
-                SessionState::Declined,
+                SessionState::Submitting.to(SessionState::Declined).unwrap(),
                 "psp",
                 120,
                 Some(&failed),
@@ -1100,8 +1125,7 @@ mod tests {
         assert!(st
             .transition(
                 "s1",
-                SessionState::Created,
-                SessionState::Capturing,
+                SessionState::Created.to(SessionState::Capturing).unwrap(),
                 "gateway",
                 110
             )
@@ -1110,8 +1134,7 @@ mod tests {
         assert!(!st
             .transition(
                 "s1",
-                SessionState::Created,
-                SessionState::Cancelled,
+                SessionState::Created.to(SessionState::Cancelled).unwrap(),
                 "client:c",
                 111
             )
@@ -1173,7 +1196,7 @@ mod tests {
         assert!(st.any_in_state("c", ss.0, ss.1).unwrap());
         assert!(!st.any_in_state("other", ss.0, ss.1).unwrap());
         assert!(!st.any_in_state("c", SessionKind::Agent, ss.1).unwrap());
-        st.transition("s3", ss.1, SessionState::Cancelled, "t", 101)
+        st.transition("s3", ss.1.to(SessionState::Cancelled).unwrap(), "t", 101)
             .unwrap();
         assert!(!st.any_in_state("c", ss.0, ss.1).unwrap());
         // The sweeps and the call-link check read the state index, not the whole table.
@@ -1192,5 +1215,36 @@ mod tests {
             plan.iter().any(|p| p.contains("sessions_state")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn the_database_refuses_exactly_the_moves_the_state_machine_refuses() {
+        // Whoever writes to the database (a gateway bug, an operator's SQL), the trigger keeps
+        // every session on the state machine's edges: all 81 pairs, each from a fresh session.
+        let st = SqliteStore::in_memory().unwrap();
+        for (i, from) in SessionState::ALL.into_iter().enumerate() {
+            for (j, to) in SessionState::ALL.into_iter().enumerate() {
+                let id = format!("s-{i}-{j}");
+                let mut s = session(&id);
+                s.state = from;
+                st.insert(&s, "t").unwrap();
+                let written = st.blocking(|c| {
+                    c.execute(
+                        "UPDATE sessions SET state = ?1 WHERE id = ?2",
+                        params![to.as_str(), id],
+                    )
+                });
+                let allowed = from == to || from.to(to).is_ok();
+                match written {
+                    Ok(1) => assert!(allowed, "{from:?} -> {to:?} was written"),
+                    Ok(n) => panic!("{n} rows for {id}"),
+                    Err(e) => {
+                        assert!(!allowed, "{from:?} -> {to:?} refused: {e}");
+                        assert!(e.to_string().contains("illegal session state transition"));
+                        assert_eq!(st.get(&id).unwrap().unwrap().state, from);
+                    }
+                }
+            }
+        }
     }
 }

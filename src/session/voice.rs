@@ -15,7 +15,7 @@ use crate::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field, Fi
 use crate::card::Card;
 use tonegate_dsp::DtmfKey;
 
-use super::model::{PaymentResult, SessionKind, SessionState};
+use super::model::{PaymentResult, SessionKind, SessionState, Transition};
 
 /// What the agent UI and hosted page are told, live. Lengths, statuses, references only.
 #[derive(Debug, Clone, Serialize)]
@@ -41,13 +41,11 @@ pub enum VoiceOutput {
     /// Play these prompts to the caller, in order (self-service sessions only: on an agent
     /// session the agent does the talking).
     Say(&'static [&'static str]),
-    /// Store the move `from` → `to` by `actor`, and answer with
-    /// [`VoiceSession::transitioned`]: nothing more comes out until then.
+    /// Store this move by `actor`, and answer with [`VoiceSession::transitioned`]: nothing
+    /// more comes out until then.
     Transition {
-        /// The state the session is in.
-        from: SessionState,
-        /// The state it moves to.
-        to: SessionState,
+        /// The move (checked against the state machine when it was made).
+        transition: Transition,
         /// Who moved it, for the audit trail.
         actor: &'static str,
     },
@@ -73,10 +71,10 @@ impl fmt::Debug for VoiceOutput {
         match self {
             VoiceOutput::StopPrompt => f.write_str("StopPrompt"),
             VoiceOutput::Say(names) => f.debug_tuple("Say").field(names).finish(),
-            VoiceOutput::Transition { from, to, actor } => f
+            VoiceOutput::Transition { transition, actor } => f
                 .debug_struct("Transition")
-                .field("from", from)
-                .field("to", to)
+                .field("from", &transition.from())
+                .field("to", &transition.to())
                 .field("actor", actor)
                 .finish(),
             VoiceOutput::Failed(reason) => f.debug_tuple("Failed").field(reason).finish(),
@@ -279,16 +277,13 @@ impl VoiceSession {
             CaptureEvent::AttemptsExhausted { .. } => Some((SessionState::Failed, "caller")),
             _ => None,
         };
-        match move_to {
-            Some((to, actor)) if self.state.to(to).is_ok() => {
-                self.out.push_back(VoiceOutput::Transition {
-                    from: self.state,
-                    to,
-                    actor,
-                });
-                self.awaiting = Some((to, ev));
+        match move_to.and_then(|(to, actor)| Some((self.state.to(to).ok()?, actor))) {
+            Some((transition, actor)) => {
+                self.out
+                    .push_back(VoiceOutput::Transition { transition, actor });
+                self.awaiting = Some((transition.to(), ev));
             }
-            _ => self.after_transition(ev),
+            None => self.after_transition(ev),
         }
     }
 

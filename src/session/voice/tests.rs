@@ -31,7 +31,7 @@ fn reduce(o: VoiceOutput) -> Out {
     match o {
         VoiceOutput::StopPrompt => Out::Stop,
         VoiceOutput::Say(n) => Out::Say(n.to_vec()),
-        VoiceOutput::Transition { to, actor, .. } => Out::Move(to, actor),
+        VoiceOutput::Transition { transition, actor } => Out::Move(transition.to(), actor),
         VoiceOutput::Failed(r) => Out::Failed(r),
         VoiceOutput::Publish(e) => Out::Publish(
             e.session_state,
