@@ -185,6 +185,7 @@ fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
         agent.local_addr().unwrap().ip(),
         agent.local_addr().unwrap().port() + 1,
     );
+    let mut rtcp_relayed = 0;
     if let Ok(agent_rtcp) = UdpSocket::bind(agent_rtcp_addr) {
         agent_rtcp
             .set_read_timeout(Some(Duration::from_secs(2)))
@@ -200,6 +201,7 @@ fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
             call.agent_local.port() + 1,
             "sent from the relay's agent RTCP port"
         );
+        rtcp_relayed = 1;
     }
     let (_, info) = get_call(&gw, &tok, &call.id);
     assert_eq!(info["counters"]["caller_rtp_in"], 200);
@@ -214,6 +216,45 @@ fn plain_forwarding_is_byte_exact_both_ways_with_rtcp() {
         )),
         "{metrics}"
     );
+    // Every datagram the relay forwarded is in its added-latency histogram, once.
+    let h = histogram(&metrics, "tonegate_relay_added_latency_seconds");
+    assert_eq!(h.count, 250 + rtcp_relayed, "{metrics}");
+    assert_eq!(h.buckets.last(), Some(&("+Inf".to_string(), h.count)));
+    assert!(h.buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{h:?}");
+    assert!(h.sum > 0.0, "{h:?}");
+}
+
+/// One histogram of a Prometheus text exposition.
+#[derive(Debug)]
+struct Histogram {
+    count: u64,
+    sum: f64,
+    /// `(le, cumulative count)`, in order.
+    buckets: Vec<(String, u64)>,
+}
+
+fn histogram(text: &str, name: &str) -> Histogram {
+    let value = |line: &str| line.rsplit(' ').next().unwrap().to_string();
+    let mut h = Histogram {
+        count: u64::MAX,
+        sum: f64::NAN,
+        buckets: Vec::new(),
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+            let le = rest.split('"').next().unwrap().to_string();
+            h.buckets.push((le, value(line).parse().unwrap()));
+        } else if line.starts_with(&format!("{name}_count ")) {
+            h.count = value(line).parse().unwrap();
+        } else if line.starts_with(&format!("{name}_sum ")) {
+            h.sum = value(line).parse().unwrap();
+        }
+    }
+    assert!(
+        h.count != u64::MAX && !h.buckets.is_empty(),
+        "no {name} in:\n{text}"
+    );
+    h
 }
 
 fn latching_learns_remotes_and_drops_foreign_sources() {

@@ -47,6 +47,7 @@ fn registry(state: &AppState) -> Registry {
         .register_collector(Box::new(Counts(state.clone())));
     let histograms = root.sub_registry_with_prefix("tonegate");
     state.latency.register(histograms);
+    histograms.register_collector(Box::new(RelayLatency(state.relay.clone())));
     if let Some(ng) = &state.ng {
         ng.latency().register(histograms);
     }
@@ -58,6 +59,30 @@ fn metrics(registry: &Registry) -> impl IntoResponse {
     // Writing to a String cannot fail; a collector here returns no error of its own.
     let _ = prometheus_client::encoding::text::encode_registry(&mut out, registry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// The relay's added-latency histogram: its engine loops count into buckets of their own,
+/// without a lock (see `relay/added_latency.rs`); merged here, when scraped.
+#[derive(Debug)]
+struct RelayLatency(crate::relay::Relay);
+
+impl Collector for RelayLatency {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.added_latency();
+        encoder
+            .encode_descriptor(
+                "relay_added_latency_seconds",
+                "Time a datagram spends in the relay, from the engine having it to its forwarded copy going to the kernel",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                s.sum_seconds(),
+                s.count(),
+                &s.buckets(),
+                None,
+            )
+    }
 }
 
 /// The counters and gauges, read from the gateway's own totals when scraped.

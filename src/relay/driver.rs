@@ -69,6 +69,7 @@ impl CallDriver {
     }
 
     /// A datagram of `len` bytes arrived in `buf` on `side`'s `channel` socket from `from`.
+    /// Returns how many datagrams went out because of it (for the added-latency histogram).
     pub fn on_datagram(
         &mut self,
         tx: &mut impl DatagramTx,
@@ -77,11 +78,12 @@ impl CallDriver {
         from: SocketAddr,
         buf: &mut [u8],
         len: usize,
-    ) {
+    ) -> u64 {
+        let mut sent = 0;
         if let Some(t) = self.media.on_datagram(side, channel, from, buf, len) {
-            send(&self.status, tx, t, buf);
+            sent += u64::from(send(&self.status, tx, t, buf));
         }
-        self.drain(tx);
+        sent + self.drain(tx)
     }
 
     /// Applies a control message from the registry.
@@ -122,10 +124,12 @@ impl CallDriver {
         self.silent.then_some(Ended::Silence)
     }
 
-    /// Sends what the media core has queued and acts on what it reports.
-    fn drain(&mut self, tx: &mut impl DatagramTx) {
+    /// Sends what the media core has queued and acts on what it reports; returns how many
+    /// datagrams went.
+    fn drain(&mut self, tx: &mut impl DatagramTx) -> u64 {
+        let mut sent = 0;
         while let Some(t) = self.media.poll_transmit(&mut self.out) {
-            send(&self.status, tx, t, &self.out);
+            sent += u64::from(send(&self.status, tx, t, &self.out));
         }
         while let Some(e) = self.media.poll_event() {
             match e {
@@ -150,12 +154,16 @@ impl CallDriver {
                 MediaEvent::Silent => self.silent = true,
             }
         }
+        sent
     }
 }
 
-/// Sends `bytes[..t.len]` as `t` says, counting it in `status` if it could not go.
-fn send(status: &CallStatus, tx: &mut impl DatagramTx, t: Transmit, bytes: &[u8]) {
-    if !tx.send(t.from, t.channel, t.to, &bytes[..t.len]) {
+/// Sends `bytes[..t.len]` as `t` says, counting it in `status` if it could not go; whether it
+/// went.
+fn send(status: &CallStatus, tx: &mut impl DatagramTx, t: Transmit, bytes: &[u8]) -> bool {
+    let went = tx.send(t.from, t.channel, t.to, &bytes[..t.len]);
+    if !went {
         status.send_dropped.fetch_add(1, Relaxed);
     }
+    went
 }

@@ -11,6 +11,7 @@
 //! request each hold it, and it goes off only when an explicit release leaves nobody holding
 //! it — never while a capture is live, nor within `secure_hold_off_s` of the last key.
 
+mod added_latency;
 mod driver;
 mod ports;
 mod task;
@@ -33,8 +34,10 @@ use crate::config::{DtmfMasking, RelayConfig, RelayEngine};
 use crate::media::{
     CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
 };
+use added_latency::AddedLatency;
 use driver::{CallDriver, CallStatus, Ended};
 
+pub use added_latency::LatencySnapshot;
 pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
 
 /// Why a relay request failed.
@@ -435,11 +438,15 @@ impl Engine {
     }
 
     /// Starts the configured engine; `auto` falls back to tokio where io_uring cannot run.
-    fn start(cfg: &RelayConfig, relay: &std::sync::Weak<Inner>) -> Result<Engine, RelayError> {
+    fn start(
+        cfg: &RelayConfig,
+        relay: &std::sync::Weak<Inner>,
+        latency: &AddedLatency,
+    ) -> Result<Engine, RelayError> {
         if cfg.engine == RelayEngine::Tokio {
             return Ok(Engine::Tokio);
         }
-        match Self::start_ring(cfg, relay) {
+        match Self::start_ring(cfg, relay, latency) {
             Ok(e) => Ok(e),
             Err(e) if cfg.engine == RelayEngine::Auto => {
                 tracing::info!(reason = %e, "io_uring unavailable: the relay uses the tokio engine");
@@ -452,20 +459,28 @@ impl Engine {
     }
 
     #[cfg(target_os = "linux")]
-    fn start_ring(cfg: &RelayConfig, relay: &std::sync::Weak<Inner>) -> Result<Engine, String> {
+    fn start_ring(
+        cfg: &RelayConfig,
+        relay: &std::sync::Weak<Inner>,
+        latency: &AddedLatency,
+    ) -> Result<Engine, String> {
         let n = match cfg.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             n => n,
         };
         let workers = (0..n)
-            .map(|i| uring::RingWorker::start(i, relay.clone()).map(Arc::new))
+            .map(|i| uring::RingWorker::start(i, relay.clone(), latency.recorder()).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| format!("io_uring does not work here ({e})"))?;
         Ok(Engine::Ring(std::sync::RwLock::new(workers)))
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn start_ring(_: &RelayConfig, _: &std::sync::Weak<Inner>) -> Result<Engine, String> {
+    fn start_ring(
+        _: &RelayConfig,
+        _: &std::sync::Weak<Inner>,
+        _: &AddedLatency,
+    ) -> Result<Engine, String> {
         Err("io_uring needs Linux".into())
     }
 }
@@ -505,7 +520,7 @@ impl CallEntry {
 pub fn io_uring_available() -> bool {
     #[cfg(target_os = "linux")]
     {
-        uring::RingWorker::start(0, std::sync::Weak::new()).is_ok()
+        uring::RingWorker::start(0, std::sync::Weak::new(), Default::default()).is_ok()
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -626,6 +641,8 @@ struct Inner {
     /// io_uring workers that failed (their calls moved to the others).
     worker_failures: AtomicU64,
     audit: std::sync::OnceLock<AuditSink>,
+    /// How long datagrams spend in the relay, per engine loop.
+    added_latency: AddedLatency,
 }
 
 /// The relay: create, steer and remove calls. Cheap to clone.
@@ -639,8 +656,9 @@ impl Relay {
     pub fn new(cfg: RelayConfig) -> Result<Self, RelayError> {
         let ports = PortAllocator::new(cfg.port_min, cfg.port_max);
         let mut failed = None;
+        let added_latency = AddedLatency::default();
         let inner = Arc::new_cyclic(|weak| {
-            let engine = Engine::start(&cfg, weak).unwrap_or_else(|e| {
+            let engine = Engine::start(&cfg, weak, &added_latency).unwrap_or_else(|e| {
                 failed = Some(e);
                 Engine::Tokio
             });
@@ -658,6 +676,7 @@ impl Relay {
                 call_faults: AtomicU64::new(0),
                 worker_failures: AtomicU64::new(0),
                 audit: std::sync::OnceLock::new(),
+                added_latency,
             }
         });
         if let Some(e) = failed {
@@ -795,6 +814,7 @@ impl Relay {
                     sockets,
                     control: control_rx,
                     stop: stop_rx,
+                    latency: self.inner.added_latency.recorder(),
                 };
                 (steer, Launch::Task(Box::new(t)))
             }
@@ -855,9 +875,12 @@ impl Relay {
             Launch::Task(t) => {
                 let relay = self.clone();
                 let id = id.clone();
+                let latency = t.latency.clone();
                 tokio::spawn(async move {
                     // The call's own task: a panic in its media ends this call alone.
-                    match tokio::spawn(task::run(*t)).await {
+                    let ended = tokio::spawn(task::run(*t)).await;
+                    relay.inner.added_latency.retire(&latency);
+                    match ended {
                         Ok(ended) => relay.ended(&id, ended),
                         Err(e) => {
                             tracing::error!(call = %id, error = %e, "media processing failed; the call is stopped, the others go on");
@@ -1045,6 +1068,12 @@ impl Relay {
                 Err(e)
             }
         }
+    }
+
+    /// How long datagrams have spent in the relay, from the engine having one to its
+    /// forwarded copy going to the kernel (`/metrics`: `tonegate_relay_added_latency_seconds`).
+    pub fn added_latency(&self) -> LatencySnapshot {
+        self.inner.added_latency.snapshot()
     }
 
     /// Whether call `id` still exists.
@@ -1306,7 +1335,15 @@ impl Relay {
         let Engine::Ring(pool) = &self.inner.engine else {
             return;
         };
-        match uring::RingWorker::start(index, Arc::downgrade(&self.inner)) {
+        // The new worker counts on in the failed one's latency buckets.
+        let latency = {
+            let pool = pool.read().unwrap_or_else(|p| p.into_inner());
+            pool.iter()
+                .find(|w| w.index() == index)
+                .map(|w| w.latency())
+                .unwrap_or_else(|| self.inner.added_latency.recorder())
+        };
+        match uring::RingWorker::start(index, Arc::downgrade(&self.inner), latency) {
             Ok(w) => {
                 let mut pool = pool.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(old) = pool.iter_mut().find(|w| w.index() == index) {

@@ -4,11 +4,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::added_latency::LatencyRecorder;
 use super::driver::{CallDriver, DatagramTx, Ended};
 use super::ports::LegSockets;
 use super::Control;
@@ -58,6 +60,8 @@ pub(super) struct CallTask {
     pub sockets: Sockets,
     pub control: mpsc::Receiver<Control>,
     pub stop: oneshot::Receiver<()>,
+    /// Where this call's added latency is counted.
+    pub latency: Arc<LatencyRecorder>,
 }
 
 async fn recv_opt(s: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -67,17 +71,20 @@ async fn recv_opt(s: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, S
     }
 }
 
-/// One received datagram (a failed receive is skipped: the socket stays armed).
+/// One received datagram (a failed receive is skipped: the socket stays armed), timed from
+/// the receive's return to the last forwarded copy's send.
 fn datagram(
     driver: &mut CallDriver,
     tx: &mut &Sockets,
-    side: Side,
-    channel: Channel,
+    latency: &LatencyRecorder,
+    (side, channel): (Side, Channel),
     r: io::Result<(usize, SocketAddr)>,
     buf: &mut [u8],
 ) {
     if let Ok((n, from)) = r {
-        driver.on_datagram(tx, side, channel, from, buf, n);
+        let got = std::time::Instant::now();
+        let sent = driver.on_datagram(tx, side, channel, from, buf, n);
+        latency.record(got.elapsed(), sent);
     }
 }
 
@@ -88,6 +95,7 @@ pub(super) async fn run(t: CallTask) -> Ended {
         sockets,
         mut control,
         mut stop,
+        latency,
     } = t;
     // One buffer per socket: select! polls all receives at once.
     let mut bufs = [[0u8; 2048]; 4];
@@ -110,10 +118,10 @@ pub(super) async fn run(t: CallTask) -> Ended {
                     return ended;
                 }
             },
-            r = sockets.caller_rtp.recv_from(b0) => datagram(&mut driver, &mut tx, Side::Caller, Channel::Rtp, r, b0),
-            r = sockets.agent_rtp.recv_from(b1) => datagram(&mut driver, &mut tx, Side::Agent, Channel::Rtp, r, b1),
-            r = recv_opt(&sockets.caller_rtcp, b2) => datagram(&mut driver, &mut tx, Side::Caller, Channel::Rtcp, r, b2),
-            r = recv_opt(&sockets.agent_rtcp, b3) => datagram(&mut driver, &mut tx, Side::Agent, Channel::Rtcp, r, b3),
+            r = sockets.caller_rtp.recv_from(b0) => datagram(&mut driver, &mut tx, &latency, (Side::Caller, Channel::Rtp), r, b0),
+            r = sockets.agent_rtp.recv_from(b1) => datagram(&mut driver, &mut tx, &latency, (Side::Agent, Channel::Rtp), r, b1),
+            r = recv_opt(&sockets.caller_rtcp, b2) => datagram(&mut driver, &mut tx, &latency, (Side::Caller, Channel::Rtcp), r, b2),
+            r = recv_opt(&sockets.agent_rtcp, b3) => datagram(&mut driver, &mut tx, &latency, (Side::Agent, Channel::Rtcp), r, b3),
         }
         let next = driver.poll_timeout();
         if next != due {

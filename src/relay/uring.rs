@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::added_latency::LatencyRecorder;
 use super::driver::{CallDriver, DatagramTx, Ended};
 use super::{Control, Inner, Relay};
 use crate::media::{Channel, Side};
@@ -80,6 +81,8 @@ pub(super) struct RingCall {
 /// The relay's handle on one worker thread. Dropping it stops the worker.
 pub(super) struct RingWorker {
     index: usize,
+    /// The worker's added-latency buckets (a restarted worker goes on counting in them).
+    latency: Arc<LatencyRecorder>,
     commands: Option<std_mpsc::Sender<Command>>,
     wake: OwnedFd,
     load: Arc<AtomicUsize>,
@@ -99,7 +102,11 @@ impl Drop for AliveFlag {
 impl RingWorker {
     /// Starts worker `index`; fails if this kernel cannot run the engine (checked by relaying
     /// a datagram through a fresh ring).
-    pub(super) fn start(index: usize, relay: Weak<Inner>) -> io::Result<RingWorker> {
+    pub(super) fn start(
+        index: usize,
+        relay: Weak<Inner>,
+        latency: Arc<LatencyRecorder>,
+    ) -> io::Result<RingWorker> {
         // SAFETY: eventfd has no memory preconditions; a non-negative result is a new fd.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -116,11 +123,18 @@ impl RingWorker {
         let alive = Arc::new(AtomicBool::new(true));
         let flag = AliveFlag(alive.clone());
         let worker_alive = alive.clone();
+        let worker_latency = latency.clone();
         std::thread::Builder::new()
             .name(format!("relay-ring-{index}"))
             .spawn(move || {
                 let _flag = flag;
-                match Worker::new(index, rx, worker_wake, relay, worker_load, worker_alive) {
+                let shared = Shared {
+                    relay,
+                    load: worker_load,
+                    alive: worker_alive,
+                    latency: worker_latency,
+                };
+                match Worker::new(index, rx, worker_wake, shared) {
                     Ok(w) => {
                         let _ = ready_tx.send(Ok(()));
                         w.run();
@@ -135,6 +149,7 @@ impl RingWorker {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "relay worker did not start"))??;
         Ok(RingWorker {
             index,
+            latency,
             commands: Some(tx),
             wake,
             load,
@@ -145,6 +160,11 @@ impl RingWorker {
     /// Which worker this is (its thread is `relay-ring-{index}`).
     pub(super) fn index(&self) -> usize {
         self.index
+    }
+
+    /// Its added-latency buckets.
+    pub(super) fn latency(&self) -> Arc<LatencyRecorder> {
+        self.latency.clone()
     }
 
     /// Whether the worker still runs; a stopped one takes no calls.
@@ -399,14 +419,15 @@ impl Call {
         }
     }
 
-    /// One received buffer: `recvmsg` header, source address, datagram.
-    fn datagram(&mut self, io: &mut Io, socket: usize, data: &mut [u8]) {
+    /// One received buffer: `recvmsg` header, source address, datagram. Returns how many
+    /// datagrams went out because of it.
+    fn datagram(&mut self, io: &mut Io, socket: usize, data: &mut [u8]) -> u64 {
         if data.len() < RECVMSG_HEADER + NAME_LEN {
-            return;
+            return 0;
         }
         let payload_len = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]) as usize;
         let Some(from) = read_sockaddr(&data[RECVMSG_HEADER..RECVMSG_HEADER + NAME_LEN]) else {
-            return;
+            return 0;
         };
         let payload = &mut data[RECVMSG_HEADER + NAME_LEN..];
         // A datagram larger than any RTP we carry arrives cut short (payload_len says how long
@@ -423,7 +444,7 @@ impl Call {
         };
         let mut tx = RingTx { io, fds: &self.fds };
         self.driver
-            .on_datagram(&mut tx, side, channel, from, payload, payload_len);
+            .on_datagram(&mut tx, side, channel, from, payload, payload_len)
     }
 }
 
@@ -450,6 +471,18 @@ struct Worker {
     failed: bool,
     /// Calls whose receives have ended, ready to move.
     evacuated: Vec<RingCall>,
+    /// Datagrams forwarded because of this turn's receives.
+    forwarded: u64,
+    /// Where those are timed.
+    latency: Arc<LatencyRecorder>,
+}
+
+/// What a worker shares with the relay.
+struct Shared {
+    relay: Weak<Inner>,
+    load: Arc<AtomicUsize>,
+    alive: Arc<AtomicBool>,
+    latency: Arc<LatencyRecorder>,
 }
 
 /// Why the worker's loop ended.
@@ -465,10 +498,14 @@ impl Worker {
         index: usize,
         commands: std_mpsc::Receiver<Command>,
         wake: OwnedFd,
-        relay: Weak<Inner>,
-        load: Arc<AtomicUsize>,
-        alive: Arc<AtomicBool>,
+        shared: Shared,
     ) -> io::Result<Worker> {
+        let Shared {
+            relay,
+            load,
+            alive,
+            latency,
+        } = shared;
         let mut w = Worker {
             io: Io::new()?,
             calls: Vec::new(),
@@ -486,6 +523,8 @@ impl Worker {
             alive,
             failed: false,
             evacuated: Vec::new(),
+            forwarded: 0,
+            latency,
         };
         w.self_test()?;
         Ok(w)
@@ -590,8 +629,11 @@ impl Worker {
     fn relay_loop(&mut self) -> Exit {
         self.arm_wake();
         let mut next_soon: Option<Instant> = None;
+        // Two clock reads a turn: when the wait ended (the turn's datagrams are in hand) and
+        // when they have been handled (their copies are queued; the next submit, right after,
+        // hands them to the kernel). The second also serves as the next turn's "now".
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             let deadline = next_soon.map_or(self.next_sweep, |s| s.min(self.next_sweep));
             let ts = types::Timespec::from(deadline.saturating_duration_since(now));
             let args = types::SubmitArgs::new().timespec(&ts);
@@ -604,6 +646,7 @@ impl Worker {
                     }
                 }
             }
+            let woke_at = Instant::now();
             let mut completions = std::mem::take(&mut self.completions);
             completions.extend(
                 self.io
@@ -624,6 +667,11 @@ impl Worker {
             completions.clear();
             self.completions = completions;
             self.io.publish_buffers();
+            now = Instant::now();
+            // Every datagram of the turn is counted at the turn's length: an upper bound for
+            // the first handled, exact for the last.
+            self.latency
+                .record(now - woke_at, std::mem::take(&mut self.forwarded));
             if woken {
                 self.arm_wake();
                 if !self.take_commands() {
@@ -637,7 +685,9 @@ impl Worker {
                     return Exit::RingFailed;
                 }
             }
-            let now = Instant::now();
+            if woken {
+                now = Instant::now();
+            }
             if now >= self.next_sweep {
                 self.sweep(now);
             }
@@ -660,9 +710,10 @@ impl Worker {
             if res > 0 && open {
                 // SAFETY: the kernel handed us bid in this completion; given back below.
                 let data = unsafe { self.io.recv_buf(bid) };
-                self.guarded(slot, |call, io| {
+                let sent = self.guarded(slot, |call, io| {
                     call.datagram(io, socket, &mut data[..res as usize])
                 });
+                self.forwarded += sent.unwrap_or(0);
             }
             self.io.give_back(bid);
         }
