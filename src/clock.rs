@@ -1,9 +1,10 @@
-//! Wall-clock time for the IO layers, and the one place outside tests that reads the system
-//! clock: the sans-IO cores take time only as input, and the shells (the API, sessions, the ng
-//! service, the outbox) ask the [`Clock`] in the app state. The relay, which is built before
-//! the app state, reads the system's ([`Clock::system`], [`system_unix_ms`]). A development
-//! gateway started with `server.adjustable_clock` lets its admin API move that clock forward,
-//! so tests of expiries (tokens, links, sessions) do not sleep.
+//! Wall-clock time for the gateway's IO layers, and the one place in this crate outside tests
+//! that reads the system clock: the sans-IO cores take time only as input, and the shells (the
+//! API, sessions, the ng service, the outbox) ask the [`Clock`] in the app state. The relay
+//! crate, built before the app state, reads the system's for its two wall-clock needs (a
+//! call's `created_at`, the release hold-off), which the adjustable clock does not move. A
+//! development gateway started with `server.adjustable_clock` lets its admin API move the
+//! app's clock forward, so tests of expiries (tokens, links, sessions) do not sleep.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,15 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, by the system clock.
 fn system_now() -> u64 {
-    system_unix_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch, by the system clock (the relay's release hold-off).
-pub fn system_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The gateway's wall clock: the system's, or (adjustable) the system's plus a skew that only

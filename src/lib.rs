@@ -3,8 +3,9 @@
 //! See `README.md` for the tour and `../shared/design.md` for the architecture. The sans-IO
 //! core lives in its own crates: `tonegate-dsp` (`dsp/`, signal processing), `tonegate-media`
 //! (`media/`, per-call RTP and masking) and `tonegate-card` (`card/`, card data and capture);
-//! `tonegate-interaction` (`interaction/`) runs IVR `ApiInteraction` definitions. This crate
-//! holds the IO around them: the relay engines, sessions, PSPs and HTTP.
+//! `tonegate-interaction` (`interaction/`) runs IVR `ApiInteraction` definitions. The RTP relay
+//! (`relay/`, `tonegate-relay`) drives the media core on its IO engines. This crate holds the
+//! rest of the IO: sessions, PSPs, ng control and HTTP.
 
 pub mod api;
 pub mod auth;
@@ -22,7 +23,7 @@ pub mod ng;
 pub mod notify;
 pub mod prompts;
 pub mod psp;
-pub mod relay;
+pub use tonegate_relay as relay;
 pub mod server;
 pub mod session;
 pub mod sms;

@@ -1,4 +1,5 @@
-//! The workspace's crate graph is the data path: the sans-IO crates depend on no IO library.
+//! The workspace's crate graph is the data path: the sans-IO crates depend on no IO library,
+//! the relay on no HTTP, database or gateway crate, and no crate has a module cycle.
 
 use std::process::Command;
 
@@ -7,40 +8,76 @@ const IO_CRATES: &[&str] = &[
     "tokio", "axum", "hyper", "reqwest", "rusqlite", "mio", "tower",
 ];
 
+/// The crates `krate` depends on at run time, directly or not (`cargo tree -e normal`), by
+/// name; its own name first.
+fn normal_deps(krate: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+            "-p",
+            krate,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {krate}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some(krate),
+        "{krate} is not first in its own tree: {names:?}"
+    );
+    names
+}
+
 #[test]
 fn sans_io_crates_depend_on_no_io_library() {
+    // (`tonegate-interaction` is not one: it runs an ApiInteraction's HTTP requests itself.)
     for krate in ["tonegate-dsp", "tonegate-media", "tonegate-card"] {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "tree",
-                "-e",
-                "normal",
-                "--prefix",
-                "none",
-                "--offline",
-                "-p",
-                krate,
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("running cargo tree");
-        assert!(
-            out.status.success(),
-            "cargo tree -p {krate}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tree = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            tree.contains(krate),
-            "{krate} is not in its own tree: {tree}"
-        );
-        for line in tree.lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
+        let deps = normal_deps(krate);
+        for name in &deps {
             assert!(
-                !IO_CRATES.contains(&name),
-                "{krate} depends on {name}:\n{tree}"
+                !IO_CRATES.contains(&name.as_str()),
+                "{krate} depends on {name}: {deps:?}"
             );
         }
+    }
+}
+
+#[test]
+fn the_relay_depends_on_the_media_core_and_no_http_database_or_gateway() {
+    // dsp <- media <- relay <- gateway: the relay moves datagrams (tokio, io_uring) and knows
+    // nothing of HTTP, SQLite, sessions or card capture.
+    let deps = normal_deps("tonegate-relay");
+    for needed in ["tonegate-media", "tonegate-dsp", "tokio"] {
+        assert!(deps.iter().any(|d| d == needed), "no {needed}: {deps:?}");
+    }
+    for banned in [
+        "tonegate",
+        "tonegate-card",
+        "tonegate-interaction",
+        "axum",
+        "hyper",
+        "reqwest",
+        "rusqlite",
+        "tower",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "the relay depends on {banned}: {deps:?}"
+        );
     }
 }
 
@@ -234,7 +271,14 @@ fn find_cycle(
 #[test]
 fn no_crate_has_a_module_cycle() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for src in ["src", "dsp/src", "media/src", "card/src", "interaction/src"] {
+    for src in [
+        "src",
+        "dsp/src",
+        "media/src",
+        "relay/src",
+        "card/src",
+        "interaction/src",
+    ] {
         let graph = ModuleGraph::of(&root.join(src));
         // Every directory module's children, and the crate's top-level modules.
         let mut parents: Vec<String> = vec![String::new()];

@@ -1,4 +1,4 @@
-//! The relay shell: binds each call's UDP sockets, hands each call to an IO engine (a tokio
+//! The RTP relay (`tonegate-relay`), the IO shell around the sans-IO media core: binds each call's UDP sockets, hands each call to an IO engine (a tokio
 //! task per call, or io_uring workers) where one [`driver::CallDriver`] moves its datagrams
 //! through the sans-IO [`CallMedia`], and keeps the registry the control API works on.
 //!
@@ -12,6 +12,7 @@
 //! it — never while a capture is live, nor within `secure_hold_off_s` of the last key.
 
 mod added_latency;
+pub mod config;
 mod driver;
 mod ports;
 mod task;
@@ -29,16 +30,32 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tonegate_dsp::{G711Law, MaskingMode};
 
-use crate::clock::system_unix_ms as unix_ms;
-use crate::config::{DtmfMasking, RelayConfig, RelayEngine};
-use crate::media::{
-    CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule,
-};
+use config::{DtmfMasking, RelayConfig, RelayEngine};
+// `crate::media::…` reads as the gateway's paths do.
 use added_latency::AddedLatency;
 use driver::{CallDriver, CallStatus, Ended};
+use media::{CallCounters, CallMedia, CallMediaConfig, CapturedKey, EventReplacement, RemoteRule};
+use tonegate_media as media;
 
 pub use added_latency::LatencySnapshot;
 pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
+
+/// Milliseconds since the Unix epoch by the system clock: the relay's two wall-clock reads (a
+/// call's `created_at`, the release hold-off after a key), beside the gateway's `Clock`.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new call id: 22 URL-safe characters (132 random bits) from the OS.
+fn call_id() -> String {
+    use base64::Engine as _;
+    use rand::RngCore;
+    let mut b = [0u8; 17];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)[..22].to_string()
+}
 
 /// Why a relay request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -783,7 +800,7 @@ impl Relay {
             req.agent_remote,
             std::time::Instant::now(),
         );
-        let id = crate::auth::random_token()[..22].to_string();
+        let id = call_id();
         let counters = media.counters();
         // A call masked for its whole life is secure before its first packet.
         let secure_from_start = req.policy == DtmfMasking::Call;
@@ -848,7 +865,7 @@ impl Relay {
             key_sink: None,
             law: req.law,
             rtcp_mux: req.rtcp_mux,
-            created_at: crate::clock::Clock::system().unix_now(),
+            created_at: unix_ms() / 1000,
             locals,
             status,
             counters,

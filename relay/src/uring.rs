@@ -1103,7 +1103,7 @@ fn read_sockaddr(name: &[u8]) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use crate::config::{RelayConfig, RelayEngine};
-    use crate::relay::NewCall;
+    use crate::NewCall;
 
     fn rtp(seq: u16) -> Vec<u8> {
         let mut p = vec![0u8; 172];
@@ -1124,7 +1124,7 @@ mod tests {
     /// receives pause, re-arm, and every datagram still arrives, in order per call.
     #[test]
     fn bursts_beyond_the_receive_buffers_all_arrive() {
-        if !crate::relay::io_uring_available() {
+        if !crate::io_uring_available() {
             eprintln!("io_uring is unavailable on this machine");
             return;
         }
