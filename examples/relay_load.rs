@@ -91,9 +91,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let frames = Arc::new(frames);
     println!(
-        "| engine | mode | calls | packets/s | relay CPU-µs per packet | loss | added latency p50 | p99 |"
+        "| engine | mode | calls | packets/s | relay CPU-µs per packet | loss | added latency p50 | p99 | relay's histogram p50 | p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let runs: Vec<(&str, bool)> = a
         .engines
         .iter()
@@ -233,12 +233,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let pid = gw.child.id();
         let cpu0 = support::cpu_seconds(pid)?;
+        let hist0 = relay_histogram(&http, &base).await?;
         window.0.store(epoch.elapsed().as_nanos() as u64, Relaxed);
         measuring.store(true, Relaxed);
         tokio::time::sleep(Duration::from_secs(a.seconds)).await;
         measuring.store(false, Relaxed);
         window.1.store(epoch.elapsed().as_nanos() as u64, Relaxed);
         let cpu1 = support::cpu_seconds(pid)?;
+        let hist1 = relay_histogram(&http, &base).await?;
         // Let packets in flight land before counting loss.
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Relaxed);
@@ -251,8 +253,15 @@ async fn main() -> anyhow::Result<()> {
         let pct = |q: f64| support::quantile_ms(&lat, q);
         // In secure mode each packet waits for the next one (look-ahead of one 20 ms frame).
         let hold_ms = if secure { 20.0 } else { 0.0 };
+        // What the relay itself counted in the window (`/metrics`), as bucket bounds.
+        let window_counts: Vec<(f64, u64)> = hist1
+            .iter()
+            .zip(&hist0)
+            .map(|(&(le, n1), &(_, n0))| (le, n1.saturating_sub(n0)))
+            .collect();
+        let own = |q: f64| bucket_quantile_ms(&window_counts, q);
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.3} % | {:.3} ms | {:.3} ms |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.3} % | {:.3} ms | {:.3} ms | ≤ {} | ≤ {} |",
             engine,
             if secure { "secure (masking)" } else { "plain" },
             a.calls,
@@ -261,8 +270,51 @@ async fn main() -> anyhow::Result<()> {
             (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64,
             pct(0.5) - hold_ms,
             pct(0.99) - hold_ms,
+            own(0.5),
+            own(0.99),
         );
         drop(gw);
     }
     Ok(())
+}
+
+/// The relay's own added-latency histogram from `/metrics`: `(le in seconds, cumulative count)`.
+async fn relay_histogram(http: &reqwest::Client, base: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let prefix = "tonegate_relay_added_latency_seconds_bucket{le=\"";
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(prefix)?;
+            let (le, n) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    if buckets.is_empty() {
+        bail!("no tonegate_relay_added_latency_seconds in /metrics");
+    }
+    Ok(buckets)
+}
+
+/// The bound of the first bucket holding quantile `q` of cumulative `buckets`, in ms.
+fn bucket_quantile_ms(buckets: &[(f64, u64)], q: f64) -> String {
+    let total = buckets.last().map_or(0, |b| b.1);
+    if total == 0 {
+        return "-".into();
+    }
+    let want = (q * total as f64).ceil() as u64;
+    match buckets.iter().find(|b| b.1 >= want) {
+        Some(&(le, _)) if le.is_finite() => format!("{:.3} ms", le * 1e3),
+        _ => "+Inf".into(),
+    }
 }

@@ -393,6 +393,8 @@ struct Call {
     closing: bool,
     /// Stopping to move to another worker: kept, not closed, when the receives have ended.
     handover: bool,
+    /// On the worker's `soon` list (kept here so membership is not a search of the list).
+    soon: bool,
 }
 
 /// A call's sends through the worker's ring.
@@ -456,6 +458,8 @@ struct Worker {
     numbers: HashMap<u64, usize>,
     /// Calls that need running before the next sweep (a prompt frame due every 20 ms).
     soon: Vec<usize>,
+    /// When the first of them is due (`None`: none is).
+    soon_at: Option<Instant>,
     /// When every call next runs (silence checks).
     next_sweep: Instant,
     commands: std_mpsc::Receiver<Command>,
@@ -512,6 +516,7 @@ impl Worker {
             free_calls: Vec::new(),
             numbers: HashMap::new(),
             soon: Vec::new(),
+            soon_at: None,
             next_sweep: Instant::now() + SECOND,
             commands,
             wake,
@@ -628,13 +633,14 @@ impl Worker {
 
     fn relay_loop(&mut self) -> Exit {
         self.arm_wake();
-        let mut next_soon: Option<Instant> = None;
         // Two clock reads a turn: when the wait ended (the turn's datagrams are in hand) and
         // when they have been handled (their copies are queued; the next submit, right after,
         // hands them to the kernel). The second also serves as the next turn's "now".
         let mut now = Instant::now();
         loop {
-            let deadline = next_soon.map_or(self.next_sweep, |s| s.min(self.next_sweep));
+            let deadline = self
+                .soon_at
+                .map_or(self.next_sweep, |s| s.min(self.next_sweep));
             let ts = types::Timespec::from(deadline.saturating_duration_since(now));
             let args = types::SubmitArgs::new().timespec(&ts);
             if let Err(e) = self.io.ring.submitter().submit_with_args(1, &args) {
@@ -684,14 +690,15 @@ impl Worker {
                     );
                     return Exit::RingFailed;
                 }
-            }
-            if woken {
                 now = Instant::now();
             }
             if now >= self.next_sweep {
                 self.sweep(now);
             }
-            next_soon = self.run_soon(now);
+            // Only when one is due: a turn with nothing due costs no walk of the list.
+            if self.soon_at.is_some_and(|t| t <= now) {
+                self.soon_at = self.run_soon(now);
+            }
         }
     }
 
@@ -829,6 +836,7 @@ impl Worker {
             live: 0,
             closing: false,
             handover: false,
+            soon: false,
         };
         for (i, s) in call.sockets.iter().enumerate() {
             let Some(s) = s else { continue };
@@ -846,14 +854,30 @@ impl Worker {
 
     /// Puts a call on the `soon` list if it must run before the next sweep.
     fn schedule(&mut self, slot: usize) {
-        let due = self
+        if let Some(due) = self
             .calls
             .get(slot)
             .and_then(Option::as_ref)
-            .map(|c| c.driver.poll_timeout());
-        if due.is_some_and(|d| d < self.next_sweep) && !self.soon.contains(&slot) {
+            .map(|c| c.driver.poll_timeout())
+        {
+            self.enlist(slot, due);
+        }
+    }
+
+    /// Call `slot` is next due at `due`: on the `soon` list (once) if that is before the next
+    /// sweep, and the list's first deadline brought forward to it.
+    fn enlist(&mut self, slot: usize, due: Instant) {
+        if due >= self.next_sweep {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if !call.soon {
+            call.soon = true;
             self.soon.push(slot);
         }
+        self.soon_at = Some(self.soon_at.map_or(due, |t| t.min(due)));
     }
 
     /// Stops a call: cancels its receives; the slot (and sockets) go when they have ended.
@@ -873,7 +897,10 @@ impl Worker {
         call.closing = true;
         call.handover = handover;
         self.numbers.remove(&call.number);
-        self.soon.retain(|&s| s != slot);
+        if call.soon {
+            call.soon = false;
+            self.soon.retain(|&s| s != slot);
+        }
         self.load.fetch_sub(1, Ordering::Relaxed);
         let live = call.live;
         for i in 0..4 {
@@ -915,8 +942,12 @@ impl Worker {
                     i += 1;
                 }
                 _ => {
-                    if let Some(at) = self.soon.iter().position(|&s| s == slot) {
-                        self.soon.swap_remove(at);
+                    // Done with it until it is enlisted again (it sits at `i`).
+                    if self.soon.get(i) == Some(&slot) {
+                        self.soon.swap_remove(i);
+                    }
+                    if let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) {
+                        call.soon = false;
                     }
                 }
             }
@@ -942,9 +973,7 @@ impl Worker {
             return None;
         }
         let due = self.calls[slot].as_ref()?.driver.poll_timeout();
-        if due < self.next_sweep && !self.soon.contains(&slot) {
-            self.soon.push(slot);
-        }
+        self.enlist(slot, due);
         Some(due)
     }
 
