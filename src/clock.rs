@@ -1,10 +1,9 @@
 //! Wall-clock time for the gateway's IO layers, and the one place in this crate outside tests
 //! that reads the system clock: the sans-IO cores take time only as input, and the shells (the
-//! API, sessions, the ng service, the outbox) ask the [`Clock`] in the app state. The relay
-//! crate, built before the app state, reads the system's for its two wall-clock needs (a
-//! call's `created_at`, the release hold-off), which the adjustable clock does not move. A
-//! development gateway started with `server.adjustable_clock` lets its admin API move the
-//! app's clock forward, so tests of expiries (tokens, links, sessions) do not sleep.
+//! API, sessions, the ng service, the outbox, and the relay through its `WallClock`) ask the
+//! [`Clock`] in the app state. A development gateway started with `server.adjustable_clock`
+//! lets its admin API move that clock forward, so tests of expiries (tokens, links, sessions,
+//! the secure-mode hold-off) do not sleep.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,9 +11,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, by the system clock.
 fn system_now() -> u64 {
+    system_ms() / 1000
+}
+
+fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The relay reads the same clock (a call's `created_at`, the release hold-off), so moving it
+/// moves them too.
+impl crate::relay::WallClock for Clock {
+    fn unix_ms(&self) -> u64 {
+        system_ms().saturating_add(self.skew_s().saturating_mul(1000))
+    }
 }
 
 /// The gateway's wall clock: the system's, or (adjustable) the system's plus a skew that only
@@ -52,8 +63,11 @@ impl Clock {
 
     /// Seconds since the Unix epoch.
     pub fn unix_now(&self) -> u64 {
-        let skew = self.skew.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
-        system_now().saturating_add(skew)
+        system_now().saturating_add(self.skew_s())
+    }
+
+    fn skew_s(&self) -> u64 {
+        self.skew.as_ref().map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     /// Moves the clock `secs` forward (never back: expiries already passed stay passed);
@@ -84,5 +98,17 @@ mod tests {
         // One call moves it at most a year.
         let d = Clock::adjustable();
         assert_eq!(d.advance(u64::MAX), Ok(MAX_ADVANCE_S));
+    }
+
+    #[test]
+    fn the_relay_reads_the_same_clock_in_milliseconds() {
+        use crate::relay::WallClock;
+        let c = Clock::adjustable();
+        let before = c.unix_ms();
+        assert!(before / 1000 <= c.unix_now() && c.unix_now() <= before / 1000 + 1);
+        c.advance(3).unwrap();
+        let after = c.unix_ms();
+        assert!(after >= before + 3000, "{before} -> {after}");
+        assert!(c.unix_now() >= after / 1000);
     }
 }

@@ -263,7 +263,10 @@ fn a_session_of_another_client_never_takes_the_keys_of_a_live_capture() {
 #[test]
 fn after_a_declined_card_the_caller_keying_again_is_not_heard_until_released() {
     for policy in ["session", "call"] {
-        let gw = gateway(policy, "[relay]\nsecure_hold_off_s = 2\n");
+        let gw = gateway(
+            policy,
+            "[relay]\nsecure_hold_off_s = 2\n[server]\nadjustable_clock = true\n",
+        );
         let (ga, ra) = (gw.token_for(A, "globalpci"), gw.token_for(A, "relay"));
         let guid = format!("guid-decline-{policy}");
         let (_, v) = agent_session(&gw, &ga, "acct-a", &guid);
@@ -316,7 +319,8 @@ fn after_a_declined_card_the_caller_keying_again_is_not_heard_until_released() {
             assert!(v["message"].as_str().unwrap().contains("s ago"), "{v}");
             assert_eq!(s2, 409, "{v2}");
         }
-        std::thread::sleep(Duration::from_millis(2100));
+        // The hold-off runs on the gateway's clock: moved past it, not slept through.
+        gw.advance_clock(3);
         let (s, v) = post(
             &gw,
             &ga,

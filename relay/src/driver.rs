@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::Control;
+use super::{Control, WallClock};
 use crate::media::rtp::MAX_DATAGRAM;
 use crate::media::{CallMedia, CapturedKey, Channel, MediaEvent, Side, Transmit};
 
@@ -54,17 +54,20 @@ pub(super) struct CallDriver {
     /// Where queued datagrams are copied before they are sent.
     out: [u8; MAX_DATAGRAM],
     silent: bool,
+    /// When a key was last delivered is wall-clock time (the release hold-off counts from it).
+    wall: Arc<dyn WallClock>,
 }
 
 impl CallDriver {
     /// Drives `media`, publishing to `status`.
-    pub fn new(media: CallMedia, status: Arc<CallStatus>) -> Self {
+    pub fn new(media: CallMedia, status: Arc<CallStatus>, wall: Arc<dyn WallClock>) -> Self {
         CallDriver {
             media,
             status,
             keys: None,
             out: [0; MAX_DATAGRAM],
             silent: false,
+            wall,
         }
     }
 
@@ -135,7 +138,7 @@ impl CallDriver {
             match e {
                 MediaEvent::Key(k) => {
                     // The hold-off on releasing secure mode counts from here.
-                    self.status.last_key_ms.store(super::unix_ms(), Relaxed);
+                    self.status.last_key_ms.store(self.wall.unix_ms(), Relaxed);
                     if let Some(sink) = &self.keys {
                         // A subscriber that stopped reading loses keys rather than stalling
                         // media.

@@ -40,12 +40,24 @@ use tonegate_media as media;
 pub use added_latency::LatencySnapshot;
 pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
 
-/// Milliseconds since the Unix epoch by the system clock: the relay's two wall-clock reads (a
-/// call's `created_at`, the release hold-off after a key), beside the gateway's `Clock`.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Wall-clock time for the relay's two needs of it: a call's `created_at` and the release
+/// hold-off after a key. The gateway passes its own clock ([`Relay::with_wall_clock`]), so a
+/// test that moves the gateway's clock moves the hold-off too; [`SystemClock`] otherwise.
+pub trait WallClock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn unix_ms(&self) -> u64;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn unix_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
 }
 
 /// A new call id: 22 URL-safe characters (132 random bits) from the OS.
@@ -368,7 +380,7 @@ impl CallEntry {
     }
 
     /// Why secure mode may not go off now, if it may not.
-    fn release_refusal(&self, hold_off: Duration) -> Option<String> {
+    fn release_refusal(&self, hold_off: Duration, now_ms: u64) -> Option<String> {
         if self.policy == DtmfMasking::Call {
             return Some(
                 "this call's keys are masked for the whole call (dtmf_masking = \"call\")".into(),
@@ -380,7 +392,7 @@ impl CallEntry {
             ));
         }
         let last = self.status.last_key_ms.load(Relaxed);
-        let since = unix_ms().saturating_sub(last);
+        let since = now_ms.saturating_sub(last);
         if last > 0 && since < hold_off.as_millis() as u64 {
             return Some(format!(
                 "a key was pressed {:.1} s ago; secure mode stays on for {} s after the last key",
@@ -660,6 +672,8 @@ struct Inner {
     audit: std::sync::OnceLock<AuditSink>,
     /// How long datagrams spend in the relay, per engine loop.
     added_latency: AddedLatency,
+    /// Wall-clock time (`created_at`, the release hold-off).
+    wall: Arc<dyn WallClock>,
 }
 
 /// The relay: create, steer and remove calls. Cheap to clone.
@@ -669,8 +683,13 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay with no calls, its IO engine started (see `relay.engine`).
+    /// A relay with no calls, its IO engine started (see `relay.engine`), on the system clock.
     pub fn new(cfg: RelayConfig) -> Result<Self, RelayError> {
+        Self::with_wall_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// A relay reading wall-clock time from `wall`.
+    pub fn with_wall_clock(cfg: RelayConfig, wall: Arc<dyn WallClock>) -> Result<Self, RelayError> {
         let ports = PortAllocator::new(cfg.port_min, cfg.port_max);
         let mut failed = None;
         let added_latency = AddedLatency::default();
@@ -694,6 +713,7 @@ impl Relay {
                 worker_failures: AtomicU64::new(0),
                 audit: std::sync::OnceLock::new(),
                 added_latency,
+                wall,
             }
         });
         if let Some(e) = failed {
@@ -810,7 +830,7 @@ impl Relay {
             remotes: Mutex::new([req.caller_remote.known(), req.agent_remote.known()]),
             ..CallStatus::default()
         });
-        let driver = CallDriver::new(media, status.clone());
+        let driver = CallDriver::new(media, status.clone(), self.inner.wall.clone());
         let (steer, launch) = match &self.inner.engine {
             Engine::Tokio => {
                 let sockets = match task::Sockets::new(caller, agent) {
@@ -865,7 +885,7 @@ impl Relay {
             key_sink: None,
             law: req.law,
             rtcp_mux: req.rtcp_mux,
-            created_at: unix_ms() / 1000,
+            created_at: self.inner.wall.unix_ms() / 1000,
             locals,
             status,
             counters,
@@ -1012,6 +1032,7 @@ impl Relay {
             Access::Admin(c) => format!("admin:{c}"),
         };
         let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
+        let now_ms = self.inner.wall.unix_ms();
         {
             let mut calls = self.inner.calls.lock().expect("calls lock");
             let c = calls
@@ -1023,7 +1044,7 @@ impl Relay {
             } else {
                 // The owner gives up its own hold only: a session's lease is its session's to
                 // release.
-                let refusal = c.release_refusal(hold_off).or_else(|| {
+                let refusal = c.release_refusal(hold_off, now_ms).or_else(|| {
                     c.leases.sessions.keys().next().map(|s| {
                         format!(
                             "session {s} holds secure mode on this call; release it with \
@@ -1107,6 +1128,7 @@ impl Relay {
     /// hold-off after a key. Under policy `call` masking stays on. `Ok(false)`: the call is gone.
     async fn end_lease(&self, lease: &SecureLease) -> Result<bool, RelayError> {
         let hold_off = Duration::from_secs(self.inner.cfg.secure_hold_off_s);
+        let now_ms = self.inner.wall.unix_ms();
         let actor = lease.actor();
         {
             let mut calls = self.inner.calls.lock().expect("calls lock");
@@ -1122,7 +1144,7 @@ impl Relay {
             // Only a release that would turn masking off waits out the hold-off; while others
             // hold it (or policy `call` does), giving up this hold changes nothing audible.
             if !c.held() {
-                if let Some(why) = c.release_refusal(hold_off) {
+                if let Some(why) = c.release_refusal(hold_off, now_ms) {
                     c.leases.sessions.insert(lease.session.clone(), false);
                     self.audit(c, &actor, "secure_off_refused", why.clone());
                     return Err(RelayError::Conflict(why));

@@ -308,8 +308,6 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     for id in authority.plain_secret_clients() {
         tracing::warn!(client = %id, "client {id} uses a plain development secret: replace it with secret_hash (see README, \"Replacing the development client\")");
     }
-    let relay = Relay::new(config.relay.clone()).context("starting the relay")?;
-    tracing::info!(engine = relay.engine(), "relay ready");
     let store = SqliteStore::open(&config.store.sqlite_path)?;
     // One sandbox serves every sandbox account (tests reach it through the state).
     let sandbox = Arc::new(SandboxPsp::new());
@@ -333,6 +331,9 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     } else {
         crate::clock::Clock::system()
     };
+    let relay = Relay::with_wall_clock(config.relay.clone(), Arc::new(clock.clone()))
+        .context("starting the relay")?;
+    tracing::info!(engine = relay.engine(), "relay ready");
     let config = Arc::new(config);
     let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
     relay.set_audit(relay_audit_writer(store.clone(), clock.clone()));
