@@ -356,6 +356,8 @@ struct CallEntry {
     status: Arc<CallStatus>,
     counters: Arc<CallCounters>,
     steer: Steer,
+    /// Answers (or is dropped) once the engine has closed the call's sockets.
+    closed: Option<oneshot::Receiver<()>>,
 }
 
 /// How the relay reaches a call's IO.
@@ -559,9 +561,26 @@ pub fn io_uring_available() -> bool {
 
 /// A new call's IO, started once the call is registered.
 enum Launch {
-    Task(Box<task::CallTask>),
+    /// The call's task, and what to tell once it has ended (its sockets closed).
+    Task(Box<task::CallTask>, oneshot::Sender<()>),
     #[cfg(target_os = "linux")]
     Ring(Arc<uring::RingWorker>, Box<uring::RingCall>),
+}
+
+/// A deleted call on its way out: its engine closes its sockets on its own thread.
+#[derive(Debug)]
+pub struct CallClosing(Option<oneshot::Receiver<()>>);
+
+impl CallClosing {
+    /// Waits, at most `limit`, until the call's sockets are closed (its ports can be bound
+    /// again); whether they were.
+    pub async fn closed(self, limit: Duration) -> bool {
+        match self.0 {
+            // Sent or dropped: either way the engine has let go of the call.
+            Some(rx) => tokio::time::timeout(limit, rx).await.is_ok(),
+            None => true,
+        }
+    }
 }
 
 /// How many captured keys a [`KeyStream`] buffers (a caller keys a few a second).
@@ -831,6 +850,7 @@ impl Relay {
             ..CallStatus::default()
         });
         let driver = CallDriver::new(media, status.clone(), self.inner.wall.clone());
+        let (closed_tx, closed_rx) = oneshot::channel();
         let (steer, launch) = match &self.inner.engine {
             Engine::Tokio => {
                 let sockets = match task::Sockets::new(caller, agent) {
@@ -853,7 +873,7 @@ impl Relay {
                     stop: stop_rx,
                     latency: self.inner.added_latency.recorder(),
                 };
-                (steer, Launch::Task(Box::new(t)))
+                (steer, Launch::Task(Box::new(t), closed_tx))
             }
             #[cfg(target_os = "linux")]
             Engine::Ring(_) => {
@@ -867,6 +887,7 @@ impl Relay {
                     id: id.clone(),
                     driver,
                     sockets: [Some(caller.rtp), Some(agent.rtp), caller.rtcp, agent.rtcp],
+                    closed: closed_tx,
                 };
                 let steer = Steer::Ring {
                     worker: worker.clone(),
@@ -890,6 +911,7 @@ impl Relay {
             status,
             counters,
             steer,
+            closed: Some(closed_rx),
         };
         let info = entry.info();
         self.audit(
@@ -909,13 +931,15 @@ impl Relay {
             .insert(id.clone(), entry);
         self.inner.created.fetch_add(1, Relaxed);
         match launch {
-            Launch::Task(t) => {
+            Launch::Task(t, closed) => {
                 let relay = self.clone();
                 let id = id.clone();
                 let latency = t.latency.clone();
                 tokio::spawn(async move {
                     // The call's own task: a panic in its media ends this call alone.
                     let ended = tokio::spawn(task::run(*t)).await;
+                    // Its sockets went with it.
+                    let _ = closed.send(());
                     relay.inner.added_latency.retire(&latency);
                     match ended {
                         Ok(ended) => relay.ended(&id, ended),
@@ -1238,7 +1262,7 @@ impl Relay {
     }
 
     /// Ends a call and frees its ports, if `access` may see it.
-    pub fn delete(&self, id: &str, access: Access<'_>) -> Result<(), RelayError> {
+    pub fn delete(&self, id: &str, access: Access<'_>) -> Result<CallClosing, RelayError> {
         let mut calls = self.inner.calls.lock().expect("calls lock");
         let entry = calls
             .get_mut(id)
@@ -1255,10 +1279,11 @@ impl Relay {
             "call ended; secure mode ends with it",
         );
         entry.steer.stop();
+        let closed = entry.closed.take();
         drop(calls);
         self.retire(id);
         tracing::info!(call = %id, "relay call deleted");
-        Ok(())
+        Ok(CallClosing(closed))
     }
 
     /// Totals for the metrics endpoint.

@@ -76,6 +76,8 @@ pub(super) struct RingCall {
     pub driver: CallDriver,
     /// Caller RTP, agent RTP, caller RTCP, agent RTCP (the last two absent with rtcp-mux).
     pub sockets: [Option<UdpSocket>; 4],
+    /// Told (or dropped) once the sockets are closed.
+    pub closed: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The relay's handle on one worker thread. Dropping it stops the worker.
@@ -385,6 +387,8 @@ struct Call {
     id: String,
     driver: CallDriver,
     sockets: [Option<UdpSocket>; 4],
+    /// Told (or dropped) once the sockets are closed ([`RingCall::closed`]).
+    closed: tokio::sync::oneshot::Sender<()>,
     /// The socket each (side, channel) sends from: RTCP rides the RTP socket with rtcp-mux.
     fds: [RawFd; 4],
     /// Multishot receives not yet ended.
@@ -418,6 +422,7 @@ impl Call {
             id: self.id,
             driver: self.driver,
             sockets: self.sockets,
+            closed: self.closed,
         }
     }
 
@@ -752,6 +757,12 @@ impl Worker {
         if let Some(call) = self.calls[slot].take() {
             if call.handover {
                 self.evacuated.push(call.into_ring_call());
+            } else {
+                let Call {
+                    sockets, closed, ..
+                } = call;
+                drop(sockets);
+                let _ = closed.send(());
             }
         }
         self.free_calls.push(slot);
@@ -832,6 +843,7 @@ impl Worker {
             id: new.id,
             driver: new.driver,
             sockets: new.sockets,
+            closed: new.closed,
             fds,
             live: 0,
             closing: false,

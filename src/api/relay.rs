@@ -7,6 +7,7 @@
 //! in the audit trail.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -240,7 +241,13 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let p = auth.0;
-    state.relay.delete(&id, access(&p)?)?;
+    let closing = state.relay.delete(&id, access(&p)?)?;
+    // Answer once the call's ports can be bound again (the engine closes its sockets on its
+    // own thread), so a create right after a delete finds them free; bounded, as a stuck
+    // engine must not hold the answer.
+    if !closing.closed(Duration::from_secs(2)).await {
+        tracing::warn!(call = %id, "relay call deleted; its sockets were not closed within 2 s");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
