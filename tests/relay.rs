@@ -55,6 +55,17 @@ fn create(gw: &Gateway, token: &str, body: Value) -> Result<Call, (u16, Value)> 
     })
 }
 
+/// `DELETE /relay/v1/calls/{id}`: the status.
+fn delete_call(gw: &Gateway, token: &str, id: &str) -> u16 {
+    http()
+        .delete(gw.url(&format!("/relay/v1/calls/{id}")))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn get_call(gw: &Gateway, token: &str, id: &str) -> (u16, Value) {
     get(gw, token, &format!("/relay/v1/calls/{id}"))
 }
@@ -342,24 +353,14 @@ fn exhausted_ports_are_503() {
     assert_eq!(status, 503);
     assert_eq!(body["error"], "relay_exhausted");
     // Deleting the call frees its ports.
-    let r = http()
-        .delete(gw.url(&format!("/relay/v1/calls/{}", call.id)))
-        .bearer_auth(&tok)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(delete_call(&gw, &tok, &call.id), 204);
     // DELETE answers once the engine has closed the call's sockets: a create right after it
     // gets the ports, every time.
     for round in 0..5 {
         let mut body = call_body(&caller, &agent, "PCMU", None);
         body["call_guid"] = json!(format!("round-{round}"));
         let again = create(&gw, &tok, body).unwrap_or_else(|e| panic!("round {round}: {e:?}"));
-        let r = http()
-            .delete(gw.url(&format!("/relay/v1/calls/{}", again.id)))
-            .bearer_auth(&tok)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(delete_call(&gw, &tok, &again.id), 204);
     }
     let metrics = metrics(&gw);
     assert!(
@@ -688,12 +689,7 @@ fn bad_input_is_dropped_and_counted() {
     // and the RTCP junk.
     assert_eq!(info["counters"]["malformed"], 6, "{info}");
     // Packets for a deleted call: the ports are closed, nothing crashes, the relay still works.
-    let r = http()
-        .delete(gw.url(&format!("/relay/v1/calls/{}", call.id)))
-        .bearer_auth(&tok)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(delete_call(&gw, &tok, &call.id), 204);
     caller.send_to(&[0x80; 172], call.caller_local).unwrap();
     assert_eq!(get_call(&gw, &tok, &call.id).0, 404);
     let again = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None));
