@@ -699,6 +699,8 @@ impl Worker {
             }
             if now >= self.next_sweep {
                 self.sweep(now);
+                // Once a second, and long with many calls: the next wait counts from after it.
+                now = Instant::now();
             }
             // Only when one is due: a turn with nothing due costs no walk of the list.
             if self.soon_at.is_some_and(|t| t <= now) {
