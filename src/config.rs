@@ -648,9 +648,12 @@ impl Config {
             if !account_ids.insert(a.id.as_str()) {
                 return Err(invalid(format!("accounts: id {:?} appears twice", a.id)));
             }
-            if a.currency.len() != 3 || !a.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            if a.currency.len() != 3
+                || !a.currency.chars().all(|c| c.is_ascii_uppercase())
+                || crate::card::money::Currency::from_code(&a.currency).is_err()
+            {
                 return Err(invalid(format!(
-                    "accounts {:?}: currency must be an ISO 4217 code like GBP",
+                    "accounts {:?}: currency must be an ISO 4217 code like GBP, EUR or JPY",
                     a.id
                 )));
             }

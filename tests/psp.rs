@@ -1154,3 +1154,171 @@ fn metrics_show_psp_and_http_latency_histograms() {
     );
     assert!(text.contains("# TYPE tonegate_http_request_duration_seconds histogram"));
 }
+
+/// The HTML of `url` (a payment page), fetched as a browser would, without a token.
+fn page_html(url: &str) -> String {
+    let r = http().get(url).send().unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.text().unwrap()
+}
+
+/// The text of the element with id `id` in server-rendered `html`.
+fn element_text(html: &str, id: &str) -> String {
+    let open = format!("id=\"{id}\">");
+    let start = html
+        .find(&open)
+        .unwrap_or_else(|| panic!("no #{id} in {html}"))
+        + open.len();
+    html[start..].split('<').next().unwrap().to_string()
+}
+
+/// Amounts reach the PSP in each currency's own ISO 4217 minor units (JPY has none, KWD
+/// three), the API, the SMS, the hosted page and the agent page show them as the currency
+/// writes them, and decimals a currency does not have are refused naming the field. Before,
+/// every amount was multiplied by 100: JPY 1000 went to the PSP as 100000.
+#[test]
+fn each_currency_reaches_the_psp_in_its_own_minor_units() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 0);
+    let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
+    let tok = gw.token("globalpci");
+    let admin = gw.token("admin");
+    let cases = [
+        ("1000", "JPY", 1000, "1000"),
+        ("49.99", "gbp", 4999, "49.99"),
+        ("12.345", "KWD", 12345, "12.345"),
+    ];
+    for (amount, currency, minor, shown) in cases {
+        let code = currency.to_ascii_uppercase();
+        let shown_with_code = format!("{shown} {code}");
+        for account in ["stripe-account", "dev-account"] {
+            let r = http()
+                .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+                .bearer_auth(&tok)
+                .json(&json!({"AccountConfigurationId": account, "PaymentData": {
+                    "CustomerPhoneNumber": "+447700900123", "amount": amount, "currency": currency,
+                    "merchantTxnRef": format!("ref-{}", tonegate::auth::random_token())}}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let id = r.json::<Value>().unwrap()["sessionId"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            // The texted link and the hosted page it opens.
+            let outbox: Value = http()
+                .get(gw.url("/admin/v1/outbox"))
+                .bearer_auth(&admin)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let sms = outbox["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["sessionId"] == id.as_str())
+                .unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                sms.contains(&format!("pay {shown_with_code} securely")),
+                "{sms}"
+            );
+            let link = sms[sms.find("http").unwrap()..]
+                .split_whitespace()
+                .next()
+                .unwrap();
+            let hosted = page_html(link);
+            assert_eq!(element_text(&hosted, "amount"), shown_with_code);
+            assert_eq!(
+                element_text(&hosted, "pay"),
+                format!("Pay {shown_with_code}")
+            );
+
+            let _ = gw.runtime.block_on(gw.state.sessions.pay_with_card(
+                &id,
+                card("4242424242424242", "123"),
+                "test",
+            ));
+            let v: Value = http()
+                .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+                .bearer_auth(&tok)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(outcome(&v).0, "Completed", "{v}");
+            assert_eq!(
+                (v["amount"].as_str(), v["currency"].as_str()),
+                (Some(shown), Some(code.as_str()))
+            );
+            let charged = if account == "dev-account" {
+                let made = gw.state.sandbox.charges_made();
+                made.iter().find(|c| c.2 == id).unwrap().1
+            } else {
+                let pi: Value = http()
+                    .get(format!(
+                        "{}/v1/payment_intents/{}",
+                        ls.url,
+                        v["pspTransactionId"].as_str().unwrap()
+                    ))
+                    .basic_auth("sk_test_x", Some(""))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                assert_eq!(pi["currency"], code.to_ascii_lowercase(), "{pi}");
+                pi["amount"].as_i64().unwrap()
+            };
+            assert_eq!(
+                charged, minor,
+                "{account} charged {charged} for {shown_with_code}"
+            );
+        }
+        // The agent's payment screen shows it the same way.
+        let v: Value = http()
+            .post(gw.url("/globalpci/v1/agentsession"))
+            .bearer_auth(&tok)
+            .json(&json!({"AccountConfigurationId": "dev-account",
+                "CallGuid": format!("guid-{}", tonegate::auth::random_token()),
+                "PaymentData": {"amount": amount, "currency": currency}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let ui = format!(
+            "{}?code={}",
+            v["paymentUiUrl"].as_str().unwrap(),
+            v["paymentUiCredentials"]["accessCode"].as_str().unwrap()
+        );
+        assert_eq!(element_text(&page_html(&ui), "amount"), shown_with_code);
+    }
+    // Decimals the currency does not have, and codes that are no currency: 400 naming the
+    // field, without repeating what was sent.
+    for (amount, currency, field) in [
+        ("1000.5", "JPY", "amount"),
+        ("49.999", "GBP", "amount"),
+        ("12.3456", "KWD", "amount"),
+        ("10", "DOLLARS", "currency"),
+        ("10", "XAU", "currency"),
+    ] {
+        let r = http()
+            .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+            .bearer_auth(&tok)
+            .json(
+                &json!({"AccountConfigurationId": "dev-account", "PaymentData": {
+                "CustomerPhoneNumber": "+447700900123", "amount": amount, "currency": currency}}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{amount} {currency}");
+        let text = r.text().unwrap();
+        assert!(text.contains(field), "{amount} {currency}: {text}");
+        assert!(
+            !text.contains(amount) || amount == "10",
+            "{text} repeats {amount}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! Card data: PAN, expiry and security code in types that zeroize on drop, cannot be cloned,
 //! never print and never serialise; Luhn; brands by IIN; expiry and CVV rules; display masking.
 //!
+//! Also [`money`]: amounts in a currency's ISO 4217 minor units, parsed and printed one way.
+//!
 //! The only way digits leave these types is [`egress`], which writes the body of the PSP's one
 //! tokenization request; every digit accessor is private to this crate.
 
@@ -8,6 +10,7 @@ mod brand;
 pub mod capture;
 pub mod egress;
 pub mod memory;
+pub mod money;
 pub mod redact;
 
 use core::fmt;

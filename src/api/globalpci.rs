@@ -227,8 +227,8 @@ pub(super) fn session_json(s: &Session) -> Value {
         "createdAt": s.created_at,
         "expiresAt": s.expires_at,
     });
-    if let Some(a) = s.amount_minor {
-        v["amount"] = json!(format!("{}.{:02}", a / 100, a % 100));
+    if let Some(a) = s.amount() {
+        v["amount"] = json!(a.decimal().to_string());
     }
     if let Some(r) = &s.merchant_txn_ref {
         v["merchantTxnRef"] = json!(r);
@@ -337,9 +337,9 @@ async fn messaging(
         .cloned()
         .ok_or_else(|| ApiError::not_found("account"))?;
     let amount = s
-        .amount_minor
-        .map(|a| format!("{}.{:02}", a / 100, a % 100))
-        .unwrap_or_else(|| "0.00".into());
+        .amount()
+        .map(|a| a.decimal().to_string())
+        .unwrap_or_else(|| "0".into());
     let label = if account.name.is_empty() {
         "Payment".to_string()
     } else {

@@ -123,7 +123,9 @@ fn payment_data_schemas() -> [(&'static str, Schema); 2] {
             "Non-sensitive payment data. Seed keys as written; unknown keys are kept as \
              metadata. Values are strings (at most 1024 bytes of UTF-8), numbers, booleans or \
              null; at most 64 keys, each 1-64 bytes. The account's mandatory keys must be \
-             present and not blank.",
+             present and not blank. `currency` is an ISO 4217 code (default: the account's); \
+             `amount` is decimal text with at most that currency's decimals (JPY 1000, GBP \
+             49.99, KWD 12.345), anything else is a 400 naming the field.",
         ))
         .max_properties(Some(64))
         .property_names(Some(string().min_length(Some(1)).max_length(Some(64))))
@@ -259,7 +261,7 @@ mod answers {
         pub currency: String,
         pub created_at: u64,
         pub expires_at: u64,
-        /// Major units, two decimals
+        /// Major units, with exactly the currency's ISO 4217 decimals (JPY 1000, GBP 49.99, KWD 12.345)
         #[serde(skip_serializing_if = "Option::is_none")]
         #[schema(value_type = String)]
         pub amount: Option<String>,

@@ -129,8 +129,8 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 fn amount_text(s: &Session) -> String {
-    s.amount_minor
-        .map(|a| format!("{}.{:02} {}", a / 100, a % 100, s.currency))
+    s.amount()
+        .map(|a| a.to_string())
         .unwrap_or_else(|| "-".into())
 }
 

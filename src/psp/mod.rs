@@ -8,6 +8,7 @@
 
 pub mod sandbox;
 pub mod stripe;
+mod stripe_amount;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +41,7 @@ pub struct TokenizedCard {
 pub struct ChargeRequest<'a> {
     /// From [`TokenizedCard`].
     pub token: &'a TokenizedCard,
-    /// Amount in minor units.
+    /// Amount in the currency's ISO 4217 minor units (each adapter converts to its PSP's unit).
     pub amount_minor: i64,
     /// ISO 4217 currency.
     pub currency: &'a str,

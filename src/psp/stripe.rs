@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{BoxFuture, ChargeOutcome, ChargeRequest, Psp, PspError, TokenizedCard};
+use super::{stripe_amount, BoxFuture, ChargeOutcome, ChargeRequest, Psp, PspError, TokenizedCard};
 use crate::card::egress::CardForm;
 use crate::card::Card;
 
@@ -188,7 +188,7 @@ impl Psp for StripePsp {
         req: ChargeRequest<'a>,
     ) -> BoxFuture<'a, Result<ChargeOutcome, PspError>> {
         Box::pin(async move {
-            let amount = req.amount_minor.to_string();
+            let amount = stripe_amount::to_stripe(req.amount_minor, req.currency)?.to_string();
             let currency = req.currency.to_ascii_lowercase();
             let mut pairs = vec![
                 ("amount", amount.as_str()),
@@ -263,7 +263,14 @@ impl Psp for StripePsp {
                     || {
                         (
                             pi["id"].as_str().unwrap_or("").to_string(),
-                            pi["amount"].as_i64().unwrap_or(0),
+                            // Stripe's units back to ISO minor units; unreadable: 0, which
+                            // matches no session's amount.
+                            pi["amount"]
+                                .as_i64()
+                                .and_then(|a| {
+                                    stripe_amount::from_stripe(a, pi["currency"].as_str()?)
+                                })
+                                .unwrap_or(0),
                         )
                     },
                 )

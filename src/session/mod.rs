@@ -498,7 +498,14 @@ impl Sessions {
         if kind == SessionKind::Digital {
             data.customer_phone()?;
         }
-        let amount_minor = data.amount_minor()?;
+        let currency = match data.currency()? {
+            Some(c) => c,
+            // Checked when the config was loaded.
+            None => crate::card::money::Currency::from_code(&account.currency).map_err(|e| {
+                SessionError::InvalidField("currency".into(), format!("the account's {e}"))
+            })?,
+        };
+        let amount_minor = data.amount(currency)?.map(|m| m.minor());
         let merchant_ref = data.merchant_txn_ref();
         if let (SessionKind::Digital, Some(r)) = (kind, &merchant_ref) {
             if let Some(s) = self
@@ -540,7 +547,7 @@ impl Sessions {
                 .transpose()?,
             state: SessionState::Created,
             amount_minor,
-            currency: data.currency().unwrap_or_else(|| account.currency.clone()),
+            currency: currency.code().to_string(),
             merchant_txn_ref: merchant_ref,
             payment_data: data.into_stored(),
             created_at: now,
@@ -882,10 +889,7 @@ impl Sessions {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        let amount = s
-            .amount_minor
-            .map(|a| format!(" {}.{:02} {}", a / 100, a % 100, s.currency))
-            .unwrap_or_default();
+        let amount = s.amount().map(|a| format!(" {a}")).unwrap_or_default();
         let name = if account.name.is_empty() {
             "Secure payment"
         } else {

@@ -213,7 +213,8 @@ pub struct Session {
     pub dtmf_link_id: Option<String>,
     /// State.
     pub state: SessionState,
-    /// Amount in minor units.
+    /// Amount in the currency's ISO 4217 minor units (JPY: yen, GBP: pence, KWD: fils);
+    /// read it as [`Session::amount`].
     pub amount_minor: Option<i64>,
     /// ISO 4217 currency.
     pub currency: String,
@@ -235,6 +236,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// The amount with its currency, for showing and sending on (None when the session has
+    /// none, or was stored under a code this build does not know).
+    pub fn amount(&self) -> Option<crate::card::money::Money> {
+        let currency = crate::card::money::Currency::from_code(&self.currency).ok()?;
+        Some(crate::card::money::Money::from_minor(
+            self.amount_minor?,
+            currency,
+        ))
+    }
+
     /// The webhook event this session's outcome becomes.
     pub fn webhook_event(&self, event_id: &str, now: u64) -> serde_json::Value {
         let s = self;
@@ -247,8 +258,8 @@ impl Session {
             "sessionType": s.kind.as_str(),
             "currency": s.currency,
         });
-        if let Some(a) = s.amount_minor {
-            v["amount"] = serde_json::json!(format!("{}.{:02}", a / 100, a % 100));
+        if let Some(a) = s.amount() {
+            v["amount"] = serde_json::json!(a.decimal().to_string());
         }
         if let Some(r) = &s.merchant_txn_ref {
             v["merchantTxnRef"] = serde_json::json!(r);

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::SessionError;
+use crate::card::money::{Currency, Money};
 use crate::card::redact::redact_card_numbers;
 
 const MAX_KEYS: usize = 64;
@@ -81,43 +82,26 @@ impl PaymentData {
         }
     }
 
-    /// `amount` in minor units (`"124.99"` → 12499), if given.
-    pub fn amount_minor(&self) -> Result<Option<i64>, SessionError> {
+    /// `amount` in `currency` (`"124.99"` GBP → 12499 minor units, `"1000"` JPY → 1000), if
+    /// given. The error names the field and never repeats what was sent.
+    pub fn amount(&self, currency: Currency) -> Result<Option<Money>, SessionError> {
         let Some(a) = self.text("amount") else {
             return Ok(None);
         };
-        let bad = || {
-            SessionError::InvalidField(
-                "amount".into(),
-                format!("{a:?} is not an amount like 124.99"),
-            )
-        };
-        let (whole, frac) = a.split_once('.').unwrap_or((&a, ""));
-        if whole.is_empty()
-            || whole.len() > 12
-            || !whole.chars().all(|c| c.is_ascii_digit())
-            || frac.len() > 2
-            || !frac.chars().all(|c| c.is_ascii_digit())
-        {
-            return Err(bad());
-        }
-        let cents = format!("{frac:0<2}");
-        let v = whole.parse::<i64>().map_err(|_| bad())? * 100
-            + cents.parse::<i64>().map_err(|_| bad())?;
-        if v == 0 {
-            return Err(SessionError::InvalidField(
-                "amount".into(),
-                "must be above zero".into(),
-            ));
-        }
-        Ok(Some(v))
+        Money::parse(&a, currency)
+            .map(Some)
+            .map_err(|e| SessionError::InvalidField("amount".into(), e.to_string()))
     }
 
-    /// `currency`, if given and valid (else the account's).
-    pub fn currency(&self) -> Option<String> {
+    /// `currency`, if given; an unknown code is an error naming the field (else the account's
+    /// currency would be charged silently).
+    pub fn currency(&self) -> Result<Option<Currency>, SessionError> {
         self.text("currency")
-            .map(|c| c.to_ascii_uppercase())
-            .filter(|c| c.len() == 3 && c.chars().all(|x| x.is_ascii_uppercase()))
+            .map(|c| {
+                Currency::from_code(&c)
+                    .map_err(|e| SessionError::InvalidField("currency".into(), e.to_string()))
+            })
+            .transpose()
     }
 
     /// `merchantTxnRef`, with anything card-number-like masked (it is stored and sent on in
@@ -183,15 +167,38 @@ mod tests {
         let p = pd(
             json!({"cardholderName": "A Person", "cardholder Address": "1 High St", "amount": "124.99", "merchantTxnRef": "INV-1", "extra": 5}),
         );
-        assert_eq!(p.amount_minor().unwrap(), Some(12499));
-        assert_eq!(pd(json!({"amount": 7})).amount_minor().unwrap(), Some(700));
+        let gbp = Currency::from_code("GBP").unwrap();
+        let jpy = Currency::from_code("JPY").unwrap();
+        let minor = |p: &PaymentData, c| p.amount(c).map(|m| m.map(Money::minor));
+        assert_eq!(minor(&p, gbp).unwrap(), Some(12499));
+        assert_eq!(minor(&pd(json!({"amount": 7})), gbp).unwrap(), Some(700));
         assert_eq!(
-            pd(json!({"amount": "7.5"})).amount_minor().unwrap(),
+            minor(&pd(json!({"amount": 1000})), jpy).unwrap(),
+            Some(1000)
+        );
+        assert_eq!(
+            minor(&pd(json!({"amount": "7.5"})), gbp).unwrap(),
             Some(750)
         );
-        assert!(pd(json!({"amount": "7.555"})).amount_minor().is_err());
-        assert!(pd(json!({"amount": "-1"})).amount_minor().is_err());
-        assert!(pd(json!({"amount": "0"})).amount_minor().is_err());
+        assert_eq!(minor(&pd(json!({})), gbp).unwrap(), None);
+        for (bad, c) in [("7.555", gbp), ("-1", gbp), ("0", gbp), ("1000.5", jpy)] {
+            match minor(&pd(json!({ "amount": bad })), c) {
+                Err(SessionError::InvalidField(f, why)) => {
+                    assert_eq!(f, "amount");
+                    assert!(!why.contains(bad), "{why} repeats {bad}");
+                }
+                other => panic!("{bad} {c}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            pd(json!({"currency": "jpy"})).currency().unwrap(),
+            Some(jpy)
+        );
+        assert_eq!(pd(json!({})).currency().unwrap(), None);
+        assert!(matches!(
+            pd(json!({"currency": "dollars"})).currency(),
+            Err(SessionError::InvalidField(f, _)) if f == "currency"
+        ));
         assert_eq!(p.merchant_txn_ref().as_deref(), Some("INV-1"));
         assert!(p
             .check_mandatory(&["amount".into(), "cardholder Address".into()])
