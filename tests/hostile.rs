@@ -528,3 +528,66 @@ fn shutdown_ends_captures_and_says_so_in_the_audit() {
         "{audit:?}"
     );
 }
+
+/// The `(labels)` of every `tonegate_http_request_duration_seconds_count` sample.
+fn http_label_sets(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("tonegate_http_request_duration_seconds_count"))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let gw = Gateway::start("");
+    let scrape = || {
+        http()
+            .get(gw.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    // Two rounds of 1,000 unauthenticated requests, each with a method and a path never seen
+    // before (four clients at once).
+    let flood = |round: usize| {
+        std::thread::scope(|s| {
+            for part in 0..4 {
+                let base = gw.url("");
+                s.spawn(move || {
+                    let c = http();
+                    for i in (part..1000).step_by(4) {
+                        let method =
+                            reqwest::Method::from_bytes(format!("ZQ{round}X{i}").as_bytes())
+                                .unwrap();
+                        let path = if i % 2 == 0 {
+                            "/healthz".to_string()
+                        } else {
+                            format!("/zq-{round}-{i}")
+                        };
+                        let r = c.request(method, format!("{base}{path}")).send().unwrap();
+                        assert!(r.status().is_client_error(), "{}", r.status());
+                    }
+                });
+            }
+        })
+    };
+    scrape();
+    flood(1);
+    let first = scrape();
+    flood(2);
+    let second = scrape();
+    for text in [&first, &second] {
+        assert!(!text.contains("ZQ"), "a made-up method became a label");
+        assert!(!text.contains("/zq-"), "a raw path became a label");
+    }
+    let labels = http_label_sets(&second);
+    assert!(
+        labels.iter().any(|l| l.contains("method=\"other\"")),
+        "{labels:?}"
+    );
+    // The second thousand added no series: the scrape does not grow with the attack.
+    assert_eq!(http_label_sets(&first), labels);
+    assert!(second.len() < 64 * 1024, "{} bytes", second.len());
+}
