@@ -9,7 +9,7 @@
 //! - token requests with wrong secrets for an argon2-hashed client, at a fixed rate;
 //! - digital sessions created and cancelled at a fixed rate (legitimate work);
 //!
-//! and in both windows `/healthz` probes (20/s) and legitimate token requests for the attacked
+//! and in both windows `/healthz` probes (20/s, each on a new connection) and legitimate token requests for the attacked
 //! client (2/s) from an address it has used before. Reports per window: audio loss and the
 //! latency the relay adds (p50/p99), `/healthz` p99, legitimate token success and p99, session
 //! success; the attack's own outcome; the process's open files and memory at the end.
@@ -487,7 +487,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Probes, in both windows: /healthz at 20/s, the attacked client's own logins at 2/s.
     {
-        let (http, base, phase) = (http.clone(), base.clone(), phase.clone());
+        // A health check opens a connection of its own each time, as a load balancer's does
+        // (a pooled one would get through a full connection table on its old connection).
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let (base, phase) = (base.clone(), phase.clone());
         tokio::spawn(every(
             Duration::from_millis(50),
             stop.clone(),
