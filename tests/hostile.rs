@@ -776,6 +776,36 @@ fn shutdown_ends_captures_and_says_so_in_the_audit() {
     );
 }
 
+#[test]
+fn a_trusted_proxy_is_not_held_to_one_addresss_share_of_connections() {
+    // A sixteenth of 64: four connections per address, but the proxy carries many clients.
+    let gw = Gateway::start("[server]\nmax_connections = 64\ntrusted_proxies = [\"127.0.0.5\"]\n");
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut s = connect_from(&gw, "127.0.0.5");
+        let r = healthz_keep_alive(&mut s);
+        assert!(
+            r.starts_with("HTTP/1.1 200"),
+            "connection {}: {r:?}",
+            held.len() + 1
+        );
+        held.push(s);
+    }
+    // Anyone else still gets a sixteenth.
+    for _ in 0..4 {
+        let mut s = connect_from(&gw, "127.0.0.2");
+        assert!(healthz_keep_alive(&mut s).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut fifth = connect_from(&gw, "127.0.0.2");
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (resp, closed) = read_until_closed(&mut fifth, Duration::from_secs(5));
+    assert!(
+        closed && resp.is_empty(),
+        "a fifth from 127.0.0.2: {resp:?}"
+    );
+}
+
 /// The `(labels)` of every `tonegate_http_request_duration_seconds_count` sample.
 fn http_label_sets(metrics: &str) -> std::collections::BTreeSet<String> {
     metrics
