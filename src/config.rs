@@ -940,6 +940,36 @@ mod tests {
     }
 
     #[test]
+    fn the_front_door_settings_are_checked_by_name() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("server.trusted_proxies"), "{e}");
+        let e = err("[auth]\nverified_secret_cache_s = 7200\n");
+        assert!(e.contains("auth.verified_secret_cache_s"), "{e}");
+        let e = err("[server]\nlisten = \"127.0.0.1:8080\"\n[server.internal]\nlisten = \"127.0.0.1:8080\"\n");
+        assert!(e.contains("server.internal.listen"), "{e}");
+        let e = err("[auth]\nfailures_per_client = 30\n");
+        assert!(e.contains("failures_per_client"), "{e}");
+        // The per-address cap: a sixteenth of the connection cap unless set (0: none).
+        let c = Config::parse("[server]\nmax_connections = 64\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.server.per_address_cap(), 4);
+        let c = Config::parse(
+            "[server]\nmax_connections_per_address = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.per_address_cap(), 0);
+        assert!(c
+            .server
+            .trusted_proxies
+            .contains("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
     fn no_lookahead_is_refused_unless_marked_unsafe() {
         let e = Config::parse(
             "[relay]

@@ -236,7 +236,7 @@ impl Collector for Counts {
             ),
             (
                 "http_connections_refused",
-                "HTTP connections closed at once: the connection cap was reached and every open connection had a request in flight.",
+                "HTTP connections closed at once: their address was at its cap, or every connection slot held a request in flight.",
                 load(&state.http_refused),
             ),
             (
