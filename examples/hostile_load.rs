@@ -9,17 +9,31 @@
 //! - token requests with wrong secrets for an argon2-hashed client, at a fixed rate;
 //! - digital sessions created and cancelled at a fixed rate (legitimate work);
 //!
-//! and in both windows `/healthz` probes (20/s) and legitimate token requests for the attacked
+//! and in both windows `/healthz` probes (20/s, each on a new connection) and legitimate token requests for the attacked
 //! client (2/s) from an address it has used before. Reports per window: audio loss and the
-//! latency the relay adds (p50/p99), `/healthz` p99, legitimate token and session success; the
-//! attack's own outcome; the process's open files and memory at the end.
+//! latency the relay adds (p50/p99), `/healthz` p99, legitimate token success and p99, session
+//! success; the attack's own outcome; the process's open files and memory at the end.
+//!
+//! `--mode` picks the attack (issue 23):
+//! - `mixed` (the default): as above;
+//! - `shared`: the wrong secrets come from 127.0.0.1, the legitimate client's own address, for
+//!   its own client id (behind a NAT or a TLS proxy everyone shares one address), 16 requests
+//!   in flight at a time, and no idle connections;
+//! - `hold`: `--attack-addresses` (4) addresses each open every keep-alive connection they can
+//!   (`--idle` in all) and send one request on each every 8 s, to keep the connection table
+//!   full; no token guessing.
+//!
+//! Before the hostile window, `--method-flood N` (0) requests with made-up methods are sent,
+//! and the gateway's memory and `/metrics` size are printed before and after them.
 //!
 //!     cargo build --release && cargo run --release --example hostile_load -- --calls 500
 //!
-//! Options: --calls N (500), --seconds S per window (15), --idle N (5000), --bad-tokens N per
-//! second (200), --sessions N per second (20), --attack-addresses N (1), --engine
-//! io_uring|tokio (io_uring), --binary PATH (target/release/tonegate). Every loop is bounded by
-//! count and time.
+//! Options: --mode mixed|shared|hold, --calls N (500), --seconds S per window (15), --idle N
+//! (5000; hold: 4000), --bad-tokens N per second (200), --sessions N per second (20),
+//! --attack-addresses N (1; hold: 4), --method-flood N (0), --per-address N (the gateway's
+//! `server.max_connections_per_address`; unset: its default), --engine io_uring|tokio
+//! (io_uring), --binary PATH (target/release/tonegate). Every loop is bounded by count and
+//! time.
 
 mod support;
 
@@ -32,7 +46,17 @@ use anyhow::{bail, Context};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Mixed,
+    Shared,
+    Hold,
+}
+
 struct Args {
+    mode: Mode,
+    method_flood: u64,
+    per_address: Option<i64>,
     calls: usize,
     seconds: u64,
     idle: usize,
@@ -45,6 +69,9 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
+        mode: Mode::Mixed,
+        method_flood: 0,
+        per_address: None,
         calls: 500,
         seconds: 15,
         idle: 5000,
@@ -55,27 +82,62 @@ fn args() -> anyhow::Result<Args> {
         binary: "target/release/tonegate".into(),
     };
     let mut it = std::env::args().skip(1);
+    let (mut idle_set, mut addresses_set) = (false, false);
     while let Some(k) = it.next() {
         let mut v = || it.next().with_context(|| format!("{k} needs a value"));
         match k.as_str() {
             "--calls" => a.calls = v()?.parse()?,
             "--seconds" => a.seconds = v()?.parse()?,
-            "--idle" => a.idle = v()?.parse()?,
+            "--idle" => {
+                a.idle = v()?.parse()?;
+                idle_set = true;
+            }
+            "--mode" => {
+                a.mode = match v()?.as_str() {
+                    "mixed" => Mode::Mixed,
+                    "shared" => Mode::Shared,
+                    "hold" => Mode::Hold,
+                    m => bail!("--mode must be mixed, shared or hold, got {m}"),
+                }
+            }
+            "--method-flood" => a.method_flood = v()?.parse()?,
+            "--per-address" => a.per_address = Some(v()?.parse()?),
             "--bad-tokens" => a.bad_tokens = v()?.parse()?,
             "--sessions" => a.sessions = v()?.parse()?,
-            "--attack-addresses" => a.attack_addresses = v()?.parse()?,
+            "--attack-addresses" => {
+                a.attack_addresses = v()?.parse()?;
+                addresses_set = true;
+            }
             "--engine" => a.engine = v()?,
             "--binary" => a.binary = v()?,
             "-h" | "--help" => {
                 println!(
-                    "hostile_load [--calls N] [--seconds S] [--idle N] [--bad-tokens N/s] \
-                     [--sessions N/s] [--attack-addresses N] [--engine io_uring|tokio] [--binary PATH]"
+                    "hostile_load [--mode mixed|shared|hold] [--calls N] [--seconds S] [--idle N] \
+                     [--bad-tokens N/s] [--sessions N/s] [--attack-addresses N] \
+                     [--method-flood N] [--per-address N] [--engine io_uring|tokio] [--binary PATH]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
         }
     }
+    match a.mode {
+        Mode::Shared if !idle_set => a.idle = 0,
+        Mode::Hold => {
+            if !idle_set {
+                a.idle = 4000;
+            }
+            if !addresses_set {
+                a.attack_addresses = 4;
+            }
+            a.bad_tokens = 0;
+        }
+        _ => {}
+    }
+    anyhow::ensure!(
+        a.method_flood <= 100_000,
+        "--method-flood must be at most 100000"
+    );
     anyhow::ensure!((1..=5000).contains(&a.calls), "--calls must be 1-5000");
     anyhow::ensure!((1..=300).contains(&a.seconds), "--seconds must be 1-300");
     anyhow::ensure!(a.idle <= 20_000, "--idle must be at most 20000");
@@ -125,6 +187,7 @@ struct Window {
     healthz_failed: AtomicU64,
     tokens_ok: AtomicU64,
     tokens_failed: AtomicU64,
+    tokens_ns: Mutex<Vec<u64>>,
     sessions_ok: AtomicU64,
     sessions_failed: AtomicU64,
 }
@@ -200,11 +263,88 @@ where
     }
 }
 
+/// What a flood of made-up methods did.
+struct MethodFlood {
+    sent: u64,
+    answered: u64,
+    rss_before: f64,
+    rss_after: f64,
+    metrics_before: usize,
+    metrics_after: usize,
+}
+
+/// Sends `n` unauthenticated requests, each with a method never seen before (16 in flight),
+/// and measures the gateway's memory and `/metrics` size either side.
+async fn method_flood(base: &str, pid: u32, n: u64) -> anyhow::Result<MethodFlood> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let scrape = || async {
+        anyhow::Ok(
+            http.get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?
+                .len(),
+        )
+    };
+    let (rss_before, metrics_before) = (support::resident_mib(pid), scrape().await?);
+    let answered = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (http, base, answered, next) = (
+            http.clone(),
+            base.to_string(),
+            answered.clone(),
+            next.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                if i >= n {
+                    return;
+                }
+                let Ok(m) = reqwest::Method::from_bytes(format!("FLOOD{i}").as_bytes()) else {
+                    continue;
+                };
+                if http
+                    .request(m, format!("{base}/healthz"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    answered.fetch_add(1, Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    Ok(MethodFlood {
+        sent: n,
+        answered: answered.load(Relaxed),
+        rss_before,
+        rss_after: support::resident_mib(pid),
+        metrics_before,
+        metrics_after: scrape().await?,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let hash = hash_secret(&a.binary, HASHED_SECRET)?;
+    let per_address = a.per_address;
     let gw = support::start_gateway(&a.binary, a.calls, &a.engine, |t| {
+        if let Some(n) = per_address {
+            t["server"]
+                .as_table_mut()
+                .context("[server]")?
+                .insert("max_connections_per_address".into(), n.into());
+        }
         let auth = t["auth"].as_table_mut().context("[auth]")?;
         let clients = auth
             .get_mut("clients")
@@ -347,7 +487,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Probes, in both windows: /healthz at 20/s, the attacked client's own logins at 2/s.
     {
-        let (http, base, phase) = (http.clone(), base.clone(), phase.clone());
+        // A health check opens a connection of its own each time, as a load balancer's does
+        // (a pooled one would get through a full connection table on its old connection).
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let (base, phase) = (base.clone(), phase.clone());
         tokio::spawn(every(
             Duration::from_millis(50),
             stop.clone(),
@@ -381,12 +527,19 @@ async fn main() -> anyhow::Result<()> {
             move || {
                 let (http, base, phase) = (http.clone(), base.clone(), phase.clone());
                 async move {
+                    let t = Instant::now();
                     let ok = token(&http, &base, HASHED_CLIENT, HASHED_SECRET, "globalpci")
                         .await
                         .is_ok();
                     if let Some(w) = phase.now() {
                         let c = if ok { &w.tokens_ok } else { &w.tokens_failed };
                         c.fetch_add(1, Relaxed);
+                        if ok {
+                            w.tokens_ns
+                                .lock()
+                                .unwrap()
+                                .push(t.elapsed().as_nanos() as u64);
+                        }
                     }
                 }
             },
@@ -407,16 +560,22 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let ah = attack_rt.handle().clone();
     let attack = Arc::new(Attack::default());
-    let attackers: Vec<IpAddr> = (0..a.attack_addresses)
-        .map(|i| {
-            IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                1 + (i / 250) as u8,
-                2 + (i % 250) as u8,
-            ))
-        })
-        .collect();
+    let attackers: Vec<IpAddr> = if a.mode == Mode::Shared {
+        // The legitimate client's own address.
+        vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+    } else {
+        (0..a.attack_addresses)
+            .map(|i| {
+                IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    0,
+                    1 + (i / 250) as u8,
+                    2 + (i % 250) as u8,
+                ))
+            })
+            .collect()
+    };
+    let mode = a.mode;
     let attack_deadline = Duration::from_secs(window_s * 2 + 30);
     for n in 0..a.idle {
         let (att, from, addr, attacking, stop) = (
@@ -450,14 +609,36 @@ async fn main() -> anyhow::Result<()> {
                 };
                 att.connects.fetch_add(1, Relaxed);
                 att.open_now.fetch_add(1, Relaxed);
-                let slow = n % 2 == 1;
+                let slow = mode != Mode::Hold && n % 2 == 1;
                 let header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
                 let mut i = 0usize;
                 let mut probe = [0u8; 1];
+                let mut answer = [0u8; 4096];
                 loop {
                     if stop.load(Relaxed) || started.elapsed() > attack_deadline {
                         att.open_now.fetch_sub(1, Relaxed);
                         return;
+                    }
+                    if mode == Mode::Hold {
+                        // One keep-alive request every 8 s holds the connection.
+                        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        use tokio::io::AsyncReadExt;
+                        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+                            .await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            _ => {}
+                        }
+                        match tokio::time::timeout(Duration::from_secs(8), s.peek(&mut probe)).await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            _ => continue,
+                        }
                     }
                     if slow {
                         let byte = [header.get(i).copied().unwrap_or(b'a')];
@@ -503,6 +684,12 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect::<Result<_, _>>()?;
         let k = Arc::new(AtomicUsize::new(0));
+        // Shared mode: like 16 threads, never more than 16 guesses in flight.
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(if mode == Mode::Shared {
+            16
+        } else {
+            tokio::sync::Semaphore::MAX_PERMITS
+        }));
         ah.spawn(async move {
             while !attacking.load(Relaxed) && !stop.load(Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -510,7 +697,11 @@ async fn main() -> anyhow::Result<()> {
             every(period, stop, limit, move || {
                 let (att, base) = (att.clone(), base.clone());
                 let c = clients[k.fetch_add(1, Relaxed) % clients.len()].clone();
+                let in_flight = in_flight.clone();
                 async move {
+                    let Ok(_permit) = in_flight.try_acquire_owned() else {
+                        return;
+                    };
                     att.bad_tokens.fetch_add(1, Relaxed);
                     let r = c
                         .post(format!("{base}/auth/connect/token"))
@@ -606,6 +797,11 @@ async fn main() -> anyhow::Result<()> {
     phase.current.store(1, Relaxed);
     tokio::time::sleep(Duration::from_secs(window_s)).await;
     phase.current.store(0, Relaxed);
+    let method_flood = if a.method_flood > 0 {
+        Some(method_flood(&base, pid, a.method_flood).await?)
+    } else {
+        None
+    };
     eprintln!("attack starting; hostile window in 3 s");
     attacking.store(true, Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -619,9 +815,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     println!(
-        "| window | packets/s | loss | added latency p50 | p99 | /healthz p99 | /healthz failed | legit tokens ok | sessions ok |"
+        "| window | packets/s | loss | added latency p50 | p99 | /healthz p99 | /healthz failed | legit tokens ok | legit token p99 | sessions ok |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut p99 = [0.0; 3];
     for (i, name) in [(1, "quiet"), (2, "hostile")] {
         let w = &phase.windows[i];
@@ -629,6 +825,8 @@ async fn main() -> anyhow::Result<()> {
         lat.sort_unstable();
         let mut hz = w.healthz_ns.lock().unwrap().clone();
         hz.sort_unstable();
+        let mut tk = w.tokens_ns.lock().unwrap().clone();
+        tk.sort_unstable();
         let (s, r) = (w.sent.load(Relaxed), w.received.load(Relaxed));
         let ratio = |ok: &AtomicU64, bad: &AtomicU64| {
             let (o, b) = (ok.load(Relaxed), bad.load(Relaxed));
@@ -642,7 +840,7 @@ async fn main() -> anyhow::Result<()> {
         let hold = 20.0;
         p99[i] = support::quantile_ms(&lat, 0.99) - hold;
         println!(
-            "| {name} | {:.0} | {:.3} % | {:.3} ms | {:.3} ms | {:.2} ms | {} | {} | {} |",
+            "| {name} | {:.0} | {:.3} % | {:.3} ms | {:.3} ms | {:.2} ms | {} | {} | {:.1} ms | {} |",
             r as f64 / window_s as f64,
             s.saturating_sub(r) as f64 * 100.0 / s.max(1) as f64,
             support::quantile_ms(&lat, 0.5) - hold,
@@ -650,6 +848,7 @@ async fn main() -> anyhow::Result<()> {
             support::quantile_ms(&hz, 0.99),
             w.healthz_failed.load(Relaxed),
             ratio(&w.tokens_ok, &w.tokens_failed),
+            support::quantile_ms(&tk, 0.99),
             ratio(&w.sessions_ok, &w.sessions_failed),
         );
     }
@@ -675,6 +874,13 @@ async fn main() -> anyhow::Result<()> {
         "gateway: {files_quiet} open files, {rss_quiet:.1} MiB resident with the calls up; \
          {files} and {rss:.1} MiB at the end of the hostile window"
     );
+    if let Some(f) = method_flood {
+        println!(
+            "method flood: {} requests with made-up methods ({} answered); gateway {:.1} MiB \
+             resident before, {:.1} MiB after; /metrics {} bytes before, {} after",
+            f.sent, f.answered, f.rss_before, f.rss_after, f.metrics_before, f.metrics_after
+        );
+    }
     drop(gw);
     attack_rt.shutdown_background();
     Ok(())

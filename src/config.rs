@@ -285,12 +285,13 @@ pub struct AuthConfig {
     /// Most argon2 secret checks running at once (each takes ~19 MiB and tens of ms on the
     /// blocking pool); 0: a quarter of the CPUs, at least 1.
     pub hash_concurrency: usize,
-    /// Failed token requests from one address (IPv6: one /64) within `failure_window_s` that
-    /// lock it out.
+    /// Failed token requests naming one client id from one address (IPv6: one /64) within
+    /// `failure_window_s` that lock that pair out (neither the address nor the id as a whole).
     pub failures_per_address: u32,
-    /// Failed token requests naming one client id within `failure_window_s` that lock the id
-    /// out (addresses that used it successfully in the last day are exempt).
-    pub failures_per_client: u32,
+    /// A client's secret, once verified, is recognised (by a keyed hash kept in memory) for
+    /// this many seconds after its last use, without argon2 and even while its (client,
+    /// address) pair is locked out by others' guesses; 0: off.
+    pub verified_secret_cache_s: u64,
     /// The window failures are counted in, seconds.
     pub failure_window_s: u64,
     /// The first lockout, seconds; each further one doubles.
@@ -307,7 +308,7 @@ impl Default for AuthConfig {
             clients: Vec::new(),
             hash_concurrency: 0,
             failures_per_address: 10,
-            failures_per_client: 30,
+            verified_secret_cache_s: 300,
             failure_window_s: 60,
             lockout_s: 60,
             max_lockout_s: 900,
@@ -321,7 +322,6 @@ impl AuthConfig {
         use std::time::Duration;
         crate::auth::throttle::ThrottleLimits {
             failures_per_address: self.failures_per_address,
-            failures_per_client: self.failures_per_client,
             window: Duration::from_secs(self.failure_window_s),
             lockout: Duration::from_secs(self.lockout_s),
             max_lockout: Duration::from_secs(self.max_lockout_s),
@@ -380,8 +380,16 @@ pub struct ServerConfig {
     /// than a quarter of the open-file limit: the rest is kept for relay sockets.
     pub max_connections: usize,
     /// Most HTTP connections at once from one address (IPv6: one /64), so one host cannot
-    /// take every slot; 0: no limit. Raise it when many agents share one NAT address.
-    pub max_connections_per_address: usize,
+    /// take every slot; absent: a sixteenth of `max_connections` (at least 1); 0: no limit.
+    /// Trusted proxies are not held to it. Raise it when many agents share one NAT address.
+    pub max_connections_per_address: Option<usize>,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client the token
+    /// throttle counts; from anyone else the header is ignored. Trusted proxies are exempt from
+    /// `max_connections_per_address`.
+    pub trusted_proxies: crate::server::forwarded::TrustedProxies,
+    /// `[server.internal]`: a second, plain-HTTP listener for `/metrics` and `/admin/v1/*`;
+    /// when set, the public listener answers 404 for them.
+    pub internal: Option<InternalConfig>,
     /// On shutdown, connections (event streams included) get this long to finish.
     pub drain_timeout_s: u64,
     /// Then payments already at the PSP get up to this long to finish (captures end at once).
@@ -402,6 +410,14 @@ pub struct ServerConfig {
     pub adjustable_clock: bool,
 }
 
+/// `[server.internal]`: the operators' listener (bind it to a private address).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalConfig {
+    /// Address `/metrics` and the admin API are served on (plain HTTP).
+    pub listen: SocketAddr,
+}
+
 /// `[server.tls]`: PEM files for tonegate's own HTTPS listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -413,6 +429,13 @@ pub struct TlsConfig {
 }
 
 impl ServerConfig {
+    /// The per-address connection cap in force: as set (0: none), else a sixteenth of
+    /// `max_connections`, at least 1.
+    pub fn per_address_cap(&self) -> usize {
+        self.max_connections_per_address
+            .unwrap_or((self.max_connections / 16).max(1))
+    }
+
     /// `https` with `[server.tls]`, else `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
@@ -444,7 +467,9 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             request_timeout_s: 30,
             max_connections: 2048,
-            max_connections_per_address: 512,
+            max_connections_per_address: None,
+            trusted_proxies: Default::default(),
+            internal: None,
             drain_timeout_s: 5,
             payment_drain_s: 30,
             nice: 5,
@@ -528,16 +553,21 @@ impl Config {
         }
         let a = &self.auth;
         if a.failures_per_address == 0
-            || a.failures_per_client == 0
             || a.failure_window_s == 0
             || a.lockout_s == 0
             || a.max_lockout_s < a.lockout_s
         {
             return Err(invalid(
-                "auth.failures_per_address, failures_per_client, failure_window_s and lockout_s \
+                "auth.failures_per_address, failure_window_s and lockout_s \
                  must be at least 1, and auth.max_lockout_s at least auth.lockout_s"
                     .into(),
             ));
+        }
+        if a.verified_secret_cache_s > 3600 {
+            return Err(invalid(format!(
+                "auth.verified_secret_cache_s must be 0-3600, got {}",
+                a.verified_secret_cache_s
+            )));
         }
         let r = &self.relay;
         let sv = &self.server;
@@ -551,6 +581,14 @@ impl Config {
                  and server.idle_timeout_s at least 20 (event streams keep alive every 15 s)"
                     .into(),
             ));
+        }
+        if let Some(i) = &sv.internal {
+            if i.listen == sv.listen && i.listen.port() != 0 {
+                return Err(invalid(format!(
+                    "server.internal.listen must differ from server.listen ({})",
+                    sv.listen
+                )));
+            }
         }
         if !(0..=19).contains(&sv.nice) {
             return Err(invalid(format!(
@@ -902,6 +940,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.relay.engine, c.relay.workers), (RelayEngine::Tokio, 3));
+    }
+
+    #[test]
+    fn the_front_door_settings_are_checked_by_name() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("server.trusted_proxies"), "{e}");
+        let e = err("[auth]\nverified_secret_cache_s = 7200\n");
+        assert!(e.contains("auth.verified_secret_cache_s"), "{e}");
+        let e = err("[server]\nlisten = \"127.0.0.1:8080\"\n[server.internal]\nlisten = \"127.0.0.1:8080\"\n");
+        assert!(e.contains("server.internal.listen"), "{e}");
+        let e = err("[auth]\nfailures_per_client = 30\n");
+        assert!(e.contains("failures_per_client"), "{e}");
+        // The per-address cap: a sixteenth of the connection cap unless set (0: none).
+        let c = Config::parse("[server]\nmax_connections = 64\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.server.per_address_cap(), 4);
+        let c = Config::parse(
+            "[server]\nmax_connections_per_address = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.per_address_cap(), 0);
+        assert!(c
+            .server
+            .trusted_proxies
+            .contains("fd00::1".parse().unwrap()));
     }
 
     #[test]

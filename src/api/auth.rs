@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
+use crate::auth::verified::VerifiedSecrets;
 use crate::auth::{check_secret, AuthError, Secret};
 
 /// Largest token request body: a form with an id, a secret and scopes fits many times over.
@@ -30,10 +31,12 @@ pub(super) fn routes() -> Router<AppState> {
     )
 }
 
-/// What stands between a token request and the secret check: the failure throttle and a few
-/// blocking-pool slots for argon2, so that guessing neither stalls the async workers (and the
-/// calls on them) nor runs without bound.
+/// What stands between a token request and the secret check: the cache of recently verified
+/// secrets (checked first: the right secret is answered at once, whatever else floods in),
+/// the failure throttle, and a few hashing threads for argon2, so that guessing neither
+/// stalls the async workers (and the calls on them) nor runs without bound.
 pub struct CredentialGuard {
+    verified: Mutex<VerifiedSecrets>,
     throttle: Mutex<LoginThrottle>,
     slots: tokio::sync::Semaphore,
     hashers: crate::auth::hash_pool::HashPool,
@@ -45,9 +48,15 @@ pub struct CredentialGuard {
 }
 
 impl CredentialGuard {
-    /// A guard with the throttle `limits` and `slots` concurrent argon2 checks.
-    pub fn new(limits: ThrottleLimits, slots: usize) -> std::io::Result<Self> {
+    /// A guard with the throttle `limits`, `slots` concurrent argon2 checks, and verified
+    /// secrets remembered for `verified_for` after their last use.
+    pub fn new(
+        limits: ThrottleLimits,
+        slots: usize,
+        verified_for: Duration,
+    ) -> std::io::Result<Self> {
         Ok(CredentialGuard {
+            verified: Mutex::new(VerifiedSecrets::new(verified_for)),
             throttle: Mutex::new(LoginThrottle::new(limits)),
             slots: tokio::sync::Semaphore::new(slots.max(1)),
             hashers: crate::auth::hash_pool::HashPool::new(slots)?,
@@ -63,6 +72,10 @@ impl CredentialGuard {
 
     fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
         self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, VerifiedSecrets> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks `given` against `secret`: plain secrets at once, argon2 on one of the hashing
@@ -144,10 +157,18 @@ async fn token(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    // Throttled by the TCP peer (behind a proxy that is the proxy: throttle there too).
-    let addr = peer
+    // Throttled by the client's address: the TCP peer, or behind a trusted proxy the client
+    // it names in X-Forwarded-For.
+    let peer = peer
         .map(|p| p.0 .0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let addr = state.config.server.trusted_proxies.client(
+        peer,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     // Form-encoded per RFC 6749; a body with no Content-Type at all is read as a form too
     // (IVR data connectors send one that way).
     let form_ok = match headers
@@ -206,6 +227,12 @@ async fn token(
         Err(e) => return oauth_error(e, used_basic),
     };
     let guard = &state.credentials;
+    let known = state.authority.client(id).is_some();
+    // A secret verified recently is answered before the throttle and argon2: guesses flooding
+    // in for the same id from the same address neither lock it out nor queue it.
+    if known && guard.verified().check(id, secret, guard.now()) {
+        return issue(&state, id, scope.as_deref(), used_basic);
+    }
     if let Err(t) = guard.throttle().check(id, addr, guard.now()) {
         guard.throttled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %id, %addr, "token request throttled");
@@ -224,17 +251,18 @@ async fn token(
             "the gateway is busy checking credentials: retry shortly",
         );
     };
-    let known = state.authority.client(id).is_some();
     if !(ok && known) {
         guard.throttle().failed(id, addr, guard.now());
         tracing::info!(client = %id, %addr, "token refused: invalid client");
         return oauth_error(AuthError::InvalidClient, used_basic);
     }
-    guard.throttle().succeeded(id, addr, guard.now());
-    match state
-        .authority
-        .issue(id, scope.as_deref(), state.clock.unix_now())
-    {
+    guard.verified().remember(id, secret, guard.now());
+    issue(&state, id, scope.as_deref(), used_basic)
+}
+
+/// Issues a token to `id`, whose secret has been checked.
+fn issue(state: &AppState, id: &str, scope: Option<&str>, used_basic: bool) -> Response {
+    match state.authority.issue(id, scope, state.clock.unix_now()) {
         Ok(t) => {
             tracing::info!(client = %id, scope = %t.scope, "token issued");
             let mut r = Json(t).into_response();

@@ -236,8 +236,13 @@ impl Collector for Counts {
             ),
             (
                 "http_connections_refused",
-                "HTTP connections closed at once: the connection cap was reached.",
+                "HTTP connections closed at once: their address was at its cap, or every connection slot held a request in flight.",
                 load(&state.http_refused),
+            ),
+            (
+                "http_connections_evicted",
+                "HTTP connections closed to make room at the connection cap (idle, or not yet sending a request; least recently active first).",
+                load(&state.http_evicted),
             ),
             (
                 "token_requests_throttled",

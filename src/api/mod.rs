@@ -49,6 +49,8 @@ pub struct AppState {
     pub credentials: Arc<CredentialGuard>,
     /// HTTP connections closed at once because the connection cap was reached.
     pub http_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// HTTP connections closed to make room at the cap (idle or not yet sending a request).
+    pub http_evicted: Arc<std::sync::atomic::AtomicU64>,
     /// The SMS outbox, when it is the provider (the admin listing shows its messages).
     pub outbox: Option<Arc<crate::session::outbox::Outbox>>,
     /// Request and PSP-call duration histograms.
@@ -63,20 +65,45 @@ pub fn openapi_document() -> serde_json::Value {
     openapi::document()
 }
 
-/// Builds the gateway's HTTP router.
+/// Builds the gateway's HTTP router: every route, or with `[server.internal]` set everything
+/// but `/metrics` and `/admin/v1/*` (those are then on [`internal_router`] only, and answered
+/// 404 here).
 pub fn router(state: AppState) -> Router {
-    let limit = state.config.server.max_body_bytes;
-    Router::new()
+    let public = Router::new()
         .route("/healthz", get(healthz))
         .merge(auth::routes())
         .merge(relay::routes())
         .merge(globalpci::routes())
         .merge(openapi::routes())
-        .merge(pages::routes())
+        .merge(pages::routes());
+    let app = if state.config.server.internal.is_some() {
+        public
+    } else {
+        public.merge(operator_routes(&state))
+    };
+    layered(app, state)
+}
+
+/// The internal listener's router: `/healthz`, `/metrics` and the admin API.
+pub fn internal_router(state: AppState) -> Router {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(operator_routes(&state));
+    layered(app, state)
+}
+
+/// What only operators use: metrics and the admin API.
+fn operator_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
         .merge(admin::routes())
-        .merge(admin::clock_routes(&state))
-        .merge(metrics::routes(&state))
-        .fallback(not_found)
+        .merge(admin::clock_routes(state))
+        .merge(metrics::routes(state))
+}
+
+/// The fallback and the layers every listener has.
+fn layered(app: Router<AppState>, state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    app.fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.latency.clone(),
             observe_latency,

@@ -15,6 +15,7 @@ use thiserror::Error;
 
 pub mod hash_pool;
 pub mod throttle;
+pub mod verified;
 
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

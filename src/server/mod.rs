@@ -20,8 +20,10 @@ use crate::relay::Relay;
 use crate::session::store::SqliteStore;
 use crate::session::Sessions;
 
+pub mod forwarded;
 mod idle;
 pub mod per_address;
+pub mod table;
 pub mod tls;
 pub use idle::IdleIo;
 
@@ -78,14 +80,37 @@ pub async fn serve_state(
     let scheme = state.config.server.scheme();
     tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on {scheme}://{addr}");
     let limits = HttpLimits::from_config(&state.config);
+    // The operators' listener, when configured: plain HTTP, stopping when the public one does.
+    let internal = match state.config.server.internal.as_ref().map(|i| i.listen) {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the internal listener on {at}"))?;
+            tracing::info!(addr = %l.local_addr().unwrap_or(at), "internal listener (/metrics, /admin/v1) on http://{}", l.local_addr().unwrap_or(at));
+            let app = crate::api::internal_router(state.clone());
+            let mut stopped = state.shutdown.subscribe();
+            let st = state.clone();
+            Some(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                serve_http(l, None, &st, app, limits, stop, || {}).await
+            }))
+        }
+        None => None,
+    };
     let stopping = state.shutdown.clone();
     let sessions = state.sessions.clone();
     let payment_drain = std::time::Duration::from_secs(state.config.server.payment_drain_s);
-    serve_http(listener, tls, state, limits, shutdown, move || {
+    let app = crate::api::router(state.clone());
+    serve_http(listener, tls, &state, app, limits, shutdown, move || {
         // Event streams end now, so the drain need not wait for its deadline.
         let _ = stopping.send(true);
     })
     .await;
+    if let Some(t) = internal {
+        let _ = t.await;
+    }
     if let Some(t) = ng_task {
         t.abort();
     }
@@ -119,7 +144,8 @@ pub struct HttpLimits {
     pub idle_timeout: std::time::Duration,
     /// Most connections at once.
     pub max_connections: usize,
-    /// Most connections at once from one address (IPv6: one /64); 0: no limit.
+    /// Most connections at once from one address (IPv6: one /64); 0: no limit. Trusted
+    /// proxies are not held to it.
     pub max_connections_per_address: usize,
     /// How long connections get to finish after shutdown begins.
     pub drain: std::time::Duration,
@@ -142,32 +168,40 @@ impl HttpLimits {
             header_timeout: std::time::Duration::from_secs(c.server.header_timeout_s),
             idle_timeout: std::time::Duration::from_secs(c.server.idle_timeout_s),
             max_connections: cap,
-            max_connections_per_address: c.server.max_connections_per_address,
+            // Unset: a sixteenth of the cap in force, so four hosts cannot hold every slot.
+            max_connections_per_address: c
+                .server
+                .max_connections_per_address
+                .unwrap_or((cap / 16).max(1)),
             drain: std::time::Duration::from_secs(c.server.drain_timeout_s),
         }
     }
 }
 
-/// Accepts connections on `listener` and serves the router over them until `shutdown`, with
-/// hyper's header-read timeout, an idle timeout ([`IdleIo`]), a cap on open
-/// connections (over it, a new connection is closed at once and counted), and a drain deadline:
-/// `on_shutdown` runs when shutdown begins, and connections still open after `limits.drain`
-/// are cut. With `tls`, every connection is TLS; its handshake must finish within the header
-/// timeout.
+/// Accepts connections on `listener` and serves `app` over them until `shutdown`, with
+/// hyper's header-read timeout, an idle timeout ([`IdleIo`]), a cap on open connections (at
+/// it, a new connection evicts the quietest one with no request in flight, see [`table`];
+/// when every one has a request in flight the new one is closed at once and counted), a cap
+/// per address (trusted proxies exempt), and a drain deadline: `on_shutdown` runs when
+/// shutdown begins, and connections still open after `limits.drain` are cut. With `tls`, every
+/// connection is TLS; its handshake must finish within the header timeout.
 pub async fn serve_http(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    state: AppState,
+    state: &AppState,
+    app: axum::Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_shutdown: impl FnOnce(),
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
+    use std::sync::atomic::Ordering::Relaxed;
     use tower::ServiceExt;
     let refused = state.http_refused.clone();
-    let app = crate::api::router(state);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let evicted = state.http_evicted.clone();
+    let trusted = state.config.server.trusted_proxies.clone();
+    let table = table::ConnTable::new(limits.max_connections);
     let per_address = per_address::PerAddress::new(limits.max_connections_per_address);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
@@ -192,27 +226,53 @@ pub async fn serve_http(
             },
             _ = &mut shutdown => break,
         };
-        // Over either cap the connection is closed at once: cheaper than any answer.
-        let (Ok(slot), Some(address_slot)) = (
-            slots.clone().try_acquire_owned(),
-            per_address.admit(peer.ip()),
-        ) else {
-            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            drop(stream);
-            continue;
+        // Over the address's cap the connection is closed at once: cheaper than any answer.
+        // A trusted proxy carries many clients, so it is not held to one address's share.
+        let address_slot = if trusted.contains(peer.ip()) {
+            None
+        } else {
+            match per_address.admit(peer.ip()) {
+                Some(s) => Some(s),
+                None => {
+                    refused.fetch_add(1, Relaxed);
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
+        let slot = match table.admit() {
+            table::Admission::Admitted(s) => s,
+            table::Admission::Evicted(s) => {
+                evicted.fetch_add(1, Relaxed);
+                s
+            }
+            table::Admission::Refused => {
+                refused.fetch_add(1, Relaxed);
+                drop((stream, address_slot));
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let svc = app
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let activity = slot.activity();
+        let slot_id = slot.id();
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            svc.clone().oneshot(req.map(axum::body::Body::new))
+            // In flight from its headers until its response body ends: such a connection is
+            // never evicted.
+            let busy = activity.begin();
+            let answer = svc.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let r = answer.await?;
+                Ok::<_, std::convert::Infallible>(r.map(|b| table::Guarded::wrap(b, busy)))
+            }
         });
         let io = IdleIo::new(stream, limits.header_timeout, limits.idle_timeout);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        conns.spawn(async move {
+        let abort = conns.spawn(async move {
             match tls {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -230,6 +290,7 @@ pub async fn serve_http(
             }
             drop((slot, address_slot));
         });
+        table.set_abort(slot_id, abort);
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
@@ -391,8 +452,12 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         ))
     });
     let credentials = Arc::new(
-        crate::api::CredentialGuard::new(config.auth.throttle_limits(), config.auth.hash_permits())
-            .context("starting the password-hashing threads")?,
+        crate::api::CredentialGuard::new(
+            config.auth.throttle_limits(),
+            config.auth.hash_permits(),
+            std::time::Duration::from_secs(config.auth.verified_secret_cache_s),
+        )
+        .context("starting the password-hashing threads")?,
     );
     Ok(AppState {
         config,
@@ -405,6 +470,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         credentials,
         http_refused: Default::default(),
+        http_evicted: Default::default(),
         outbox,
         latency,
         clock,
