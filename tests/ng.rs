@@ -832,3 +832,43 @@ fn a_list_flood_keeps_the_reply_cache_within_its_byte_bound() {
     assert_eq!(s(&again, "result"), "ok");
     assert_eq!(retransmissions(&gw), Some(before + 1));
 }
+
+/// A call that ends elsewhere (media timeout, the relay API) without an ng `delete` leaves
+/// `list` and `statistics`, and the ng listener's memory, instead of staying for good.
+#[test]
+fn calls_ended_elsewhere_leave_list_and_statistics() {
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    for (i, call) in ["call-kept", "call-ended"].into_iter().enumerate() {
+        let r = ng.send(
+            &format!("o{i}"),
+            &offer(call, "tag-a", 16000 + 2 * i as u16),
+        );
+        assert_eq!(s(&r, "result"), "ok", "{r:?}");
+    }
+    let ended = relay_calls(&gw)
+        .into_iter()
+        .find(|c| c["call_guid"] == "call-ended")
+        .unwrap();
+    let r = gw
+        .client
+        .delete(gw.url(&format!(
+            "/relay/v1/calls/{}",
+            ended["id"].as_str().unwrap()
+        )))
+        .bearer_auth(gw.token("relay"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let l = ng.send("l1", &[("command", Value::str("list"))]);
+    assert_eq!(
+        field(&l, "calls"),
+        Some(&Value::List(vec![Value::str("call-kept")])),
+        "{l:?}"
+    );
+    let st = ng.send("s1", &[("command", Value::str("statistics"))]);
+    let own = field(&st, "statistics")
+        .and_then(|v| field(v, "currentstatistics"))
+        .and_then(|v| field(v, "sessionsown"));
+    assert_eq!(own, Some(&Value::Int(1)), "{st:?}");
+}

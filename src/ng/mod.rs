@@ -153,6 +153,9 @@ pub struct NgCounters {
 /// Most replies the reply cache keeps, whatever their size.
 const MAX_REPLIES: usize = 100_000;
 
+/// The ng call map's size below which ended calls are not swept.
+const MIN_SWEEP: usize = 64;
+
 /// Most bytes of call ids a `list` reply carries, so it fits one UDP datagram.
 const LIST_BUDGET: usize = 60_000;
 
@@ -259,6 +262,8 @@ pub struct NgService {
     policy: DtmfMasking,
     default_mode: MaskingMode,
     calls: Mutex<HashMap<String, NgCall>>,
+    /// The size of `calls` at which the next sweep of ended calls runs.
+    sweep_at: std::sync::atomic::AtomicUsize,
     /// The peers that may send commands (`[ng] allow`).
     allow: Vec<ipnet::IpNet>,
     cache: Mutex<ReplyCache>,
@@ -295,6 +300,7 @@ impl NgService {
             policy,
             default_mode,
             calls: Mutex::new(HashMap::new()),
+            sweep_at: std::sync::atomic::AtomicUsize::new(MIN_SWEEP),
             allow,
             cache: Mutex::new(cache),
             counters: NgCounters::default(),
@@ -416,10 +422,21 @@ impl NgService {
     }
 
     fn remember(&self, call_id: &str, c: NgCall) {
-        self.calls
-            .lock()
-            .expect("ng calls lock")
-            .insert(call_id.to_string(), c);
+        let mut calls = self.calls.lock().expect("ng calls lock");
+        calls.insert(call_id.to_string(), c);
+        // Calls that ended elsewhere (media timeout, the relay API) with no `delete` are
+        // forgotten once the map has doubled since the last sweep: amortised O(1) per call,
+        // and the map stays within about twice the live calls.
+        if calls.len() >= self.sweep_at.load(Relaxed) {
+            self.forget_ended(&mut calls);
+            self.sweep_at
+                .store((2 * calls.len()).max(MIN_SWEEP), Relaxed);
+        }
+    }
+
+    /// Drops the ng calls whose relay call is gone.
+    fn forget_ended(&self, calls: &mut HashMap<String, NgCall>) {
+        calls.retain(|_, c| self.relay.has_call(&c.relay_id));
     }
 
     async fn offer(&self, req: &Request) -> Result<Value, Value> {
@@ -736,7 +753,8 @@ impl NgService {
 
     fn list(&self, req: &Request) -> Value {
         let limit = req.int("limit").filter(|l| *l > 0).unwrap_or(32) as usize;
-        let calls = self.calls.lock().expect("ng calls lock");
+        let mut calls = self.calls.lock().expect("ng calls lock");
+        self.forget_ended(&mut calls);
         // As many as asked for that fit one datagram (each id: its text and a length prefix).
         let mut budget = LIST_BUDGET;
         let ids = calls
@@ -838,7 +856,11 @@ impl NgService {
     }
 
     fn statistics(&self) -> Value {
-        let n = self.calls.lock().expect("ng calls lock").len() as i64;
+        let n = {
+            let mut calls = self.calls.lock().expect("ng calls lock");
+            self.forget_ended(&mut calls);
+            calls.len() as i64
+        };
         let t = self.relay.totals();
         Value::dict([
             ("result", Value::str("ok")),
