@@ -1002,6 +1002,66 @@ mod tests {
     }
 
     #[test]
+    fn allow_matches_cidrs_and_ipv4_mapped_peers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let service = |allow: Option<Vec<String>>| {
+                let relay = Relay::new(crate::config::RelayConfig {
+                    engine: crate::config::RelayEngine::Tokio,
+                    ..Default::default()
+                })
+                .unwrap();
+                NgService::new(
+                    relay,
+                    NgConfig {
+                        allow,
+                        ..NgConfig::default()
+                    },
+                    None,
+                    DtmfMasking::Call,
+                    MaskingMode::Silence,
+                    Clock::system(),
+                )
+            };
+            let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+            let loopback = service(None);
+            for ok in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+                assert!(loopback.allows(ip(ok)), "{ok}");
+            }
+            for no in ["10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "0.0.0.0"] {
+                assert!(!loopback.allows(ip(no)), "{no}");
+            }
+            let proxies = service(Some(vec!["10.0.0.0/24".into(), "fd00::7".into()]));
+            for ok in ["10.0.0.9", "::ffff:10.0.0.9", "fd00::7"] {
+                assert!(proxies.allows(ip(ok)), "{ok}");
+            }
+            for no in ["10.0.1.9", "127.0.0.1", "::1", "fd00::8"] {
+                assert!(!proxies.allows(ip(no)), "{no}");
+            }
+            // A bad list (never past config validation) allows nobody.
+            assert!(!service(Some(vec!["nonsense".into()])).allows(ip("127.0.0.1")));
+            // Dropped before anything is read: no reply, counted as foreign, not as a request.
+            let d = b"c1 d7:command4:pinge";
+            assert!(proxies
+                .handle(d, "127.0.0.1:5060".parse().unwrap())
+                .await
+                .is_none());
+            assert!(proxies
+                .handle(d, "10.0.0.9:5060".parse().unwrap())
+                .await
+                .is_some());
+            let n = proxies.counters();
+            assert_eq!(
+                (n.dropped_foreign.load(Relaxed), n.requests.load(Relaxed)),
+                (1, 1)
+            );
+        });
+    }
+
+    #[test]
     fn unsupported_codecs_and_modes_map_as_documented() {
         let req = |ds: &str| {
             Request::parse(
