@@ -77,6 +77,33 @@ pub struct NgConfig {
     pub account: Option<String>,
     /// How long a reply is kept for a retransmitted request (same cookie, same peer), seconds.
     pub reply_cache_s: u64,
+    /// The peers that may send ng commands, as CIDRs or single addresses; datagrams from any
+    /// other source are dropped unanswered and counted. None: loopback only (127.0.0.0/8, ::1).
+    pub allow: Option<Vec<String>>,
+    /// Most bytes the reply cache keeps (cookies and replies), oldest evicted first.
+    pub reply_cache_bytes: usize,
+}
+
+/// Where ng's default allow-list lets commands come from: this host only.
+pub const NG_LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+impl NgConfig {
+    /// The peers allowed to send ng commands (`allow`, else loopback), or which entry is bad.
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        let parse = |s: &str| -> Result<ipnet::IpNet, String> {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("ng.allow: {s:?} is not an address or CIDR (e.g. \"10.0.0.0/24\")")
+                })
+        };
+        match &self.allow {
+            Some(list) => list.iter().map(|s| parse(s)).collect(),
+            None => NG_LOOPBACK.iter().map(|s| parse(s)).collect(),
+        }
+    }
 }
 
 impl Default for NgConfig {
@@ -86,6 +113,8 @@ impl Default for NgConfig {
             owner: "tonegate-dev".into(),
             account: None,
             reply_cache_s: 60,
+            allow: None,
+            reply_cache_bytes: 16 << 20,
         }
     }
 }
@@ -635,7 +664,14 @@ impl Config {
                         .into(),
                 ));
             }
+            if self.ng.reply_cache_bytes < 1 << 20 {
+                return Err(invalid(
+                    "ng.reply_cache_bytes must be at least 1048576 (1 MiB: a few dozen of the largest replies)"
+                        .into(),
+                ));
+            }
         }
+        self.ng.allow_nets().map_err(invalid)?;
         if !(8..=16).contains(&self.link.digits) {
             return Err(invalid(format!(
                 "link.digits must be 8-16 (the check digit included), got {}",
@@ -813,6 +849,16 @@ impl Config {
         if self.auth.signing_key.is_none() {
             return Some("auth.signing_key is not set (tokens would not survive a restart)".into());
         }
+        if self
+            .ng
+            .listen
+            .is_some_and(|l| !l.ip().is_loopback() && self.ng.allow.is_none())
+        {
+            return Some(
+                "ng.listen is not a loopback address: set ng.allow to the SIP proxies that may send ng commands"
+                    .into(),
+            );
+        }
         None
     }
 
@@ -885,6 +931,58 @@ mod tests {
         let dev = safe.replacen("mode = \"production\"", "mode = \"development\"", 1);
         let dev = dev.replacen("psp = \"stripe\"", "psp = \"sandbox\"", 1);
         Config::parse(&dev, Path::new("d.toml")).unwrap();
+    }
+
+    #[test]
+    fn ng_allow_is_checked_and_production_needs_it_for_an_exposed_listen() {
+        let safe = include_str!("../fixtures/config/production.toml");
+        let with =
+            |ng: &str| safe.replacen("owner = \"crm\"", &format!("owner = \"crm\"\n{ng}"), 1);
+        let exposed = with("listen = \"10.0.0.5:2223\"");
+        let e = Config::parse(&exposed, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("production") && e.contains("ng.allow") && e.contains("ng.listen"),
+            "{e}"
+        );
+        for wildcard in ["0.0.0.0:2223", "[::]:2223"] {
+            let text = with(&format!("listen = \"{wildcard}\""));
+            let e = Config::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ng.allow"), "{wildcard}: {e}");
+        }
+        // Loopback, or an explicit allow-list, is accepted.
+        let c = Config::parse(&with("listen = \"127.0.0.1:2223\""), Path::new("p.toml")).unwrap();
+        assert_eq!(
+            c.ng.allow_nets().unwrap(),
+            ["127.0.0.0/8", "::1/128"].map(|n| n.parse::<ipnet::IpNet>().unwrap())
+        );
+        let c = Config::parse(
+            &with("listen = \"10.0.0.5:2223\"\nallow = [\"10.0.0.10\", \"10.1.2.3/16\", \"fd00::/8\"]"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.ng.allow_nets().unwrap(),
+            ["10.0.0.10/32", "10.1.0.0/16", "fd00::/8"].map(|n| n.parse::<ipnet::IpNet>().unwrap())
+        );
+        // A bad entry is refused at load, by setting and entry, in any mode.
+        for bad in ["10.0.0/8", "10.0.0.0/33", "pbx.example.com", ""] {
+            let text = format!("[ng]\nallow = [\"127.0.0.1\", \"{bad}\"]\n");
+            let e = Config::parse(&text, Path::new("d.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ng.allow") && e.contains("CIDR"), "{bad}: {e}");
+        }
+        let e = Config::parse(
+            &with("listen = \"127.0.0.1:2223\"\nreply_cache_bytes = 1000"),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ng.reply_cache_bytes"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::gateway::{get, Gateway};
+use common::gateway::{get, post, Gateway};
 use tonegate::ng::bencode::{decode, Value};
 
 /// A free UDP port on loopback (bound, read back, released).
@@ -40,6 +40,34 @@ impl Ng {
         assert!(up, "the ng listener did not answer");
         sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         Ng { sock, to }
+    }
+
+    /// A client sending from `ip` (another host, on loopback), not waiting for any answer.
+    fn from(ip: &str, port: u16) -> Ng {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Ng {
+            sock,
+            to: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+
+    /// Sends `cookie` + a bencoded dictionary, not reading any reply.
+    fn fire(&self, cookie: &str, pairs: &[(&str, Value)]) {
+        let mut d = cookie.as_bytes().to_vec();
+        d.push(b' ');
+        d.extend(Value::dict(pairs.iter().cloned()).encode());
+        self.sock.send_to(&d, self.to).unwrap();
+    }
+
+    /// Whether anything came back. Called after an allowed peer's request was answered: the
+    /// listener answers in arrival order, so whatever it sent to this socket has arrived.
+    fn got_any_reply(&self) -> bool {
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        self.sock.recv_from(&mut buf).is_ok()
     }
 
     /// Sends raw bytes, returns the raw reply.
@@ -627,4 +655,220 @@ fn a_card_number_in_a_call_id_is_logged_and_stored_masked() {
             "a call id's card number: {text}"
         );
     }
+}
+
+/// The relay calls the ng owner's relay token sees.
+fn relay_calls(gw: &Gateway) -> Vec<serde_json::Value> {
+    let (_, list) = get(gw, &gw.token("relay"), "/relay/v1/calls");
+    list["calls"].as_array().unwrap().clone()
+}
+
+/// Finding 1: a host outside `[ng] allow` gets no reply to anything, creates, redirects and
+/// deletes nothing, and is counted; the allowed proxy carries on.
+#[test]
+fn a_peer_outside_ng_allow_gets_no_reply_and_changes_nothing() {
+    let (gw, port) = gateway("allow = [\"127.0.0.1/32\"]\n");
+    let ng = Ng::new(port);
+    let attacker = Ng::from("127.0.0.2", port);
+    let dropped = |gw: &Gateway| {
+        sample(&scrape(gw), "tonegate_ng_dropped_foreign_source_total")
+            .expect("the drop counter is exported")
+    };
+    assert_eq!(dropped(&gw), 0);
+    // An offer, a list and a ping from the foreign host: nothing comes back, no call is made.
+    attacker.fire("x1", &offer("call-foreign", "tag-x", 17000));
+    attacker.fire("x2", &[("command", Value::str("list"))]);
+    attacker.fire("x3", &[("command", Value::str("ping"))]);
+    let l = ng.send("l1", &[("command", Value::str("list"))]);
+    assert_eq!(field(&l, "calls"), Some(&Value::List(vec![])), "{l:?}");
+    assert!(!attacker.got_any_reply(), "the foreign host was answered");
+    assert!(relay_calls(&gw).is_empty());
+    // The allowed proxy's call: the foreign host can neither redirect nor delete it.
+    let o = ng.send("o1", &offer("call-1", "tag-a", 16000));
+    assert_eq!(s(&o, "result"), "ok", "{o:?}");
+    let mut redirect = offer("call-1", "tag-a", 17000);
+    redirect[1].1 = Value::str("v=0\r\no=x 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 17000 RTP/AVP 0 101\r\n");
+    redirect.push(("media-address", Value::str("127.0.0.2")));
+    attacker.fire("x4", &redirect);
+    attacker.fire(
+        "x5",
+        &[
+            ("call-id", Value::str("call-1")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    let q = ng.send(
+        "q1",
+        &[
+            ("call-id", Value::str("call-1")),
+            ("command", Value::str("query")),
+        ],
+    );
+    assert_eq!(s(&q, "result"), "ok", "the call survived: {q:?}");
+    assert!(!attacker.got_any_reply());
+    let calls = relay_calls(&gw);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["call_guid"], "call-1");
+    assert_eq!(calls[0]["caller"]["remote"], "127.0.0.1:16000");
+    assert_eq!(dropped(&gw), 5);
+}
+
+/// Finding 1's attack: a host that could send one datagram set up a call under a merchant's
+/// CallGuid before the merchant's call arrived, and the merchant's self-service session took
+/// its keys from that call. From outside `[ng] allow` the offer is dropped: the session waits
+/// for, and links to, the call the allowed proxy sets up.
+#[test]
+fn a_foreign_host_cannot_take_a_merchants_call_guid_before_the_call() {
+    let (gw, port) = gateway("allow = [\"127.0.0.1/32\"]\n");
+    let ng = Ng::new(port);
+    let guid = "merchant-call-77@pbx";
+    let attacker = Ng::from("127.0.0.2", port);
+    let mut hijack = offer(guid, "tag-x", 17000);
+    hijack[1].1 = Value::str("v=0\r\no=x 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 17000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+    attacker.fire("h1", &hijack);
+    assert_eq!(
+        s(&ng.send("p1", &[("command", Value::str("ping"))]), "result"),
+        "pong"
+    );
+    assert!(
+        !attacker.got_any_reply(),
+        "the hijacker learnt the relay's ports"
+    );
+    // The merchant's IVR opens its self-service session for the call: nothing to link to yet.
+    let tok = gw.token("globalpci");
+    let (st, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/selfservicesession",
+        &serde_json::json!({"AccountConfigurationId": "dev-account", "CallGuid": guid,
+            "PaymentData": {"amount": "124.99", "merchantTxnRef": "INV-77"}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let state = |gw: &Gateway| {
+        get(gw, &tok, &format!("/globalpci/v1/session/{id}")).1["sessionState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(state(&gw), "Created");
+    assert!(relay_calls(&gw).is_empty());
+    // The real call arrives through the allowed proxy and the session captures from it.
+    let o = ng.send("o1", &offer(guid, "tag-a", 16000));
+    assert_eq!(s(&o, "result"), "ok", "{o:?}");
+    let calls = relay_calls(&gw);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["caller"]["remote"], "127.0.0.1:16000");
+    let mut now = state(&gw);
+    for _ in 0..100 {
+        if now != "Created" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        now = state(&gw);
+    }
+    assert_eq!(now, "Capturing");
+}
+
+/// Finding 5: 60 `list`s added 392 MB — replies (much larger than requests) were kept by count
+/// only, for call ids of any length. A flood with fresh cookies now leaves the reply cache
+/// within `ng.reply_cache_bytes`, and an overlong call id is refused by name.
+#[test]
+fn a_list_flood_keeps_the_reply_cache_within_its_byte_bound() {
+    let bound: u64 = 1 << 20;
+    let (gw, port) = gateway(&format!("reply_cache_bytes = {bound}\n"));
+    let ng = Ng::new(port);
+    // Calls with the longest call ids accepted, so every `list` reply is large (~13 KB).
+    for i in 0..48 {
+        let call = format!("{i:03}{}", "c".repeat(253));
+        let mut o = offer(&call, "tag-a", 16000 + 2 * i);
+        o.push(("tonegate-callguid", Value::str(&format!("flood-{i}"))));
+        let r = ng.send(&format!("o{i}"), &o);
+        assert_eq!(s(&r, "result"), "ok", "{r:?}");
+    }
+    // One byte longer: refused, by name, without the id, and no call is made.
+    let long = "x".repeat(257);
+    let mut o = offer(&long, "tag-a", 16500);
+    o.push(("tonegate-callguid", Value::str("flood-long")));
+    let r = ng.send("olong", &o);
+    assert_eq!(
+        (s(&r, "result"), s(&r, "error-reason")),
+        ("error".into(), "call-id longer than 256 bytes".into())
+    );
+    let r = ng.send(
+        "qlong",
+        &[
+            ("call-id", Value::str(&"q".repeat(10_000))),
+            ("command", Value::str("query")),
+        ],
+    );
+    assert_eq!(s(&r, "error-reason"), "call-id longer than 256 bytes");
+    assert_eq!(relay_calls(&gw).len(), 48);
+    let mut kept = 0;
+    for i in 0..3000 {
+        let l = ng.send(
+            &format!("flood{i}"),
+            &[("command", Value::str("list")), ("limit", Value::Int(1000))],
+        );
+        let Some(Value::List(calls)) = field(&l, "calls") else {
+            panic!("{l:?}");
+        };
+        assert_eq!(calls.len(), 48);
+        if i % 500 == 499 {
+            kept = sample(&scrape(&gw), "tonegate_ng_reply_cache_bytes")
+                .expect("the cache's bytes are exported");
+            assert!(kept <= bound, "{kept} bytes kept, over {bound}");
+        }
+    }
+    // Full, not empty: the bound is what held it (3,000 replies are about 40 MB).
+    assert!(kept > bound / 2, "{kept}");
+    // The newest replies are still there for retransmissions.
+    let retransmissions = |gw: &Gateway| sample(&scrape(gw), "tonegate_ng_retransmissions_total");
+    let before = retransmissions(&gw).unwrap();
+    let again = ng.send(
+        "flood2999",
+        &[("command", Value::str("list")), ("limit", Value::Int(1000))],
+    );
+    assert_eq!(s(&again, "result"), "ok");
+    assert_eq!(retransmissions(&gw), Some(before + 1));
+}
+
+/// A call that ends elsewhere (media timeout, the relay API) without an ng `delete` leaves
+/// `list` and `statistics`, and the ng listener's memory, instead of staying for good.
+#[test]
+fn calls_ended_elsewhere_leave_list_and_statistics() {
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    for (i, call) in ["call-kept", "call-ended"].into_iter().enumerate() {
+        let r = ng.send(
+            &format!("o{i}"),
+            &offer(call, "tag-a", 16000 + 2 * i as u16),
+        );
+        assert_eq!(s(&r, "result"), "ok", "{r:?}");
+    }
+    let ended = relay_calls(&gw)
+        .into_iter()
+        .find(|c| c["call_guid"] == "call-ended")
+        .unwrap();
+    let r = gw
+        .client
+        .delete(gw.url(&format!(
+            "/relay/v1/calls/{}",
+            ended["id"].as_str().unwrap()
+        )))
+        .bearer_auth(gw.token("relay"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let l = ng.send("l1", &[("command", Value::str("list"))]);
+    assert_eq!(
+        field(&l, "calls"),
+        Some(&Value::List(vec![Value::str("call-kept")])),
+        "{l:?}"
+    );
+    let st = ng.send("s1", &[("command", Value::str("statistics"))]);
+    let own = field(&st, "statistics")
+        .and_then(|v| field(v, "currentstatistics"))
+        .and_then(|v| field(v, "sessionsown"));
+    assert_eq!(own, Some(&Value::Int(1)), "{st:?}");
 }

@@ -334,9 +334,20 @@ impl Collector for Counts {
                     "ng offers refused because masking could not be guaranteed.",
                     &n.refused_offers,
                 ),
+                (
+                    "ng_dropped_foreign_source",
+                    "Datagrams on the ng port from sources outside [ng] allow, dropped unanswered.",
+                    &n.dropped_foreign,
+                ),
             ] {
                 counter(e, name, help, load(v))?;
             }
+            gauge(
+                e,
+                "ng_reply_cache_bytes",
+                "Bytes the ng reply cache keeps for retransmissions (cookies and replies).",
+                ng.reply_cache_bytes() as u64,
+            )?;
         }
         Ok(())
     }

@@ -11,6 +11,34 @@ use super::bencode::{self, Value};
 /// Largest datagram accepted (an SDP with many media sections fits easily).
 pub const MAX_MESSAGE: usize = 65_535;
 
+/// Longest cookie answered (Kamailio's and OpenSIPS's are a few characters; a reply echoes it
+/// and the reply cache keeps it).
+pub const MAX_COOKIE: usize = 128;
+
+/// Longest call-id, tag, branch or label accepted, in bytes (SIP's are far shorter).
+pub const MAX_ID: usize = 256;
+
+/// Largest SDP accepted, in bytes (an offer with several media sections and ICE candidates is
+/// a few KiB; the rewritten SDP goes into the reply).
+pub const MAX_SDP: usize = 32 * 1024;
+
+/// Most keys a request's dictionary may have (rtpengine documents about a hundred; Kamailio
+/// sends a dozen).
+pub const MAX_KEYS: usize = 128;
+
+/// The keys whose values are identifiers, each at most [`MAX_ID`] bytes.
+const ID_KEYS: &[&str] = &[
+    "call-id",
+    "from-tag",
+    "to-tag",
+    "via-branch",
+    "label",
+    "from-label",
+    "to-label",
+    "set-label",
+    "tonegate-callguid",
+];
+
 /// How the dictionary was encoded (replies use the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -156,6 +184,25 @@ impl Request {
         self.strs("flags").contains(&want)
     }
 
+    /// Why the request is over a size limit ([`MAX_KEYS`], [`MAX_ID`], [`MAX_SDP`]), as an
+    /// `error-reason` that names the key and the limit, never the value.
+    pub fn over_limits(&self) -> Option<String> {
+        if self.dict.len() > MAX_KEYS {
+            return Some(format!("more than {MAX_KEYS} keys in message"));
+        }
+        let len = |key: &str| match self.get(key) {
+            Some(Value::Bytes(b)) => b.len(),
+            _ => 0,
+        };
+        if let Some(key) = ID_KEYS.iter().find(|k| len(k) > MAX_ID) {
+            return Some(format!("{key} longer than {MAX_ID} bytes"));
+        }
+        if len("sdp") > MAX_SDP {
+            return Some(format!("sdp longer than {MAX_SDP} bytes"));
+        }
+        None
+    }
+
     /// The keys present, normalised.
     pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
         self.dict.iter().map(|(k, _)| norm(k))
@@ -272,5 +319,41 @@ mod tests {
         ));
         let big = vec![b'x'; MAX_MESSAGE + 1];
         assert_eq!(Request::parse(&big), Err(MessageError::TooLarge));
+    }
+
+    #[test]
+    fn overlong_ids_and_sdp_are_named_not_echoed() {
+        let with = |key: &str, len: usize| {
+            let v = "4".repeat(len);
+            Request::parse(format!("c d7:command5:query{}:{key}{len}:{v}e", key.len()).as_bytes())
+                .unwrap()
+                .over_limits()
+        };
+        assert_eq!(with("call-id", MAX_ID), None);
+        let why = with("call-id", MAX_ID + 1).unwrap();
+        assert_eq!(why, "call-id longer than 256 bytes");
+        // Keys match as rtpengine matches them; the reason never carries the value.
+        assert_eq!(
+            with("from tag", MAX_ID + 1).as_deref(),
+            Some("from-tag longer than 256 bytes")
+        );
+        assert!(with("to_tag", 1000).is_some_and(|w| !w.contains("4444")));
+        assert!(with("tonegate-callguid", 257).is_some());
+        assert_eq!(with("sdp", MAX_SDP), None);
+        assert_eq!(
+            with("sdp", MAX_SDP + 1).as_deref(),
+            Some("sdp longer than 32768 bytes")
+        );
+        let mut many = b"c d7:command4:ping".to_vec();
+        for i in 0..MAX_KEYS {
+            let key = format!("k{i}");
+            many.extend(format!("{}:{key}i1e", key.len()).as_bytes());
+        }
+        many.push(b'e');
+        let r = Request::parse(&many).unwrap();
+        assert_eq!(
+            r.over_limits().as_deref(),
+            Some("more than 128 keys in message")
+        );
     }
 }

@@ -31,22 +31,34 @@ use crate::config::{DtmfMasking, NgConfig};
 use crate::media::{RemoteRule, Side};
 use crate::relay::{Access, NewCall, Relay, RelayError};
 
+/// What one kept reply costs besides its bytes: the map slot, the order entry, the peer and
+/// the expiry (an estimate; the bound is on what an attacker controls, the lengths).
+const ENTRY_OVERHEAD: usize = 128;
+
 /// Replies to recent requests, by (cookie, peer), for retransmissions. Sans-IO: time comes in.
+/// Bounded by count and by bytes (cookies and replies), oldest evicted first, so a flood of
+/// requests with fresh cookies cannot grow it past either bound.
 #[derive(Debug)]
 pub struct ReplyCache {
     ttl: Duration,
     capacity: usize,
+    max_bytes: usize,
+    /// Bytes kept now, as [`ReplyCache::cost`] counts them.
+    bytes: usize,
     replies: HashMap<(Vec<u8>, SocketAddr), Vec<u8>>,
     /// Insertion order with expiry, oldest first.
     order: VecDeque<(Instant, Vec<u8>, SocketAddr)>,
 }
 
 impl ReplyCache {
-    /// A cache keeping replies for `ttl`, at most `capacity` of them (oldest go first).
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    /// A cache keeping replies for `ttl`, at most `capacity` of them and `max_bytes` in all
+    /// (oldest go first).
+    pub fn new(ttl: Duration, capacity: usize, max_bytes: usize) -> Self {
         ReplyCache {
             ttl,
             capacity,
+            max_bytes,
+            bytes: 0,
             replies: HashMap::new(),
             order: VecDeque::new(),
         }
@@ -60,23 +72,27 @@ impl ReplyCache {
             .map(|v| v.as_slice())
     }
 
-    /// Remembers the reply to `cookie` from `peer`.
+    /// Remembers the reply to `cookie` from `peer` (the first one, if it is already kept; not
+    /// at all if it alone is over the byte bound).
     pub fn put(&mut self, cookie: &[u8], peer: SocketAddr, reply: Vec<u8>, now: Instant) {
         self.expire(now);
-        while self.replies.len() >= self.capacity {
-            let Some((_, c, p)) = self.order.pop_front() else {
-                break;
-            };
-            self.replies.remove(&(c, p));
+        let cost = Self::cost(cookie, &reply);
+        let key = (cookie.to_vec(), peer);
+        if cost > self.max_bytes || self.replies.contains_key(&key) {
+            return;
         }
-        if self
-            .replies
-            .insert((cookie.to_vec(), peer), reply)
-            .is_none()
+        while !self.order.is_empty()
+            && (self.replies.len() >= self.capacity || self.bytes + cost > self.max_bytes)
         {
-            self.order
-                .push_back((now + self.ttl, cookie.to_vec(), peer));
+            self.evict_oldest();
         }
+        if self.replies.len() >= self.capacity {
+            return;
+        }
+        self.replies.insert(key, reply);
+        self.bytes += cost;
+        self.order
+            .push_back((now + self.ttl, cookie.to_vec(), peer));
     }
 
     /// Replies kept.
@@ -89,10 +105,28 @@ impl ReplyCache {
         self.replies.is_empty()
     }
 
+    /// Bytes kept (cookies, replies and a fixed cost per entry).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What keeping `reply` to `cookie` costs: the cookie twice (map key and order entry).
+    fn cost(cookie: &[u8], reply: &[u8]) -> usize {
+        2 * cookie.len() + reply.len() + ENTRY_OVERHEAD
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((_, c, p)) = self.order.pop_front() {
+            let key = (c, p);
+            if let Some(r) = self.replies.remove(&key) {
+                self.bytes -= Self::cost(&key.0, &r);
+            }
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
         while self.order.front().is_some_and(|(t, _, _)| *t <= now) {
-            let (_, c, p) = self.order.pop_front().expect("front exists");
-            self.replies.remove(&(c, p));
+            self.evict_oldest();
         }
     }
 }
@@ -112,7 +146,18 @@ pub struct NgCounters {
     pub unknown_keys: AtomicU64,
     /// Offers refused because masking could not be guaranteed (SRTP, DTLS, no G.711).
     pub refused_offers: AtomicU64,
+    /// Datagrams from sources outside `[ng] allow`, dropped unanswered.
+    pub dropped_foreign: AtomicU64,
 }
+
+/// Most replies the reply cache keeps, whatever their size.
+const MAX_REPLIES: usize = 100_000;
+
+/// The ng call map's size below which ended calls are not swept.
+const MIN_SWEEP: usize = 64;
+
+/// Most bytes of call ids a `list` reply carries, so it fits one UDP datagram.
+const LIST_BUDGET: usize = 60_000;
 
 /// Keys tonegate reads or knowingly accepts without acting on (anything else is counted).
 const KNOWN_KEYS: &[&str] = &[
@@ -217,6 +262,10 @@ pub struct NgService {
     policy: DtmfMasking,
     default_mode: MaskingMode,
     calls: Mutex<HashMap<String, NgCall>>,
+    /// The size of `calls` at which the next sweep of ended calls runs.
+    sweep_at: std::sync::atomic::AtomicUsize,
+    /// The peers that may send commands (`[ng] allow`).
+    allow: Vec<ipnet::IpNet>,
     cache: Mutex<ReplyCache>,
     counters: NgCounters,
     latency: crate::latency::NgLatency,
@@ -238,6 +287,12 @@ impl NgService {
         clock: Clock,
     ) -> Self {
         let ttl = Duration::from_secs(cfg.reply_cache_s);
+        // Validated at load; were it not, nobody is allowed (closed, not open).
+        let allow = cfg.allow_nets().unwrap_or_else(|why| {
+            tracing::error!(%why, "ng: no peer is allowed");
+            Vec::new()
+        });
+        let cache = ReplyCache::new(ttl, MAX_REPLIES, cfg.reply_cache_bytes);
         NgService {
             relay,
             cfg,
@@ -245,7 +300,9 @@ impl NgService {
             policy,
             default_mode,
             calls: Mutex::new(HashMap::new()),
-            cache: Mutex::new(ReplyCache::new(ttl, 100_000)),
+            sweep_at: std::sync::atomic::AtomicUsize::new(MIN_SWEEP),
+            allow,
+            cache: Mutex::new(cache),
             counters: NgCounters::default(),
             latency: Default::default(),
             started: Instant::now(),
@@ -258,17 +315,37 @@ impl NgService {
         &self.counters
     }
 
+    /// Bytes the reply cache keeps now (exported on `/metrics`).
+    pub fn reply_cache_bytes(&self) -> usize {
+        self.cache.lock().expect("cache lock").bytes()
+    }
+
+    /// Whether `ip` may send commands (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.iter().any(|n| n.contains(&ip))
+    }
+
     /// Request durations by command and outcome (exported on `/metrics`).
     pub fn latency(&self) -> &crate::latency::NgLatency {
         &self.latency
     }
 
     /// Answers one datagram from `peer` (`None`: not an ng request at all — nothing to send).
+    /// Sources outside `[ng] allow` get nothing, not even an error: the port looks closed.
     pub async fn handle(&self, datagram: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        let Ok((cookie, _)) = message::split_cookie(datagram) else {
-            self.counters.malformed.fetch_add(1, Relaxed);
+        if !self.allows(peer.ip()) {
+            self.counters.dropped_foreign.fetch_add(1, Relaxed);
             return None;
+        }
+        let now = Instant::now();
+        let cookie = match message::split_cookie(datagram) {
+            // A reply echoes the cookie and the cache keeps it: an overlong one is not answered.
+            Ok((cookie, _)) if cookie.len() <= message::MAX_COOKIE => cookie,
+            _ => {
+                self.counters.malformed.fetch_add(1, Relaxed);
+                return None;
+            }
         };
         self.counters.requests.fetch_add(1, Relaxed);
         if let Some(r) = self
@@ -290,7 +367,11 @@ impl NgService {
                     .unknown_keys
                     .fetch_add(unknown as u64, Relaxed);
                 let command = command_label(&req.command());
-                (req.format, self.command(&req).await, command)
+                let answer = match req.over_limits() {
+                    Some(why) => error(&why),
+                    None => self.command(&req).await,
+                };
+                (req.format, answer, command)
             }
             Err(e) => (Format::Bencode, error(&e.to_string()), "other"),
         };
@@ -341,10 +422,21 @@ impl NgService {
     }
 
     fn remember(&self, call_id: &str, c: NgCall) {
-        self.calls
-            .lock()
-            .expect("ng calls lock")
-            .insert(call_id.to_string(), c);
+        let mut calls = self.calls.lock().expect("ng calls lock");
+        calls.insert(call_id.to_string(), c);
+        // Calls that ended elsewhere (media timeout, the relay API) with no `delete` are
+        // forgotten once the map has doubled since the last sweep: amortised O(1) per call,
+        // and the map stays within about twice the live calls.
+        if calls.len() >= self.sweep_at.load(Relaxed) {
+            self.forget_ended(&mut calls);
+            self.sweep_at
+                .store((2 * calls.len()).max(MIN_SWEEP), Relaxed);
+        }
+    }
+
+    /// Drops the ng calls whose relay call is gone.
+    fn forget_ended(&self, calls: &mut HashMap<String, NgCall>) {
+        calls.retain(|_, c| self.relay.has_call(&c.relay_id));
     }
 
     async fn offer(&self, req: &Request) -> Result<Value, Value> {
@@ -661,14 +753,21 @@ impl NgService {
 
     fn list(&self, req: &Request) -> Value {
         let limit = req.int("limit").filter(|l| *l > 0).unwrap_or(32) as usize;
-        let calls = self.calls.lock().expect("ng calls lock");
-        Value::dict([
-            ("result", Value::str("ok")),
-            (
-                "calls",
-                Value::List(calls.keys().take(limit).map(|k| Value::str(k)).collect()),
-            ),
-        ])
+        let mut calls = self.calls.lock().expect("ng calls lock");
+        self.forget_ended(&mut calls);
+        // As many as asked for that fit one datagram (each id: its text and a length prefix).
+        let mut budget = LIST_BUDGET;
+        let ids = calls
+            .keys()
+            .take(limit)
+            .take_while(|k| {
+                let cost = k.len() + 6;
+                budget = budget.saturating_sub(cost);
+                budget > 0
+            })
+            .map(|k| Value::str(k))
+            .collect();
+        Value::dict([("result", Value::str("ok")), ("calls", Value::List(ids))])
     }
 
     /// The party a `block`/`unblock` names: `Some(side)`, or `None` for the whole call.
@@ -757,7 +856,11 @@ impl NgService {
     }
 
     fn statistics(&self) -> Value {
-        let n = self.calls.lock().expect("ng calls lock").len() as i64;
+        let n = {
+            let mut calls = self.calls.lock().expect("ng calls lock");
+            self.forget_ended(&mut calls);
+            calls.len() as i64
+        };
         let t = self.relay.totals();
         Value::dict([
             ("result", Value::str("ok")),
@@ -839,7 +942,7 @@ mod tests {
     #[test]
     fn the_cache_answers_retransmissions_until_they_expire() {
         let t0 = Instant::now();
-        let mut c = ReplyCache::new(Duration::from_secs(30), 2);
+        let mut c = ReplyCache::new(Duration::from_secs(30), 2, 1 << 20);
         let p: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let q: SocketAddr = "127.0.0.1:5061".parse().unwrap();
         c.put(b"1", p, b"one".to_vec(), t0);
@@ -860,6 +963,102 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.get(b"a", p, t0), None);
         assert_eq!(c.get(b"c", p, t0), Some(&b"C"[..]));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_byte_bound_evicting_the_oldest() {
+        let t0 = Instant::now();
+        let p: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let reply = vec![b'r'; 1000];
+        let each = ReplyCache::cost(b"c0000", &reply);
+        // Room for exactly three entries of this size.
+        let mut c = ReplyCache::new(Duration::from_secs(60), 1000, 3 * each);
+        for i in 0..100 {
+            let cookie = format!("c{i:04}");
+            c.put(cookie.as_bytes(), p, reply.clone(), t0);
+            assert!(c.bytes() <= 3 * each, "{} > {}", c.bytes(), 3 * each);
+        }
+        assert_eq!((c.len(), c.bytes()), (3, 3 * each));
+        // The newest three are kept; the oldest went first.
+        assert!(c.get(b"c0096", p, t0).is_none());
+        assert!(c.get(b"c0097", p, t0).is_some() && c.get(b"c0099", p, t0).is_some());
+        // One reply bigger than the whole bound is answered but not kept, and evicts nothing.
+        c.put(b"huge", p, vec![0; 4 * each], t0);
+        assert!(c.get(b"huge", p, t0).is_none());
+        assert_eq!(c.len(), 3);
+        // A large reply pushes out as many old ones as it needs.
+        c.put(b"big", p, vec![0; 2 * each - ENTRY_OVERHEAD - 6], t0);
+        assert_eq!(c.len(), 2, "two of the three made room");
+        assert!(c.get(b"c0099", p, t0).is_some() && c.get(b"big", p, t0).is_some());
+        assert!(c.bytes() <= 3 * each);
+        // Expiry gives the bytes back.
+        assert_eq!(c.get(b"big", p, t0 + Duration::from_secs(60)), None);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+        // A retransmission's reply is kept once: the first stays, the bytes count once.
+        c.put(b"x", p, b"first".to_vec(), t0);
+        c.put(b"x", p, b"second".to_vec(), t0);
+        assert_eq!(c.get(b"x", p, t0), Some(&b"first"[..]));
+        assert_eq!(c.bytes(), ReplyCache::cost(b"x", b"first"));
+    }
+
+    #[test]
+    fn allow_matches_cidrs_and_ipv4_mapped_peers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let service = |allow: Option<Vec<String>>| {
+                let relay = Relay::new(crate::config::RelayConfig {
+                    engine: crate::config::RelayEngine::Tokio,
+                    ..Default::default()
+                })
+                .unwrap();
+                NgService::new(
+                    relay,
+                    NgConfig {
+                        allow,
+                        ..NgConfig::default()
+                    },
+                    None,
+                    DtmfMasking::Call,
+                    MaskingMode::Silence,
+                    Clock::system(),
+                )
+            };
+            let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+            let loopback = service(None);
+            for ok in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+                assert!(loopback.allows(ip(ok)), "{ok}");
+            }
+            for no in ["10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "0.0.0.0"] {
+                assert!(!loopback.allows(ip(no)), "{no}");
+            }
+            let proxies = service(Some(vec!["10.0.0.0/24".into(), "fd00::7".into()]));
+            for ok in ["10.0.0.9", "::ffff:10.0.0.9", "fd00::7"] {
+                assert!(proxies.allows(ip(ok)), "{ok}");
+            }
+            for no in ["10.0.1.9", "127.0.0.1", "::1", "fd00::8"] {
+                assert!(!proxies.allows(ip(no)), "{no}");
+            }
+            // A bad list (never past config validation) allows nobody.
+            assert!(!service(Some(vec!["nonsense".into()])).allows(ip("127.0.0.1")));
+            // Dropped before anything is read: no reply, counted as foreign, not as a request.
+            let d = b"c1 d7:command4:pinge";
+            assert!(proxies
+                .handle(d, "127.0.0.1:5060".parse().unwrap())
+                .await
+                .is_none());
+            assert!(proxies
+                .handle(d, "10.0.0.9:5060".parse().unwrap())
+                .await
+                .is_some());
+            let n = proxies.counters();
+            assert_eq!(
+                (n.dropped_foreign.load(Relaxed), n.requests.load(Relaxed)),
+                (1, 1)
+            );
+        });
     }
 
     #[test]
