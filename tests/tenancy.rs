@@ -625,3 +625,38 @@ fn latching_stays_inside_what_signalling_named() {
         assert_eq!(s, 400, "{bad}: {v}");
     }
 }
+
+/// Issue 23, finding 10: media could be sent to any address a request named (multicast,
+/// broadcast, 0.0.0.0 — which Linux delivers to the host itself — or port 0).
+#[test]
+fn media_is_never_aimed_at_multicast_broadcast_or_unspecified_addresses() {
+    let gw = gateway("session", "");
+    let ra = gw.token_for(A, "relay");
+    for leg in ["caller", "agent"] {
+        for bad in [
+            "224.0.0.1:5004",
+            "239.1.2.3",
+            "255.255.255.255:5004",
+            "0.0.0.0:5004",
+            "0.0.0.0",
+            "0.1.2.3:5004",
+            "[::]:5004",
+            "[ff02::1]:5004",
+            "[::ffff:224.0.0.1]:5004",
+            "224.0.0.1:1000-2000",
+            "127.0.0.1:0",
+        ] {
+            let mut body = json!({"call_guid": "aimed", "codec": "PCMU",
+                                  "caller": {"remote": null}, "agent": {"remote": null}});
+            body[leg]["remote"] = json!(bad);
+            let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body);
+            assert_eq!(s, 400, "{leg} {bad}: {v}");
+            let message = v["message"].as_str().unwrap();
+            assert!(message.contains(&format!("{leg}.remote")), "{message}");
+            assert!(!message.contains(bad), "the input is not echoed: {message}");
+        }
+    }
+    // A unicast remote is fine.
+    let agent = endpoint();
+    create_call(&gw, &ra, "aimed", "127.0.0.1:40300", &agent);
+}
