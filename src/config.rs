@@ -615,6 +615,13 @@ impl Config {
                 r.telephone_event_replacement
             )));
         }
+        if r.max_calls_per_client > r.max_calls {
+            return Err(invalid(format!(
+                "relay.max_calls_per_client must be 0 (automatic) or at most relay.max_calls ({}), \
+                 got {}",
+                r.max_calls, r.max_calls_per_client
+            )));
+        }
         if r.media_timeout_s == 0 || r.max_calls == 0 {
             return Err(invalid(
                 "relay.media_timeout_s and relay.max_calls must be above 0".into(),

@@ -239,9 +239,16 @@ fn a_session_of_another_client_never_takes_the_keys_of_a_live_capture() {
         wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
         "Capturing"
     );
-    // B names A's CallGuid: refused, and A's capture is untouched.
+    // B names A's CallGuid: B's session is B's own (created, linked to nothing), and A's
+    // capture is untouched.
     let (s, v) = agent_session(&gw, &gb, "acct-b", "guid-shared");
-    assert_eq!(s, 409, "{v}");
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = get(
+        &gw,
+        &gb,
+        &format!("/globalpci/v1/session/{}", v["sessionId"].as_str().unwrap()),
+    );
+    assert_eq!(v["sessionState"], "Created", "{v}");
     // A second live session of A's for the same call is refused too.
     let (s, _) = agent_session(&gw, &ga, "acct-a", "guid-shared");
     assert_eq!(s, 409);
@@ -624,6 +631,107 @@ fn latching_stays_inside_what_signalling_named() {
         );
         assert_eq!(s, 400, "{bad}: {v}");
     }
+}
+
+/// Issue 23, finding 6: CallGuids leaked across tenants. B relaying a call under A's CallGuid
+/// made A's session for it fail with 409, and the 409 told B that A had such a call.
+#[test]
+fn a_call_guid_is_each_tenants_own() {
+    let gw = gateway("session", "");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    // B relays a call under the CallGuid A's IVR is about to use.
+    let b_agent = endpoint();
+    let b_call = create_call(&gw, &rb, "ivr-call-7", "127.0.0.1:40200", &b_agent);
+    // A's session is created as if B did not exist, and waits for A's own call.
+    let (s, v) = agent_session(&gw, &ga, "acct-a", "ivr-call-7");
+    assert_eq!(s, 200, "{v}");
+    let id_a = v["sessionId"].as_str().unwrap().to_string();
+    let (_, v) = get(&gw, &ga, &format!("/globalpci/v1/session/{id_a}"));
+    assert_eq!(v["sessionState"], "Created", "{v}");
+    let (caller, agent) = (endpoint(), endpoint());
+    let a_call = create_call(
+        &gw,
+        &ra,
+        "ivr-call-7",
+        &caller.local_addr().unwrap().to_string(),
+        &agent,
+    );
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    // It captures on A's call; B's call (masked per session) never got a session's hold.
+    let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", a_call.id));
+    assert_eq!(info["secure"], true, "{info}");
+    let (_, info) = get(&gw, &rb, &format!("/relay/v1/calls/{}", b_call.id));
+    assert_eq!(info["secure"], false, "{info}");
+    // B's answers are the same for a CallGuid A uses as for one nobody uses.
+    for guid in ["ivr-call-7", "nobody-uses-this"] {
+        let (s, v) = agent_session(&gw, &gb, "acct-b", guid);
+        assert_eq!(s, 200, "{guid}: {v}");
+        let expected = if guid == "ivr-call-7" {
+            "Capturing" // B's own call has that CallGuid
+        } else {
+            "Created"
+        };
+        assert_eq!(
+            wait_state(&gw, &gb, v["sessionId"].as_str().unwrap(), expected)["sessionState"],
+            expected,
+            "{guid}"
+        );
+    }
+    let (s, v) = post(
+        &gw,
+        &rb,
+        "/relay/v1/calls",
+        &json!({"call_guid": "a-only", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        &gw,
+        &ra,
+        "/relay/v1/calls",
+        &json!({"call_guid": "a-only", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(s, 201, "A's create does not see B's call either: {v}");
+}
+
+/// Issue 23, finding 7: no per-tenant quota; one tenant took every relay port and every other
+/// tenant's calls failed. By default a client may hold three quarters of the capacity.
+#[test]
+fn one_tenant_cannot_take_every_relay_call() {
+    // 16 ports: 4 calls of two legs (RTP + RTCP each); a client may hold 3 of them.
+    let gw = gateway("session", "[relay]\nport_min = 31300\nport_max = 31315\n");
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    let body = |guid: &str| json!({"call_guid": guid, "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
+    let mut mine = Vec::new();
+    for n in 0..3 {
+        let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body(&format!("a-{n}")));
+        assert_eq!(s, 201, "{v}");
+        mine.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body("a-3"));
+    assert_eq!((s, v["error"].as_str()), (429, Some("relay_quota")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("relay.max_calls_per_client"),
+        "{v}"
+    );
+    // Another tenant still gets a call.
+    let (s, v) = post(&gw, &rb, "/relay/v1/calls", &body("b-0"));
+    assert_eq!(s, 201, "{v}");
+    // The limit is on live calls: one ended, A may create one again.
+    let r = http()
+        .delete(gw.url(&format!("/relay/v1/calls/{}", mine[0])))
+        .bearer_auth(&ra)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body("a-4"));
+    assert_eq!(s, 201, "{v}");
 }
 
 /// Issue 23, finding 10: media could be sent to any address a request named (multicast,

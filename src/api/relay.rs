@@ -39,6 +39,9 @@ impl From<RelayError> for ApiError {
             }
             RelayError::UnknownCall => ApiError::not_found("call"),
             RelayError::Invalid(m) => ApiError::bad_request(m),
+            e @ RelayError::OverQuota(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "relay_quota", e.to_string())
+            }
             RelayError::Engine(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "relay_unavailable", m)
             }

@@ -514,12 +514,9 @@ impl Sessions {
             }
         }
         if let (SessionKind::Agent | SessionKind::SelfService, Some(guid)) = (kind, &call_guid) {
-            // Another client's live call can never be captured by this client's session.
-            if self.inner.relay.call_guid_taken(&client.id, guid) {
-                return Err(SessionError::Conflict(
-                    "this CallGuid is a call of another client".into(),
-                ));
-            }
+            // CallGuids are each client's own namespace: another client's calls and sessions
+            // with the same string are neither looked at nor mentioned (a session links only
+            // to its own client's call, see `link_call`).
             if let Some(other) = self.inner.store.live_by_call_guid(&client.id, guid)? {
                 return Err(SessionError::Conflict(format!(
                     "session {} is already live for this CallGuid; cancel it first",
