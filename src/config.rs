@@ -101,7 +101,8 @@ pub struct LinkConfig {
     /// Failed tries within its client while a session waits, after which it is locked (it can
     /// still link by CallGuid).
     pub tries_per_session: u32,
-    /// Link-id lookups per minute across the gateway; beyond, tries are refused.
+    /// Link-id lookups per minute on each client's calls; beyond, that client's tries are
+    /// refused (another client's are not).
     pub tries_per_minute: u32,
 }
 

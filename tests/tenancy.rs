@@ -768,3 +768,71 @@ fn media_is_never_aimed_at_multicast_broadcast_or_unspecified_addresses() {
     let agent = endpoint();
     create_call(&gw, &ra, "aimed", "127.0.0.1:40300", &agent);
 }
+
+/// Issue 23, finding 10: the link-id lookup budget was one for the whole gateway, so one
+/// tenant's callers keying wrong ids stopped every other tenant's callers from linking.
+#[test]
+fn one_tenants_wrong_link_ids_never_stop_anothers_caller() {
+    let gw = gateway("session", "[link]\ntries_per_minute = 2\n");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    let self_service = |tok: &str, account: &str, r: &str| {
+        let (s, v) = post(
+            &gw,
+            tok,
+            "/globalpci/v1/selfservicesession",
+            &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{r}"),
+                    "PaymentData": {"amount": "5.00", "merchantTxnRef": r}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        (
+            v["sessionId"].as_str().unwrap().to_string(),
+            v["dtmfLinkId"].as_str().unwrap().to_string(),
+        )
+    };
+    let (id_a, link_a) = self_service(&ga, "acct-a", "A-1");
+    // B has a waiting session too, so B's calls listen for link ids.
+    let (_, link_b) = self_service(&gb, "acct-b", "B-1");
+    let call = |tok: &str, guid: &str| {
+        let (caller, agent) = (endpoint(), endpoint());
+        let c = create_call(
+            &gw,
+            tok,
+            guid,
+            &caller.local_addr().unwrap().to_string(),
+            &agent,
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        KeyingLeg::new(caller, c.caller_local)
+    };
+    let wait_metric = |name: &str, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&gw, name) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(metric(&gw, name), want, "{name}");
+    };
+    // B's caller keys well-formed wrong ids until B's budget for the minute is spent.
+    let mut rng = rand::thread_rng();
+    let mut b = call(&rb, "b-fallback");
+    for n in 0..3 {
+        let mut wrong = tonegate::session::link_id::generate(8, &mut rng);
+        while wrong == link_b || wrong == link_a {
+            wrong = tonegate::session::link_id::generate(8, &mut rng);
+        }
+        b.key(&wrong, n);
+    }
+    wait_metric("tonegate_link_attempts_total{result=\"not_found\"}", 2);
+    wait_metric("tonegate_link_attempts_total{result=\"rate_limited\"}", 1);
+    // A's caller keys A's id: it links.
+    let mut a = call(&ra, "a-fallback");
+    a.key(&link_a, 7);
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    assert_eq!(
+        metric(&gw, "tonegate_link_attempts_total{result=\"linked\"}"),
+        1
+    );
+}

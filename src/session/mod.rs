@@ -337,6 +337,15 @@ impl Sessions {
             clock,
         } = services;
         let config_link = config.link.clone();
+        // No session waits longer than the longest session lifetime: its failure counts need
+        // not outlive that.
+        let link_ttl_s = config
+            .accounts
+            .iter()
+            .map(|a| a.session_ttl_s)
+            .max()
+            .unwrap_or(0)
+            .max(3600);
         Sessions {
             inner: Arc::new(Inner {
                 store,
@@ -348,7 +357,7 @@ impl Sessions {
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
                 prompts,
-                link_guard: Mutex::new(link_id::LinkGuard::new(config_link)),
+                link_guard: Mutex::new(link_id::LinkGuard::new(config_link, link_ttl_s)),
                 link_counters: link_id::LinkCounters::default(),
                 payments: PaymentGate::default(),
                 webhook_due: tokio::sync::Notify::new(),
@@ -1020,11 +1029,13 @@ impl Sessions {
     fn try_link_id(&self, owner: &str, id: &str) -> Option<Session> {
         use link_id::Admission;
         let counters = &self.inner.link_counters;
-        let admitted = self.inner.link_guard.lock().expect("link lock").admit(
-            id,
-            self.inner.clock.unix_now(),
-            counters,
-        );
+        let now = self.inner.clock.unix_now();
+        let admitted = self
+            .inner
+            .link_guard
+            .lock()
+            .expect("link lock")
+            .admit(owner, id, now, counters);
         if admitted != Admission::Lookup {
             return None;
         }
@@ -1054,7 +1065,7 @@ impl Sessions {
                     .filter(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
                     .map(|s| s.id)
                     .collect();
-                guard.failed(waiting.iter().map(String::as_str), counters);
+                guard.failed(owner, waiting.iter().map(String::as_str), now, counters);
                 None
             }
         }
