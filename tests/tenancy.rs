@@ -836,3 +836,79 @@ fn one_tenants_wrong_link_ids_never_stop_anothers_caller() {
         1
     );
 }
+
+/// Issue 23, finding 7, over ng: the calls Kamailio offers belong to `[ng] owner`, and that
+/// client's limit applies to them as to its HTTP calls; another tenant still gets calls.
+#[test]
+fn the_ng_owner_is_held_to_its_share_too() {
+    use tonegate::ng::bencode::{decode, Value};
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // 16 ports: 4 calls; a client may hold 3.
+    let gw = gateway(
+        "session",
+        &format!(
+            "[ng]\nlisten = \"127.0.0.1:{port}\"\nowner = \"{}\"\n\n\
+             [relay]\nport_min = 31320\nport_max = 31335\n",
+            A.0
+        ),
+    );
+    let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ng.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut ask = |cookie: &str, call: &str, rtp: u16| -> Value {
+        let sdp = format!(
+            "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP 0\r\na=sendrecv\r\n"
+        );
+        let mut d = format!("{cookie} ").into_bytes();
+        d.extend(
+            Value::dict([
+                ("sdp", Value::str(&sdp)),
+                ("call-id", Value::str(call)),
+                ("from-tag", Value::str("a")),
+                ("command", Value::str("offer")),
+            ])
+            .encode(),
+        );
+        // The listener starts with the gateway: retry until it answers (bounded).
+        for _ in 0..50 {
+            ng.send_to(&d, to).unwrap();
+            if let Ok((n, _)) = ng.recv_from(&mut buf) {
+                let sp = buf[..n].iter().position(|&b| b == b' ').unwrap();
+                return decode(&buf[sp + 1..n]).unwrap();
+            }
+        }
+        panic!("the ng listener did not answer");
+    };
+    let result = |v: &Value, key: &str| match v {
+        Value::Dict(d) => d
+            .iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
+    for n in 0..3u16 {
+        let v = ask(&format!("c{n}"), &format!("ng-call-{n}"), 16000 + 2 * n);
+        assert_eq!(result(&v, "result"), "ok", "{v:?}");
+    }
+    let v = ask("c3", "ng-call-3", 16006);
+    assert_eq!(result(&v, "result"), "error", "{v:?}");
+    assert!(
+        result(&v, "error-reason").contains("relay.max_calls_per_client"),
+        "{v:?}"
+    );
+    // The ng owner's HTTP calls count too; another tenant's do not.
+    let body = json!({"call_guid": "http", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
+    let (s, v) = post(&gw, &gw.token_for(A, "relay"), "/relay/v1/calls", &body);
+    assert_eq!(s, 429, "{v}");
+    let (s, v) = post(&gw, &gw.token_for(B, "relay"), "/relay/v1/calls", &body);
+    assert_eq!(s, 201, "{v}");
+}
