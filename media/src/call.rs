@@ -405,8 +405,8 @@ impl CallMedia {
 
     /// Time has reached `now`: a prompt frame falls due (written by
     /// [`poll_transmit`](Self::poll_transmit)), and once a second the call checks whether
-    /// either leg accepted anything from its remote since the last check ([`MediaEvent::Silent`] after the
-    /// media timeout without).
+    /// either leg accepted anything from its remote since the last check
+    /// ([`MediaEvent::Silent`] after the media timeout without).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
