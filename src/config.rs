@@ -130,7 +130,8 @@ pub struct LinkConfig {
     /// Failed tries within its client while a session waits, after which it is locked (it can
     /// still link by CallGuid).
     pub tries_per_session: u32,
-    /// Link-id lookups per minute across the gateway; beyond, tries are refused.
+    /// Link-id lookups per minute on each client's calls; beyond, that client's tries are
+    /// refused (another client's are not).
     pub tries_per_minute: u32,
 }
 
@@ -687,6 +688,13 @@ impl Config {
             return Err(invalid(format!(
                 "relay.telephone_event_replacement must be \"drop\" or one key (0-9 * # A-D), got {:?}",
                 r.telephone_event_replacement
+            )));
+        }
+        if r.max_calls_per_client > r.max_calls {
+            return Err(invalid(format!(
+                "relay.max_calls_per_client must be 0 (automatic) or at most relay.max_calls ({}), \
+                 got {}",
+                r.max_calls, r.max_calls_per_client
             )));
         }
         if r.media_timeout_s == 0 || r.max_calls == 0 {

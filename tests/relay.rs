@@ -387,6 +387,40 @@ fn silent_calls_time_out() {
     );
 }
 
+/// Issue 23, finding 10: datagrams from sources a leg does not accept counted as activity, so
+/// anyone who could reach a call's ports kept it (and them) alive for good.
+fn foreign_datagrams_do_not_keep_a_call_alive() {
+    let gw = Gateway::start("[relay]\nmedia_timeout_s = 1\ndtmf_masking = \"session\"\n");
+    let tok = gw.token("relay");
+    let (caller, agent) = (endpoint("127.0.0.1"), endpoint("127.0.0.1"));
+    let call = create(&gw, &tok, call_body(&caller, &agent, "PCMU", None)).unwrap();
+    let stranger = endpoint("127.0.0.2");
+    let mut p = [0u8; 172];
+    let n = write_packet(&mut p, 0, false, 1, 160, 7, &[0xFF; 160]);
+    // A stranger sends to both legs every 50 ms; the call still times out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut foreign = 0;
+    for _ in 0..400 {
+        let (status, info) = get_call(&gw, &tok, &call.id);
+        if status != 200 {
+            break;
+        }
+        foreign = info["counters"]["foreign_source"].as_u64().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "foreign datagrams kept the call alive ({foreign} seen)"
+        );
+        for to in [call.caller_local, call.agent_local] {
+            stranger.send_to(&p[..n], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get_call(&gw, &tok, &call.id).0, 404);
+    assert!(foreign > 0, "the stranger's datagrams reached the call");
+    assert!(drain(&caller).is_empty() && drain(&agent).is_empty());
+    assert!(metrics(&gw).contains("tonegate_relay_calls_timed_out_total 1"));
+}
+
 /// Streams the fixture through a secure call and returns (agent packets, captured keys).
 fn secure_run(
     gw: &Gateway,
@@ -899,6 +933,7 @@ on_both_engines!(
     ipv6_calls_relay_on_ipv6,
     exhausted_ports_are_503,
     silent_calls_time_out,
+    foreign_datagrams_do_not_keep_a_call_alive,
     secure_mode_hides_every_key_from_the_agent_pcmu_and_pcma,
     secure_mode_with_loss_and_reordering,
     keys_sent_as_audio_and_rfc4733_are_hidden_and_captured_once,

@@ -30,7 +30,7 @@ const SINGLE_SCOPE_EXAMPLES: &str = "5";
 /// schema-valid request to be accepted, but creating a session or a relay call names an account
 /// (`AccountConfigurationId`, `account`), and whether it is one this client may use — and which
 /// `PaymentData` keys that account makes mandatory — is configuration, not something a JSON
-/// Schema can state (nor can it state a relay leg's port range `lo ≤ hi`). A 400
+/// Schema can state (nor can it state a relay leg's port range `lo ≤ hi`, or that its host is unicast). A 400
 /// (`unknown_account`, `missing_field`, a reversed range) is therefore a correct answer to a
 /// schema-valid body there. Every other check, including `negative_data_rejection` (an invalid
 /// body must be refused), still runs on them.

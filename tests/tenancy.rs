@@ -239,9 +239,16 @@ fn a_session_of_another_client_never_takes_the_keys_of_a_live_capture() {
         wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
         "Capturing"
     );
-    // B names A's CallGuid: refused, and A's capture is untouched.
+    // B names A's CallGuid: B's session is B's own (created, linked to nothing), and A's
+    // capture is untouched.
     let (s, v) = agent_session(&gw, &gb, "acct-b", "guid-shared");
-    assert_eq!(s, 409, "{v}");
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = get(
+        &gw,
+        &gb,
+        &format!("/globalpci/v1/session/{}", v["sessionId"].as_str().unwrap()),
+    );
+    assert_eq!(v["sessionState"], "Created", "{v}");
     // A second live session of A's for the same call is refused too.
     let (s, _) = agent_session(&gw, &ga, "acct-a", "guid-shared");
     assert_eq!(s, 409);
@@ -624,4 +631,284 @@ fn latching_stays_inside_what_signalling_named() {
         );
         assert_eq!(s, 400, "{bad}: {v}");
     }
+}
+
+/// Issue 23, finding 6: CallGuids leaked across tenants. B relaying a call under A's CallGuid
+/// made A's session for it fail with 409, and the 409 told B that A had such a call.
+#[test]
+fn a_call_guid_is_each_tenants_own() {
+    let gw = gateway("session", "");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    // B relays a call under the CallGuid A's IVR is about to use.
+    let b_agent = endpoint();
+    let b_call = create_call(&gw, &rb, "ivr-call-7", "127.0.0.1:40200", &b_agent);
+    // A's session is created as if B did not exist, and waits for A's own call.
+    let (s, v) = agent_session(&gw, &ga, "acct-a", "ivr-call-7");
+    assert_eq!(s, 200, "{v}");
+    let id_a = v["sessionId"].as_str().unwrap().to_string();
+    let (_, v) = get(&gw, &ga, &format!("/globalpci/v1/session/{id_a}"));
+    assert_eq!(v["sessionState"], "Created", "{v}");
+    let (caller, agent) = (endpoint(), endpoint());
+    let a_call = create_call(
+        &gw,
+        &ra,
+        "ivr-call-7",
+        &caller.local_addr().unwrap().to_string(),
+        &agent,
+    );
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    // It captures on A's call; B's call (masked per session) never got a session's hold.
+    let (_, info) = get(&gw, &ra, &format!("/relay/v1/calls/{}", a_call.id));
+    assert_eq!(info["secure"], true, "{info}");
+    let (_, info) = get(&gw, &rb, &format!("/relay/v1/calls/{}", b_call.id));
+    assert_eq!(info["secure"], false, "{info}");
+    // B's answers are the same for a CallGuid A uses as for one nobody uses.
+    for guid in ["ivr-call-7", "nobody-uses-this"] {
+        let (s, v) = agent_session(&gw, &gb, "acct-b", guid);
+        assert_eq!(s, 200, "{guid}: {v}");
+        let expected = if guid == "ivr-call-7" {
+            "Capturing" // B's own call has that CallGuid
+        } else {
+            "Created"
+        };
+        assert_eq!(
+            wait_state(&gw, &gb, v["sessionId"].as_str().unwrap(), expected)["sessionState"],
+            expected,
+            "{guid}"
+        );
+    }
+    let (s, v) = post(
+        &gw,
+        &rb,
+        "/relay/v1/calls",
+        &json!({"call_guid": "a-only", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        &gw,
+        &ra,
+        "/relay/v1/calls",
+        &json!({"call_guid": "a-only", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}}),
+    );
+    assert_eq!(s, 201, "A's create does not see B's call either: {v}");
+}
+
+/// Issue 23, finding 7: no per-tenant quota; one tenant took every relay port and every other
+/// tenant's calls failed. By default a client may hold three quarters of the capacity.
+#[test]
+fn one_tenant_cannot_take_every_relay_call() {
+    // 16 ports: 4 calls of two legs (RTP + RTCP each); a client may hold 3 of them.
+    let gw = gateway("session", "[relay]\nport_min = 31300\nport_max = 31315\n");
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    let body = |guid: &str| json!({"call_guid": guid, "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
+    let mut mine = Vec::new();
+    for n in 0..3 {
+        let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body(&format!("a-{n}")));
+        assert_eq!(s, 201, "{v}");
+        mine.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body("a-3"));
+    assert_eq!((s, v["error"].as_str()), (429, Some("relay_quota")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("relay.max_calls_per_client"),
+        "{v}"
+    );
+    // Another tenant still gets a call.
+    let (s, v) = post(&gw, &rb, "/relay/v1/calls", &body("b-0"));
+    assert_eq!(s, 201, "{v}");
+    // The limit is on live calls: one ended, A may create one again.
+    let r = http()
+        .delete(gw.url(&format!("/relay/v1/calls/{}", mine[0])))
+        .bearer_auth(&ra)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body("a-4"));
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Issue 23, finding 10: media could be sent to any address a request named (multicast,
+/// broadcast, 0.0.0.0 — which Linux delivers to the host itself — or port 0).
+#[test]
+fn media_is_never_aimed_at_multicast_broadcast_or_unspecified_addresses() {
+    let gw = gateway("session", "");
+    let ra = gw.token_for(A, "relay");
+    for leg in ["caller", "agent"] {
+        for bad in [
+            "224.0.0.1:5004",
+            "239.1.2.3",
+            "255.255.255.255:5004",
+            "0.0.0.0:5004",
+            "0.0.0.0",
+            "0.1.2.3:5004",
+            "[::]:5004",
+            "[ff02::1]:5004",
+            "[::ffff:224.0.0.1]:5004",
+            "224.0.0.1:1000-2000",
+            "127.0.0.1:0",
+        ] {
+            let mut body = json!({"call_guid": "aimed", "codec": "PCMU",
+                                  "caller": {"remote": null}, "agent": {"remote": null}});
+            body[leg]["remote"] = json!(bad);
+            let (s, v) = post(&gw, &ra, "/relay/v1/calls", &body);
+            assert_eq!(s, 400, "{leg} {bad}: {v}");
+            let message = v["message"].as_str().unwrap();
+            assert!(message.contains(&format!("{leg}.remote")), "{message}");
+            assert!(!message.contains(bad), "the input is not echoed: {message}");
+        }
+    }
+    // A unicast remote is fine.
+    let agent = endpoint();
+    create_call(&gw, &ra, "aimed", "127.0.0.1:40300", &agent);
+}
+
+/// Issue 23, finding 10: the link-id lookup budget was one for the whole gateway, so one
+/// tenant's callers keying wrong ids stopped every other tenant's callers from linking.
+#[test]
+fn one_tenants_wrong_link_ids_never_stop_anothers_caller() {
+    let gw = gateway("session", "[link]\ntries_per_minute = 2\n");
+    let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
+    let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
+    let self_service = |tok: &str, account: &str, r: &str| {
+        let (s, v) = post(
+            &gw,
+            tok,
+            "/globalpci/v1/selfservicesession",
+            &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{r}"),
+                    "PaymentData": {"amount": "5.00", "merchantTxnRef": r}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        (
+            v["sessionId"].as_str().unwrap().to_string(),
+            v["dtmfLinkId"].as_str().unwrap().to_string(),
+        )
+    };
+    let (id_a, link_a) = self_service(&ga, "acct-a", "A-1");
+    // B has a waiting session too, so B's calls listen for link ids.
+    let (_, link_b) = self_service(&gb, "acct-b", "B-1");
+    let call = |tok: &str, guid: &str| {
+        let (caller, agent) = (endpoint(), endpoint());
+        let c = create_call(
+            &gw,
+            tok,
+            guid,
+            &caller.local_addr().unwrap().to_string(),
+            &agent,
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        KeyingLeg::new(caller, c.caller_local)
+    };
+    let wait_metric = |name: &str, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&gw, name) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(metric(&gw, name), want, "{name}");
+    };
+    // B's caller keys well-formed wrong ids until B's budget for the minute is spent.
+    let mut rng = rand::thread_rng();
+    let mut b = call(&rb, "b-fallback");
+    for n in 0..3 {
+        let mut wrong = tonegate::session::link_id::generate(8, &mut rng);
+        while wrong == link_b || wrong == link_a {
+            wrong = tonegate::session::link_id::generate(8, &mut rng);
+        }
+        b.key(&wrong, n);
+    }
+    wait_metric("tonegate_link_attempts_total{result=\"not_found\"}", 2);
+    wait_metric("tonegate_link_attempts_total{result=\"rate_limited\"}", 1);
+    // A's caller keys A's id: it links.
+    let mut a = call(&ra, "a-fallback");
+    a.key(&link_a, 7);
+    assert_eq!(
+        wait_state(&gw, &ga, &id_a, "Capturing")["sessionState"],
+        "Capturing"
+    );
+    assert_eq!(
+        metric(&gw, "tonegate_link_attempts_total{result=\"linked\"}"),
+        1
+    );
+}
+
+/// Issue 23, finding 7, over ng: the calls Kamailio offers belong to `[ng] owner`, and that
+/// client's limit applies to them as to its HTTP calls; another tenant still gets calls.
+#[test]
+fn the_ng_owner_is_held_to_its_share_too() {
+    use tonegate::ng::bencode::{decode, Value};
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // 16 ports: 4 calls; a client may hold 3.
+    let gw = gateway(
+        "session",
+        &format!(
+            "[ng]\nlisten = \"127.0.0.1:{port}\"\nowner = \"{}\"\n\n\
+             [relay]\nport_min = 31320\nport_max = 31335\n",
+            A.0
+        ),
+    );
+    let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ng.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut ask = |cookie: &str, call: &str, rtp: u16| -> Value {
+        let sdp = format!(
+            "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP 0\r\na=sendrecv\r\n"
+        );
+        let mut d = format!("{cookie} ").into_bytes();
+        d.extend(
+            Value::dict([
+                ("sdp", Value::str(&sdp)),
+                ("call-id", Value::str(call)),
+                ("from-tag", Value::str("a")),
+                ("command", Value::str("offer")),
+            ])
+            .encode(),
+        );
+        // The listener starts with the gateway: retry until it answers (bounded).
+        for _ in 0..50 {
+            ng.send_to(&d, to).unwrap();
+            if let Ok((n, _)) = ng.recv_from(&mut buf) {
+                let sp = buf[..n].iter().position(|&b| b == b' ').unwrap();
+                return decode(&buf[sp + 1..n]).unwrap();
+            }
+        }
+        panic!("the ng listener did not answer");
+    };
+    let result = |v: &Value, key: &str| match v {
+        Value::Dict(d) => d
+            .iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
+    for n in 0..3u16 {
+        let v = ask(&format!("c{n}"), &format!("ng-call-{n}"), 16000 + 2 * n);
+        assert_eq!(result(&v, "result"), "ok", "{v:?}");
+    }
+    let v = ask("c3", "ng-call-3", 16006);
+    assert_eq!(result(&v, "result"), "error", "{v:?}");
+    assert!(
+        result(&v, "error-reason").contains("relay.max_calls_per_client"),
+        "{v:?}"
+    );
+    // The ng owner's HTTP calls count too; another tenant's do not.
+    let body = json!({"call_guid": "http", "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
+    let (s, v) = post(&gw, &gw.token_for(A, "relay"), "/relay/v1/calls", &body);
+    assert_eq!(s, 429, "{v}");
+    let (s, v) = post(&gw, &gw.token_for(B, "relay"), "/relay/v1/calls", &body);
+    assert_eq!(s, 201, "{v}");
 }

@@ -89,6 +89,11 @@ pub fn start_gateway(
         toml::Value::Integer(20000 + (calls as i64) * 4 + 100),
     );
     relay.insert("max_calls".into(), toml::Value::Integer(calls as i64 + 10));
+    // One client drives every call here: it may hold them all.
+    relay.insert(
+        "max_calls_per_client".into(),
+        toml::Value::Integer(calls as i64 + 10),
+    );
     relay.insert("engine".into(), toml::Value::String(engine.into()));
     t["log"]["level"] = toml::Value::String("warn,tonegate::server=info".into());
     edit(&mut t)?;

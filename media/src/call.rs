@@ -52,6 +52,22 @@ pub enum Channel {
     Rtcp,
 }
 
+/// Whether `ip` can be a media remote: not unspecified (`0.0.0.0/8`, `::`), multicast or
+/// broadcast (also as an IPv4-mapped IPv6 address). Linux sends to `0.0.0.0` as to itself, and
+/// to a group or broadcast address as to everyone on it: signalling must not aim media there.
+pub fn is_unicast_host(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => !(v4.octets()[0] == 0 || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+/// Whether media may go to (or latch from) `a`: a unicast host ([`is_unicast_host`]) and a
+/// port above 0.
+pub fn is_unicast_remote(a: SocketAddr) -> bool {
+    a.port() != 0 && is_unicast_host(a.ip())
+}
+
 /// Which source addresses a leg accepts, from what signalling said about the remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteRule {
@@ -71,8 +87,12 @@ pub enum RemoteRule {
 }
 
 impl RemoteRule {
-    /// Whether a packet from `from` may latch (or re-latch) the leg.
+    /// Whether a packet from `from` may latch (or re-latch) the leg: never a source that is
+    /// not a unicast remote ([`is_unicast_remote`]), whatever the rule.
     pub fn allows(&self, from: SocketAddr, rtcp: bool) -> bool {
+        if !is_unicast_remote(from) {
+            return false;
+        }
         match *self {
             RemoteRule::Closed => false,
             RemoteRule::Any => true,
@@ -92,10 +112,11 @@ impl RemoteRule {
         }
     }
 
-    /// The remote's address, if signalling gave all of it.
+    /// The remote's address, if signalling gave all of it and media may go there (SDP's
+    /// `c=0.0.0.0` hold, a multicast group or port 0 is no destination).
     pub fn known(&self) -> Option<SocketAddr> {
         match *self {
-            RemoteRule::Exact(a) | RemoteRule::Sdp(a) => Some(a),
+            RemoteRule::Exact(a) | RemoteRule::Sdp(a) => Some(a).filter(|&a| is_unicast_remote(a)),
             _ => None,
         }
     }
@@ -236,9 +257,11 @@ pub struct CallMedia {
     prompt_pending: bool,
     /// Time as the shell last told it.
     now: Instant,
-    /// The next silence check, and what was received up to the last one.
+    /// The next silence check; datagrams accepted from the legs' remotes so far, and up to
+    /// the last check (foreign sources never keep a call alive).
     silence_check: Instant,
-    bytes_seen: u64,
+    accepted: u64,
+    accepted_seen: u64,
     quiet_since: Instant,
     /// Events not yet polled: a remote moved; the call went silent.
     latched: bool,
@@ -296,7 +319,8 @@ impl CallMedia {
             prompt_pending: false,
             now,
             silence_check: now + SILENCE_CHECK,
-            bytes_seen: 0,
+            accepted: 0,
+            accepted_seen: 0,
             quiet_since: now,
             latched: false,
             silent: false,
@@ -381,8 +405,8 @@ impl CallMedia {
 
     /// Time has reached `now`: a prompt frame falls due (written by
     /// [`poll_transmit`](Self::poll_transmit)), and once a second the call checks whether
-    /// either leg received anything since the last check ([`MediaEvent::Silent`] after the
-    /// media timeout without).
+    /// either leg accepted anything from its remote since the last check
+    /// ([`MediaEvent::Silent`] after the media timeout without).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
@@ -399,10 +423,8 @@ impl CallMedia {
         }
         if self.silence_check <= now {
             self.silence_check = now + SILENCE_CHECK;
-            let c = &self.counters;
-            let bytes = c.bytes_in[0].load(Relaxed) + c.bytes_in[1].load(Relaxed);
-            if bytes != self.bytes_seen {
-                self.bytes_seen = bytes;
+            if self.accepted != self.accepted_seen {
+                self.accepted_seen = self.accepted;
                 self.quiet_since = now;
             } else if now.duration_since(self.quiet_since) >= self.cfg.media_timeout {
                 self.silent = true;
@@ -447,6 +469,11 @@ impl CallMedia {
             return None;
         }
         if self.blocked[side.index()] {
+            // Still the leg's own remote talking: the call is alive, its media just not wanted.
+            let r = &self.remotes[side.index()];
+            if r.rtp == Some(from) || r.rtcp == Some(from) {
+                self.accepted += 1;
+            }
             return None;
         }
         let pkt = &mut buf[..len];
@@ -461,6 +488,7 @@ impl CallMedia {
         if !self.latch(side, Channel::Rtp, from, Some(hdr.ssrc)) {
             return None;
         }
+        self.accepted += 1;
         CallCounters::bump(&self.counters.rtp_in[side.index()], 1);
         // The caller's audio goes through the secure path even with nobody to send it to
         // (self-service has no agent leg): that is where keys are heard.
@@ -532,6 +560,7 @@ impl CallMedia {
         if !self.latch(side, Channel::Rtcp, from, None) {
             return None;
         }
+        self.accepted += 1;
         let other = self.remotes[side.other().index()];
         let to = if self.cfg.rtcp_mux {
             other.rtp

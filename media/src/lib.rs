@@ -7,7 +7,8 @@ pub mod rtp;
 pub mod secure;
 
 pub use call::{
-    CallCounters, CallMedia, CallMediaConfig, Channel, MediaEvent, RemoteRule, Side, Transmit,
+    is_unicast_host, is_unicast_remote, CallCounters, CallMedia, CallMediaConfig, Channel,
+    MediaEvent, RemoteRule, Side, Transmit,
 };
 pub use prompt::{Clip, PromptPlayer, StreamStart};
 pub use secure::{CapturedKey, EventReplacement, KeySource};

@@ -360,6 +360,65 @@ fn latching_and_foreign_sources() {
     );
 }
 
+/// Issue 23, finding 10: a leg never latches to, nor sends to, an address that is not a
+/// unicast remote (a forged source of 0.0.0.0, a group, broadcast, port 0; SDP's hold address).
+#[test]
+fn no_leg_latches_to_or_aims_at_multicast_broadcast_or_unspecified() {
+    use tonegate_media::RemoteRule;
+    let agent: SocketAddr = AGENT.parse().unwrap();
+    let mut p = [0u8; 172];
+    let n = tonegate_media::rtp::write_packet(&mut p, 0, false, 1, 160, 9, &[0xFF; 160]);
+    let mut m = CallMedia::with_rules(
+        config(G711Law::Ulaw, None, 1),
+        RemoteRule::Any,
+        RemoteRule::Exact(agent),
+        t0(),
+    );
+    for bad in [
+        "0.0.0.0:4000",
+        "224.0.0.1:4000",
+        "255.255.255.255:4000",
+        "127.0.0.1:0",
+        "[::]:4000",
+        "[ff02::1]:4000",
+        "[::ffff:239.0.0.1]:4000",
+    ] {
+        let from: SocketAddr = bad.parse().unwrap();
+        assert!(m
+            .on_datagram(Side::Caller, Channel::Rtp, from, &mut p, n)
+            .is_none());
+        assert_eq!(m.remote(Side::Caller), None, "{bad} latched");
+    }
+    assert_eq!(
+        m.counters()
+            .foreign_source
+            .load(std::sync::atomic::Ordering::Relaxed),
+        7
+    );
+    // Signalling naming such a destination (an SDP hold, a group) gives the leg no destination.
+    for bad in ["0.0.0.0:4000", "224.0.0.1:4000", "10.0.0.1:0"] {
+        let to: SocketAddr = bad.parse().unwrap();
+        let mut m = CallMedia::with_rules(
+            config(G711Law::Ulaw, None, 1),
+            RemoteRule::Sdp(to),
+            RemoteRule::Exact(agent),
+            t0(),
+        );
+        assert_eq!(m.remote(Side::Caller), None, "{bad}");
+        m.set_remote_rule(Side::Agent, RemoteRule::Exact(to));
+        assert_eq!(m.remote(Side::Agent), None, "{bad}");
+        assert!(m
+            .on_datagram(
+                Side::Caller,
+                Channel::Rtp,
+                "10.0.0.9:4000".parse().unwrap(),
+                &mut p,
+                n
+            )
+            .is_none());
+    }
+}
+
 #[test]
 fn garbage_is_dropped_and_counted() {
     let caller: SocketAddr = CALLER.parse().unwrap();

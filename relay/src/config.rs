@@ -49,6 +49,9 @@ pub struct RelayConfig {
     pub media_timeout_s: u64,
     /// Most concurrent calls.
     pub max_calls: usize,
+    /// Most live calls one client (ng calls: `[ng] owner`) may hold, so no tenant can take
+    /// every port; 0 = automatic: three quarters of what the port range and `max_calls` allow.
+    pub max_calls_per_client: usize,
     /// Secure-mode look-ahead in 20 ms units of audio (1-3), whatever the packet size.
     pub lookahead_frames: usize,
     /// Allows `lookahead_frames = 0`, which lets tone onsets reach the agent before they can
@@ -94,6 +97,7 @@ impl Default for RelayConfig {
             port_max: 39999,
             media_timeout_s: 60,
             max_calls: 10_000,
+            max_calls_per_client: 0,
             lookahead_frames: 1,
             unsafe_no_lookahead: false,
             dtmf_masking: DtmfMasking::Call,
@@ -109,6 +113,26 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
+    /// Calls the port range and `max_calls` allow on one address family (each leg takes an
+    /// even port and the odd one above it).
+    pub fn call_capacity(&self) -> usize {
+        let min = self.port_min + (self.port_min & 1);
+        let pairs = usize::from(self.port_max.saturating_sub(min).div_ceil(2));
+        (pairs / 2).min(self.max_calls)
+    }
+
+    /// The most live calls one client may hold, if anything short of the whole capacity
+    /// limits it: `max_calls_per_client`, or three quarters of the capacity (a quarter is
+    /// kept for everyone else; a range too small to share has no automatic limit).
+    pub fn per_client_limit(&self) -> Option<usize> {
+        if self.max_calls_per_client > 0 {
+            return Some(self.max_calls_per_client);
+        }
+        let cap = self.call_capacity();
+        let reserve = cap / 4;
+        (reserve > 0).then_some(cap - reserve)
+    }
+
     /// The masking mode these settings describe.
     pub fn masking_mode(&self) -> tonegate_dsp::MaskingMode {
         match self.masking {
@@ -134,5 +158,35 @@ impl RelayConfig {
             (Some(k), None) => Some(crate::media::EventReplacement::FixedKey(k)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_may_hold_three_quarters_of_the_capacity_unless_configured() {
+        let cfg = RelayConfig::default();
+        // 30000-39999: 5000 even ports, two legs a call.
+        assert_eq!(cfg.call_capacity(), 2500);
+        assert_eq!(cfg.per_client_limit(), Some(1875));
+        let small = RelayConfig {
+            port_min: 31000,
+            port_max: 31003,
+            ..RelayConfig::default()
+        };
+        assert_eq!(small.call_capacity(), 1);
+        assert_eq!(small.per_client_limit(), None, "too small to share");
+        let capped = RelayConfig {
+            max_calls: 100,
+            ..RelayConfig::default()
+        };
+        assert_eq!(capped.per_client_limit(), Some(75));
+        let set = RelayConfig {
+            max_calls_per_client: 7,
+            ..RelayConfig::default()
+        };
+        assert_eq!(set.per_client_limit(), Some(7));
     }
 }

@@ -81,6 +81,12 @@ pub enum RelayError {
     /// A request that makes no sense.
     #[error("{0}")]
     Invalid(String),
+    /// The client already holds as many live calls as `relay.max_calls_per_client` lets it.
+    #[error(
+        "this client already has {0} live relay calls, its limit (relay.max_calls_per_client); \
+         end one first"
+    )]
+    OverQuota(usize),
     /// The configured IO engine cannot run here.
     #[error("relay engine unavailable: {0}")]
     Engine(String),
@@ -307,7 +313,7 @@ pub struct RelayTotals {
     pub calls_created: u64,
     /// Calls removed for media silence.
     pub calls_timed_out: u64,
-    /// Call set-ups refused for lack of ports or the call limit.
+    /// Call set-ups refused for lack of ports, the call limit or a client's limit.
     pub calls_refused: u64,
     /// Calls stopped because their media processing failed.
     pub call_faults: u64,
@@ -780,14 +786,21 @@ impl Relay {
                 self.inner.refused.fetch_add(1, Relaxed);
                 return Err(RelayError::Exhausted("call limit reached"));
             }
-            if calls
-                .values()
-                .any(|c| c.owner == req.owner && c.call_guid == req.call_guid)
-            {
-                return Err(RelayError::Conflict(format!(
-                    "a call with call_guid {:?} is already relayed",
-                    req.call_guid
-                )));
+            // CallGuids are the owner's own namespace: only the owner's calls are compared
+            // (another client's same string changes nothing here, and reveals nothing).
+            let mut own = 0;
+            for c in calls.values().filter(|c| c.owner == req.owner) {
+                if c.call_guid == req.call_guid {
+                    return Err(RelayError::Conflict(format!(
+                        "a call with call_guid {:?} is already relayed",
+                        req.call_guid
+                    )));
+                }
+                own += 1;
+            }
+            if let Some(limit) = cfg.per_client_limit().filter(|&l| own >= l) {
+                self.inner.refused.fetch_add(1, Relaxed);
+                return Err(RelayError::OverQuota(limit));
             }
         }
         let ip_for = |remote: RemoteRule| -> IpAddr {
@@ -1020,16 +1033,6 @@ impl Relay {
             .values()
             .find(|c| c.owner == owner && c.call_guid == call_guid)
             .map(|c| c.id.clone())
-    }
-
-    /// Whether a call with `call_guid` is relayed for a client other than `client`.
-    pub fn call_guid_taken(&self, client: &str, call_guid: &str) -> bool {
-        self.inner
-            .calls
-            .lock()
-            .expect("calls lock")
-            .values()
-            .any(|c| c.owner != client && c.call_guid == call_guid)
     }
 
     /// The client that created call `id`.

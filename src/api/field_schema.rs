@@ -32,12 +32,10 @@ fn remote_pattern() -> String {
     let v6 = format!(
         "(({h}:){{7}}{h}|({h}:){{1,7}}:|({h}:){{1,6}}:{h}|({h}:){{1,5}}(:{h}){{1,2}}|({h}:){{1,4}}(:{h}){{1,3}}|({h}:){{1,3}}(:{h}){{1,4}}|({h}:){{1,2}}(:{h}){{1,5}}|{h}:(:{h}){{1,6}}|:((:{h}){{1,7}}|:))"
     );
-    let port =
-        "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)";
     let nz_port =
         "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
     let host = format!("({v4}|\\[{v6}\\])");
-    format!("^({v4}|{v6}|\\[{v6}\\]|{host}:{port}|{host}:{nz_port}-{nz_port})$")
+    format!("^({v4}|{v6}|\\[{v6}\\]|{host}:{nz_port}|{host}:{nz_port}-{nz_port})$")
 }
 
 /// `LegRequest.remote` (`#[schema(schema_with)]`): the pattern is assembled from its parts.
@@ -47,7 +45,8 @@ pub(super) fn remote() -> Schema {
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .description(Some(
             "ip:port (exactly), ip (that host, any port), ip:lo-hi (a port range, 1 ≤ lo ≤ hi; \
-             IPv6 in brackets), or null to learn it from the first packet",
+             IPv6 in brackets), or null to learn it from the first packet; a unicast address \
+             (not multicast, broadcast or unspecified) and a port above 0",
         ))
         .build()
         .into()

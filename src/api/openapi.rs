@@ -1131,12 +1131,17 @@ fn api() -> OpenApi {
         Post,
         Op::new(
             "Set up a relayed call → 201 {id, caller.local, agent.local}; 409 for a call_guid \
-             already relayed; 503 when out of ports or calls",
+             the client already relays; 429 when the client holds relay.max_calls_per_client \
+             live calls; 503 when out of ports or calls",
         )
         .authed("relay")
         .api_json::<relay::CreateRequest>()
         .json_inline::<CallCreated>("201", "The call")
         .shared("409", "Conflict")
+        .answer(
+            "429",
+            error("The client holds as many live calls as relay.max_calls_per_client allows"),
+        )
         .shared("503", "Unavailable"),
     );
     doc.add(

@@ -39,6 +39,9 @@ impl From<RelayError> for ApiError {
             }
             RelayError::UnknownCall => ApiError::not_found("call"),
             RelayError::Invalid(m) => ApiError::bad_request(m),
+            e @ RelayError::OverQuota(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "relay_quota", e.to_string())
+            }
             RelayError::Engine(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "relay_unavailable", m)
             }
@@ -108,14 +111,32 @@ fn access(p: &Principal) -> Result<Access<'_>, ApiError> {
 
 /// A leg's `remote`: `"ip:port"` (exactly that), `"ip"` (that host, any port),
 /// `"ip:lo-hi"` (that host, a port range; IPv6 as `"[ip]:lo-hi"`), or null (learned from the
-/// first packet from anywhere). The leg latches only within what it names.
+/// first packet from anywhere). The leg latches only within what it names. Media never goes
+/// to a multicast, broadcast or unspecified address, nor to port 0: such a remote is a 400.
 fn parse_remote(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
+    let rule = parse_rule(leg, r)?;
+    let port_zero = matches!(rule, RemoteRule::Exact(a) if a.port() == 0);
+    if port_zero
+        || rule
+            .ip()
+            .is_some_and(|ip| !crate::media::is_unicast_host(ip))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{leg}.remote must be a unicast address with a port above 0 (not multicast, \
+             broadcast or unspecified)"
+        )));
+    }
+    Ok(rule)
+}
+
+fn parse_rule(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
     let Some(s) = r else {
         return Ok(RemoteRule::Any);
     };
+    // The input is not echoed: whatever was sent here could be a card number.
     let bad = || {
         ApiError::bad_request(format!(
-            "{leg}.remote must be \"ip:port\", \"ip\", \"ip:lo-hi\" or null, got {s:?}"
+            "{leg}.remote must be \"ip:port\", \"ip\", \"ip:lo-hi\" or null"
         ))
     };
     if let Ok(a) = s.parse::<SocketAddr>() {

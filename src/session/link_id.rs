@@ -3,9 +3,15 @@
 //! Ids end in a Luhn check digit, so a mistyped id is refused before any lookup. Guessing is
 //! bounded three ways, each a counter on `/metrics`: a call gets `tries_per_call` wrong ids;
 //! every failed lookup within a client counts against each of that client's waiting sessions,
-//! which lock (for linking by id; CallGuid still links) after `tries_per_session`; and the
-//! gateway as a whole looks up at most `tries_per_minute` ids a minute. Locking fails closed:
-//! a caller guessing ids can stop a session from being found by id, never find one.
+//! which lock (for linking by id; CallGuid still links) after `tries_per_session`; and each
+//! client's calls look up at most `tries_per_minute` ids a minute. Locking fails closed: a
+//! caller guessing ids can stop a session from being found by id, never find one; and one
+//! client's callers never use up another client's tries (the gateway-wide total is bounded by
+//! the configured clients, each at its own rate).
+//!
+//! The state is bounded: a client's failure counts are dropped for sessions that no longer
+//! wait, every count expires `entry_ttl_s` after its last failure (no session waits longer),
+//! and past [`MAX_FAILURE_ENTRIES`] the unlocked counts go first.
 //!
 //! Sans-IO: the time comes in as an argument.
 
@@ -48,7 +54,7 @@ pub struct LinkCounters {
     pub call_limit: AtomicU64,
     /// Sessions locked after too many failed tries against them.
     pub sessions_locked: AtomicU64,
-    /// Tries refused by the gateway-wide rate limit.
+    /// Tries refused by the client's rate limit.
     pub rate_limited: AtomicU64,
 }
 
@@ -59,46 +65,89 @@ pub enum Admission {
     Lookup,
     /// Wrong check digit: a wrong try, no lookup.
     BadCheck,
-    /// Over the gateway-wide rate: a wrong try, no lookup.
+    /// Over the client's rate: a wrong try, no lookup.
     RateLimited,
 }
 
-/// The limits' state: per-session failure counts and the per-minute window.
+/// Sessions with failure counts held at most; beyond, unlocked counts are dropped first.
+pub const MAX_FAILURE_ENTRIES: usize = 100_000;
+
+/// Failed tries counted against one waiting session.
+#[derive(Debug)]
+struct Failures {
+    /// The session's client.
+    client: String,
+    count: u32,
+    /// Unix seconds of the last failure.
+    last: u64,
+}
+
+/// A client's current minute of lookups.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: u64,
+    tries: u32,
+}
+
+/// The limits' state: per-session failure counts and each client's per-minute window.
 #[derive(Debug)]
 pub struct LinkGuard {
     cfg: LinkConfig,
+    /// Failure counts expire this long after their last failure, seconds.
+    entry_ttl_s: u64,
     /// Failed tries counted against each waiting session, by session id.
-    failures: HashMap<String, u32>,
-    window_start: u64,
-    window_tries: u32,
+    failures: HashMap<String, Failures>,
+    /// Lookups in the current minute, by client.
+    windows: HashMap<String, Window>,
 }
 
 impl LinkGuard {
-    /// A guard with `cfg`'s limits.
-    pub fn new(cfg: LinkConfig) -> Self {
+    /// A guard with `cfg`'s limits; failure counts expire `entry_ttl_s` after their last
+    /// failure (the longest a session waits).
+    pub fn new(cfg: LinkConfig, entry_ttl_s: u64) -> Self {
         LinkGuard {
             cfg,
+            entry_ttl_s,
             failures: HashMap::new(),
-            window_start: 0,
-            window_tries: 0,
+            windows: HashMap::new(),
         }
     }
 
-    /// Whether `id`, keyed at `now` (Unix seconds), may be looked up.
-    pub fn admit(&mut self, id: &str, now: u64, counters: &LinkCounters) -> Admission {
+    /// Whether `id`, keyed at `now` (Unix seconds) on a call of `client`, may be looked up.
+    pub fn admit(
+        &mut self,
+        client: &str,
+        id: &str,
+        now: u64,
+        counters: &LinkCounters,
+    ) -> Admission {
         if !check_digit_ok(id) {
             counters.bad_check.fetch_add(1, Relaxed);
             return Admission::BadCheck;
         }
-        if now >= self.window_start + 60 {
-            self.window_start = now;
-            self.window_tries = 0;
+        let w = match self.windows.get_mut(client) {
+            Some(w) => w,
+            None => {
+                // A new client's window: drop those of minutes gone by (clients are
+                // configured, so this stays small anyway).
+                self.windows.retain(|_, w| now < w.start + 60);
+                self.windows.entry(client.to_string()).or_insert(Window {
+                    start: now,
+                    tries: 0,
+                })
+            }
+        };
+        if now >= w.start + 60 {
+            *w = Window {
+                start: now,
+                tries: 0,
+            };
         }
-        if self.window_tries >= self.cfg.tries_per_minute {
+        if w.tries >= self.cfg.tries_per_minute {
             counters.rate_limited.fetch_add(1, Relaxed);
             return Admission::RateLimited;
         }
-        self.window_tries += 1;
+        w.tries += 1;
         Admission::Lookup
     }
 
@@ -106,25 +155,66 @@ impl LinkGuard {
     pub fn locked(&self, id: &str) -> bool {
         self.failures
             .get(id)
-            .is_some_and(|&n| n >= self.cfg.tries_per_session)
+            .is_some_and(|f| f.count >= self.cfg.tries_per_session)
     }
 
-    /// A lookup failed while `waiting` (the client's waiting sessions) waited: each of them
-    /// counts it; those reaching the limit lock.
+    /// A lookup on a call of `client` failed at `now` while `waiting` (the client's waiting
+    /// sessions, all of them) waited: each of them counts it; those reaching the limit lock.
     pub fn failed<'a>(
         &mut self,
+        client: &str,
         waiting: impl IntoIterator<Item = &'a str>,
+        now: u64,
         counters: &LinkCounters,
     ) {
         counters.not_found.fetch_add(1, Relaxed);
+        let waiting: Vec<&str> = waiting.into_iter().collect();
+        let ttl = self.entry_ttl_s;
+        // The client's sessions that stopped waiting, and counts past their time, go.
+        self.failures.retain(|id, f| {
+            now < f.last.saturating_add(ttl) && (f.client != client || waiting.contains(&&**id))
+        });
         for id in waiting {
-            let n = self.failures.entry(id.to_string()).or_insert(0);
-            *n += 1;
-            if *n == self.cfg.tries_per_session {
+            let f = self.failures.entry(id.to_string()).or_insert(Failures {
+                client: client.to_string(),
+                count: 0,
+                last: now,
+            });
+            f.count += 1;
+            f.last = now;
+            if f.count == self.cfg.tries_per_session {
                 counters.sessions_locked.fetch_add(1, Relaxed);
                 tracing::warn!(session = %id, "session locked for linking by dtmfLinkId after too many failed tries");
             }
         }
+        self.bound();
+    }
+
+    /// Keeps at most [`MAX_FAILURE_ENTRIES`] counts: unlocked ones go first (a partial count
+    /// protects least), then the locked ones failed longest ago.
+    fn bound(&mut self) {
+        if self.failures.len() <= MAX_FAILURE_ENTRIES {
+            return;
+        }
+        let limit = self.cfg.tries_per_session;
+        self.failures.retain(|_, f| f.count >= limit);
+        let excess = self.failures.len().saturating_sub(MAX_FAILURE_ENTRIES);
+        if excess > 0 {
+            let mut by_age: Vec<(u64, String)> = self
+                .failures
+                .iter()
+                .map(|(id, f)| (f.last, id.clone()))
+                .collect();
+            by_age.sort_unstable();
+            for (_, id) in by_age.into_iter().take(excess) {
+                self.failures.remove(&id);
+            }
+        }
+    }
+
+    /// Failure counts held now.
+    pub fn tracked(&self) -> usize {
+        self.failures.len()
     }
 
     /// Forgets a session (it linked, or ended).
@@ -161,37 +251,96 @@ mod tests {
         assert!(!check_digit_ok("12a45678"));
     }
 
-    #[test]
-    fn limits_lock_sessions_and_rate() {
-        let cfg = LinkConfig {
+    fn cfg() -> LinkConfig {
+        LinkConfig {
             digits: 8,
             tries_per_call: 3,
             tries_per_session: 2,
             tries_per_minute: 3,
-        };
+        }
+    }
+
+    #[test]
+    fn limits_lock_sessions_and_rate() {
         let c = LinkCounters::default();
-        let mut g = LinkGuard::new(cfg);
+        let mut g = LinkGuard::new(cfg(), 3600);
         let good = generate(8, &mut rand::thread_rng());
         let mut bad = good.clone().into_bytes();
         bad[0] = b'0' + (bad[0] - b'0' + 1) % 10;
         assert_eq!(
-            g.admit(std::str::from_utf8(&bad).unwrap(), 0, &c),
+            g.admit("a", std::str::from_utf8(&bad).unwrap(), 0, &c),
             Admission::BadCheck
         );
         for _ in 0..3 {
-            assert_eq!(g.admit(&good, 10, &c), Admission::Lookup);
+            assert_eq!(g.admit("a", &good, 10, &c), Admission::Lookup);
         }
-        assert_eq!(g.admit(&good, 20, &c), Admission::RateLimited);
-        assert_eq!(g.admit(&good, 70, &c), Admission::Lookup, "a new minute");
-        g.failed(["s1", "s2"], &c);
+        assert_eq!(g.admit("a", &good, 20, &c), Admission::RateLimited);
+        assert_eq!(
+            g.admit("a", &good, 70, &c),
+            Admission::Lookup,
+            "a new minute"
+        );
+        g.failed("a", ["s1", "s2"], 70, &c);
         assert!(!g.locked("s1"));
-        g.failed(["s1"], &c);
-        assert!(g.locked("s1") && !g.locked("s2"));
+        g.failed("a", ["s1", "s2"], 71, &c);
+        assert!(g.locked("s1") && g.locked("s2"));
         g.forget("s1");
         assert!(!g.locked("s1"));
         assert_eq!(c.bad_check.load(Relaxed), 1);
         assert_eq!(c.rate_limited.load(Relaxed), 1);
         assert_eq!(c.not_found.load(Relaxed), 2);
-        assert_eq!(c.sessions_locked.load(Relaxed), 1);
+        assert_eq!(c.sessions_locked.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn one_clients_tries_never_use_up_anothers() {
+        let c = LinkCounters::default();
+        let mut g = LinkGuard::new(cfg(), 3600);
+        let id = generate(8, &mut rand::thread_rng());
+        for _ in 0..3 {
+            assert_eq!(g.admit("attacker", &id, 5, &c), Admission::Lookup);
+        }
+        assert_eq!(g.admit("attacker", &id, 6, &c), Admission::RateLimited);
+        for _ in 0..3 {
+            assert_eq!(g.admit("victim", &id, 6, &c), Admission::Lookup);
+        }
+        assert_eq!(g.admit("victim", &id, 7, &c), Admission::RateLimited);
+        // The attacker's failures count against its own waiting sessions only.
+        g.failed("attacker", ["b1"], 7, &c);
+        g.failed("attacker", ["b1"], 8, &c);
+        assert!(g.locked("b1"));
+        assert!(!g.locked("a1"));
+        // Minutes gone by are forgotten: a new client's window prunes the stale ones.
+        assert_eq!(g.admit("third", &id, 200, &c), Admission::Lookup);
+        assert_eq!(g.windows.len(), 1);
+    }
+
+    #[test]
+    fn failure_counts_are_pruned_and_bounded() {
+        let c = LinkCounters::default();
+        let mut g = LinkGuard::new(cfg(), 100);
+        g.failed("a", ["s1", "s2"], 0, &c);
+        g.failed("b", ["t1"], 0, &c);
+        // s1 stopped waiting (linked, cancelled, expired): its count goes; b's are b's.
+        g.failed("a", ["s2"], 10, &c);
+        assert!(g.locked("s2"));
+        assert_eq!(g.tracked(), 2, "s2 and t1");
+        // A locked count holds while its session could still wait, then expires.
+        g.failed("b", ["t2"], 105, &c);
+        assert!(g.locked("s2"), "last failed at 10, expires at 110");
+        assert!(!g.failures.contains_key("t1"), "t1 expired at 100");
+        g.failed("b", ["t2"], 111, &c);
+        assert!(!g.locked("s2"));
+        assert_eq!(g.tracked(), 1);
+        // However many sessions wait, the map stays bounded; locked counts are kept first.
+        let mut g = LinkGuard::new(cfg(), 3600);
+        g.failed("a", ["locked"], 0, &c);
+        g.failed("a", ["locked"], 1, &c);
+        let many: Vec<String> = (0..MAX_FAILURE_ENTRIES + 10)
+            .map(|i| format!("w{i}"))
+            .collect();
+        g.failed("z", many.iter().map(String::as_str), 2, &c);
+        assert!(g.tracked() <= MAX_FAILURE_ENTRIES);
+        assert!(g.locked("locked"));
     }
 }

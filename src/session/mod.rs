@@ -337,6 +337,15 @@ impl Sessions {
             clock,
         } = services;
         let config_link = config.link.clone();
+        // No session waits longer than the longest session lifetime: its failure counts need
+        // not outlive that.
+        let link_ttl_s = config
+            .accounts
+            .iter()
+            .map(|a| a.session_ttl_s)
+            .max()
+            .unwrap_or(0)
+            .max(3600);
         Sessions {
             inner: Arc::new(Inner {
                 store,
@@ -348,7 +357,7 @@ impl Sessions {
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
                 prompts,
-                link_guard: Mutex::new(link_id::LinkGuard::new(config_link)),
+                link_guard: Mutex::new(link_id::LinkGuard::new(config_link, link_ttl_s)),
                 link_counters: link_id::LinkCounters::default(),
                 payments: PaymentGate::default(),
                 webhook_due: tokio::sync::Notify::new(),
@@ -521,12 +530,9 @@ impl Sessions {
             }
         }
         if let (SessionKind::Agent | SessionKind::SelfService, Some(guid)) = (kind, &call_guid) {
-            // Another client's live call can never be captured by this client's session.
-            if self.inner.relay.call_guid_taken(&client.id, guid) {
-                return Err(SessionError::Conflict(
-                    "this CallGuid is a call of another client".into(),
-                ));
-            }
+            // CallGuids are each client's own namespace: another client's calls and sessions
+            // with the same string are neither looked at nor mentioned (a session links only
+            // to its own client's call, see `link_call`).
             if let Some(other) = self.inner.store.live_by_call_guid(&client.id, guid)? {
                 return Err(SessionError::Conflict(format!(
                     "session {} is already live for this CallGuid; cancel it first",
@@ -1027,11 +1033,13 @@ impl Sessions {
     fn try_link_id(&self, owner: &str, id: &str) -> Option<Session> {
         use link_id::Admission;
         let counters = &self.inner.link_counters;
-        let admitted = self.inner.link_guard.lock().expect("link lock").admit(
-            id,
-            self.inner.clock.unix_now(),
-            counters,
-        );
+        let now = self.inner.clock.unix_now();
+        let admitted = self
+            .inner
+            .link_guard
+            .lock()
+            .expect("link lock")
+            .admit(owner, id, now, counters);
         if admitted != Admission::Lookup {
             return None;
         }
@@ -1061,7 +1069,7 @@ impl Sessions {
                     .filter(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
                     .map(|s| s.id)
                     .collect();
-                guard.failed(waiting.iter().map(String::as_str), counters);
+                guard.failed(owner, waiting.iter().map(String::as_str), now, counters);
                 None
             }
         }
