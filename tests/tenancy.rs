@@ -59,6 +59,22 @@ dtmf_masking = "session"
     ))
 }
 
+/// A self-service session of `account` under CallGuid `ivr-{reference}`: its id and dtmfLinkId.
+fn self_service(gw: &Gateway, tok: &str, account: &str, reference: &str) -> (String, String) {
+    let (s, v) = post(
+        gw,
+        tok,
+        "/globalpci/v1/selfservicesession",
+        &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{reference}"),
+                "PaymentData": {"amount": "5.00", "merchantTxnRef": reference}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    (
+        v["sessionId"].as_str().unwrap().to_string(),
+        v["dtmfLinkId"].as_str().unwrap().to_string(),
+    )
+}
+
 fn endpoint() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(400)))
@@ -503,20 +519,7 @@ fn link_ids_are_per_tenant_checked_and_limited() {
     let gw = gateway("session", "[link]\ntries_per_session = 2\n");
     let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
     let ra = gw.token_for(A, "relay");
-    let self_service = |tok: &str, account: &str, r: &str| {
-        let (s, v) = post(
-            &gw,
-            tok,
-            "/globalpci/v1/selfservicesession",
-            &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{r}"),
-                    "PaymentData": {"amount": "5.00", "merchantTxnRef": r}}),
-        );
-        assert_eq!(s, 200, "{v}");
-        (
-            v["sessionId"].as_str().unwrap().to_string(),
-            v["dtmfLinkId"].as_str().unwrap().to_string(),
-        )
-    };
+    let self_service = |tok: &str, account: &str, r: &str| self_service(&gw, tok, account, r);
     let (id_a, link_a) = self_service(&ga, "acct-a", "A-1");
     let (_, link_b) = self_service(&gb, "acct-b", "B-1");
     assert!(tonegate::session::link_id::check_digit_ok(&link_a) && link_a.len() == 8);
@@ -776,20 +779,7 @@ fn one_tenants_wrong_link_ids_never_stop_anothers_caller() {
     let gw = gateway("session", "[link]\ntries_per_minute = 2\n");
     let (ga, gb) = (gw.token_for(A, "globalpci"), gw.token_for(B, "globalpci"));
     let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
-    let self_service = |tok: &str, account: &str, r: &str| {
-        let (s, v) = post(
-            &gw,
-            tok,
-            "/globalpci/v1/selfservicesession",
-            &json!({"AccountConfigurationId": account, "CallGuid": format!("ivr-{r}"),
-                    "PaymentData": {"amount": "5.00", "merchantTxnRef": r}}),
-        );
-        assert_eq!(s, 200, "{v}");
-        (
-            v["sessionId"].as_str().unwrap().to_string(),
-            v["dtmfLinkId"].as_str().unwrap().to_string(),
-        )
-    };
+    let self_service = |tok: &str, account: &str, r: &str| self_service(&gw, tok, account, r);
     let (id_a, link_a) = self_service(&ga, "acct-a", "A-1");
     // B has a waiting session too, so B's calls listen for link ids.
     let (_, link_b) = self_service(&gb, "acct-b", "B-1");
