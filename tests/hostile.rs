@@ -205,19 +205,23 @@ fn a_full_table_of_idle_connections_makes_room_for_a_health_check() {
 #[test]
 fn the_per_address_cap_defaults_to_a_sixteenth_of_the_connection_cap() {
     let gw = Gateway::start("[server]\nmax_connections = 64\n");
+    let _held = sixteenth_then_refused(&gw, "127.0.0.2");
+}
+
+/// With `max_connections = 64`: `from` gets its four connections (each served), and a fifth
+/// is closed unanswered. Returns the four, still open.
+fn sixteenth_then_refused(gw: &Gateway, from: &str) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut s = connect_from(&gw, "127.0.0.2");
+        let mut s = connect_from(gw, from);
         assert!(healthz_keep_alive(&mut s).starts_with("HTTP/1.1 200"));
         held.push(s);
     }
-    let mut fifth = connect_from(&gw, "127.0.0.2");
+    let mut fifth = connect_from(gw, from);
     let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     let (resp, closed) = read_until_closed(&mut fifth, Duration::from_secs(5));
-    assert!(
-        closed && resp.is_empty(),
-        "a fifth from one address: {resp:?}"
-    );
+    assert!(closed && resp.is_empty(), "a fifth from {from}: {resp:?}");
+    held
 }
 
 /// A connection to `gw` from source address `from`.
@@ -792,18 +796,7 @@ fn a_trusted_proxy_is_not_held_to_one_addresss_share_of_connections() {
         held.push(s);
     }
     // Anyone else still gets a sixteenth.
-    for _ in 0..4 {
-        let mut s = connect_from(&gw, "127.0.0.2");
-        assert!(healthz_keep_alive(&mut s).starts_with("HTTP/1.1 200"));
-        held.push(s);
-    }
-    let mut fifth = connect_from(&gw, "127.0.0.2");
-    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (resp, closed) = read_until_closed(&mut fifth, Duration::from_secs(5));
-    assert!(
-        closed && resp.is_empty(),
-        "a fifth from 127.0.0.2: {resp:?}"
-    );
+    let _others = sixteenth_then_refused(&gw, "127.0.0.2");
 }
 
 /// The `(labels)` of every `tonegate_http_request_duration_seconds_count` sample.
