@@ -48,13 +48,13 @@ impl PaymentData {
             match v {
                 Value::String(s) if s.len() > MAX_VALUE_LEN => {
                     return Err(SessionError::InvalidField(
-                        k.clone(),
+                        redact_card_numbers(k),
                         format!("longer than {MAX_VALUE_LEN} characters"),
                     ))
                 }
                 Value::Object(_) | Value::Array(_) => {
                     return Err(SessionError::InvalidField(
-                        k.clone(),
+                        redact_card_numbers(k),
                         "must be a string, number or boolean".into(),
                     ))
                 }
@@ -86,10 +86,12 @@ impl PaymentData {
         let Some(a) = self.text("amount") else {
             return Ok(None);
         };
+        // The value is not echoed: a CRM that sends a card number in the wrong field would get
+        // it back in the error (and in whatever logs the error).
         let bad = || {
             SessionError::InvalidField(
                 "amount".into(),
-                format!("{a:?} is not an amount like 124.99"),
+                "must be an amount like 124.99 (digits, at most two decimals)".into(),
             )
         };
         let (whole, frac) = a.split_once('.').unwrap_or((&a, ""));
@@ -214,6 +216,15 @@ mod tests {
             pd(json!({})).customer_phone(),
             Err(SessionError::MissingField(_))
         ));
+    }
+
+    #[test]
+    fn the_amount_error_does_not_echo_the_value() {
+        let e = pd(json!({"amount": "4242 4242 4242 4242 12/30"}))
+            .amount_minor()
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("4242") && !e.contains("12/30"), "{e}");
     }
 
     #[test]
