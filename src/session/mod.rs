@@ -861,9 +861,17 @@ impl Sessions {
         s: &Session,
         account: &AccountConfig,
     ) -> Result<(String, u64), SessionError> {
-        let token = crate::auth::random_token();
         let now = self.inner.clock.unix_now();
-        let expires = (now + account.link_ttl_s).min(s.expires_at);
+        // Past its expiry the session only waits for the sweep to mark it: no link for it (and
+        // no "valid for" computed from a time already gone).
+        if s.expires_at <= now {
+            return Err(SessionError::WrongState {
+                from: SessionState::Expired.as_str(),
+                action: "make a payment link",
+            });
+        }
+        let token = crate::auth::random_token();
+        let expires = now.saturating_add(account.link_ttl_s).min(s.expires_at);
         self.inner
             .store
             .insert_link(&token_hash(&token), &s.id, now, expires)?;
@@ -887,13 +895,13 @@ impl Sessions {
             .map(|a| format!(" {}.{:02} {}", a / 100, a % 100, s.currency))
             .unwrap_or_default();
         let name = if account.name.is_empty() {
-            "Secure payment"
+            "Secure payment".to_string()
         } else {
-            account.name.as_str()
+            crate::card::redact::redact_card_numbers(&account.name)
         };
         let body = format!(
             "{name}: pay{amount} securely at {url} (link valid for {} minutes)",
-            (expires - now).div_ceil(60).max(1)
+            expires.saturating_sub(now).div_ceil(60).max(1)
         );
         match self.inner.sms.send(&s.id, &phone, &body).await {
             Ok(()) => {
