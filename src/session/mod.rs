@@ -811,7 +811,7 @@ impl Sessions {
             .cloned()
             .ok_or(SessionError::NotFound)?;
         let found = psp_call(&self.inner.latency, "find_payment", || {
-            psp.find_payment(&s.id)
+            psp.find_payment(&s.id, None)
         })
         .await
         .map_err(|e| {
@@ -1196,7 +1196,7 @@ impl Sessions {
         let found = match self.inner.psps.get(&s.account_id) {
             Some(psp) => {
                 psp_call(&self.inner.latency, "find_payment", || {
-                    psp.find_payment(&s.id)
+                    psp.find_payment(&s.id, s.result.psp_transaction_id.as_deref())
                 })
                 .await
             }
@@ -1659,8 +1659,28 @@ async fn pay(
                         session_id: &s.id,
                         channel,
                         idempotency_key: &pay_key,
+                        payment_id: None,
                     };
-                    psp_call(&inner.latency, "charge", || psp.charge(req.clone())).await
+                    // The payment's id is stored before it is charged: if the charge's answer
+                    // is lost, reconciliation reads that payment, not a list of recent ones.
+                    let created = psp_call(&inner.latency, "create_payment", || {
+                        psp.create_payment(req.clone())
+                    })
+                    .await;
+                    match created {
+                        Err(e) => Err(e),
+                        Ok(payment_id) => {
+                            if let Some(id) = &payment_id {
+                                result.psp_transaction_id = Some(id.clone());
+                                st.set_result(&s.id, &result, inner.clock.unix_now())?;
+                            }
+                            let req = ChargeRequest {
+                                payment_id: payment_id.as_deref(),
+                                ..req
+                            };
+                            psp_call(&inner.latency, "charge", || psp.charge(req.clone())).await
+                        }
+                    }
                 }
             }
         }
