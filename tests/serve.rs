@@ -338,3 +338,113 @@ fn serve_with_a_certificate_speaks_https_only() {
         "{err}"
     );
 }
+
+/// Runs `serve` on `text` written to `p.toml` in `dir` with file mode `mode` (and the
+/// environment variable `TONEGATE_TEST_STRIPE_KEY` set): whether it came up, and its log up to
+/// then. A gateway that came up is stopped.
+fn serve_production(dir: &std::path::Path, text: &str, mode: u32) -> (bool, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env("TONEGATE_TEST_STRIPE_KEY", "sk_live_from_env")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    let up = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("listening on") {
+                    break true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("neither up nor refused: {log}")
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (up, log)
+}
+
+/// Production refuses a config file that group or others can open while it holds secrets
+/// inline, a `file:` secret others can open, and `http://` webhook and SMS URLs; with its
+/// secrets given as `env:NAME` and `file:PATH` the same file may stay world-readable.
+#[test]
+fn production_mode_guards_secrets_and_refuses_plain_http_urls() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "{}\n[store]\nsqlite_path = {:?}\n",
+        PRODUCTION.replacen(
+            "mode = \"production\"",
+            "mode = \"production\"\nlisten = \"127.0.0.1:0\"",
+            1
+        ),
+        dir.path().join("p.db").display().to_string()
+    );
+    let (up, log) = serve_production(dir.path(), &base, 0o644);
+    assert!(
+        !up && log.contains("chmod 600")
+            && log.contains("auth.signing_key")
+            && log.contains("stripe_secret_key")
+            && !log.contains("sk_live_x"),
+        "{log}"
+    );
+    let (up, log) = serve_production(dir.path(), &base, 0o600);
+    assert!(up, "{log}");
+
+    let key = dir.path().join("signing.key");
+    std::fs::write(&key, "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outside = base
+        .replacen(
+            "signing_key = \"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\"",
+            &format!("signing_key = \"file:{}\"", key.display()),
+            1,
+        )
+        .replacen("\"sk_live_x\"", "\"env:TONEGATE_TEST_STRIPE_KEY\"", 1);
+    let (up, log) = serve_production(dir.path(), &outside, 0o644);
+    assert!(up, "{log}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (up, log) = serve_production(dir.path(), &outside, 0o644);
+    assert!(
+        !up && log.contains("signing.key") && log.contains("chmod 600"),
+        "{log}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let hook = outside.replacen(
+        "stripe_secret_key =",
+        "webhook_url = \"http://crm.example.com/hook\"\nstripe_secret_key =",
+        1,
+    );
+    let (up, log) = serve_production(dir.path(), &hook, 0o600);
+    assert!(!up && log.contains("webhook_url"), "{log}");
+    let sms = outside.replacen(
+        "[ng]",
+        "[sms]\nprovider = \"twilio\"\ntwilio_base_url = \"http://api.twilio.com\"\n[ng]",
+        1,
+    );
+    let (up, log) = serve_production(dir.path(), &sms, 0o600);
+    assert!(!up && log.contains("sms.twilio_base_url"), "{log}");
+}
