@@ -82,11 +82,21 @@ enum Command {
 struct PaymentGate {
     running: std::sync::atomic::AtomicUsize,
     closed: std::sync::atomic::AtomicBool,
+    /// Shutdown is done with the sessions: the runtime may stop under any task now.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl PaymentGate {
     fn closed(&self) -> bool {
         self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a task should end rather than wait on a timer. A task inside a blocking store
+    /// call when the runtime stops runs on after its timers are gone, and polling one then
+    /// panics ("A Tokio 1.x context was found, but it is being shutdown"): every loop of
+    /// the session tasks asks this before it waits.
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -407,6 +417,7 @@ impl Sessions {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         report.payments_unfinished = payments.running.load(SeqCst);
+        payments.stopped.store(true, SeqCst);
         report
     }
 
@@ -431,8 +442,11 @@ impl Sessions {
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            loop {
+            while !inner.payments.stopped() {
                 inner.deliver_webhooks().await;
+                if inner.payments.stopped() {
+                    break;
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(1), inner.webhook_due.notified())
                     .await;
             }
@@ -460,7 +474,7 @@ impl Sessions {
         let every = Duration::from_secs(self.inner.config.store.sweep_interval_s.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            loop {
+            while !me.inner.payments.stopped() {
                 tick.tick().await;
                 if let Err(e) = me.sweep(me.inner.clock.unix_now()).await {
                     tracing::error!(error = %e, "session sweep failed");
@@ -985,7 +999,10 @@ impl Sessions {
                 .expect("link lock")
                 .tries_per_call();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            while let Ok(Some(k)) = tokio::time::timeout_at(deadline, keys.recv()).await {
+            while !me.inner.payments.stopped() {
+                let Ok(Some(k)) = tokio::time::timeout_at(deadline, keys.recv()).await else {
+                    break;
+                };
                 match k.key().digit() {
                     Some(d) => digits.push((b'0' + d) as char),
                     None => {
@@ -1155,6 +1172,9 @@ impl Sessions {
             }
         }
         for s in self.inner.store.expired(now)? {
+            if self.inner.payments.stopped() {
+                return Ok(());
+            }
             self.end(&s, SessionState::Expired, "gateway:expiry", None)
                 .await?;
             tracing::info!(session = %s.id, "session expired");
@@ -1162,6 +1182,9 @@ impl Sessions {
         // A payment is never in Submitting this long (PSP calls time out and retry within a
         // minute or two): one that is, lost its outcome (a database error after the charge).
         for s in self.inner.store.in_states(&[SessionState::Submitting])? {
+            if self.inner.payments.stopped() {
+                return Ok(());
+            }
             if s.updated_at + STUCK_SUBMITTING_S <= now {
                 self.reconcile(&s, "gateway:reconcile").await;
             }
@@ -1386,6 +1409,10 @@ impl CaptureTask {
         loop {
             self.carry_out(&mut voice).await;
             if voice.is_over() {
+                break;
+            }
+            if self.inner.payments.stopped() {
+                ended_by = "gateway:shutdown";
                 break;
             }
             let deadline = voice
