@@ -652,10 +652,10 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
     payment_cut_by_sigkill_then_restart(0);
 }
 
-/// As above, on a busy PSP account: more than a page (100) of other payments made after ours
-/// before the gateway is back. Reconciliation reads the payment it stored the id of, so it
-/// still finds ours (it once read only the 100 most recent and recorded a paid session
-/// `Failed`).
+/// As above, on a busy PSP account: more than a page (100) of other payments made before ours
+/// and after it, before the gateway is back (Stripe lists the newest first, localstripe the
+/// oldest). Reconciliation reads the payment it stored the id of, so it still finds ours (it
+/// once read only the first page of the list and recorded a paid session `Failed`).
 #[test]
 fn reconciliation_finds_the_payment_behind_more_than_a_page_of_others() {
     payment_cut_by_sigkill_then_restart(130);
@@ -663,6 +663,9 @@ fn reconciliation_finds_the_payment_behind_more_than_a_page_of_others() {
 
 /// `n` successful payments for other sessions, made at localstripe directly.
 fn other_payments(ls: &LocalStripe, n: usize) {
+    if n == 0 {
+        return;
+    }
     let pm: Value = http()
         .post(format!("{}/v1/payment_methods", ls.url))
         .basic_auth("sk_test_x", Some(""))
@@ -679,7 +682,7 @@ fn other_payments(ls: &LocalStripe, n: usize) {
         .unwrap();
     let pm = pm["id"].as_str().unwrap().to_string();
     for i in 0..n {
-        let session = format!("other-{i}");
+        let session = format!("other-{i}-{}", pm);
         let r = http()
             .post(format!("{}/v1/payment_intents", ls.url))
             .basic_auth("sk_test_x", Some(""))
@@ -697,9 +700,11 @@ fn other_payments(ls: &LocalStripe, n: usize) {
 }
 
 /// SIGKILL while a charge is at the PSP, `others` payments for other sessions made at the PSP
-/// afterwards, restart: the session settles `Completed` from the PSP, once.
+/// before it and as many afterwards, restart: the session settles `Completed` from the PSP,
+/// once.
 fn payment_cut_by_sigkill_then_restart(others: usize) {
     let ls = LocalStripe::start();
+    other_payments(&ls, others);
     let proxy = Proxy::start(ls.url.clone(), 0);
     let hook = HookReceiver::start();
     let dir = tempfile::tempdir().unwrap();
@@ -745,11 +750,7 @@ fn payment_cut_by_sigkill_then_restart(others: usize) {
     drop(gw); // SIGKILL, mid-payment.
     proxy.hold_answers.store(false, Ordering::SeqCst);
     let _ = paying.join();
-    if others > 0 {
-        // localstripe orders payments by creation second: the others are a second newer.
-        std::thread::sleep(Duration::from_millis(1100));
-        other_payments(&ls, others);
-    }
+    other_payments(&ls, others);
 
     let gw = Serve::start(&path);
     let tok = dev_token(&gw.1, "globalpci");
