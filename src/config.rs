@@ -61,6 +61,14 @@ pub struct Config {
     pub link: LinkConfig,
     /// rtpengine's ng control protocol (Kamailio, OpenSIPS).
     pub ng: NgConfig,
+    /// The secret settings written inline in the file (not `env:`/`file:`), by name; filled
+    /// in by [`Config::parse`]. Production refuses a file others can open that holds any.
+    #[serde(skip)]
+    pub inline_secrets: Vec<String>,
+    /// The files `file:` secret settings were read from; production refuses any that others
+    /// can open.
+    #[serde(skip)]
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// The ng control listener: how a SIP proxy's `rtpengine` module drives tonegate.
@@ -547,15 +555,102 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let config = Self::parse(&text, path)?;
+        if config.server.mode == ServerMode::Production {
+            config.check_secret_file_modes(path)?;
+        }
+        Ok(config)
+    }
+
+    /// Production: the config file, if it holds secrets inline, and every `file:` secret must
+    /// be closed to group and others (`chmod 600`).
+    fn check_secret_file_modes(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let open_to_others = |p: &Path| -> Result<Option<u32>, ConfigError> {
+            let mode = std::fs::metadata(p)
+                .map_err(|source| ConfigError::Io {
+                    path: p.to_owned(),
+                    source,
+                })?
+                .permissions()
+                .mode()
+                & 0o777;
+            Ok((mode & 0o077 != 0).then_some(mode))
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!("server.mode = \"production\": {message}"),
+        };
+        if !self.inline_secrets.is_empty() {
+            if let Some(mode) = open_to_others(path)? {
+                return Err(invalid(format!(
+                    "the file holds secrets inline ({}) and group or others can open it (mode {mode:o}): chmod 600 it, or give them as env:NAME or file:PATH",
+                    self.inline_secrets.join(", ")
+                )));
+            }
+        }
+        for f in &self.secret_files {
+            if let Some(mode) = open_to_others(f)? {
+                return Err(invalid(format!(
+                    "secret file {} can be opened by group or others (mode {mode:o}): chmod 600 it",
+                    f.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every secret setting given as `env:NAME` or `file:PATH`, and notes which are
+    /// inline.
+    fn resolve_secrets(&mut self) -> Result<(), String> {
+        let mut inline = Vec::new();
+        let mut files = Vec::new();
+        let mut one = |setting: String, value: &mut Option<String>| -> Result<(), String> {
+            let Some(v) = value.as_mut() else {
+                return Ok(());
+            };
+            match resolve_secret(&setting, v)? {
+                SecretSource::Inline => inline.push(setting),
+                SecretSource::File(p) => files.push(p),
+                SecretSource::Env => {}
+            }
+            Ok(())
+        };
+        one("auth.signing_key".into(), &mut self.auth.signing_key)?;
+        for c in &mut self.auth.clients {
+            one(format!("auth.clients {:?} secret", c.id), &mut c.secret)?;
+        }
+        for a in &mut self.accounts {
+            one(
+                format!("accounts {:?} stripe_secret_key", a.id),
+                &mut a.stripe_secret_key,
+            )?;
+            one(
+                format!("accounts {:?} webhook_secret", a.id),
+                &mut a.webhook_secret,
+            )?;
+        }
+        let mut token =
+            Some(std::mem::take(&mut self.sms.twilio_auth_token)).filter(|t| !t.is_empty());
+        one("sms.twilio_auth_token".into(), &mut token)?;
+        self.sms.twilio_auth_token = token.unwrap_or_default();
+        self.inline_secrets = inline;
+        self.secret_files = files;
+        Ok(())
     }
 
     /// Parses and checks configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        config
+            .resolve_secrets()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -834,6 +929,22 @@ impl Config {
                 a.id
             ));
         }
+        if let Some(a) = self.accounts.iter().find(|a| {
+            a.webhook_url
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("https://"))
+        }) {
+            return Some(format!(
+                "accounts {:?} has a webhook_url that is not https:// (results and their signatures would cross the network in clear)",
+                a.id
+            ));
+        }
+        if self.sms.provider != "outbox" && !self.sms.twilio_base_url.starts_with("https://") {
+            return Some(
+                "sms.twilio_base_url is not https:// (the auth token and payment links would cross the network in clear)"
+                    .into(),
+            );
+        }
         match self.server.public_url.as_deref() {
             Some(u) if u.starts_with("https://") => {}
             _ => {
@@ -879,6 +990,37 @@ impl Config {
     }
 }
 
+/// Where a secret setting's value came from.
+enum SecretSource {
+    Inline,
+    Env,
+    File(PathBuf),
+}
+
+/// Replaces `env:NAME` with the environment variable NAME and `file:PATH` with the file's
+/// content (one trailing newline dropped); any other value is the secret itself. Errors name
+/// the setting and where it points, never a value.
+fn resolve_secret(setting: &str, value: &mut String) -> Result<SecretSource, String> {
+    let (resolved, source) = if let Some(name) = value.strip_prefix("env:") {
+        let v = std::env::var(name)
+            .map_err(|_| format!("{setting}: environment variable {name} is not set"))?;
+        (v, SecretSource::Env)
+    } else if let Some(p) = value.strip_prefix("file:") {
+        let v =
+            std::fs::read_to_string(p).map_err(|e| format!("{setting}: cannot read {p}: {e}"))?;
+        let v = v.strip_suffix('\n').unwrap_or(&v);
+        let v = v.strip_suffix('\r').unwrap_or(v).to_string();
+        (v, SecretSource::File(PathBuf::from(p)))
+    } else {
+        return Ok(SecretSource::Inline);
+    };
+    if resolved.is_empty() {
+        return Err(format!("{setting}: the secret it points to is empty"));
+    }
+    *value = resolved;
+    Ok(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,6 +1052,20 @@ mod tests {
                 "[server.tls]",
             ),
             (("signing_key = ", "# signing_key = "), "auth.signing_key"),
+            (
+                (
+                    "stripe_secret_key = \"sk_live_x\"",
+                    "stripe_secret_key = \"sk_live_x\"\nwebhook_url = \"http://crm.example.com/hook\"",
+                ),
+                "webhook_url",
+            ),
+            (
+                (
+                    "[ng]",
+                    "[sms]\nprovider = \"twilio\"\ntwilio_base_url = \"http://api.twilio.com\"\n[ng]",
+                ),
+                "sms.twilio_base_url",
+            ),
             (
                 (
                     "mode = \"production\"",
@@ -991,6 +1147,60 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ng.reply_cache_bytes"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_inline_from_the_environment_or_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("signing.key");
+        std::fs::write(&key, "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\n").unwrap();
+        std::env::set_var("TONEGATE_CONFIG_TEST_STRIPE", "sk_from_env");
+        let safe = include_str!("../fixtures/config/production.toml");
+        let text = safe
+            .replacen(
+                "signing_key = \"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\"",
+                &format!("signing_key = \"file:{}\"", key.display()),
+                1,
+            )
+            .replacen("\"sk_live_x\"", "\"env:TONEGATE_CONFIG_TEST_STRIPE\"", 1);
+        let c = Config::parse(&text, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            c.auth.signing_key.as_deref(),
+            Some("MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=")
+        );
+        assert_eq!(
+            c.accounts[0].stripe_secret_key.as_deref(),
+            Some("sk_from_env")
+        );
+        assert!(c.inline_secrets.is_empty(), "{:?}", c.inline_secrets);
+        assert_eq!(c.secret_files, vec![key.clone()]);
+        let inline = Config::parse(safe, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            inline.inline_secrets,
+            ["auth.signing_key", "accounts \"live\" stripe_secret_key"]
+        );
+        // A missing variable or file is named with the setting, never a value.
+        let e = Config::parse(
+            &safe.replacen("\"sk_live_x\"", "\"env:TONEGATE_CONFIG_TEST_UNSET\"", 1),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("accounts \"live\" stripe_secret_key")
+                && e.contains("TONEGATE_CONFIG_TEST_UNSET"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &safe.replacen("\"sk_live_x\"", "\"file:/nonexistent/key\"", 1),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("stripe_secret_key") && e.contains("/nonexistent/key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Latency {
         );
         registry.register(
             "psp_call_duration_seconds",
-            "PSP calls (tokenize, charge, find_payment) with their retries",
+            "PSP calls (tokenize, create_payment, charge, find_payment) with their retries",
             self.psp.clone(),
         );
     }

@@ -719,6 +719,75 @@ fn a_pan_sent_in_payment_data_is_never_stored() {
     assert!(!files.is_empty(), "the database was scanned");
 }
 
+/// `text` as a person reads a number in it: spaces (any), tabs, dashes, dots, slashes and
+/// underscores dropped (JSON's `\t` escape too), full-width digits read as digits.
+fn as_read(text: &str) -> String {
+    text.replace("\\t", " ")
+        .chars()
+        .filter(|&c| !(c.is_whitespace() || "-./_".contains(c)))
+        .map(|c| match c as u32 {
+            0xFF10..=0xFF19 => char::from(b'0' + (c as u32 - 0xFF10) as u8),
+            _ => c,
+        })
+        .collect()
+}
+
+/// A card number written the ways that got past the old redactor — after a `+`, grouped by
+/// dots, slashes, underscores, tabs, NBSPs or double spaces, in full-width digits, glued to its
+/// expiry — in PaymentData values, key names, the merchant reference and the CallGuid, is
+/// masked before anything is stored or answered; a bad `amount` holding one is refused without
+/// quoting it.
+#[test]
+fn card_numbers_in_any_format_are_never_stored() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": "dev-account", "CallGuid": "call 4242.4242.4242.4242",
+                "PaymentData": {"amount": "12.50",
+                "phone": "+4242424242424242", "dots": "4242.4242.4242.4242",
+                "slashes": "4242/4242/4242/4242", "underscores": "4242_4242_4242_4242",
+                "tabs": "4242\t4242\t4242\t4242", "nbsp": "4242\u{a0}4242\u{a0}4242\u{a0}4242",
+                "double": "4242  4242  4242  4242", "wide": "４２４２４２４２４２４２４２４２",
+                "glued": "424242424242424212/30", "key 4242_4242_4242_4242": "in the key",
+                "merchantTxnRef": "INV+4242424242424242"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let mut responses = v.to_string();
+    let (_, v) = get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
+    responses += &v.to_string();
+    assert_eq!(v["merchantTxnRef"], "INV+************4242", "{v}");
+    assert_eq!(v["CallGuid"], "call ****.****.****.4242", "{v}");
+    // The amount's error names the field, not the value.
+    let (s, e) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": "dev-account", "CallGuid": "call-amount",
+                "PaymentData": {"amount": "4242 4242 4242 4242 exp 12/30"}}),
+    );
+    assert_eq!(s, 400, "{e}");
+    assert!(!e.to_string().contains("4242"), "{e}");
+    responses += &e.to_string();
+    for pan in ["4242424242424242", "424242424242"] {
+        assert!(
+            !as_read(&responses).contains(pan),
+            "answers hold the PAN: {responses}"
+        );
+    }
+    let dir = gw.dir.clone();
+    drop(gw);
+    let files = database_files(dir.path());
+    for (name, bytes) in &files {
+        let text = as_read(&String::from_utf8_lossy(bytes));
+        assert!(!text.contains("424242424242"), "{name} holds the PAN");
+    }
+    assert!(!files.is_empty(), "the database was scanned");
+}
+
 /// Personal data goes `store.personal_data_days` after a session closes: a cancelled
 /// session's PaymentData and its SMS leave the database file (and its WAL) for good; a live
 /// session keeps its data, and the closed one keeps its state and amount.

@@ -104,3 +104,54 @@ fn payloads_and_psp_checked_wallet_response() {
     );
     assert_eq!(post(&gw, &tok, "/globalpci/v1/applepay/response", &json!({"type": "ConnectorPaymentResponse", "status": true, "requestIdentifier": "nope"})).0, 404);
 }
+
+/// Re-issuing the link of a digital session that is past its expiry (the sweep has not marked
+/// it yet) is refused, and no SMS promises a link for longer than the session lives (it once
+/// texted "valid for 307445734561825861 minutes").
+#[test]
+fn a_link_is_not_reissued_for_an_expired_session() {
+    let gw =
+        Gateway::start("[server]\nadjustable_clock = true\n[store]\nsweep_interval_s = 3600\n");
+    let tok = gw.token("globalpci");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/digitalselfservicesession",
+        &json!({"AccountConfigurationId": "dev-account",
+        "PaymentData": {"CustomerPhoneNumber": "+447700900125", "merchantTxnRef": "LATE-1", "amount": "5.00"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let (_, shown) = common::gateway::get(&gw, &tok, &format!("/globalpci/v1/session/{id}"));
+    let lives_s = shown["expiresAt"].as_u64().unwrap() - shown["createdAt"].as_u64().unwrap();
+    gw.advance_clock(lives_s + 60);
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{id}/reissue"),
+        &json!({}),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("Expired"),
+        "{v}"
+    );
+    let (_, outbox) = common::gateway::get(&gw, &gw.token("admin"), "/admin/v1/outbox");
+    let texts: Vec<&str> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sessionId"] == id.as_str())
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 1, "only the first link was texted: {texts:?}");
+    for t in texts {
+        let minutes: u64 = t
+            .split("valid for ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!(minutes * 60 <= lives_s + 59, "{t}");
+    }
+}

@@ -19,10 +19,11 @@ use tonegate::card::{Card, Cvv, Digits, Expiry, Pan};
 struct Proxy {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<String>>>,
-    /// While set, a PaymentIntent request is forwarded (the charge happens) but its answer is
-    /// held back: the gateway waits, as it would on a slow PSP.
+    /// While set, a charging request (a PaymentIntent confirm, or a create with `confirm=true`)
+    /// is forwarded (the charge happens) but its answer is held back: the gateway waits, as it
+    /// would on a slow PSP.
     hold_answers: Arc<std::sync::atomic::AtomicBool>,
-    /// PaymentIntent requests localstripe has answered.
+    /// Charging requests localstripe has answered.
     charged: Arc<AtomicUsize>,
     /// When set, localstripe's decline answers carry this as their message instead (a PSP
     /// that echoes what it was sent).
@@ -74,6 +75,11 @@ impl Proxy {
             async move {
                 tokio::time::sleep(delay).await;
                 let is_pi = method == Method::POST && uri.path() == "/v1/payment_intents";
+                // The request that charges: a confirm, or a create that confirms at once.
+                let is_charge = method == Method::POST
+                    && ((is_pi && String::from_utf8_lossy(&body).contains("confirm=true"))
+                        || (uri.path().starts_with("/v1/payment_intents/")
+                            && uri.path().ends_with("/confirm")));
                 if is_pi {
                     b.lock()
                         .unwrap()
@@ -108,12 +114,14 @@ impl Proxy {
                 let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
                 let mut bytes = r.bytes().await.unwrap();
                 let echo = decline.lock().unwrap().clone();
-                if let (true, StatusCode::PAYMENT_REQUIRED, Some(text)) = (is_pi, status, echo) {
+                if let (true, StatusCode::PAYMENT_REQUIRED, Some(text)) =
+                    (is_pi || is_charge, status, echo)
+                {
                     let mut v: Value = serde_json::from_slice(&bytes).unwrap();
                     v["error"]["message"] = text.into();
                     bytes = Bytes::from(v.to_string());
                 }
-                if is_pi {
+                if is_charge {
                     done.fetch_add(1, Ordering::SeqCst);
                     while hold.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -641,7 +649,62 @@ impl Drop for Serve {
 /// that charge, and the result webhook says so, once.
 #[test]
 fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
+    payment_cut_by_sigkill_then_restart(0);
+}
+
+/// As above, on a busy PSP account: more than a page (100) of other payments made before ours
+/// and after it, before the gateway is back (Stripe lists the newest first, localstripe the
+/// oldest). Reconciliation reads the payment it stored the id of, so it still finds ours (it
+/// once read only the first page of the list and recorded a paid session `Failed`).
+#[test]
+fn reconciliation_finds_the_payment_behind_more_than_a_page_of_others() {
+    payment_cut_by_sigkill_then_restart(130);
+}
+
+/// `n` successful payments for other sessions, made at localstripe directly.
+fn other_payments(ls: &LocalStripe, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let pm: Value = http()
+        .post(format!("{}/v1/payment_methods", ls.url))
+        .basic_auth("sk_test_x", Some(""))
+        .form(&[
+            ("type", "card"),
+            ("card[number]", "4242424242424242"),
+            ("card[exp_month]", "12"),
+            ("card[exp_year]", "2030"),
+            ("card[cvc]", "123"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let pm = pm["id"].as_str().unwrap().to_string();
+    for i in 0..n {
+        let session = format!("other-{i}-{}", pm);
+        let r = http()
+            .post(format!("{}/v1/payment_intents", ls.url))
+            .basic_auth("sk_test_x", Some(""))
+            .form(&[
+                ("amount", "100"),
+                ("currency", "gbp"),
+                ("payment_method", pm.as_str()),
+                ("confirm", "true"),
+                ("metadata[sessionId]", session.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    }
+}
+
+/// SIGKILL while a charge is at the PSP, `others` payments for other sessions made at the PSP
+/// before it and as many afterwards, restart: the session settles `Completed` from the PSP,
+/// once.
+fn payment_cut_by_sigkill_then_restart(others: usize) {
     let ls = LocalStripe::start();
+    other_payments(&ls, others);
     let proxy = Proxy::start(ls.url.clone(), 0);
     let hook = HookReceiver::start();
     let dir = tempfile::tempdir().unwrap();
@@ -687,6 +750,7 @@ fn a_payment_cut_by_sigkill_is_settled_from_the_psp_after_restart() {
     drop(gw); // SIGKILL, mid-payment.
     proxy.hold_answers.store(false, Ordering::SeqCst);
     let _ = paying.join();
+    other_payments(&ls, others);
 
     let gw = Serve::start(&path);
     let tok = dev_token(&gw.1, "globalpci");

@@ -338,3 +338,320 @@ fn serve_with_a_certificate_speaks_https_only() {
         "{err}"
     );
 }
+
+/// Runs `serve` on `text` written to `p.toml` in `dir` with file mode `mode` (and the
+/// environment variable `TONEGATE_TEST_STRIPE_KEY` set): whether it came up, and its log up to
+/// then. A gateway that came up is stopped.
+fn serve_production(dir: &std::path::Path, text: &str, mode: u32) -> (bool, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env("TONEGATE_TEST_STRIPE_KEY", "sk_live_from_env")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    let up = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("listening on") {
+                    break true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("neither up nor refused: {log}")
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (up, log)
+}
+
+/// Production refuses a config file that group or others can open while it holds secrets
+/// inline, a `file:` secret others can open, and `http://` webhook and SMS URLs; with its
+/// secrets given as `env:NAME` and `file:PATH` the same file may stay world-readable.
+#[test]
+fn production_mode_guards_secrets_and_refuses_plain_http_urls() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "{}\n[store]\nsqlite_path = {:?}\n",
+        PRODUCTION.replacen(
+            "mode = \"production\"",
+            "mode = \"production\"\nlisten = \"127.0.0.1:0\"",
+            1
+        ),
+        dir.path().join("p.db").display().to_string()
+    );
+    let (up, log) = serve_production(dir.path(), &base, 0o644);
+    assert!(
+        !up && log.contains("chmod 600")
+            && log.contains("auth.signing_key")
+            && log.contains("stripe_secret_key")
+            && !log.contains("sk_live_x"),
+        "{log}"
+    );
+    let (up, log) = serve_production(dir.path(), &base, 0o600);
+    assert!(up, "{log}");
+
+    let key = dir.path().join("signing.key");
+    std::fs::write(&key, "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outside = base
+        .replacen(
+            "signing_key = \"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\"",
+            &format!("signing_key = \"file:{}\"", key.display()),
+            1,
+        )
+        .replacen("\"sk_live_x\"", "\"env:TONEGATE_TEST_STRIPE_KEY\"", 1);
+    let (up, log) = serve_production(dir.path(), &outside, 0o644);
+    assert!(up, "{log}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (up, log) = serve_production(dir.path(), &outside, 0o644);
+    assert!(
+        !up && log.contains("signing.key") && log.contains("chmod 600"),
+        "{log}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let hook = outside.replacen(
+        "stripe_secret_key =",
+        "webhook_url = \"http://crm.example.com/hook\"\nstripe_secret_key =",
+        1,
+    );
+    let (up, log) = serve_production(dir.path(), &hook, 0o600);
+    assert!(!up && log.contains("webhook_url"), "{log}");
+    let sms = outside.replacen(
+        "[ng]",
+        "[sms]\nprovider = \"twilio\"\ntwilio_base_url = \"http://api.twilio.com\"\n[ng]",
+        1,
+    );
+    let (up, log) = serve_production(dir.path(), &sms, 0o600);
+    assert!(!up && log.contains("sms.twilio_base_url"), "{log}");
+}
+
+/// SIGTERM with sessions in every live state — captures part-keyed and complete (agent and
+/// self-service, prompts playing), a call waiting for a link id, a digital session — stops
+/// the gateway cleanly: exit 0, and no task panics on the way down.
+#[test]
+fn stopping_with_live_sessions_panics_no_task() {
+    use common::gateway::http;
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut t: toml::Table = toml::from_str(&shipped).unwrap();
+    t["server"]["listen"] = "127.0.0.1:0".into();
+    t["store"]["sqlite_path"] = dir.path().join("t.db").display().to_string().into();
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(common::root())
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _, lines) = listening(&mut child);
+    let base = format!("http://{addr}");
+    let token = |scope: &str| -> String {
+        let v: Value = http()
+            .post(format!("{base}/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tonegate-dev"),
+                ("client_secret", "tonegate-dev-secret"),
+                ("scope", scope),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    };
+    let (g, r) = (token("globalpci"), token("relay"));
+    let post = |tok: &str, path: &str, body: Value| -> Value {
+        let resp = http()
+            .post(format!("{base}{path}"))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().unwrap()
+    };
+    // A call on the relay for `guid`, with a caller leg that can key.
+    let call = |guid: &str| -> common::KeyingLeg {
+        let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v = post(
+            &r,
+            "/relay/v1/calls",
+            json!({"call_guid": guid, "codec": "PCMU",
+                   "caller": {"remote": caller.local_addr().unwrap().to_string()},
+                   "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+        );
+        let relay = v["caller"]["local"].as_str().unwrap().parse().unwrap();
+        std::mem::forget(agent);
+        common::KeyingLeg::new(caller, relay)
+    };
+    let session = |kind: &str, guid: Option<&str>| -> String {
+        let mut body = json!({"AccountConfigurationId": "dev-account",
+            "PaymentData": {"amount": "1.00", "CustomerPhoneNumber": "+447700900123"}});
+        if let Some(g) = guid {
+            body["CallGuid"] = g.into();
+        }
+        post(&g, &format!("/globalpci/v1/{kind}"), body)["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let state = |id: &str| -> String {
+        let v: Value = http()
+            .get(format!("{base}/globalpci/v1/session/{id}"))
+            .bearer_auth(&g)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["sessionState"].as_str().unwrap_or("").to_string()
+    };
+    let part = session("agentsession", Some("stop-part"));
+    let full = session("agentsession", Some("stop-full"));
+    session("selfservicesession", Some("stop-self"));
+    session("selfservicesession", Some("stop-waiting"));
+    session("digitalselfservicesession", None);
+    let mut part_leg = call("stop-part");
+    let mut full_leg = call("stop-full");
+    let _self_leg = call("stop-self");
+    let _unlinked = call("stop-unlinked");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&part) != "Capturing" || state(&full) != "Capturing" {
+        assert!(Instant::now() < deadline, "the calls never linked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    part_leg.key("4242", 3);
+    full_leg.key("4242424242424242#1230#737#", 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&full) != "ReadyToSubmit" {
+        assert!(Instant::now() < deadline, "the card was never complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("panicked")),
+        "{}",
+        rest.join("\n")
+    );
+    assert!(status.success(), "{status:?}: {}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("tonegate stopped")),
+        "{rest:?}"
+    );
+}
+
+/// SIGTERM while the session sweep is inside a database write (held up here by another
+/// connection's write lock, as a slow disk would): the gateway still stops without a task
+/// panicking. The sweep once carried on after the runtime's timers were gone and panicked
+/// ("A Tokio 1.x context was found, but it is being shutdown").
+#[test]
+fn stopping_while_the_sweep_waits_on_the_database_panics_no_task() {
+    use common::gateway::http;
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let db = dir.path().join("t.db");
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut t: toml::Table = toml::from_str(&shipped).unwrap();
+    t["server"]["listen"] = "127.0.0.1:0".into();
+    t["store"]["sqlite_path"] = db.display().to_string().into();
+    t["store"]["sweep_interval_s"] = 1.into();
+    t["accounts"].as_array_mut().unwrap()[0]["session_ttl_s"] = 1.into();
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(common::root())
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _, lines) = listening(&mut child);
+    let base = format!("http://{addr}");
+    let tok: Value = http()
+        .post(format!("{base}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tonegate-dev"),
+            ("client_secret", "tonegate-dev-secret"),
+            ("scope", "globalpci"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let r = http()
+        .post(format!("{base}/globalpci/v1/agentsession"))
+        .bearer_auth(tok["access_token"].as_str().unwrap())
+        .json(
+            &json!({"AccountConfigurationId": "dev-account", "CallGuid": "sweep-1",
+                      "PaymentData": {"amount": "1.00"}}),
+        )
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    // The session expires within a second; the sweep's write that marks it waits on this lock
+    // (up to the store's 5 s busy timeout), on a worker moved off the runtime for it.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(1000));
+    lock.execute_batch("ROLLBACK").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("panicked")),
+        "{}",
+        rest.join("\n")
+    );
+    assert!(status.success(), "{status:?}: {}", rest.join("\n"));
+}

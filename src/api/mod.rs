@@ -167,12 +167,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a status, a stable machine code and a human message.
+    /// An error with a status, a stable machine code and a human message (card numbers in it
+    /// masked: messages may quote what a client sent).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: crate::card::redact::redact_card_numbers(&message.into()),
             www_authenticate: None,
         }
     }

@@ -53,6 +53,9 @@ pub struct ChargeRequest<'a> {
     pub channel: &'a str,
     /// The same across retries of this charge, so it is never made twice.
     pub idempotency_key: &'a str,
+    /// The payment [`Psp::create_payment`] made for this charge, if it made one: the charge
+    /// confirms it.
+    pub payment_id: Option<&'a str>,
 }
 
 /// What a charge came to.
@@ -113,6 +116,16 @@ pub trait Psp: Send + Sync {
         card: &'a Card,
         idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<TokenizedCard, PspError>>;
+    /// Creates the payment without charging it, where the PSP can: its id, which the caller
+    /// stores before [`charge`](Psp::charge) confirms it, so a charge whose answer is lost is
+    /// found again by that id ([`find_payment`](Psp::find_payment)). `None`: the PSP makes
+    /// the payment in `charge` alone.
+    fn create_payment<'a>(
+        &'a self,
+        _req: ChargeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Option<String>, PspError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Charges a tokenized card.
     fn charge<'a>(
         &'a self,
@@ -124,11 +137,15 @@ pub trait Psp: Send + Sync {
         transaction_id: &'a str,
         idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<String, PspError>>;
-    /// A successful payment the PSP holds for `session_id` (made outside the gateway, e.g. by
-    /// a wallet straight to the PSP): its transaction id and amount in minor units.
+    /// A successful payment the PSP holds for `session_id`: its transaction id and amount in
+    /// minor units. `payment_id` is the payment stored for the session, if any (then that one
+    /// is looked up); without it (a wallet paid the PSP directly) the PSP is asked for the
+    /// session's payments by their metadata — never by reading a page of recent payments,
+    /// which misses older ones on a busy account.
     fn find_payment<'a>(
         &'a self,
         session_id: &'a str,
+        payment_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>>;
 }
 

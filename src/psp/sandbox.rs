@@ -178,6 +178,7 @@ impl Psp for SandboxPsp {
     fn find_payment<'a>(
         &'a self,
         session_id: &'a str,
+        _payment_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>> {
         Box::pin(async move {
             self.injected()?;

@@ -3,8 +3,11 @@
 //! Tokenize: `POST /v1/payment_methods` (`type=card`), then `POST /v1/customers` and
 //! `POST /v1/payment_methods/{id}/attach` — attaching runs the issuer's check, so a card that
 //! will never work is refused here, before any charge. Charge: `POST /v1/payment_intents` with
-//! the customer and payment method, `confirm=true`, metadata (sessionId, merchantTxnRef, channel)
-//! and an `Idempotency-Key`. Refund: `POST /v1/refunds`.
+//! the customer and payment method and metadata (sessionId, merchantTxnRef, channel), whose id
+//! the gateway stores, then `POST /v1/payment_intents/{id}/confirm`, each with an
+//! `Idempotency-Key`. A lost answer is settled by reading that intent; a wallet payment made
+//! straight to the PSP is found with `GET /v1/payment_intents/search` by its sessionId
+//! metadata. Refund: `POST /v1/refunds`.
 //!
 //! The form body holding the PAN (`card::egress::CardBody`) is the one buffer the raw number is
 //! ever written into; it wipes itself when reqwest lets go of it. The secret key is never logged.
@@ -107,6 +110,47 @@ impl StripePsp {
     }
 }
 
+impl StripePsp {
+    /// `GET path?query`: the object, or `None` if the PSP has no such thing (404).
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, PspError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .basic_auth(&self.key, Some(""))
+            .send()
+            .await
+            .map_err(|e| PspError::Unreachable(without_url(&e)))?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(PspError::Server(status.as_u16()));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(PspError::Rejected(format!("HTTP {}", status.as_u16())));
+        }
+        resp.json()
+            .await
+            .map(Some)
+            .map_err(|_| PspError::Rejected("unreadable answer".into()))
+    }
+}
+
+/// A PSP's id as one URL path segment (ids are `[A-Za-z0-9_]`; anything else is escaped).
+fn urlencoding_path(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn is_decline(code: &str) -> bool {
     matches!(
         code,
@@ -134,6 +178,31 @@ fn without_url(e: &reqwest::Error) -> String {
 
 fn form(pairs: &[(&str, &str)]) -> Bytes {
     Bytes::from(serde_urlencoded::to_string(pairs).expect("form pairs encode"))
+}
+
+/// The PaymentIntent for `req`: the amount in Stripe's units, the token, the metadata that
+/// finds it again; `confirm` charges it in the same request.
+fn intent_form(req: &ChargeRequest<'_>, confirm: bool) -> Result<Bytes, PspError> {
+    let amount = stripe_amount::to_stripe(req.amount_minor, req.currency)?.to_string();
+    let currency = req.currency.to_ascii_lowercase();
+    let mut pairs = vec![
+        ("amount", amount.as_str()),
+        ("currency", currency.as_str()),
+        ("payment_method", req.token.token_ref.as_str()),
+        ("payment_method_types[]", "card"),
+        ("metadata[sessionId]", req.session_id),
+        ("metadata[channel]", req.channel),
+    ];
+    if confirm {
+        pairs.push(("confirm", "true"));
+    }
+    if let Some(c) = &req.token.customer_ref {
+        pairs.push(("customer", c));
+    }
+    if let Some(r) = req.merchant_txn_ref {
+        pairs.push(("metadata[merchantTxnRef]", r));
+    }
+    Ok(form(&pairs))
 }
 
 impl Psp for StripePsp {
@@ -183,40 +252,54 @@ impl Psp for StripePsp {
         })
     }
 
+    fn create_payment<'a>(
+        &'a self,
+        req: ChargeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Option<String>, PspError>> {
+        Box::pin(async move {
+            let pi = self
+                .post(
+                    "/v1/payment_intents",
+                    intent_form(&req, false)?,
+                    Some(&format!("{}-create", req.idempotency_key)),
+                )
+                .await?;
+            match pi["id"].as_str() {
+                Some(id) if !id.is_empty() => Ok(Some(id.to_string())),
+                _ => Err(PspError::Rejected("payment intent without id".into())),
+            }
+        })
+    }
+
     fn charge<'a>(
         &'a self,
         req: ChargeRequest<'a>,
     ) -> BoxFuture<'a, Result<ChargeOutcome, PspError>> {
         Box::pin(async move {
-            let amount = stripe_amount::to_stripe(req.amount_minor, req.currency)?.to_string();
-            let currency = req.currency.to_ascii_lowercase();
-            let mut pairs = vec![
-                ("amount", amount.as_str()),
-                ("currency", currency.as_str()),
-                ("payment_method", req.token.token_ref.as_str()),
-                ("payment_method_types[]", "card"),
-                ("confirm", "true"),
-                ("metadata[sessionId]", req.session_id),
-                ("metadata[channel]", req.channel),
-            ];
-            if let Some(c) = &req.token.customer_ref {
-                pairs.push(("customer", c));
-            }
-            if let Some(r) = req.merchant_txn_ref {
-                pairs.push(("metadata[merchantTxnRef]", r));
-            }
-            let pi = match self
-                .post(
-                    "/v1/payment_intents",
-                    form(&pairs),
-                    Some(req.idempotency_key),
-                )
-                .await
-            {
+            let answer = match req.payment_id {
+                // The intent exists (its id is stored): confirming it is the charge.
+                Some(pi) => {
+                    self.post(
+                        &format!("/v1/payment_intents/{pi}/confirm"),
+                        form(&[]),
+                        Some(req.idempotency_key),
+                    )
+                    .await
+                }
+                None => {
+                    self.post(
+                        "/v1/payment_intents",
+                        intent_form(&req, true)?,
+                        Some(req.idempotency_key),
+                    )
+                    .await
+                }
+            };
+            let pi = match answer {
                 Ok(v) => v,
                 Err(PspError::Declined { code }) => {
                     return Ok(ChargeOutcome::Declined {
-                        transaction_id: None,
+                        transaction_id: req.payment_id.map(str::to_string),
                         code,
                     })
                 }
@@ -242,23 +325,10 @@ impl Psp for StripePsp {
     fn find_payment<'a>(
         &'a self,
         session_id: &'a str,
+        payment_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<(String, i64)>, PspError>> {
         Box::pin(async move {
-            let resp = self
-                .http
-                .get(format!("{}/v1/payment_intents?limit=100", self.base))
-                .basic_auth(&self.key, Some(""))
-                .send()
-                .await
-                .map_err(|e| PspError::Unreachable(without_url(&e)))?;
-            if resp.status().is_server_error() {
-                return Err(PspError::Server(resp.status().as_u16()));
-            }
-            let v: Value = resp
-                .json()
-                .await
-                .map_err(|_| PspError::Rejected("unreadable payment list".into()))?;
-            Ok(v["data"].as_array().into_iter().flatten().find_map(|pi| {
+            let succeeded = |pi: &Value| {
                 (pi["metadata"]["sessionId"] == session_id && pi["status"] == "succeeded").then(
                     || {
                         (
@@ -274,7 +344,32 @@ impl Psp for StripePsp {
                         )
                     },
                 )
-            }))
+            };
+            match payment_id {
+                Some(pi) => {
+                    let path = format!("/v1/payment_intents/{}", urlencoding_path(pi));
+                    Ok(self.get(&path, &[]).await?.as_ref().and_then(succeeded))
+                }
+                None => {
+                    // Stripe's search, by the metadata every charge carries. Session ids are
+                    // ours (letters, digits, '-', '_'); quotes are escaped all the same.
+                    let query = format!(
+                        "metadata['sessionId']:'{}'",
+                        session_id.replace('\\', "\\\\").replace('\'', "\\'")
+                    );
+                    let v = self
+                        .get("/v1/payment_intents/search", &[("query", &query)])
+                        .await?
+                        .ok_or_else(|| {
+                            PspError::Rejected("the PSP cannot search payments".into())
+                        })?;
+                    Ok(v["data"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find_map(succeeded))
+                }
+            }
         })
     }
 

@@ -82,11 +82,21 @@ enum Command {
 struct PaymentGate {
     running: std::sync::atomic::AtomicUsize,
     closed: std::sync::atomic::AtomicBool,
+    /// Shutdown is done with the sessions: the runtime may stop under any task now.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl PaymentGate {
     fn closed(&self) -> bool {
         self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a task should end rather than wait on a timer. A task inside a blocking store
+    /// call when the runtime stops runs on after its timers are gone, and polling one then
+    /// panics ("A Tokio 1.x context was found, but it is being shutdown"): every loop of
+    /// the session tasks asks this before it waits.
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -416,6 +426,7 @@ impl Sessions {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         report.payments_unfinished = payments.running.load(SeqCst);
+        payments.stopped.store(true, SeqCst);
         report
     }
 
@@ -440,8 +451,11 @@ impl Sessions {
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            loop {
+            while !inner.payments.stopped() {
                 inner.deliver_webhooks().await;
+                if inner.payments.stopped() {
+                    break;
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(1), inner.webhook_due.notified())
                     .await;
             }
@@ -469,7 +483,7 @@ impl Sessions {
         let every = Duration::from_secs(self.inner.config.store.sweep_interval_s.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            loop {
+            while !me.inner.payments.stopped() {
                 tick.tick().await;
                 if let Err(e) = me.sweep(me.inner.clock.unix_now()).await {
                     tracing::error!(error = %e, "session sweep failed");
@@ -824,7 +838,7 @@ impl Sessions {
             .cloned()
             .ok_or(SessionError::NotFound)?;
         let found = psp_call(&self.inner.latency, "find_payment", || {
-            psp.find_payment(&s.id)
+            psp.find_payment(&s.id, None)
         })
         .await
         .map_err(|e| {
@@ -874,9 +888,17 @@ impl Sessions {
         s: &Session,
         account: &AccountConfig,
     ) -> Result<(String, u64), SessionError> {
-        let token = crate::auth::random_token();
         let now = self.inner.clock.unix_now();
-        let expires = (now + account.link_ttl_s).min(s.expires_at);
+        // Past its expiry the session only waits for the sweep to mark it: no link for it (and
+        // no "valid for" computed from a time already gone).
+        if s.expires_at <= now {
+            return Err(SessionError::WrongState {
+                from: SessionState::Expired.as_str(),
+                action: "make a payment link",
+            });
+        }
+        let token = crate::auth::random_token();
+        let expires = now.saturating_add(account.link_ttl_s).min(s.expires_at);
         self.inner
             .store
             .insert_link(&token_hash(&token), &s.id, now, expires)?;
@@ -897,13 +919,13 @@ impl Sessions {
             .to_string();
         let amount = s.amount().map(|a| format!(" {a}")).unwrap_or_default();
         let name = if account.name.is_empty() {
-            "Secure payment"
+            "Secure payment".to_string()
         } else {
-            account.name.as_str()
+            crate::card::redact::redact_card_numbers(&account.name)
         };
         let body = format!(
             "{name}: pay{amount} securely at {url} (link valid for {} minutes)",
-            (expires - now).div_ceil(60).max(1)
+            expires.saturating_sub(now).div_ceil(60).max(1)
         );
         match self.inner.sms.send(&s.id, &phone, &body).await {
             Ok(()) => {
@@ -987,7 +1009,10 @@ impl Sessions {
                 .expect("link lock")
                 .tries_per_call();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            while let Ok(Some(k)) = tokio::time::timeout_at(deadline, keys.recv()).await {
+            while !me.inner.payments.stopped() {
+                let Ok(Some(k)) = tokio::time::timeout_at(deadline, keys.recv()).await else {
+                    break;
+                };
                 match k.key().digit() {
                     Some(d) => digits.push((b'0' + d) as char),
                     None => {
@@ -1159,6 +1184,9 @@ impl Sessions {
             }
         }
         for s in self.inner.store.expired(now)? {
+            if self.inner.payments.stopped() {
+                return Ok(());
+            }
             self.end(&s, SessionState::Expired, "gateway:expiry", None)
                 .await?;
             tracing::info!(session = %s.id, "session expired");
@@ -1166,6 +1194,9 @@ impl Sessions {
         // A payment is never in Submitting this long (PSP calls time out and retry within a
         // minute or two): one that is, lost its outcome (a database error after the charge).
         for s in self.inner.store.in_states(&[SessionState::Submitting])? {
+            if self.inner.payments.stopped() {
+                return Ok(());
+            }
             if s.updated_at + STUCK_SUBMITTING_S <= now {
                 self.reconcile(&s, "gateway:reconcile").await;
             }
@@ -1200,7 +1231,7 @@ impl Sessions {
         let found = match self.inner.psps.get(&s.account_id) {
             Some(psp) => {
                 psp_call(&self.inner.latency, "find_payment", || {
-                    psp.find_payment(&s.id)
+                    psp.find_payment(&s.id, s.result.psp_transaction_id.as_deref())
                 })
                 .await
             }
@@ -1390,6 +1421,10 @@ impl CaptureTask {
         loop {
             self.carry_out(&mut voice).await;
             if voice.is_over() {
+                break;
+            }
+            if self.inner.payments.stopped() {
+                ended_by = "gateway:shutdown";
                 break;
             }
             let deadline = voice
@@ -1663,8 +1698,28 @@ async fn pay(
                         session_id: &s.id,
                         channel,
                         idempotency_key: &pay_key,
+                        payment_id: None,
                     };
-                    psp_call(&inner.latency, "charge", || psp.charge(req.clone())).await
+                    // The payment's id is stored before it is charged: if the charge's answer
+                    // is lost, reconciliation reads that payment, not a list of recent ones.
+                    let created = psp_call(&inner.latency, "create_payment", || {
+                        psp.create_payment(req.clone())
+                    })
+                    .await;
+                    match created {
+                        Err(e) => Err(e),
+                        Ok(payment_id) => {
+                            if let Some(id) = &payment_id {
+                                result.psp_transaction_id = Some(id.clone());
+                                st.set_result(&s.id, &result, inner.clock.unix_now())?;
+                            }
+                            let req = ChargeRequest {
+                                payment_id: payment_id.as_deref(),
+                                ..req
+                            };
+                            psp_call(&inner.latency, "charge", || psp.charge(req.clone())).await
+                        }
+                    }
                 }
             }
         }

@@ -49,13 +49,13 @@ impl PaymentData {
             match v {
                 Value::String(s) if s.len() > MAX_VALUE_LEN => {
                     return Err(SessionError::InvalidField(
-                        k.clone(),
+                        redact_card_numbers(k),
                         format!("longer than {MAX_VALUE_LEN} characters"),
                     ))
                 }
                 Value::Object(_) | Value::Array(_) => {
                     return Err(SessionError::InvalidField(
-                        k.clone(),
+                        redact_card_numbers(k),
                         "must be a string, number or boolean".into(),
                     ))
                 }
@@ -221,6 +221,15 @@ mod tests {
             pd(json!({})).customer_phone(),
             Err(SessionError::MissingField(_))
         ));
+    }
+
+    #[test]
+    fn the_amount_error_does_not_echo_the_value() {
+        let e = pd(json!({"amount": "4242 4242 4242 4242 12/30"}))
+            .amount(Currency::from_code("GBP").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("4242") && !e.contains("12/30"), "{e}");
     }
 
     #[test]

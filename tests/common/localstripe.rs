@@ -55,21 +55,33 @@ impl LocalStripe {
         LocalStripe { child, url }
     }
 
-    /// PaymentIntents localstripe holds for a session (by metadata).
+    /// PaymentIntents localstripe holds for a session (by metadata), every page of them.
     pub fn payment_intents_for(&self, session: &str) -> usize {
-        let v: Value = http()
-            .get(format!("{}/v1/payment_intents?limit=100", self.url))
-            .basic_auth("sk_test_x", Some(""))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|pi| pi["metadata"]["sessionId"] == session)
-            .count()
+        let mut count = 0;
+        let mut after: Option<String> = None;
+        for _ in 0..100 {
+            let mut url = format!("{}/v1/payment_intents?limit=100", self.url);
+            if let Some(a) = &after {
+                url += &format!("&starting_after={a}");
+            }
+            let v: Value = http()
+                .get(url)
+                .basic_auth("sk_test_x", Some(""))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let page = v["data"].as_array().unwrap();
+            count += page
+                .iter()
+                .filter(|pi| pi["metadata"]["sessionId"] == session)
+                .count();
+            if v["has_more"] != true || page.is_empty() {
+                return count;
+            }
+            after = page.last().unwrap()["id"].as_str().map(str::to_string);
+        }
+        panic!("more than 100 pages of payment intents");
     }
 }
 
