@@ -995,6 +995,8 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
             json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
             "CustomerPhoneNumber": "+447700900123", "amount": "12.34",
             "acct": 4242424242424242u64, "card 4242424242424242": "in a key",
+            "wide": "４２４２４２４２４２４２４２４２", "glued": "424242424242424212/30",
+            "tabs": "4242\t4242\t4242\t4242", "nbsp": "4242\u{a0}4242\u{a0}4242\u{a0}4242",
             "merchantTxnRef": "INV 4242 4242 4242 4242"}}),
         ),
     );
@@ -1078,7 +1080,7 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
         &tok,
         Some(
             json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
-            "CustomerPhoneNumber": "+447700900123", "amount": "5.00", "merchantTxnRef": "INV-2"}}),
+            "CustomerPhoneNumber": "+447700900123", "amount": "5.00", "merchantTxnRef": "INV+4242.4242.4242.4242/12/30"}}),
         ),
     );
     let rejected = v["sessionId"].as_str().unwrap().to_string();
@@ -1149,6 +1151,23 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{what} hold {:?}",
                 String::from_utf8_lossy(needle)
+            );
+        }
+        // Read as a person reads a number: separators (and JSON's `\t`) dropped, full-width
+        // digits as digits.
+        let read: String = String::from_utf8_lossy(bytes)
+            .replace("\\t", "")
+            .chars()
+            .filter(|&c| !(c.is_whitespace() || "-./_".contains(c)))
+            .map(|c| match c as u32 {
+                0xFF10..=0xFF19 => char::from(b'0' + (c as u32 - 0xFF10) as u8),
+                _ => c,
+            })
+            .collect();
+        for needle in ["424242424242", "400000000000", "555555555555"] {
+            assert!(
+                !read.contains(needle),
+                "{what} hold {needle:?}, written some other way"
             );
         }
     };
