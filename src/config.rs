@@ -98,18 +98,9 @@ pub const NG_LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 impl NgConfig {
     /// The peers allowed to send ng commands (`allow`, else loopback), or which entry is bad.
     pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        let parse = |s: &str| -> Result<ipnet::IpNet, String> {
-            let s = s.trim();
-            s.parse::<ipnet::IpNet>()
-                .map(|n| n.trunc())
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    format!("ng.allow: {s:?} is not an address or CIDR (e.g. \"10.0.0.0/24\")")
-                })
-        };
         match &self.allow {
-            Some(list) => list.iter().map(|s| parse(s)).collect(),
-            None => NG_LOOPBACK.iter().map(|s| parse(s)).collect(),
+            Some(list) => crate::networks::parse("ng.allow", list),
+            None => crate::networks::parse("ng.allow", &NG_LOOPBACK.map(String::from)),
         }
     }
 }
@@ -424,7 +415,7 @@ pub struct ServerConfig {
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client the token
     /// throttle counts; from anyone else the header is ignored. Trusted proxies are exempt from
     /// `max_connections_per_address`.
-    pub trusted_proxies: crate::server::forwarded::TrustedProxies,
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// `[server.internal]`: a second, plain-HTTP listener for `/metrics` and `/admin/v1/*`;
     /// when set, the public listener answers 404 for them.
     pub internal: Option<InternalConfig>,

@@ -322,8 +322,7 @@ impl NgService {
 
     /// Whether `ip` may send commands (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.allow.iter().any(|n| n.contains(&ip))
+        crate::networks::contains(&self.allow, ip)
     }
 
     /// Request durations by command and outcome (exported on `/metrics`).

@@ -20,7 +20,6 @@ use crate::relay::Relay;
 use crate::session::store::SqliteStore;
 use crate::session::Sessions;
 
-pub mod forwarded;
 mod idle;
 pub mod per_address;
 pub mod table;

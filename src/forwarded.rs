@@ -1,4 +1,5 @@
-//! `server.trusted_proxies`: whose `X-Forwarded-For` is believed.
+//! `server.trusted_proxies`: whose `X-Forwarded-For` is believed (a leaf module: the config
+//! holds the list, the token endpoint and the connection caps read it).
 //!
 //! Behind a TLS proxy or load balancer every connection comes from the proxy, so the token
 //! throttle would count every client as one. From a configured proxy the header names the
@@ -19,25 +20,14 @@ impl TryFrom<Vec<String>> for TrustedProxies {
     type Error = String;
 
     fn try_from(v: Vec<String>) -> Result<Self, String> {
-        v.iter()
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        format!("server.trusted_proxies: {s:?} is not an address or a CIDR network")
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(TrustedProxies)
+        crate::networks::parse("server.trusted_proxies", &v).map(TrustedProxies)
     }
 }
 
 impl TrustedProxies {
     /// Whether `ip` is a trusted proxy.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.0.iter().any(|n| n.contains(&ip))
+        crate::networks::contains(&self.0, ip)
     }
 
     /// Whether none is configured.
@@ -51,7 +41,7 @@ impl TrustedProxies {
     /// entry that is not an address ends the walk at the hop to its right (the nearest one a
     /// trusted proxy wrote), so garbage never makes up an address.
     pub fn client<'a>(&self, peer: IpAddr, headers: impl IntoIterator<Item = &'a str>) -> IpAddr {
-        let peer = canonical(peer);
+        let peer = peer.to_canonical();
         if !self.contains(peer) {
             return peer;
         }
@@ -77,19 +67,11 @@ impl TrustedProxies {
 /// An address from one `X-Forwarded-For` entry (`1.2.3.4`, `1.2.3.4:5678`, `[::1]:80`, `::1`).
 fn parse_hop(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(canonical(ip));
+        return Some(ip.to_canonical());
     }
     s.parse::<std::net::SocketAddr>()
         .ok()
-        .map(|a| canonical(a.ip()))
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4, so a dual-stack listener matches IPv4 networks.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
+        .map(|a| a.ip().to_canonical())
 }
 
 #[cfg(test)]
