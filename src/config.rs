@@ -317,6 +317,9 @@ pub struct AuthConfig {
     /// Failed token requests naming one client id from one address (IPv6: one /64) within
     /// `failure_window_s` that lock that pair out (neither the address nor the id as a whole).
     pub failures_per_address: u32,
+    /// Retired: failures were once also counted per client id, which let anyone lock a tenant
+    /// out. Accepted so that older configs still load; `serve` warns that it does nothing.
+    pub failures_per_client: Option<u32>,
     /// A client's secret, once verified, is recognised (by a keyed hash kept in memory) for
     /// this many seconds after its last use, without argon2 and even while its (client,
     /// address) pair is locked out by others' guesses; 0: off.
@@ -337,6 +340,7 @@ impl Default for AuthConfig {
             clients: Vec::new(),
             hash_concurrency: 0,
             failures_per_address: 10,
+            failures_per_client: None,
             verified_secret_cache_s: 300,
             failure_window_s: 60,
             lockout_s: 60,
@@ -1262,8 +1266,9 @@ mod tests {
         assert!(e.contains("auth.verified_secret_cache_s"), "{e}");
         let e = err("[server]\nlisten = \"127.0.0.1:8080\"\n[server.internal]\nlisten = \"127.0.0.1:8080\"\n");
         assert!(e.contains("server.internal.listen"), "{e}");
-        let e = err("[auth]\nfailures_per_client = 30\n");
-        assert!(e.contains("failures_per_client"), "{e}");
+        // The retired setting still loads (an upgrade must not stop a gateway); serve warns.
+        let c = Config::parse("[auth]\nfailures_per_client = 30\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.auth.failures_per_client, Some(30));
         // The per-address cap: a sixteenth of the connection cap unless set (0: none).
         let c = Config::parse("[server]\nmax_connections = 64\n", Path::new("c.toml")).unwrap();
         assert_eq!(c.server.per_address_cap(), 4);

@@ -206,6 +206,9 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
             tonegate::card::memory::SLOTS * tonegate::card::memory::SLOT_BYTES
         );
     }
+    if config.auth.failures_per_client.is_some() {
+        tracing::warn!("auth.failures_per_client is retired and does nothing: failures lock a (client id, address) pair, counted by auth.failures_per_address; remove it from the config");
+    }
     match tonegate::relay::raise_open_file_limit() {
         // Four sockets per call (two with rtcp-mux), plus the database, HTTP and the rest.
         Ok(limit) if limit < config.relay.max_calls as u64 * 4 + 256 => tracing::warn!(
