@@ -297,6 +297,22 @@ accounts = ["dev-account"]
         &body("agentsession", "guid-iso"),
     );
     let id = v["sessionId"].as_str().unwrap();
+    // The session captures on a relay call in secure mode: what the other client tries below
+    // would change both, were it done.
+    let relay = gw.token("relay");
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (s, v) = post(
+        &gw,
+        &relay,
+        "/relay/v1/calls",
+        &json!({"call_guid": "guid-iso", "codec": "PCMU", "caller": {"remote": null},
+                "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let call = format!("/relay/v1/calls/{}", v["id"].as_str().unwrap());
+    let v = wait_state(&gw, &mine, id, "Capturing");
+    assert_eq!(v["sessionState"], "Capturing", "{v}");
+    assert_eq!(get(&gw, &relay, &call).1["secure"], true);
     assert_eq!(
         get(&gw, &theirs, &format!("/globalpci/v1/session/{id}")).0,
         404
@@ -321,12 +337,15 @@ accounts = ["dev-account"]
         .0,
         404
     );
+    // Each 404 meant nothing was done: the owner's session still captures, still secure.
+    let (s, v) = get(&gw, &mine, &format!("/globalpci/v1/session/{id}"));
     assert_eq!(
-        get(&gw, &mine, &format!("/globalpci/v1/session/{id}")).0,
-        200
+        (s, v["sessionState"].as_str()),
+        (200, Some("Capturing")),
+        "{v}"
     );
+    assert_eq!(get(&gw, &relay, &call).1["secure"], true);
     // A relay-only token cannot use the session API.
-    let relay = gw.token("relay");
     assert_eq!(
         get(&gw, &relay, &format!("/globalpci/v1/session/{id}")).0,
         403
@@ -410,10 +429,14 @@ fn bad_input_is_a_clear_error_and_stores_nothing() {
 fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
-        if v["sessionState"] == state || Instant::now() > deadline {
+        let (s, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
+        if v["sessionState"] == state {
             return v;
         }
+        assert!(
+            Instant::now() < deadline,
+            "session {id} never reached {state} in 20 s: status {s}, last seen {v}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -514,7 +537,14 @@ fn an_agent_session_captures_over_the_relay_and_leaves_no_digit_behind() {
         .unwrap()
         .text()
         .unwrap();
-    // The agent heard nothing.
+    // The agent heard the caller's audio, and no key in it.
+    let sent_audio = packets
+        .iter()
+        .filter(|p| {
+            tonegate::media::rtp::RtpHeader::parse(&p.bytes).is_ok_and(|h| h.payload_type == 0)
+        })
+        .count();
+    assert_agent_heard_audio(&agent_packets, sent_audio);
     assert_eq!(
         keys_in(&agent_audio(
             &agent_packets,
@@ -668,16 +698,49 @@ fn an_unsubmitted_card_is_wiped_after_the_hold() {
     }
     let v = wait_state(&gw, &tok, &id, "ReadyToSubmit");
     assert_eq!(v["sessionState"], "ReadyToSubmit", "{v}");
+    // What the agent UI shows: the card complete, then (the hold passed) every field empty.
+    let view = || {
+        let (last, _) = gw
+            .state
+            .sessions
+            .subscribe(&id)
+            .expect("the capture is live");
+        serde_json::to_value(last.capture).unwrap()
+    };
+    let card = view();
+    assert_eq!(
+        (card["complete"].as_bool(), card["last4"].as_str()),
+        (Some(true), Some("4242")),
+        "{card}"
+    );
     // The hold passes with nobody pressing Submit.
     let v = wait_state(&gw, &tok, &id, "Capturing");
     assert_eq!(v["sessionState"], "Capturing", "{v}");
+    let card = view();
+    assert_eq!(
+        (&card["complete"], &card["last4"], &card["brand"]),
+        (&json!(false), &Value::Null, &Value::Null),
+        "{card}"
+    );
+    let fields = card["fields"].as_array().unwrap();
+    assert!(
+        !fields.is_empty()
+            && fields
+                .iter()
+                .all(|f| f["length"] == 0 && f["status"] == "empty"),
+        "{card}"
+    );
     let (s, v) = post(
         &gw,
         &tok,
         &format!("/globalpci/v1/session/{id}/submit"),
         &json!({}),
     );
-    assert_ne!(s, 200, "nothing to submit: {v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("wrong_state")),
+        "nothing to submit: {v}"
+    );
     let audit = gw.state.sessions.store().audit(&id).unwrap();
     let last = audit.last().unwrap();
     assert_eq!(

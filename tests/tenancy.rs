@@ -124,16 +124,21 @@ fn agent_session(gw: &Gateway, tok: &str, account: &str, guid: &str) -> (u16, Va
 fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
-        if v["sessionState"] == state || Instant::now() > deadline {
+        let (s, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
+        if v["sessionState"] == state {
             return v;
         }
+        assert!(
+            Instant::now() < deadline,
+            "session {id} never reached {state} in 20 s: status {s}, last seen {v}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Receives what reaches `agent` while `send` runs, until 400 ms of silence.
-fn heard_while(agent: &UdpSocket, send: impl FnOnce()) -> Vec<Vec<u8>> {
+/// Receives what reaches `agent` while `send` runs (which answers how many audio packets it
+/// sent), until 400 ms of silence; panics unless the agent leg carried that audio.
+fn heard_while(agent: &UdpSocket, send: impl FnOnce() -> usize) -> Vec<Vec<u8>> {
     let rx = agent.try_clone().unwrap();
     let t = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -143,8 +148,10 @@ fn heard_while(agent: &UdpSocket, send: impl FnOnce()) -> Vec<Vec<u8>> {
         }
         got
     });
-    send();
-    t.join().unwrap()
+    let sent = send();
+    let got = t.join().unwrap();
+    assert_agent_heard_audio(&got, sent);
+    got
 }
 
 /// Keys multimon-ng reads in the agent's audio (and that `tonegate detect` agrees).
@@ -195,8 +202,15 @@ fn another_clients_call_does_not_exist_for_it_and_an_operator_read_is_audited() 
     let call = create_call(&gw, &ta, "guid-owned", "127.0.0.1:40100", &agent);
     let path = format!("/relay/v1/calls/{}", call.id);
     assert_eq!(get(&gw, &tb, &path).0, 404);
+    // B's 404 must mean nothing was done: the owner reads the secure flag B tried to flip,
+    // either way.
+    let secure_flag = || get(&gw, &ta, &path).1["secure"].clone();
+    assert_eq!(secure(&gw, &ta, &call.id, true).0, 200);
     assert_eq!(secure(&gw, &tb, &call.id, false).0, 404);
+    assert_eq!(secure_flag(), true, "B turned A's masking off");
+    assert_eq!(secure(&gw, &ta, &call.id, false).0, 200);
     assert_eq!(secure(&gw, &tb, &call.id, true).0, 404);
+    assert_eq!(secure_flag(), false, "B turned A's masking on");
     let r = http()
         .delete(gw.url(&path))
         .bearer_auth(&tb)
@@ -503,11 +517,10 @@ fn a_call_with_policy_call_and_no_session_masks_every_key() {
     );
     let mut leg = KeyingLeg::new(caller, call.caller_local);
     let heard = heard_while(&agent, || {
-        leg.key("4111111111111111#", 1);
+        let sent = leg.key("4111111111111111#", 1);
         std::thread::sleep(Duration::from_millis(300));
-        leg.key("0123456789*#", 2);
+        sent + leg.key("0123456789*#", 2)
     });
-    assert!(heard.len() > 100, "the agent leg carried audio");
     assert_eq!(agent_keys(&heard), "");
     let (s, v) = secure(&gw, &ra, &call.id, false);
     assert_eq!(s, 409, "{v}");

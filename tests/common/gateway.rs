@@ -13,12 +13,14 @@ thread_local! {
 }
 
 /// Runs `test` with gateways on relay engine `engine` ("io_uring" or "tokio"). Where the
-/// kernel has no working io_uring, the io_uring run says so and returns.
+/// kernel has no working io_uring, the io_uring run fails under `TONEGATE_REQUIRE_TOOLS` (a
+/// full run must prove both engines), and otherwise says loudly that it skipped.
 pub fn with_engine(engine: &'static str, test: fn()) {
     if engine == "io_uring" && !tonegate::relay::io_uring_available() {
-        eprintln!(
-            "SKIPPED (io_uring engine): the kernel refuses io_uring here (io_uring_setup failed \
-             or is disabled); this test ran on the tokio engine only"
+        super::skip(
+            "io_uring engine",
+            "the kernel refuses io_uring here (io_uring_setup failed or is disabled); this \
+             test ran on the tokio engine only",
         );
         return;
     }
@@ -219,7 +221,8 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 }
 
 /// A blocking HTTP client with a timeout.
-/// POSTs `body` as JSON with bearer `tok`: the status and the JSON answer (null if none).
+/// POSTs `body` as JSON with bearer `tok`: the status and the JSON answer (null if the body is
+/// empty; a body that is not JSON panics).
 pub fn post(
     gw: &Gateway,
     tok: &str,
@@ -233,19 +236,27 @@ pub fn post(
         .json(body)
         .send()
         .unwrap();
-    (
-        r.status().as_u16(),
-        r.json().unwrap_or(serde_json::Value::Null),
-    )
+    answer(r)
 }
 
-/// GETs `path` with bearer `tok`: the status and the JSON answer (null if none).
+/// GETs `path` with bearer `tok`: the status and the JSON answer (as [`post`]).
 pub fn get(gw: &Gateway, tok: &str, path: &str) -> (u16, serde_json::Value) {
     let r = gw.client.get(gw.url(path)).bearer_auth(tok).send().unwrap();
-    (
-        r.status().as_u16(),
-        r.json().unwrap_or(serde_json::Value::Null),
-    )
+    answer(r)
+}
+
+/// The status and the JSON body of `r` (null when the body is empty). Panics with the body
+/// when it is not JSON: an HTML or text error page must not read as "every field absent".
+fn answer(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    if text.is_empty() {
+        return (status, serde_json::Value::Null);
+    }
+    match serde_json::from_str(&text) {
+        Ok(v) => (status, v),
+        Err(e) => panic!("status {status}: the body is not JSON ({e}): {text}"),
+    }
 }
 
 pub fn http() -> reqwest::blocking::Client {

@@ -116,8 +116,9 @@ impl KeyingLeg {
         }
     }
 
-    /// Keys `keys` as a person would (timing and level varied by `seed`), as in-band audio.
-    pub fn key(&mut self, keys: &str, seed: u32) {
+    /// Keys `keys` as a person would (timing and level varied by `seed`), as in-band audio:
+    /// the number of (audio) packets sent.
+    pub fn key(&mut self, keys: &str, seed: u32) -> usize {
         let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
         let opts = StreamOptions {
             first_seq: self.seq,
@@ -133,7 +134,25 @@ impl KeyingLeg {
         self.ts = self
             .ts
             .wrapping_add((signal.samples.len() / 160 * 160) as u32);
+        packets.len()
     }
+}
+
+/// Panics unless the agent leg received at least 95 % of the `sent` audio packets (PCMU or
+/// PCMA): "the agent heard no key" means something only if the agent heard the caller at all,
+/// so a relay that drops the agent leg fails here.
+pub fn assert_agent_heard_audio(received: &[Vec<u8>], sent: usize) {
+    let audio = received
+        .iter()
+        .filter(|p| {
+            tonegate_media::rtp::RtpHeader::parse(p)
+                .is_ok_and(|h| h.payload_type == 0 || h.payload_type == 8)
+        })
+        .count();
+    assert!(
+        sent > 0 && audio * 100 >= sent * 95,
+        "the agent leg carried {audio} audio packets of the {sent} the caller sent"
+    );
 }
 
 pub mod gateway;
@@ -184,6 +203,16 @@ pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
         file.display()
     );
     parse_keys(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Skips a test (or part of one) that this machine cannot run: a failure under
+/// `TONEGATE_REQUIRE_TOOLS` (a full run proves everything), else a loud SKIPPED line.
+pub fn skip(what: &str, why: &str) {
+    assert!(
+        std::env::var_os("TONEGATE_REQUIRE_TOOLS").is_none(),
+        "{what} cannot run here, and TONEGATE_REQUIRE_TOOLS is set: {why}"
+    );
+    eprintln!("SKIPPED ({what}): {why}");
 }
 
 /// The path of a third-party tool the test drives (Kamailio, sipp, rtpengine-ng-client).
