@@ -220,7 +220,6 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
     }
 }
 
-/// A blocking HTTP client with a timeout.
 /// POSTs `body` as JSON with bearer `tok`: the status and the JSON answer (null if the body is
 /// empty; a body that is not JSON panics).
 pub fn post(
