@@ -292,7 +292,7 @@ fn masking_is_refused_where_it_cannot_be_guaranteed_and_errors_say_why() {
 
 #[test]
 fn unblock_dtmf_is_refused_under_policy_call_and_capacity_says_load_limit() {
-    let (_gw, port) = gateway("[relay]\nport_min = 31100\nport_max = 31103\n");
+    let (_gw, port) = gateway("[relay]\nport_min = 29100\nport_max = 29103\n");
     let ng = Ng::new(port);
     assert_eq!(
         s(&ng.send("c1", &offer("call-x", "a", 16000)), "result"),

@@ -718,7 +718,7 @@ fn a_call_guid_is_each_tenants_own() {
 #[test]
 fn one_tenant_cannot_take_every_relay_call() {
     // 16 ports: 4 calls of two legs (RTP + RTCP each); a client may hold 3 of them.
-    let gw = gateway("session", "[relay]\nport_min = 31300\nport_max = 31315\n");
+    let gw = gateway("session", "[relay]\nport_min = 29300\nport_max = 29315\n");
     let (ra, rb) = (gw.token_for(A, "relay"), gw.token_for(B, "relay"));
     let body = |guid: &str| json!({"call_guid": guid, "codec": "PCMU", "caller": {"remote": null}, "agent": {"remote": null}});
     let mut mine = Vec::new();
@@ -855,7 +855,7 @@ fn the_ng_owner_is_held_to_its_share_too() {
         "session",
         &format!(
             "[ng]\nlisten = \"127.0.0.1:{port}\"\nowner = \"{}\"\n\n\
-             [relay]\nport_min = 31320\nport_max = 31335\n",
+             [relay]\nport_min = 29320\nport_max = 29335\n",
             A.0
         ),
     );
