@@ -105,14 +105,7 @@ fn serves_healthz_and_stops_on_sigterm() {
 
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
@@ -628,14 +621,7 @@ fn stopping_with_live_sessions_panics_no_task() {
 
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(20));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         !rest.iter().any(|l| l.contains("panicked")),
@@ -708,14 +694,7 @@ fn stopping_while_the_sweep_waits_on_the_database_panics_no_task() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(1000));
     lock.execute_batch("ROLLBACK").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(20));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         !rest.iter().any(|l| l.contains("panicked")),
@@ -723,4 +702,16 @@ fn stopping_while_the_sweep_waits_on_the_database_panics_no_task() {
         rest.join("\n")
     );
     assert!(status.success(), "{status:?}: {}", rest.join("\n"));
+}
+
+/// Waits up to `limit` for `child` (started by this test, and signalled to stop) to exit.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
