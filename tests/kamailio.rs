@@ -20,12 +20,23 @@ use tonegate_dsp::G711Law;
 
 const CARD: &str = "4556737586899855#0328#123#";
 
+/// A UDP port for Kamailio or sipp. Not a kernel-chosen one released for the tool to bind (any
+/// other socket on the machine could take it in between): each comes from a range no other test
+/// here uses (below the relay's 30000-39999, the tests' fixed relay ranges at 29000+, and the
+/// kernel's ephemeral ports), handed out once per process, four apart, and checked free.
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(28000);
+    loop {
+        // Four apart: sipp's media takes the ports above the one it is given (RTCP, video).
+        let port = NEXT.fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            port < 29000,
+            "the Kamailio tests ran out of ports 28000-28999"
+        );
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The tools, or `None` (skipped loudly) when they are missing.
