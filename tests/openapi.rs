@@ -80,7 +80,10 @@ fn every_route_is_documented() {
             }
         }
     }
-    assert!(files.iter().any(|f| f.ends_with("pages/agent.rs")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("pages/agent.rs")),
+        "{files:?}"
+    );
     for file in files {
         let src = std::fs::read_to_string(&file).unwrap();
         // Route registrations: `.route("…"` literals, and `("/…",` tuples a loop registers.
