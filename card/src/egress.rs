@@ -3,7 +3,7 @@
 //! Every digit accessor of [`Pan`], [`Expiry`], [`Cvv`] and [`Digits`] is private to this
 //! crate, so outside it a card can be masked, measured and dropped, and turned into bytes only
 //! here. In the gateway only the PSP adapters (`src/psp/`) call this module; a workspace test
-//! (`tests/crate_graph.rs`) fails if anything else does.
+//! (`tests/gateway/crate_graph.rs`) fails if anything else does.
 //!
 //! ```compile_fail
 //! // Outside this crate the digits cannot be read, not even one field's:

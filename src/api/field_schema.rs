@@ -53,7 +53,7 @@ pub(super) fn remote() -> Schema {
 }
 
 /// `ResetBody.field`: tonegate-card's `capture::Field` (lowercase), which has no schema of its
-/// own. `tests/openapi.rs` checks that each value reads as a `Field`.
+/// own. `tests/gateway/openapi.rs` checks that each value reads as a `Field`.
 pub(super) fn capture_field() -> Schema {
     one_of(&["pan", "expiry", "cvv", "postcode"])
 }

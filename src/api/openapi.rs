@@ -1,6 +1,6 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of every route, built with utoipa.
-//! `tests/openapi.rs` keeps it in step with the router (every documented operation answers;
-//! every route is documented), and `tests/schemathesis.rs` fuzzes a live gateway against it:
+//! `tests/gateway/openapi.rs` keeps it in step with the router (every documented operation answers;
+//! every route is documented), and `tests/gateway/schemathesis.rs` fuzzes a live gateway against it:
 //! every status code, content type, header and input constraint the gateway enforces is
 //! stated here.
 //!
@@ -343,7 +343,7 @@ mod answers {
         pub text: String,
     }
 
-    // `agent_reset` in `pages.rs`.
+    // `agent_reset` in `pages/agent.rs`.
     #[derive(ToSchema)]
     pub struct Reset {
         pub reset: bool,

@@ -162,7 +162,7 @@ pub mod webdriver;
 
 /// Keys spandsp's `dtmf_rx` reads in a WAV file: at its defaults, or tuned as permissively as
 /// its API allows (20 dB twist either way, -60 dBm0) — the leak battery's two spandsp decoders,
-/// built once per test run from `tools/` into `target/spandsp-decoders`. Panics if gcc or
+/// built from `tools/` into `target/spandsp-decoders` (again only when the source is newer). Panics if gcc or
 /// libspandsp-dev is missing: `scripts/test` installs them.
 pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -176,10 +176,20 @@ pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
                 "spandsp_permissive",
             ),
         ] {
+            // Test processes run side by side (cargo-nextest): each builds into a file of its own
+            // and renames it into place, so none ever runs a half-written decoder; one already
+            // built from the same source is kept.
+            let src = root().join(src);
+            let target = dir.join(bin);
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if modified(&target).is_some_and(|t| Some(t) >= modified(&src)) {
+                continue;
+            }
+            let tmp = dir.join(format!("{bin}.{}.tmp", std::process::id()));
             let out = Command::new("gcc")
                 .args(["-O2", "-o"])
-                .arg(dir.join(bin))
-                .arg(root().join(src))
+                .arg(&tmp)
+                .arg(&src)
                 .args(["-lspandsp", "-lm"])
                 .output()
                 .expect("gcc is needed to build spandsp's decoder (scripts/test installs it)");
@@ -188,6 +198,7 @@ pub fn spandsp_keys(file: &Path, permissive: bool) -> String {
                 "building {bin} failed (libspandsp-dev is needed; scripts/test installs it): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            std::fs::rename(&tmp, &target).unwrap();
         }
         dir
     });
@@ -232,4 +243,49 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {name} is not installed; run scripts/test to install it");
     }
     found
+}
+
+/// A UDP port from `range`, `step` apart, for a tool that binds it itself (Kamailio, sipp).
+/// Ports come from blocks of 100 that this process claims with an exclusive `flock` on a file
+/// under `target/test-ports/` (held until the process ends), so test processes running side by
+/// side (cargo-nextest runs each test as its own process) never draw the same port; each port
+/// is also checked free before it is handed out.
+pub fn claimed_port(range: std::ops::Range<u16>, step: u16) -> u16 {
+    use std::collections::HashMap;
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    const BLOCK: u16 = 100;
+    // range start → (next port, end of the claimed block)
+    static CLAIMED: Mutex<Option<HashMap<u16, (u16, u16)>>> = Mutex::new(None);
+    let mut claimed = CLAIMED.lock().unwrap();
+    let mine = claimed.get_or_insert_with(HashMap::new);
+    loop {
+        let (next, end) = mine.get(&range.start).copied().unwrap_or((0, 0));
+        if next != 0 && next < end {
+            mine.insert(range.start, (next + step, end));
+            if std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok() {
+                return next;
+            }
+            continue;
+        }
+        // Claim the next free block after the one just used up.
+        let dir = root().join("target/test-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut start = if next == 0 { range.start } else { end };
+        loop {
+            assert!(
+                start + BLOCK <= range.end,
+                "no free block of ports left in {range:?}"
+            );
+            let f = std::fs::File::create(dir.join(format!("{start}.lock"))).unwrap();
+            // SAFETY: flock on a descriptor this function owns; on success the file is leaked so
+            // the lock lasts as long as the process.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                std::mem::forget(f);
+                mine.insert(range.start, (start, start + BLOCK));
+                break;
+            }
+            start += BLOCK;
+        }
+    }
 }

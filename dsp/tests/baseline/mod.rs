@@ -2,7 +2,7 @@
 //!
 //! That crate allocates on every call and snaps the frequency to a DFT bin of the input length,
 //! so it cannot sit on the hot path; it is the baseline the bank is benchmarked and
-//! cross-checked against (`benches/hot_path.rs`, `tests/goertzel_baseline.rs`; both include this file). Its frequency
+//! cross-checked against (`bench/benches/hot_path.rs`, `tests/goertzel_baseline.rs`; both include this file). Its frequency
 //! argument is `2π·ω` (ω in radians per sample), and it prints a warning to stdout unless that
 //! lands exactly on a bin, so [`bin_exact_argument`] finds an argument that does.
 

@@ -1,6 +1,6 @@
 //! `/globalpci/v1/redact` on adversarial bodies: time per byte must not grow with the body.
 //!
-//!     cargo bench -p tonegate-card --bench redact
+//!     cargo bench -p tonegate-bench --bench redact
 //!
 //! Each shape runs at 4 KiB and 64 KiB; criterion reports bytes per second, so linear time
 //! shows as the same throughput at both sizes (the quadratic scan this replaced lost a factor

@@ -8,7 +8,7 @@
 //! says loudly that it is skipped. `TONEGATE_SCHEMATHESIS_SEED` runs another seed and
 //! `TONEGATE_SCHEMATHESIS_EXAMPLES` more (or fewer) cases, for a longer soak by hand.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

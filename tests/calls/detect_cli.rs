@@ -1,7 +1,7 @@
 //! `tonegate detect` (design.md contract 1) and `tonegate mask` on the fixtures, and their
 //! errors on bad input.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::Write;

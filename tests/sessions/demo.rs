@@ -1,6 +1,6 @@
 //! `tonegate demo` runs both flows end to end and exits 0 (issue 8; CI runs it).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! seed's bodies and field names, state, cancel, submit, restart, isolation, bad input, and a
 //! full captured payment whose responses, logs and database hold none of the keyed digits.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -58,7 +58,9 @@ fn token_request(gw: &Gateway, form: &[(&str, &str)], basic: Option<(&str, &str)
 
 #[test]
 fn oauth2_client_credentials() {
-    let gw = Gateway::start("[auth]\ntoken_lifetime_s = 1\n[server]\nadjustable_clock = true\n");
+    // Expiry comes from the gateway's clock moved on, not from real time passing: a slow machine
+    // must not expire the admin token advance_clock uses.
+    let gw = Gateway::start("[auth]\ntoken_lifetime_s = 60\n[server]\nadjustable_clock = true\n");
     let (id, secret) = DEV_CLIENT;
     let cc = ("grant_type", "client_credentials");
     let (s, v) = token_request(
@@ -78,7 +80,7 @@ fn oauth2_client_credentials() {
             v["scope"].as_str(),
             v["expires_in"].as_u64()
         ),
-        (Some("Bearer"), Some("globalpci"), Some(1))
+        (Some("Bearer"), Some("globalpci"), Some(60))
     );
     // HTTP Basic client authentication (RFC 6749 §2.3.1).
     let (s, v) = token_request(&gw, &[cc, ("scope", "relay admin")], Some((id, secret)));
@@ -143,7 +145,7 @@ fn oauth2_client_credentials() {
     forged.insert(10, 'x');
     assert_eq!(get(&gw, &forged, "/globalpci/v1/session/nope").0, 401);
     assert_eq!(get(&gw, "not-a-token", "/globalpci/v1/session/nope").0, 401);
-    gw.advance_clock(2);
+    gw.advance_clock(61);
     let (s, v) = get(&gw, &tok, "/globalpci/v1/session/nope");
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")));
 }

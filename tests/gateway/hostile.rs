@@ -1,7 +1,7 @@
 //! Hostile and heavy HTTP traffic (issue 15): slow clients are cut off, the connection cap
 //! holds, and shutdown has a deadline even with event streams open.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

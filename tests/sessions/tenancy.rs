@@ -3,7 +3,7 @@
 //!
 //! Each test names the finding it covers (see the closing note of the secure-mode issue).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -178,15 +178,19 @@ fn metric(gw: &Gateway, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-fn audit(gw: &Gateway, call: &str) -> Vec<Value> {
+/// The call's audit records once every action in `actions` is among them (the audit trail is
+/// written by a thread of its own), or as they are after 10 s, for the caller's assertions.
+fn audit(gw: &Gateway, call: &str, actions: &[&str]) -> Vec<Value> {
     let tok = gw.token("admin");
-    // The audit trail is written by a thread of its own: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (s, v) = get(gw, &tok, &format!("/admin/v1/audit/relay?call={call}"));
         assert_eq!(s, 200);
         let records = v["records"].as_array().unwrap().clone();
-        if records.len() > 1 || Instant::now() > deadline {
+        let all_there = actions
+            .iter()
+            .all(|a| records.iter().any(|r| r["action"] == *a));
+        if all_there || Instant::now() > deadline {
             return records;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -234,7 +238,7 @@ fn another_clients_call_does_not_exist_for_it_and_an_operator_read_is_audited() 
     let admin = gw.token("admin");
     let (s, v) = get(&gw, &admin, &path);
     assert_eq!((s, v["id"].as_str()), (200, Some(call.id.as_str())));
-    let records = audit(&gw, &call.id);
+    let records = audit(&gw, &call.id, &["read", "create"]);
     assert!(
         records
             .iter()
@@ -378,7 +382,7 @@ fn after_a_declined_card_the_caller_keying_again_is_not_heard_until_released() {
             assert_eq!(info["secure"], true, "{info}");
             assert_eq!(agent_keys(&heard), "", "policy call: still masked");
         }
-        let records = audit(&gw, &call.id);
+        let records = audit(&gw, &call.id, &["secure_off_refused"]);
         assert!(
             records.iter().any(|r| r["action"] == "secure_off_refused"),
             "{records:?}"

@@ -1,6 +1,6 @@
 //! The relay over real UDP on loopback, driven through its HTTP control API (contract 4).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `tonegate serve` (design.md contract 2): starts from a config, logs the address it listens
 //! on, answers `/healthz`, and stops cleanly on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -283,7 +283,7 @@ fn refusal(r: reqwest::Result<reqwest::blocking::Response>) -> String {
 }
 
 /// A production configuration that passes every check (TLS at a proxy in front).
-const PRODUCTION: &str = include_str!("../fixtures/config/production.toml");
+const PRODUCTION: &str = include_str!("../../fixtures/config/production.toml");
 
 /// In production every answer tells browsers to use HTTPS only (HSTS); in development none.
 #[test]

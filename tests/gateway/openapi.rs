@@ -1,7 +1,7 @@
 //! `/openapi.json` stays in step with the router: every documented operation answers on a live
 //! gateway, and every route string in `src/api` is documented.
 
-mod common;
+use crate::common;
 
 use common::gateway::{http, Gateway};
 use serde_json::Value;
@@ -102,7 +102,7 @@ fn every_route_is_documented() {
         }
         for lit in literals {
             // Mounted only on a development gateway started with `server.adjustable_clock`
-            // (`tests/globalpci.rs` checks every other gateway answers 404 there).
+            // (`tests/sessions/globalpci.rs` checks every other gateway answers 404 there).
             if !lit.starts_with('/') || lit == "/admin/v1/clock" {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! The web pages in headless Chromium over WebDriver: the agent payment UI watching a call's
 //! keys through the relay, and digital payments from SMS link to result.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! Needs `kamailio` and `sip-tester` (sipp); `scripts/test` installs them and sets
 //! `TONEGATE_REQUIRE_TOOLS=1`, without which a missing tool skips these tests loudly.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
@@ -21,21 +21,35 @@ use tonegate_dsp::G711Law;
 const CARD: &str = "4556737586899855#0328#123#";
 
 /// A UDP port for Kamailio or sipp. Not a kernel-chosen one released for the tool to bind (any
-/// other socket on the machine could take it in between): each comes from a range no other test
-/// here uses (below the relay's 30000-39999, the tests' fixed relay ranges at 29000+, and the
-/// kernel's ephemeral ports), handed out once per process, four apart, and checked free.
+/// other socket on the machine could take it in between): each comes from 28000-28999, a range no
+/// other test uses (below the relay's 30000-39999, the tests' fixed relay ranges at 29000+, and
+/// the kernel's ephemeral ports), claimed per test process, four apart (sipp's media takes the
+/// ports above the one it is given: RTCP, video), and checked free.
 fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(28000);
-    loop {
-        // Four apart: sipp's media takes the ports above the one it is given (RTCP, video).
-        let port = NEXT.fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+    claimed_port(28000..29000, 4)
+}
+
+/// Whether some socket has UDP `port` bound on IPv4 (read from /proc/net/udp, so probing binds
+/// nothing the tool could then fail to bind).
+fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let suffix = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&suffix))
+}
+
+/// Waits until `what` (Kamailio, a sipp UAS) listens on UDP `port`: readiness, not a sleep.
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !udp_port_bound(port) {
         assert!(
-            port < 29000,
-            "the Kamailio tests ran out of ports 28000-28999"
+            Instant::now() < deadline,
+            "{what} did not bind UDP port {port} within 10 s"
         );
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -187,7 +201,7 @@ failure_route[MANAGE_FAILURE] {{
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(sip, "kamailio");
     (Proc(child), log)
 }
 
@@ -491,7 +505,7 @@ fn one_call(
             uas.to_string(),
         ],
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(uas, "the sipp UAS");
     let caller = Caller {
         call_id: &call_id,
         events,
@@ -522,22 +536,25 @@ fn one_call(
         // Find the relay's caller leg (the ng offer created it) and key the card from there.
         let relay_tok = gw.token("relay");
         let deadline = Instant::now() + Duration::from_secs(10);
+        // The first key goes out once the answer (200 OK) has reached the relay: the call's
+        // agent leg then has its remote.
         let caller_leg = loop {
             let (_, list) = get(gw, &relay_tok, "/relay/v1/calls");
             let found = list["calls"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|c| c["call_guid"] == call_id.as_str())
+                .find(|c| c["call_guid"] == call_id.as_str() && c["agent"]["remote"].is_string())
                 .map(|c| c["caller"]["local"].as_str().unwrap().to_string());
             if let Some(c) = found {
                 break c;
             }
-            assert!(Instant::now() < deadline, "no relay call for {call_id}");
+            assert!(
+                Instant::now() < deadline,
+                "no answered relay call for {call_id}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
-        // Give the answer (200 OK) time to reach the relay before the first key.
-        std::thread::sleep(Duration::from_millis(500));
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let packets = rtp_stream(
             &signal,
@@ -669,7 +686,7 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
             uas.to_string(),
         ],
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(uas, "the sipp UAS");
     let caller = Caller {
         call_id,
         events: true,
@@ -701,9 +718,18 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
         "Capturing"
     );
     let relay_tok = gw.token("relay");
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, list) = get(&gw, &relay_tok, "/relay/v1/calls");
-    assert_eq!(list["calls"][0]["secure"], true, "{list}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = get(&gw, &relay_tok, "/relay/v1/calls");
+        if list["calls"][0]["secure"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call never went secure: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The INFO made the script call unblock_dtmf(): refused (sipp checks the 409).
     let ok = uac_p.0.wait().unwrap().success();
     let _ = uas_p.0.wait();
@@ -792,7 +818,7 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
             CALLS.to_string(),
         ],
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(uas, "the sipp UAS");
     let many = Caller {
         call_id: "",
         events: false,
@@ -851,7 +877,7 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
             uas.to_string(),
         ],
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(uas, "the sipp UAS");
     let one = Caller {
         call_id: "",
         events: false,

@@ -1,14 +1,13 @@
 //! One RTP packet through a call's media logic, per packet: `plain` (parse, latch, route) and
 //! `secure` (also decode, detect, mask, delay and re-encode).
 //!
-//!     cargo bench -p tonegate-media --bench relay_packet
+//!     cargo bench -p tonegate-bench --bench relay_packet
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tonegate_dsp::{G711Law, MaskingMode};
 
-#[path = "../../dsp/benches/fixtures/mod.rs"]
 mod fixtures;
 use fixtures::{load, ulaw_payloads};
 

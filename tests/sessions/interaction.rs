@@ -2,7 +2,7 @@
 //! against a gateway started here; engine behaviour against a local test server; the
 //! `tonegate interact` command; and a parser that never panics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

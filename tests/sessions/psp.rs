@@ -2,7 +2,7 @@
 //! on loopback) and against the built-in sandbox, through the session service. Also the signed
 //! result webhook, with retries.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -611,6 +611,31 @@ impl Serve {
         Serve(child, format!("http://{addr}"), logs)
     }
 
+    /// Waits until the gateway lists no undelivered webhook for session `id`: every webhook it
+    /// queued for the session is delivered and recorded so, so counting what arrived is final.
+    fn wait_webhooks_delivered(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pending: Value = http()
+                .get(format!("{}/admin/v1/webhooks", self.1))
+                .bearer_auth(dev_token(&self.1, "admin"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let listed = pending["webhooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["sessionId"] == id);
+            if !listed {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still undelivered: {pending}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The payment link texted for session `id` (from the development outbox listing).
     fn link_for(&self, id: &str) -> String {
         let outbox: Value = http()
@@ -787,7 +812,7 @@ fn payment_cut_by_sigkill_then_restart(others: usize) {
     while for_session().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    gw.wait_webhooks_delivered(&id);
     let got = for_session();
     assert_eq!(got.len(), 1, "one webhook: {got:?}");
     assert_eq!(got[0].1["sessionState"], "Completed", "{got:?}");
@@ -932,7 +957,7 @@ fn a_webhook_survives_a_receiver_outage_and_a_sigkill() {
         assert!(Instant::now() < deadline, "the webhook never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    gw.wait_webhooks_delivered(&id);
     let got = for_session();
     assert_eq!(got.len(), 1, "delivered once: {got:?}");
     assert_eq!(got[0].0, event_id, "the same event id as the first tries");
@@ -1133,8 +1158,16 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
     let webhooks = format!("{:?}", hook.seen.lock().unwrap());
     let logged = gw.2.clone();
     drop(gw);
-    // The reader thread takes what was left in the pipe.
-    std::thread::sleep(Duration::from_millis(300));
+    // The reader thread takes what was left in the pipe, then ends (dropping its handle on the
+    // lines) at the pipe's end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&logged) > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the log reader never saw the pipe end"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let logs = logged.lock().unwrap().join("\n");
     let scan = |what: &str, bytes: &[u8]| {
         for needle in [

@@ -3,7 +3,7 @@
 //! the seed's status definition reads the terminal state. Then the same with the call found by
 //! its keyed `dtmfLinkId` instead of its CallGuid.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;

@@ -2,7 +2,7 @@
 //! unsorted keys, numbers as strings) and as JSON; and `rtpengine-ng-client` (Debian
 //! `rtpengine-utils`) run against tonegate unchanged.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;

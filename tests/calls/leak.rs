@@ -7,7 +7,7 @@
 //! reads after masking too, and must read nothing either. Each category also checks that the
 //! decoders read its keys *before* masking, so the test proves something.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tonegate_dsp::generator::{

@@ -2,7 +2,7 @@
 //! payment request payloads, and a ConnectorPaymentResponse that changes nothing until the PSP
 //! confirms the payment.
 
-mod common;
+use crate::common;
 
 use common::gateway::{http, post, Gateway};
 use serde_json::json;

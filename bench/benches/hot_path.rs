@@ -4,7 +4,7 @@
 //! throughput over a whole speech recording. One packet through a call's media logic is
 //! `tonegate-media`'s `relay_packet` bench.
 //!
-//!     cargo bench -p tonegate-dsp --bench hot_path
+//!     cargo bench -p tonegate-bench --bench hot_path
 //!
 //! Ratios worth reading: `goertzel/bank` vs `goertzel/goertzel_filter_crate` (same frame, same
 //! eight frequencies), and `detector/speech_file` in audio-seconds per second (elements are
@@ -14,7 +14,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-#[path = "../tests/baseline/mod.rs"]
+#[path = "../../dsp/tests/baseline/mod.rs"]
 mod baseline;
 use baseline::{bin_exact_argument, nearest_bin};
 use tonegate_dsp::goertzel::{BlockTerms, GoertzelBank};

@@ -1,0 +1,11 @@
+//! Integration tests, one binary per area (link time grows with every binary): Calls through the relay: RTP in and out, masking, capture, the ng protocol, Kamailio and sipp in the call path, the leak battery's cases, the detector CLI.
+//! Each file here is a module; helpers shared by every area are in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod detect_cli;
+mod kamailio;
+mod leak;
+mod ng;
+mod relay;

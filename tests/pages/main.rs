@@ -1,0 +1,7 @@
+//! Integration tests, one binary per area (link time grows with every binary): The web pages in headless Chromium: the agent payment UI and the hosted payment page.
+//! Each file here is a module; helpers shared by every area are in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod web;

@@ -1,0 +1,13 @@
+//! Integration tests, one binary per area (link time grows with every binary): The GlobalPCI session service: agent and self-service sessions, tenancy, the PSPs (sandbox, localstripe), SMS links, ApiInteraction definitions, the demo.
+//! Each file here is a module; helpers shared by every area are in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod demo;
+mod globalpci;
+mod interaction;
+mod messaging;
+mod psp;
+mod selfservice;
+mod tenancy;
