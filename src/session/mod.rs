@@ -1692,8 +1692,10 @@ impl CaptureTask {
             .expect("live lock")
             .remove(&self.session.id);
         // The call went away (or the gateway is stopping) mid-capture: back to Created, to
-        // start over on a new call. (From a terminal state there is no such move.)
-        if let Ok(t) = state.to(SessionState::Created) {
+        // start over on a new call. An outcome stays as it is: only the agent's recapture
+        // starts a declined or failed session again.
+        let mid_capture = matches!(state, SessionState::Capturing | SessionState::ReadyToSubmit);
+        if let Some(t) = state.to(SessionState::Created).ok().filter(|_| mid_capture) {
             let _ = self.inner.store.transition(
                 &self.session.id,
                 t,

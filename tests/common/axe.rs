@@ -47,11 +47,18 @@ pub fn assert_clean(b: &Browser, axe: Option<&str>, what: &str) {
     let found = b.script_async(&format!(
         "const done = arguments[arguments.length - 1];
          axe.run(document, {{ runOnly: {{ type: 'tag', values: {TAGS} }} }})
-           .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
-                 v.nodes.map(n => n.target.join(' ')).join(', '))))
-           .catch(e => done(['axe failed: ' + e]));"
+           .then(r => done({{ passes: r.passes.length, violations: r.violations.map(v => v.id + ' (' + v.impact + '): ' +
+                 v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', ')) }}))
+           .catch(e => done({{ passes: 0, violations: ['axe failed: ' + e] }}));"
     ));
-    let list: Vec<String> = serde_json::from_value(found).expect("axe answers a list");
+    // Rules that passed prove axe looked at the page (an empty list alone could mean it ran
+    // nothing).
+    assert!(
+        found["passes"].as_u64().unwrap_or(0) > 0,
+        "axe checked nothing on {what}: {found}"
+    );
+    let list: Vec<String> =
+        serde_json::from_value(found["violations"].clone()).expect("axe answers a list");
     assert!(
         list.is_empty(),
         "axe found accessibility violations on {what}:\n{}",

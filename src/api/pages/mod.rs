@@ -76,10 +76,10 @@ pub fn esc(s: &str) -> String {
 const STYLE: &str = "
 *{box-sizing:border-box}body{margin:0;font:16px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;color:#1d2330}
 main{max-width:30rem;margin:0 auto;padding:1.25rem}h1{font-size:1.3rem;margin:.2rem 0 1rem}
-@media (max-width:400px){main{padding:.75rem}.card{padding:.8rem}}
+@media (max-width:400px){main{padding:.75rem}.card{padding:.8rem}.mask{letter-spacing:0}}
 .merchant{display:flex;align-items:center;gap:.6rem;font-weight:700;color:#3d4555;margin-bottom:.6rem;overflow-wrap:anywhere}.merchant img{max-height:2.5rem;max-width:8rem}
 .card{background:#fff;border-radius:.75rem;padding:1.1rem;box-shadow:0 1px 3px rgba(0,0,0,.12);margin-bottom:1rem;overflow-wrap:anywhere}
-.summary dt{color:#4f5768;font-size:.85rem}.summary dd{margin:0 0 .6rem;font-weight:600}
+.summary{margin:0}.summary dt{color:#4f5768;font-size:.85rem}.summary dd{margin:0 0 .6rem;font-weight:600}
 label{display:block;font-weight:600;margin:.8rem 0 .3rem}input{width:100%;font-size:1.15rem;padding:.7rem;border:1px solid #8a93a3;border-radius:.5rem}
 input:focus{outline:3px solid #9ec5ff;border-color:#2b6cd4}input[aria-invalid=true]{border:2px solid #b3261e}.hint{color:#4f5768;font-size:.85rem;min-height:1.2em;margin:.3rem 0}
 .row{display:flex;flex-wrap:wrap;gap:0 .75rem}.row>div{flex:1 1 8rem;min-width:0}
