@@ -43,34 +43,14 @@ fn assert_no_digits(what: &str, text: &str) {
 
 fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[String]) {
     let tok = gw.token("globalpci");
-    let relay_tok = gw.token("relay");
     let guid = format!("call-ui-{label}");
-    let v = post(
+    // The caller's call through the relay.
+    let (id, ui, mut caller, _agent) = agent_call(
         gw,
         &tok,
-        "/globalpci/v1/agentsession",
-        &json!({"AccountConfigurationId": account, "CallGuid": guid,
-        "PaymentData": {"cardholderName": "Ada Lovelace", "merchantTxnRef": format!("UI-{label}"), "amount": "42.00"}}),
-    ).1;
-    let id = v["sessionId"].as_str().unwrap().to_string();
-    let ui = format!(
-        "{}?code={}",
-        v["paymentUiUrl"].as_str().unwrap(),
-        v["paymentUiCredentials"]["accessCode"].as_str().unwrap()
-    );
-    // The caller's call through the relay.
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let call = post(
-        gw,
-        &relay_tok,
-        "/relay/v1/calls",
-        &json!({"call_guid": guid, "codec": "PCMU",
-        "caller": {"remote": sock.local_addr().unwrap().to_string()}, "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
-    ).1;
-    let mut caller = KeyingLeg::new(
-        sock,
-        call["caller"]["local"].as_str().unwrap().parse().unwrap(),
+        account,
+        &guid,
+        json!({"cardholderName": "Ada Lovelace", "merchantTxnRef": format!("UI-{label}"), "amount": "42.00"}),
     );
 
     let b = Browser::start_with(chromium_args);
@@ -345,6 +325,29 @@ fn wait_js(b: &Browser, js: &str, secs: u64, ok: impl Fn(&str) -> bool) -> Strin
     }
 }
 
+/// A gateway with `config`, a globalpci token, a browser and axe-core (None inside when it
+/// is not installed); `None` when there is no Chromium.
+fn ui_test(config: &str) -> Option<(Gateway, String, Browser, Option<String>)> {
+    if !webdriver::available() {
+        return None;
+    }
+    let axe = common::axe::source();
+    let gw = Gateway::start(config);
+    let tok = gw.token("globalpci");
+    Some((gw, tok, Browser::start(), axe))
+}
+
+/// The API's recapture is refused for session `id` with a 409 `code`.
+fn assert_recapture_refused(gw: &Gateway, tok: &str, id: &str, code: &str) {
+    let (status, v) = post(
+        gw,
+        tok,
+        &format!("/globalpci/v1/session/{id}/recapture"),
+        &json!({}),
+    );
+    assert_eq!((status, v["error"].as_str()), (409, Some(code)), "{v}");
+}
+
 /// Waits for the agent screen's session state (kept beside the words it shows).
 fn wait_agent_state(b: &Browser, state: &str) {
     wait_js(
@@ -460,14 +463,11 @@ fn agent_call(
 
 #[test]
 fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
-    if !webdriver::available() {
-        return;
-    }
-    let axe = common::axe::source();
-    let gw = Gateway::start(
+    let Some((gw, tok, b, axe)) = ui_test(
         "[[accounts]]\nid = \"dev-account\"\nname = \"Acme Energy\"\npayment_attempts = 2\nmandatory = [\"amount\"]\n",
-    );
-    let tok = gw.token("globalpci");
+    ) else {
+        return;
+    };
     let (id, ui, mut caller, agent) = agent_call(
         &gw,
         &tok,
@@ -477,7 +477,6 @@ fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
     );
     let leg = AgentLeg::listen(agent);
     let mut sent = 0;
-    let b = Browser::start();
     b.goto(&ui);
     wait_agent_state(&b, "Capturing");
     assert_eq!(b.text("#state"), "The caller is keying the card.");
@@ -542,17 +541,7 @@ fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
     assert_eq!(s["maskedPan"], "************4242");
     assert!(s.get("failureReason").is_none(), "{s}");
     // Paid: the API refuses to ask again.
-    let (status, v) = post(
-        &gw,
-        &tok,
-        &format!("/globalpci/v1/session/{id}/recapture"),
-        &json!({}),
-    );
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (409, Some("wrong_state")),
-        "{v}"
-    );
+    assert_recapture_refused(&gw, &tok, &id, "wrong_state");
 
     // The agent heard the caller throughout, and no key of either card (multimon-ng).
     let packets = leg.packets();
@@ -575,15 +564,11 @@ fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
 
 #[test]
 fn agent_screen_cancels_and_stops_asking_once_attempts_are_used() {
-    if !webdriver::available() {
-        return;
-    }
-    let axe = common::axe::source();
-    let gw = Gateway::start(
+    let Some((gw, tok, b, axe)) = ui_test(
         "[[accounts]]\nid = \"one-try\"\npayment_attempts = 1\n\n[[accounts]]\nid = \"dev-account\"\nmandatory = [\"amount\"]\n",
-    );
-    let tok = gw.token("globalpci");
-    let b = Browser::start();
+    ) else {
+        return;
+    };
 
     // Cancel from the screen: same effect as the API's.
     let (id, ui, _caller, _agent) = agent_call(
@@ -627,17 +612,7 @@ fn agent_screen_cancels_and_stops_asking_once_attempts_are_used() {
         "{said}"
     );
     assert_eq!(b.property("#recapture", "hidden"), "true");
-    let (status, v) = post(
-        &gw,
-        &tok,
-        &format!("/globalpci/v1/session/{id}/recapture"),
-        &json!({}),
-    );
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (409, Some("attempts_exhausted")),
-        "{v}"
-    );
+    assert_recapture_refused(&gw, &tok, &id, "attempts_exhausted");
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Declined");
 
     // Amounts in the currency's own decimals on the agent's screen.
@@ -654,15 +629,11 @@ fn agent_screen_cancels_and_stops_asking_once_attempts_are_used() {
 
 #[test]
 fn hosted_page_speaks_the_accounts_language_and_keeps_errors_by_their_fields() {
-    if !webdriver::available() {
-        return;
-    }
-    let axe = common::axe::source();
-    let gw = Gateway::start(
+    let Some((gw, tok, b, axe)) = ui_test(
         "[[accounts]]\nid = \"de-account\"\nname = \"Stadtwerke Beispiel\"\nlanguage = \"de\"\nfields = [\"pan\", \"expiry\", \"cvv\", \"postcode\"]\nlogo_url = \"/logo.png\"\n\n[[accounts]]\nid = \"dev-account\"\nname = \"Acme Energy\"\nmandatory = [\"amount\"]\n",
-    );
-    let tok = gw.token("globalpci");
-    let b = Browser::start();
+    ) else {
+        return;
+    };
     let link_for = |account: &str, reference: &str, amount: &str, currency: &str| {
         let v = post(
             &gw,

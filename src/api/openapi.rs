@@ -1069,6 +1069,7 @@ fn api() -> OpenApi {
             .shared("503", "Unavailable"),
     );
     for (action, summary) in [
+        ("submit", "Agent UI: submit the payment"),
         (
             "cancel",
             "Agent UI: cancel the payment (as the API's cancel)",
@@ -1092,19 +1093,6 @@ fn api() -> OpenApi {
                 .shared("503", "Unavailable"),
         );
     }
-    doc.add(
-        "/pay/agent/{id}/submit",
-        Post,
-        Op::new("Agent UI: submit the payment")
-            .ui_token("uiToken")
-            .path_param("id")
-            .json::<Session>("200", "The session")
-            .shared("400", "BadPath")
-            .shared("401", "Unauthorized")
-            .shared("404", "NotFound")
-            .shared("409", "Conflict")
-            .shared("503", "Unavailable"),
-    );
 
     // The hosted payment page.
     let link_unknown = || text("No such payment link (a page)", "text/html");
