@@ -227,6 +227,17 @@ pub struct AccountConfig {
     /// Tries per card field.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Cards a session may try: after a decline or a failure an agent may ask for the card
+    /// again until this many captures have been used.
+    #[serde(default = "default_attempts")]
+    pub payment_attempts: u32,
+    /// Language of the payment pages (`en`, `de`); default: the prompt set's, else English.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// The merchant's logo on the payment pages (an `https://` URL or a path on this
+    /// gateway), shown beside its name.
+    #[serde(default)]
+    pub logo_url: Option<String>,
     /// Longest pause between keys of a field, seconds.
     #[serde(default = "default_inter_digit")]
     pub inter_digit_timeout_s: u64,
@@ -843,11 +854,44 @@ impl Config {
                     a.id
                 )));
             }
-            if a.max_attempts == 0 || a.session_ttl_s == 0 || a.link_ttl_s == 0 {
+            if a.max_attempts == 0
+                || a.payment_attempts == 0
+                || a.session_ttl_s == 0
+                || a.link_ttl_s == 0
+            {
                 return Err(invalid(format!(
-                    "accounts {:?}: max_attempts and TTLs must be above 0",
+                    "accounts {:?}: max_attempts, payment_attempts and TTLs must be above 0",
                     a.id
                 )));
+            }
+            if a.language
+                .as_deref()
+                .is_some_and(|l| crate::card::money::Locale::from_tag(l).is_none())
+            {
+                return Err(invalid(format!(
+                    "accounts {:?}: language must be \"en\" or \"de\"",
+                    a.id
+                )));
+            }
+            // The logo's URL goes into the page and, whole, into its CSP: a plain https URL
+            // or a path on this gateway, nothing that could end an attribute or a directive.
+            if let Some(u) = &a.logo_url {
+                let plain = u.len() <= 500
+                    && !u.bytes().any(|b| {
+                        b.is_ascii_whitespace()
+                            || b.is_ascii_control()
+                            || b"\"'<>;,\\`".contains(&b)
+                    });
+                let https = u
+                    .strip_prefix("https://")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                let local = u.starts_with('/') && !u.starts_with("//");
+                if !plain || !(https || local) {
+                    return Err(invalid(format!(
+                        "accounts {:?}: logo_url must be an https:// URL or a path on this gateway",
+                        a.id
+                    )));
+                }
             }
         }
         let mut ids = std::collections::HashSet::new();

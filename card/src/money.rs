@@ -176,6 +176,114 @@ impl fmt::Display for Money {
     }
 }
 
+/// A language's way of writing amounts for people (CLDR's `en-GB` and `de` patterns): the one
+/// place amounts are formatted for the payment pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Locale {
+    /// English (`en-GB`): `£1,234,567.50`, `KWD 12.345`.
+    #[default]
+    En,
+    /// German: `1.234.567,50 £`, `12,345 KWD`.
+    De,
+}
+
+impl Locale {
+    /// The locale of a language tag's primary subtag (`de`, `de-AT`, `EN_gb`); `None` for a
+    /// language without one.
+    pub fn from_tag(tag: &str) -> Option<Locale> {
+        let primary = tag.split(['-', '_']).next().unwrap_or_default();
+        match primary.to_ascii_lowercase().as_str() {
+            "en" => Some(Locale::En),
+            "de" => Some(Locale::De),
+            _ => None,
+        }
+    }
+
+    /// The BCP 47 tag (`lang` of the page).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Locale::En => "en",
+            Locale::De => "de",
+        }
+    }
+
+    /// Thousands separator, decimal separator.
+    fn separators(self) -> (char, char) {
+        match self {
+            Locale::En => (',', '.'),
+            Locale::De => ('.', ','),
+        }
+    }
+
+    /// The sign a reader of this language knows the currency by (CLDR's symbols for the
+    /// currencies that have one there), else none: the ISO code is written instead.
+    fn symbol(self, code: &str) -> Option<&'static str> {
+        match (code, self) {
+            ("GBP", _) => Some("£"),
+            ("EUR", _) => Some("€"),
+            ("JPY", _) => Some("¥"),
+            ("USD", Locale::En) => Some("US$"),
+            ("USD", Locale::De) => Some("$"),
+            _ => None,
+        }
+    }
+}
+
+/// [`Money::localized`]: the amount as a reader of the locale expects it.
+#[derive(Debug, Clone, Copy)]
+pub struct Localized(Money, Locale);
+
+impl fmt::Display for Localized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Localized(Money { minor, currency }, locale) = *self;
+        let (group, point) = locale.separators();
+        let exp = currency.exponent();
+        let unit = 10u64.pow(exp);
+        let abs = minor.unsigned_abs();
+        let whole = (abs / unit).to_string();
+        // A no-break space keeps the amount and its currency on one line.
+        const NBSP: char = '\u{a0}';
+        let number = |f: &mut fmt::Formatter<'_>| -> fmt::Result {
+            if minor < 0 {
+                f.write_str("-")?;
+            }
+            for (i, c) in whole.chars().enumerate() {
+                if i > 0 && (whole.len() - i) % 3 == 0 {
+                    write!(f, "{group}")?;
+                }
+                write!(f, "{c}")?;
+            }
+            if exp > 0 {
+                write!(f, "{point}{:0width$}", abs % unit, width = exp as usize)?;
+            }
+            Ok(())
+        };
+        let code = currency.code();
+        match (locale, locale.symbol(code)) {
+            (Locale::En, Some(sym)) => {
+                f.write_str(sym)?;
+                number(f)
+            }
+            (Locale::En, None) => {
+                write!(f, "{code}{NBSP}")?;
+                number(f)
+            }
+            (Locale::De, sym) => {
+                number(f)?;
+                write!(f, "{NBSP}{}", sym.unwrap_or(code))
+            }
+        }
+    }
+}
+
+impl Money {
+    /// The amount written for a reader of `locale`: grouping, decimal mark and currency sign
+    /// as that language writes them, with exactly the currency's decimals.
+    pub fn localized(self, locale: Locale) -> Localized {
+        Localized(self, locale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +371,36 @@ mod tests {
                 .to_string(),
             "1234567.50"
         );
+    }
+
+    #[test]
+    fn amounts_are_written_the_way_each_language_reads_them() {
+        let show = |minor, c: &str, l| {
+            Money::from_minor(minor, cur(c))
+                .localized(l)
+                .to_string()
+                .replace('\u{a0}', " ")
+        };
+        assert_eq!(show(4999, "GBP", Locale::En), "£49.99");
+        assert_eq!(show(4999, "GBP", Locale::De), "49,99 £");
+        assert_eq!(show(123456750, "GBP", Locale::En), "£1,234,567.50");
+        assert_eq!(show(123456750, "GBP", Locale::De), "1.234.567,50 £");
+        assert_eq!(show(1000, "JPY", Locale::En), "¥1,000");
+        assert_eq!(show(1000, "JPY", Locale::De), "1.000 ¥");
+        assert_eq!(show(12345, "KWD", Locale::En), "KWD 12.345");
+        assert_eq!(show(12345, "KWD", Locale::De), "12,345 KWD");
+        assert_eq!(show(5, "EUR", Locale::De), "0,05 €");
+        assert_eq!(show(100000, "USD", Locale::En), "US$1,000.00");
+        assert_eq!(show(999, "CHF", Locale::En), "CHF 9.99");
+        assert_eq!(show(-4999, "GBP", Locale::En), "£-49.99");
+        assert!(Money::from_minor(100, cur("GBP"))
+            .localized(Locale::De)
+            .to_string()
+            .contains('\u{a0}'));
+        assert_eq!(Locale::from_tag("de-AT"), Some(Locale::De));
+        assert_eq!(Locale::from_tag("EN_gb"), Some(Locale::En));
+        assert_eq!(Locale::from_tag("fr"), None);
+        assert_eq!(Locale::De.tag(), "de");
     }
 
     #[test]

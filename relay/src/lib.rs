@@ -645,6 +645,18 @@ impl SecureLease {
         }
     }
 
+    /// A new capture started under this lease (a card asked for again): it blocks other
+    /// holders' releases again, as a live capture does.
+    pub fn capture_resumed(&self) {
+        let mut calls = self.relay.inner.calls.lock().expect("calls lock");
+        if let Some(live) = calls
+            .get_mut(&self.call)
+            .and_then(|c| c.leases.sessions.get_mut(&self.session))
+        {
+            *live = true;
+        }
+    }
+
     /// Gives secure mode up (it goes off where nothing else holds it). `Ok(true)`: released;
     /// `Ok(false)`: the call had already ended. Refused with the lease handed back (`Conflict`
     /// with the reason) while the capture is live or within the hold-off after a key.

@@ -41,6 +41,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/globalpci/v1/session/{id}/submit/", post(submit))
         .route("/globalpci/v1/session/{id}/release", post(release))
         .route("/globalpci/v1/session/{id}/release/", post(release))
+        .route("/globalpci/v1/session/{id}/recapture", post(recapture))
+        .route("/globalpci/v1/session/{id}/recapture/", post(recapture))
         .route("/globalpci/v1/session/{id}/reissue", post(reissue))
         .route("/globalpci/v1/session/{id}/reissue/", post(reissue))
         .route("/globalpci/v1/session/{id}/messaging", post(messaging))
@@ -98,6 +100,9 @@ impl From<SessionError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "wrong_state", msg)
             }
             SessionError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            SessionError::AttemptsExhausted { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "attempts_exhausted", msg)
+            }
             SessionError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
             }
@@ -298,6 +303,23 @@ async fn submit(
         .submit(&id, &format!("client:{}", p.client_id))
         .await?;
     Ok(Json(session_json(&s)))
+}
+
+/// Asks for the card again on the same call after a decline or a failure (agent sessions),
+/// while the account's `payment_attempts` last.
+async fn recapture(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let s = state
+        .sessions
+        .recapture(&p.client_id, &id, &format!("client:{}", p.client_id))
+        .await?;
+    let mut v = session_json(&s);
+    v["Message"] = json!("Capture restarted");
+    Ok(Json(v))
 }
 
 async fn reissue(

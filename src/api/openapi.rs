@@ -932,6 +932,11 @@ fn api() -> OpenApi {
             "reissue",
             "Send a new payment link for a live digital session (the old link stops working)",
         ),
+        (
+            "recapture",
+            "Ask for the card again on the same call after a decline or a failure (agent \
+             sessions; 409 attempts_exhausted once the account's payment_attempts are used)",
+        ),
     ] {
         doc.add(
             &["/globalpci/v1/session/{id}/", action].concat(),
@@ -1063,19 +1068,31 @@ fn api() -> OpenApi {
             .shared("422", "UnprocessablePlain")
             .shared("503", "Unavailable"),
     );
-    doc.add(
-        "/pay/agent/{id}/submit",
-        Post,
-        Op::new("Agent UI: submit the payment")
-            .ui_token("uiToken")
-            .path_param("id")
-            .json::<Session>("200", "The session")
-            .shared("400", "BadPath")
-            .shared("401", "Unauthorized")
-            .shared("404", "NotFound")
-            .shared("409", "Conflict")
-            .shared("503", "Unavailable"),
-    );
+    for (action, summary) in [
+        ("submit", "Agent UI: submit the payment"),
+        (
+            "cancel",
+            "Agent UI: cancel the payment (as the API's cancel)",
+        ),
+        (
+            "recapture",
+            "Agent UI: ask for the card again after a decline or a failure",
+        ),
+    ] {
+        doc.add(
+            &["/pay/agent/{id}/", action].concat(),
+            Post,
+            Op::new(summary)
+                .ui_token("uiToken")
+                .path_param("id")
+                .json::<Session>("200", "The session")
+                .shared("400", "BadPath")
+                .shared("401", "Unauthorized")
+                .shared("404", "NotFound")
+                .shared("409", "Conflict")
+                .shared("503", "Unavailable"),
+        );
+    }
 
     // The hosted payment page.
     let link_unknown = || text("No such payment link (a page)", "text/html");

@@ -67,6 +67,12 @@ pub enum SessionError {
     /// The gateway is shutting down: no new payment starts.
     #[error("the gateway is shutting down; try again shortly")]
     ShuttingDown,
+    /// Every card attempt the account allows a session has been used.
+    #[error("all {limit} card attempts for this session are used; start a new session")]
+    AttemptsExhausted {
+        /// The account's `payment_attempts`.
+        limit: u32,
+    },
 }
 
 enum Command {
@@ -177,6 +183,18 @@ impl Inner {
         held.entry(lease.session().to_string())
             .or_default()
             .push(lease);
+    }
+
+    /// The parked lease session `session` holds on call `call`, taken back for a new capture.
+    fn unpark(&self, session: &str, call: &str) -> Option<SecureLease> {
+        let mut held = self.held.lock().expect("held lock");
+        let leases = held.get_mut(session)?;
+        let i = leases.iter().position(|l| l.call() == call)?;
+        let lease = leases.swap_remove(i);
+        if leases.is_empty() {
+            held.remove(session);
+        }
+        Some(lease)
     }
     /// The result webhook for an ended session, if its account has one.
     fn webhook_for(&self, s: &Session) -> Option<store::WebhookDelivery> {
@@ -686,6 +704,66 @@ impl Sessions {
         rx.await.map_err(|_| SessionError::NotFound)?
     }
 
+    /// The agent asks for the card again after a decline or a failure, on the same call: the
+    /// session goes back to Created with its result cleared, and a new capture starts at once
+    /// if its call is still on the relay (secure mode was never let go), else when the call
+    /// comes back. Refused for other kinds and states, past the session's expiry, while
+    /// another session is live for the call, and once the account's `payment_attempts`
+    /// captures have been used.
+    pub async fn recapture(
+        &self,
+        client_id: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<Session, SessionError> {
+        let s = self.get(client_id, id)?;
+        if s.kind != SessionKind::Agent || !s.state.may_recapture() {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "ask for the card again (only a declined or failed agent session can)",
+            });
+        }
+        let limit = self.account(&s.account_id)?.payment_attempts;
+        let st = &self.inner.store;
+        let used = self.attempts_used(id)?;
+        if used >= limit as usize {
+            return Err(SessionError::AttemptsExhausted { limit });
+        }
+        let now = self.inner.clock.unix_now();
+        if s.expires_at <= now {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "ask for the card again (the session has expired; start a new one)",
+            });
+        }
+        if let Some(guid) = &s.call_guid {
+            if let Some(other) = st.live_by_call_guid(client_id, guid)? {
+                return Err(SessionError::Conflict(format!(
+                    "session {} is live for this CallGuid",
+                    other.id
+                )));
+            }
+        }
+        if !st.transition(id, s.state.to(SessionState::Created)?, actor, now)? {
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "ask for the card again (it changed meanwhile)",
+            });
+        }
+        // The last outcome went out in its webhook; the new attempt starts with none.
+        st.set_result(id, &PaymentResult::default(), now)?;
+        tracing::info!(session = %id, attempt = used + 1, limit, "card asked for again");
+        let fresh = store::must_get(&**st, id)?;
+        if let Some(call) = fresh
+            .call_guid
+            .as_deref()
+            .and_then(|g| self.inner.relay.find_by_call_guid(client_id, g))
+        {
+            self.start_capture(&fresh, &call).await?;
+        }
+        store::must_get(&**st, id).map_err(Into::into)
+    }
+
     /// The agent's "Reset field".
     pub async fn reset_field(&self, id: &str, field: Field) -> Result<bool, SessionError> {
         let commands = self.live_commands(id).ok_or(SessionError::NotFound)?;
@@ -791,6 +869,32 @@ impl Sessions {
             return Err(LinkProblem::Finished(s.state));
         }
         Ok(s)
+    }
+
+    /// The session a payment-link token was issued for, whatever became of the link (its
+    /// pages name the merchant even when the link no longer works).
+    pub fn link_session(&self, token: &str) -> Option<Session> {
+        let rec = self.inner.store.link(&token_hash(token)).ok()??;
+        self.get_any(&rec.session_id).ok()
+    }
+
+    /// Cards the session may still try after this one (agent sessions: captures left once
+    /// the current one ends; see [`Sessions::recapture`]).
+    pub fn attempts_left(&self, s: &Session) -> Result<u32, SessionError> {
+        let limit = self.account(&s.account_id)?.payment_attempts as usize;
+        Ok(limit.saturating_sub(self.attempts_used(&s.id)?) as u32)
+    }
+
+    /// Captures this session has started: the first, and one per recapture.
+    fn attempts_used(&self, id: &str) -> Result<usize, SessionError> {
+        let again = self
+            .inner
+            .store
+            .audit(id)?
+            .iter()
+            .filter(|e| e.to == SessionState::Created.as_str() && is_outcome(e.from.as_deref()))
+            .count();
+        Ok(1 + again)
     }
 
     /// Uses up a link (a card was submitted with it); false if it was used meanwhile.
@@ -1121,11 +1225,18 @@ impl Sessions {
         };
         // Secure mode held before the session captures, let alone prompts: from here no key
         // reaches the agent until the session is released or the call ends. Where it cannot
-        // be held, the capture does not start (fail closed).
+        // be held, the capture does not start (fail closed). A session capturing again on the
+        // call (after a decline) takes back the lease its last capture kept.
         let _ = relay.listen(call_id, false).await;
-        let lease = relay.lease_secure(call_id, &s.id).await.map_err(|e| {
-            SessionError::Conflict(format!("secure mode could not be held on the call: {e}"))
-        })?;
+        let lease = match self.inner.unpark(&s.id, call_id) {
+            Some(lease) => {
+                lease.capture_resumed();
+                lease
+            }
+            None => relay.lease_secure(call_id, &s.id).await.map_err(|e| {
+                SessionError::Conflict(format!("secure mode could not be held on the call: {e}"))
+            })?,
+        };
         let moved = self.inner.store.transition(
             &s.id,
             SessionState::Created.to(SessionState::Capturing)?,
@@ -1328,6 +1439,13 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// Whether a stored state name is an outcome a session may be captured again after.
+fn is_outcome(state: Option<&str>) -> bool {
+    state
+        .and_then(SessionState::parse)
+        .is_some_and(SessionState::may_recapture)
 }
 
 /// Why a payment link does not open the payment page.
@@ -1574,8 +1692,10 @@ impl CaptureTask {
             .expect("live lock")
             .remove(&self.session.id);
         // The call went away (or the gateway is stopping) mid-capture: back to Created, to
-        // start over on a new call. (From a terminal state there is no such move.)
-        if let Ok(t) = state.to(SessionState::Created) {
+        // start over on a new call. An outcome stays as it is: only the agent's recapture
+        // starts a declined or failed session again.
+        let mid_capture = matches!(state, SessionState::Capturing | SessionState::ReadyToSubmit);
+        if let Some(t) = state.to(SessionState::Created).ok().filter(|_| mid_capture) {
             let _ = self.inner.store.transition(
                 &self.session.id,
                 t,
@@ -1680,7 +1800,19 @@ async fn pay(
             "no PSP configured for this account".into(),
         )),
         Some(psp) => {
-            let tok_key = format!("tok-{}", s.id);
+            // One idempotency key per attempt: a card asked for again after a decline is a
+            // new payment, not a replay of the declined one.
+            let attempt = st
+                .audit(&s.id)?
+                .iter()
+                .filter(|e| e.to == SessionState::Submitting.as_str())
+                .count();
+            let suffix = if attempt > 1 {
+                format!("-{attempt}")
+            } else {
+                String::new()
+            };
+            let tok_key = format!("tok-{}{suffix}", s.id);
             let token =
                 psp_call(&inner.latency, "tokenize", || psp.tokenize(&card, &tok_key)).await;
             // The token exists (or never will): the card goes now.
@@ -1689,7 +1821,7 @@ async fn pay(
                 Err(e) => Err(e),
                 Ok(token) => {
                     result.psp_token_reference = Some(token.token_ref.clone());
-                    let pay_key = format!("pay-{}", s.id);
+                    let pay_key = format!("pay-{}{suffix}", s.id);
                     let req = ChargeRequest {
                         token: &token,
                         amount_minor: s.amount_minor.unwrap_or(0),

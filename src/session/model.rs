@@ -7,6 +7,9 @@
 //!    │            │  └────────────┘ (a field is reset)
 //!    │            └──▶ Failed (attempts exhausted)
 //!    └────────────┴──────────────────┴──▶ Cancelled | Expired
+//!
+//! Declined | Failed ──▶ Created   (agent sessions: the agent asks for the card again on the
+//!                                  same call, while the account's payment attempts last)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -113,7 +116,8 @@ impl SessionState {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// No way out.
+    /// Finished: nothing more happens on its own (a Declined or Failed agent session may still
+    /// be started again by [`SessionState::may_recapture`]).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -123,6 +127,11 @@ impl SessionState {
                 | SessionState::Expired
                 | SessionState::Cancelled
         )
+    }
+
+    /// An outcome that took no money, after which an agent may ask for the card again.
+    pub fn may_recapture(self) -> bool {
+        matches!(self, SessionState::Declined | SessionState::Failed)
     }
 
     /// Checks a transition: the only way to make a [`Transition`], which is all the store
@@ -137,6 +146,8 @@ impl SessionState {
             // A capture interrupted by a restart starts over when the call comes back.
             (Capturing | ReadyToSubmit, Created) => true,
             (Created | Capturing | ReadyToSubmit, Cancelled | Expired) => true,
+            // A new capture after an outcome that took no money (see `Sessions::recapture`).
+            (Declined | Failed, Created) => true,
             _ => false,
         };
         if ok {
@@ -272,5 +283,54 @@ impl Session {
             }
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionState::{self, *};
+
+    #[test]
+    fn only_an_outcome_without_money_starts_again() {
+        for from in SessionState::ALL {
+            let again = from.to(Created).is_ok();
+            let expected = matches!(from, Capturing | ReadyToSubmit | Declined | Failed);
+            assert_eq!(again, expected, "{from:?} -> Created");
+            assert_eq!(from.may_recapture(), matches!(from, Declined | Failed));
+        }
+        // Paid, cancelled and expired sessions stay finished.
+        for from in [Completed, Cancelled, Expired] {
+            for to in SessionState::ALL {
+                assert!(from.to(to).is_err(), "{from:?} -> {to:?}");
+            }
+        }
+        // A recapture goes through Created: never straight back to the card or the PSP.
+        for to in [Capturing, ReadyToSubmit, Submitting, Completed] {
+            assert!(Declined.to(to).is_err() && Failed.to(to).is_err(), "{to:?}");
+        }
+    }
+
+    #[test]
+    fn a_declined_agent_session_can_be_captured_and_paid_again() {
+        let path = [
+            Created,
+            Capturing,
+            ReadyToSubmit,
+            Submitting,
+            Declined,
+            Created,
+            Capturing,
+            ReadyToSubmit,
+            Submitting,
+            Failed,
+            Created,
+            Capturing,
+            ReadyToSubmit,
+            Submitting,
+            Completed,
+        ];
+        for w in path.windows(2) {
+            assert!(w[0].to(w[1]).is_ok(), "{:?} -> {:?}", w[0], w[1]);
+        }
     }
 }

@@ -333,6 +333,20 @@ const MIGRATIONS: &[&str] = &[
         'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
         'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
     BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
+    // 7: an agent may ask for the card again after a decline or a failure (Declined|Failed
+    // to Created, `Sessions::recapture`).
+    "DROP TRIGGER sessions_state_machine;
+    CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
+    WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
+        'Created>Capturing',
+        'Capturing>ReadyToSubmit', 'Capturing>Failed',
+        'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
+        'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
+        'Capturing>Created', 'ReadyToSubmit>Created',
+        'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
+        'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired',
+        'Declined>Created', 'Failed>Created')
+    BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).

@@ -209,6 +209,17 @@ impl Browser {
         self.run("script", self.client.execute(js, vec![]))
     }
 
+    /// Runs an asynchronous script (its last argument is the callback that ends it) and
+    /// returns what it passed to the callback.
+    pub fn script_async(&self, js: &str) -> Value {
+        self.run("async script", self.client.execute_async(js, vec![]))
+    }
+
+    /// Resizes the browser window (the page's viewport follows).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.run("resize", self.client.set_window_size(width, height));
+    }
+
     /// The page source.
     pub fn source(&self) -> String {
         self.run("source", self.client.source())

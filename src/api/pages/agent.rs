@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{esc, html, message_page, page, summary};
+use super::{esc, Shell};
 use crate::api::{ApiError, AppState};
 use crate::capture::Field;
+use crate::session::model::SessionState;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -25,42 +26,201 @@ pub(in crate::api) struct CodeQuery {
 
 const AGENT_JS: &str = r#"
 const id = document.body.dataset.session, token = document.body.dataset.token;
-const submit = document.getElementById('submit'), result = document.getElementById('result'), state = document.getElementById('state');
+const $ = (x) => document.getElementById(x);
+const submit = $('submit'), again = $('recapture'), cancel = $('cancel'), result = $('result'), state = $('state');
+const STATES = { Created: 'Waiting for the call to connect.', Capturing: 'The caller is keying the card.', ReadyToSubmit: 'Card complete: submit the payment when the caller is ready.', Submitting: 'Sending the payment to the bank…' };
+const FIELD_ERRORS = { luhn: 'Not a valid card number: ask the caller to key it again.', unknown_brand: 'This card type is not accepted: ask for another card.', length: 'Wrong number of digits: ask the caller to key it again.', expiry_format: 'Not a date as MMYY: ask the caller to key it again.', expired: 'The card has expired: ask for another card.', expiry_too_far: 'Date too far ahead: ask the caller to key it again.', cvv_length: 'Wrong number of digits: ask the caller to key it again.', postcode_length: 'Wrong number of digits: ask the caller to key it again.', too_short: 'Too few digits: ask the caller to key it again.', timeout: 'The caller paused too long: ask them to key it again.', no_input: 'Nothing was keyed: ask the caller to key it.' };
+const NAMES = { visa: 'Visa', mastercard: 'Mastercard', amex: 'American Express', discover: 'Discover', diners: 'Diners Club', jcb: 'JCB', unionpay: 'UnionPay', maestro: 'Maestro' };
+let current = document.body.dataset.state, busy = false;
+function badge(f, st) {
+  if (f.status === 'submitted' || (f.status === 'valid' && ['Completed', 'Declined', 'Failed'].includes(st))) {
+    return { Completed: ['Paid', 'paid'], Declined: ['Declined', 'declined'], Failed: ['Not paid', 'declined'] }[st] || ['Sent', 'entering'];
+  }
+  return { empty: ['Waiting', ''], entering: ['Keying', 'entering'], valid: ['Complete', 'valid'], invalid: ['Re-key', 'invalid'] }[f.status] || [f.status, ''];
+}
+function buttons() {
+  const open = current === 'Capturing' || current === 'ReadyToSubmit';
+  submit.disabled = busy || current !== 'ReadyToSubmit';
+  for (const b of document.querySelectorAll('button[data-reset]')) b.disabled = busy || !open;
+  cancel.hidden = !(open || current === 'Created');
+  cancel.disabled = busy;
+  again.disabled = busy;
+}
+function show(o) {
+  if (!o) return;
+  result.className = 'outcome ' + o.tone;
+  result.textContent = o.text + (o.code ? ' (bank code: ' + o.code + ')' : '');
+  again.hidden = !o.canRetry;
+}
+function clearFields() {
+  for (const row of document.querySelectorAll('.field')) {
+    row.querySelector('.mask').textContent = ''; row.querySelector('.ferr').textContent = '';
+    const st = row.querySelector('.status'); st.textContent = 'Waiting'; st.className = 'status';
+  }
+  $('brand').textContent = '';
+}
 function render(ev) {
-  state.textContent = ev.sessionState;
+  if (ev.sessionState) {
+    // A new capture after an outcome starts from empty fields.
+    if ((current === 'Declined' || current === 'Failed') && (ev.sessionState === 'Created' || ev.sessionState === 'Capturing')) clearFields();
+    current = ev.sessionState; state.dataset.state = current;
+  }
+  if (STATES[current]) state.textContent = STATES[current];
+  else if (ev.outcome) state.textContent = ev.outcome.title;
   const c = ev.capture;
   if (c) {
     for (const f of c.fields) {
-      const row = document.getElementById('f-' + f.field);
+      const row = $('f-' + f.field);
       if (!row) continue;
       const shown = f.field === 'cvv' ? (f.length ? '•••' : '') : '•'.repeat(f.length);
-      row.querySelector('.mask').textContent = (f.field === 'pan' && (f.status === 'valid' || f.status === 'submitted') && c.last4) ? ('•'.repeat(Math.max(f.length - 4, 0)) + c.last4) : shown;
+      row.querySelector('.mask').textContent = (f.field === 'pan' && c.last4 && f.status !== 'empty' && f.status !== 'entering') ? ('•'.repeat(Math.max(f.length - 4, 0)) + c.last4) : shown;
+      const [word, cls] = badge(f, current);
       const st = row.querySelector('.status');
-      st.textContent = f.status; st.className = 'status ' + f.status;
+      st.textContent = word; st.className = 'status ' + cls;
+      const why = (f.status === 'invalid' && f.error) ? (FIELD_ERRORS[(f.error.detail || f.error.kind)] || 'Not accepted: ask the caller to key it again.') : '';
+      row.querySelector('.ferr').textContent = why;
     }
-    const names = { visa: 'Visa', mastercard: 'Mastercard', amex: 'American Express', discover: 'Discover', diners: 'Diners Club', jcb: 'JCB', unionpay: 'UnionPay', maestro: 'Maestro' };
-    document.getElementById('brand').textContent = c.brand ? ((names[c.brand] || c.brand) + ' ending ' + c.last4) : '';
+    $('brand').textContent = c.brand ? ((NAMES[c.brand] || c.brand) + ' ending ' + c.last4) : '';
   }
-  if (ev.captureEvent && ev.captureEvent.event === 'card_expired') { result.className = 'err'; result.textContent = 'The card was not submitted in time and has been wiped: ask the caller to key it again.'; }
-  else if (ev.captureEvent && ev.captureEvent.event === 'key_masked') { result.className = ''; result.textContent = ''; }
-  submit.disabled = ev.sessionState !== 'ReadyToSubmit';
-  const open = ev.sessionState === 'Capturing' || ev.sessionState === 'ReadyToSubmit';
-  for (const b of document.querySelectorAll('button[data-reset]')) b.disabled = !open;
-  if (ev.result || ['Completed', 'Declined', 'Failed', 'Expired', 'Cancelled'].includes(ev.sessionState)) {
-    const r = ev.result || {};
-    if (ev.sessionState === 'Completed') { result.className = 'ok'; result.textContent = 'Approved — PSP reference ' + (r.pspTransactionId || ''); }
-    else { result.className = 'err'; result.textContent = ev.sessionState + (r.failureReason ? ' — ' + r.failureReason : ''); }
-  }
+  if (ev.captureEvent && ev.captureEvent.event === 'card_expired') { show({ tone: 'warn', text: 'The card was not submitted in time and has been wiped: ask the caller to key it again.' }); }
+  else if (ev.captureEvent && ev.captureEvent.event === 'key_masked') { result.className = 'outcome'; result.textContent = ''; }
+  if (ev.outcome) show(ev.outcome);
+  else if (STATES[current]) { again.hidden = true; }
+  buttons();
 }
 const es = new EventSource('/pay/agent/' + id + '/events?token=' + encodeURIComponent(token));
 es.onmessage = (m) => render(JSON.parse(m.data));
 async function post(path, body) {
-  const r = await fetch('/pay/agent/' + id + path, { method: 'POST', headers: { 'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}) });
-  return r.json();
+  busy = true; buttons();
+  try {
+    const r = await fetch('/pay/agent/' + id + path, { method: 'POST', headers: { 'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}) });
+    const v = await r.json().catch(() => ({}));
+    if (!r.ok) show({ tone: 'err', text: v.message || v.detail || 'That did not work: reload the payment screen.', canRetry: !again.hidden });
+    return r.ok ? v : null;
+  } finally { busy = false; buttons(); }
 }
 for (const b of document.querySelectorAll('button[data-reset]')) b.addEventListener('click', () => post('/reset', { field: b.dataset.reset }));
-submit.addEventListener('click', async () => { submit.disabled = true; result.className = ''; result.textContent = 'Submitting…'; const r = await post('/submit'); if (r.sessionState) render({ sessionState: r.sessionState, result: r }); });
+submit.addEventListener('click', async () => { show({ tone: '', text: 'Submitting…' }); const r = await post('/submit'); if (r && r.sessionState) render(r); });
+again.addEventListener('click', async () => { const r = await post('/recapture'); if (r && r.sessionState) { result.className = 'outcome'; result.textContent = ''; render(r); } });
+cancel.addEventListener('click', async () => { const r = await post('/cancel'); if (r && r.sessionState) render(r); });
+buttons();
 "#;
+
+/// What the agent is told about a state: a headline and, for outcomes, what to do next.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    /// `ok`, `err`, `warn`: the colour of the message.
+    tone: &'static str,
+    title: &'static str,
+    text: &'static str,
+}
+
+/// The words for a finished session's state and failure code (never the code alone: the
+/// page shows it beside the words, for the support desk).
+fn outcome(state: SessionState, reason: Option<&str>) -> Option<Outcome> {
+    let o = |tone, title, text| Some(Outcome { tone, title, text });
+    let reason = reason.unwrap_or_default();
+    match state {
+        SessionState::Completed => o("ok", "Payment approved.", "Payment approved."),
+        SessionState::Cancelled => o(
+            "warn",
+            "Payment cancelled.",
+            "The payment was cancelled. No money was taken.",
+        ),
+        SessionState::Expired => o(
+            "warn",
+            "Payment timed out.",
+            "The payment timed out. No money was taken. Start a new payment from your desktop.",
+        ),
+        SessionState::Declined => {
+            let text = match reason {
+                "insufficient_funds" => "The bank declined the card: not enough funds. Ask the caller for another card.",
+                "expired_card" => "The bank says the card has expired. Ask the caller for another card.",
+                "incorrect_cvc" | "invalid_cvc" => "The bank did not accept the security code. Ask the caller to key the card again.",
+                "incorrect_number" | "invalid_number" => "The bank did not accept the card number. Ask the caller to key the card again.",
+                "authentication_required" => "The bank wants the cardholder to authenticate, which cannot be done on a call. Ask the caller for another card, or send a payment link.",
+                _ => "The bank declined the card. Ask the caller for another card.",
+            };
+            o("err", "The bank declined the card.", text)
+        }
+        SessionState::Failed if reason.starts_with("too many invalid attempts") => o(
+            "err",
+            "The card could not be captured.",
+            "The caller keyed a field wrongly too many times. Ask for the card again, or end the payment.",
+        ),
+        SessionState::Failed if reason.starts_with("interrupted while submitting") => o(
+            "err",
+            "The payment could not be confirmed.",
+            "The payment was interrupted and the bank's answer is not known. Check the merchant account before taking the card again.",
+        ),
+        SessionState::Failed => o(
+            "err",
+            "The payment did not go through.",
+            "The payment could not be sent to the bank (a technical problem). No money was taken. Ask for the card again to retry.",
+        ),
+        _ => None,
+    }
+}
+
+/// Adds to a session's JSON (`sessionState`, `failureReason`) what the agent's screen shows:
+/// the outcome in words, the failure code beside it, and whether the card can be asked for
+/// again.
+fn with_outcome(state: &AppState, mut v: serde_json::Value, id: &str) -> serde_json::Value {
+    let Some(st) = v["sessionState"].as_str().and_then(SessionState::parse) else {
+        return v;
+    };
+    let reason = v["failureReason"]
+        .as_str()
+        .or(v["result"]["failureReason"].as_str())
+        .map(str::to_string);
+    let Some(o) = outcome(st, reason.as_deref()) else {
+        return v;
+    };
+    let left = if st.may_recapture() {
+        state
+            .sessions
+            .get_any(id)
+            .and_then(|s| state.sessions.attempts_left(&s))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let txn = v["pspTransactionId"]
+        .as_str()
+        .or(v["result"]["pspTransactionId"].as_str());
+    let text = match (st.may_recapture(), left) {
+        (false, _) if st == SessionState::Completed => match txn {
+            Some(t) => format!("{} PSP reference {t}.", o.text),
+            None => o.text.to_string(),
+        },
+        (false, _) => o.text.to_string(),
+        (true, 0) => format!(
+            "{} All card attempts for this payment are used: start a new payment from your desktop.",
+            o.text
+        ),
+        (true, n) => format!(
+            "{} {n} more card attempt{} allowed.",
+            o.text,
+            if n == 1 { " is" } else { "s are" }
+        ),
+    };
+    // A code shown to the agent is the PSP's short code, never a free-text message (which
+    // might repeat what it was sent).
+    let code = reason.filter(|r| {
+        st == SessionState::Declined
+            && r.len() <= 40
+            && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    });
+    v["outcome"] = json!({
+        "tone": o.tone,
+        "title": o.title,
+        "text": text,
+        "code": code,
+        "canRetry": left > 0,
+        "attemptsLeft": left,
+    });
+    v
+}
 
 pub(super) async fn agent_page(
     State(state): State<AppState>,
@@ -68,7 +228,7 @@ pub(super) async fn agent_page(
     Query(q): Query<CodeQuery>,
 ) -> Response {
     let invalid = || {
-        message_page(StatusCode::FORBIDDEN, "Payment screen unavailable", "This payment screen link is not valid or has already been used. Start the payment again from your desktop.")
+        Shell::agent(None).message(StatusCode::FORBIDDEN, "Payment screen unavailable", "This payment screen link is not valid or has already been used. Start the payment again from your desktop.")
     };
     let Ok(s) = state.sessions.get_any(&id) else {
         return invalid();
@@ -95,6 +255,7 @@ pub(super) async fn agent_page(
     }
     let token = state.ui_tokens.issue(&s, state.clock.unix_now());
     let account = state.config.account(&s.account_id);
+    let shell = Shell::agent(account);
     let fields = account.map(|a| a.fields.clone()).unwrap_or_default();
     let rows: String = fields
         .iter()
@@ -106,33 +267,37 @@ pub(super) async fn agent_page(
                 Field::Postcode => "Postcode digits",
             };
             format!(
-                "<div class=\"field\" id=\"f-{0}\"><div><div>{label}</div><div class=\"mask\" aria-live=\"polite\"></div></div><span class=\"status\">empty</span>\
-                 <button class=\"small\" data-reset=\"{0}\">Reset field</button></div>",
+                "<div class=\"field\" id=\"f-{0}\"><div class=\"what\"><div>{label}</div><div class=\"mask\" aria-live=\"polite\"></div></div><span class=\"status\">Waiting</span>\
+                 <button class=\"small\" data-reset=\"{0}\" disabled>Reset<span class=\"vh\"> {label}</span></button><p class=\"ferr err\"></p></div>",
                 f.as_str()
             )
         })
         .collect();
     let body = format!(
-        "<h1>Card payment</h1><div class=\"card\">{}</div><div class=\"card\"><p>Session: <span id=\"state\">{}</span></p>{rows}<p id=\"brand\"></p>\
-         <button id=\"submit\" disabled>Submit payment</button><p id=\"result\" role=\"status\"></p></div>",
-        summary(&s),
+        "<h1>Card payment</h1><div class=\"card\">{}</div><div class=\"card\"><p><strong id=\"state\" role=\"status\" data-state=\"{1}\">{1}</strong></p>{rows}<p id=\"brand\"></p>\
+         <div class=\"actions\"><button id=\"submit\" disabled>Submit payment</button><button id=\"recapture\" class=\"secondary\" hidden>Ask for the card again</button>\
+         <button id=\"cancel\" class=\"secondary\">Cancel payment</button></div><p id=\"result\" class=\"outcome\" role=\"alert\"></p></div>",
+        shell.summary(&s),
         esc(s.state.as_str())
     );
     let nonce = crate::auth::random_token();
-    let doc = page(&nonce, "Card payment", &body, AGENT_JS).replacen(
-        "<body>",
-        &format!(
-            "<body data-session=\"{}\" data-token=\"{}\">",
-            esc(&s.id),
-            esc(&token)
-        ),
-        1,
-    );
+    let doc = shell
+        .page(&nonce, "Card payment", &body, AGENT_JS)
+        .replacen(
+            "<body>",
+            &format!(
+                "<body data-session=\"{}\" data-token=\"{}\" data-state=\"{}\">",
+                esc(&s.id),
+                esc(&token),
+                esc(s.state.as_str())
+            ),
+            1,
+        );
     let ancestors = account
         .map(|a| a.frame_ancestors.join(" "))
         .unwrap_or_else(|| "'self'".into());
     tracing::info!(session = %s.id, "agent payment UI opened");
-    html(StatusCode::OK, &nonce, &ancestors, doc)
+    shell.respond(StatusCode::OK, &nonce, &ancestors, doc)
 }
 
 #[derive(Deserialize)]
@@ -169,62 +334,79 @@ pub(super) async fn agent_events(
     {
         return Err(ui_denied());
     }
-    let sessions = state.sessions.clone();
+    let app = state.clone();
     // Each connection starts with the current state (a reconnect resumes), then live updates;
-    // before capture starts (no call yet), the stored state is re-sent every second.
+    // between captures (no call yet, or a declined card the agent may ask for again) the
+    // stored state is checked every half second and sent when it changes. The stream ends
+    // once the session can change no more.
     enum Phase {
-        Waiting,
+        Waiting(Option<SessionState>),
         Live(tokio::sync::broadcast::Receiver<crate::session::LiveEvent>),
         Done,
     }
-    let stream = futures_util::stream::unfold(Phase::Waiting, move |phase| {
-        let sessions = sessions.clone();
+    let stream = futures_util::stream::unfold(Phase::Waiting(None), move |phase| {
+        let app = app.clone();
         let id = id.clone();
         async move {
             let event = |v: serde_json::Value| {
-                Ok::<Event, Infallible>(Event::default().data(v.to_string()))
+                Ok::<Event, Infallible>(
+                    Event::default().data(with_outcome(&app, v, &id).to_string()),
+                )
             };
-            match phase {
-                Phase::Done => None,
-                Phase::Waiting => {
-                    if let Some((snapshot, rx)) = sessions.subscribe(&id) {
-                        return Some((
-                            event(serde_json::to_value(&snapshot).unwrap_or_default()),
-                            Phase::Live(rx),
-                        ));
-                    }
-                    let s = sessions.get_any(&id).ok()?;
-                    let v = json!({ "sessionState": s.state.as_str(), "result": s.result });
-                    let next = if s.state.is_terminal() {
-                        Phase::Done
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        Phase::Waiting
-                    };
-                    Some((event(v), next))
-                }
+            let stored = |s: &crate::session::model::Session| json!({ "sessionState": s.state.as_str(), "result": s.result });
+            // Finished for good: nothing can move it again (a declined session past its
+            // expiry cannot be captured again either).
+            let over = |st: SessionState| {
+                st.is_terminal()
+                    && (!st.may_recapture()
+                        || app
+                            .sessions
+                            .get_any(&id)
+                            .is_ok_and(|s| s.expires_at <= app.clock.unix_now()))
+            };
+            let mut last = match phase {
+                Phase::Done => return None,
+                Phase::Waiting(last) => last,
                 Phase::Live(mut rx) => loop {
                     match rx.recv().await {
                         Ok(ev) => {
-                            let done = ev.session_state.is_terminal();
+                            let st = ev.session_state;
+                            let next = if over(st) {
+                                Phase::Done
+                            } else if st.is_terminal() {
+                                Phase::Waiting(Some(st))
+                            } else {
+                                Phase::Live(rx)
+                            };
                             return Some((
                                 event(serde_json::to_value(&ev).unwrap_or_default()),
-                                if done { Phase::Done } else { Phase::Live(rx) },
+                                next,
                             ));
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        // Capture ended: show the stored outcome.
-                        Err(_) => {
-                            let s = sessions.get_any(&id).ok()?;
-                            return Some((
-                                event(
-                                    json!({ "sessionState": s.state.as_str(), "result": s.result }),
-                                ),
-                                Phase::Waiting,
-                            ));
-                        }
+                        // Capture ended: the stored outcome is sent below.
+                        Err(_) => break None,
                     }
                 },
+            };
+            loop {
+                if let Some((snapshot, rx)) = app.sessions.subscribe(&id) {
+                    return Some((
+                        event(serde_json::to_value(&snapshot).unwrap_or_default()),
+                        Phase::Live(rx),
+                    ));
+                }
+                let s = app.sessions.get_any(&id).ok()?;
+                if last != Some(s.state) {
+                    let next = if over(s.state) {
+                        Phase::Done
+                    } else {
+                        Phase::Waiting(Some(s.state))
+                    };
+                    return Some((event(stored(&s)), next));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                last = Some(s.state);
             }
         }
     });
@@ -270,5 +452,74 @@ pub(super) async fn agent_submit(
         return Err(ui_denied());
     }
     let s = state.sessions.submit(&id, "agent-ui").await?;
-    Ok(Json(crate::api::globalpci::session_json(&s)))
+    let v = crate::api::globalpci::session_json(&s);
+    Ok(Json(with_outcome(&state, v, &id)))
+}
+
+/// The session behind a UI token, for the agent's own actions on it.
+fn ui_session(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<crate::session::model::Session, ApiError> {
+    if !bearer(headers).is_some_and(|t| state.ui_tokens.check(&t, id, state.clock.unix_now())) {
+        return Err(ui_denied());
+    }
+    Ok(state.sessions.get_any(id)?)
+}
+
+/// The agent's "Cancel payment": as the API's cancel, for the session's own client.
+pub(super) async fn agent_cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = ui_session(&state, &id, &headers)?;
+    let s = state.sessions.cancel(&s.client_id, &id).await?;
+    let v = crate::api::globalpci::session_json(&s);
+    Ok(Json(with_outcome(&state, v, &id)))
+}
+
+/// The agent's "Ask for the card again" after a decline or a failure (`Sessions::recapture`).
+pub(super) async fn agent_recapture(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = ui_session(&state, &id, &headers)?;
+    let s = state
+        .sessions
+        .recapture(&s.client_id, &id, "agent-ui")
+        .await?;
+    let v = crate::api::globalpci::session_json(&s);
+    Ok(Json(with_outcome(&state, v, &id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_finished_state_is_told_in_words_with_what_to_do() {
+        use SessionState::*;
+        for st in SessionState::ALL {
+            let o = outcome(st, Some("card_declined"));
+            assert_eq!(o.is_some(), st.is_terminal(), "{st:?}");
+            if let Some(o) = o {
+                assert!(!o.text.contains('_'), "{st:?}: {}", o.text);
+                assert!(o.text.ends_with('.'), "{st:?}");
+            }
+        }
+        let said = |st, code| outcome(st, Some(code)).unwrap().text;
+        assert_eq!(
+            said(Declined, "card_declined"),
+            "The bank declined the card. Ask the caller for another card."
+        );
+        assert!(said(Declined, "insufficient_funds").contains("not enough funds"));
+        assert!(said(Declined, "something_new").contains("another card"));
+        assert!(said(Failed, "too many invalid attempts at pan").contains("too many times"));
+        assert!(said(Failed, "PSP unavailable: timeout").contains("technical problem"));
+        assert_eq!(outcome(Completed, None).unwrap().tone, "ok");
+        assert_eq!(outcome(Declined, None).unwrap().tone, "err");
+    }
 }

@@ -15,15 +15,19 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::AppState;
+use crate::card::money::Locale;
+use crate::config::AccountConfig;
 use crate::session::model::Session;
 
 mod agent;
 mod link;
+mod text;
 
-use agent::{agent_events, agent_page, agent_reset, agent_submit};
+use agent::{agent_cancel, agent_events, agent_page, agent_recapture, agent_reset, agent_submit};
 pub(super) use agent::{CodeQuery, ResetBody};
 pub(super) use link::CardForm;
 use link::{link_page, link_pay};
+use text::Texts;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +35,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/pay/agent/{id}/events", get(agent_events))
         .route("/pay/agent/{id}/reset", post(agent_reset))
         .route("/pay/agent/{id}/submit", post(agent_submit))
+        .route("/pay/agent/{id}/cancel", post(agent_cancel))
+        .route("/pay/agent/{id}/recapture", post(agent_recapture))
         .route("/pay/link/{token}", get(link_page).post(link_pay))
 }
 
@@ -65,35 +71,149 @@ pub fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+// Colours meet WCAG AA contrast (axe checks the pages in tests/web.rs); layouts wrap rather than
+// scroll from 320 px up (a CRM side panel, a phone).
 const STYLE: &str = "
 *{box-sizing:border-box}body{margin:0;font:16px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;color:#1d2330}
 main{max-width:30rem;margin:0 auto;padding:1.25rem}h1{font-size:1.3rem;margin:.2rem 0 1rem}
-.card{background:#fff;border-radius:.75rem;padding:1.1rem;box-shadow:0 1px 3px rgba(0,0,0,.12);margin-bottom:1rem}
-.summary dt{color:#5b6475;font-size:.85rem}.summary dd{margin:0 0 .6rem;font-weight:600}
-label{display:block;font-weight:600;margin:.8rem 0 .3rem}input{width:100%;font-size:1.15rem;padding:.7rem;border:1px solid #b9c0cc;border-radius:.5rem}
-input:focus{outline:3px solid #9ec5ff;border-color:#2b6cd4}.hint{color:#5b6475;font-size:.85rem;min-height:1.2em}
-.row{display:flex;gap:.75rem}.row>div{flex:1}
+@media (max-width:400px){main{padding:.75rem}.card{padding:.8rem}.mask{letter-spacing:0}}
+.merchant{display:flex;align-items:center;gap:.6rem;font-weight:700;color:#3d4555;margin-bottom:.6rem;overflow-wrap:anywhere}.merchant img{max-height:2.5rem;max-width:8rem}
+.card{background:#fff;border-radius:.75rem;padding:1.1rem;box-shadow:0 1px 3px rgba(0,0,0,.12);margin-bottom:1rem;overflow-wrap:anywhere}
+.summary{margin:0}.summary dt{color:#4f5768;font-size:.85rem}.summary dd{margin:0 0 .6rem;font-weight:600}
+label{display:block;font-weight:600;margin:.8rem 0 .3rem}input{width:100%;font-size:1.15rem;padding:.7rem;border:1px solid #8a93a3;border-radius:.5rem}
+input:focus{outline:3px solid #9ec5ff;border-color:#2b6cd4}input[aria-invalid=true]{border:2px solid #b3261e}.hint{color:#4f5768;font-size:.85rem;min-height:1.2em;margin:.3rem 0}
+.row{display:flex;flex-wrap:wrap;gap:0 .75rem}.row>div{flex:1 1 8rem;min-width:0}
 button{width:100%;font-size:1.1rem;padding:.85rem;border:0;border-radius:.5rem;background:#2b6cd4;color:#fff;font-weight:700;margin-top:1rem;cursor:pointer}
-button:disabled{background:#9aa3b2;cursor:not-allowed}button.small{width:auto;font-size:.85rem;padding:.35rem .7rem;margin:0;background:#5b6475}button.small:disabled{background:#d3d7de;color:#6b7280}
-.err{color:#b3261e;font-weight:600}.ok{color:#1b7f3b;font-weight:700}
-.field{display:flex;align-items:center;justify-content:space-between;gap:.5rem;padding:.6rem 0;border-bottom:1px solid #eceef2}
-.field:last-child{border-bottom:0}.mask{font-family:ui-monospace,monospace;letter-spacing:.15em;font-size:1.1rem;min-height:1.4em}
-.status{font-size:.8rem;padding:.15rem .5rem;border-radius:1rem;background:#eceef2}.status.valid{background:#d5f2de}.status.invalid{background:#fbd9d7}.status.entering{background:#dbe8fd}.status.submitted{background:#d5f2de}
+button:disabled{background:#9aa3b2;color:#1d2330;cursor:not-allowed}button.secondary{background:#fff;color:#1d2330;border:1px solid #4f5768}
+button.small{width:auto;font-size:.85rem;padding:.35rem .7rem;margin:0;background:#4f5768}button.small:disabled{background:#d3d7de;color:#3d4555}
+.err{color:#b3261e;font-weight:600}.ok{color:#1b7f3b;font-weight:700}.warn{color:#7a4b00;font-weight:600}
+.field{display:flex;flex-wrap:wrap;align-items:center;gap:.4rem .5rem;padding:.6rem 0;border-bottom:1px solid #eceef2}
+.field>.what{flex:1 1 9rem;min-width:0}.field:last-of-type{border-bottom:0}.field .ferr{flex-basis:100%;margin:0;font-size:.85rem}
+.mask{font-family:ui-monospace,monospace;letter-spacing:.1em;font-size:1.05rem;min-height:1.4em;overflow-wrap:anywhere}
+.status{font-size:.8rem;padding:.15rem .5rem;border-radius:1rem;background:#eceef2;white-space:nowrap}.status.valid,.status.paid{background:#d5f2de}.status.invalid,.status.declined{background:#fbd9d7}.status.entering{background:#dbe8fd}
+.outcome{border-radius:.5rem;padding:.6rem .8rem;margin:1rem 0 0}.outcome.ok{background:#e5f6ea}.outcome.err{background:#fde8e7}.outcome.warn{background:#fff3d6}.outcome:empty{display:none}
+.actions{display:flex;flex-wrap:wrap;gap:0 .75rem}.actions>button{flex:1 1 12rem}[hidden]{display:none!important}
+.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 ";
 
-fn page(nonce: &str, title: &str, body: &str, script: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{}</title><style nonce=\"{nonce}\">{STYLE}</style></head><body><main>{body}</main>{}</body></html>",
-        esc(title),
-        if script.is_empty() { String::new() } else { format!("<script nonce=\"{nonce}\">{script}</script>") }
-    )
+/// Who a page speaks for, and in what language: the account's merchant name and logo on every
+/// page, its language for the words and the amounts.
+#[derive(Clone, Copy)]
+pub(super) struct Shell<'a> {
+    account: Option<&'a AccountConfig>,
+    locale: Locale,
 }
 
-fn secure_headers(resp: &mut Response, nonce: &str, frame_ancestors: &str) {
+impl<'a> Shell<'a> {
+    /// The caller's pages of `account` (in its language).
+    fn customer(account: Option<&'a AccountConfig>) -> Self {
+        let locale = account
+            .and_then(|a| a.language.as_deref().or(Some(a.prompts.as_str())))
+            .and_then(Locale::from_tag)
+            .unwrap_or_default();
+        Shell { account, locale }
+    }
+
+    /// The agent's screen of `account` (in English: the agent desktop's language).
+    fn agent(account: Option<&'a AccountConfig>) -> Self {
+        Shell {
+            account,
+            locale: Locale::En,
+        }
+    }
+
+    fn texts(&self) -> &'static Texts {
+        text::for_locale(self.locale)
+    }
+
+    /// The session's amount as this page's readers write it.
+    fn amount(&self, s: &Session) -> String {
+        s.amount()
+            .map(|a| a.localized(self.locale).to_string())
+            .unwrap_or_else(|| "-".into())
+    }
+
+    /// The merchant's name and logo, if the account has them.
+    fn header(&self) -> String {
+        let Some(a) = self.account else {
+            return String::new();
+        };
+        let name = crate::card::redact::redact_card_numbers(&a.name);
+        let logo = a
+            .logo_url
+            .as_deref()
+            .map(|u| format!("<img src=\"{}\" alt=\"\">", esc(u)))
+            .unwrap_or_default();
+        if name.is_empty() && logo.is_empty() {
+            return String::new();
+        }
+        format!(
+            "<div class=\"merchant\">{logo}<span id=\"merchant\">{}</span></div>",
+            esc(&name)
+        )
+    }
+
+    fn page(&self, nonce: &str, title: &str, body: &str, script: &str) -> String {
+        format!(
+            "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+             <title>{}</title><style nonce=\"{nonce}\">{STYLE}</style></head><body><main>{}{body}</main>{}</body></html>",
+            self.locale.tag(),
+            esc(title),
+            self.header(),
+            if script.is_empty() { String::new() } else { format!("<script nonce=\"{nonce}\">{script}</script>") }
+        )
+    }
+
+    fn respond(
+        &self,
+        status: StatusCode,
+        nonce: &str,
+        frame_ancestors: &str,
+        doc: String,
+    ) -> Response {
+        let mut r = (status, Html(doc)).into_response();
+        let logo = self.account.and_then(|a| a.logo_url.as_deref());
+        secure_headers(&mut r, nonce, frame_ancestors, logo);
+        r
+    }
+
+    /// A page with a title and a sentence (results, problems).
+    fn message(&self, status: StatusCode, title: &str, text: &str) -> Response {
+        let nonce = crate::auth::random_token();
+        let body = format!(
+            "<div class=\"card\"><h1>{}</h1><p id=\"message\">{}</p></div>",
+            esc(title),
+            esc(text)
+        );
+        let doc = self.page(&nonce, title, &body, "");
+        self.respond(status, &nonce, "'none'", doc)
+    }
+
+    /// Amount, reference and cardholder.
+    fn summary(&self, s: &Session) -> String {
+        let t = self.texts();
+        format!(
+            "<dl class=\"summary\"><dt>{}</dt><dd id=\"amount\">{}</dd><dt>{}</dt><dd id=\"reference\">{}</dd><dt>{}</dt><dd id=\"cardholder\">{}</dd></dl>",
+            t.amount,
+            esc(&self.amount(s)),
+            t.reference,
+            esc(s.merchant_txn_ref.as_deref().unwrap_or("-")),
+            t.cardholder,
+            esc(&data(s, "cardholderName"))
+        )
+    }
+}
+
+fn secure_headers(resp: &mut Response, nonce: &str, frame_ancestors: &str, logo: Option<&str>) {
     let h = resp.headers_mut();
+    // A merchant's logo elsewhere is allowed by its exact URL (the config checks it is a plain
+    // https URL); no other outside resource loads.
+    let img = match logo {
+        Some(u) if u.starts_with("https://") => format!("'self' {u}"),
+        _ => "'self'".to_string(),
+    };
     let csp = format!(
-        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; form-action 'self'; img-src 'self'; base-uri 'none'; frame-ancestors {frame_ancestors}"
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; form-action 'self'; img-src {img}; base-uri 'none'; frame-ancestors {frame_ancestors}"
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -110,41 +230,10 @@ fn secure_headers(resp: &mut Response, nonce: &str, frame_ancestors: &str) {
     );
 }
 
-fn html(status: StatusCode, nonce: &str, frame_ancestors: &str, doc: String) -> Response {
-    let mut r = (status, Html(doc)).into_response();
-    secure_headers(&mut r, nonce, frame_ancestors);
-    r
-}
-
-fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
-    let nonce = crate::auth::random_token();
-    let body = format!(
-        "<div class=\"card\"><h1>{}</h1><p>{}</p></div>",
-        esc(title),
-        esc(text)
-    );
-    html(status, &nonce, "'none'", page(&nonce, title, &body, ""))
-}
-
-fn amount_text(s: &Session) -> String {
-    s.amount()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "-".into())
-}
-
 fn data(s: &Session, key: &str) -> String {
     s.payment_data
         .get(key)
         .and_then(|v| v.as_str())
         .unwrap_or("-")
         .to_string()
-}
-
-fn summary(s: &Session) -> String {
-    format!(
-        "<dl class=\"summary\"><dt>Amount</dt><dd id=\"amount\">{}</dd><dt>Reference</dt><dd id=\"reference\">{}</dd><dt>Cardholder</dt><dd id=\"cardholder\">{}</dd></dl>",
-        esc(&amount_text(s)),
-        esc(s.merchant_txn_ref.as_deref().unwrap_or("-")),
-        esc(&data(s, "cardholderName"))
-    )
 }
