@@ -1299,12 +1299,13 @@ fn each_currency_reaches_the_psp_in_its_own_minor_units() {
     let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
     let tok = gw.token("globalpci");
     let admin = gw.token("admin");
+    // (amount, currency, minor units at the PSP, in the SMS, on the English hosted page)
     let cases = [
-        ("1000", "JPY", 1000, "1000"),
-        ("49.99", "gbp", 4999, "49.99"),
-        ("12.345", "KWD", 12345, "12.345"),
+        ("1000", "JPY", 1000, "1000", "¥1,000"),
+        ("49.99", "gbp", 4999, "49.99", "£49.99"),
+        ("12.345", "KWD", 12345, "12.345", "KWD\u{a0}12.345"),
     ];
-    for (amount, currency, minor, shown) in cases {
+    for (amount, currency, minor, shown, on_page) in cases {
         let code = currency.to_ascii_uppercase();
         let shown_with_code = format!("{shown} {code}");
         for account in ["stripe-account", "dev-account"] {
@@ -1347,11 +1348,8 @@ fn each_currency_reaches_the_psp_in_its_own_minor_units() {
                 .next()
                 .unwrap();
             let hosted = page_html(link);
-            assert_eq!(element_text(&hosted, "amount"), shown_with_code);
-            assert_eq!(
-                element_text(&hosted, "pay"),
-                format!("Pay {shown_with_code}")
-            );
+            assert_eq!(element_text(&hosted, "amount"), on_page);
+            assert_eq!(element_text(&hosted, "pay"), format!("Pay {on_page}"));
 
             let _ = gw.runtime.block_on(gw.state.sessions.pay_with_card(
                 &id,
@@ -1409,7 +1407,7 @@ fn each_currency_reaches_the_psp_in_its_own_minor_units() {
             v["paymentUiUrl"].as_str().unwrap(),
             v["paymentUiCredentials"]["accessCode"].as_str().unwrap()
         );
-        assert_eq!(element_text(&page_html(&ui), "amount"), shown_with_code);
+        assert_eq!(element_text(&page_html(&ui), "amount"), on_page);
     }
     // Decimals the currency does not have, and codes that are no currency: 400 naming the
     // field, without repeating what was sent.
