@@ -8,6 +8,10 @@
 //!    │            └──▶ Failed (attempts exhausted)
 //!    └────────────┴──────────────────┴──▶ Cancelled | Expired
 //! ```
+//!
+//! On a payment link, Submitting goes back to Capturing when an attempt is declined or its
+//! 3-D Secure challenge fails with attempts left, or the customer backs out of a wallet
+//! checkout.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -134,6 +138,9 @@ impl SessionState {
             (Capturing, ReadyToSubmit | Failed) => true,
             (ReadyToSubmit, Capturing | Submitting) => true,
             (Submitting, Completed | Declined | Failed) => true,
+            // A payment link: a decline or a failed 3-D Secure challenge with attempts left,
+            // or a wallet checkout the customer backed out of, lets the customer try again.
+            (Submitting, Capturing) => true,
             // A capture interrupted by a restart starts over when the call comes back.
             (Capturing | ReadyToSubmit, Created) => true,
             (Created | Capturing | ReadyToSubmit, Cancelled | Expired) => true,

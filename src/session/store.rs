@@ -333,6 +333,19 @@ const MIGRATIONS: &[&str] = &[
         'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
         'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
     BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
+    // 7: a payment link's declined or unauthenticated attempt goes back to Capturing.
+    "DROP TRIGGER sessions_state_machine;
+    CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
+    WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
+        'Created>Capturing',
+        'Capturing>ReadyToSubmit', 'Capturing>Failed',
+        'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
+        'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
+        'Submitting>Capturing',
+        'Capturing>Created', 'ReadyToSubmit>Created',
+        'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
+        'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
+    BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
 ];
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).

@@ -12,7 +12,7 @@ use crate::api::AppState;
 use crate::capture::Field;
 use crate::card::{Card, CardError, Cvv, Digits, Expiry, Pan};
 use crate::session::model::{Session, SessionState};
-use crate::session::{today_utc, LinkProblem};
+use crate::session::{today_utc, LinkProblem, LinkUrls, PayStep, SessionError};
 
 const CARD_JS: &str = r#"
 const num = document.getElementById('number'), hint = document.getElementById('number-hint');
@@ -33,6 +33,69 @@ num.addEventListener('input', () => {
 const exp = document.getElementById('expiry');
 exp.addEventListener('input', () => { const d = digits(exp.value).slice(0, 4); exp.value = d.length > 2 ? d.slice(0, 2) + '/' + d.slice(2) : d; });
 "#;
+
+/// Shows the wallet button only where the browser can pay with a wallet (the Payment Request
+/// API, or Safari's Apple Pay); elsewhere the card form is all there is.
+const WALLET_JS: &str = r#"
+if (window.PaymentRequest || window.ApplePaySession) document.getElementById('wallets').hidden = false;
+"#;
+
+/// The wallet button (hidden until the script finds the browser can use a wallet).
+fn wallet_block(state: &AppState, s: &Session, token: &str) -> String {
+    let wallets = state
+        .config
+        .account(&s.account_id)
+        .map(|a| a.wallets.clone())
+        .unwrap_or_default();
+    if wallets.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = wallets.iter().map(|w| w.label()).collect();
+    format!(
+        "<div class=\"card\" id=\"wallets\" hidden><form method=\"post\" action=\"/pay/link/{}/wallet\"><button type=\"submit\" id=\"wallet\">Pay with {}</button></form><p class=\"hint\">Or pay by card below.</p></div>",
+        esc(token),
+        esc(&names.join(" or "))
+    )
+}
+
+/// The hosted page's form, with `errors` (by field; `form` for the whole form) shown.
+pub(super) fn form_page(
+    state: &AppState,
+    s: &Session,
+    token: &str,
+    errors: &[(&str, String)],
+    status: StatusCode,
+) -> Response {
+    let nonce = crate::auth::random_token();
+    let postcode = wants_postcode(state, s);
+    let wallets = wallet_block(state, s, token);
+    let script = if wallets.is_empty() {
+        CARD_JS.to_string()
+    } else {
+        format!("{CARD_JS}{WALLET_JS}")
+    };
+    let body = card_form(s, token, errors, postcode).replacen(
+        "<form class=\"card\"",
+        &format!("{wallets}<form class=\"card\""),
+        1,
+    );
+    html(
+        status,
+        &nonce,
+        "'none'",
+        page(&nonce, "Pay securely", &body, &script),
+    )
+}
+
+/// Where the PSP sends the customer back for link `token`.
+pub(super) fn link_urls(state: &AppState, token: &str) -> LinkUrls {
+    let base = format!("{}/pay/link/{token}", state.config.public_url());
+    LinkUrls {
+        challenge_return: format!("{base}/return"),
+        checkout_success: format!("{base}/wallet/done"),
+        checkout_cancel: format!("{base}/wallet/cancel"),
+    }
+}
 
 fn card_form(s: &Session, token: &str, errors: &[(&str, String)], postcode: bool) -> String {
     let err = |k: &str| {
@@ -66,7 +129,7 @@ fn card_form(s: &Session, token: &str, errors: &[(&str, String)], postcode: bool
     )
 }
 
-fn link_problem(p: LinkProblem) -> Response {
+pub(super) fn link_problem(p: LinkProblem) -> Response {
     match p {
         LinkProblem::Unknown => message_page(
             StatusCode::NOT_FOUND,
@@ -112,21 +175,7 @@ pub(super) async fn link_page(
 ) -> Response {
     match state.sessions.open_link(&token) {
         Err(p) => link_problem(p),
-        Ok(s) => {
-            let nonce = crate::auth::random_token();
-            let postcode = wants_postcode(&state, &s);
-            html(
-                StatusCode::OK,
-                &nonce,
-                "'none'",
-                page(
-                    &nonce,
-                    "Pay securely",
-                    &card_form(&s, &token, &[], postcode),
-                    CARD_JS,
-                ),
-            )
-        }
+        Ok(s) => form_page(&state, &s, &token, &[], StatusCode::OK),
     }
 }
 
@@ -233,38 +282,209 @@ pub(super) async fn link_pay(
     let card = match card_from_form(&form, postcode, today_utc(state.clock.unix_now())) {
         Ok(c) => c,
         Err(errors) => {
-            let nonce = crate::auth::random_token();
-            let doc = page(
-                &nonce,
-                "Pay securely",
-                &card_form(&s, &token, &errors, postcode),
-                CARD_JS,
-            );
-            return html(StatusCode::UNPROCESSABLE_ENTITY, &nonce, "'none'", doc);
+            return form_page(
+                &state,
+                &s,
+                &token,
+                &errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     };
     drop(form);
-    if !state.sessions.use_link(&token).unwrap_or(false) {
-        return link_problem(LinkProblem::Used);
-    }
-    let result = state.sessions.pay_with_card(&s.id, card, "customer").await;
-    let after = state.sessions.get_any(&s.id).ok();
-    match (result, after) {
-        (Ok(_), Some(done)) if done.state == SessionState::Completed => message_page(
-            StatusCode::OK,
-            "Payment approved",
-            &format!(
-                "Thank you. {} was paid with the card ending {}. Reference: {}.",
-                amount_text(&done),
-                done.result.masked_pan.as_deref().map(|m| &m[m.len().saturating_sub(4)..]).unwrap_or("????"),
-                done.result.psp_transaction_id.as_deref().unwrap_or("-")
-            ),
+    let step = state
+        .sessions
+        .pay_on_link(&s, card, &link_urls(&state, &token))
+        .await;
+    step_page(&state, &token, &s.id, step)
+}
+
+/// What the customer sees after an attempt moved: the result, the challenge to go to, a wait,
+/// or the form again with why the attempt did not go through.
+pub(super) fn step_page(
+    state: &AppState,
+    token: &str,
+    id: &str,
+    step: Result<PayStep, SessionError>,
+) -> Response {
+    let after = state.sessions.get_any(id).ok();
+    match (step, after) {
+        (Ok(PayStep::Challenge(url)), _) => go_to_psp(
+            "Confirm it is you",
+            "Your bank wants to confirm this payment. Continue to your bank's page; you will come back here.",
+            "Continue to your bank",
+            &url,
         ),
+        (Ok(PayStep::Waiting), _) => message_page(
+            StatusCode::OK,
+            "Confirming your payment",
+            "Your payment is being confirmed. Reload this page in a moment to see the result.",
+        ),
+        (Ok(PayStep::TryAgain { reason, attempts_left }), Some(s)) => {
+            let text = format!(
+                "{} No money was taken. You can try again or use another card ({attempts_left} {} left).",
+                why(&reason),
+                if attempts_left == 1 { "attempt" } else { "attempts" }
+            );
+            form_page(state, &s, token, &[("form", text)], StatusCode::OK)
+        }
+        (_, Some(done)) if done.state == SessionState::Completed => {
+            // Paid: the link is spent.
+            let _ = state.sessions.use_link(token);
+            message_page(
+                StatusCode::OK,
+                "Payment approved",
+                &format!(
+                    "Thank you. {} was paid{}. Reference: {}.",
+                    amount_text(&done),
+                    done.result
+                        .masked_pan
+                        .as_deref()
+                        .map(|m| format!(" with the card ending {}", &m[m.len().saturating_sub(4)..]))
+                        .unwrap_or_default(),
+                    done.result.psp_transaction_id.as_deref().unwrap_or("-")
+                ),
+            )
+        }
         (_, Some(done)) if done.state == SessionState::Declined => message_page(
             StatusCode::OK,
             "Payment declined",
-            &format!("Your card was declined ({}). No money was taken. Ask for a new link to try another card.", done.result.failure_reason.as_deref().unwrap_or("declined")),
+            &format!(
+                "{} ({}). No money was taken, and this link has no attempts left. Ask for a new link to try again.",
+                why(done.result.failure_reason.as_deref().unwrap_or("declined")),
+                done.result.failure_reason.as_deref().unwrap_or("declined")
+            ),
         ),
+        (Err(SessionError::Conflict(m)), Some(s)) if matches!(s.state, SessionState::Capturing | SessionState::Created) => {
+            form_page(state, &s, token, &[("form", m)], StatusCode::OK)
+        }
         _ => message_page(StatusCode::OK, "Payment failed", "We could not complete the payment. No money was taken. Please try again later."),
     }
+}
+
+/// Why an attempt did not go through, for the customer.
+fn why(reason: &str) -> &'static str {
+    match reason {
+        "payment_intent_authentication_failure" | "authentication_required" => {
+            "Your bank could not confirm it was you."
+        }
+        "expired" | "canceled" => "The payment was not completed.",
+        "wallets_unavailable" => "Wallet payments are not available just now.",
+        "expired_card" => "Your card has expired.",
+        "incorrect_cvc" => "The security code was not right.",
+        "insufficient_funds" => "Your card was declined for insufficient funds.",
+        _ => "Your card was declined.",
+    }
+}
+
+/// A page that sends the browser on to the PSP's page (a bank's challenge, a hosted
+/// checkout): a link, followed at once by the script. A redirect from the form's POST would
+/// break the page's CSP (`form-action 'self'` covers redirects too).
+fn go_to_psp(title: &str, text: &str, button: &str, url: &str) -> Response {
+    let nonce = crate::auth::random_token();
+    let body = format!(
+        "<div class=\"card\"><h1>{}</h1><p>{}</p><p><a id=\"continue\" href=\"{}\">{}</a></p></div>",
+        esc(title),
+        esc(text),
+        esc(url),
+        esc(button)
+    );
+    let script = "const a = document.getElementById('continue'); location.assign(a.href);";
+    html(
+        StatusCode::OK,
+        &nonce,
+        "'none'",
+        page(&nonce, title, &body, script),
+    )
+}
+
+/// `POST /pay/link/{token}/wallet`: opens the PSP's hosted checkout with the account's
+/// wallets and sends the browser there.
+pub(super) async fn link_wallet(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    let s = match state.sessions.open_link(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(p),
+    };
+    let wallets = state
+        .config
+        .account(&s.account_id)
+        .is_some_and(|a| !a.wallets.is_empty());
+    if !wallets {
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "No wallets here",
+            "This payment link takes cards only.",
+        );
+    }
+    let expires = state
+        .sessions
+        .link_expires_at(&token)
+        .unwrap_or(s.expires_at);
+    match state
+        .sessions
+        .start_checkout(&s, expires, &link_urls(&state, &token))
+        .await
+    {
+        Ok(url) => go_to_psp(
+            "Pay with your wallet",
+            "Continue to the secure payment page to pay with your wallet.",
+            "Continue",
+            &url,
+        ),
+        Err(e) => step_page(&state, &token, &s.id, Err(e)),
+    }
+}
+
+/// The query the PSP adds to the return URL after a challenge (others, such as Stripe's
+/// `redirect_status`, are ignored: the PSP is asked how the payment stands).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::api) struct ReturnQuery {
+    /// The payment (PaymentIntent) the challenge was for
+    #[serde(default)]
+    payment_intent: String,
+}
+
+/// `GET /pay/link/{token}/return`: back from a 3-D Secure challenge.
+pub(super) async fn link_return(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ReturnQuery>,
+) -> Response {
+    let s = match state.sessions.link_session(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(p),
+    };
+    let step = state
+        .sessions
+        .challenge_returned(&s, &q.payment_intent)
+        .await;
+    step_page(&state, &token, &s.id, step)
+}
+
+/// `GET /pay/link/{token}/wallet/done` and `/wallet/cancel`: back from the hosted checkout.
+async fn wallet_back(state: AppState, token: String, cancelled: bool) -> Response {
+    let s = match state.sessions.link_session(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(p),
+    };
+    let step = state.sessions.checkout_returned(&s, cancelled).await;
+    step_page(&state, &token, &s.id, step)
+}
+
+pub(super) async fn link_wallet_done(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    wallet_back(state, token, false).await
+}
+
+pub(super) async fn link_wallet_cancel(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    wallet_back(state, token, true).await
 }

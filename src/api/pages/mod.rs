@@ -19,11 +19,13 @@ use crate::session::model::Session;
 
 mod agent;
 mod link;
+mod sandbox;
 
 use agent::{agent_events, agent_page, agent_reset, agent_submit};
 pub(super) use agent::{CodeQuery, ResetBody};
-pub(super) use link::CardForm;
-use link::{link_page, link_pay};
+use link::{link_page, link_pay, link_return, link_wallet, link_wallet_cancel, link_wallet_done};
+pub(super) use link::{CardForm, ReturnQuery};
+pub(super) use sandbox::{ChallengeAnswer, CheckoutAnswer};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -32,6 +34,18 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/pay/agent/{id}/reset", post(agent_reset))
         .route("/pay/agent/{id}/submit", post(agent_submit))
         .route("/pay/link/{token}", get(link_page).post(link_pay))
+        .route("/pay/link/{token}/return", get(link_return))
+        .route("/pay/link/{token}/wallet", post(link_wallet))
+        .route("/pay/link/{token}/wallet/done", get(link_wallet_done))
+        .route("/pay/link/{token}/wallet/cancel", get(link_wallet_cancel))
+        .route(
+            "/sandbox/3ds/{id}",
+            get(sandbox::challenge_page).post(sandbox::challenge_answer),
+        )
+        .route(
+            "/sandbox/checkout/{id}",
+            get(sandbox::checkout_page).post(sandbox::checkout_answer),
+        )
 }
 
 /// Payment-UI tokens handed to agent pages: token hash → (session id, expiry).
