@@ -1042,23 +1042,31 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The customer types a card the PSP declines, echoing it in its message.
+    // The customer types a card the PSP declines, echoing it in its message, until the
+    // link's attempts (3) run out: the form again twice, then the declined page.
     let link = gw.link_for(&digital);
     let link_token = link.rsplit('/').next().unwrap().to_string();
     assert!(link_token.len() >= 20, "{link}");
-    let page = http()
-        .post(&link)
-        .form(&[
-            ("number", "4000000000000002"),
-            ("expiry", "12/30"),
-            ("cvc", "123"),
-        ])
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(page.contains("Payment declined"), "{page}");
-    answers.borrow_mut().push_str(&page);
+    for attempt in 1..=3 {
+        let page = http()
+            .post(&link)
+            .form(&[
+                ("number", "4000000000000002"),
+                ("expiry", "12/30"),
+                ("cvc", "123"),
+            ])
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let expected = if attempt < 3 {
+            "Your card was declined"
+        } else {
+            "Payment declined"
+        };
+        assert!(page.contains(expected), "attempt {attempt}: {page}");
+        answers.borrow_mut().push_str(&page);
+    }
     let (_, v) = call(
         reqwest::Method::GET,
         &format!("/globalpci/v1/session/{digital}"),
