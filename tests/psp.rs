@@ -1414,6 +1414,47 @@ fn each_currency_reaches_the_psp_in_its_own_minor_units() {
     }
 }
 
+/// A digital session on `account` for `amount`, and the payment link texted for it.
+fn digital_with_link(
+    gw: &Gateway,
+    account: &str,
+    amount: &str,
+    reference: &str,
+) -> (String, String) {
+    let v: Value = http()
+        .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+        .bearer_auth(gw.token("globalpci"))
+        .json(&json!({"AccountConfigurationId": account, "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": amount, "merchantTxnRef": reference}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let outbox: Value = http()
+        .get(gw.url("/admin/v1/outbox"))
+        .bearer_auth(gw.token("admin"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sms = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sessionId"] == id.as_str())
+        .unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = sms[sms.find("http").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (id, link)
+}
+
 /// The PSP webhook endpoint under attack, on a running gateway: a wallet payment made through
 /// the sandbox's simulated checkout completes by its signed webhook; the same webhook replayed
 /// changes nothing; forged (another secret, or a body changed under a good signature),
@@ -1425,41 +1466,6 @@ fn psp_webhooks_are_verified_and_replays_change_nothing() {
         "[[accounts]]\nid = \"wallets\"\nwallets = [\"google_pay\"]\npsp_webhook_secret = \"whsec_attack_test\"\n\n[[accounts]]\nid = \"dev-account\"\n",
     );
     let tok = gw.token("globalpci");
-    let admin = gw.token("admin");
-    let new_session = |reference: &str| -> (String, String) {
-        let v: Value = http()
-            .post(gw.url("/globalpci/v1/digitalselfservicesession"))
-            .bearer_auth(&tok)
-            .json(&json!({"AccountConfigurationId": "wallets", "PaymentData": {
-                "CustomerPhoneNumber": "+447700900123", "amount": "20.00", "merchantTxnRef": reference}}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let id = v["sessionId"].as_str().unwrap().to_string();
-        let outbox: Value = http()
-            .get(gw.url("/admin/v1/outbox"))
-            .bearer_auth(&admin)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let sms = outbox["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["sessionId"] == id.as_str())
-            .unwrap()["body"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let link = sms[sms.find("http").unwrap()..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
-        (id, link)
-    };
     let state_of = |id: &str| -> Value {
         http()
             .get(gw.url(&format!("/globalpci/v1/session/{id}")))
@@ -1482,7 +1488,7 @@ fn psp_webhooks_are_verified_and_replays_change_nothing() {
     };
 
     // A session waiting on its wallet checkout.
-    let (id, link) = new_session("W-ATTACK-1");
+    let (id, link) = digital_with_link(&gw, "wallets", "20.00", "W-ATTACK-1");
     let page = http()
         .post(format!("{link}/wallet"))
         .send()
@@ -1591,40 +1597,7 @@ fn localstripe_3ds_card_then_a_good_card_on_the_same_link() {
     let proxy = Proxy::start(ls.url.clone(), 0);
     let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
     let tok = gw.token("globalpci");
-    let v: Value = http()
-        .post(gw.url("/globalpci/v1/digitalselfservicesession"))
-        .bearer_auth(&tok)
-        .json(
-            &json!({"AccountConfigurationId": "stripe-account", "PaymentData": {
-            "CustomerPhoneNumber": "+447700900123", "amount": "12.34"}}),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = v["sessionId"].as_str().unwrap().to_string();
-    let admin = gw.token("admin");
-    let outbox: Value = http()
-        .get(gw.url("/admin/v1/outbox"))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let sms = outbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["sessionId"] == id.as_str())
-        .unwrap()["body"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let link = sms[sms.find("http").unwrap()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (id, link) = digital_with_link(&gw, "stripe-account", "12.34", "LS-3DS-1");
     let pay = |pan: &str| {
         http()
             .post(&link)
