@@ -263,6 +263,38 @@ pub struct AccountConfig {
     /// Origins allowed to frame the agent payment UI (CSP frame-ancestors).
     #[serde(default = "default_frame_ancestors")]
     pub frame_ancestors: Vec<String>,
+    /// Payments one payment link may attempt (a declined card or a failed 3-D Secure
+    /// challenge leaves the link open while attempts remain).
+    #[serde(default = "default_attempts")]
+    pub link_attempts: u32,
+    /// Wallets offered on the payment link through the PSP's hosted checkout (where the
+    /// customer's browser can use them; the card form stays). Needs `psp_webhook_secret`.
+    #[serde(default)]
+    pub wallets: Vec<Wallet>,
+    /// The secret the PSP signs its webhooks with for this account (Stripe: the endpoint's
+    /// `whsec_…`); never logged.
+    #[serde(default)]
+    pub psp_webhook_secret: Option<String>,
+}
+
+/// A wallet a payment link can offer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Wallet {
+    /// Apple Pay.
+    ApplePay,
+    /// Google Pay.
+    GooglePay,
+}
+
+impl Wallet {
+    /// Its name for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Wallet::ApplePay => "Apple Pay",
+            Wallet::GooglePay => "Google Pay",
+        }
+    }
 }
 
 fn default_psp() -> PspKind {
@@ -635,6 +667,10 @@ impl Config {
                 format!("accounts {:?} webhook_secret", a.id),
                 &mut a.webhook_secret,
             )?;
+            one(
+                format!("accounts {:?} psp_webhook_secret", a.id),
+                &mut a.psp_webhook_secret,
+            )?;
         }
         let mut token =
             Some(std::mem::take(&mut self.sms.twilio_auth_token)).filter(|t| !t.is_empty());
@@ -856,11 +892,18 @@ impl Config {
             }
             if a.max_attempts == 0
                 || a.payment_attempts == 0
+                || a.link_attempts == 0
                 || a.session_ttl_s == 0
                 || a.link_ttl_s == 0
             {
                 return Err(invalid(format!(
-                    "accounts {:?}: max_attempts, payment_attempts and TTLs must be above 0",
+                    "accounts {:?}: max_attempts, payment_attempts, link_attempts and TTLs must be above 0",
+                    a.id
+                )));
+            }
+            if !a.wallets.is_empty() && a.psp_webhook_secret.as_deref().unwrap_or("").is_empty() {
+                return Err(invalid(format!(
+                    "accounts {:?}: wallets need psp_webhook_secret (the PSP's webhooks are how a wallet payment is known)",
                     a.id
                 )));
             }

@@ -8,6 +8,7 @@ mod globalpci;
 mod metrics;
 mod openapi;
 mod pages;
+mod psp_webhook;
 mod relay;
 
 use std::sync::Arc;
@@ -75,7 +76,8 @@ pub fn router(state: AppState) -> Router {
         .merge(relay::routes())
         .merge(globalpci::routes())
         .merge(openapi::routes())
-        .merge(pages::routes());
+        .merge(pages::routes())
+        .merge(psp_webhook::routes());
     let app = if state.config.server.internal.is_some() {
         public
     } else {

@@ -1144,6 +1144,120 @@ fn api() -> OpenApi {
     );
 
     doc.add(
+        "/pay/link/{token}/return",
+        Get,
+        Op::new(
+            "Hosted payment page: back from a 3-D Secure challenge; the PSP is asked how the \
+             payment stands (a page: the result, or the form to try again)",
+        )
+        .path_param("token")
+        .query::<pages::ReturnQuery>()
+        .shared("200", "Page")
+        .shared("400", "BadQuery")
+        .answer("404", link_unknown())
+        .answer("410", link_gone()),
+    );
+    doc.add(
+        "/pay/link/{token}/wallet",
+        Post,
+        Op::new(
+            "Hosted payment page: pay with a wallet (Apple Pay, Google Pay) on the PSP's hosted \
+             checkout (a page that continues there)",
+        )
+        .path_param("token")
+        .shared("200", "Page")
+        .answer("404", link_unknown())
+        .answer("410", link_gone()),
+    );
+    for (path, what) in [
+        ("/pay/link/{token}/wallet/done", "paid"),
+        ("/pay/link/{token}/wallet/cancel", "backed out"),
+    ] {
+        doc.add(
+            path,
+            Get,
+            Op::new(&format!(
+                "Hosted payment page: back from the PSP's hosted checkout, {what} (a page)"
+            ))
+            .path_param("token")
+            .shared("200", "Page")
+            .answer("404", link_unknown())
+            .answer("410", link_gone()),
+        );
+    }
+    doc.add(
+        "/psp/v1/webhook/{account}",
+        Post,
+        Op::new(
+            "The PSP's signed webhooks for an account (Stripe's event object, Stripe-Signature \
+             header); 64 KiB at most",
+        )
+        .path_param("account")
+        .answer(
+            "200",
+            text("Received (JSON: received, changed)", "application/json"),
+        )
+        .answer(
+            "400",
+            text("Unsigned, forged or stale, or not an event", "text/plain"),
+        )
+        .answer(
+            "404",
+            text("The account has no PSP webhook secret", "text/plain"),
+        )
+        .answer("413", text("The body is too large", "text/plain"))
+        .answer(
+            "503",
+            text("Not applied now; the PSP retries", "text/plain"),
+        ),
+    );
+    // The sandbox PSP's stand-ins for a bank's challenge and the PSP's hosted checkout.
+    let sandbox_gone = || text("Nothing waits there (a page)", "text/html");
+    for (path, what) in [
+        ("/sandbox/3ds/{id}", "3-D Secure challenge"),
+        ("/sandbox/checkout/{id}", "wallet checkout"),
+    ] {
+        doc.add(
+            path,
+            Get,
+            Op::new(&format!("Sandbox PSP: the simulated {what} (a page)"))
+                .path_param("id")
+                .shared("200", "Page")
+                .answer("404", sandbox_gone()),
+        );
+    }
+    doc.add(
+        "/sandbox/3ds/{id}",
+        Post,
+        Op::new("Sandbox PSP: approve or fail the challenge; 303 to the return URL")
+            .path_param("id")
+            .body_of::<pages::ChallengeAnswer>("application/x-www-form-urlencoded")
+            .answer("303", text("To the return URL", "text/plain"))
+            .answer(
+                "400",
+                text("Neither approve nor fail (a page)", "text/html"),
+            )
+            .answer("404", sandbox_gone())
+            .shared("415", "UnsupportedMediaTypePlain")
+            .shared("422", "UnprocessablePlain"),
+    );
+    doc.add(
+        "/sandbox/checkout/{id}",
+        Post,
+        Op::new(
+            "Sandbox PSP: pay with a wallet (the signed webhook goes to the gateway) or cancel; \
+             303 to the success or cancel URL",
+        )
+        .path_param("id")
+        .body_of::<pages::CheckoutAnswer>("application/x-www-form-urlencoded")
+        .answer("303", text("To the success or cancel URL", "text/plain"))
+        .answer("400", text("No such choice (a page)", "text/html"))
+        .answer("404", sandbox_gone())
+        .shared("415", "UnsupportedMediaTypePlain")
+        .shared("422", "UnprocessablePlain"),
+    );
+
+    doc.add(
         "/relay/v1/calls",
         Post,
         Op::new(

@@ -9,6 +9,7 @@
 pub mod sandbox;
 pub mod stripe;
 mod stripe_amount;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +57,9 @@ pub struct ChargeRequest<'a> {
     /// The payment [`Psp::create_payment`] made for this charge, if it made one: the charge
     /// confirms it.
     pub payment_id: Option<&'a str>,
+    /// Where the customer's browser comes back after a 3-D Secure challenge (hosted page
+    /// only); without one a challenge cannot be run and ends as `authentication_required`.
+    pub return_url: Option<&'a str>,
 }
 
 /// What a charge came to.
@@ -77,7 +81,63 @@ pub enum ChargeOutcome {
     RequiresAction {
         /// The payment id.
         transaction_id: String,
+        /// The challenge the customer's browser is sent to (Stripe's `next_action.
+        /// redirect_to_url.url`); `None` when the PSP offered no redirect.
+        redirect_url: Option<String>,
     },
+}
+
+/// Where a payment (a PaymentIntent, or a hosted checkout) stands at the PSP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Paid.
+    Succeeded {
+        /// The payment's id (a checkout's PaymentIntent).
+        transaction_id: String,
+        /// Amount in ISO 4217 minor units.
+        amount_minor: i64,
+        /// ISO 4217 currency, upper case.
+        currency: String,
+    },
+    /// Still waiting for the customer (a challenge, an open checkout) or the bank.
+    Pending,
+    /// It will not be paid (authentication failed, declined, cancelled, expired).
+    Failed {
+        /// Machine-readable reason.
+        code: String,
+    },
+}
+
+/// A hosted checkout (wallets) to create at the PSP.
+#[derive(Debug, Clone)]
+pub struct CheckoutRequest<'a> {
+    /// Our session id (metadata, and the PaymentIntent's metadata).
+    pub session_id: &'a str,
+    /// Amount in ISO 4217 minor units.
+    pub amount_minor: i64,
+    /// ISO 4217 currency.
+    pub currency: &'a str,
+    /// What the customer sees the payment is for.
+    pub description: &'a str,
+    /// The merchant's reference (metadata).
+    pub merchant_txn_ref: Option<&'a str>,
+    /// Unix seconds after which the checkout cannot be paid.
+    pub expires_at: u64,
+    /// Where the browser goes once paid.
+    pub success_url: &'a str,
+    /// Where the browser goes if the customer backs out.
+    pub cancel_url: &'a str,
+    /// The same across retries of this request.
+    pub idempotency_key: &'a str,
+}
+
+/// A hosted checkout the PSP made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// Its id (Stripe: `cs_…`).
+    pub id: String,
+    /// The page the customer pays on.
+    pub url: String,
 }
 
 /// A PSP failure.
@@ -131,6 +191,19 @@ pub trait Psp: Send + Sync {
         &'a self,
         req: ChargeRequest<'a>,
     ) -> BoxFuture<'a, Result<ChargeOutcome, PspError>>;
+    /// Where the payment (or hosted checkout) `id` stands now.
+    fn payment_status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PaymentStatus, PspError>>;
+    /// Stops a payment that is not finished (a challenge or checkout the customer walked away
+    /// from) so it can never be paid later; answers where it ended (a payment that was paid
+    /// meanwhile stays paid: `Succeeded`).
+    fn abandon<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PaymentStatus, PspError>>;
+    /// Creates a hosted checkout offering the card and the wallets the browser can use.
+    fn create_checkout<'a>(
+        &'a self,
+        _req: CheckoutRequest<'a>,
+    ) -> BoxFuture<'a, Result<Checkout, PspError>> {
+        Box::pin(async { Err(PspError::Rejected("this PSP has no hosted checkout".into())) })
+    }
     /// Refunds a charge in full; returns the refund's id.
     fn refund<'a>(
         &'a self,

@@ -9,6 +9,21 @@
 //! straight to the PSP is found with `GET /v1/payment_intents/search` by its sessionId
 //! metadata. Refund: `POST /v1/refunds`.
 //!
+//! 3-D Secure: a confirm that answers `requires_action` without a redirect is confirmed again
+//! with the hosted page's `return_url`, which makes Stripe answer `next_action.type =
+//! "redirect_to_url"`; the customer's browser goes to `redirect_to_url.url` and comes back to
+//! the return URL, and the gateway reads the intent (`GET /v1/payment_intents/{id}`). A PSP
+//! that refuses the second confirm (localstripe, whose challenge exists only inside its own
+//! Stripe.js stand-in) leaves the payment `authentication_required`. A challenge the customer
+//! walks away from is cancelled (`POST /v1/payment_intents/{id}/cancel`).
+//!
+//! Wallets: `POST /v1/checkout/sessions` (`mode=payment`, one line item priced in Stripe's
+//! units, `payment_method_types[]=card` — Checkout offers Apple Pay and Google Pay on card
+//! where the browser and the account's wallet settings allow; they are not payment method
+//! types of their own there — `expires_at`, `metadata[sessionId]` on the checkout and its
+//! PaymentIntent). Its status is `GET /v1/checkout/sessions/{id}`; an abandoned one is closed
+//! with `POST /v1/checkout/sessions/{id}/expire`.
+//!
 //! The form body holding the PAN (`card::egress::CardBody`) is the one buffer the raw number is
 //! ever written into; it wipes itself when reqwest lets go of it. The secret key is never logged.
 
@@ -17,7 +32,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{stripe_amount, BoxFuture, ChargeOutcome, ChargeRequest, Psp, PspError, TokenizedCard};
+use super::{
+    stripe_amount, BoxFuture, ChargeOutcome, ChargeRequest, Checkout, CheckoutRequest,
+    PaymentStatus, Psp, PspError, TokenizedCard,
+};
 use crate::card::egress::CardForm;
 use crate::card::Card;
 
@@ -110,7 +128,90 @@ impl StripePsp {
     }
 }
 
+/// Stripe's `next_action.redirect_to_url.url`, if the intent has one.
+fn redirect_of(pi: &Value) -> Option<String> {
+    (pi["next_action"]["type"] == "redirect_to_url")
+        .then(|| pi["next_action"]["redirect_to_url"]["url"].as_str())
+        .flatten()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .map(str::to_string)
+}
+
+/// A PaymentIntent or Checkout Session as a [`PaymentStatus`].
+fn status_of(v: &Value) -> PaymentStatus {
+    let amount = |amount: &Value| {
+        let currency = v["currency"].as_str().unwrap_or("");
+        amount
+            .as_i64()
+            .and_then(|a| stripe_amount::from_stripe(a, currency))
+            .unwrap_or(0)
+    };
+    let currency = v["currency"].as_str().unwrap_or("").to_ascii_uppercase();
+    if v["object"] == "checkout.session" {
+        return match (v["payment_status"].as_str(), v["status"].as_str()) {
+            (Some("paid"), _) => PaymentStatus::Succeeded {
+                transaction_id: v["payment_intent"].as_str().unwrap_or("").to_string(),
+                amount_minor: amount(&v["amount_total"]),
+                currency,
+            },
+            (_, Some("expired")) => PaymentStatus::Failed {
+                code: "expired".into(),
+            },
+            _ => PaymentStatus::Pending,
+        };
+    }
+    match v["status"].as_str() {
+        Some("succeeded") => PaymentStatus::Succeeded {
+            transaction_id: v["id"].as_str().unwrap_or("").to_string(),
+            amount_minor: amount(&v["amount"]),
+            currency,
+        },
+        Some("canceled") => PaymentStatus::Failed {
+            code: "canceled".into(),
+        },
+        Some("requires_payment_method") => PaymentStatus::Failed {
+            code: v["last_payment_error"]["code"]
+                .as_str()
+                .unwrap_or("payment_failed")
+                .to_string(),
+        },
+        _ => PaymentStatus::Pending,
+    }
+}
+
+/// The Stripe object behind a payment id: a Checkout Session (`cs_…`) or a PaymentIntent.
+fn object_path(id: &str) -> String {
+    if id.starts_with("cs_") {
+        format!("/v1/checkout/sessions/{}", urlencoding_path(id))
+    } else {
+        format!("/v1/payment_intents/{}", urlencoding_path(id))
+    }
+}
+
 impl StripePsp {
+    /// The challenge for an intent that requires action: its redirect, or (when the hosted
+    /// page gave a return URL) the redirect a second confirm with `return_url` gets.
+    async fn challenge_url(&self, pi: &Value, id: &str, req: &ChargeRequest<'_>) -> Option<String> {
+        if let Some(u) = redirect_of(pi) {
+            return Some(u);
+        }
+        let return_url = req.return_url?;
+        let again = self
+            .post(
+                &format!("/v1/payment_intents/{}/confirm", urlencoding_path(id)),
+                form(&[("return_url", return_url)]),
+                Some(&format!("{}-3ds", req.idempotency_key)),
+            )
+            .await;
+        match again {
+            Ok(v) => redirect_of(&v),
+            Err(e) => {
+                tracing::info!(error = %e, "the PSP offers no 3-D Secure redirect");
+                None
+            }
+        }
+    }
+
     /// `GET path?query`: the object, or `None` if the PSP has no such thing (404).
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, PspError> {
         let resp = self
@@ -310,7 +411,10 @@ impl Psp for StripePsp {
                 Some("succeeded") | Some("processing") | Some("requires_capture") => {
                     ChargeOutcome::Approved { transaction_id: id }
                 }
-                Some("requires_action") => ChargeOutcome::RequiresAction { transaction_id: id },
+                Some("requires_action") => ChargeOutcome::RequiresAction {
+                    redirect_url: self.challenge_url(&pi, &id, &req).await,
+                    transaction_id: id,
+                },
                 _ => ChargeOutcome::Declined {
                     transaction_id: Some(id),
                     code: pi["last_payment_error"]["code"]
@@ -369,6 +473,95 @@ impl Psp for StripePsp {
                         .flatten()
                         .find_map(succeeded))
                 }
+            }
+        })
+    }
+
+    fn payment_status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PaymentStatus, PspError>> {
+        Box::pin(async move {
+            let v = self
+                .get(&object_path(id), &[])
+                .await?
+                .ok_or_else(|| PspError::Rejected("no such payment".into()))?;
+            Ok(status_of(&v))
+        })
+    }
+
+    fn abandon<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PaymentStatus, PspError>> {
+        Box::pin(async move {
+            let stop = if id.starts_with("cs_") {
+                format!("{}/expire", object_path(id))
+            } else {
+                format!("{}/cancel", object_path(id))
+            };
+            // Refused when it is already final (paid, failed): what it is now decides.
+            match self.post(&stop, form(&[]), None).await {
+                Ok(_) | Err(PspError::Rejected(_)) | Err(PspError::Declined { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.payment_status(id).await? {
+                PaymentStatus::Pending => Err(PspError::Rejected(
+                    "the payment could not be stopped".into(),
+                )),
+                st => Ok(st),
+            }
+        })
+    }
+
+    fn create_checkout<'a>(
+        &'a self,
+        req: CheckoutRequest<'a>,
+    ) -> BoxFuture<'a, Result<Checkout, PspError>> {
+        Box::pin(async move {
+            let amount = stripe_amount::to_stripe(req.amount_minor, req.currency)?.to_string();
+            let currency = req.currency.to_ascii_lowercase();
+            // Stripe takes 30 minutes to 24 hours; the gateway expires it sooner itself when
+            // the session stops waiting for it.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let expires = req.expires_at.max(now + 1800).to_string();
+            let mut pairs = vec![
+                ("mode", "payment"),
+                ("line_items[0][quantity]", "1"),
+                ("line_items[0][price_data][currency]", currency.as_str()),
+                ("line_items[0][price_data][unit_amount]", amount.as_str()),
+                (
+                    "line_items[0][price_data][product_data][name]",
+                    req.description,
+                ),
+                ("payment_method_types[0]", "card"),
+                ("success_url", req.success_url),
+                ("cancel_url", req.cancel_url),
+                ("expires_at", expires.as_str()),
+                ("client_reference_id", req.session_id),
+                ("metadata[sessionId]", req.session_id),
+                ("payment_intent_data[metadata][sessionId]", req.session_id),
+                ("payment_intent_data[metadata][channel]", "digital"),
+            ];
+            if let Some(r) = req.merchant_txn_ref {
+                pairs.push(("metadata[merchantTxnRef]", r));
+                pairs.push(("payment_intent_data[metadata][merchantTxnRef]", r));
+            }
+            let v = self
+                .post(
+                    "/v1/checkout/sessions",
+                    form(&pairs),
+                    Some(req.idempotency_key),
+                )
+                .await?;
+            match (v["id"].as_str(), v["url"].as_str()) {
+                (Some(id), Some(url))
+                    if url.starts_with("https://") || url.starts_with("http://") =>
+                {
+                    Ok(Checkout {
+                        id: id.to_string(),
+                        url: url.to_string(),
+                    })
+                }
+                _ => Err(PspError::Rejected(
+                    "checkout session without id or url".into(),
+                )),
             }
         })
     }

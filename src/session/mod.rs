@@ -3,6 +3,7 @@
 //! capture, submits to the PSP and sweeps expiries.
 
 pub mod link_id;
+mod link_pay;
 pub mod model;
 pub mod outbox;
 mod payment_data;
@@ -26,6 +27,7 @@ use model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 use store::{SessionStore, StoreError};
 use voice::{SubmitRefused, VoiceOutput, VoiceSession};
 
+pub use link_pay::{LinkUrls, PayStep};
 pub use payment_data::PaymentData;
 pub use voice::LiveEvent;
 
@@ -821,7 +823,7 @@ impl Sessions {
             actor,
             now,
         )?;
-        pay_to_the_end(&self.inner, &s, card, actor, "digital").await?;
+        pay_to_the_end(&self.inner, &s, card, actor, "digital", None).await?;
         store::must_get(&**st, id).map_err(Into::into)
     }
 
@@ -869,13 +871,6 @@ impl Sessions {
             return Err(LinkProblem::Finished(s.state));
         }
         Ok(s)
-    }
-
-    /// The session a payment-link token was issued for, whatever became of the link (its
-    /// pages name the merchant even when the link no longer works).
-    pub fn link_session(&self, token: &str) -> Option<Session> {
-        let rec = self.inner.store.link(&token_hash(token)).ok()??;
-        self.get_any(&rec.session_id).ok()
     }
 
     /// Cards the session may still try after this one (agent sessions: captures left once
@@ -1341,10 +1336,31 @@ impl Sessions {
     async fn reconcile(&self, s: &Session, actor: &str) {
         let found = match self.inner.psps.get(&s.account_id) {
             Some(psp) => {
-                psp_call(&self.inner.latency, "find_payment", || {
-                    psp.find_payment(&s.id, s.result.psp_transaction_id.as_deref())
-                })
-                .await
+                // A challenge or hosted checkout still open is closed first, so that nothing
+                // can be paid once the session has ended; one paid meanwhile is the answer.
+                let mut settled = None;
+                if let Some(id) = s.result.psp_transaction_id.as_deref() {
+                    match psp_call(&self.inner.latency, "abandon", || psp.abandon(id)).await {
+                        Ok(crate::psp::PaymentStatus::Succeeded {
+                            transaction_id,
+                            amount_minor,
+                            ..
+                        }) => settled = Some(Ok(Some((transaction_id, amount_minor)))),
+                        Ok(_) => {}
+                        // A checkout that cannot be closed might still be paid: wait.
+                        Err(e) if id.starts_with("cs_") => settled = Some(Err(e)),
+                        Err(_) => {}
+                    }
+                }
+                match settled {
+                    Some(r) => r,
+                    None => {
+                        psp_call(&self.inner.latency, "find_payment", || {
+                            psp.find_payment(&s.id, s.result.psp_transaction_id.as_deref())
+                        })
+                        .await
+                    }
+                }
             }
             None => Ok(None),
         };
@@ -1640,7 +1656,8 @@ impl CaptureTask {
                 }
                 VoiceOutput::Publish(e) => self.publish(e),
                 VoiceOutput::Pay { card, actor } => {
-                    let r = pay_to_the_end(&self.inner, &self.session, card, &actor, "voice").await;
+                    let r = pay_to_the_end(&self.inner, &self.session, card, &actor, "voice", None)
+                        .await;
                     if let Err(SessionError::ShuttingDown) = r {
                         // Refused before it began (the card went with it): nothing to announce.
                         voice.abandon();
@@ -1749,13 +1766,14 @@ async fn pay_to_the_end(
     card: Card,
     actor: &str,
     channel: &'static str,
-) -> Result<(), SessionError> {
+    link: Option<link_pay::LinkTry>,
+) -> Result<PayStep, SessionError> {
     let Some(ticket) = PaymentTicket::take(inner) else {
         return Err(SessionError::ShuttingDown);
     };
     let (s, actor) = (s.clone(), actor.to_string());
     tokio::spawn(async move {
-        let r = pay(&ticket.0, &s, card, &actor, channel).await;
+        let r = pay(&ticket.0, &s, card, &actor, channel, link.as_ref()).await;
         drop(ticket);
         r
     })
@@ -1770,13 +1788,20 @@ async fn pay_to_the_end(
 
 /// Tokenize (once), wipe the card, charge with the token (retried under one idempotency key),
 /// store the result and the final state. The session must be ReadyToSubmit.
+///
+/// On a payment link (`link`), a challenge the bank asks for leaves the session in
+/// Submitting for the customer's browser to complete ([`PayStep::Challenge`]), and a decline
+/// that leaves attempts puts it back to Capturing ([`PayStep::TryAgain`]). Each attempt has its
+/// own idempotency keys, so a new card is a new request; only one is ever in flight, as only
+/// one can hold Submitting.
 async fn pay(
     inner: &Inner,
     s: &Session,
     card: Card,
     actor: &str,
     channel: &str,
-) -> Result<(), SessionError> {
+    link: Option<&link_pay::LinkTry>,
+) -> Result<PayStep, SessionError> {
     let st = &inner.store;
     if !st.transition(
         &s.id,
@@ -1789,29 +1814,24 @@ async fn pay(
             action: "submit",
         });
     }
+    let attempt = link_pay::attempts_made(&**st, &s.id)?;
+    // The first attempt keeps the keys it always had (payments in flight across an upgrade).
+    let suffix = if attempt <= 1 {
+        String::new()
+    } else {
+        format!("-{attempt}")
+    };
     let psp = inner.psps.get(&s.account_id).cloned();
     let mut result = PaymentResult {
         masked_pan: Some(card.pan.masked()),
         card_brand: Some(card.pan.brand().name().to_string()),
         ..Default::default()
     };
-    let outcome: Result<ChargeOutcome, PspError> = match psp {
+    let outcome: Result<ChargeOutcome, PspError> = match &psp {
         None => Err(PspError::Rejected(
             "no PSP configured for this account".into(),
         )),
         Some(psp) => {
-            // One idempotency key per attempt: a card asked for again after a decline is a
-            // new payment, not a replay of the declined one.
-            let attempt = st
-                .audit(&s.id)?
-                .iter()
-                .filter(|e| e.to == SessionState::Submitting.as_str())
-                .count();
-            let suffix = if attempt > 1 {
-                format!("-{attempt}")
-            } else {
-                String::new()
-            };
             let tok_key = format!("tok-{}{suffix}", s.id);
             let token =
                 psp_call(&inner.latency, "tokenize", || psp.tokenize(&card, &tok_key)).await;
@@ -1831,6 +1851,7 @@ async fn pay(
                         channel,
                         idempotency_key: &pay_key,
                         payment_id: None,
+                        return_url: link.map(|l| l.return_url.as_str()),
                     };
                     // The payment's id is stored before it is charged: if the charge's answer
                     // is lost, reconciliation reads that payment, not a list of recent ones.
@@ -1869,8 +1890,25 @@ async fn pay(
             result.failure_reason = Some(crate::card::redact::redact_card_numbers(&code));
             SessionState::Declined
         }
-        Ok(ChargeOutcome::RequiresAction { transaction_id }) => {
+        Ok(ChargeOutcome::RequiresAction {
+            transaction_id,
+            redirect_url,
+        }) => {
             result.psp_transaction_id = Some(transaction_id);
+            if let (Some(url), Some(_)) = (redirect_url, link) {
+                // The session waits in Submitting, holding the payment's id, for the browser
+                // to come back from the challenge.
+                st.set_result(&s.id, &result, inner.clock.unix_now())?;
+                tracing::info!(session = %s.id, "payment waits for 3-D Secure");
+                return Ok(PayStep::Challenge(url));
+            }
+            // No challenge can run: the payment is cancelled at the PSP (best effort; it can
+            // only be paid through a challenge nobody has) before the session moves on.
+            if let (Some(psp), Some(pi)) = (&psp, &result.psp_transaction_id) {
+                if let Err(e) = psp.abandon(pi).await {
+                    tracing::info!(session = %s.id, error = %e, "an unauthenticated payment could not be cancelled");
+                }
+            }
             result.failure_reason = Some("authentication_required".into());
             SessionState::Declined
         }
@@ -1884,6 +1922,11 @@ async fn pay(
             SessionState::Failed
         }
     };
+    if let (SessionState::Declined, Some(l)) = (to, link) {
+        if attempt < l.max_attempts {
+            return link_pay::back_to_capturing(inner, &s.id, &result, l.max_attempts - attempt);
+        }
+    }
     inner.settle(
         &s.id,
         SessionState::Submitting.to(to)?,
@@ -1891,7 +1934,7 @@ async fn pay(
         Some(&result),
     )?;
     tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
-    Ok(())
+    Ok(PayStep::Settled)
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //! Declined | Failed ──▶ Created   (agent sessions: the agent asks for the card again on the
 //!                                  same call, while the account's payment attempts last)
 //! ```
+//!
+//! On a payment link, Submitting goes back to Capturing when an attempt is declined or its
+//! 3-D Secure challenge fails with attempts left, or the customer backs out of a wallet
+//! checkout.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -143,6 +147,9 @@ impl SessionState {
             (Capturing, ReadyToSubmit | Failed) => true,
             (ReadyToSubmit, Capturing | Submitting) => true,
             (Submitting, Completed | Declined | Failed) => true,
+            // A payment link: a decline or a failed 3-D Secure challenge with attempts left,
+            // or a wallet checkout the customer backed out of, lets the customer try again.
+            (Submitting, Capturing) => true,
             // A capture interrupted by a restart starts over when the call comes back.
             (Capturing | ReadyToSubmit, Created) => true,
             (Created | Capturing | ReadyToSubmit, Cancelled | Expired) => true,

@@ -334,7 +334,8 @@ const MIGRATIONS: &[&str] = &[
         'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
     BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
     // 7: an agent may ask for the card again after a decline or a failure (Declined|Failed
-    // to Created, `Sessions::recapture`).
+    // to Created, `Sessions::recapture`); a payment link's declined or unauthenticated attempt
+    // goes back to Capturing (Submitting to Capturing).
     "DROP TRIGGER sessions_state_machine;
     CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
     WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
@@ -342,6 +343,7 @@ const MIGRATIONS: &[&str] = &[
         'Capturing>ReadyToSubmit', 'Capturing>Failed',
         'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
         'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
+        'Submitting>Capturing',
         'Capturing>Created', 'ReadyToSubmit>Created',
         'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
         'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired',

@@ -1067,23 +1067,31 @@ fn card_numbers_sent_anywhere_are_found_nowhere() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The customer types a card the PSP declines, echoing it in its message.
+    // The customer types a card the PSP declines, echoing it in its message, until the
+    // link's attempts (3) run out: the form again twice, then the declined page.
     let link = gw.link_for(&digital);
     let link_token = link.rsplit('/').next().unwrap().to_string();
     assert!(link_token.len() >= 20, "{link}");
-    let page = http()
-        .post(&link)
-        .form(&[
-            ("number", "4000000000000002"),
-            ("expiry", "12/30"),
-            ("cvc", "123"),
-        ])
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(page.contains("Payment declined"), "{page}");
-    answers.borrow_mut().push_str(&page);
+    for attempt in 1..=3 {
+        let page = http()
+            .post(&link)
+            .form(&[
+                ("number", "4000000000000002"),
+                ("expiry", "12/30"),
+                ("cvc", "123"),
+            ])
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let expected = if attempt < 3 {
+            "Your card was declined"
+        } else {
+            "Payment declined"
+        };
+        assert!(page.contains(expected), "attempt {attempt}: {page}");
+        answers.borrow_mut().push_str(&page);
+    }
     let (_, v) = call(
         reqwest::Method::GET,
         &format!("/globalpci/v1/session/{digital}"),
@@ -1435,4 +1443,230 @@ fn each_currency_reaches_the_psp_in_its_own_minor_units() {
             "{text} repeats {amount}"
         );
     }
+}
+
+/// A digital session on `account` for `amount`, and the payment link texted for it.
+fn digital_with_link(
+    gw: &Gateway,
+    account: &str,
+    amount: &str,
+    reference: &str,
+) -> (String, String) {
+    let v: Value = http()
+        .post(gw.url("/globalpci/v1/digitalselfservicesession"))
+        .bearer_auth(gw.token("globalpci"))
+        .json(&json!({"AccountConfigurationId": account, "PaymentData": {
+            "CustomerPhoneNumber": "+447700900123", "amount": amount, "merchantTxnRef": reference}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let outbox: Value = http()
+        .get(gw.url("/admin/v1/outbox"))
+        .bearer_auth(gw.token("admin"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sms = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sessionId"] == id.as_str())
+        .unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = sms[sms.find("http").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (id, link)
+}
+
+/// The PSP webhook endpoint under attack, on a running gateway: a wallet payment made through
+/// the sandbox's simulated checkout completes by its signed webhook; the same webhook replayed
+/// changes nothing; forged (another secret, or a body changed under a good signature),
+/// unsigned, stale, malformed and oversized requests are refused and change nothing; an
+/// account without a PSP webhook secret has no endpoint. Nothing is charged twice.
+#[test]
+fn psp_webhooks_are_verified_and_replays_change_nothing() {
+    let gw = Gateway::start(
+        "[[accounts]]\nid = \"wallets\"\nwallets = [\"google_pay\"]\npsp_webhook_secret = \"whsec_attack_test\"\n\n[[accounts]]\nid = \"dev-account\"\n",
+    );
+    let tok = gw.token("globalpci");
+    let state_of = |id: &str| -> Value {
+        http()
+            .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+            .bearer_auth(&tok)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let post_hook = |account: &str, body: &str, sig: Option<&str>| {
+        let mut r = http()
+            .post(gw.url(&format!("/psp/v1/webhook/{account}")))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(s) = sig {
+            r = r.header("stripe-signature", s);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+
+    // A session waiting on its wallet checkout.
+    let (id, link) = digital_with_link(&gw, "wallets", "20.00", "W-ATTACK-1");
+    let page = http()
+        .post(format!("{link}/wallet"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let start = page
+        .find("/sandbox/checkout/")
+        .expect("continues to the checkout");
+    let checkout = page[start..].split('"').next().unwrap().to_string();
+    let cs = checkout.rsplit('/').next().unwrap().to_string();
+    assert!(cs.starts_with("cs_test_"), "{cs}");
+    assert_eq!(state_of(&id)["sessionState"], "Submitting");
+
+    // Forged events naming that checkout, before the real one: refused, nothing changes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged =
+        json!({"id": "evt_forged", "object": "event", "type": "checkout.session.completed",
+        "created": now, "data": {"object": {"id": cs, "object": "checkout.session",
+        "amount_total": 2000, "currency": "gbp", "payment_status": "paid", "status": "complete",
+        "payment_intent": "pi_forged", "metadata": {"sessionId": id}}}})
+        .to_string();
+    let sign = tonegate::psp::webhook::sign;
+    for (what, sig) in [
+        ("unsigned", None),
+        (
+            "another secret",
+            Some(sign("whsec_guess", now, forged.as_bytes())),
+        ),
+        (
+            "stale",
+            Some(sign("whsec_attack_test", now - 3600, forged.as_bytes())),
+        ),
+        ("malformed", Some("t=now,v1=zz".to_string())),
+        ("v0 only", Some(format!("t={now},v0=00"))),
+    ] {
+        let (status, text) = post_hook("wallets", &forged, sig.as_deref());
+        assert_eq!(status, 400, "{what}: {text}");
+        assert_eq!(state_of(&id)["sessionState"], "Submitting", "{what}");
+    }
+    // A good signature over a different body.
+    let good = sign("whsec_attack_test", now, forged.as_bytes());
+    let (status, _) = post_hook("wallets", &forged.replace("2000", "1"), Some(&good));
+    assert_eq!(status, 400);
+    // Oversized, and an account with no PSP webhook secret.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 * 1024));
+    let big_sig = sign("whsec_attack_test", now, big.as_bytes());
+    assert_eq!(post_hook("wallets", &big, Some(&big_sig)).0, 413);
+    assert_eq!(post_hook("dev-account", &forged, Some(&good)).0, 404);
+    assert_eq!(post_hook("no-such-account", &forged, Some(&good)).0, 404);
+    assert_eq!(state_of(&id)["sessionState"], "Submitting");
+    assert!(gw.state.sandbox.charges_made().iter().all(|c| c.2 != id));
+
+    // The customer pays with the wallet; the sandbox posts the signed webhook; the browser
+    // comes back to the link (the redirect is followed).
+    let r = http()
+        .post(gw.url(&checkout))
+        .form(&[("action", "google_pay")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("Payment approved"));
+    let s = state_of(&id);
+    assert_eq!(s["sessionState"], "Completed", "{s}");
+    let sent = gw.state.sandbox.webhooks_sent();
+    assert_eq!(sent.len(), 1);
+    let (_, body, sig) = &sent[0];
+    // Replayed: accepted (Stripe retries), nothing changes.
+    for _ in 0..2 {
+        let (status, text) = post_hook("wallets", body, Some(sig));
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"changed\":false"), "{text}");
+    }
+    // Replayed to another account's endpoint: not that account's secret.
+    assert_eq!(post_hook("dev-account", body, Some(sig)).0, 404);
+    let again = state_of(&id);
+    assert_eq!(again["pspTransactionId"], s["pspTransactionId"]);
+    assert_eq!(
+        gw.state
+            .sandbox
+            .charges_made()
+            .iter()
+            .filter(|c| c.2 == id)
+            .count(),
+        1
+    );
+    // The checkout cannot be paid twice.
+    let r = http()
+        .post(gw.url(&checkout))
+        .form(&[("action", "google_pay")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// The Stripe adapter against localstripe on a payment link: localstripe has no redirect-based
+/// 3-D Secure (its challenge exists only inside its own Stripe.js stand-in), so the 3DS card
+/// is answered `authentication_required` and, the link's attempts remaining, a good card then
+/// pays on the same link: one successful PaymentIntent for the session.
+#[test]
+fn localstripe_3ds_card_then_a_good_card_on_the_same_link() {
+    let ls = LocalStripe::start();
+    let proxy = Proxy::start(ls.url.clone(), 0);
+    let gw = Gateway::start(&accounts(&format!("http://{}", proxy.addr), None));
+    let tok = gw.token("globalpci");
+    let (id, link) = digital_with_link(&gw, "stripe-account", "12.34", "LS-3DS-1");
+    let pay = |pan: &str| {
+        http()
+            .post(&link)
+            .form(&[("number", pan), ("expiry", "12/30"), ("cvc", "123")])
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let page = pay("4000002500003155");
+    assert!(page.contains("could not confirm"), "{page}");
+    assert!(page.contains("2 attempts left"), "{page}");
+    let page = pay("4242424242424242");
+    assert!(page.contains("Payment approved"), "{page}");
+    let s: Value = http()
+        .get(gw.url(&format!("/globalpci/v1/session/{id}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(s["sessionState"], "Completed", "{s}");
+    let pi: Value = http()
+        .get(format!(
+            "{}/v1/payment_intents/{}",
+            ls.url,
+            s["pspTransactionId"].as_str().unwrap()
+        ))
+        .basic_auth("sk_test_x", Some(""))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(pi["status"], "succeeded");
+    assert_eq!(pi["amount"], 1234);
+    assert_eq!(
+        ls.payment_intents_for(&id),
+        2,
+        "the 3DS attempt's and the paid one"
+    );
 }

@@ -13,7 +13,7 @@ use crate::api::AppState;
 use crate::capture::Field;
 use crate::card::{Card, CardError, Cvv, Digits, Expiry, Pan};
 use crate::session::model::{Session, SessionState};
-use crate::session::{today_utc, LinkProblem};
+use crate::session::{today_utc, LinkProblem, LinkUrls, PayStep, SessionError};
 
 const CARD_JS: &str = r#"
 const num = document.getElementById('number'), hint = document.getElementById('number-hint'), check = document.body.dataset.check;
@@ -35,6 +35,40 @@ const exp = document.getElementById('expiry');
 exp.addEventListener('input', () => { const d = digits(exp.value).slice(0, 4); exp.value = d.length > 2 ? d.slice(0, 2) + '/' + d.slice(2) : d; });
 "#;
 
+/// Shows the wallet button only where the browser can pay with a wallet (the Payment Request
+/// API, or Safari's Apple Pay); elsewhere the card form is all there is.
+const WALLET_JS: &str = r#"
+if (window.PaymentRequest || window.ApplePaySession) document.getElementById('wallets').hidden = false;
+"#;
+
+/// The wallet button (hidden until the script finds the browser can use a wallet).
+fn wallet_block(state: &AppState, s: &Session, token: &str) -> String {
+    let wallets = state
+        .config
+        .account(&s.account_id)
+        .map(|a| a.wallets.clone())
+        .unwrap_or_default();
+    if wallets.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = wallets.iter().map(|w| w.label()).collect();
+    format!(
+        "<div class=\"card\" id=\"wallets\" hidden><form method=\"post\" action=\"/pay/link/{}/wallet\"><button type=\"submit\" id=\"wallet\">Pay with {}</button></form><p class=\"hint\">Or pay by card below.</p></div>",
+        esc(token),
+        esc(&names.join(" or "))
+    )
+}
+
+/// Where the PSP sends the customer back for link `token`.
+pub(super) fn link_urls(state: &AppState, token: &str) -> LinkUrls {
+    let base = format!("{}/pay/link/{token}", state.config.public_url());
+    LinkUrls {
+        challenge_return: format!("{base}/return"),
+        checkout_success: format!("{base}/wallet/done"),
+        checkout_cancel: format!("{base}/wallet/cancel"),
+    }
+}
+
 /// A refused field: its name (`number`, `expiry`, `cvc`, `postcode`) and what to tell the caller.
 type FieldErrors = Vec<(&'static str, &'static str)>;
 
@@ -43,6 +77,7 @@ fn card_form(
     s: &Session,
     token: &str,
     errors: &[(&str, &str)],
+    form_error: Option<&str>,
     postcode: Option<&str>,
 ) -> String {
     let t = shell.texts();
@@ -74,13 +109,16 @@ fn card_form(
             )
         })
         .unwrap_or_default();
-    let alert = if errors.is_empty() {
-        String::new()
-    } else {
-        format!(
+    let alert = match (form_error, errors.is_empty()) {
+        (Some(text), _) => format!(
+            "<p class=\"err\" id=\"form-error\" role=\"alert\">{}</p>",
+            esc(text)
+        ),
+        (None, false) => format!(
             "<p class=\"err\" id=\"form-error\" role=\"alert\">{}</p>",
             esc(t.check_fields)
-        )
+        ),
+        (None, true) => String::new(),
     };
     // Card data is never written back into the page: those fields come back empty.
     format!(
@@ -102,30 +140,51 @@ fn card_form(
     )
 }
 
-/// The hosted page: the form, with `errors` against their fields and the postcode kept.
+/// What the hosted page's form shows besides the fields.
+struct FormState<'a> {
+    /// Refused fields and why.
+    errors: &'a [(&'a str, &'a str)],
+    /// Why the last attempt did not go through, if it did not.
+    form_error: Option<&'a str>,
+    /// The postcode to keep (not card data), where the account asks for it.
+    postcode: Option<&'a str>,
+}
+
+/// The hosted page: the wallet button where the account has wallets, the form, with `errors`
+/// against their fields and the postcode kept.
 fn form_page(
+    state: &AppState,
     shell: &Shell,
     status: StatusCode,
     s: &Session,
     token: &str,
-    errors: &[(&str, &str)],
-    postcode: Option<&str>,
+    f: FormState,
 ) -> Response {
     let nonce = crate::auth::random_token();
     let t = shell.texts();
-    let doc = shell
-        .page(
-            &nonce,
-            t.pay_securely,
-            &card_form(shell, s, token, errors, postcode),
-            CARD_JS,
-        )
-        .replacen(
-            "<body>",
-            &format!("<body data-check=\"{}\">", esc(t.check_number)),
-            1,
-        );
+    let wallets = wallet_block(state, s, token);
+    let script = if wallets.is_empty() {
+        CARD_JS.to_string()
+    } else {
+        format!("{CARD_JS}{WALLET_JS}")
+    };
+    let body = card_form(shell, s, token, f.errors, f.form_error, f.postcode).replacen(
+        "<form class=\"card\"",
+        &format!("{wallets}<form class=\"card\""),
+        1,
+    );
+    let doc = shell.page(&nonce, t.pay_securely, &body, &script).replacen(
+        "<body>",
+        &format!("<body data-check=\"{}\">", esc(t.check_number)),
+        1,
+    );
     shell.respond(status, &nonce, "'none'", doc)
+}
+
+/// The page shell for the account behind link `token`, whatever state the link is in.
+fn shell_for<'a>(state: &'a AppState, token: &str) -> Shell<'a> {
+    let owner = state.sessions.link_session(token).ok();
+    Shell::customer(owner.and_then(|s| state.config.account(&s.account_id)))
 }
 
 fn link_problem(shell: &Shell, p: LinkProblem) -> Response {
@@ -153,15 +212,16 @@ pub(super) async fn link_page(
     Path(token): Path<String>,
 ) -> Response {
     match state.sessions.open_link(&token) {
-        Err(p) => {
-            let owner = state.sessions.link_session(&token);
-            let account = owner.and_then(|s| state.config.account(&s.account_id));
-            link_problem(&Shell::customer(account), p)
-        }
+        Err(p) => link_problem(&shell_for(&state, &token), p),
         Ok(s) => {
             let shell = Shell::customer(state.config.account(&s.account_id));
             let postcode = wants_postcode(&state, &s).then_some("");
-            form_page(&shell, StatusCode::OK, &s, &token, &[], postcode)
+            let f = FormState {
+                errors: &[],
+                form_error: None,
+                postcode,
+            };
+            form_page(&state, &shell, StatusCode::OK, &s, &token, f)
         }
     }
 }
@@ -273,11 +333,7 @@ pub(super) async fn link_pay(
 ) -> Response {
     let s = match state.sessions.open_link(&token) {
         Ok(s) => s,
-        Err(p) => {
-            let owner = state.sessions.link_session(&token);
-            let account = owner.and_then(|s| state.config.account(&s.account_id));
-            return link_problem(&Shell::customer(account), p);
-        }
+        Err(p) => return link_problem(&shell_for(&state, &token), p),
     };
     let shell = Shell::customer(state.config.account(&s.account_id));
     let t = shell.texts();
@@ -289,43 +345,220 @@ pub(super) async fn link_pay(
             // come back empty.
             let kept: String = form.postcode.chars().take(10).collect();
             let kept = postcode.then_some(kept.as_str());
+            let f = FormState {
+                errors: &errors,
+                form_error: None,
+                postcode: kept,
+            };
             return form_page(
+                &state,
                 &shell,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &s,
                 &token,
-                &errors,
-                kept,
+                f,
             );
         }
     };
     drop(form);
-    if !state.sessions.use_link(&token).unwrap_or(false) {
-        return link_problem(&shell, LinkProblem::Used);
-    }
-    let result = state.sessions.pay_with_card(&s.id, card, "customer").await;
-    let after = state.sessions.get_any(&s.id).ok();
-    match (result, after) {
-        (Ok(_), Some(done)) if done.state == SessionState::Completed => {
-            let last4 = done
-                .result
-                .masked_pan
-                .as_deref()
-                .map(|m| &m[m.len().saturating_sub(4)..])
-                .unwrap_or("????");
-            let text = t
-                .approved_text
-                .replace("{amount}", &shell.amount(&done))
-                .replace("{last4}", last4)
-                .replace(
-                    "{reference}",
-                    done.result.psp_transaction_id.as_deref().unwrap_or("-"),
-                );
+    let step = state
+        .sessions
+        .pay_on_link(&s, card, &link_urls(&state, &token))
+        .await;
+    step_page(&state, &token, &s.id, step)
+}
+
+/// What the customer sees after an attempt moved: the result, the challenge to go to, a wait,
+/// or the form again with why the attempt did not go through.
+pub(super) fn step_page(
+    state: &AppState,
+    token: &str,
+    id: &str,
+    step: Result<PayStep, SessionError>,
+) -> Response {
+    let after = state.sessions.get_any(id).ok();
+    let shell = Shell::customer(
+        after
+            .as_ref()
+            .and_then(|s| state.config.account(&s.account_id)),
+    );
+    let t = shell.texts();
+    let again = |s: &Session, text: &str| {
+        let f = FormState {
+            errors: &[],
+            form_error: Some(text),
+            postcode: wants_postcode(state, s).then_some(""),
+        };
+        form_page(state, &shell, StatusCode::OK, s, token, f)
+    };
+    match (step, after) {
+        (Ok(PayStep::Challenge(url)), _) => go_to_psp(
+            &shell,
+            "Confirm it is you",
+            "Your bank wants to confirm this payment. Continue to your bank's page; you will come back here.",
+            "Continue to your bank",
+            &url,
+        ),
+        (Ok(PayStep::Waiting), _) => shell.message(
+            StatusCode::OK,
+            "Confirming your payment",
+            "Your payment is being confirmed. Reload this page in a moment to see the result.",
+        ),
+        (Ok(PayStep::TryAgain { reason, attempts_left }), Some(s)) => {
+            let text = format!(
+                "{} No money was taken. You can try again or use another card ({attempts_left} {} left).",
+                why(&reason),
+                if attempts_left == 1 { "attempt" } else { "attempts" }
+            );
+            again(&s, &text)
+        }
+        (_, Some(done)) if done.state == SessionState::Completed => {
+            // Paid: the link is spent.
+            let _ = state.sessions.use_link(token);
+            let reference = done.result.psp_transaction_id.as_deref().unwrap_or("-");
+            let text = match done.result.masked_pan.as_deref() {
+                Some(m) => t
+                    .approved_text
+                    .replace("{last4}", &m[m.len().saturating_sub(4)..]),
+                // A wallet payment: the PSP never showed us the card.
+                None => t.approved_wallet_text.to_string(),
+            }
+            .replace("{amount}", &shell.amount(&done))
+            .replace("{reference}", reference);
             shell.message(StatusCode::OK, t.approved, &text)
         }
         (_, Some(done)) if done.state == SessionState::Declined => {
             shell.message(StatusCode::OK, t.declined.0, t.declined.1)
         }
+        (Err(SessionError::Conflict(m)), Some(s))
+            if matches!(s.state, SessionState::Capturing | SessionState::Created) =>
+        {
+            again(&s, &m)
+        }
         _ => shell.message(StatusCode::OK, t.failed.0, t.failed.1),
     }
+}
+
+/// Why an attempt did not go through, for the customer.
+fn why(reason: &str) -> &'static str {
+    match reason {
+        "payment_intent_authentication_failure" | "authentication_required" => {
+            "Your bank could not confirm it was you."
+        }
+        "expired" | "canceled" => "The payment was not completed.",
+        "wallets_unavailable" => "Wallet payments are not available just now.",
+        "expired_card" => "Your card has expired.",
+        "incorrect_cvc" => "The security code was not right.",
+        "insufficient_funds" => "Your card was declined for insufficient funds.",
+        _ => "Your card was declined.",
+    }
+}
+
+/// A page that sends the browser on to the PSP's page (a bank's challenge, a hosted
+/// checkout): a link, followed at once by the script. A redirect from the form's POST would
+/// break the page's CSP (`form-action 'self'` covers redirects too).
+fn go_to_psp(shell: &Shell, title: &str, text: &str, button: &str, url: &str) -> Response {
+    let nonce = crate::auth::random_token();
+    let body = format!(
+        "<div class=\"card\"><h1>{}</h1><p>{}</p><p><a id=\"continue\" href=\"{}\">{}</a></p></div>",
+        esc(title),
+        esc(text),
+        esc(url),
+        esc(button)
+    );
+    let script = "const a = document.getElementById('continue'); location.assign(a.href);";
+    let doc = shell.page(&nonce, title, &body, script);
+    shell.respond(StatusCode::OK, &nonce, "'none'", doc)
+}
+
+/// `POST /pay/link/{token}/wallet`: opens the PSP's hosted checkout with the account's
+/// wallets and sends the browser there.
+pub(super) async fn link_wallet(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    let s = match state.sessions.open_link(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(&shell_for(&state, &token), p),
+    };
+    let wallets = state
+        .config
+        .account(&s.account_id)
+        .is_some_and(|a| !a.wallets.is_empty());
+    if !wallets {
+        return shell_for(&state, &token).message(
+            StatusCode::NOT_FOUND,
+            "No wallets here",
+            "This payment link takes cards only.",
+        );
+    }
+    let expires = state
+        .sessions
+        .link_expires_at(&token)
+        .unwrap_or(s.expires_at);
+    match state
+        .sessions
+        .start_checkout(&s, expires, &link_urls(&state, &token))
+        .await
+    {
+        Ok(url) => go_to_psp(
+            &shell_for(&state, &token),
+            "Pay with your wallet",
+            "Continue to the secure payment page to pay with your wallet.",
+            "Continue",
+            &url,
+        ),
+        Err(e) => step_page(&state, &token, &s.id, Err(e)),
+    }
+}
+
+/// The query the PSP adds to the return URL after a challenge (others, such as Stripe's
+/// `redirect_status`, are ignored: the PSP is asked how the payment stands).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::api) struct ReturnQuery {
+    /// The payment (PaymentIntent) the challenge was for
+    #[serde(default)]
+    payment_intent: String,
+}
+
+/// `GET /pay/link/{token}/return`: back from a 3-D Secure challenge.
+pub(super) async fn link_return(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ReturnQuery>,
+) -> Response {
+    let s = match state.sessions.link_session(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(&shell_for(&state, &token), p),
+    };
+    let step = state
+        .sessions
+        .challenge_returned(&s, &q.payment_intent)
+        .await;
+    step_page(&state, &token, &s.id, step)
+}
+
+/// `GET /pay/link/{token}/wallet/done` and `/wallet/cancel`: back from the hosted checkout.
+async fn wallet_back(state: AppState, token: String, cancelled: bool) -> Response {
+    let s = match state.sessions.link_session(&token) {
+        Ok(s) => s,
+        Err(p) => return link_problem(&shell_for(&state, &token), p),
+    };
+    let step = state.sessions.checkout_returned(&s, cancelled).await;
+    step_page(&state, &token, &s.id, step)
+}
+
+pub(super) async fn link_wallet_done(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    wallet_back(state, token, false).await
+}
+
+pub(super) async fn link_wallet_cancel(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    wallet_back(state, token, true).await
 }

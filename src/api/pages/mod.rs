@@ -21,12 +21,14 @@ use crate::session::model::Session;
 
 mod agent;
 mod link;
+mod sandbox;
 mod text;
 
 use agent::{agent_cancel, agent_events, agent_page, agent_recapture, agent_reset, agent_submit};
 pub(super) use agent::{CodeQuery, ResetBody};
-pub(super) use link::CardForm;
-use link::{link_page, link_pay};
+use link::{link_page, link_pay, link_return, link_wallet, link_wallet_cancel, link_wallet_done};
+pub(super) use link::{CardForm, ReturnQuery};
+pub(super) use sandbox::{ChallengeAnswer, CheckoutAnswer};
 use text::Texts;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -38,6 +40,18 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/pay/agent/{id}/cancel", post(agent_cancel))
         .route("/pay/agent/{id}/recapture", post(agent_recapture))
         .route("/pay/link/{token}", get(link_page).post(link_pay))
+        .route("/pay/link/{token}/return", get(link_return))
+        .route("/pay/link/{token}/wallet", post(link_wallet))
+        .route("/pay/link/{token}/wallet/done", get(link_wallet_done))
+        .route("/pay/link/{token}/wallet/cancel", get(link_wallet_cancel))
+        .route(
+            "/sandbox/3ds/{id}",
+            get(sandbox::challenge_page).post(sandbox::challenge_answer),
+        )
+        .route(
+            "/sandbox/checkout/{id}",
+            get(sandbox::checkout_page).post(sandbox::checkout_answer),
+        )
 }
 
 /// Payment-UI tokens handed to agent pages: token hash → (session id, expiry).
@@ -202,6 +216,21 @@ impl<'a> Shell<'a> {
             esc(&data(s, "cardholderName"))
         )
     }
+}
+
+/// A page in the neutral shell (no account, English): the sandbox PSP's own pages.
+fn page(nonce: &str, title: &str, body: &str, script: &str) -> String {
+    Shell::customer(None).page(nonce, title, body, script)
+}
+
+/// Sends a page of the neutral shell with the pages' security headers.
+fn html(status: StatusCode, nonce: &str, frame_ancestors: &str, doc: String) -> Response {
+    Shell::customer(None).respond(status, nonce, frame_ancestors, doc)
+}
+
+/// A title and a sentence in the neutral shell.
+fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
+    Shell::customer(None).message(status, title, text)
 }
 
 fn secure_headers(resp: &mut Response, nonce: &str, frame_ancestors: &str, logo: Option<&str>) {

@@ -41,6 +41,8 @@ pub(super) struct Texts {
     pub approved: &'static str,
     /// `{amount}`, `{last4}` and `{reference}` are replaced.
     pub approved_text: &'static str,
+    /// The same for a wallet payment (no card shown to us): `{amount}`, `{reference}`.
+    pub approved_wallet_text: &'static str,
     pub declined: (&'static str, &'static str),
     pub failed: (&'static str, &'static str),
 }
@@ -117,6 +119,7 @@ const EN: Texts = Texts {
     approved: "Payment approved",
     approved_text:
         "Thank you. {amount} was paid with the card ending {last4}. Reference: {reference}.",
+    approved_wallet_text: "Thank you. {amount} was paid. Reference: {reference}.",
     declined: (
         "Payment declined",
         "Your bank declined the card. No money was taken. Ask for a new link to try another card.",
@@ -175,6 +178,7 @@ const DE: Texts = Texts {
     approved: "Zahlung erfolgreich",
     approved_text:
         "Vielen Dank. {amount} wurde mit der Karte mit den Endziffern {last4} bezahlt. Referenz: {reference}.",
+    approved_wallet_text: "Vielen Dank. {amount} wurde bezahlt. Referenz: {reference}.",
     declined: (
         "Zahlung abgelehnt",
         "Ihre Bank hat die Karte abgelehnt. Es wurde kein Geld abgebucht. Fordern Sie einen neuen Link an, um eine andere Karte zu verwenden.",
