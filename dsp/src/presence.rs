@@ -113,6 +113,9 @@ pub const STEADY_TOLERANCE: f32 = 0.008;
 /// Largest share (numerator, denominator) of a run's shaped windows that may look harmonic for
 /// the run to count as a key: a half.
 pub const HARMONIC_SHARE: (u32, u32) = (1, 2);
+/// Windows in a row (5 ms apart) a run may miss its pair and go on: a key is judged over its
+/// whole duration, and louder moments of music or voices hide it from single windows.
+pub const MAX_RUN_GAP: u32 = 2;
 /// Share that keeps an already DTMF-like pair marked (the same two filters).
 pub const HOLD_PAIR_SHARE: f32 = 0.2;
 /// Smallest relative peak of each line over the rest of its group (nominal filters), dB.
@@ -183,6 +186,8 @@ struct Run {
     /// Windows judged by a shaped tier, and how many of them looked harmonic.
     shaped: u32,
     harmonic: u32,
+    /// Consecutive windows since the last that met a tier with this pair.
+    misses: u32,
 }
 
 /// The masking test. See the module documentation.
@@ -292,11 +297,17 @@ impl TonePresence {
             harmonic,
         }) = self.judge(&blocks, total)
         else {
-            self.run = None;
+            self.miss();
             return;
         };
         let mut run = match self.run {
             Some(run) if run.pair == pair => run,
+            // Another pair for a window or two inside a run is a louder moment of the
+            // background, not the end of the key.
+            Some(run) if run.misses < MAX_RUN_GAP && run.windows.iter().any(|&n| n > 1) => {
+                self.miss();
+                return;
+            }
             _ => Run {
                 pair,
                 start,
@@ -305,8 +316,10 @@ impl TonePresence {
                 steady: [0; EVIDENCE.len()],
                 shaped: 0,
                 harmonic: 0,
+                misses: 0,
             },
         };
+        run.misses = 0;
         if EVIDENCE[tier].shaped {
             run.shaped += 1;
             run.harmonic += harmonic as u32;
@@ -341,6 +354,14 @@ impl TonePresence {
         } else {
             self.run = Some(run);
         }
+    }
+
+    /// A window without the run's pair: the run survives [`MAX_RUN_GAP`] of them in a row.
+    fn miss(&mut self) {
+        self.run = self.run.filter(|r| r.misses < MAX_RUN_GAP).map(|r| Run {
+            misses: r.misses + 1,
+            ..r
+        });
     }
 
     /// Ends the stream: closes the span being marked.
