@@ -247,6 +247,182 @@ pub fn add_noise(samples: &mut [i16], snr_db: f32, seed: u32) {
     }
 }
 
+/// Scales `x` so its power over the parts louder than 1 % of its peak (pauses left out, as
+/// for speech levels) is that of a sine at `level_dbm0`.
+pub fn scale_active_to(x: &mut [f32], level_dbm0: f32) {
+    let peak = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for v in x.iter().filter(|v| v.abs() > 0.01 * peak) {
+        sum += (*v as f64).powi(2);
+        n += 1;
+    }
+    if n == 0 {
+        return;
+    }
+    let gain = (level::sine_power(level_dbm0) as f64 / (sum / n as f64)).sqrt() as f32;
+    for v in x.iter_mut() {
+        *v *= gain;
+    }
+}
+
+/// A two-pole resonator (formant) at `f` Hz with bandwidth `bw` Hz, unity gain at its peak.
+#[derive(Debug, Clone, Copy, Default)]
+struct Resonator {
+    y1: f32,
+    y2: f32,
+}
+
+impl Resonator {
+    fn step(&mut self, x: f32, f: f32, bw: f32) -> f32 {
+        let rate = SAMPLE_RATE as f32;
+        let r = (-core::f32::consts::PI * bw / rate).exp();
+        let c = 2.0 * r * (core::f32::consts::TAU * f / rate).cos();
+        let y = (1.0 - r) * x + c * self.y1 - r * r * self.y2;
+        self.y2 = self.y1;
+        self.y1 = y;
+        y
+    }
+}
+
+/// Vowel formants F1-F3 in Hz (adult averages, a few vowels).
+const VOWELS: [[f32; 3]; 8] = [
+    [730.0, 1090.0, 2440.0],
+    [270.0, 2290.0, 3010.0],
+    [530.0, 1840.0, 2480.0],
+    [660.0, 1720.0, 2410.0],
+    [570.0, 840.0, 2410.0],
+    [300.0, 870.0, 2240.0],
+    [440.0, 1020.0, 2240.0],
+    [490.0, 1350.0, 1690.0],
+];
+
+/// Multi-voice babble: `voices` synthetic talkers, each a glottal pulse train at its own pitch
+/// (85-250 Hz, with intonation glides and jitter) through three moving formants, in syllables
+/// of 80-300 ms with fricatives and pauses between them; scaled so its active parts sit at
+/// `level_dbm0`. Deterministic per `seed`.
+pub fn babble(samples: usize, voices: usize, level_dbm0: f32, seed: u32) -> Vec<i16> {
+    let mut mix = vec![0.0f32; samples];
+    for v in 0..voices {
+        let mut rng =
+            NoiseSource::new(seed.wrapping_mul(7919).wrapping_add(v as u32 * 104_729 + 1));
+        let base = rng.range(85.0, 250.0);
+        let mut res = [Resonator::default(); 3];
+        let (mut phase, mut i) = (0.0f32, 0usize);
+        let mut to = VOWELS[(rng.next_u32() % VOWELS.len() as u32) as usize];
+        let mut glottal = 0.0f32;
+        while i < samples {
+            // A pause, a fricative, then a voiced syllable gliding between two vowels.
+            i += (rng.range(0.0, 0.35) * rng.range(0.0, 1.0) * SAMPLE_RATE as f32) as usize;
+            let fric = (rng.range(0.0, 0.08) * SAMPLE_RATE as f32) as usize;
+            let gain = rng.range(0.5, 1.5);
+            for x in mix.iter_mut().skip(i).take(fric) {
+                *x += 0.15 * gain * rng.gaussian();
+            }
+            i += fric;
+            let len = (rng.range(0.08, 0.3) * SAMPLE_RATE as f32) as usize;
+            let from = to;
+            to = VOWELS[(rng.next_u32() % VOWELS.len() as u32) as usize];
+            let (p0, p1) = (base * rng.range(0.85, 1.2), base * rng.range(0.8, 1.15));
+            for j in 0..len.min(samples.saturating_sub(i)) {
+                let t = j as f32 / len as f32;
+                let f0 = (p0 + (p1 - p0) * t) * (1.0 + 0.01 * rng.gaussian());
+                phase += f0 / SAMPLE_RATE as f32;
+                // A pulse per period, smoothed by a one-pole glottal low-pass.
+                let pulse = if phase >= 1.0 {
+                    phase -= 1.0;
+                    1.0
+                } else {
+                    0.0
+                };
+                glottal = 0.7 * glottal + pulse;
+                let env = (core::f32::consts::PI * t).sin();
+                let mut y = 0.0;
+                for (k, r) in res.iter_mut().enumerate() {
+                    let f = from[k] + (to[k] - from[k]) * t;
+                    y += r.step(glottal, f, 60.0 + 40.0 * k as f32) / (1 + k) as f32;
+                }
+                mix[i + j] += gain * env * y;
+            }
+            i += len;
+        }
+    }
+    to_pcm(mix, level_dbm0)
+}
+
+/// Synthetic music: a bass line, a three-note chord and a melody with vibrato, every note a
+/// harmonic series (its own timbre) with attack and decay, notes of 120-700 ms from an
+/// equal-tempered scale, and noise hits for percussion; scaled so its active parts sit at
+/// `level_dbm0`. Deterministic per `seed`.
+pub fn synthetic_music(samples: usize, level_dbm0: f32, seed: u32) -> Vec<i16> {
+    let mut mix = vec![0.0f32; samples];
+    let rate = SAMPLE_RATE as f32;
+    // (lowest MIDI note, span, harmonics' roll-off, vibrato depth)
+    let parts: [(u32, u32, f32, f32); 5] = [
+        (36, 17, 1.0, 0.0),
+        (55, 17, 1.5, 0.0),
+        (58, 17, 1.5, 0.0),
+        (62, 17, 1.5, 0.0),
+        (67, 22, 1.2, 0.006),
+    ];
+    for (p, &(low, span, rolloff, vibrato)) in parts.iter().enumerate() {
+        let mut rng = NoiseSource::new(seed.wrapping_mul(31).wrapping_add(p as u32 * 7717 + 3));
+        let mut i = 0usize;
+        while i < samples {
+            let len = (rng.range(0.12, 0.7) * rate) as usize;
+            let note = low + rng.next_u32() % span;
+            let f0 = 440.0 * 2f32.powf((note as f32 - 69.0) / 12.0);
+            let amp = rng.range(0.4, 1.0);
+            let decay = rng.range(2.0, 8.0);
+            let odd_only = rng.uniform() > 0.6;
+            let phase0 = rng.range(0.0, core::f32::consts::TAU);
+            for j in 0..len.min(samples - i) {
+                let t = j as f32 / rate;
+                let env = (t / 0.01).min(1.0) * (-decay * t).exp();
+                let vib = 1.0 + vibrato * (core::f32::consts::TAU * 5.5 * t).sin();
+                let mut y = 0.0;
+                let mut h = 1;
+                while h as f32 * f0 < 3600.0 {
+                    if !odd_only || h % 2 == 1 {
+                        let ph =
+                            core::f32::consts::TAU * h as f32 * f0 * vib * t + phase0 * h as f32;
+                        y += ph.sin() / (h as f32).powf(rolloff);
+                    }
+                    h += 1;
+                }
+                mix[i + j] += amp * env * y;
+            }
+            i += len;
+        }
+    }
+    // Percussion: short noise bursts on a beat.
+    let mut rng = NoiseSource::new(seed ^ 0xD5_D5);
+    let beat = (rng.range(0.25, 0.5) * rate) as usize;
+    for start in (0..samples).step_by(beat) {
+        if rng.uniform() > 0.0 {
+            for (j, x) in mix.iter_mut().skip(start).take(400).enumerate() {
+                *x += 0.8 * (-(j as f32) / 80.0).exp() * rng.gaussian();
+            }
+        }
+    }
+    to_pcm(mix, level_dbm0)
+}
+
+fn to_pcm(mut x: Vec<f32>, level_dbm0: f32) -> Vec<i16> {
+    scale_active_to(&mut x, level_dbm0);
+    x.iter()
+        .map(|v| v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
+        .collect()
+}
+
+/// Adds `background` under `signal` (sample by sample, saturating; the background repeats if
+/// it is shorter).
+pub fn add_background(signal: &mut [i16], background: &[i16]) {
+    for (i, s) in signal.iter_mut().enumerate() {
+        let b = background[i % background.len()];
+        *s = (*s as i32 + b as i32).clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@
 
 use crate::detector::SAMPLE_RATE;
 use crate::goertzel::{BlockTerms, GoertzelBank, BANK_SIZE};
+use crate::harmonic::{HannDft, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
-use crate::presence::HARMONIC_RATIOS;
 
 /// Samples in one guard block (10 ms).
 pub const GUARD_BLOCK: usize = 80;
@@ -42,6 +42,9 @@ pub struct OutputGuard {
     pair: [f32; 2 * GUARD_BLOCK],
     staged: usize,
     prev: Option<BlockTerms>,
+    /// The samples of the 20 ms window the last two blocks span, oldest first.
+    window: [f32; SPAN],
+    dft: HannDft,
     min_tone_energy: f32,
     relative_peak: f32,
     twist: f32,
@@ -76,6 +79,8 @@ impl OutputGuard {
             pair: [0.0; 2 * GUARD_BLOCK],
             staged: 0,
             prev: None,
+            window: [0.0; SPAN],
+            dft: HannDft::new(),
             min_tone_energy: level::sine_power(GUARD_MIN_LEVEL_DBM0) * (2 * GUARD_BLOCK) as f32,
             relative_peak: 10f32.powf(GUARD_RELATIVE_PEAK_DB / 10.0),
             twist: 10f32.powf(GUARD_MAX_TWIST_DB / 10.0),
@@ -98,7 +103,8 @@ impl OutputGuard {
                 }
                 let mut out = [BlockTerms::default(); 2];
                 self.run(&mut out);
-                for b in &out {
+                for (i, b) in out.iter().enumerate() {
+                    self.slide(i);
                     hit |= self.push_block(b);
                 }
                 x = &x[2 * GUARD_BLOCK..];
@@ -117,6 +123,7 @@ impl OutputGuard {
                 self.staged = 0;
                 let mut out = [BlockTerms::default(); 1];
                 self.run(&mut out);
+                self.slide(0);
                 hit |= self.push_block(&out[0]);
             }
         }
@@ -141,6 +148,13 @@ impl OutputGuard {
         } else {
             self.bank.run::<B, GUARD_BLOCK>(x, out);
         }
+    }
+
+    /// Moves the window on by block `i` of `pair`.
+    fn slide(&mut self, i: usize) {
+        self.window.copy_within(GUARD_BLOCK.., 0);
+        self.window[SPAN - GUARD_BLOCK..]
+            .copy_from_slice(&self.pair[i * GUARD_BLOCK..(i + 1) * GUARD_BLOCK]);
     }
 
     /// Takes the next block's terms; whether the 20 ms window it ends is DTMF-like.
@@ -207,9 +221,9 @@ impl OutputGuard {
             && !self.harmonic(older, newer, r, c)
     }
 
-    /// Whether the two lines are low harmonics of one pitch (voice, note): their frequencies,
-    /// from the phase advance between the two 10 ms blocks, in one of
-    /// [`HARMONIC_RATIOS`](crate::presence::HARMONIC_RATIOS).
+    /// Whether the two lines are harmonics of one pitch (voice, note): their frequencies, from
+    /// the phase advance between the two 10 ms blocks, judged by
+    /// [`HannDft::harmonic_pair`] on the window's samples.
     fn harmonic(&self, older: &BlockTerms, newer: &BlockTerms, r: usize, c: usize) -> bool {
         let freq = |k: usize| {
             let (ar, ai) = (self.align_re[k], self.align_im[k]);
@@ -224,10 +238,7 @@ impl OutputGuard {
             let per_turn = SAMPLE_RATE as f32 / (2.0 * core::f32::consts::PI * GUARD_BLOCK as f32);
             self.freqs[k] + pi.atan2(pr) * per_turn
         };
-        let ratio = freq(c) / freq(r);
-        HARMONIC_RATIOS
-            .iter()
-            .any(|&(h, tol)| (ratio - h).abs() <= tol * h)
+        self.dft.harmonic_pair(&self.window, freq(r), freq(c))
     }
 }
 

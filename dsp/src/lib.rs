@@ -12,6 +12,7 @@ pub mod g711;
 pub mod generator;
 pub mod goertzel;
 pub mod guard;
+pub mod harmonic;
 pub mod key;
 pub mod level;
 pub mod masker;

@@ -22,7 +22,7 @@ use crate::detector::{DtmfDetector, KeyPress, SUB_BLOCK};
 use crate::guard::OutputGuard;
 use crate::level;
 use crate::noise::NoiseSource;
-use crate::presence::TonePresence;
+use crate::presence::{TonePresence, MAX_CHUNK};
 
 /// Largest look-ahead, in 20 ms units.
 pub const MAX_LOOKAHEAD: usize = 3;
@@ -145,8 +145,13 @@ impl Masker {
         }
         let start = self.detector.position();
         let presence = &mut self.presence;
-        self.detector
-            .process_observed(frame, |terms| presence.push(terms));
+        // The presence test reads the samples of the window it judges: they go in just ahead
+        // of their terms, a bounded chunk at a time (four sub-blocks: the bank's stride).
+        for chunk in frame.chunks(MAX_CHUNK) {
+            presence.push_samples(chunk);
+            self.detector
+                .process_observed(chunk, |terms| presence.push(terms));
+        }
         let end = self.detector.position();
         self.pending[(self.pending_head + self.pending_len) % MAX_PENDING] = (start, end);
         self.pending_len += 1;
@@ -188,6 +193,9 @@ impl Masker {
     /// [`poll_verdict`](Self::poll_verdict) with what has been seen.
     pub fn flush(&mut self) {
         let presence = &mut self.presence;
+        // The detector completes its last sub-block with silence; so do the samples.
+        let missing = (SUB_BLOCK - self.detector.staged()) % SUB_BLOCK;
+        presence.push_samples(&[0; SUB_BLOCK][..missing]);
         self.detector.flush_observed(|terms| presence.push(terms));
         self.presence.flush();
         self.flushed = true;

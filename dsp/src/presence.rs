@@ -19,16 +19,27 @@
 //!   whose strongest harmonic happens to sit in one group scores a few tenths at most;
 //! - **relative peak**: each line's filter above the rest of its group at the nominal
 //!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
-//! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 2:1, …)
-//!   are a voice or a note, not a key — no DTMF pair comes within 1.9 % of these ratios.
+//! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 7:4, …)
+//!   *and* carrying the rest of that fundamental's series are a voice or a note, not a key
+//!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4);
+//! - **two real lines**: both lines stand in a Hann-windowed spectrum of the window's samples
+//!   within [`MAX_TWIST_DB`] of each other, so a single tone whose leakage into the other group's
+//!   broad 5 ms filters looks like a weak second line is not a key.
 //!
-//! Three tiers of [`EVIDENCE`] make a window DTMF-like: a clean pair at once, weaker pairs only
+//! Four tiers of [`EVIDENCE`] make a window DTMF-like: a clean pair at once, weaker pairs only
 //! when the same pair holds for several consecutive windows (speech rarely keeps two lines that
-//! dominate and are not harmonics of each other for 15-30 ms). Once marked, the pair stays
-//! marked while it holds [`HOLD_PAIR_SHARE`], so a key's tail under rising speech or noise stays
-//! covered. A marked run covers every window of it from its first, i.e. from up to 15 ms before
+//! dominate and are not harmonics of each other for 15-30 ms), the weakest (a key under louder
+//! music, voices or noise) only while both lines also hold still in frequency
+//! ([`STEADY_TOLERANCE`]). The harmonic verdict is weighed over the whole run, not per window: a
+//! run counts unless more than [`HARMONIC_SHARE`] of its windows looked harmonic (a note whose
+//! series happens to pass through a key's two lines shares some windows with it, a voice all).
+//! Once marked, the pair stays marked while it holds [`HOLD_PAIR_SHARE`], or while both lines
+//! are still there at the frequencies measured when it was marked, within
+//! [`HOLD_LINE_DROP_DB`] of their strongest level since (the tone is tracked by its frequency,
+//! not by its share, so a key partly under louder speech, music or noise stays covered to its
+//! end). A marked run covers every window of it from its first, i.e. from up to 15 ms before
 //! the first window that saw the tone: that, with a 20 ms look-ahead, is what catches onsets.
-//!
+
 //! Measured on the public leak battery (and its μ-law, band-pass and GSM round trips): every key
 //! any of three decoders reads is covered, while speech and music get about 0.1-0.3 % of their
 //! frames marked (README, "The masker").
@@ -37,6 +48,7 @@
 
 use crate::detector::{SAMPLE_RATE, SUB_BLOCK};
 use crate::goertzel::{BlockTerms, BANK_SIZE};
+use crate::harmonic::{HannDft, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
 use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
@@ -52,16 +64,20 @@ pub struct Evidence {
     pub shaped: bool,
     /// Consecutive windows of the same pair needed.
     pub windows: u32,
+    /// Whether those windows must also show both lines at one frequency each, within
+    /// [`STEADY_TOLERANCE`] (a generator's tone, not a glide).
+    pub steady: bool,
 }
 
 /// The tiers, strongest first: a clean pair marks at once; weaker pairs must persist.
-pub const EVIDENCE: [Evidence; 3] = [
+pub const EVIDENCE: [Evidence; 4] = [
     // Clean: the weaker line alone outweighs everything else.
     Evidence {
         min_share: 0.5,
         min_weak_to_rest: 1.2,
         shaped: false,
         windows: 1,
+        steady: false,
     },
     // Noisy or under speech, for 15 ms (three windows 5 ms apart).
     Evidence {
@@ -69,6 +85,7 @@ pub const EVIDENCE: [Evidence; 3] = [
         min_weak_to_rest: 0.3,
         shaped: true,
         windows: 3,
+        steady: false,
     },
     // Deep in noise or speech, for 30 ms.
     Evidence {
@@ -76,31 +93,36 @@ pub const EVIDENCE: [Evidence; 3] = [
         min_weak_to_rest: 0.15,
         shaped: true,
         windows: 6,
+        steady: false,
+    },
+    // Under louder music, voices or noise: two lines holding still for 30 ms while the
+    // background moves around them.
+    Evidence {
+        min_share: 0.2,
+        min_weak_to_rest: 0.08,
+        shaped: true,
+        windows: 6,
+        steady: true,
     },
 ];
+/// Largest drift of a line's measured frequency from the start of a steady run, as a fraction.
+///
+/// Keypad generators hold their frequencies still (a window's estimate wobbles by ±0.4 %);
+/// voiced speech glides and music's vibrato swings by more.
+pub const STEADY_TOLERANCE: f32 = 0.008;
+/// Largest share (numerator, denominator) of a run's shaped windows that may look harmonic for
+/// the run to count as a key: a half.
+pub const HARMONIC_SHARE: (u32, u32) = (1, 2);
+/// Windows in a row (5 ms apart) a run may miss its pair and go on: a key is judged over its
+/// whole duration, and louder moments of music or voices hide it from single windows.
+pub const MAX_RUN_GAP: u32 = 2;
 /// Share that keeps an already DTMF-like pair marked (the same two filters).
 pub const HOLD_PAIR_SHARE: f32 = 0.2;
 /// Smallest relative peak of each line over the rest of its group (nominal filters), dB.
 pub const MIN_RELATIVE_PEAK_DB: f32 = 4.0;
-/// Ratios of low harmonics (n/m, m ≤ 5, and 7/4, 7/3) in the range of DTMF pairs, each with
-/// how close (fraction) two lines' ratio must come to count as that pair of harmonics.
-///
-/// Harmonics of one pitch are exact multiples: measured voices and notes land within 0.3 % of
-/// these. DTMF pairs stay 1.9 % or more from all but two: 1209/697 and its kin are 0.9 % below
-/// 7/4 and 1633/697 is 0.4 % above 7/3, so those two get tolerances a key within 0.5 % (resp.
-/// 0.2 %) of its nominal frequencies stays outside. 7/5 (1.4), 0.8 % from 1336/941, is left out.
-pub const HARMONIC_RATIOS: [(f32, f32); 10] = [
-    (1.2, 0.008),
-    (1.25, 0.008),
-    (4.0 / 3.0, 0.008),
-    (1.5, 0.008),
-    (1.6, 0.008),
-    (5.0 / 3.0, 0.008),
-    (1.75, 0.004),
-    (1.8, 0.008),
-    (2.0, 0.008),
-    (7.0 / 3.0, 0.002),
-];
+/// How far (dB) a tracked line may fall below its strongest level since marking and still hold
+/// the mark: a tone filling a third of the window is 10 dB down.
+pub const HOLD_LINE_DROP_DB: f32 = 12.0;
 /// Largest frequency offset followed, as a fraction of the nominal frequency.
 ///
 /// Decoders read keys several per cent off (spandsp's wide filters up to about ±4.5 %); a
@@ -115,12 +137,38 @@ pub const MAX_TWIST_DB: f32 = 24.0;
 pub const MIN_TONE_LEVEL_DBM0: f32 = -66.0;
 /// Marked spans remembered (the masker asks about the last 100 ms or so).
 const SPANS: usize = 8;
+/// Samples kept for the Hann-windowed tests: the 20 ms window, a sub-block the detector may
+/// still be staging, and [`MAX_CHUNK`] pushed ahead of their terms (a power of two).
+const RING: usize = 512;
+/// Most samples that may be pushed with [`TonePresence::push_samples`] before their terms.
+pub const MAX_CHUNK: usize = 160;
+
+/// A marked pair being followed: its filters, the lines' phase advance per sub-block (their
+/// frequencies) when marked, and their strongest energy since.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    pair: (usize, usize),
+    advance: [(f32, f32); 2],
+    peak: [f32; 2],
+}
 
 /// A candidate pair's measures in one window.
 #[derive(Debug, Clone, Copy)]
 struct PairMeasure {
     share: f32,
     weak_to_rest: f32,
+}
+
+/// One window's judgement of its candidate pair.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    pair: (usize, usize),
+    /// The strongest tier of [`EVIDENCE`] met, the harmonic test aside.
+    tier: usize,
+    /// The lines' frequencies, Hz.
+    hz: (f32, f32),
+    /// Whether, for a shaped tier, the lines looked like harmonics of one voice or note.
+    harmonic: bool,
 }
 
 /// Consecutive windows of one pair not yet marked.
@@ -131,6 +179,15 @@ struct Run {
     start: u64,
     /// Windows so far that met each tier.
     windows: [u32; EVIDENCE.len()],
+    /// The lines' frequencies (Hz) when the steady count began.
+    hz: (f32, f32),
+    /// Consecutive windows at those frequencies that met each steady tier.
+    steady: [u32; EVIDENCE.len()],
+    /// Windows judged by a shaped tier, and how many of them looked harmonic.
+    shaped: u32,
+    harmonic: u32,
+    /// Consecutive windows since the last that met a tier with this pair.
+    misses: u32,
 }
 
 /// The masking test. See the module documentation.
@@ -145,7 +202,12 @@ pub struct TonePresence {
     history: [BlockTerms; WINDOW],
     blocks: u64,
     /// The marked pair being followed (row filter 0-3, column filter 4-7).
-    tracked: Option<(usize, usize)>,
+    tracked: Option<Track>,
+    hold_drop: f32,
+    dft: HannDft,
+    /// The last [`RING`] samples, by stream position.
+    ring: [f32; RING],
+    written: u64,
     run: Option<Run>,
     /// The span being marked, in samples.
     open: Option<(u64, u64)>,
@@ -184,11 +246,25 @@ impl TonePresence {
             history: [BlockTerms::default(); WINDOW],
             blocks: 0,
             tracked: None,
+            hold_drop: 10f32.powf(-HOLD_LINE_DROP_DB / 10.0),
+            dft: HannDft::new(),
+            ring: [0.0; RING],
+            written: 0,
             run: None,
             open: None,
             spans: [(0, 0); SPANS],
             span_next: 0,
             windows_marked: 0,
+        }
+    }
+
+    /// Takes the next samples of the stream (at most [`MAX_CHUNK`]), before their sub-blocks'
+    /// terms are pushed (the Hann-windowed tests read them).
+    #[inline]
+    pub fn push_samples(&mut self, x: &[i16]) {
+        for &v in x {
+            self.ring[(self.written % RING as u64) as usize] = v as f32;
+            self.written += 1;
         }
     }
 
@@ -205,45 +281,87 @@ impl TonePresence {
         let end = (now + 1) * SUB_BLOCK as u64;
         let blocks = self.window_blocks(now);
         let total: f32 = blocks.iter().map(|b| b.energy).sum();
-        if let Some((r, c)) = self.tracked {
-            let held = self
-                .measure(&blocks, r, c, total)
-                .is_some_and(|m| m.share >= HOLD_PAIR_SHARE);
-            if held {
+        if let Some(mut t) = self.tracked {
+            if self.holds(&blocks, &mut t, total) {
+                self.tracked = Some(t);
                 self.extend(start, end);
                 return;
             }
             self.tracked = None;
             self.close();
         }
-        let Some((pair, tier)) = self.judge(&blocks, total) else {
-            self.run = None;
+        let Some(Verdict {
+            pair,
+            tier,
+            hz,
+            harmonic,
+        }) = self.judge(&blocks, total)
+        else {
+            self.miss();
             return;
         };
         let mut run = match self.run {
             Some(run) if run.pair == pair => run,
+            // Another pair for a window or two inside a run is a louder moment of the
+            // background, not the end of the key.
+            Some(run) if run.misses < MAX_RUN_GAP && run.windows.iter().any(|&n| n > 1) => {
+                self.miss();
+                return;
+            }
             _ => Run {
                 pair,
                 start,
                 windows: [0; EVIDENCE.len()],
+                hz,
+                steady: [0; EVIDENCE.len()],
+                shaped: 0,
+                harmonic: 0,
+                misses: 0,
             },
         };
+        run.misses = 0;
+        if EVIDENCE[tier].shaped {
+            run.shaped += 1;
+            run.harmonic += harmonic as u32;
+        }
         // A window meeting a tier meets every weaker one too.
         for w in &mut run.windows[tier..] {
             *w += 1;
         }
-        if run
-            .windows
-            .iter()
-            .zip(&EVIDENCE)
-            .any(|(&n, e)| n >= e.windows)
-        {
-            self.tracked = Some(pair);
+        let near = |a: f32, b: f32| (a - b).abs() <= STEADY_TOLERANCE * b;
+        if !(near(hz.0, run.hz.0) && near(hz.1, run.hz.1)) {
+            run.hz = hz;
+            run.steady = [0; EVIDENCE.len()];
+        }
+        for w in &mut run.steady[tier..] {
+            *w += 1;
+        }
+        // Harmonics are judged over the run, not per window: a key under music can share a
+        // window with a note whose series happens to pass through its two lines, but not most
+        // of them; a voice's pair is harmonic in nearly all.
+        let not_harmonic = run.harmonic * HARMONIC_SHARE.1 <= run.shaped * HARMONIC_SHARE.0;
+        if EVIDENCE.iter().enumerate().any(|(i, e)| {
+            let n = if e.steady {
+                run.steady[i]
+            } else {
+                run.windows[i]
+            };
+            n >= e.windows && (!e.shaped || not_harmonic)
+        }) {
+            self.tracked = Some(self.track(&blocks, pair));
             self.run = None;
             self.extend(run.start, end);
         } else {
             self.run = Some(run);
         }
+    }
+
+    /// A window without the run's pair: the run survives [`MAX_RUN_GAP`] of them in a row.
+    fn miss(&mut self) {
+        self.run = self.run.filter(|r| r.misses < MAX_RUN_GAP).map(|r| Run {
+            misses: r.misses + 1,
+            ..r
+        });
     }
 
     /// Ends the stream: closes the span being marked.
@@ -264,6 +382,63 @@ impl TonePresence {
     /// Windows judged DTMF-like so far.
     pub fn windows_marked(&self) -> u64 {
         self.windows_marked
+    }
+
+    /// Starts following `pair` at the frequencies its lines show in this window.
+    fn track(&self, blocks: &[BlockTerms; WINDOW], pair: (usize, usize)) -> Track {
+        let line = |k: usize| {
+            let aligned = self.align.aligned(blocks.each_ref(), k);
+            let adv = phase_advance(&aligned)
+                .filter(|a| a.0 >= self.cos_offset[k])
+                .unwrap_or((1.0, 0.0));
+            (adv, rotated_power(&aligned, adv))
+        };
+        let ((ar, pr), (ac, pc)) = (line(pair.0), line(pair.1));
+        Track {
+            pair,
+            advance: [ar, ac],
+            peak: [pr, pc],
+        }
+    }
+
+    /// Whether a marked pair still sounds in this window: by its share, or by both lines still
+    /// being there at their tracked frequencies (see [`HOLD_LINE_DROP_DB`]).
+    fn holds(&self, blocks: &[BlockTerms; WINDOW], t: &mut Track, total: f32) -> bool {
+        let (r, c) = t.pair;
+        if self
+            .measure(blocks, r, c, total)
+            .is_some_and(|m| m.share >= HOLD_PAIR_SHARE)
+        {
+            return true;
+        }
+        let mut held = true;
+        for (i, k) in [r, c].into_iter().enumerate() {
+            let p = rotated_power(&self.align.aligned(blocks.each_ref(), k), t.advance[i]);
+            t.peak[i] = t.peak[i].max(p);
+            held &= p >= self.hold_drop * t.peak[i]
+                && p * 2.0 / (WINDOW * SUB_BLOCK) as f32 >= self.min_window_tone_energy;
+        }
+        held
+    }
+
+    /// The window's samples (the 20 ms ending with the newest sub-block), oldest first.
+    fn window_samples(&self) -> [f32; SPAN] {
+        let end = self.blocks * SUB_BLOCK as u64;
+        debug_assert!(self.written >= end, "samples pushed after their terms");
+        let start = end.saturating_sub(SPAN as u64);
+        core::array::from_fn(|i| self.ring[((start + i as u64) % RING as u64) as usize])
+    }
+
+    /// Whether both lines are real in the window's Hann-windowed spectrum: each within
+    /// [`MAX_TWIST_DB`] of the other at its measured frequency. A single tone leaks into the
+    /// other group's 5 ms filters; with the Hann window its leakage is 60 dB down or more.
+    fn two_lines(&self, x: &[f32; SPAN], (r, fr): (usize, f32), (c, fc): (usize, f32)) -> bool {
+        // At the measured frequency, or the nominal one where a line filling only part of the
+        // window was measured poorly.
+        let nominal = bank_frequencies();
+        let line = |k: usize, f: f32| self.dft.power(x, f).max(self.dft.power(x, nominal[k]));
+        let (pr, pc) = (line(r, fr), line(c, fc));
+        pr <= self.twist * pc && pc <= self.twist * pr
     }
 
     fn extend(&mut self, start: u64, end: u64) {
@@ -287,7 +462,7 @@ impl TonePresence {
     }
 
     /// The window's candidate pair and the strongest tier of [`EVIDENCE`] it meets, if any.
-    fn judge(&self, blocks: &[BlockTerms; WINDOW], total: f32) -> Option<((usize, usize), usize)> {
+    fn judge(&self, blocks: &[BlockTerms; WINDOW], total: f32) -> Option<Verdict> {
         if total < 2.0 * self.min_window_tone_energy {
             return None;
         }
@@ -308,23 +483,54 @@ impl TonePresence {
         // A strong tone of one group leaks into the other group's 5 ms filters (-14 dB 270 Hz
         // away), which can outweigh a tone 13 dB weaker: of each group's two strongest filters,
         // the one holding more energy at its own frequency is the line.
-        let pick = |a: usize, b: usize| {
+        let order = |a: usize, b: usize| {
             let (ea, eb) = (self.tone_energy(blocks, a), self.tone_energy(blocks, b));
             if eb > ea {
-                (b, eb)
+                [(b, eb), (a, ea)]
             } else {
-                (a, ea)
+                [(a, ea), (b, eb)]
             }
         };
-        let ((r, er), (c, ec)) = (pick(r1, r2), pick(4 + c1, 4 + c2));
+        let (rows, cols) = (order(r1, r2), order(4 + c1, 4 + c2));
+        // The preferred pair first; the runners-up only when the Hann-windowed spectrum shows
+        // that a picked line was the other group's tone leaking into a broad 5 ms filter.
+        let mut x = None;
+        for (r, er) in rows {
+            for (c, ec) in cols {
+                let Some(tier) = self.tier(blocks, (r, er), (c, ec), total) else {
+                    continue;
+                };
+                let x = x.get_or_insert_with(|| self.window_samples());
+                let (fr, fc) = (self.line_hz(blocks, r), self.line_hz(blocks, c));
+                if self.two_lines(x, (r, fr), (c, fc)) {
+                    let harmonic = EVIDENCE[tier].shaped && self.dft.harmonic_pair(x, fr, fc);
+                    return Some(Verdict {
+                        pair: (r, c),
+                        tier,
+                        hz: (fr, fc),
+                        harmonic,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The strongest tier of [`EVIDENCE`] lines `r` and `c` holding `er` and `ec` meet.
+    fn tier(
+        &self,
+        blocks: &[BlockTerms; WINDOW],
+        (r, er): (usize, f32),
+        (c, ec): (usize, f32),
+        total: f32,
+    ) -> Option<usize> {
         let m = self.pair_measure(er, ec, total)?;
         let mut shaped = None;
-        let tier = EVIDENCE.iter().position(|e| {
+        EVIDENCE.iter().position(|e| {
             m.share >= e.min_share
                 && m.weak_to_rest >= e.min_weak_to_rest
-                && (!e.shaped || *shaped.get_or_insert_with(|| self.shaped(blocks, r, c)))
-        })?;
-        Some(((r, c), tier))
+                && (!e.shaped || *shaped.get_or_insert_with(|| self.peaked(blocks, r, c)))
+        })
     }
 
     /// The pair's measures, or `None` when a line is too quiet or the twist too large.
@@ -355,8 +561,8 @@ impl TonePresence {
     }
 
     /// Whether each line stands [`MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
-    /// nominal frequencies and the two are not low harmonics of one fundamental.
-    fn shaped(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize) -> bool {
+    /// nominal frequencies.
+    fn peaked(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize) -> bool {
         let pow = self.align.coherent_power(blocks.each_ref());
         let (mut other_r, mut other_c) = (0.0f32, 0.0f32);
         for k in 0..4 {
@@ -367,18 +573,13 @@ impl TonePresence {
                 other_c = other_c.max(pow[4 + k]);
             }
         }
-        if pow[r] < self.relative_peak * other_r || pow[c] < self.relative_peak * other_c {
-            return false;
-        }
-        match (self.frequency(blocks, r), self.frequency(blocks, c)) {
-            (Some(fr), Some(fc)) => {
-                let ratio = fc / fr;
-                !HARMONIC_RATIOS
-                    .iter()
-                    .any(|&(h, tol)| (ratio - h).abs() <= tol * h)
-            }
-            _ => true,
-        }
+        pow[r] >= self.relative_peak * other_r && pow[c] >= self.relative_peak * other_c
+    }
+
+    /// Filter `k`'s line frequency in Hz: measured, or nominal when it cannot be.
+    fn line_hz(&self, blocks: &[BlockTerms; WINDOW], k: usize) -> f32 {
+        self.frequency(blocks, k)
+            .unwrap_or_else(|| bank_frequencies()[k])
     }
 
     /// Filter `k`'s line frequency in Hz, from its phase advance per sub-block.
@@ -437,7 +638,11 @@ mod tests {
     fn presence_of(samples: &[i16]) -> TonePresence {
         let mut det = DtmfDetector::new();
         let mut p = TonePresence::new();
-        det.process_observed(samples, |t| p.push(t));
+        for chunk in samples.chunks(MAX_CHUNK) {
+            p.push_samples(chunk);
+            det.process_observed(chunk, |t| p.push(t));
+        }
+        p.push_samples(&[0; SUB_BLOCK]);
         det.flush_observed(|t| p.push(t));
         p.flush();
         p

@@ -271,3 +271,27 @@ fn tiny_frames_beyond_the_pending_limit_are_replaced_unjudged() {
         assert_eq!(x.frame, i as u64);
     }
 }
+
+#[test]
+fn a_single_sustained_tone_near_a_dtmf_frequency_is_not_masked() {
+    // One line is not a key, however close to a DTMF frequency and however loud: no decoder
+    // reads it, and the agent should hear it.
+    use tonegate_dsp::key::{COL_HZ, ROW_HZ};
+    for &f in ROW_HZ.iter().chain(&COL_HZ) {
+        for offset in [-0.02f32, -0.01, 0.0, 0.01, 0.02] {
+            for level in [-3.0, -10.0, -30.0] {
+                let a = tonegate_dsp::level::amplitude(level);
+                let w = std::f32::consts::TAU * f * (1.0 + offset) / 8000.0;
+                let v: Vec<i16> = (0..16000)
+                    .map(|i| (a * (w * i as f32).sin()) as i16)
+                    .collect();
+                let (out, r) = mask_signal(&v, FRAME_SAMPLES, MaskingMode::Silence, 1).unwrap();
+                assert_eq!(
+                    (r.masked, out == v),
+                    (0, true),
+                    "{f} Hz {offset:+} at {level} dBm0"
+                );
+            }
+        }
+    }
+}

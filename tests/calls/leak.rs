@@ -11,7 +11,8 @@ use crate::common;
 
 use common::*;
 use tonegate_dsp::generator::{
-    add_noise_below, bad_line_keying, key_sequence, KeyedSignal, ToneSpec,
+    add_background, add_noise_below, babble, bad_line_keying, key_sequence, synthetic_music,
+    KeyedSignal, ToneSpec,
 };
 use tonegate_dsp::{level, mask_signal, MaskingMode, FRAME_SAMPLES};
 
@@ -231,4 +232,162 @@ fn speech_music_and_call_progress_tones_are_barely_masked() {
     );
     // The target is 0.5 % (the leak battery's talk-off audio measures about 0.3 %).
     assert!(masked * 200 <= frames, "{masked} of {frames} frames masked");
+}
+
+/// Longest run of `truth`'s keys that `read` holds in order (how a decoder without timing is
+/// scored, as the leak battery scores multimon-ng).
+fn in_order(truth: &str, read: &str) -> usize {
+    let b: Vec<char> = read.chars().collect();
+    let mut prev = vec![0usize; b.len() + 1];
+    for x in truth.chars() {
+        let mut cur = vec![0usize; b.len() + 1];
+        for (j, &y) in b.iter().enumerate() {
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                prev[j + 1].max(cur[j])
+            };
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Keys of `truth` that the best of multimon-ng, spandsp and permissive spandsp reads in
+/// `samples`, and what each read.
+fn readable(samples: &[i16], truth: &str) -> (usize, [String; 3]) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    tonegate::wav::write_pcm8k(&wav, samples).unwrap();
+    let read = [
+        multimon_keys(&wav),
+        spandsp_keys(&wav, false),
+        spandsp_keys(&wav, true),
+    ];
+    (read.iter().map(|r| in_order(truth, r)).max().unwrap(), read)
+}
+
+/// Masks every case in every mode; asserts that none of the three decoders reads any key after,
+/// listing every leak, and that they read at least `min_readable` keys before (so the cases
+/// test something). Keys are counted as the leak battery counts them.
+fn assert_none_leak(what: &str, cases: &[(String, KeyedSignal)], min_readable: usize) {
+    let (mut before, mut leaked, mut leaks) = (0, 0, Vec::new());
+    for (name, signal) in cases {
+        let truth = signal.key_string();
+        before += readable(&signal.samples, &truth).0;
+        let mut worst = 0;
+        for mode in MODES {
+            let (out, _) = mask_signal(&signal.samples, FRAME_SAMPLES, mode, 1).unwrap();
+            let (n, read) = readable(&out, &truth);
+            if n > 0 {
+                leaks.push(format!(
+                    "{name} ({mode:?}): {n} keys read (multimon-ng, spandsp, permissive) {read:?}"
+                ));
+            }
+            worst = worst.max(n);
+        }
+        leaked += worst;
+    }
+    eprintln!("{what}: {leaked} of {before} readable keys read after masking");
+    assert!(
+        leaks.is_empty(),
+        "{what}: {leaked} of {before} readable keys read after masking:\n{}",
+        leaks.join("\n")
+    );
+    assert!(
+        before >= min_readable,
+        "{what}: the decoders read only {before} keys unmasked"
+    );
+}
+
+#[test]
+fn off_nominal_keypads_every_key_either_tone_within_one_and_a_half_per_cent() {
+    // Keypad generators off nominal, in noise as loud as each tone: 1, 5, 9 and D come within
+    // 0.4 % of 7:4, A of 7:3, and others near other ratios of small integers — never a voice.
+    let mut cases = Vec::new();
+    for (i, pct) in [-1.5f32, -1.0, -0.5, 0.5, 1.0, 1.5].into_iter().enumerate() {
+        for (j, offset) in [(pct / 100.0, 0.0), (0.0, pct / 100.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let spec = ToneSpec {
+                freq_offset: offset,
+                ..tone(-20.0, 70)
+            };
+            let seed = 100 + 2 * i as u32 + j as u32;
+            let mut s = seq(spec, 80, seed);
+            add_noise_below(&mut s.samples, -20.0, 0.0, seed);
+            cases.push((format!("offset {offset:?}"), s));
+        }
+    }
+    assert_none_leak("off-nominal keys", &cases, 100);
+}
+
+/// Keys at -20 dBm0 per tone, `below` dB under `background` (its active level per tone).
+fn under(kind: &str, below: f32, seed: u32) -> (String, KeyedSignal) {
+    let level = -20.0;
+    let mut s = seq(tone(level, 70), 120, 200 + seed);
+    let n = s.samples.len();
+    let bg = match kind {
+        "music" => synthetic_music(n, level + below, seed),
+        "babble of 2" => babble(n, 2, level + below, seed),
+        _ => babble(n, 4, level + below, seed),
+    };
+    add_background(&mut s.samples, &bg);
+    (format!("{kind}, keys {below} dB under, seed {seed}"), s)
+}
+
+#[test]
+fn keys_up_to_6_db_under_music() {
+    let cases: Vec<_> = [6.0, 3.0, 0.0]
+        .into_iter()
+        .flat_map(|below| (1..=6).map(move |seed| under("music", below, seed)))
+        .collect();
+    assert_none_leak("keys under music", &cases, 180);
+}
+
+#[test]
+fn keys_up_to_6_db_under_babble() {
+    let cases: Vec<_> = ["babble of 2", "babble of 4"]
+        .into_iter()
+        .flat_map(|kind| {
+            [6.0, 3.0, 0.0]
+                .into_iter()
+                .flat_map(move |below| (1..=6).map(move |seed| under(kind, below, seed)))
+        })
+        .collect();
+    assert_none_leak("keys under babble", &cases, 400);
+}
+
+#[test]
+fn keys_in_noise_as_loud_as_they_are() {
+    // 0 dB S/N counted on the key (both tones) against all the noise.
+    let cases: Vec<_> = (1..=6)
+        .map(|seed| {
+            let mut s = seq(tone(-20.0, 70), 80, 300 + seed);
+            add_noise_below(&mut s.samples, -20.0 + 3.0, 0.0, seed);
+            (format!("0 dB S/N, seed {seed}"), s)
+        })
+        .collect();
+    assert_none_leak("keys in noise at 0 dB S/N", &cases, 60);
+}
+
+#[test]
+fn music_and_babble_without_keys_are_barely_masked() {
+    // Over-masking where the new cases' backgrounds play alone: music is all steady lines, so
+    // it may lose a little more than speech; babble is speech.
+    let n = 8000 * 30;
+    for (kind, bg, limit_pct) in [
+        ("music", synthetic_music(n, -15.0, 9), 5.0),
+        ("babble of 2", babble(n, 2, -15.0, 9), 1.0),
+        ("babble of 4", babble(n, 4, -15.0, 9), 1.0),
+    ] {
+        let (_, r) = mask_signal(&bg, FRAME_SAMPLES, MaskingMode::Silence, 1).unwrap();
+        let pct = r.masked as f64 * 100.0 / r.frames as f64;
+        eprintln!(
+            "{kind} alone: {} of {} frames masked ({pct:.2} %)",
+            r.masked, r.frames
+        );
+        assert!(pct <= limit_pct, "{kind}: {pct:.2} % of frames masked");
+    }
 }

@@ -1,0 +1,169 @@
+//! Are two spectral lines harmonics of one pitch (a voice, a note), or two independent tones
+//! (a key)? The physical test the masking presence test and the output guard share.
+//!
+//! Two lines in a ratio of small integers n:m are *consistent* with one fundamental f0 = fr/m,
+//! but a keypad generator a little off nominal lands there too (keys 1, 5, 9 and D sit 0.9 %
+//! below 7:4). A voice or a note carries the rest of its series: the harmonics next to the two
+//! lines, at multiples of the same f0, standing above the spectrum between them. So the verdict
+//! "harmonic" needs that evidence from the audio itself — the comb of f0's other harmonics
+//! holding clearly more power than the comb halfway between them, enough of it to be part of
+//! the same sound, and each line no louder than that series' envelope allows — never the ratio
+//! of two lines alone.
+//!
+//! Measured on a 20 ms span with a Hann window (sidelobes too low for the two lines to fake
+//! their neighbours), at a handful of frequencies by Goertzel: only for pairs whose ratio is
+//! near a small-integer one, so not per frame in normal audio. Sans-IO, no allocation.
+
+use crate::detector::SAMPLE_RATE;
+
+/// Samples in the span judged (20 ms).
+pub const SPAN: usize = 160;
+/// How close (fraction) two lines' ratio must be to n:m to ask whether they are harmonics
+/// (a voice's pitch glides within 20 ms, and measured line frequencies wander with it).
+pub const RATIO_TOLERANCE: f32 = 0.02;
+/// Largest harmonic number of the low line: fundamentals from about 85 Hz up (a low voice;
+/// where a 20 ms window cannot resolve the harmonics the comb fails and the verdict is "not
+/// harmonic").
+pub const MAX_HARMONIC: u32 = 8;
+/// Power of the comb at f0's other harmonics over the comb halfway between them, at least.
+pub const MIN_COMB_RATIO: f32 = 4.0;
+/// Mean power of those harmonics over the weaker line's, at least (-15 dB).
+pub const MIN_SERIES_TO_LINE: f32 = 0.03;
+/// How far (dB) each line may stand above the louder of its two neighbours in the series and
+/// still be one of its harmonics: a voice's or instrument's spectral envelope does not rise that
+/// steeply from one harmonic to the next (speech measures up to 5 dB mostly, rarely above 9).
+pub const MAX_LINE_EXCESS_DB: f32 = 9.0;
+/// Fewest other harmonics that must fall in the band for a verdict "harmonic".
+pub const MIN_PROBES: usize = 3;
+/// Band where harmonics are looked for, Hz (the telephone band).
+const BAND: (f32, f32) = (250.0, 3600.0);
+
+/// Hann-windowed spectral power at arbitrary frequencies over a [`SPAN`].
+#[derive(Debug, Clone)]
+pub struct HannDft {
+    window: [f32; SPAN],
+    max_excess: f32,
+}
+
+impl Default for HannDft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HannDft {
+    /// The window, computed once.
+    pub fn new() -> Self {
+        let mut window = [0.0; SPAN];
+        for (n, w) in window.iter_mut().enumerate() {
+            let x = core::f64::consts::PI * (n as f64 + 0.5) / SPAN as f64;
+            *w = (x.sin() * x.sin()) as f32;
+        }
+        HannDft {
+            window,
+            max_excess: 10f32.powf(MAX_LINE_EXCESS_DB / 10.0),
+        }
+    }
+
+    /// `|Σ w[n] x[n] e^{-jωn}|²` at `f` Hz (Goertzel).
+    #[inline]
+    pub fn power(&self, x: &[f32; SPAN], f: f32) -> f32 {
+        let w = core::f32::consts::TAU * f / SAMPLE_RATE as f32;
+        let c = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for (v, h) in x.iter().zip(&self.window) {
+            let s0 = v * h + c * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        s1 * s1 + s2 * s2 - c * s1 * s2
+    }
+
+    /// Whether lines at `fr` and `fc` Hz (fr < fc) in `x` are two harmonics of one pitch:
+    /// for some fundamental f0 = fr/m (m ≤ [`MAX_HARMONIC`]) that puts fc within
+    /// [`RATIO_TOLERANCE`] of a multiple n·f0, f0's neighbouring harmonics are present as a
+    /// series (module documentation). Every such f0 is tried: lines at the 4th and 8th harmonic
+    /// of a voice also fit 2:1, whose comb would miss the harmonics in between.
+    pub fn harmonic_pair(&self, x: &[f32; SPAN], fr: f32, fc: f32) -> bool {
+        let ratio = fc / fr;
+        let mut lines = None;
+        for m in 1..=MAX_HARMONIC {
+            let n = (ratio * m as f32).round() as u32;
+            let r = n as f32 / m as f32;
+            if n <= m || (ratio - r).abs() > RATIO_TOLERANCE * r {
+                continue;
+            }
+            let f0 = 0.5 * (fr / m as f32 + fc / n as f32);
+            let (mut peaks, mut valleys, mut probes) = (0.0f32, 0.0f32, 0usize);
+            for h in m.saturating_sub(2).max(1)..=n + 3 {
+                let f = h as f32 * f0;
+                if h == m || h == n || f < BAND.0 || f > BAND.1 {
+                    continue;
+                }
+                peaks += self.power(x, f);
+                valleys += 0.5 * (self.power(x, f - 0.5 * f0) + self.power(x, f + 0.5 * f0));
+                probes += 1;
+            }
+            if probes < MIN_PROBES || peaks < MIN_COMB_RATIO * valleys {
+                continue;
+            }
+            let (pr, pc) = *lines.get_or_insert_with(|| (self.power(x, fr), self.power(x, fc)));
+            if peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32 {
+                continue;
+            }
+            // Each line must also sit on the series' envelope: no higher than its neighbours
+            // allow. A key under a note whose series runs through it stands out of it.
+            let fits = |h: u32, p: f32| {
+                let next = self
+                    .power(x, (h - 1) as f32 * f0)
+                    .max(self.power(x, (h + 1) as f32 * f0));
+                p <= self.max_excess * next
+            };
+            if fits(m, pr) && fits(n, pc) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{COL_HZ, ROW_HZ};
+
+    fn span(parts: &[(f32, f32)], noise: f32, seed: u32) -> [f32; SPAN] {
+        let mut rng = crate::NoiseSource::new(seed);
+        core::array::from_fn(|i| {
+            let t = i as f32 / SAMPLE_RATE as f32;
+            parts
+                .iter()
+                .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
+                .sum::<f32>()
+                + noise * rng.gaussian()
+        })
+    }
+
+    #[test]
+    fn a_voice_is_harmonic_and_an_off_nominal_key_is_not() {
+        let d = HannDft::new();
+        // A voice at 174 Hz whose 4th and 7th harmonics sit near key 1's pair, with the rest
+        // of its series rolling off.
+        let f0 = 174.5;
+        let voice: Vec<(f32, f32)> = (2..=20)
+            .map(|h| (h as f32 * f0, 3000.0 / h as f32))
+            .collect();
+        let x = span(&voice, 30.0, 1);
+        assert!(d.harmonic_pair(&x, 4.0 * f0, 7.0 * f0));
+        // Its 4th and 8th harmonics: 2:1, and the series between them.
+        assert!(d.harmonic_pair(&x, 4.0 * f0, 8.0 * f0));
+        // Key 1 from a generator 1 % high on its column tone: exactly in the 7:4 window, with
+        // and without noise as loud as the tones.
+        let (fr, fc) = (ROW_HZ[0], COL_HZ[0] * 1.01);
+        for seed in 0..20 {
+            let noise = if seed == 0 { 0.0 } else { 1000.0 };
+            let x = span(&[(fr, 1400.0), (fc, 1400.0)], noise, seed);
+            assert!(!d.harmonic_pair(&x, fr, fc), "noise {noise} seed {seed}");
+        }
+    }
+}
