@@ -179,6 +179,7 @@ pub fn spawn(
             let peer = Peer {
                 uid: stream.peer_cred().map(|c| c.uid()).ok(),
             };
+            tracing::debug!(actor = %peer.actor(), "control connection");
             let svc =
                 hyper_util::service::TowerToHyperService::new(app.clone().layer(Extension(peer)));
             tokio::spawn(async move {
