@@ -225,7 +225,7 @@ fn the_systemd_unit_verifies() {
     let path = dir.path().join("tonegate.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/tonegate", env!("CARGO_BIN_EXE_tonegate")),
+        unit.replace("/usr/bin/tonegate", env!("CARGO_BIN_EXE_tonegate")),
     )
     .unwrap();
     let out = Command::new(analyze)
@@ -716,6 +716,26 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
     }
 }
 
+/// Writes `dir/t.toml`: the shipped config with `server_extra` merged into `[server]`, HTTP
+/// on a free loopback port, the database and the control socket (`ctl.sock`) given relative
+/// to `dir`.
+fn served_config(dir: &std::path::Path, server_extra: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut base: toml::Table = toml::from_str(&shipped).unwrap();
+    let extra: toml::Table = toml::from_str(server_extra).unwrap();
+    let server = base["server"].as_table_mut().unwrap();
+    server.insert("listen".into(), "127.0.0.1:0".into());
+    server.insert("control_socket".into(), "ctl.sock".into());
+    server.extend(extra);
+    base["store"]
+        .as_table_mut()
+        .unwrap()
+        .insert("sqlite_path".into(), "state/t.db".into());
+    let cfg = dir.join("t.toml");
+    std::fs::write(&cfg, toml::to_string(&base).unwrap()).unwrap();
+    cfg
+}
+
 /// A `tonegate serve` child started from `/` (relative paths in its config are its
 /// directory's), its HTTP address and its log lines as they come.
 struct Served {
@@ -727,22 +747,10 @@ struct Served {
 }
 
 impl Served {
-    /// Starts the shipped config with `extra` TOML merged into `[server]`, the database and
-    /// the control socket (`ctl.sock`) named relative to the config's directory `dir`.
+    /// Starts the shipped config with `server_extra` TOML merged into `[server]`, the database
+    /// and the control socket (`ctl.sock`) named relative to the config's directory `dir`.
     fn start(dir: &std::path::Path, server_extra: &str, env: &[(&str, &str)]) -> Served {
-        let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
-        let mut base: toml::Table = toml::from_str(&shipped).unwrap();
-        let extra: toml::Table = toml::from_str(server_extra).unwrap();
-        let server = base["server"].as_table_mut().unwrap();
-        server.insert("listen".into(), "127.0.0.1:0".into());
-        server.insert("control_socket".into(), "ctl.sock".into());
-        server.extend(extra);
-        base["store"]
-            .as_table_mut()
-            .unwrap()
-            .insert("sqlite_path".into(), "state/t.db".into());
-        let cfg = dir.join("t.toml");
-        std::fs::write(&cfg, toml::to_string(&base).unwrap()).unwrap();
+        let cfg = served_config(dir, server_extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tonegate"));
         cmd.args(["serve", "--config", cfg.to_str().unwrap()])
             .current_dir("/")
@@ -1075,4 +1083,184 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
     assert!(!gone.status.success());
     let err = String::from_utf8_lossy(&gone.stderr);
     assert!(err.contains("no gateway at"), "{err}");
+}
+
+/// `Type=notify`: with NOTIFY_SOCKET set, READY=1 comes once every listener (HTTP, internal,
+/// control socket) already accepts; the watchdog pings while it runs (WATCHDOG_USEC); a
+/// drain sends STOPPING=1.
+#[test]
+fn systemd_hears_ready_only_once_every_listener_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("no notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // The internal listener on a port the kernel picks, named in the log.
+    let cfg = served_config(dir.path(), "[internal]\nlisten = \"127.0.0.1:0\"\n");
+    // WATCHDOG_PID must be the gateway's own: a shell that execs it keeps its pid.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_tonegate"))
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = next();
+    // Everything bound is logged before READY is sent; read the addresses now.
+    let mut gw = Served::watch(child);
+    let internal = gw.wait_line(|l| l.contains("internal listener"));
+    let internal = internal
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(first.trim(), "READY=1", "the first notification");
+    // READY=1 was already sent: each listener accepts now.
+    TcpStream::connect(&gw.http).expect("HTTP accepts");
+    TcpStream::connect(&internal).expect("the internal listener accepts");
+    let socket = dir.path().join("ctl.sock");
+    std::os::unix::net::UnixStream::connect(&socket).expect("the control socket accepts");
+    // Pings every 100 ms while it runs.
+    for _ in 0..3 {
+        assert_eq!(next().trim(), "WATCHDOG=1");
+    }
+    ctl_ok(&socket, &["drain"]);
+    let mut stopping = false;
+    for _ in 0..50 {
+        if next().trim() == "STOPPING=1" {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after the drain");
+    let status = wait_exit(&mut gw.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+/// The Debian package (scripts/deb, cargo-deb) from this build: lintian finds nothing; it
+/// holds the unit, the config as a conffile, the man page, completions and no debug info in
+/// the binary (that is in tonegate-dbgsym); its scripts create the user the unit runs as and
+/// give that group read access to the config.
+#[test]
+fn the_debian_package_passes_lintian() {
+    let (Some(lintian), Some(_)) = (common::tool("lintian"), common::tool("cargo-deb")) else {
+        common::skip(
+            "Debian package",
+            "lintian or cargo-deb is not installed (scripts/test installs both)",
+        );
+        return;
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = Command::new(common::root().join("scripts/deb"))
+        .args(["--profile", "dev", "--no-build", "-o"])
+        .arg(out_dir.path())
+        .env(
+            "CARGO_TARGET_DIR",
+            std::path::Path::new(env!("CARGO_BIN_EXE_tonegate"))
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = out_dir.path().join("tonegate_0.1.0-1_amd64.deb");
+    let lint = Command::new(lintian)
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        lint.status.success() && !said.lines().any(|l| l.starts_with(['E', 'W'])),
+        "lintian: {said}{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let list = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for f in [
+        "./usr/bin/tonegate",
+        "./usr/lib/systemd/system/tonegate.service",
+        "./etc/tonegate/tonegate.toml",
+        "./usr/share/man/man1/tonegate.1.gz",
+        "./usr/share/bash-completion/completions/tonegate",
+        "./usr/share/tonegate/prompts/en/enter_card_number.wav",
+    ] {
+        assert!(list.contains(f), "{f} not in the package:\n{list}");
+    }
+    assert!(
+        !list.contains("/usr/lib/debug/"),
+        "debug info is in tonegate-dbgsym"
+    );
+    let ctrl = out_dir.path().join("control");
+    assert!(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(&ctrl)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        std::fs::read_to_string(ctrl.join("conffiles"))
+            .unwrap()
+            .trim(),
+        "/etc/tonegate/tonegate.toml"
+    );
+    // The binary ships without debug sections.
+    let data = out_dir.path().join("data");
+    assert!(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&data)
+        .status()
+        .unwrap()
+        .success());
+    let sections = Command::new("objdump")
+        .arg("-h")
+        .arg(data.join("usr/bin/tonegate"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_info"));
+    // The unit's user and group are the ones postinst creates and gives the config to.
+    let unit =
+        std::fs::read_to_string(data.join("usr/lib/systemd/system/tonegate.service")).unwrap();
+    let postinst = std::fs::read_to_string(ctrl.join("postinst")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "User=tonegate") && unit.lines().any(|l| l == "Group=tonegate")
+    );
+    assert!(
+        !unit.contains("DynamicUser=yes"),
+        "a dynamic user could not read the config"
+    );
+    assert!(unit.lines().any(|l| l == "Type=notify"));
+    assert!(postinst.contains("adduser --system --group"), "{postinst}");
+    assert!(postinst.contains("chown root:tonegate /etc/tonegate /etc/tonegate/tonegate.toml"));
+    assert!(postinst.contains("chmod 0640 /etc/tonegate/tonegate.toml"));
+    // The packaged config names the control socket in the unit's RuntimeDirectory.
+    let cfg = std::fs::read_to_string(data.join("etc/tonegate/tonegate.toml")).unwrap();
+    assert!(
+        cfg.contains("\"/run/tonegate/ctl.sock\"") && unit.contains("RuntimeDirectory=tonegate")
+    );
 }
