@@ -1214,14 +1214,19 @@ fn the_debian_package_passes_lintian() {
         !list.contains("/usr/lib/debug/"),
         "debug info is in tonegate-dbgsym"
     );
-    let ctrl = out_dir.path().join("control");
-    assert!(Command::new("dpkg-deb")
-        .arg("-e")
-        .arg(&deb)
-        .arg(&ctrl)
-        .status()
-        .unwrap()
-        .success());
+    // Unpacks the package's control (-e) or data (-x) part into `name`.
+    let unpack = |how: &str, name: &str| {
+        let to = out_dir.path().join(name);
+        let ok = Command::new("dpkg-deb")
+            .arg(how)
+            .arg(&deb)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "dpkg-deb {how}");
+        to
+    };
+    let ctrl = unpack("-e", "control");
     assert_eq!(
         std::fs::read_to_string(ctrl.join("conffiles"))
             .unwrap()
@@ -1229,14 +1234,7 @@ fn the_debian_package_passes_lintian() {
         "/etc/tonegate/tonegate.toml"
     );
     // The binary ships without debug sections.
-    let data = out_dir.path().join("data");
-    assert!(Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&data)
-        .status()
-        .unwrap()
-        .success());
+    let data = unpack("-x", "data");
     let sections = Command::new("objdump")
         .arg("-h")
         .arg(data.join("usr/bin/tonegate"))
