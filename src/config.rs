@@ -484,6 +484,11 @@ pub struct ServerConfig {
     /// Development only: `POST /admin/v1/clock` moves this gateway's wall clock forward, so
     /// tests of expiries (tokens, links, sessions) need not wait. Production refuses it.
     pub adjustable_clock: bool,
+    /// The local control socket `tonegate ctl` talks to (a Unix socket, mode 0660: who may
+    /// open it may list, end and drain calls). Absent: none.
+    pub control_socket: Option<PathBuf>,
+    /// A drain (`tonegate ctl drain`) lets live calls run up to this many seconds, then stops.
+    pub drain_calls_s: u64,
 }
 
 /// `[server.internal]`: the operators' listener (bind it to a private address).
@@ -553,6 +558,8 @@ impl Default for ServerConfig {
             behind_tls_proxy: false,
             tls: None,
             adjustable_clock: false,
+            control_socket: None,
+            drain_calls_s: 3600,
         }
     }
 }
@@ -638,6 +645,52 @@ impl Config {
         Ok(())
     }
 
+    /// Makes every relative path in the configuration (defaults included) relative to `base`,
+    /// the config file's directory, so `serve` runs the same from any working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.store.sqlite_path);
+        fix(&mut self.prompts.dir);
+        if let Some(t) = &mut self.server.tls {
+            fix(&mut t.cert_file);
+            fix(&mut t.key_file);
+        }
+        if let Some(s) = &mut self.server.control_socket {
+            fix(s);
+        }
+        let secret = |v: &mut String| {
+            if let Some(p) = v.strip_prefix("file:") {
+                if Path::new(p).is_relative() {
+                    *v = format!("file:{}", base.join(p).display());
+                }
+            }
+        };
+        if let Some(k) = &mut self.auth.signing_key {
+            secret(k);
+        }
+        for c in &mut self.auth.clients {
+            if let Some(v) = &mut c.secret {
+                secret(v);
+            }
+        }
+        for a in &mut self.accounts {
+            for v in [&mut a.stripe_secret_key, &mut a.webhook_secret]
+                .into_iter()
+                .flatten()
+            {
+                secret(v);
+            }
+        }
+        secret(&mut self.sms.twilio_auth_token);
+    }
+
     /// Reads every secret setting given as `env:NAME` or `file:PATH`, and notes which are
     /// inline.
     fn resolve_secrets(&mut self) -> Result<(), String> {
@@ -687,6 +740,7 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         config
             .resolve_secrets()
             .map_err(|message| ConfigError::Invalid {

@@ -14,6 +14,7 @@ pub mod clock;
 pub use tonegate_card as card;
 pub use tonegate_card::capture;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod forwarded;
 pub mod hygiene;

@@ -20,10 +20,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (HTTP API, relay, payment pages).
+    ///
+    /// Relative paths in the configuration are relative to the file's own directory.
     Serve {
         /// Configuration file.
         #[arg(long, short, default_value = "config/tonegate.toml")]
         config: PathBuf,
+    },
+    /// Operate a running gateway through its control socket (server.control_socket): list,
+    /// show and terminate calls, totals, the call limit, a drain, the log level.
+    ///
+    /// Whoever may open the socket may use every command: by default the gateway's user and
+    /// group (mode 0660).
+    Ctl(tonegate::ctl::Args),
+    /// Print the manual page (roff) to stdout.
+    Manpage,
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Run ApiInteraction XML definitions in order and print the resulting variables as JSON.
     ///
@@ -124,6 +140,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Ctl(args) => tonegate::ctl::run(&args),
+        Command::Manpage => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .and_then(|()| out.flush())
+                .context("writing the manual page")
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tonegate", &mut std::io::stdout());
+            Ok(())
+        }
         Command::HashSecret => hash_secret(),
         Command::Demo { config, out } => match tonegate::demo::run(&config, &out) {
             Ok(true) => Ok(()),
@@ -247,9 +276,31 @@ fn init_tracing(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Reloadable, for `tonegate ctl log-level`; the handle's type differs by format, the
+    // setter hides it.
+    fn setter<S: 'static>(
+        h: tracing_subscriber::reload::Handle<EnvFilter, S>,
+    ) -> tonegate::server::control::FilterSetter
+    where
+        tracing_subscriber::reload::Handle<EnvFilter, S>: Send + Sync,
+    {
+        Box::new(move |level| {
+            let f = EnvFilter::try_new(level).map_err(|e| format!("bad log filter: {e}"))?;
+            h.reload(f).map_err(|e| e.to_string())
+        })
+    }
+    use tonegate::server::control::install_log_filter;
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let b = builder.json().with_filter_reloading();
+            install_log_filter(setter(b.reload_handle()));
+            b.init()
+        }
+        LogFormat::Text => {
+            let b = builder.with_filter_reloading();
+            install_log_filter(setter(b.reload_handle()));
+            b.init()
+        }
     }
 }
 

@@ -35,7 +35,8 @@ pub struct PromptConfig {
 impl Default for PromptConfig {
     fn default() -> Self {
         PromptConfig {
-            dir: "config/prompts".into(),
+            // Beside the config file (relative paths are resolved against its directory).
+            dir: "prompts".into(),
         }
     }
 }

@@ -195,6 +195,9 @@ pub struct CallCounters {
     pub rtp_in: [AtomicU64; 2],
     /// RTP packets sent towards caller and agent leg.
     pub rtp_out: [AtomicU64; 2],
+    /// RTP packets missing from each leg's sequence (gaps; reordered packets are not
+    /// counted back).
+    pub rtp_lost: [AtomicU64; 2],
     /// Bytes received per leg (RTP and RTCP).
     pub bytes_in: [AtomicU64; 2],
     /// Bytes sent per leg.
@@ -251,6 +254,8 @@ pub struct CallMedia {
     audio_pt: u8,
     /// Media from this leg is dropped (ng `block media`).
     blocked: [bool; 2],
+    /// Each leg's last RTP (SSRC, sequence number), for counting lost packets.
+    last_seq: [Option<(u32, u16)>; 2],
     /// When the next prompt frame is due (while one plays).
     prompt_due: Option<Instant>,
     /// A prompt frame is due now: [`poll_transmit`](Self::poll_transmit) writes it.
@@ -315,6 +320,7 @@ impl CallMedia {
             prompt: PromptPlayer::new(cfg.law, cfg.prompt_start),
             audio_pt,
             blocked: [false; 2],
+            last_seq: [None; 2],
             prompt_due: None,
             prompt_pending: false,
             now,
@@ -490,6 +496,7 @@ impl CallMedia {
         }
         self.accepted += 1;
         CallCounters::bump(&self.counters.rtp_in[side.index()], 1);
+        self.count_loss(side, &hdr);
         // The caller's audio goes through the secure path even with nobody to send it to
         // (self-service has no agent leg): that is where keys are heard.
         let disposition = match side {
@@ -516,6 +523,26 @@ impl CallMedia {
             Disposition::ForwardNow => Some(self.sent(side.other(), Channel::Rtp, to, len, true)),
             Disposition::Queued | Disposition::Consumed | Disposition::Uninspectable => None,
         }
+    }
+
+    /// Counts the packets a sequence gap says went missing. A packet a little behind the
+    /// last (late or duplicated) changes nothing; a jump of 3000 or more, or a new SSRC,
+    /// starts the count over (a restarted stream, not loss).
+    fn count_loss(&mut self, side: Side, hdr: &RtpHeader) {
+        const FAR: u16 = 3000;
+        let last = &mut self.last_seq[side.index()];
+        if let Some((ssrc, seq)) = *last {
+            let gap = hdr.seq.wrapping_sub(seq);
+            if ssrc == hdr.ssrc {
+                if gap == 0 || gap > u16::MAX - FAR {
+                    return;
+                }
+                if gap > 1 && gap < FAR {
+                    CallCounters::bump(&self.counters.rtp_lost[side.index()], u64::from(gap - 1));
+                }
+            }
+        }
+        *last = Some((hdr.ssrc, hdr.seq));
     }
 
     /// The next datagram ready to go (a due prompt frame, then what the secure path has

@@ -137,3 +137,31 @@ fn a_leg_learning_its_remote_is_reported_once() {
     let _ = m.on_datagram(Side::Agent, Channel::Rtp, agent, &mut p, n);
     assert_eq!(events(&mut m), []);
 }
+
+#[test]
+fn lost_packets_are_counted_from_sequence_gaps_not_from_late_or_restarted_ones() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut m, _) = call(3);
+    // Index 0 is the caller's leg.
+    let lost = |m: &CallMedia| m.counters().rtp_lost[0].load(Relaxed);
+    for seq in [65530, 65531, 65534, 2] {
+        caller_packet(&mut m, seq);
+    }
+    // 65532-65533 and 65535, 0, 1 (across the wrap) are missing.
+    assert_eq!(lost(&m), 5);
+    // Late and duplicated packets are neither loss nor a new position.
+    for seq in [65535, 2, 1] {
+        caller_packet(&mut m, seq);
+    }
+    caller_packet(&mut m, 3);
+    assert_eq!(lost(&m), 5);
+    // A restarted stream (a jump of thousands) starts counting over.
+    caller_packet(&mut m, 30_000);
+    caller_packet(&mut m, 30_002);
+    assert_eq!(lost(&m), 6);
+    assert_eq!(
+        m.counters().rtp_in[0].load(Relaxed),
+        10,
+        "every packet was received"
+    );
+}

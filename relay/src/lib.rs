@@ -21,7 +21,7 @@ mod uring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -225,6 +225,10 @@ pub struct CounterSnapshot {
     pub caller_rtp_out: u64,
     /// RTP packets sent to the agent.
     pub agent_rtp_out: u64,
+    /// RTP packets missing from the caller's sequence.
+    pub caller_rtp_lost: u64,
+    /// RTP packets missing from the agent's sequence.
+    pub agent_rtp_lost: u64,
     /// Bytes received (both legs).
     pub bytes_in: u64,
     /// Bytes sent (both legs).
@@ -263,6 +267,8 @@ impl CounterSnapshot {
             agent_rtp_in: r(&c.rtp_in[1]),
             caller_rtp_out: r(&c.rtp_out[0]),
             agent_rtp_out: r(&c.rtp_out[1]),
+            caller_rtp_lost: r(&c.rtp_lost[0]),
+            agent_rtp_lost: r(&c.rtp_lost[1]),
             bytes_in: r(&c.bytes_in[0]) + r(&c.bytes_in[1]),
             bytes_out: r(&c.bytes_out[0]) + r(&c.bytes_out[1]),
             rtcp: r(&c.rtcp),
@@ -285,6 +291,8 @@ impl CounterSnapshot {
         self.agent_rtp_in += o.agent_rtp_in;
         self.caller_rtp_out += o.caller_rtp_out;
         self.agent_rtp_out += o.agent_rtp_out;
+        self.caller_rtp_lost += o.caller_rtp_lost;
+        self.agent_rtp_lost += o.agent_rtp_lost;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.rtcp += o.rtcp;
@@ -691,6 +699,10 @@ pub struct CallNotice {
 
 struct Inner {
     cfg: RelayConfig,
+    /// The call limit in force (`relay.max_calls`, changed at run time by an operator).
+    max_calls: AtomicUsize,
+    /// Set when the gateway drains: no new calls.
+    draining: AtomicBool,
     engine: Engine,
     numbers: AtomicU64,
     /// Unbounded on purpose: a dropped notice is a session that never links and never goes
@@ -736,6 +748,8 @@ impl Relay {
                 Engine::Tokio
             });
             Inner {
+                max_calls: AtomicUsize::new(cfg.max_calls),
+                draining: AtomicBool::new(false),
                 cfg,
                 engine,
                 numbers: AtomicU64::new(0),
@@ -794,7 +808,13 @@ impl Relay {
         }
         {
             let calls = self.inner.calls.lock().expect("calls lock");
-            if calls.len() >= cfg.max_calls {
+            if self.inner.draining.load(Relaxed) {
+                self.inner.refused.fetch_add(1, Relaxed);
+                return Err(RelayError::Exhausted(
+                    "the gateway is draining and takes no new calls",
+                ));
+            }
+            if calls.len() >= self.inner.max_calls.load(Relaxed) {
                 self.inner.refused.fetch_add(1, Relaxed);
                 return Err(RelayError::Exhausted("call limit reached"));
             }
@@ -1321,6 +1341,34 @@ impl Relay {
             worker_failures: self.inner.worker_failures.load(Relaxed),
             counters,
         }
+    }
+
+    /// The call limit in force.
+    pub fn max_calls(&self) -> usize {
+        self.inner.max_calls.load(Relaxed)
+    }
+
+    /// Changes the call limit from now on (live calls above it carry on); 1 to the
+    /// configured `relay.max_calls`, which the port range and open-file budget were sized for.
+    pub fn set_max_calls(&self, n: usize) -> Result<(), RelayError> {
+        let cap = self.inner.cfg.max_calls;
+        if n == 0 || n > cap {
+            return Err(RelayError::Invalid(format!(
+                "max calls must be 1-{cap} (relay.max_calls in the config)"
+            )));
+        }
+        self.inner.max_calls.store(n, Relaxed);
+        Ok(())
+    }
+
+    /// Refuses every new call from now on (a drain); live calls carry on.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Relaxed);
+    }
+
+    /// Whether the relay is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Relaxed)
     }
 
     /// Stops every call (shutdown).

@@ -151,8 +151,20 @@ async fn observe_latency(
     response
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// 200 `ok`; 503 `draining` once a drain began, so load balancers send new calls elsewhere.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let draining = state.relay.is_draining();
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let word = if draining { "draining" } else { "ok" };
+    (
+        status,
+        Json(json!({ "status": word, "version": env!("CARGO_PKG_VERSION") })),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -20,6 +20,7 @@ use crate::relay::Relay;
 use crate::session::store::SqliteStore;
 use crate::session::Sessions;
 
+pub mod control;
 mod idle;
 pub mod per_address;
 pub mod table;
@@ -98,15 +99,42 @@ pub async fn serve_state(
         }
         None => None,
     };
+    let drain = control::Drain::default();
+    let control_task = match &state.config.server.control_socket {
+        Some(path) => {
+            let l = control::bind(path)?;
+            tracing::info!(path = %path.display(), "control socket (tonegate ctl) listening");
+            Some(control::spawn(
+                l,
+                path.clone(),
+                state.clone(),
+                drain.clone(),
+            ))
+        }
+        None => None,
+    };
+    // Every listener is bound (HTTP before this function, ng, internal, control): ready.
+    control::ready();
+    let drained = drain.clone().finished(state.clone());
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = drained => {}
+        }
+    };
     let stopping = state.shutdown.clone();
     let sessions = state.sessions.clone();
     let payment_drain = std::time::Duration::from_secs(state.config.server.payment_drain_s);
     let app = crate::api::router(state.clone());
     serve_http(listener, tls, &state, app, limits, shutdown, move || {
+        control::stopping();
         // Event streams end now, so the drain need not wait for its deadline.
         let _ = stopping.send(true);
     })
     .await;
+    if let Some(t) = control_task {
+        let _ = t.await;
+    }
     if let Some(t) = internal {
         let _ = t.await;
     }

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use tonegate::api::AppState;
 use tonegate::config::Config;
@@ -82,8 +81,12 @@ impl Gateway {
             .as_table_mut()
             .unwrap()
             .insert("sqlite_path".into(), toml::Value::String(db));
-        let config =
-            Config::parse(&toml::to_string(&base).unwrap(), Path::new("test.toml")).unwrap();
+        // As if the file sat beside the shipped one: its relative paths mean the same.
+        let config = Config::parse(
+            &toml::to_string(&base).unwrap(),
+            &super::root().join("config/test.toml"),
+        )
+        .unwrap();
         // Bind first, so links in SMS and UI URLs name the real port.
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let bound = probe.local_addr().unwrap();

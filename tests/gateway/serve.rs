@@ -225,7 +225,7 @@ fn the_systemd_unit_verifies() {
     let path = dir.path().join("tonegate.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/tonegate", env!("CARGO_BIN_EXE_tonegate")),
+        unit.replace("/usr/bin/tonegate", env!("CARGO_BIN_EXE_tonegate")),
     )
     .unwrap();
     let out = Command::new(analyze)
@@ -714,4 +714,551 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
         assert!(Instant::now() < deadline, "did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Writes `dir/t.toml`: the shipped config with `server_extra` merged into `[server]`, HTTP
+/// on a free loopback port, the database and the control socket (`ctl.sock`) given relative
+/// to `dir`.
+fn served_config(dir: &std::path::Path, server_extra: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let mut base: toml::Table = toml::from_str(&shipped).unwrap();
+    let extra: toml::Table = toml::from_str(server_extra).unwrap();
+    let server = base["server"].as_table_mut().unwrap();
+    server.insert("listen".into(), "127.0.0.1:0".into());
+    server.insert("control_socket".into(), "ctl.sock".into());
+    server.extend(extra);
+    base["store"]
+        .as_table_mut()
+        .unwrap()
+        .insert("sqlite_path".into(), "state/t.db".into());
+    let cfg = dir.join("t.toml");
+    std::fs::write(&cfg, toml::to_string(&base).unwrap()).unwrap();
+    cfg
+}
+
+/// A `tonegate serve` child started from `/` (relative paths in its config are its
+/// directory's), its HTTP address and its log lines as they come.
+struct Served {
+    child: std::process::Child,
+    http: String,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Lines read so far (the listening line and what came before).
+    seen: Vec<String>,
+}
+
+impl Served {
+    /// Starts the shipped config with `server_extra` TOML merged into `[server]`, the database
+    /// and the control socket (`ctl.sock`) named relative to the config's directory `dir`.
+    fn start(dir: &std::path::Path, server_extra: &str, env: &[(&str, &str)]) -> Served {
+        let cfg = served_config(dir, server_extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tonegate"));
+        cmd.args(["serve", "--config", cfg.to_str().unwrap()])
+            .current_dir("/")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::watch(cmd.spawn().unwrap())
+    }
+
+    fn watch(mut child: std::process::Child) -> Served {
+        let (tx, log) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Served {
+            child,
+            http: String::new(),
+            log,
+            seen: Vec::new(),
+        };
+        let line = s.wait_line(|l| l.contains("listening on http://"));
+        s.http = line
+            .split("listening on http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        s
+    }
+
+    /// Reads the log up to a line `matches` (20 s at most) and returns it.
+    fn wait_line(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if matches(&l) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!("no such log line ({e:?}): {}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `tonegate ctl --socket SOCKET ARGS…`.
+fn ctl(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `ctl` that must succeed: its stdout.
+fn ctl_ok(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = ctl(socket, args);
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ctl_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ctl_ok(socket, &a)).unwrap()
+}
+
+/// A relay call between two loopback UDP sockets of the test's; `(call, caller, agent)`.
+fn relay_call(
+    gw: &Served,
+    tok: &str,
+    guid: &str,
+) -> Result<(serde_json::Value, std::net::UdpSocket, std::net::UdpSocket), (u16, String)> {
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let r = common::gateway::http()
+        .post(gw.url("/relay/v1/calls"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({
+            "call_guid": guid, "codec": "PCMU",
+            "caller": {"remote": caller.local_addr().unwrap().to_string()},
+            "agent": {"remote": agent.local_addr().unwrap().to_string()},
+        }))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    if status != 201 {
+        return Err((status, body));
+    }
+    Ok((serde_json::from_str(&body).unwrap(), caller, agent))
+}
+
+/// Sends RTP with sequence numbers `seqs` from the caller to the call, waits until the agent
+/// hears some of it (the secure path may hold the last packet back as look-ahead) and the
+/// relay has counted `total` packets in from the caller.
+fn send_rtp(
+    gw: &Served,
+    tok: &str,
+    call: &serde_json::Value,
+    (caller, agent): (&std::net::UdpSocket, &std::net::UdpSocket),
+    seqs: &[u16],
+    total: u64,
+) {
+    let to = call["caller"]["local"].as_str().unwrap();
+    let mut buf = [0u8; 200];
+    for &seq in seqs {
+        let n = tonegate::media::rtp::write_packet(
+            &mut buf,
+            0,
+            false,
+            seq,
+            u32::from(seq) * 160,
+            0x5eed,
+            &[0xFF; 160],
+        );
+        caller.send_to(&buf[..n], to).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.recv_from(&mut buf).is_err() {
+        assert!(Instant::now() < deadline, "the agent heard nothing");
+    }
+    let url = gw.url(&format!("/relay/v1/calls/{}", call["id"].as_str().unwrap()));
+    loop {
+        let info: serde_json::Value = common::gateway::http()
+            .get(&url)
+            .bearer_auth(tok)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if info["counters"]["caller_rtp_in"] == total {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all packets arrived: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `tonegate ctl` against a real gateway with real relay calls: the list shows each call's
+/// owner, age, node, secure flag, codec, packets and loss; show, terminate, totals, the call
+/// limit, the log level and a drain all act on the running gateway; with no gateway the
+/// error says so.
+#[test]
+fn ctl_operates_a_running_gateway_over_its_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Served::start(dir.path(), "", &[]);
+    gw.wait_line(|l| l.contains("control socket"));
+    let socket = dir.path().join("ctl.sock");
+    // Paths relative to the config's directory, though the gateway runs in /.
+    assert!(dir.path().join("state/t.db").exists());
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "owner and group only"
+    );
+
+    let tok = {
+        let r = common::gateway::http()
+            .post(gw.url("/auth/connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", common::gateway::DEV_CLIENT.0),
+                ("client_secret", common::gateway::DEV_CLIENT.1),
+                ("scope", "relay admin"),
+            ])
+            .send()
+            .unwrap();
+        r.json::<serde_json::Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, c1, a1) = relay_call(&gw, &tok, "ctl-one").unwrap();
+    let (two, c2, a2) = relay_call(&gw, &tok, "ctl-two").unwrap();
+    // Ten packets with 4 and 5 missing: 8 in, 2 lost.
+    send_rtp(&gw, &tok, &one, (&c1, &a1), &[1, 2, 3, 6, 7, 8, 9, 10], 8);
+    send_rtp(&gw, &tok, &two, (&c2, &a2), &[1, 2, 3], 3);
+    let id = one["id"].as_str().unwrap();
+
+    let list = ctl_json(&socket, &["list"]);
+    let calls = list["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{list}");
+    let c = calls.iter().find(|c| c["id"] == id).unwrap();
+    assert_eq!(c["owner"], common::gateway::DEV_CLIENT.0, "{c}");
+    assert_eq!(c["codec"], "PCMU");
+    assert_eq!(c["secure"], one["secure"], "as the relay says");
+    assert_eq!(c["packets_in"], 8, "{c}");
+    assert_eq!(c["packets_lost"], 2, "{c}");
+    assert_eq!(c["loss_percent"], 20.0, "{c}");
+    assert!(c["age_s"].as_u64().is_some() && !c["node"].as_str().unwrap().is_empty());
+    let table = ctl_ok(&socket, &["list"]);
+    for head in [
+        "ID", "OWNER", "AGE", "NODE", "SECURE", "CODEC", "PACKETS", "LOSS",
+    ] {
+        assert!(table.contains(head), "{table}");
+    }
+    let row = table.lines().find(|l| l.starts_with(id)).expect(&table);
+    assert!(row.contains("PCMU") && row.contains("20.0%"), "{row}");
+
+    let shown = ctl_json(&socket, &["show", id]);
+    assert_eq!(shown["counters"]["caller_rtp_lost"], 2, "{shown}");
+    assert_eq!(shown["caller"]["local"], one["caller"]["local"]);
+    let shown = ctl_ok(&socket, &["show", id]);
+    assert!(shown.contains("counters.caller_rtp_lost: 2"), "{shown}");
+    let missing = ctl(&socket, &["show", "no-such-call"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such call"));
+
+    let totals = ctl_json(&socket, &["totals"]);
+    assert_eq!(totals["calls_active"], 2, "{totals}");
+    assert_eq!(totals["draining"], false);
+
+    // The call limit: at 2, a third call is refused; at 3 it is set up.
+    ctl_ok(&socket, &["max-calls", "2"]);
+    assert_eq!(ctl_json(&socket, &["totals"])["max_calls"], 2);
+    let (status, body) = relay_call(&gw, &tok, "ctl-three").unwrap_err();
+    assert_eq!(status, 503, "{body}");
+    let over = ctl(&socket, &["max-calls", "0"]);
+    assert!(!over.status.success());
+    assert!(String::from_utf8_lossy(&over.stderr).contains("max calls must be"));
+    ctl_ok(&socket, &["max-calls", "3"]);
+    let (three, _c3, _a3) = relay_call(&gw, &tok, "ctl-three").unwrap();
+
+    // Terminate: the call is gone from the relay API too, and the audit trail names the
+    // operator by uid.
+    let out = ctl_ok(&socket, &["terminate", id]);
+    assert!(out.contains("terminated"), "{out}");
+    let r = common::gateway::http()
+        .get(gw.url(&format!("/relay/v1/calls/{id}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let audit: serde_json::Value = common::gateway::http()
+        .get(gw.url(&format!("/admin/v1/audit/relay?call={id}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    // SAFETY: getuid takes nothing.
+    let me = format!("admin:ctl:uid={}", unsafe { libc::getuid() });
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["actor"] == me.as_str() && r["action"] == "delete"),
+        "{audit}"
+    );
+
+    // The log level changes at run time: debug lines appear, a bad filter is refused.
+    assert!(!gw.seen.iter().any(|l| l.contains("DEBUG")));
+    ctl_ok(&socket, &["log-level", "debug"]);
+    ctl_ok(&socket, &["totals"]);
+    common::gateway::http()
+        .get(gw.url("/healthz"))
+        .send()
+        .unwrap();
+    gw.wait_line(|l| l.contains("DEBUG"));
+    let bad = ctl(&socket, &["log-level", "tonegate=loud"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad log filter"));
+    ctl_ok(&socket, &["log-level", "info"]);
+
+    // A drain: no new calls, /healthz 503 "draining", live calls keep their media; the
+    // gateway stops by itself when the last one ends.
+    let out = ctl_ok(&socket, &["drain"]);
+    assert!(out.contains("draining"), "{out}");
+    let h = common::gateway::http()
+        .get(gw.url("/healthz"))
+        .send()
+        .unwrap();
+    assert_eq!(h.status(), 503);
+    assert_eq!(h.json::<serde_json::Value>().unwrap()["status"], "draining");
+    let (status, body) = relay_call(&gw, &tok, "ctl-four").unwrap_err();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    send_rtp(&gw, &tok, &two, (&c2, &a2), &[4, 5, 6], 6);
+    assert_eq!(ctl_json(&socket, &["totals"])["draining"], true);
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "stopped with calls live"
+    );
+    ctl_ok(&socket, &["terminate", two["id"].as_str().unwrap()]);
+    ctl_ok(&socket, &["terminate", three["id"].as_str().unwrap()]);
+    let status = wait_exit(&mut gw.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the socket is removed at exit");
+
+    let gone = ctl(&socket, &["list"]);
+    assert!(!gone.status.success());
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("no gateway at"), "{err}");
+}
+
+/// `Type=notify`: with NOTIFY_SOCKET set, READY=1 comes once every listener (HTTP, internal,
+/// control socket) already accepts; the watchdog pings while it runs (WATCHDOG_USEC); a
+/// drain sends STOPPING=1.
+#[test]
+fn systemd_hears_ready_only_once_every_listener_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("no notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // The internal listener on a port the kernel picks, named in the log.
+    let cfg = served_config(dir.path(), "[internal]\nlisten = \"127.0.0.1:0\"\n");
+    // WATCHDOG_PID must be the gateway's own: a shell that execs it keeps its pid.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_tonegate"))
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = next();
+    // Everything bound is logged before READY is sent; read the addresses now.
+    let mut gw = Served::watch(child);
+    let internal = gw.wait_line(|l| l.contains("internal listener"));
+    let internal = internal
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(first.trim(), "READY=1", "the first notification");
+    // READY=1 was already sent: each listener accepts now.
+    TcpStream::connect(&gw.http).expect("HTTP accepts");
+    TcpStream::connect(&internal).expect("the internal listener accepts");
+    let socket = dir.path().join("ctl.sock");
+    std::os::unix::net::UnixStream::connect(&socket).expect("the control socket accepts");
+    // Pings every 100 ms while it runs.
+    for _ in 0..3 {
+        assert_eq!(next().trim(), "WATCHDOG=1");
+    }
+    ctl_ok(&socket, &["drain"]);
+    let mut stopping = false;
+    for _ in 0..50 {
+        if next().trim() == "STOPPING=1" {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after the drain");
+    let status = wait_exit(&mut gw.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+/// The Debian package (scripts/deb, cargo-deb) from this build: lintian finds nothing; it
+/// holds the unit, the config as a conffile, the man page, completions and no debug info in
+/// the binary (that is in tonegate-dbgsym); its scripts create the user the unit runs as and
+/// give that group read access to the config.
+#[test]
+fn the_debian_package_passes_lintian() {
+    let (Some(lintian), Some(_)) = (common::tool("lintian"), common::tool("cargo-deb")) else {
+        common::skip(
+            "Debian package",
+            "lintian or cargo-deb is not installed (scripts/test installs both)",
+        );
+        return;
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = Command::new(common::root().join("scripts/deb"))
+        .args(["--profile", "dev", "--no-build", "-o"])
+        .arg(out_dir.path())
+        .env(
+            "CARGO_TARGET_DIR",
+            std::path::Path::new(env!("CARGO_BIN_EXE_tonegate"))
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = out_dir.path().join("tonegate_0.1.0-1_amd64.deb");
+    let lint = Command::new(lintian)
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        lint.status.success() && !said.lines().any(|l| l.starts_with(['E', 'W'])),
+        "lintian: {said}{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let list = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for f in [
+        "./usr/bin/tonegate",
+        "./usr/lib/systemd/system/tonegate.service",
+        "./etc/tonegate/tonegate.toml",
+        "./usr/share/man/man1/tonegate.1.gz",
+        "./usr/share/bash-completion/completions/tonegate",
+        "./usr/share/tonegate/prompts/en/enter_card_number.wav",
+    ] {
+        assert!(list.contains(f), "{f} not in the package:\n{list}");
+    }
+    assert!(
+        !list.contains("/usr/lib/debug/"),
+        "debug info is in tonegate-dbgsym"
+    );
+    // Unpacks the package's control (-e) or data (-x) part into `name`.
+    let unpack = |how: &str, name: &str| {
+        let to = out_dir.path().join(name);
+        let ok = Command::new("dpkg-deb")
+            .arg(how)
+            .arg(&deb)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "dpkg-deb {how}");
+        to
+    };
+    let ctrl = unpack("-e", "control");
+    assert_eq!(
+        std::fs::read_to_string(ctrl.join("conffiles"))
+            .unwrap()
+            .trim(),
+        "/etc/tonegate/tonegate.toml"
+    );
+    // The binary ships without debug sections.
+    let data = unpack("-x", "data");
+    let sections = Command::new("objdump")
+        .arg("-h")
+        .arg(data.join("usr/bin/tonegate"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_info"));
+    // The unit's user and group are the ones postinst creates and gives the config to.
+    let unit =
+        std::fs::read_to_string(data.join("usr/lib/systemd/system/tonegate.service")).unwrap();
+    let postinst = std::fs::read_to_string(ctrl.join("postinst")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "User=tonegate") && unit.lines().any(|l| l == "Group=tonegate")
+    );
+    assert!(
+        !unit.contains("DynamicUser=yes"),
+        "a dynamic user could not read the config"
+    );
+    assert!(unit.lines().any(|l| l == "Type=notify"));
+    assert!(postinst.contains("adduser --system --group"), "{postinst}");
+    assert!(postinst.contains("chown root:tonegate /etc/tonegate /etc/tonegate/tonegate.toml"));
+    assert!(postinst.contains("chmod 0640 /etc/tonegate/tonegate.toml"));
+    // The packaged config names the control socket in the unit's RuntimeDirectory.
+    let cfg = std::fs::read_to_string(data.join("etc/tonegate/tonegate.toml")).unwrap();
+    assert!(
+        cfg.contains("\"/run/tonegate/ctl.sock\"") && unit.contains("RuntimeDirectory=tonegate")
+    );
 }
