@@ -531,12 +531,26 @@ fn an_agent_session_captures_over_the_relay_and_leaves_no_digit_behind() {
     assert_eq!(call["secure"], true);
     assert_eq!(call["counters"]["keys_captured"], 26);
     responses += &call.to_string();
-    responses += &http()
+    let metrics = http()
         .get(gw.url("/metrics"))
         .send()
         .unwrap()
         .text()
         .unwrap();
+    // The payment and the call's secure mode are counted.
+    for line in [
+        "tonegate_payments_total{outcome=\"completed\"} 1\n",
+        "tonegate_payments_total{outcome=\"failed\"} 0\n",
+        "tonegate_relay_calls{mode=\"secure\"} 1\n",
+        "tonegate_sessions_live{state=\"Completed\"}",
+    ] {
+        assert_eq!(
+            metrics.contains(line),
+            !line.contains("Completed"),
+            "{line}: {metrics}"
+        );
+    }
+    responses += &metrics;
     // The agent heard the caller's audio, and no key in it.
     let sent_audio = packets
         .iter()

@@ -104,14 +104,15 @@ fn operator_routes(state: &AppState) -> Router<AppState> {
 fn layered(app: Router<AppState>, state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     app.fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.latency.clone(),
-            observe_latency,
-        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             std::time::Duration::from_secs(state.config.server.request_timeout_s),
+        ))
+        // Outside the timeout, so a request cut off by it is timed and logged too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.latency.clone(),
+            observe,
         ))
         // In production the pages are only ever reached over HTTPS (at the TLS front):
         // browsers are told to keep it that way.
@@ -126,26 +127,67 @@ fn layered(app: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Times each request into `http_request_duration_seconds`, by route template.
-async fn observe_latency(
+/// The request-id header: taken from the client when it is safe to log, else made here, and
+/// echoed on the response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The longest client request id kept (longer ones are replaced).
+const MAX_REQUEST_ID: usize = 128;
+
+/// The client's `X-Request-Id` when it is 1-128 characters of `A-Z a-z 0-9 - _ . : = + / @`
+/// and holds nothing like a card number (it goes into every log line); else a new random one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=MAX_REQUEST_ID).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:=+/@".contains(&b))
+                && crate::card::redact::redact_card_numbers(v) == *v
+        });
+    match given {
+        Some(v) => v.to_string(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+/// Per request: a tracing span carrying its request id (so every log line of the request
+/// names it), the id echoed in `X-Request-Id`, the duration into
+/// `http_request_duration_seconds`, and one access-log line — method, route template, status,
+/// duration; never the path's ids, the query string or a body.
+async fn observe(
     axum::extract::State(latency): axum::extract::State<Arc<crate::latency::Latency>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use tracing::Instrument;
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().clone();
+    let method = crate::latency::method_label(req.method().as_str());
+    let id = request_id(req.headers());
+    let span = tracing::info_span!("request", request_id = %id);
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    latency.observe_http(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    latency.observe_http(&route, method, status, took);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "tonegate::access",
+            method = %method,
+            route = %route,
+            status,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
     response
 }
 

@@ -156,6 +156,10 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Webhooks not delivered (pending or given up), newest first (at most `limit`).
     fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Live sessions by state (every live state, zeros included), for `/metrics`.
+    fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError>;
+    /// Pending webhooks: how many, and when the oldest was queued (Unix seconds).
+    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError>;
     /// Terminal sessions changed since `since` that have no webhook queued (a crash between
     /// the state change and queueing it).
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError>;
@@ -766,6 +770,44 @@ impl SessionStore for SqliteStore {
             "state != 'delivered' ORDER BY created_at DESC LIMIT ?1",
             &[&(limit as i64)],
         )
+    }
+
+    fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError> {
+        self.blocking(|conn| {
+            // The state index answers this without reading the sessions' rows.
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT state, count(*) FROM sessions WHERE {LIVE} GROUP BY state"
+            ))?;
+            let mut out: Vec<(SessionState, u64)> = SessionState::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .map(|s| (s, 0))
+                .collect();
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let state = r.get::<_, String>(0)?;
+                let n = r.get::<_, i64>(1)? as u64;
+                if let Some(slot) = out.iter_mut().find(|(s, _)| s.as_str() == state) {
+                    slot.1 = n;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError> {
+        self.blocking(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count(*), min(created_at) FROM webhooks WHERE state = 'pending'",
+                )?
+                .query_row([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                    ))
+                })?)
+        })
     }
 
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError> {
