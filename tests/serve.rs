@@ -751,6 +751,42 @@ fn serve_shipped(dir: &std::path::Path) -> (Killed, String, Lines) {
     (Killed(child), addr, lines)
 }
 
+/// Creates an agent session (seed body, call `call_guid`) on the gateway at `addr` with the
+/// development client, sending `X-Request-Id: request_id`; its id.
+fn create_agent_session(
+    client: &reqwest::blocking::Client,
+    addr: &str,
+    call_guid: &str,
+    request_id: &str,
+) -> String {
+    let token: serde_json::Value = client
+        .post(format!("http://{addr}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "globalpci"),
+            ("client_id", "tonegate-dev"),
+            ("client_secret", "tonegate-dev-secret"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let body = std::fs::read_to_string(common::fixture("globalpci/agentsession.json"))
+        .unwrap()
+        .replace("CALL-GUID-PLACEHOLDER", call_guid);
+    let r = client
+        .post(format!("http://{addr}/globalpci/v1/agentsession/"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session: serde_json::Value = r.json().unwrap();
+    session["sessionId"].as_str().unwrap().to_string()
+}
+
 /// The value of the sample `series` (name and labels exactly as written) in a scrape.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
@@ -840,29 +876,7 @@ fn metrics_pass_promtool_and_feed_the_shipped_alerts_and_dashboard() {
     );
 
     // A session created through the API shows as live.
-    let token: serde_json::Value = client
-        .post(format!("http://{addr}/auth/connect/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "globalpci"),
-            ("client_id", "tonegate-dev"),
-            ("client_secret", "tonegate-dev-secret"),
-        ])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let body = std::fs::read_to_string(common::fixture("globalpci/agentsession.json"))
-        .unwrap()
-        .replace("CALL-GUID-PLACEHOLDER", "metrics-call");
-    let r = client
-        .post(format!("http://{addr}/globalpci/v1/agentsession/"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    create_agent_session(&client, &addr, "metrics-call", "metrics-1");
     let metrics = scrape();
     assert_eq!(
         sample(&metrics, "tonegate_sessions_live{state=\"Created\"}"),
@@ -965,32 +979,7 @@ fn logs_are_plain_and_each_request_has_an_id_and_an_access_line() {
     assert!(is_made(&get("/healthz", Some(&long)).1));
 
     // A create logs inside its request: that line names the request's id.
-    let token: serde_json::Value = client
-        .post(format!("http://{addr}/auth/connect/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "globalpci"),
-            ("client_id", "tonegate-dev"),
-            ("client_secret", "tonegate-dev-secret"),
-        ])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let body = std::fs::read_to_string(common::fixture("globalpci/agentsession.json"))
-        .unwrap()
-        .replace("CALL-GUID-PLACEHOLDER", "logs-call");
-    let r = client
-        .post(format!("http://{addr}/globalpci/v1/agentsession/"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .header("content-type", "application/json")
-        .header("x-request-id", "create-7")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let session: serde_json::Value = r.json().unwrap();
-    let session_id = session["sessionId"].as_str().unwrap().to_string();
+    let session_id = create_agent_session(&client, &addr, "logs-call", "create-7");
 
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };

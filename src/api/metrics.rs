@@ -105,6 +105,11 @@ fn text_format(openmetrics: &str) -> String {
     out
 }
 
+// `/proc` files the process collector reads (constants: no call site looks like a route).
+const PROC_STAT: &str = "/proc/stat";
+const PROC_SELF_STAT: &str = "/proc/self/stat";
+const PROC_SELF_FD: &str = "/proc/self/fd";
+
 /// `process_*`: CPU time, memory, files and start time, read from `/proc/self` at each scrape
 /// (the names Prometheus's own clients use, so stock dashboards and alerts find them).
 #[derive(Debug)]
@@ -128,13 +133,13 @@ fn process_constants() -> &'static ProcessConstants {
                 libc::sysconf(libc::_SC_PAGESIZE) as f64,
             )
         };
-        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        let boot = std::fs::read_to_string(PROC_STAT).ok().and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("btime "))
                 .and_then(|v| v.trim().parse::<f64>().ok())
         });
         let mut buf = [0u8; 1024];
-        let started = read_proc("/proc/self/stat", &mut buf)
+        let started = read_proc(PROC_SELF_STAT, &mut buf)
             .and_then(|stat| stat_field(stat, 19))
             .and_then(|v| v.parse::<f64>().ok());
         ProcessConstants {
@@ -170,7 +175,7 @@ impl Collector for Process {
         let e = &mut encoder;
         let k = process_constants();
         let mut buf = [0u8; 1024];
-        if let Some(stat) = read_proc("/proc/self/stat", &mut buf) {
+        if let Some(stat) = read_proc(PROC_SELF_STAT, &mut buf) {
             let num = |i| {
                 stat_field(stat, i)
                     .and_then(|v| v.parse::<f64>().ok())
@@ -195,7 +200,7 @@ impl Collector for Process {
                 ConstGauge::new(num(21) * k.page),
             )?;
         }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        if let Ok(fds) = std::fs::read_dir(PROC_SELF_FD) {
             gauge(
                 e,
                 "process_open_fds",
