@@ -5,6 +5,7 @@ mod auth;
 pub use auth::CredentialGuard;
 mod field_schema;
 mod globalpci;
+mod idempotency;
 mod metrics;
 mod openapi;
 mod pages;
@@ -199,12 +200,15 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// An error answered as JSON: `{"error": code, "message": text}`.
+/// An error answered as RFC 9457 problem details (`application/problem+json`): `type`,
+/// `title`, `status`, `detail`, plus the stable `error` code, the `message` (the detail, for
+/// clients written before) and, where one field is at fault, its name in `field`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
     www_authenticate: Option<&'static str>,
 }
 
@@ -216,8 +220,15 @@ impl ApiError {
             status,
             code,
             message: crate::card::redact::redact_card_numbers(&message.into()),
+            field: None,
             www_authenticate: None,
         }
+    }
+
+    /// Names the request field (body member, header or query parameter) at fault.
+    pub fn field(mut self, name: impl Into<String>) -> Self {
+        self.field = Some(crate::card::redact::redact_card_numbers(&name.into()));
+        self
     }
 
     /// 400 `bad_request`.
@@ -244,11 +255,23 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response();
+        // `about:blank`: the title is the status's own phrase; `error` tells the cases apart.
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.message,
+            "error": self.code,
+            "message": self.message,
+        });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        let mut r = (self.status, Json(body)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(v) = self.www_authenticate {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
@@ -299,6 +322,21 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
+/// The member a JSON data error names: axum writes serde's path first
+/// (`Failed to deserialize the JSON body into the target type: PaymentData.amount: …`); a
+/// missing member is named in serde's message (`missing field `x``).
+fn data_error_field(text: &str) -> Option<String> {
+    let rest = text.split_once("target type: ")?.1;
+    if let Some(m) = rest.split_once("missing field `") {
+        return m.1.split_once('`').map(|(f, _)| f.to_string());
+    }
+    if let Some(m) = rest.split_once("unknown field `") {
+        return m.1.split_once('`').map(|(f, _)| f.to_string());
+    }
+    let (path, _) = rest.split_once(": ")?;
+    (!path.is_empty() && path != "." && !path.contains(' ')).then(|| path.to_string())
+}
+
 /// A JSON body, with clear JSON errors for a wrong content type, malformed JSON or an
 /// oversized body.
 pub struct ApiJson<T>(pub T);
@@ -318,10 +356,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "malformed JSON: {}",
                 e.body_text()
             ))),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(format!(
-                "invalid request: {}",
-                e.body_text()
-            ))),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                let err = ApiError::bad_request(format!("invalid request: {text}"));
+                Err(match data_error_field(&text) {
+                    Some(f) => err.field(f),
+                    None => err,
+                })
+            }
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {

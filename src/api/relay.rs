@@ -193,10 +193,21 @@ async fn create(
     })?;
     let account = match req.account {
         Some(a) => {
-            if state.config.account(&a).is_none() || !client.may_use_account(&a) {
-                return Err(ApiError::bad_request(format!(
-                    "account {a:?} is not an account this client may use"
-                )));
+            if state.config.account(&a).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_account",
+                    format!("no account {a:?}"),
+                )
+                .field("account"));
+            }
+            if !client.may_use_account(&a) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "account_not_allowed",
+                    format!("account {a:?} is not an account this client may use"),
+                )
+                .field("account"));
             }
             Some(a)
         }
