@@ -172,7 +172,7 @@ async fn create(
     kind: SessionKind,
 ) -> Result<axum::response::Response, ApiError> {
     let (_, client) = client(&state, auth)?;
-    let claim = super::idempotency::claim(&headers, &client.id, kind.as_str())?;
+    let claim = super::idempotency::claim(&state, &headers, &client.id, kind.as_str())?;
     let request_hash = super::idempotency::request_hash(&json!({
         "AccountConfigurationId": body.account,
         "CallGuid": body.call_guid,

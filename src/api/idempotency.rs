@@ -12,7 +12,7 @@
 //! arrives in these bodies (a PAN in `PaymentData` is masked before anything else sees it).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
@@ -36,16 +36,12 @@ pub(super) const MAX_LEN: usize = 255;
 pub(super) struct Claim {
     key_hash: String,
     key: String,
-}
-
-fn in_flight() -> &'static Mutex<HashSet<String>> {
-    static SET: std::sync::OnceLock<Mutex<HashSet<String>>> = std::sync::OnceLock::new();
-    SET.get_or_init(Default::default)
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        in_flight()
+        self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key_hash);
@@ -59,6 +55,7 @@ fn bad_key(message: &str) -> ApiError {
 /// The request's key (1-255 visible ASCII characters), claimed for `client` on `route`; `None`
 /// without the header.
 pub(super) fn claim(
+    state: &super::AppState,
     headers: &HeaderMap,
     client: &str,
     route: &str,
@@ -77,7 +74,8 @@ pub(super) fn claim(
         h.update([0]);
     }
     let key_hash = hex(&h.finalize());
-    if !in_flight()
+    let in_flight = state.idempotency_in_flight.clone();
+    if !in_flight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(key_hash.clone())
@@ -92,6 +90,7 @@ pub(super) fn claim(
     Ok(Some(Claim {
         key_hash,
         key: key.to_string(),
+        in_flight,
     }))
 }
 

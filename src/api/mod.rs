@@ -56,6 +56,9 @@ pub struct AppState {
     pub outbox: Option<Arc<crate::session::outbox::Outbox>>,
     /// Request and PSP-call duration histograms.
     pub latency: Arc<crate::latency::Latency>,
+    /// Idempotency-Keys (hashed) whose create is being answered now: a second request with
+    /// one meanwhile is 409.
+    pub idempotency_in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Wall-clock time: the system's, or (development, `server.adjustable_clock`) one the
     /// admin API moves forward.
     pub clock: crate::clock::Clock,

@@ -761,6 +761,10 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
         ),
         ("BadRequestOrPath", json_or_plain),
         (
+            "IdempotencyKeyReused",
+            error("The Idempotency-Key was used before with another body (idempotency_key_reused)"),
+        ),
+        (
             "BadQueryOrCursor",
             ResponseBuilder::new()
                 .description(
@@ -1168,10 +1172,7 @@ fn api() -> OpenApi {
             .shared("403", "Forbidden")
             .shared("404", "NotFound")
             .shared("409", "Conflict")
-            .answer(
-                "422",
-                error("The Idempotency-Key was used before with another body (idempotency_key_reused)"),
-            )
+            .shared("422", "IdempotencyKeyReused")
             .shared("503", "Unavailable")
     }
     let mut self_service = Op::new(
@@ -1452,9 +1453,14 @@ fn api() -> OpenApi {
         )
         .authed("relay")
         .api_json::<relay::CreateRequest>()
-        .json_inline::<CallCreated>("201", "The call")
+        .idempotency_key()
+        .json_inline::<CallCreated>(
+            "201",
+            "The call (with an Idempotency-Key used before with this body, the first answer again)",
+        )
         .shared("404", "NotFound")
         .shared("409", "Conflict")
+        .shared("422", "IdempotencyKeyReused")
         .answer(
             "429",
             error("The client holds as many live calls as relay.max_calls_per_client allows"),

@@ -390,7 +390,7 @@ pub struct IdempotentAnswer {
     pub key_hash: String,
     /// SHA-256 of the request body, canonical JSON.
     pub request_hash: String,
-    /// The session the create made (or returned).
+    /// The session (or relay call) the create made or returned.
     pub session_id: String,
     /// The answer, sealed with a key only the gateway and the key's holder can derive.
     pub sealed: String,
