@@ -327,6 +327,12 @@ pub struct RelayTotals {
     pub call_faults: u64,
     /// io_uring workers that failed and were replaced.
     pub worker_failures: u64,
+    /// Calls running now with secure mode applied.
+    pub calls_secure: u64,
+    /// RTP/RTCP port pairs the range holds on one address.
+    pub port_pairs: u64,
+    /// Port pairs handed out on the busiest address.
+    pub port_pairs_used: u64,
     /// Counters summed over live and ended calls.
     pub counters: CounterSnapshot,
 }
@@ -1323,13 +1329,20 @@ impl Relay {
 
     /// Totals for the metrics endpoint.
     pub fn totals(&self) -> RelayTotals {
+        // Not nested in the calls lock: each is taken alone.
+        let (port_pairs, port_pairs_used) = {
+            let ports = self.inner.ports.lock().expect("ports lock");
+            (ports.capacity() as u64, ports.in_use_busiest() as u64)
+        };
         let calls = self.inner.calls.lock().expect("calls lock");
         let mut counters = *self.inner.retired.lock().expect("retired lock");
+        let mut calls_secure = 0;
         for c in calls.values() {
             counters.add(&CounterSnapshot::of(
                 &c.counters,
                 c.status.send_dropped.load(Relaxed),
             ));
+            calls_secure += u64::from(c.status.secure.load(Relaxed));
         }
         RelayTotals {
             engine: self.engine(),
@@ -1339,6 +1352,9 @@ impl Relay {
             calls_refused: self.inner.refused.load(Relaxed),
             call_faults: self.inner.call_faults.load(Relaxed),
             worker_failures: self.inner.worker_failures.load(Relaxed),
+            calls_secure,
+            port_pairs,
+            port_pairs_used,
             counters,
         }
     }

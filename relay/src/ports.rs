@@ -75,6 +75,23 @@ impl PortAllocator {
     pub fn in_use(&self) -> usize {
         self.taken.len()
     }
+
+    /// Pairs the range holds on one address.
+    pub fn capacity(&self) -> usize {
+        usize::from(self.max.saturating_sub(self.min).div_ceil(2))
+    }
+
+    /// Pairs handed out on the busiest address: the range runs out there first.
+    pub fn in_use_busiest(&self) -> usize {
+        let mut per_ip: Vec<(IpAddr, usize)> = Vec::new();
+        for (ip, _) in &self.taken {
+            match per_ip.iter_mut().find(|(i, _)| i == ip) {
+                Some((_, n)) => *n += 1,
+                None => per_ip.push((*ip, 1)),
+            }
+        }
+        per_ip.into_iter().map(|(_, n)| n).max().unwrap_or(0)
+    }
 }
 
 const OUT_OF_FILES: &str =

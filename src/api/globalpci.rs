@@ -2,18 +2,18 @@
 //! write them; bearer token with scope `globalpci`. Every path works with and without a
 //! trailing slash.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::{Principal, Scope};
-use crate::session::model::{Session, SessionKind};
+use crate::session::model::{Session, SessionKind, SessionState};
 use crate::session::{PaymentData, SessionError};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -26,14 +26,19 @@ pub(super) fn routes() -> Router<AppState> {
         ),
         ("/globalpci/v1/agentsession", SessionKind::Agent),
     ] {
-        let handler = move |state: State<AppState>, auth: Authed, body: ApiJson<CreateBody>| {
-            create(state, auth, body, kind)
+        let handler = move |state: State<AppState>,
+                            auth: Authed,
+                            headers: HeaderMap,
+                            body: ApiJson<CreateBody>| {
+            create(state, auth, headers, body, kind)
         };
         r = r
             .route(path, post(handler))
             .route(&format!("{path}/"), post(handler));
     }
-    r.route("/globalpci/v1/session/{id}", get(show))
+    r.route("/globalpci/v1/sessions", get(list))
+        .route("/globalpci/v1/sessions/", get(list))
+        .route("/globalpci/v1/session/{id}", get(show))
         .route("/globalpci/v1/session/{id}/", get(show))
         .route("/globalpci/v1/session/{id}/cancel", post(cancel))
         .route("/globalpci/v1/session/{id}/cancel/", post(cancel))
@@ -83,17 +88,21 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         let msg = e.to_string();
         match e {
+            // An account that does not exist is not found; one that exists but is not this
+            // client's is forbidden (clients are configured by the operator, who knows both).
             SessionError::UnknownAccount(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "unknown_account", msg)
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_account", msg)
+                    .field("AccountConfigurationId")
             }
             SessionError::AccountNotAllowed(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "account_not_allowed", msg)
+                    .field("AccountConfigurationId")
             }
-            SessionError::MissingField(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "missing_field", msg)
+            SessionError::MissingField(f) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "missing_field", msg).field(f)
             }
-            SessionError::InvalidField(..) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", msg)
+            SessionError::InvalidField(f, _) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", msg).field(f)
             }
             SessionError::NotFound => ApiError::not_found("session"),
             SessionError::WrongState { .. } | SessionError::Illegal(_) => {
@@ -123,7 +132,7 @@ impl From<SessionError> for ApiError {
 // `openapi.rs` adds that a self-service session needs a `CallGuid`.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct CreateBody {
-    /// A configured account this client may use (400 unknown_account otherwise, 403
+    /// A configured account this client may use (404 unknown_account otherwise, 403
     /// account_not_allowed); not blank.
     #[serde(rename = "AccountConfigurationId")]
     #[schema(
@@ -163,10 +172,25 @@ fn client(state: &AppState, auth: Authed) -> Result<(Principal, crate::auth::Cli
 async fn create(
     State(state): State<AppState>,
     auth: Authed,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
     kind: SessionKind,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let (_, client) = client(&state, auth)?;
+    let claim = super::idempotency::claim(&state, &headers, &client.id, kind.as_str())?;
+    let request_hash = super::idempotency::request_hash(&json!({
+        "AccountConfigurationId": body.account,
+        "CallGuid": body.call_guid,
+        "PaymentData": body.payment_data,
+    }));
+    if let Some(c) = &claim {
+        if let Some(answer) = c.replay(&state, &request_hash)? {
+            let mut r = Json(answer).into_response();
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+    }
     let account = body
         .account
         .filter(|a| !a.trim().is_empty())
@@ -218,7 +242,110 @@ async fn create(
         }
         SessionKind::Digital => {}
     }
-    Ok((StatusCode::OK, Json(out)))
+    if let Some(c) = &claim {
+        c.keep(&state, &request_hash, &s.id, &out);
+    }
+    Ok((StatusCode::OK, Json(out)).into_response())
+}
+
+/// The query of `GET /globalpci/v1/sessions` (doc comments are the parameters' descriptions).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// Sessions for this call
+    #[serde(rename = "CallGuid")]
+    call_guid: Option<String>,
+    /// Sessions with this merchant reference
+    #[serde(rename = "merchantTxnRef")]
+    merchant_txn_ref: Option<String>,
+    /// Sessions in this state
+    state: Option<SessionState>,
+    /// Created at or after (Unix seconds)
+    #[serde(rename = "createdFrom")]
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 9007199254740991_u64)]
+    created_from: Option<u64>,
+    /// Created before (Unix seconds)
+    #[serde(rename = "createdTo")]
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 9007199254740991_u64)]
+    created_to: Option<u64>,
+    /// Most sessions per page (1-100, default 20)
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u8>,
+    /// `nextCursor` of the previous page: the creation time and id of its last session (any
+    /// such position is a valid starting point)
+    #[param(pattern = r"^[0-9]{1,18}\.[0-9A-Za-z-]{1,64}$")]
+    cursor: Option<String>,
+}
+
+/// The most sessions one page holds.
+const MAX_PAGE: usize = 100;
+/// The largest time filter (2^53 - 1: what any JSON client reads exactly).
+const MAX_TIME: u64 = 9_007_199_254_740_991;
+
+/// A client's own sessions, newest first, filtered; a page at a time (`nextCursor` while
+/// there are more).
+async fn list(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (p, _) = client(&state, auth)?;
+    let limit = usize::from(q.limit.unwrap_or(20));
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1-100").field("limit"));
+    }
+    // Times as the schema states them: JSON's exact integers.
+    for (name, t) in [("createdFrom", q.created_from), ("createdTo", q.created_to)] {
+        if t.is_some_and(|t| t > MAX_TIME) {
+            return Err(
+                ApiError::bad_request(format!("{name} must be at most {MAX_TIME}")).field(name),
+            );
+        }
+    }
+    // A keyset position, not a secret: "<createdAt>.<sessionId>" of the previous page's last.
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            c.split_once('.')
+                .filter(|(t, id)| {
+                    (1..=18).contains(&t.len())
+                        && (1..=64).contains(&id.len())
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id.to_string())))
+                .ok_or_else(|| {
+                    ApiError::bad_request("cursor must be a nextCursor: <createdAt>.<sessionId>")
+                        .field("cursor")
+                })?,
+        ),
+    };
+    // Stored ids and references have card-number-like runs masked: so are the filters.
+    let redact = |v: &Option<String>| {
+        v.as_deref()
+            .map(|s| crate::card::redact::redact_card_numbers(s.trim()))
+    };
+    let filter = crate::session::store::SessionFilter {
+        call_guid: redact(&q.call_guid),
+        merchant_txn_ref: redact(&q.merchant_txn_ref),
+        state: q.state,
+        created_from: q.created_from,
+        created_to: q.created_to,
+        after,
+        limit: limit + 1,
+    };
+    let mut found = state
+        .sessions
+        .store()
+        .list(&p.client_id, &filter)
+        .map_err(SessionError::from)?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let mut out = json!({ "sessions": found.iter().map(session_json).collect::<Vec<_>>() });
+    if let (true, Some(last)) = (more, found.last()) {
+        out["nextCursor"] = json!(format!("{}.{}", last.created_at, last.id));
+    }
+    Ok(Json(out))
 }
 
 /// A session as the API shows it: state and, once finished, the result (no card data).

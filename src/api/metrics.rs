@@ -1,16 +1,16 @@
 //! `GET /metrics`: Prometheus text exposition. Counts only; never a key, never a card digit.
 //!
 //! Everything comes from one prometheus-client [`Registry`], built with the router: the
-//! latency histograms ([`crate::latency`]) and [`Counts`], a collector that reads the totals
+//! latency histograms ([`crate::latency`]), [`Counts`], a collector that reads the totals
 //! the relay, the sessions, the token endpoint, the card memory and the ng listener already
 //! keep, at scrape time (so nothing on the relay's packet path changes, and nothing is counted
-//! twice).
+//! twice), the build and the process (`process_*`, as every Prometheus client names them).
 //!
-//! prometheus-client writes OpenMetrics text: a counter's `# HELP`/`# TYPE` lines name its
-//! family (`tonegate_relay_calls_created`) and its sample carries `_total`
-//! (`tonegate_relay_calls_created_total`, the name the hand-written exposition had). The body
-//! is served as `text/plain; version=0.0.4`, as before and as `/openapi.json` says, without
-//! OpenMetrics' `# EOF`: Prometheus reads it either way (the TYPE lines only feed metadata).
+//! prometheus-client writes OpenMetrics text, where a counter's `# HELP`/`# TYPE` lines name
+//! the family without `_total`. The body is served as the Prometheus text format
+//! (`text/plain; version=0.0.4`), where they name the sample, `_total` included, or the
+//! counter reads as untyped: [`text_format`] rewrites those lines (`promtool check metrics`
+//! is clean; a test runs it).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -43,6 +43,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 /// its collectors).
 fn registry(state: &AppState) -> Registry {
     let mut root = Registry::default();
+    root.register_collector(Box::new(Process));
     root.sub_registry_with_prefix("tonegate")
         .register_collector(Box::new(Counts(state.clone())));
     let histograms = root.sub_registry_with_prefix("tonegate");
@@ -58,7 +59,173 @@ fn metrics(registry: &Registry) -> impl IntoResponse {
     let mut out = String::new();
     // Writing to a String cannot fail; a collector here returns no error of its own.
     let _ = prometheus_client::encoding::text::encode_registry(&mut out, registry);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text_format(&out),
+    )
+}
+
+/// OpenMetrics text as the Prometheus text format: a counter's `# HELP` and `# TYPE` name its
+/// `_total` sample; `# UNIT` and `# EOF`, which that format has not, are left out.
+fn text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 1024);
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            // prometheus-client writes HELP, then TYPE.
+            let counter = lines.peek().is_some_and(|next| {
+                next.strip_prefix("# TYPE ")
+                    .and_then(|t| t.strip_prefix(name))
+                    == Some(" counter")
+            });
+            if counter {
+                out.push_str("# HELP ");
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        } else if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|t| t.strip_suffix(" counter"))
+        {
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str("_total counter\n");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+// `/proc` files the process collector reads (constants: no call site looks like a route).
+const PROC_STAT: &str = "/proc/stat";
+const PROC_SELF_STAT: &str = "/proc/self/stat";
+const PROC_SELF_FD: &str = "/proc/self/fd";
+
+/// `process_*`: CPU time, memory, files and start time, read from `/proc/self` at each scrape
+/// (the names Prometheus's own clients use, so stock dashboards and alerts find them).
+#[derive(Debug)]
+struct Process;
+
+/// What the process collector reads once: clock ticks per second, the page size and the
+/// process's start time (Unix seconds).
+struct ProcessConstants {
+    ticks: f64,
+    page: f64,
+    start_time: Option<f64>,
+}
+
+fn process_constants() -> &'static ProcessConstants {
+    static CONSTANTS: std::sync::OnceLock<ProcessConstants> = std::sync::OnceLock::new();
+    CONSTANTS.get_or_init(|| {
+        // SAFETY: sysconf reads a system constant.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK) as f64,
+                libc::sysconf(libc::_SC_PAGESIZE) as f64,
+            )
+        };
+        let boot = std::fs::read_to_string(PROC_STAT).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let mut buf = [0u8; 1024];
+        let started = read_proc(PROC_SELF_STAT, &mut buf)
+            .and_then(|stat| stat_field(stat, 19))
+            .and_then(|v| v.parse::<f64>().ok());
+        ProcessConstants {
+            ticks,
+            page,
+            start_time: boot.zip(started).map(|(b, s)| b + s / ticks),
+        }
+    })
+}
+
+/// Reads a small `/proc` file into `buf` (no allocation).
+fn read_proc<'a>(path: &str, buf: &'a mut [u8]) -> Option<&'a str> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]).ok()? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// Field `i` of `/proc/self/stat` counted from the one after the command name (which may hold
+/// spaces): 0 is the state, 11 utime, 12 stime, 19 starttime, 20 vsize, 21 rss.
+fn stat_field(stat: &str, i: usize) -> Option<&str> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(i)
+}
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut encoder;
+        let k = process_constants();
+        let mut buf = [0u8; 1024];
+        if let Some(stat) = read_proc(PROC_SELF_STAT, &mut buf) {
+            let num = |i| {
+                stat_field(stat, i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            one(
+                e,
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                ConstCounter::new((num(11) + num(12)) / k.ticks),
+            )?;
+            one(
+                e,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                ConstGauge::new(num(20)),
+            )?;
+            one(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                ConstGauge::new(num(21) * k.page),
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir(PROC_SELF_FD) {
+            gauge(
+                e,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                fds.count() as u64,
+            )?;
+        }
+        if let Ok(max) = crate::relay::open_file_limit() {
+            gauge(
+                e,
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                max,
+            )?;
+        }
+        if let Some(t) = k.start_time {
+            one(
+                e,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                ConstGauge::new(t),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The relay's added-latency histogram: its engine loops count into buckets of their own,
@@ -112,6 +279,33 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std
     one(encoder, name, help, ConstGauge::new(v))
 }
 
+/// Writes one family of samples that differ by one label (a bounded set of values).
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    counter: bool,
+    samples: &[(&str, u64)],
+) -> std::fmt::Result {
+    use prometheus_client::metrics::MetricType;
+    let kind = if counter {
+        MetricType::Counter
+    } else {
+        MetricType::Gauge
+    };
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for &(value, v) in samples {
+        let labels = [(label, value)];
+        if counter {
+            ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+        } else {
+            ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 fn load(a: &AtomicU64) -> u64 {
     a.load(Relaxed)
 }
@@ -123,22 +317,69 @@ impl Collector for Counts {
         let t = state.relay.totals();
         let c = t.counters;
         {
-            // A gauge of 1 labelled with the engine, not prometheus-client's `Info` type: that
-            // writes `# TYPE … info`, which the 0.0.4 text format this is served as has not.
-            let labels = [("engine", t.engine)];
+            // Gauges of 1 labelled with what they describe, not prometheus-client's `Info`
+            // type: that writes `# TYPE … info`, which the 0.0.4 text format has not.
+            let labels = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("arch", std::env::consts::ARCH),
+                (
+                    "profile",
+                    if cfg!(debug_assertions) {
+                        "debug"
+                    } else {
+                        "release"
+                    },
+                ),
+            ];
             let mut family = e.encode_descriptor(
-                "relay_engine_info",
-                "The relay's IO engine.",
+                "build_info",
+                "The running tonegate build (always 1).",
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             ConstGauge::new(1u64).encode(family.encode_family(&labels)?)?;
         }
+        family(
+            e,
+            "relay_engine_info",
+            "The relay's IO engine.",
+            "engine",
+            false,
+            &[(t.engine, 1)],
+        )?;
         gauge(
             e,
             "relay_calls_active",
             "Relay calls running now.",
             t.calls_active,
+        )?;
+        family(
+            e,
+            "relay_calls",
+            "Relay calls running now, by whether secure mode (masking) is applied.",
+            "mode",
+            false,
+            &[
+                ("secure", t.calls_secure),
+                ("plain", t.calls_active.saturating_sub(t.calls_secure)),
+            ],
+        )?;
+        gauge(
+            e,
+            "relay_calls_max",
+            "The most relay calls this gateway takes (relay.max_calls).",
+            state.config.relay.max_calls as u64,
+        )?;
+        family(
+            e,
+            "relay_port_pairs",
+            "RTP/RTCP port pairs of the relay range on its busiest address, used and free.",
+            "state",
+            false,
+            &[
+                ("used", t.port_pairs_used),
+                ("free", t.port_pairs.saturating_sub(t.port_pairs_used)),
+            ],
         )?;
         for (name, help, v) in [
             (
@@ -270,6 +511,12 @@ impl Collector for Counts {
             "Card-digit buffers held now.",
             m.in_use as u64,
         )?;
+        gauge(
+            e,
+            "card_memory_slots",
+            "Card-digit buffers the locked region holds.",
+            (m.bytes / crate::card::memory::SLOT_BYTES) as u64,
+        )?;
         counter(
             e,
             "card_memory_heap_fallbacks",
@@ -277,22 +524,19 @@ impl Collector for Counts {
             m.heap_fallbacks,
         )?;
         let l = state.sessions.link_counters();
-        {
-            let mut family = e.encode_descriptor(
-                "link_attempts",
-                "dtmfLinkId tries keyed on calls, by outcome.",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (result, v) in [
-                ("linked", &l.linked),
-                ("bad_check_digit", &l.bad_check),
-                ("not_found", &l.not_found),
-                ("rate_limited", &l.rate_limited),
-            ] {
-                ConstCounter::new(load(v)).encode(family.encode_family(&[("result", result)])?)?;
-            }
-        }
+        family(
+            e,
+            "link_attempts",
+            "dtmfLinkId tries keyed on calls, by outcome.",
+            "result",
+            true,
+            &[
+                ("linked", load(&l.linked)),
+                ("bad_check_digit", load(&l.bad_check)),
+                ("not_found", load(&l.not_found)),
+                ("rate_limited", load(&l.rate_limited)),
+            ],
+        )?;
         counter(
             e,
             "link_calls_limited",
@@ -305,6 +549,7 @@ impl Collector for Counts {
             "Sessions locked for linking by id after failed tries.",
             load(&l.sessions_locked),
         )?;
+        sessions(e, &state.sessions, state.clock.unix_now())?;
         if let Some(ng) = &state.ng {
             let n = ng.counters();
             for (name, help, v) in [
@@ -351,4 +596,71 @@ impl Collector for Counts {
         }
         Ok(())
     }
+}
+
+/// Live sessions by state (from the store), payments by outcome, and the webhook queue.
+fn sessions(
+    e: &mut DescriptorEncoder,
+    sessions: &crate::session::Sessions,
+    now: u64,
+) -> std::fmt::Result {
+    let o = sessions.outcomes();
+    family(
+        e,
+        "payments",
+        "Payments that left Submitting since start, by outcome.",
+        "outcome",
+        true,
+        &[
+            ("completed", load(&o.payments_completed)),
+            ("declined", load(&o.payments_declined)),
+            ("failed", load(&o.payments_failed)),
+        ],
+    )?;
+    counter(
+        e,
+        "webhooks_delivered",
+        "Result webhooks delivered since start.",
+        load(&o.webhooks_delivered),
+    )?;
+    counter(
+        e,
+        "webhooks_given_up",
+        "Result webhooks given up after store.webhook_retry_s since start.",
+        load(&o.webhooks_given_up),
+    )?;
+    // A store that cannot answer leaves these out (the scrape still succeeds): an absent
+    // series is what alerts on `absent()` look for.
+    match sessions.store().live_counts() {
+        Ok(counts) => {
+            let samples: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+            family(
+                e,
+                "sessions_live",
+                "Sessions not yet ended, by state (shared store: every node's).",
+                "state",
+                false,
+                &samples,
+            )?;
+        }
+        Err(err) => tracing::warn!(error = %err, "metrics: counting live sessions failed"),
+    }
+    match sessions.store().webhook_backlog() {
+        Ok((pending, oldest)) => {
+            gauge(
+                e,
+                "webhooks_pending",
+                "Result webhooks waiting for delivery (shared store: every node's).",
+                pending,
+            )?;
+            gauge(
+                e,
+                "webhooks_oldest_pending_age_seconds",
+                "Age of the oldest result webhook waiting for delivery (0: none).",
+                oldest.map_or(0, |t| now.saturating_sub(t)),
+            )?;
+        }
+        Err(err) => tracing::warn!(error = %err, "metrics: reading the webhook queue failed"),
+    }
+    Ok(())
 }

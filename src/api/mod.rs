@@ -5,6 +5,7 @@ mod auth;
 pub use auth::CredentialGuard;
 mod field_schema;
 mod globalpci;
+mod idempotency;
 mod metrics;
 mod openapi;
 mod pages;
@@ -56,6 +57,9 @@ pub struct AppState {
     pub outbox: Option<Arc<crate::session::outbox::Outbox>>,
     /// Request and PSP-call duration histograms.
     pub latency: Arc<crate::latency::Latency>,
+    /// Idempotency-Keys (hashed) whose create is being answered now: a second request with
+    /// one meanwhile is 409.
+    pub idempotency_in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Wall-clock time: the system's, or (development, `server.adjustable_clock`) one the
     /// admin API moves forward.
     pub clock: crate::clock::Clock,
@@ -106,14 +110,15 @@ fn operator_routes(state: &AppState) -> Router<AppState> {
 fn layered(app: Router<AppState>, state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     app.fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.latency.clone(),
-            observe_latency,
-        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             std::time::Duration::from_secs(state.config.server.request_timeout_s),
+        ))
+        // Outside the timeout, so a request cut off by it is timed and logged too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.latency.clone(),
+            observe,
         ))
         // In production the pages are only ever reached over HTTPS (at the TLS front):
         // browsers are told to keep it that way.
@@ -128,26 +133,67 @@ fn layered(app: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Times each request into `http_request_duration_seconds`, by route template.
-async fn observe_latency(
+/// The request-id header: taken from the client when it is safe to log, else made here, and
+/// echoed on the response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The longest client request id kept (longer ones are replaced).
+const MAX_REQUEST_ID: usize = 128;
+
+/// The client's `X-Request-Id` when it is 1-128 characters of `A-Z a-z 0-9 - _ . : = + / @`
+/// and holds nothing like a card number (it goes into every log line); else a new random one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=MAX_REQUEST_ID).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:=+/@".contains(&b))
+                && crate::card::redact::redact_card_numbers(v) == *v
+        });
+    match given {
+        Some(v) => v.to_string(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+/// Per request: a tracing span carrying its request id (so every log line of the request
+/// names it), the id echoed in `X-Request-Id`, the duration into
+/// `http_request_duration_seconds`, and one access-log line — method, route template, status,
+/// duration; never the path's ids, the query string or a body.
+async fn observe(
     axum::extract::State(latency): axum::extract::State<Arc<crate::latency::Latency>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use tracing::Instrument;
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().clone();
+    let method = crate::latency::method_label(req.method().as_str());
+    let id = request_id(req.headers());
+    let span = tracing::info_span!("request", request_id = %id);
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    latency.observe_http(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    latency.observe_http(&route, method, status, took);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "tonegate::access",
+            method = %method,
+            route = %route,
+            status,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
     response
 }
 
@@ -171,12 +217,15 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// An error answered as JSON: `{"error": code, "message": text}`.
+/// An error answered as RFC 9457 problem details (`application/problem+json`): `type`,
+/// `title`, `status`, `detail`, plus the stable `error` code, the `message` (the detail, for
+/// clients written before) and, where one field is at fault, its name in `field`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
     www_authenticate: Option<&'static str>,
 }
 
@@ -188,8 +237,15 @@ impl ApiError {
             status,
             code,
             message: crate::card::redact::redact_card_numbers(&message.into()),
+            field: None,
             www_authenticate: None,
         }
+    }
+
+    /// Names the request field (body member, header or query parameter) at fault.
+    pub fn field(mut self, name: impl Into<String>) -> Self {
+        self.field = Some(crate::card::redact::redact_card_numbers(&name.into()));
+        self
     }
 
     /// 400 `bad_request`.
@@ -216,11 +272,23 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response();
+        // `about:blank`: the title is the status's own phrase; `error` tells the cases apart.
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.message,
+            "error": self.code,
+            "message": self.message,
+        });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        let mut r = (self.status, Json(body)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(v) = self.www_authenticate {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
@@ -271,6 +339,21 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
+/// The member a JSON data error names: axum writes serde's path first
+/// (`Failed to deserialize the JSON body into the target type: PaymentData.amount: …`); a
+/// missing member is named in serde's message (`missing field `x``).
+fn data_error_field(text: &str) -> Option<String> {
+    let rest = text.split_once("target type: ")?.1;
+    if let Some(m) = rest.split_once("missing field `") {
+        return m.1.split_once('`').map(|(f, _)| f.to_string());
+    }
+    if let Some(m) = rest.split_once("unknown field `") {
+        return m.1.split_once('`').map(|(f, _)| f.to_string());
+    }
+    let (path, _) = rest.split_once(": ")?;
+    (!path.is_empty() && path != "." && !path.contains(' ')).then(|| path.to_string())
+}
+
 /// A JSON body, with clear JSON errors for a wrong content type, malformed JSON or an
 /// oversized body.
 pub struct ApiJson<T>(pub T);
@@ -290,10 +373,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "malformed JSON: {}",
                 e.body_text()
             ))),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(format!(
-                "invalid request: {}",
-                e.body_text()
-            ))),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                let err = ApiError::bad_request(format!("invalid request: {text}"));
+                Err(match data_error_field(&text) {
+                    Some(f) => err.field(f),
+                    None => err,
+                })
+            }
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {

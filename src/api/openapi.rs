@@ -63,7 +63,234 @@ pub(super) fn routes() -> Router<AppState> {
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(api()).expect("the OpenAPI document serializes");
     require_headers(&mut doc);
+    name_operations(&mut doc);
+    doc["webhooks"] = webhooks();
     doc
+}
+
+/// Each operation's `operationId` (what generated clients name their functions) and tag (how
+/// they group them), by method and path. A test checks every operation has one, each once.
+const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    ("get", "/healthz", "getHealth", "operations"),
+    ("get", "/metrics", "getMetrics", "operations"),
+    ("get", "/openapi.json", "getOpenApiDocument", "operations"),
+    ("post", "/auth/connect/token", "issueToken", "auth"),
+    (
+        "post",
+        "/globalpci/v1/selfservicesession/",
+        "createSelfServiceSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/digitalselfservicesession/",
+        "createDigitalSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/agentsession/",
+        "createAgentSession",
+        "sessions",
+    ),
+    ("get", "/globalpci/v1/sessions", "listSessions", "sessions"),
+    (
+        "get",
+        "/globalpci/v1/session/{id}",
+        "getSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/session/{id}/cancel",
+        "cancelSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/session/{id}/submit",
+        "submitSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/session/{id}/release",
+        "releaseSession",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/session/{id}/reissue",
+        "reissueSessionLink",
+        "sessions",
+    ),
+    (
+        "post",
+        "/globalpci/v1/session/{id}/messaging",
+        "getMessagingPayloads",
+        "messaging",
+    ),
+    (
+        "post",
+        "/globalpci/v1/applepay/response",
+        "acceptApplePayResponse",
+        "messaging",
+    ),
+    ("post", "/globalpci/v1/redact", "redactText", "redaction"),
+    ("get", "/admin/v1/outbox", "listOutbox", "admin"),
+    (
+        "get",
+        "/admin/v1/webhooks",
+        "listUndeliveredWebhooks",
+        "admin",
+    ),
+    ("get", "/admin/v1/audit/relay", "listRelayAudit", "admin"),
+    ("get", "/pay/agent/{id}", "getAgentPaymentPage", "pages"),
+    (
+        "get",
+        "/pay/agent/{id}/events",
+        "streamAgentPaymentEvents",
+        "pages",
+    ),
+    (
+        "post",
+        "/pay/agent/{id}/reset",
+        "resetAgentPaymentField",
+        "pages",
+    ),
+    (
+        "post",
+        "/pay/agent/{id}/submit",
+        "submitAgentPayment",
+        "pages",
+    ),
+    ("get", "/pay/link/{token}", "getHostedPaymentPage", "pages"),
+    ("post", "/pay/link/{token}", "payHostedPaymentPage", "pages"),
+    ("post", "/relay/v1/calls", "createRelayCall", "relay"),
+    ("get", "/relay/v1/calls", "listRelayCalls", "relay"),
+    ("get", "/relay/v1/calls/{id}", "getRelayCall", "relay"),
+    ("delete", "/relay/v1/calls/{id}", "deleteRelayCall", "relay"),
+    (
+        "post",
+        "/relay/v1/calls/{id}/secure",
+        "setRelayCallSecure",
+        "relay",
+    ),
+];
+
+/// The tags' descriptions, in the order generated documentation shows them.
+const TAGS: &[(&str, &str)] = &[
+    ("sessions", "GlobalPCI payment sessions (scope globalpci)"),
+    (
+        "messaging",
+        "Digital sessions offered in messaging conversations (scope globalpci)",
+    ),
+    (
+        "redaction",
+        "Masking card numbers in free text (scope globalpci)",
+    ),
+    ("relay", "RTP relay control (scope relay)"),
+    ("auth", "OAuth2 tokens"),
+    ("admin", "Operator routes (scope admin)"),
+    (
+        "pages",
+        "The agent payment UI and the hosted payment page (browsers)",
+    ),
+    ("operations", "Health, metrics and this document"),
+];
+
+/// Sets `operationId` and `tags` on each operation, from [`OPERATIONS`] (an operation missing
+/// there is named from its method and path, and the OpenAPI test fails on it).
+fn name_operations(doc: &mut Value) {
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            for (method, op) in item.as_object_mut().into_iter().flatten() {
+                let Some(op) = op.as_object_mut() else {
+                    continue;
+                };
+                let known = OPERATIONS
+                    .iter()
+                    .find(|(m, p, _, _)| m == method && p == path);
+                let (id, tag) = match known {
+                    Some((_, _, id, tag)) => (id.to_string(), *tag),
+                    None => (
+                        format!("{method}{}", path.replace(['/', '{', '}', '.'], "_")),
+                        "unnamed",
+                    ),
+                };
+                op.insert("operationId".into(), Value::String(id));
+                op.insert("tags".into(), serde_json::json!([tag]));
+            }
+        }
+    }
+    doc["tags"] = TAGS
+        .iter()
+        .map(|(name, description)| serde_json::json!({ "name": name, "description": description }))
+        .collect();
+}
+
+/// The result webhook (`notify.rs`, `Session::webhook_event`), as OpenAPI 3.1 `webhooks`: what
+/// tonegate POSTs to an account's `webhook_url` when a session ends.
+fn webhooks() -> Value {
+    let header = |description: &str, schema: Value| serde_json::json!({ "name": "", "in": "header", "required": true, "description": description, "schema": schema });
+    let mut params = Vec::new();
+    for (name, description, schema) in [
+        (
+            "X-Tonegate-Signature",
+            "v1= and the hex HMAC-SHA256 of \"{X-Tonegate-Timestamp}.{body}\" keyed with the \
+             account's webhook_secret",
+            serde_json::json!({ "type": "string", "pattern": "^v1=[0-9a-f]{64}$" }),
+        ),
+        (
+            "X-Tonegate-Timestamp",
+            "Unix seconds when this try was signed (reject old ones)",
+            serde_json::json!({ "type": "string", "pattern": "^[0-9]+$" }),
+        ),
+        (
+            "X-Tonegate-Event-Id",
+            "The same on every try of one event: deduplicate on it",
+            serde_json::json!({ "type": "string" }),
+        ),
+    ] {
+        let mut p = header(description, schema);
+        p["name"] = Value::String(name.into());
+        params.push(p);
+    }
+    serde_json::json!({
+        "sessionEnded": {
+            "post": {
+                "operationId": "sessionEnded",
+                "tags": ["sessions"],
+                "summary": "A session ended (Completed, Declined, Failed, Cancelled or Expired); \
+                            retried 1 s doubling to hourly for store.webhook_retry_s until a 2xx",
+                "parameters": params,
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": {
+                        "type": "object",
+                        "description": "The event: its id and type, and the session's state, amount and result (masked PAN, brand, PSP references; never card data)",
+                        "required": ["eventId", "type", "createdAt", "sessionId", "sessionState", "sessionType", "currency"],
+                        "properties": {
+                            "eventId": { "type": "string" },
+                            "type": { "type": "string", "enum": ["session.completed", "session.declined", "session.failed", "session.cancelled", "session.expired"] },
+                            "createdAt": { "type": "integer" },
+                            "sessionId": { "type": "string" },
+                            "sessionState": { "$ref": "#/components/schemas/SessionState" },
+                            "sessionType": { "$ref": "#/components/schemas/SessionKind" },
+                            "currency": { "type": "string" },
+                            "amount": { "type": "string" },
+                            "merchantTxnRef": { "type": "string" }
+                        },
+                        "additionalProperties": true
+                    } } }
+                },
+                "responses": {
+                    "2XX": { "description": "Received: not sent again" },
+                    "default": { "description": "Not received: tried again later" }
+                }
+            }
+        }
+    })
 }
 
 /// Response headers the gateway always sends where the document states them. utoipa 5's
@@ -209,11 +436,28 @@ mod answers {
     use crate::session::model::{PaymentResult, SessionKind, SessionState};
 
     // `ApiError`.
-    /// An error: a stable code, and a message that says what went wrong
+    /// An RFC 9457 problem: a stable code (`error`), what went wrong (`detail`, also as
+    /// `message`), and the request field at fault where there is one (`field`)
     #[derive(ToSchema)]
     pub struct Error {
+        /// `about:blank`: the title is the HTTP status's phrase
+        #[serde(rename = "type")]
+        #[schema(schema_with = about_blank)]
+        pub kind: String,
+        pub title: String,
+        pub status: u16,
+        pub detail: String,
+        /// The stable machine code (`not_found`, `invalid_field`, …)
         pub error: String,
         pub message: String,
+        /// The body member, header or parameter at fault
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub field: Option<String>,
+    }
+
+    fn about_blank() -> Schema {
+        super::one_of(&["about:blank"])
     }
 
     /// An RFC 6749 §5.2 error
@@ -406,6 +650,16 @@ mod answers {
         pub agent: LocalLeg,
     }
 
+    // `list` in `globalpci.rs`.
+    #[derive(ToSchema)]
+    pub struct SessionList {
+        pub sessions: Vec<Session>,
+        /// Where the next page starts (absent on the last page)
+        #[serde(rename = "nextCursor", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = String)]
+        pub next_cursor: Option<String>,
+    }
+
     // `list` in `relay.rs`.
     #[derive(ToSchema)]
     pub struct Calls {
@@ -447,9 +701,12 @@ fn text(description: &str, content_type: &str) -> Response {
     answer(description, content_type, string())
 }
 
-/// An `ApiError` (JSON).
+/// The content type of an `ApiError` (RFC 9457).
+const PROBLEM: &str = "application/problem+json";
+
+/// An `ApiError` (problem details).
 fn error(description: &str) -> Response {
-    answer(description, "application/json", schema_ref("Error"))
+    answer(description, PROBLEM, schema_ref("Error"))
 }
 
 /// The answers many routes share (`components/responses`): those of the shared extractors
@@ -462,7 +719,7 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
              (plain text)",
         )
         .content(
-            "application/json",
+            PROBLEM,
             ContentBuilder::new()
                 .schema(Some(schema_ref("Error")))
                 .build(),
@@ -479,7 +736,7 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
             HeaderBuilder::new().schema(string()).build(),
         )
         .content(
-            "application/json",
+            PROBLEM,
             ContentBuilder::new()
                 .schema(Some(schema_ref("Error")))
                 .build(),
@@ -503,6 +760,29 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
             ),
         ),
         ("BadRequestOrPath", json_or_plain),
+        (
+            "IdempotencyKeyReused",
+            error("The Idempotency-Key was used before with another body (idempotency_key_reused)"),
+        ),
+        (
+            "BadQueryOrCursor",
+            ResponseBuilder::new()
+                .description(
+                    "The query string could not be read (plain text), or a value is refused \
+                     (problem details naming it)",
+                )
+                .content(
+                    PROBLEM,
+                    ContentBuilder::new()
+                        .schema(Some(schema_ref("Error")))
+                        .build(),
+                )
+                .content(
+                    "text/plain",
+                    ContentBuilder::new().schema(Some(string())).build(),
+                )
+                .build(),
+        ),
         (
             "BadRequestPlain",
             text("Malformed JSON, or a path that is not UTF-8", "text/plain"),
@@ -677,6 +957,27 @@ impl Op {
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
                 .schema(Some(string())),
+        );
+        self
+    }
+
+    /// The optional `Idempotency-Key` header of a create (`idempotency.rs`).
+    fn idempotency_key(mut self) -> Op {
+        self.op = self.op.parameter(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Retry-safe creates: the same key with the same body answers the first \
+                     answer again (24 h); another body is 422",
+                ))
+                .schema(Some(
+                    string()
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[!-~]+$")),
+                )),
         );
         self
     }
@@ -862,13 +1163,17 @@ fn api() -> OpenApi {
     // Creating a session: the session (a new one, or the live one for this call), or 403
     // (account_not_allowed), 409, 503 (shutting down).
     fn created<T: ToSchema>(op: Op) -> Op {
-        op.json_inline::<T>(
-            "200",
-            "The session (a new one, or the live one for this call: Message says which)",
-        )
-        .shared("403", "Forbidden")
-        .shared("409", "Conflict")
-        .shared("503", "Unavailable")
+        op.idempotency_key()
+            .json_inline::<T>(
+                "200",
+                "The session (a new one, or the live one for this call: Message says which; \
+                 with an Idempotency-Key used before with this body, the first answer again)",
+            )
+            .shared("403", "Forbidden")
+            .shared("404", "NotFound")
+            .shared("409", "Conflict")
+            .shared("422", "IdempotencyKeyReused")
+            .shared("503", "Unavailable")
     }
     let mut self_service = Op::new(
         "Start an IVR self-service session → sessionId, dtmfFallbackNumber, dtmfLinkId, Message",
@@ -904,6 +1209,18 @@ fn api() -> OpenApi {
             .authed("globalpci")
             .api_json::<globalpci::CreateBody>(),
         ),
+    );
+    doc.add(
+        "/globalpci/v1/sessions",
+        Get,
+        Op::new(
+            "The client's sessions, newest first, filtered by CallGuid, merchantTxnRef, state \
+             and creation time; a page at a time (pass nextCursor as cursor)",
+        )
+        .authed("globalpci")
+        .query::<globalpci::ListQuery>()
+        .json_inline::<SessionList>("200", "A page of sessions")
+        .shared("400", "BadQueryOrCursor"),
     );
     doc.add(
         "/globalpci/v1/session/{id}",
@@ -1267,8 +1584,14 @@ fn api() -> OpenApi {
         )
         .authed("relay")
         .api_json::<relay::CreateRequest>()
-        .json_inline::<CallCreated>("201", "The call")
+        .idempotency_key()
+        .json_inline::<CallCreated>(
+            "201",
+            "The call (with an Idempotency-Key used before with this body, the first answer again)",
+        )
+        .shared("404", "NotFound")
         .shared("409", "Conflict")
+        .shared("422", "IdempotencyKeyReused")
         .answer(
             "429",
             error("The client holds as many live calls as relay.max_calls_per_client allows"),

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonegate_dsp::G711Law;
 use utoipa::ToSchema;
@@ -52,7 +52,7 @@ impl From<RelayError> for ApiError {
 
 // Doc comments here are the schema's descriptions in /openapi.json; its constraints are what
 // `create` and `parse_remote` check after reading the body.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LegRequest {
     // See `parse_remote`: its pattern is assembled in `openapi.rs`.
@@ -60,7 +60,8 @@ pub(super) struct LegRequest {
     remote: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
+// Serialize: an Idempotency-Key's request hash is taken over the request as read.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRequest {
     /// The platform's call id: not blank, at most 128 characters; one live call per call_guid
@@ -87,8 +88,8 @@ pub(super) struct CreateRequest {
     #[serde(default)]
     ipv6: bool,
     /// The account (AccountConfigurationId) the call belongs to; sets its dtmf_masking policy.
-    /// 400 unless a configured account this client may use. Without it, a client allowed
-    /// exactly one account uses that one.
+    /// 404 for an unknown account, 403 for one this client may not use. Without it, a client
+    /// allowed exactly one account uses that one.
     #[serde(default)]
     account: Option<String>,
 }
@@ -169,9 +170,18 @@ fn parse_rule(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
 async fn create(
     State(state): State<AppState>,
     auth: Authed,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let p = auth.require(Scope::Relay)?;
+    let claim = super::idempotency::claim(&state, &headers, &p.client_id, "relay_call")?;
+    let request_hash =
+        super::idempotency::request_hash(&serde_json::to_value(&req).unwrap_or_default());
+    if let Some(c) = &claim {
+        if let Some(answer) = c.replay(&state, &request_hash)? {
+            return Ok((StatusCode::CREATED, Json(answer)));
+        }
+    }
     let law = match req.codec.to_ascii_uppercase().as_str() {
         "PCMU" => G711Law::Ulaw,
         "PCMA" => G711Law::Alaw,
@@ -193,10 +203,21 @@ async fn create(
     })?;
     let account = match req.account {
         Some(a) => {
-            if state.config.account(&a).is_none() || !client.may_use_account(&a) {
-                return Err(ApiError::bad_request(format!(
-                    "account {a:?} is not an account this client may use"
-                )));
+            if state.config.account(&a).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_account",
+                    format!("no account {a:?}"),
+                )
+                .field("account"));
+            }
+            if !client.may_use_account(&a) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "account_not_allowed",
+                    format!("account {a:?} is not an account this client may use"),
+                )
+                .field("account"));
             }
             Some(a)
         }
@@ -225,17 +246,18 @@ async fn create(
         account,
         policy,
     })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": info.id,
-            "call_guid": info.call_guid,
-            "secure": info.secure,
-            "dtmf_masking": info.dtmf_masking,
-            "caller": { "local": info.caller.local.to_string() },
-            "agent": { "local": info.agent.local.to_string() },
-        })),
-    ))
+    let out = json!({
+        "id": info.id,
+        "call_guid": info.call_guid,
+        "secure": info.secure,
+        "dtmf_masking": info.dtmf_masking,
+        "caller": { "local": info.caller.local.to_string() },
+        "agent": { "local": info.agent.local.to_string() },
+    });
+    if let Some(c) = &claim {
+        c.keep(&state, &request_hash, &info.id, &out);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 async fn list(State(state): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {

@@ -179,6 +179,15 @@ impl Authority {
         }
     }
 
+    /// A 32-byte key for `purpose`, derived from the signing key (HMAC-SHA256): stable across
+    /// restarts exactly when `auth.signing_key` is set.
+    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(b"tonegate derived key\0");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// The secret to check a request naming client `id` against: the client's, or for an
     /// unknown id a random one of the same kind (which never matches).
     pub fn secret_for(&self, id: &str) -> &Secret {

@@ -500,6 +500,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         http_evicted: Default::default(),
         outbox,
         latency,
+        idempotency_in_flight: Default::default(),
         clock,
     })
 }

@@ -11,6 +11,7 @@ pub mod store;
 pub mod voice;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,6 +160,7 @@ struct Inner {
     prompts: Arc<crate::prompts::Prompts>,
     link_guard: Mutex<link_id::LinkGuard>,
     link_counters: link_id::LinkCounters,
+    outcomes: Outcomes,
     payments: PaymentGate,
     /// Wakes the webhook worker when an event is queued.
     webhook_due: tokio::sync::Notify,
@@ -236,6 +238,7 @@ impl Inner {
             })?;
         if ended {
             self.webhook_due.notify_one();
+            self.outcomes.ended(t);
         }
         Ok(ended)
     }
@@ -288,10 +291,12 @@ impl Inner {
                     let now = me.clock.unix_now();
                     let (state, next_at, err) = match r {
                         Ok(()) => {
+                            me.outcomes.webhooks_delivered.fetch_add(1, Relaxed);
                             tracing::info!(session = %w.session_id, event = %w.event_id, attempt = w.attempts + 1, "webhook delivered");
                             (store::WebhookState::Delivered, now, None)
                         }
                         Err(e) if now.saturating_sub(w.created_at) >= retry_for => {
+                            me.outcomes.webhooks_given_up.fetch_add(1, Relaxed);
                             tracing::error!(session = %w.session_id, event = %w.event_id, error = %e, "webhook given up after the retry period");
                             (store::WebhookState::Failed, now, Some(e))
                         }
@@ -318,6 +323,36 @@ impl Inner {
 
 /// Webhooks tried at once.
 const WEBHOOK_BATCH: usize = 32;
+
+/// Sessions' outcomes counted in this process since start (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Payments the PSP completed.
+    pub payments_completed: AtomicU64,
+    /// Payments the PSP declined.
+    pub payments_declined: AtomicU64,
+    /// Payments that failed at or after submission (PSP error, or settled as failed).
+    pub payments_failed: AtomicU64,
+    /// Result webhooks delivered (a 2xx came back).
+    pub webhooks_delivered: AtomicU64,
+    /// Result webhooks given up after the retry period.
+    pub webhooks_given_up: AtomicU64,
+}
+
+impl Outcomes {
+    /// Counts a session's end: a payment outcome when it leaves `Submitting`.
+    fn ended(&self, t: Transition) {
+        if t.from() != SessionState::Submitting {
+            return;
+        }
+        let counter = match t.to() {
+            SessionState::Completed => &self.payments_completed,
+            SessionState::Declined => &self.payments_declined,
+            _ => &self.payments_failed,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
 
 /// The session service. Cheap to clone.
 #[derive(Clone)]
@@ -389,6 +424,7 @@ impl Sessions {
                 prompts,
                 link_guard: Mutex::new(link_id::LinkGuard::new(config_link, link_ttl_s)),
                 link_counters: link_id::LinkCounters::default(),
+                outcomes: Outcomes::default(),
                 payments: PaymentGate::default(),
                 webhook_due: tokio::sync::Notify::new(),
                 retention_ran_at: Default::default(),
@@ -401,6 +437,11 @@ impl Sessions {
     /// Link-id tries by outcome (for `/metrics`).
     pub fn link_counters(&self) -> &link_id::LinkCounters {
         &self.inner.link_counters
+    }
+
+    /// Payment and webhook outcomes since start (for `/metrics`).
+    pub fn outcomes(&self) -> &Outcomes {
+        &self.inner.outcomes
     }
 
     /// The store (read-only uses: tests, audit).

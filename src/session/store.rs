@@ -156,6 +156,22 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Webhooks not delivered (pending or given up), newest first (at most `limit`).
     fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// A client's sessions that match `filter`, newest first (at most `filter.limit`).
+    fn list(&self, client_id: &str, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
+    /// The answer remembered for an `Idempotency-Key` (by its hash), if stored at `since` or
+    /// later.
+    fn idempotent_get(
+        &self,
+        key_hash: &str,
+        since: u64,
+    ) -> Result<Option<IdempotentAnswer>, StoreError>;
+    /// Remembers a create's answer under its key's hash (a first answer stays), and forgets
+    /// those stored before `before`.
+    fn idempotent_put(&self, a: &IdempotentAnswer, before: u64) -> Result<(), StoreError>;
+    /// Live sessions by state (every live state, zeros included), for `/metrics`.
+    fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError>;
+    /// Pending webhooks: how many, and when the oldest was queued (Unix seconds).
+    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError>;
     /// Terminal sessions changed since `since` that have no webhook queued (a crash between
     /// the state change and queueing it).
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError>;
@@ -349,7 +365,54 @@ const MIGRATIONS: &[&str] = &[
         'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired',
         'Declined>Created', 'Failed>Created')
     BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
+    // 8: create answers kept for Idempotency-Key replays (key hashed, answer sealed), and the
+    // client's session listing, newest first.
+    "CREATE TABLE idempotency (
+        key_hash TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idempotency_created ON idempotency(created_at);
+    CREATE INDEX sessions_client_created ON sessions(client_id, created_at, id);",
 ];
+
+/// Which of a client's sessions [`SessionStore::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only this `CallGuid` (as stored: card-number-like runs masked).
+    pub call_guid: Option<String>,
+    /// Only this `merchantTxnRef` (as stored).
+    pub merchant_txn_ref: Option<String>,
+    /// Only sessions in this state.
+    pub state: Option<SessionState>,
+    /// Created at or after (Unix seconds).
+    pub created_from: Option<u64>,
+    /// Created before (Unix seconds).
+    pub created_to: Option<u64>,
+    /// Only sessions after this one in the order (creation time and id, newest first): the
+    /// last of the previous page.
+    pub after: Option<(u64, String)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A create's answer kept for its `Idempotency-Key`: the key only as a hash, the answer
+/// sealed (it holds the agent's access code; see `api/idempotency.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentAnswer {
+    /// SHA-256 of the client, the route and the key.
+    pub key_hash: String,
+    /// SHA-256 of the request body, canonical JSON.
+    pub request_hash: String,
+    /// The session (or relay call) the create made or returned.
+    pub session_id: String,
+    /// The answer, sealed with a key only the gateway and the key's holder can derive.
+    pub sealed: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
 
 /// A payment link's record (the token itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -782,6 +845,120 @@ impl SessionStore for SqliteStore {
             "state != 'delivered' ORDER BY created_at DESC LIMIT ?1",
             &[&(limit as i64)],
         )
+    }
+
+    fn list(&self, client_id: &str, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
+        let mut clause = String::from("client_id = ?1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(client_id.to_string())];
+        let mut add = |sql: &str, v: Box<dyn rusqlite::ToSql>| {
+            args.push(v);
+            clause.push_str(&sql.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(g) = &f.call_guid {
+            add(" AND call_guid = ?", Box::new(g.clone()));
+        }
+        if let Some(r) = &f.merchant_txn_ref {
+            add(" AND merchant_txn_ref = ?", Box::new(r.clone()));
+        }
+        if let Some(s) = f.state {
+            add(" AND state = ?", Box::new(s.as_str()));
+        }
+        if let Some(t) = f.created_from {
+            add(" AND created_at >= ?", Box::new(t as i64));
+        }
+        if let Some(t) = f.created_to {
+            add(" AND created_at < ?", Box::new(t as i64));
+        }
+        if let Some((t, id)) = &f.after {
+            add(" AND (created_at < ?", Box::new(*t as i64));
+            add(" OR (created_at = ?", Box::new(*t as i64));
+            add(" AND id < ?))", Box::new(id.clone()));
+        }
+        add(
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            Box::new(f.limit as i64),
+        );
+        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| &**a).collect();
+        self.query(&clause, &refs)
+    }
+
+    fn idempotent_get(
+        &self,
+        key_hash: &str,
+        since: u64,
+    ) -> Result<Option<IdempotentAnswer>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key_hash, request_hash, session_id, sealed, created_at FROM idempotency \
+                 WHERE key_hash = ?1 AND created_at >= ?2",
+            )?;
+            let mut rows = stmt.query(params![key_hash, since as i64])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(IdempotentAnswer {
+                    key_hash: r.get(0)?,
+                    request_hash: r.get(1)?,
+                    session_id: r.get(2)?,
+                    sealed: r.get(3)?,
+                    created_at: r.get::<_, i64>(4)? as u64,
+                }),
+                None => None,
+            })
+        })
+    }
+
+    fn idempotent_put(&self, a: &IdempotentAnswer, before: u64) -> Result<(), StoreError> {
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM idempotency WHERE created_at < ?1",
+                params![before as i64],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO idempotency (key_hash, request_hash, session_id, sealed, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.key_hash, a.request_hash, a.session_id, a.sealed, a.created_at as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError> {
+        self.blocking(|conn| {
+            // The state index answers this without reading the sessions' rows.
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT state, count(*) FROM sessions WHERE {LIVE} GROUP BY state"
+            ))?;
+            let mut out: Vec<(SessionState, u64)> = SessionState::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .map(|s| (s, 0))
+                .collect();
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let state = r.get::<_, String>(0)?;
+                let n = r.get::<_, i64>(1)? as u64;
+                if let Some(slot) = out.iter_mut().find(|(s, _)| s.as_str() == state) {
+                    slot.1 = n;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError> {
+        self.blocking(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count(*), min(created_at) FROM webhooks WHERE state = 'pending'",
+                )?
+                .query_row([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                    ))
+                })?)
+        })
     }
 
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError> {

@@ -479,7 +479,7 @@ fn metrics_time_ng_requests_by_command_and_outcome() {
     assert_eq!(counter(&after, "tonegate_relay_calls_created_total"), 1);
     assert_eq!(counter(&after, "tonegate_relay_calls_active"), 0);
     assert!(after.contains("# TYPE tonegate_relay_calls_active gauge"));
-    assert!(after.contains("# TYPE tonegate_relay_calls_created counter"));
+    assert!(after.contains("# TYPE tonegate_relay_calls_created_total counter"));
     assert!(
         after
             .lines()

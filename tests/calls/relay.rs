@@ -769,6 +769,41 @@ fn control_api_checks_tokens_and_input() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().unwrap()["error"], "bad_request");
+    // An account that does not exist is 404, naming the field.
+    let mut unknown = body.clone();
+    unknown["account"] = json!("no-such-account");
+    let r = post(Some(&relay_tok), &unknown);
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().unwrap()["field"], "account");
+    // A create retried with its Idempotency-Key answers the same call; another body is 422.
+    let keyed = |b: &Value| {
+        let r = http()
+            .post(gw.url("/relay/v1/calls"))
+            .bearer_auth(&relay_tok)
+            .header("Idempotency-Key", "call-7")
+            .json(b)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (s, first) = keyed(&body);
+    assert_eq!(s, 201, "{first}");
+    assert_eq!(keyed(&body), (201, first.clone()));
+    let mut other = body.clone();
+    other["call_guid"] = json!("y");
+    let (s, v) = keyed(&other);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let listed = http()
+        .get(gw.url("/relay/v1/calls"))
+        .bearer_auth(&relay_tok)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(listed["calls"].as_array().unwrap().len(), 1, "{listed}");
     let r = http()
         .post(gw.url("/relay/v1/calls/nope/secure"))
         .bearer_auth(&relay_tok)

@@ -179,3 +179,144 @@ fn stated_values_match_the_types() {
     assert_eq!(token["429"]["headers"]["Retry-After"]["required"], true);
     assert_eq!(token["503"]["headers"]["Retry-After"]["required"], true);
 }
+
+/// Every operation has its own `operationId` and a described tag (what generated clients
+/// name and group their functions by); the result webhook is in `webhooks`; every error
+/// answer is problem details.
+#[test]
+fn operations_are_named_and_tagged_and_webhooks_described() {
+    let doc = tonegate::api::openapi_document();
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_string()), "{id} twice");
+            let tag = op["tags"][0].as_str().unwrap();
+            assert!(
+                tags.contains(&tag),
+                "{method} {path}: tag {tag} not described"
+            );
+            for (status, r) in op["responses"].as_object().unwrap() {
+                let r = match r["$ref"].as_str() {
+                    Some(name) => &doc["components"]["responses"][name.rsplit('/').next().unwrap()],
+                    None => r,
+                };
+                let Some(content) = r["content"].as_object() else {
+                    continue;
+                };
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        !content.contains_key("application/json") || path == "/auth/connect/token",
+                        "{method} {path} {status}: errors are application/problem+json"
+                    );
+                }
+            }
+        }
+    }
+    assert!(ids.contains("createAgentSession") && ids.contains("listSessions"));
+    let hook = &doc["webhooks"]["sessionEnded"]["post"];
+    let headers: Vec<&str> = hook["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "X-Tonegate-Signature",
+            "X-Tonegate-Timestamp",
+            "X-Tonegate-Event-Id"
+        ]
+    );
+    let required = &hook["requestBody"]["content"]["application/json"]["schema"]["required"];
+    assert!(required
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("eventId")));
+}
+
+/// A Python client generated from `/openapi.json` by openapi-python-client (PyPI, in the test
+/// venv) builds, and its named functions create, read and list a session on a live gateway.
+#[test]
+fn a_generated_python_client_makes_real_calls() {
+    let bin = std::env::var_os("TONEGATE_OPENAPI_PYTHON_CLIENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::root().join(".venv/bin/openapi-python-client"));
+    if !bin.is_file() {
+        common::skip(
+            "generated client",
+            &format!(
+                "openapi-python-client is not at {} (scripts/test installs it)",
+                bin.display()
+            ),
+        );
+        return;
+    }
+    let python = bin.with_file_name("python");
+    let gw = Gateway::start("");
+    let work = tempfile::tempdir().unwrap();
+    let doc = http()
+        .get(gw.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    std::fs::write(work.path().join("openapi.json"), doc).unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["generate", "--path", "openapi.json", "--meta", "none"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    let script = r#"
+import json, os, sys, typing
+from tonegate_client import AuthenticatedClient
+from tonegate_client.api.sessions import create_agent_session, get_session, list_sessions
+c = AuthenticatedClient(base_url=os.environ["BASE"], token=os.environ["TOKEN"])
+Body = typing.get_type_hints(create_agent_session.sync_detailed)["body"]
+body = Body.from_dict(json.loads(os.environ["BODY"]))
+made = create_agent_session.sync_detailed(client=c, body=body, idempotency_key="gen-1")
+again = create_agent_session.sync_detailed(client=c, body=body, idempotency_key="gen-1")
+sid = made.parsed.session_id
+got = get_session.sync(client=c, id=sid)
+page = list_sessions.sync(client=c, call_guid="gen-call")
+print(json.dumps({
+    "status": made.status_code, "again": again.parsed.session_id, "id": sid,
+    "state": str(got.session_state.value), "listed": [s.session_id for s in page.sessions],
+}))
+"#;
+    let body = std::fs::read_to_string(common::fixture("globalpci/agentsession.json"))
+        .unwrap()
+        .replace("CALL-GUID-PLACEHOLDER", "gen-call");
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .current_dir(work.path())
+        .env("BASE", gw.url(""))
+        .env("TOKEN", gw.token("globalpci"))
+        .env("BODY", body)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["again"], v["id"], "{v}");
+    assert_eq!(v["state"], "Created", "{v}");
+    assert_eq!(v["listed"], serde_json::json!([v["id"]]), "{v}");
+}

@@ -1262,3 +1262,305 @@ fn the_debian_package_passes_lintian() {
         cfg.contains("\"/run/tonegate/ctl.sock\"") && unit.contains("RuntimeDirectory=tonegate")
     );
 }
+
+/// A child process killed when dropped (a failed assertion leaves no gateway running).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tonegate serve` on the shipped config (HTTP on a free loopback port, its database
+/// in `dir`), stderr piped; returns the child, its address and its log lines after the
+/// listening line.
+fn serve_shipped(dir: &std::path::Path) -> (Killed, String, Lines) {
+    let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
+    let db = dir.join("t.db").display().to_string();
+    let text = shipped
+        .replacen("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"", 1)
+        .replacen(
+            "sqlite_path = \"var/tonegate.db\"",
+            &format!("sqlite_path = {db:?}"),
+            1,
+        );
+    let cfg = dir.join("t.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(common::root())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _, lines) = listening(&mut child);
+    (Killed(child), addr, lines)
+}
+
+/// Creates an agent session (seed body, call `call_guid`) on the gateway at `addr` with the
+/// development client, sending `X-Request-Id: request_id`; its id.
+fn create_agent_session(
+    client: &reqwest::blocking::Client,
+    addr: &str,
+    call_guid: &str,
+    request_id: &str,
+) -> String {
+    let token: serde_json::Value = client
+        .post(format!("http://{addr}/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "globalpci"),
+            ("client_id", "tonegate-dev"),
+            ("client_secret", "tonegate-dev-secret"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let body = std::fs::read_to_string(common::fixture("globalpci/agentsession.json"))
+        .unwrap()
+        .replace("CALL-GUID-PLACEHOLDER", call_guid);
+    let r = client
+        .post(format!("http://{addr}/globalpci/v1/agentsession/"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session: serde_json::Value = r.json().unwrap();
+    session["sessionId"].as_str().unwrap().to_string()
+}
+
+/// The value of the sample `series` (name and labels exactly as written) in a scrape.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Runs promtool with `args`, `stdin` on its standard input; its exit status and output.
+fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
+    let mut p = Command::new("promtool")
+        .args(args)
+        .current_dir(common::root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    p.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A live gateway's `/metrics` passes `promtool check metrics` with no finding, carries the
+/// process, build, port, session, payment and webhook metrics, and every metric the shipped
+/// alert rules and Grafana dashboard query is in it; the rules pass `promtool test rules`.
+#[test]
+fn metrics_pass_promtool_and_feed_the_shipped_alerts_and_dashboard() {
+    if common::tool("promtool").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (mut child, addr, _lines) = serve_shipped(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let scrape = || {
+        let r = client.get(format!("http://{addr}/metrics")).send().unwrap();
+        assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4");
+        r.text().unwrap()
+    };
+    let metrics = scrape();
+    let (ok, findings) = promtool(&["check", "metrics"], &metrics);
+    assert!(ok && findings.trim().is_empty(), "{findings}\n{metrics}");
+    // Counters are typed as counters under their sample's name.
+    assert!(metrics.contains("# TYPE tonegate_relay_calls_created_total counter\n"));
+    assert!(metrics.contains("# TYPE process_cpu_seconds_total counter\n"));
+    let version = format!(
+        "tonegate_build_info{{version=\"{}\",arch=\"{}\",profile=\"debug\"}}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    let build = sample(&metrics, &version)
+        .or_else(|| sample(&metrics, &version.replace("debug", "release")));
+    assert_eq!(build, Some(1.0), "{metrics}");
+    assert!(sample(&metrics, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(sample(&metrics, "process_open_fds").unwrap() >= 3.0);
+    assert!(sample(&metrics, "process_max_fds").unwrap() >= 1024.0);
+    assert!(sample(&metrics, "process_cpu_seconds_total").is_some());
+    let start = sample(&metrics, "process_start_time_seconds").unwrap();
+    assert!(start >= started.floor() - 2.0, "{start} vs {started}");
+    // The shipped range, 30000-39999: 5,000 even ports, all free.
+    assert_eq!(
+        sample(&metrics, "tonegate_relay_port_pairs{state=\"free\"}"),
+        Some(5000.0)
+    );
+    assert_eq!(
+        sample(&metrics, "tonegate_relay_port_pairs{state=\"used\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "tonegate_payments_total{outcome=\"completed\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&metrics, "tonegate_webhooks_pending"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "tonegate_sessions_live{state=\"Created\"}"),
+        Some(0.0)
+    );
+
+    // A session created through the API shows as live.
+    create_agent_session(&client, &addr, "metrics-call", "metrics-1");
+    let metrics = scrape();
+    assert_eq!(
+        sample(&metrics, "tonegate_sessions_live{state=\"Created\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // Every metric the alerts and the dashboard read is served (histograms by their series).
+    let rules =
+        std::fs::read_to_string(common::root().join("config/prometheus/tonegate.rules.yml"))
+            .unwrap();
+    let dashboard =
+        std::fs::read_to_string(common::root().join("config/grafana/tonegate-dashboard.json"))
+            .unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    let mut named = std::collections::BTreeSet::new();
+    for text in [&rules, &dashboard] {
+        for (i, _) in text
+            .match_indices("tonegate_")
+            .chain(text.match_indices("process_"))
+        {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Prose mentions (`tonegate_build_info` in a description) are metric names too.
+            named.insert(name);
+        }
+    }
+    assert!(named.len() > 20, "{named:?}");
+    // A family is served when it has a sample or is declared (a labelled histogram has no
+    // series before its first observation).
+    let declared = |name: &str| {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        metrics.lines().any(|l| {
+            l.starts_with(&format!("{name} "))
+                || l.starts_with(&format!("{name}{{"))
+                || l.starts_with(&format!("# TYPE {name} "))
+                || l == format!("# TYPE {base} histogram")
+        })
+    };
+    for name in &named {
+        assert!(
+            declared(name),
+            "{name} is queried by the shipped alerts or dashboard but not served"
+        );
+    }
+    let (ok, out) = promtool(
+        &["check", "rules", "config/prometheus/tonegate.rules.yml"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = promtool(
+        &["test", "rules", "config/prometheus/tonegate.rules.test.yml"],
+        "",
+    );
+    assert!(ok, "{out}");
+
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child.0, Duration::from_secs(10)).success());
+}
+
+/// Logs to a pipe carry no colour codes; each request gets an id (the client's `X-Request-Id`
+/// when safe, else a new one), echoed on the response and named by every line the request
+/// logs; one access line per request names the route template, never the path's ids or the
+/// query string.
+#[test]
+fn logs_are_plain_and_each_request_has_an_id_and_an_access_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, lines) = serve_shipped(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str, id: Option<&str>| {
+        let mut r = client.get(format!("http://{addr}{path}"));
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        let r = r.send().unwrap();
+        let echoed = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        (r.status().as_u16(), echoed)
+    };
+    assert_eq!(
+        get(
+            "/globalpci/v1/session/s-123?note=4111111111111111",
+            Some("req-42")
+        ),
+        (401, "req-42".to_string())
+    );
+    // Made here when missing, unsafe to log, too long or card-like.
+    let is_made = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    for given in [None, Some("two words"), Some("4111111111111111")] {
+        let (status, id) = get("/healthz", given);
+        assert_eq!(status, 200);
+        assert!(is_made(&id), "{given:?} -> {id}");
+    }
+    let long = "a".repeat(129);
+    assert!(is_made(&get("/healthz", Some(&long)).1));
+
+    // A create logs inside its request: that line names the request's id.
+    let session_id = create_agent_session(&client, &addr, "logs-call", "create-7");
+
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child.0, Duration::from_secs(10)).success());
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let text = log.join("\n");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a piped log:\n{text}"
+    );
+    let access: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("tonegate::access"))
+        .collect();
+    let line = access
+        .iter()
+        .find(|l| l.contains("request_id=req-42"))
+        .unwrap_or_else(|| panic!("no access line for req-42:\n{text}"));
+    for part in [
+        "method=GET",
+        "route=/globalpci/v1/session/{id}",
+        "status=401",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+    assert!(
+        !text.contains("s-123") && !text.contains("note=") && !text.contains("4111111111111111")
+    );
+    // One access line per request: five GETs, the token and the create.
+    assert_eq!(access.len(), 7, "{access:#?}");
+    let created = log
+        .iter()
+        .find(|l| l.contains("session created") && l.contains(&session_id))
+        .unwrap_or_else(|| panic!("no creation line:\n{text}"));
+    assert!(created.contains("request_id=create-7"), "{created}");
+}

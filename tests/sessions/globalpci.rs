@@ -359,12 +359,16 @@ fn bad_input_is_a_clear_error_and_stores_nothing() {
     let gw = Gateway::start("");
     let tok = gw.token("globalpci");
     let url = gw.url("/globalpci/v1/selfservicesession");
+    // Every error is RFC 9457 problem details, with the `error` code and the field at fault.
     let send = |b: reqwest::blocking::RequestBuilder| {
         let r = b.bearer_auth(&tok).send().unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<Value>().unwrap_or(Value::Null),
-        )
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let v = r.json::<Value>().unwrap_or(Value::Null);
+        assert_eq!(v["status"], status, "{v}");
+        assert_eq!(v["type"], "about:blank", "{v}");
+        assert!(v["title"].is_string() && v["detail"] == v["message"], "{v}");
+        (status, v)
     };
     let json_post = |v: &Value| send(http().post(&url).json(v));
     let (s, v) = send(
@@ -397,13 +401,25 @@ fn bad_input_is_a_clear_error_and_stores_nothing() {
     let (s, v) = json_post(&b);
     assert_eq!((s, v["error"].as_str()), (400, Some("missing_field")));
     assert!(v["message"].as_str().unwrap().contains("\"amount\""), "{v}");
+    assert_eq!(v["field"], "amount");
+    // An account that does not exist is not found (one the client may not use is 403:
+    // tests/tenancy.rs).
     let mut b = body("selfservicesession", "g");
     b["AccountConfigurationId"] = json!("no-such-account");
     let (s, v) = json_post(&b);
-    assert_eq!((s, v["error"].as_str()), (400, Some("unknown_account")));
+    assert_eq!((s, v["error"].as_str()), (404, Some("unknown_account")));
+    assert_eq!(v["field"], "AccountConfigurationId");
+    assert_eq!(v["title"], "Not Found");
     let mut b = body("selfservicesession", "g");
     b["PaymentData"]["amount"] = json!("twelve");
-    assert_eq!(json_post(&b).0, 400);
+    let (s, v) = json_post(&b);
+    assert_eq!((s, v["field"].as_str()), (400, Some("amount")), "{v}");
+    let (s, v) = json_post(&json!({"AccountConfigurationId": 5}));
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (400, Some("AccountConfigurationId")),
+        "{v}"
+    );
     let mut b = body("digitalselfservicesession", "");
     b["PaymentData"]["CustomerPhoneNumber"] = json!("07700 900123");
     let (s, v) = send(
@@ -412,12 +428,14 @@ fn bad_input_is_a_clear_error_and_stores_nothing() {
             .json(&b),
     );
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")));
+    assert_eq!(v["field"], "CustomerPhoneNumber");
     let b = json!({"AccountConfigurationId": "dev-account", "PaymentData": {"amount": "1.00"}});
     let (s, v) = json_post(&b);
     assert_eq!(
         (s, v["message"].as_str().map(|m| m.contains("CallGuid"))),
         (400, Some(true))
     );
+    assert_eq!(v["field"], "CallGuid");
     let stored = gw
         .state
         .sessions
@@ -533,12 +551,26 @@ fn an_agent_session_captures_over_the_relay_and_leaves_no_digit_behind() {
     assert_eq!(call["secure"], true);
     assert_eq!(call["counters"]["keys_captured"], 26);
     responses += &call.to_string();
-    responses += &http()
+    let metrics = http()
         .get(gw.url("/metrics"))
         .send()
         .unwrap()
         .text()
         .unwrap();
+    // The payment and the call's secure mode are counted.
+    for line in [
+        "tonegate_payments_total{outcome=\"completed\"} 1\n",
+        "tonegate_payments_total{outcome=\"failed\"} 0\n",
+        "tonegate_relay_calls{mode=\"secure\"} 1\n",
+        "tonegate_sessions_live{state=\"Completed\"}",
+    ] {
+        assert_eq!(
+            metrics.contains(line),
+            !line.contains("Completed"),
+            "{line}: {metrics}"
+        );
+    }
+    responses += &metrics;
     // The agent heard the caller's audio, and no key in it.
     let sent_audio = packets
         .iter()
@@ -987,4 +1019,126 @@ fn only_a_gateway_started_with_an_adjustable_clock_lets_an_admin_move_it() {
         (system + 15..=system + 16).contains(&now),
         "{now} vs {system}"
     );
+}
+
+/// `Idempotency-Key`: a retried create answers the first answer again — the same session,
+/// agent URL and access code, and the code still opens the agent's page — while the same key
+/// with another body is 422 and no key is a plain second create (409 for the live call). The
+/// database never holds the access code in the clear.
+#[test]
+fn a_create_retried_with_its_idempotency_key_answers_the_same() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let create = |b: &Value, key: Option<&str>| {
+        let mut r = http()
+            .post(gw.url("/globalpci/v1/agentsession/"))
+            .bearer_auth(&tok)
+            .json(b);
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        let r = r.send().unwrap();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        (r.status().as_u16(), replayed, r.json::<Value>().unwrap())
+    };
+    let b = body("agentsession", "idem-call");
+    let (s, replayed, first) = create(&b, Some("order-1001"));
+    assert_eq!((s, replayed), (200, false), "{first}");
+    let code = first["paymentUiCredentials"]["accessCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The response was lost; the CRM retries.
+    let (s, replayed, again) = create(&b, Some("order-1001"));
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(again, first);
+    // The replayed code opens the agent's page (once).
+    let page = http()
+        .get(format!(
+            "{}?code={code}",
+            again["paymentUiUrl"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Same key, another body: refused, naming the header.
+    let mut other = b.clone();
+    other["PaymentData"]["merchantTxnRef"] = json!("INV-9999");
+    let (s, _, v) = create(&other, Some("order-1001"));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    assert_eq!(v["field"], "Idempotency-Key");
+    // Without a key the retry is a second create: the call already has a live session.
+    assert_eq!(create(&b, None).0, 409);
+    // A key that is no header value a client could mean is refused.
+    let (s, _, v) = create(&b, Some(&"k".repeat(256)));
+    assert_eq!((s, v["field"].as_str()), (400, Some("Idempotency-Key")));
+    let dir = gw.dir.clone();
+    drop(gw);
+    for (name, bytes) in database_files(dir.path()) {
+        assert!(
+            !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+            "{name} holds the access code"
+        );
+        assert!(
+            !bytes.windows(10).any(|w| w == b"order-1001"),
+            "{name} holds the Idempotency-Key"
+        );
+    }
+}
+
+/// `GET /globalpci/v1/sessions`: a client's sessions, newest first, by CallGuid,
+/// merchantTxnRef and state, a page at a time.
+#[test]
+fn sessions_are_found_by_call_reference_and_state_a_page_at_a_time() {
+    let gw = Gateway::start("");
+    let tok = gw.token("globalpci");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut b = body("agentsession", &format!("list-call-{i}"));
+        b["PaymentData"]["merchantTxnRef"] = json!(format!("REF-{i}"));
+        let (s, v) = post(&gw, &tok, "/globalpci/v1/agentsession/", &b);
+        assert_eq!(s, 200, "{v}");
+        ids.push(v["sessionId"].as_str().unwrap().to_string());
+    }
+    let list = |query: &str| {
+        let (s, v) = get(&gw, &tok, &format!("/globalpci/v1/sessions{query}"));
+        assert_eq!(s, 200, "{query}: {v}");
+        let found: Vec<String> = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["sessionId"].as_str().unwrap().to_string())
+            .collect();
+        (found, v["nextCursor"].as_str().map(str::to_string))
+    };
+    assert_eq!(list("?CallGuid=list-call-1"), (vec![ids[1].clone()], None));
+    assert_eq!(list("?merchantTxnRef=REF-2"), (vec![ids[2].clone()], None));
+    assert_eq!(list("?CallGuid=nobody").0, Vec::<String>::new());
+    // Pages of two: every session once, no cursor after the last.
+    let (page1, cursor) = list("?limit=2");
+    assert_eq!(page1.len(), 2);
+    let (page2, end) = list(&format!("?limit=2&cursor={}", cursor.unwrap()));
+    assert_eq!((page2.len(), end), (1, None));
+    let mut all: Vec<String> = page1.into_iter().chain(page2).collect();
+    all.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(all, want);
+    // By state.
+    let (s, _) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{}/cancel", ids[0]),
+        &json!({}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(list("?state=Cancelled"), (vec![ids[0].clone()], None));
+    assert_eq!(list("?state=Created").0.len(), 2);
+    assert_eq!(list("?createdFrom=4102444800").0, Vec::<String>::new());
+    // A cursor this API did not give is refused, naming it.
+    let (s, v) = get(&gw, &tok, "/globalpci/v1/sessions?cursor=bm9wZQ");
+    assert_eq!((s, v["field"].as_str()), (400, Some("cursor")), "{v}");
 }
