@@ -120,6 +120,12 @@ const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "post",
+        "/globalpci/v1/session/{id}/recapture",
+        "recaptureSession",
+        "sessions",
+    ),
+    (
+        "post",
         "/globalpci/v1/session/{id}/reissue",
         "reissueSessionLink",
         "sessions",
@@ -164,8 +170,59 @@ const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "submitAgentPayment",
         "pages",
     ),
+    (
+        "post",
+        "/pay/agent/{id}/cancel",
+        "cancelAgentPayment",
+        "pages",
+    ),
+    (
+        "post",
+        "/pay/agent/{id}/recapture",
+        "recaptureAgentPayment",
+        "pages",
+    ),
     ("get", "/pay/link/{token}", "getHostedPaymentPage", "pages"),
     ("post", "/pay/link/{token}", "payHostedPaymentPage", "pages"),
+    (
+        "get",
+        "/pay/link/{token}/return",
+        "returnFromChallenge",
+        "pages",
+    ),
+    (
+        "post",
+        "/pay/link/{token}/wallet",
+        "startWalletCheckout",
+        "pages",
+    ),
+    (
+        "get",
+        "/pay/link/{token}/wallet/done",
+        "returnFromWalletCheckout",
+        "pages",
+    ),
+    (
+        "get",
+        "/pay/link/{token}/wallet/cancel",
+        "cancelWalletCheckout",
+        "pages",
+    ),
+    (
+        "post",
+        "/psp/v1/webhook/{account}",
+        "receivePspWebhook",
+        "psp",
+    ),
+    ("get", "/sandbox/3ds/{id}", "getSandboxChallenge", "psp"),
+    ("post", "/sandbox/3ds/{id}", "answerSandboxChallenge", "psp"),
+    ("get", "/sandbox/checkout/{id}", "getSandboxCheckout", "psp"),
+    (
+        "post",
+        "/sandbox/checkout/{id}",
+        "answerSandboxCheckout",
+        "psp",
+    ),
     ("post", "/relay/v1/calls", "createRelayCall", "relay"),
     ("get", "/relay/v1/calls", "listRelayCalls", "relay"),
     ("get", "/relay/v1/calls/{id}", "getRelayCall", "relay"),
@@ -195,6 +252,10 @@ const TAGS: &[(&str, &str)] = &[
     (
         "pages",
         "The agent payment UI and the hosted payment page (browsers)",
+    ),
+    (
+        "psp",
+        "The PSP's webhooks, and the sandbox PSP's challenge and checkout pages",
     ),
     ("operations", "Health, metrics and this document"),
 ];

@@ -1223,11 +1223,14 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, 99);
-        // An older one (version 4: no webhook outbox, no state-machine trigger) is brought up
-        // to date.
+        // An older one (version 4: no webhook outbox, no state-machine trigger, no idempotency
+        // table) is brought up to date.
         c.pragma_update(None, "user_version", 4).unwrap();
-        c.execute_batch("DROP TABLE webhooks; DROP TRIGGER sessions_state_machine")
-            .unwrap();
+        c.execute_batch(
+            "DROP TABLE webhooks; DROP TRIGGER sessions_state_machine;
+             DROP TABLE idempotency; DROP INDEX sessions_client_created",
+        )
+        .unwrap();
         drop(c);
         let st = SqliteStore::open(&path).unwrap();
         assert!(

@@ -30,14 +30,16 @@ const SINGLE_SCOPE_EXAMPLES: &str = "5";
 /// request to be accepted, but a relay leg's port range `lo ≤ hi`, and that its host is
 /// unicast, are not something a JSON Schema pattern states; a 400 is the correct answer to such
 /// a schema-valid body. (An unknown account is 404 and one the client may not use 403, which
-/// the check accepts: the session creates are no longer narrowed.) Every other check, including
+/// the check accepts: the session creates are no longer narrowed.) 422 is there too: the
+/// stateful phase sends one generated `Idempotency-Key` with differing bodies, and 422
+/// `idempotency_key_reused` is the answer that reuse must get. Every other check, including
 /// `negative_data_rejection` (an invalid body must be refused), runs on every operation.
 const CONFIG: &str = r#"
 [[operations]]
 include-name = [
   "POST /relay/v1/calls",
 ]
-checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422", "429"]
 "#;
 
 fn schemathesis() -> Option<PathBuf> {

@@ -1279,13 +1279,24 @@ impl Drop for Killed {
 fn serve_shipped(dir: &std::path::Path) -> (Killed, String, Lines) {
     let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
     let db = dir.join("t.db").display().to_string();
+    let prompts = common::root().join("config/prompts").display().to_string();
+    // Relative paths are the config file's: the database goes in `dir`, the prompts are the
+    // shipped ones.
+    for shipped_line in [
+        "listen = \"127.0.0.1:8080\"",
+        "sqlite_path = \"../var/tonegate.db\"",
+        "dir = \"prompts\"",
+    ] {
+        assert!(shipped.contains(shipped_line), "{shipped_line}");
+    }
     let text = shipped
         .replacen("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"", 1)
         .replacen(
-            "sqlite_path = \"var/tonegate.db\"",
+            "sqlite_path = \"../var/tonegate.db\"",
             &format!("sqlite_path = {db:?}"),
             1,
-        );
+        )
+        .replacen("dir = \"prompts\"", &format!("dir = {prompts:?}"), 1);
     let cfg = dir.join("t.toml");
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tonegate"))
