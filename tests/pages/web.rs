@@ -784,6 +784,7 @@ fn three_d_secure_on_the_link_and_trying_again_on_the_same_link() {
     );
     let tok = gw.token("globalpci");
     let b = Browser::start();
+    let axe = common::axe::source();
 
     // The challenge, passed.
     let id = digital(&gw, &tok, "dev-account", "3DS-1");
@@ -793,9 +794,11 @@ fn three_d_secure_on_the_link_and_trying_again_on_the_same_link() {
     assert_eq!(b.text("#challenge-amount"), "59.00 GBP");
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Submitting");
     b.screenshot(&artifacts().join("hosted_page_3ds_challenge.png"));
+    common::axe::assert_clean(&b, axe.as_deref(), "the sandbox's challenge page");
     b.click("#approve");
     b.wait_text("h1", 20, |t| t == "Payment approved");
     assert!(b.text("p").contains("ending 3155"), "{}", b.text("p"));
+    common::axe::assert_clean(&b, axe.as_deref(), "the result after a challenge");
     assert_no_digits("result page", &b.source());
     let s = session(&gw, &tok, &id);
     assert_eq!(s["sessionState"], "Completed", "{s}");
@@ -820,6 +823,7 @@ fn three_d_secure_on_the_link_and_trying_again_on_the_same_link() {
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Capturing");
     assert_eq!(charges_for(&gw, &id), 0);
     b.screenshot(&artifacts().join("hosted_page_3ds_failed.png"));
+    common::axe::assert_clean(&b, axe.as_deref(), "the form after a failed challenge");
     // The form is there again, on the link's own page.
     b.type_into("#number", "4000000000000341");
     b.type_into("#expiry", "1230");
@@ -845,8 +849,10 @@ fn three_d_secure_on_the_link_and_trying_again_on_the_same_link() {
     b.click("#fail");
     b.wait_text("h1", 20, |t| t == "Payment declined");
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Declined");
+    common::axe::assert_clean(&b, axe.as_deref(), "the declined page, out of attempts");
     b.goto(&link);
     assert_eq!(b.text("h1"), "Payment closed");
+    common::axe::assert_clean(&b, axe.as_deref(), "the closed link");
     assert_eq!(charges_for(&gw, &id), 0);
 }
 
@@ -864,6 +870,7 @@ fn a_wallet_payment_on_the_link_completes_by_the_psps_signed_webhook() {
     );
     let tok = gw.token("globalpci");
     let b = Browser::start();
+    let axe = common::axe::source();
 
     let id = digital(&gw, &tok, "dev-account", "W-0");
     b.goto(&links_for(&gw, &id).remove(0));
@@ -881,9 +888,11 @@ fn a_wallet_payment_on_the_link_completes_by_the_psps_signed_webhook() {
     }
     assert_eq!(b.text("#wallet"), "Pay with Apple Pay or Google Pay");
     b.screenshot(&artifacts().join("hosted_page_wallets.png"));
+    common::axe::assert_clean(&b, axe.as_deref(), "the form with the wallet button");
     b.click("#wallet");
     b.wait_text("h1", 20, |t| t == "Sandbox checkout");
     assert_eq!(b.text("#checkout-amount"), "59.00 GBP");
+    common::axe::assert_clean(&b, axe.as_deref(), "the sandbox's checkout page");
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Submitting");
     b.click("#google_pay");
     b.wait_text("h1", 20, |t| t == "Payment approved");
@@ -932,6 +941,7 @@ fn a_wallet_payment_on_the_link_completes_by_the_psps_signed_webhook() {
     let checkout_url: String = b.script("return location.href").as_str().unwrap().into();
     b.click("#cancel");
     b.wait_text("#form-error", 20, |t| t.contains("not completed"));
+    common::axe::assert_clean(&b, axe.as_deref(), "the form after a cancelled checkout");
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Capturing");
     // The abandoned checkout can no longer be paid.
     b.goto(&checkout_url);
