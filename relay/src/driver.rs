@@ -28,6 +28,8 @@ pub(super) trait DatagramTx {
 pub(super) struct CallStatus {
     /// Secure mode as the media path has applied it.
     pub secure: AtomicBool,
+    /// Keys outside secure mode go to the subscriber (link-id listening), as applied.
+    pub listening: AtomicBool,
     /// Each leg's remote RTP address, once known.
     pub remotes: Mutex<[Option<SocketAddr>; 2]>,
     /// When a key last went to the subscriber, ms since the Unix epoch (0: never).
@@ -106,7 +108,10 @@ impl CallDriver {
                 }
             }
             Control::StopPrompt => self.media.stop_prompt(),
-            Control::Listen(on) => self.media.set_listening(on),
+            Control::Listen(on) => {
+                self.media.set_listening(on);
+                self.status.listening.store(on, Relaxed);
+            }
             Control::Remote(side, rule) => self.media.set_remote_rule(side, rule),
             Control::Block(side, on) => self.media.set_blocked(side, on),
             Control::Fault => panic!("injected media fault"),

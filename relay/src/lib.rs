@@ -189,6 +189,8 @@ pub struct CallInfo {
     pub codec: &'static str,
     /// Whether secure mode is on.
     pub secure: bool,
+    /// Whether keys are listened for outside secure mode (a caller keying a `dtmfLinkId`).
+    pub listening: bool,
     /// The masking policy: `call` or `session`.
     pub dtmf_masking: &'static str,
     /// The account the call belongs to, if known.
@@ -547,6 +549,7 @@ impl CallEntry {
                 G711Law::Alaw => "PCMA",
             },
             secure: self.status.secure.load(Relaxed),
+            listening: self.status.listening.load(Relaxed),
             dtmf_masking: match self.policy {
                 DtmfMasking::Call => "call",
                 DtmfMasking::Session => "session",

@@ -665,6 +665,8 @@ mod answers {
         #[schema(schema_with = codec)]
         pub codec: String,
         pub secure: bool,
+        /// Keys are listened for outside secure mode (a caller keying a `dtmfLinkId`)
+        pub listening: bool,
         #[schema(schema_with = dtmf_masking)]
         pub dtmf_masking: String,
         #[schema(required)]

@@ -178,6 +178,21 @@ fn metric(gw: &Gateway, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
+/// Waits until relay call `id` listens for a link id (the sessions link calls on a task of
+/// their own): keys sent before then would be heard by nobody.
+fn wait_listening(gw: &Gateway, tok: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = get(gw, tok, &format!("/relay/v1/calls/{id}"));
+        assert_eq!(s, 200, "{v}");
+        if v["listening"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the call never listened: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The call's audit records once every action in `actions` is among them (the audit trail is
 /// written by a thread of its own), or as they are after 10 s, for the caller's assertions.
 fn audit(gw: &Gateway, call: &str, actions: &[&str]) -> Vec<Value> {
@@ -551,7 +566,7 @@ fn link_ids_are_per_tenant_checked_and_limited() {
             &caller.local_addr().unwrap().to_string(),
             &agent,
         );
-        std::thread::sleep(Duration::from_millis(150));
+        wait_listening(&gw, &ra, &call.id);
         KeyingLeg::new(caller, call.caller_local)
     };
     let wait_metric = |name: &str, want: u64| {
@@ -809,7 +824,7 @@ fn one_tenants_wrong_link_ids_never_stop_anothers_caller() {
             &caller.local_addr().unwrap().to_string(),
             &agent,
         );
-        std::thread::sleep(Duration::from_millis(150));
+        wait_listening(&gw, tok, &c.id);
         KeyingLeg::new(caller, c.caller_local)
     };
     let wait_metric = |name: &str, want: u64| {
