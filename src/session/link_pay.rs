@@ -66,6 +66,23 @@ pub(super) fn attempts_made(st: &dyn SessionStore, id: &str) -> Result<u32, Sess
 }
 
 /// Puts a session whose attempt did not go through back to Capturing, keeping why.
+/// Ends a payment attempt in `to`: a decline while the link has `attempts_left` goes back to
+/// Capturing ([`back_to_capturing`]); anything else settles the session.
+pub(super) fn finish_attempt(
+    inner: &Inner,
+    id: &str,
+    to: SessionState,
+    result: &PaymentResult,
+    attempts_left: u32,
+) -> Result<PayStep, SessionError> {
+    if to == SessionState::Declined && attempts_left > 0 {
+        return back_to_capturing(inner, id, result, attempts_left);
+    }
+    inner.settle(id, SessionState::Submitting.to(to)?, "psp", Some(result))?;
+    tracing::info!(session = %id, state = to.as_str(), "payment finished");
+    Ok(PayStep::Settled)
+}
+
 pub(super) fn back_to_capturing(
     inner: &Inner,
     id: &str,
@@ -199,32 +216,17 @@ impl Sessions {
                     failure_reason,
                     ..s.result.clone()
                 };
-                inner.settle(
-                    &s.id,
-                    SessionState::Submitting.to(to)?,
-                    "psp",
-                    Some(&result),
-                )?;
-                tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
-                Ok(PayStep::Settled)
+                finish_attempt(inner, &s.id, to, &result, 0)
             }
             PaymentStatus::Failed { code } => {
                 let result = PaymentResult {
                     failure_reason: Some(crate::card::redact::redact_card_numbers(&code)),
                     ..s.result.clone()
                 };
-                let made = attempts_made(&*inner.store, &s.id)?;
-                let max = self.link_attempts(s);
-                if made < max {
-                    return back_to_capturing(inner, &s.id, &result, max - made);
-                }
-                inner.settle(
-                    &s.id,
-                    SessionState::Submitting.to(SessionState::Declined)?,
-                    "psp",
-                    Some(&result),
-                )?;
-                Ok(PayStep::Settled)
+                let left = self
+                    .link_attempts(s)
+                    .saturating_sub(attempts_made(&*inner.store, &s.id)?);
+                finish_attempt(inner, &s.id, SessionState::Declined, &result, left)
             }
         }
     }

@@ -1963,19 +1963,8 @@ async fn pay(
             SessionState::Failed
         }
     };
-    if let (SessionState::Declined, Some(l)) = (to, link) {
-        if attempt < l.max_attempts {
-            return link_pay::back_to_capturing(inner, &s.id, &result, l.max_attempts - attempt);
-        }
-    }
-    inner.settle(
-        &s.id,
-        SessionState::Submitting.to(to)?,
-        "psp",
-        Some(&result),
-    )?;
-    tracing::info!(session = %s.id, state = to.as_str(), "payment finished");
-    Ok(PayStep::Settled)
+    let left = link.map_or(0, |l| l.max_attempts.saturating_sub(attempt));
+    link_pay::finish_attempt(inner, &s.id, to, &result, left)
 }
 
 #[cfg(test)]
