@@ -267,3 +267,19 @@ pub fn http() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// Polls session `id` until it is in `state`; panics after 20 s, saying what it last was.
+pub fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
+        if v["sessionState"] == state {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session {id} never reached {state} in 20 s: status {s}, last seen {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -6,9 +6,9 @@ use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::gateway::{get, http, post, Gateway, DEV_CLIENT};
+use common::gateway::{get, http, post, wait_state, Gateway, DEV_CLIENT};
 use common::*;
 use serde_json::{json, Value};
 use tonegate::session::model::SessionState;
@@ -443,22 +443,6 @@ fn bad_input_is_a_clear_error_and_stores_nothing() {
         .in_states(&SessionState::ALL)
         .unwrap();
     assert!(stored.is_empty(), "nothing stored: {stored:?}");
-}
-
-/// Polls a session until it reaches `state` (or 20 s pass).
-fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
-        if v["sessionState"] == state {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session {id} never reached {state} in 20 s: status {s}, last seen {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

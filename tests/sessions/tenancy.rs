@@ -8,7 +8,7 @@ use crate::common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::gateway::{get, http, post, Gateway};
+use common::gateway::{get, http, post, wait_state, Gateway};
 use common::*;
 use serde_json::{json, Value};
 use tonegate_dsp::G711Law;
@@ -119,21 +119,6 @@ fn agent_session(gw: &Gateway, tok: &str, account: &str, guid: &str) -> (u16, Va
         &json!({"AccountConfigurationId": account, "CallGuid": guid,
                 "PaymentData": {"amount": "10.00", "merchantTxnRef": guid}}),
     )
-}
-
-fn wait_state(gw: &Gateway, tok: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, v) = get(gw, tok, &format!("/globalpci/v1/session/{id}"));
-        if v["sessionState"] == state {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session {id} never reached {state} in 20 s: status {s}, last seen {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Receives what reaches `agent` while `send` runs (which answers how many audio packets it
