@@ -741,7 +741,14 @@ fn an_unsubmitted_card_is_wiped_after_the_hold() {
     // The hold passes with nobody pressing Submit.
     let v = wait_state(&gw, &tok, &id, "Capturing");
     assert_eq!(v["sessionState"], "Capturing", "{v}");
-    let card = view();
+    // The state is stored before the live view is published: the agent's screen follows within
+    // moments, so wait (bounded) for the view that carries the wipe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut card = view();
+    while card["complete"] != json!(false) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        card = view();
+    }
     assert_eq!(
         (&card["complete"], &card["last4"], &card["brand"]),
         (&json!(false), &Value::Null, &Value::Null),
