@@ -34,11 +34,14 @@ pub enum CtlCommand {
     /// Show one call: its legs and every counter (never keys).
     Show {
         /// The relay call id.
+        // Ids are base64url: one may begin with '-', which is not an option here.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// End one call now (its ports close; the audit trail names you).
     Terminate {
         /// The relay call id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Totals: live calls, the call limit, calls set up and refused, packets.
@@ -228,6 +231,31 @@ fn print_fields(v: &Value, prefix: &str) {
                 Value::Null => println!("{name}: -"),
                 other => println!("{name}: {other}"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn a_call_id_that_begins_with_a_hyphen_is_an_id_not_an_option() {
+        for verb in ["show", "terminate"] {
+            let cli = Cli::try_parse_from(["ctl", verb, "-_Gdj9ddsZAhbJh6oHz7OF"])
+                .unwrap_or_else(|e| panic!("ctl {verb}: {e}"));
+            let id = match cli.args.command {
+                CtlCommand::Show { id } | CtlCommand::Terminate { id } => id,
+                other => panic!("parsed as {other:?}"),
+            };
+            assert_eq!(id, "-_Gdj9ddsZAhbJh6oHz7OF");
         }
     }
 }
