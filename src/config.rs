@@ -118,32 +118,7 @@ impl Default for NgConfig {
     }
 }
 
-/// How callers link a call to a self-service session by keying its `dtmfLinkId`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LinkConfig {
-    /// Digits of a link id, its Luhn check digit (the last) included (8-16).
-    pub digits: usize,
-    /// Wrong ids a call may key before it stops listening.
-    pub tries_per_call: u32,
-    /// Failed tries within its client while a session waits, after which it is locked (it can
-    /// still link by CallGuid).
-    pub tries_per_session: u32,
-    /// Link-id lookups per minute on each client's calls; beyond, that client's tries are
-    /// refused (another client's are not).
-    pub tries_per_minute: u32,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        LinkConfig {
-            digits: 8,
-            tries_per_call: 3,
-            tries_per_session: 10,
-            tries_per_minute: 60,
-        }
-    }
-}
+pub use tonegate_session::link_id::LinkConfig;
 
 /// Session storage.
 #[derive(Debug, Clone, Deserialize)]

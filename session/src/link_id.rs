@@ -18,8 +18,35 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::card::luhn_valid;
-use crate::config::LinkConfig;
+use serde::Deserialize;
+use tonegate_card::luhn_valid;
+
+/// How callers link a call to a self-service session by keying its `dtmfLinkId`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Digits of a link id, its Luhn check digit (the last) included (8-16).
+    pub digits: usize,
+    /// Wrong ids a call may key before it stops listening.
+    pub tries_per_call: u32,
+    /// Failed tries within its client while a session waits, after which it is locked (it can
+    /// still link by CallGuid).
+    pub tries_per_session: u32,
+    /// Link-id lookups per minute on each client's calls; beyond, that client's tries are
+    /// refused (another client's are not).
+    pub tries_per_minute: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            digits: 8,
+            tries_per_call: 3,
+            tries_per_session: 10,
+            tries_per_minute: 60,
+        }
+    }
+}
 
 /// A new link id of `digits` digits (Luhn check digit last), from `rng`.
 pub fn generate(digits: usize, rng: &mut impl rand::Rng) -> String {
@@ -160,14 +187,16 @@ impl LinkGuard {
 
     /// A lookup on a call of `client` failed at `now` while `waiting` (the client's waiting
     /// sessions, all of them) waited: each of them counts it; those reaching the limit lock.
+    /// Answers the sessions that locked with this failure (for the caller to log).
     pub fn failed<'a>(
         &mut self,
         client: &str,
         waiting: impl IntoIterator<Item = &'a str>,
         now: u64,
         counters: &LinkCounters,
-    ) {
+    ) -> Vec<String> {
         counters.not_found.fetch_add(1, Relaxed);
+        let mut locked = Vec::new();
         let waiting: Vec<&str> = waiting.into_iter().collect();
         let ttl = self.entry_ttl_s;
         // The client's sessions that stopped waiting, and counts past their time, go.
@@ -184,10 +213,11 @@ impl LinkGuard {
             f.last = now;
             if f.count == self.cfg.tries_per_session {
                 counters.sessions_locked.fetch_add(1, Relaxed);
-                tracing::warn!(session = %id, "session locked for linking by dtmfLinkId after too many failed tries");
+                locked.push(id.to_string());
             }
         }
         self.bound();
+        locked
     }
 
     /// Keeps at most [`MAX_FAILURE_ENTRIES`] counts: unlocked ones go first (a partial count
@@ -231,10 +261,16 @@ impl LinkGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    /// Seeded, so a failure replays.
+    fn rng() -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(0x7015_e6a7)
+    }
 
     #[test]
     fn generated_ids_pass_the_check_and_one_typo_never_does() {
-        let mut rng = rand::thread_rng();
+        let mut rng = rng();
         for digits in [8, 12, 16] {
             for _ in 0..200 {
                 let id = generate(digits, &mut rng);
@@ -264,7 +300,7 @@ mod tests {
     fn limits_lock_sessions_and_rate() {
         let c = LinkCounters::default();
         let mut g = LinkGuard::new(cfg(), 3600);
-        let good = generate(8, &mut rand::thread_rng());
+        let good = generate(8, &mut rng());
         let mut bad = good.clone().into_bytes();
         bad[0] = b'0' + (bad[0] - b'0' + 1) % 10;
         assert_eq!(
@@ -296,7 +332,7 @@ mod tests {
     fn one_clients_tries_never_use_up_anothers() {
         let c = LinkCounters::default();
         let mut g = LinkGuard::new(cfg(), 3600);
-        let id = generate(8, &mut rand::thread_rng());
+        let id = generate(8, &mut rng());
         for _ in 0..3 {
             assert_eq!(g.admit("attacker", &id, 5, &c), Admission::Lookup);
         }

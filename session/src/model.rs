@@ -256,9 +256,9 @@ pub struct Session {
 impl Session {
     /// The amount with its currency, for showing and sending on (None when the session has
     /// none, or was stored under a code this build does not know).
-    pub fn amount(&self) -> Option<crate::card::money::Money> {
-        let currency = crate::card::money::Currency::from_code(&self.currency).ok()?;
-        Some(crate::card::money::Money::from_minor(
+    pub fn amount(&self) -> Option<tonegate_card::money::Money> {
+        let currency = tonegate_card::money::Currency::from_code(&self.currency).ok()?;
+        Some(tonegate_card::money::Money::from_minor(
             self.amount_minor?,
             currency,
         ))

@@ -6,13 +6,23 @@
 
 use serde_json::{Map, Value};
 
-use super::SessionError;
-use crate::card::money::{Currency, Money};
-use crate::card::redact::redact_card_numbers;
+use tonegate_card::money::{Currency, Money};
+use tonegate_card::redact::redact_card_numbers;
 
 const MAX_KEYS: usize = 64;
 const MAX_KEY_LEN: usize = 64;
 const MAX_VALUE_LEN: usize = 1024;
+
+/// Why payment data was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentDataError {
+    /// A key the account requires is missing or empty.
+    #[error("missing mandatory field {0:?}")]
+    MissingField(String),
+    /// A field has a bad value.
+    #[error("invalid field {0:?}: {1}")]
+    InvalidField(String, String),
+}
 
 /// Checked `PaymentData`.
 #[derive(Debug, Clone, Default)]
@@ -22,39 +32,39 @@ pub struct PaymentData {
 
 impl PaymentData {
     /// Checks a JSON value: an object of at most 64 scalar values (strings ≤ 1024 chars).
-    pub fn from_value(v: Option<Value>) -> Result<PaymentData, SessionError> {
+    pub fn from_value(v: Option<Value>) -> Result<PaymentData, PaymentDataError> {
         let map = match v {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m,
             Some(_) => {
-                return Err(SessionError::InvalidField(
+                return Err(PaymentDataError::InvalidField(
                     "PaymentData".into(),
                     "must be a JSON object".into(),
                 ))
             }
         };
         if map.len() > MAX_KEYS {
-            return Err(SessionError::InvalidField(
+            return Err(PaymentDataError::InvalidField(
                 "PaymentData".into(),
                 format!("more than {MAX_KEYS} keys"),
             ));
         }
         for (k, v) in &map {
             if k.is_empty() || k.len() > MAX_KEY_LEN {
-                return Err(SessionError::InvalidField(
+                return Err(PaymentDataError::InvalidField(
                     "PaymentData".into(),
                     format!("key names must be 1-{MAX_KEY_LEN} characters"),
                 ));
             }
             match v {
                 Value::String(s) if s.len() > MAX_VALUE_LEN => {
-                    return Err(SessionError::InvalidField(
+                    return Err(PaymentDataError::InvalidField(
                         redact_card_numbers(k),
                         format!("longer than {MAX_VALUE_LEN} characters"),
                     ))
                 }
                 Value::Object(_) | Value::Array(_) => {
-                    return Err(SessionError::InvalidField(
+                    return Err(PaymentDataError::InvalidField(
                         redact_card_numbers(k),
                         "must be a string, number or boolean".into(),
                     ))
@@ -75,31 +85,31 @@ impl PaymentData {
     }
 
     /// 400 naming the first mandatory key that is missing or empty.
-    pub fn check_mandatory(&self, keys: &[String]) -> Result<(), SessionError> {
+    pub fn check_mandatory(&self, keys: &[String]) -> Result<(), PaymentDataError> {
         match keys.iter().find(|k| self.text(k).is_none()) {
-            Some(k) => Err(SessionError::MissingField(k.clone())),
+            Some(k) => Err(PaymentDataError::MissingField(k.clone())),
             None => Ok(()),
         }
     }
 
     /// `amount` in `currency` (`"124.99"` GBP → 12499 minor units, `"1000"` JPY → 1000), if
     /// given. The error names the field and never repeats what was sent.
-    pub fn amount(&self, currency: Currency) -> Result<Option<Money>, SessionError> {
+    pub fn amount(&self, currency: Currency) -> Result<Option<Money>, PaymentDataError> {
         let Some(a) = self.text("amount") else {
             return Ok(None);
         };
         Money::parse(&a, currency)
             .map(Some)
-            .map_err(|e| SessionError::InvalidField("amount".into(), e.to_string()))
+            .map_err(|e| PaymentDataError::InvalidField("amount".into(), e.to_string()))
     }
 
     /// `currency`, if given; an unknown code is an error naming the field (else the account's
     /// currency would be charged silently).
-    pub fn currency(&self) -> Result<Option<Currency>, SessionError> {
+    pub fn currency(&self) -> Result<Option<Currency>, PaymentDataError> {
         self.text("currency")
             .map(|c| {
                 Currency::from_code(&c)
-                    .map_err(|e| SessionError::InvalidField("currency".into(), e.to_string()))
+                    .map_err(|e| PaymentDataError::InvalidField("currency".into(), e.to_string()))
             })
             .transpose()
     }
@@ -111,16 +121,16 @@ impl PaymentData {
     }
 
     /// `CustomerPhoneNumber`, required and E.164 (`+` and 7-15 digits).
-    pub fn customer_phone(&self) -> Result<String, SessionError> {
+    pub fn customer_phone(&self) -> Result<String, PaymentDataError> {
         let p = self
             .text("CustomerPhoneNumber")
-            .ok_or_else(|| SessionError::MissingField("CustomerPhoneNumber".into()))?;
+            .ok_or_else(|| PaymentDataError::MissingField("CustomerPhoneNumber".into()))?;
         let digits = p.strip_prefix('+').unwrap_or("");
         if !(7..=15).contains(&digits.len())
             || !digits.chars().all(|c| c.is_ascii_digit())
             || digits.starts_with('0')
         {
-            return Err(SessionError::InvalidField(
+            return Err(PaymentDataError::InvalidField(
                 "CustomerPhoneNumber".into(),
                 "must be E.164, like +447700900123".into(),
             ));
@@ -183,7 +193,7 @@ mod tests {
         assert_eq!(minor(&pd(json!({})), gbp).unwrap(), None);
         for (bad, c) in [("7.555", gbp), ("-1", gbp), ("0", gbp), ("1000.5", jpy)] {
             match minor(&pd(json!({ "amount": bad })), c) {
-                Err(SessionError::InvalidField(f, why)) => {
+                Err(PaymentDataError::InvalidField(f, why)) => {
                     assert_eq!(f, "amount");
                     assert!(!why.contains(bad), "{why} repeats {bad}");
                 }
@@ -197,14 +207,14 @@ mod tests {
         assert_eq!(pd(json!({})).currency().unwrap(), None);
         assert!(matches!(
             pd(json!({"currency": "dollars"})).currency(),
-            Err(SessionError::InvalidField(f, _)) if f == "currency"
+            Err(PaymentDataError::InvalidField(f, _)) if f == "currency"
         ));
         assert_eq!(p.merchant_txn_ref().as_deref(), Some("INV-1"));
         assert!(p
             .check_mandatory(&["amount".into(), "cardholder Address".into()])
             .is_ok());
         assert!(
-            matches!(p.check_mandatory(&["cardholderPostCode".into()]), Err(SessionError::MissingField(k)) if k == "cardholderPostCode")
+            matches!(p.check_mandatory(&["cardholderPostCode".into()]), Err(PaymentDataError::MissingField(k)) if k == "cardholderPostCode")
         );
         assert!(pd(json!({"CustomerPhoneNumber": "+447700900123"}))
             .customer_phone()
@@ -219,7 +229,7 @@ mod tests {
         }
         assert!(matches!(
             pd(json!({})).customer_phone(),
-            Err(SessionError::MissingField(_))
+            Err(PaymentDataError::MissingField(_))
         ));
     }
 

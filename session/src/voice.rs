@@ -11,11 +11,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field, FieldError};
-use crate::card::Card;
+use tonegate_card::capture::{Capture, CaptureEvent, CaptureRules, CaptureView, Field, FieldError};
+use tonegate_card::Card;
 use tonegate_dsp::DtmfKey;
 
-use super::model::{PaymentResult, SessionKind, SessionState, Transition};
+use crate::model::{PaymentResult, SessionKind, SessionState, Transition};
 
 /// What the agent UI and hosted page are told, live. Lengths, statuses, references only.
 #[derive(Debug, Clone, Serialize)]

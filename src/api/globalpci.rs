@@ -212,7 +212,7 @@ async fn create(
         )
         .into());
     }
-    let data = PaymentData::from_value(body.payment_data)?;
+    let data = PaymentData::from_value(body.payment_data).map_err(SessionError::from)?;
     let created = state
         .sessions
         .create(kind, &client, &account, call_guid, data)

@@ -257,6 +257,7 @@ impl CaptureTask {
         let mut voice = VoiceSession::new(self.session.kind, rules, ms());
         // Who ends a capture that is not over: the call, or the gateway stopping.
         let mut ended_by = "gateway:call-ended";
+        let mut stopped = None;
         loop {
             self.carry_out(&mut voice).await;
             if voice.is_over() {
@@ -290,7 +291,11 @@ impl CaptureTask {
                         ended_by = "gateway:shutdown";
                         break;
                     }
-                    Some(CaptureCommand::Stop) | None => break,
+                    Some(CaptureCommand::Stop(ack)) => {
+                        stopped = Some(ack);
+                        break;
+                    }
+                    None => break,
                 },
                 _ = sleep_until_opt(deadline) => voice.handle_timeout(ms()),
             }
@@ -299,6 +304,9 @@ impl CaptureTask {
         // The card keyed so far goes with `voice`, before the session is put back.
         drop(voice);
         self.finish(state, ended_by).await;
+        if let Some(ack) = stopped {
+            let _ = ack.send(());
+        }
     }
 
     /// An agent's (or the API's) submit, answered with the stored session once paid.

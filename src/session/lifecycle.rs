@@ -117,7 +117,11 @@ impl Sessions {
         }
         let live = self.inner.live.lock().expect("live lock").remove(&s.id);
         if let Some(l) = live {
-            let _ = l.commands.send(CaptureCommand::Stop).await;
+            let (ack, stopped) = oneshot::channel();
+            if l.commands.send(CaptureCommand::Stop(ack)).await.is_ok() {
+                // Bounded: a capture task stuck elsewhere must not hold the cancel up.
+                let _ = tokio::time::timeout(CAPTURE_STOP_WAIT, stopped).await;
+            }
             let _ = l.events.send(LiveEvent {
                 session_state: to,
                 capture_event: None,
@@ -128,6 +132,9 @@ impl Sessions {
         Ok(())
     }
 }
+
+/// How long ending a session waits for its capture task to stop and park its lease.
+const CAPTURE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the sweep deletes personal data past its retention, seconds.
 pub(super) const RETENTION_EVERY_S: u64 = 3600;

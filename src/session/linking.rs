@@ -151,7 +151,9 @@ impl Sessions {
                     .filter(|s| s.kind == SessionKind::SelfService && s.client_id == owner)
                     .map(|s| s.id)
                     .collect();
-                guard.failed(owner, waiting.iter().map(String::as_str), now, counters);
+                for id in guard.failed(owner, waiting.iter().map(String::as_str), now, counters) {
+                    tracing::warn!(session = %id, "session locked for linking by dtmfLinkId after too many failed tries");
+                }
                 None
             }
         }

@@ -4,17 +4,15 @@
 
 mod capture;
 mod lifecycle;
-pub mod link_id;
 mod link_pay;
 mod linking;
 mod links;
-pub mod model;
 pub mod outbox;
 mod payment;
-mod payment_data;
 pub mod store;
-pub mod voice;
 mod webhooks;
+
+pub use tonegate_session::{link_id, model, voice};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,7 +34,7 @@ use voice::{SubmitRefused, VoiceOutput, VoiceSession};
 
 pub use link_pay::{LinkUrls, PayStep};
 pub use links::{token_hash, LinkProblem};
-pub use payment_data::PaymentData;
+pub use tonegate_session::payment_data::PaymentData;
 pub use voice::LiveEvent;
 
 /// Why a session request failed.
@@ -85,11 +83,23 @@ pub enum SessionError {
     },
 }
 
+impl From<tonegate_session::payment_data::PaymentDataError> for SessionError {
+    fn from(e: tonegate_session::payment_data::PaymentDataError) -> Self {
+        use tonegate_session::payment_data::PaymentDataError as E;
+        match e {
+            E::MissingField(k) => SessionError::MissingField(k),
+            E::InvalidField(k, why) => SessionError::InvalidField(k, why),
+        }
+    }
+}
+
 /// What the agent (or shutdown) asks of a running capture task.
 enum CaptureCommand {
     ResetField(Field, oneshot::Sender<bool>),
     Submit(String, oneshot::Sender<Result<Session, SessionError>>),
-    Stop,
+    /// The session ended (cancel, expiry): stop, and answer once the lease is parked, so a
+    /// release that follows finds it.
+    Stop(oneshot::Sender<()>),
     /// The gateway is stopping: end the capture, wiping what was keyed.
     Shutdown,
 }

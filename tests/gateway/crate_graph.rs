@@ -45,7 +45,12 @@ fn normal_deps(krate: &str) -> Vec<String> {
 #[test]
 fn sans_io_crates_depend_on_no_io_library() {
     // (`tonegate-interaction` is not one: it runs an ApiInteraction's HTTP requests itself.)
-    for krate in ["tonegate-dsp", "tonegate-media", "tonegate-card"] {
+    for krate in [
+        "tonegate-dsp",
+        "tonegate-media",
+        "tonegate-card",
+        "tonegate-session",
+    ] {
         let deps = normal_deps(krate);
         for name in &deps {
             assert!(
@@ -85,7 +90,7 @@ fn the_relay_depends_on_the_media_core_and_no_http_database_or_gateway() {
 /// clippy.toml; `cargo clippy --workspace -- -D warnings` enforces them).
 #[test]
 fn sans_io_crates_ban_clocks_and_thread_rngs() {
-    for dir in ["dsp", "media", "card"] {
+    for dir in ["dsp", "media", "card", "session"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(dir)
             .join("clippy.toml");

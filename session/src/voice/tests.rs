@@ -1,7 +1,7 @@
 //! The voice policy, driven by hand: keys and time in, outputs checked in order.
 
 use super::*;
-use crate::capture::Field;
+use tonegate_card::capture::Field;
 
 fn rules() -> CaptureRules {
     CaptureRules {
