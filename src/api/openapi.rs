@@ -548,10 +548,12 @@ mod answers {
         #[schema(schema_with = ok)]
         pub status: String,
         pub version: String,
+        /// The node (`[cluster] node`)
+        pub node: String,
     }
 
     fn ok() -> Schema {
-        super::one_of(&["ok"])
+        super::one_of(&["ok", "draining"])
     }
 
     // `session_json` in `globalpci.rs`, and the `Message` (or `releasedCalls`) some routes add.
@@ -1121,7 +1123,12 @@ fn api() -> OpenApi {
     doc.add(
         "/healthz",
         Get,
-        Op::new("Liveness").json_inline::<Health>("200", "Alive"),
+        Op::new("Liveness; 503 while the node drains (SIGTERM or `tonegate ctl drain`)")
+            .json_inline::<Health>("200", "Alive")
+            .json_inline::<Health>(
+                "503",
+                "Draining: live calls carry on, new ones go to another node",
+            ),
     );
     doc.add(
         "/metrics",
@@ -1659,7 +1666,15 @@ fn api() -> OpenApi {
             "429",
             error("The client holds as many live calls as relay.max_calls_per_client allows"),
         )
-        .shared("503", "Unavailable"),
+        .answer(
+            "503",
+            ResponseBuilder::from(error(
+                "Out of ports or calls, or the node is draining (error `draining`): try again \
+                 (through a load balancer, on another node)",
+            ))
+            .header("Retry-After", retry_after())
+            .build(),
+        ),
     );
     doc.add(
         "/relay/v1/calls",
