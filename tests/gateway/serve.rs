@@ -1144,17 +1144,24 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
     assert!(err.contains("no gateway at"), "{err}");
 }
 
+/// A socket in `dir` to hear systemd notifications on, as NOTIFY_SOCKET: its path and the
+/// socket (reads wait up to 20 s).
+fn notify_socket(dir: &std::path::Path) -> (std::path::PathBuf, std::os::unix::net::UnixDatagram) {
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (path, socket)
+}
+
 /// `Type=notify`: with NOTIFY_SOCKET set, READY=1 comes once every listener (HTTP, internal,
 /// control socket) already accepts; the watchdog pings while it runs (WATCHDOG_USEC); a
 /// drain sends STOPPING=1.
 #[test]
 fn systemd_hears_ready_only_once_every_listener_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (notify_path, notify) = notify_socket(dir.path());
     let next = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).expect("no notification within 20 s");
@@ -1726,11 +1733,7 @@ fn ng_offer(port: u16, call_id: &str, load_limit: bool) -> String {
 fn sigterm_drains_live_calls_and_exits_when_the_last_one_ends() {
     use serde_json::{json, Value};
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (notify_path, notify) = notify_socket(dir.path());
     let ng_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1784,6 +1787,21 @@ fn sigterm_drains_live_calls_and_exits_when_the_last_one_ends() {
         }
     };
     wait_state("Capturing");
+    // The node's name where operators look.
+    assert!(
+        gw.seen
+            .iter()
+            .any(|l| l.contains("listening on") && l.contains("node=drain-a")),
+        "{:?}",
+        gw.seen
+    );
+    let calls = ctl_json(&dir.path().join("ctl.sock"), &["list"]);
+    assert_eq!(calls["calls"][0]["node"], "drain-a", "{calls}");
+    let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(
+        sample(&metrics, "tonegate_node_info{node=\"drain-a\"}"),
+        Some(1.0)
+    );
     let info: Value = http
         .get(&call_url)
         .bearer_auth(&tok)
@@ -1923,27 +1941,8 @@ impl TlsConn {
 
     /// `GET /healthz` on this connection (kept alive): the status line.
     fn healthz(&mut self) -> String {
-        self.stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            self.stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap();
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).unwrap();
-        head.lines().next().unwrap().to_string()
+        let answer = crate::hostile::healthz_on(&mut self.stream);
+        answer.lines().next().unwrap_or_default().to_string()
     }
 }
 
