@@ -13,8 +13,9 @@
 //! expired and re-issued links the customer goes through.
 
 use super::model::{PaymentResult, Session, SessionState};
+use super::payment::{pay_to_the_end, psp_call};
 use super::store::{self, SessionStore};
-use super::{psp_call, Inner, LinkProblem, SessionError, Sessions};
+use super::{Inner, LinkProblem, SessionError, Sessions};
 use crate::card::Card;
 use crate::psp::webhook::CheckoutPaid;
 use crate::psp::{CheckoutRequest, PaymentStatus, PspError};
@@ -187,7 +188,7 @@ impl Sessions {
             return_url: urls.challenge_return.clone(),
             max_attempts: self.link_attempts(s),
         };
-        super::pay_to_the_end(&self.inner, s, card, "customer", "digital", Some(link)).await
+        pay_to_the_end(&self.inner, s, card, "customer", "digital", Some(link)).await
     }
 
     /// Settles a waiting link session from where its PSP payment stands.
