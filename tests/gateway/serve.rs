@@ -1004,22 +1004,7 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
         "owner and group only"
     );
 
-    let tok = {
-        let r = common::gateway::http()
-            .post(gw.url("/auth/connect/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", common::gateway::DEV_CLIENT.0),
-                ("client_secret", common::gateway::DEV_CLIENT.1),
-                ("scope", "relay admin"),
-            ])
-            .send()
-            .unwrap();
-        r.json::<serde_json::Value>().unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let tok = served_token(&gw, "relay admin");
     let (one, c1, a1) = relay_call(&gw, &tok, "ctl-one").unwrap();
     let (two, c2, a2) = relay_call(&gw, &tok, "ctl-two").unwrap();
     // Ten packets with 4 and 5 missing: 8 in, 2 lost.
