@@ -61,6 +61,8 @@ pub struct Config {
     pub link: LinkConfig,
     /// rtpengine's ng control protocol (Kamailio, OpenSIPS).
     pub ng: NgConfig,
+    /// This node among several.
+    pub cluster: ClusterConfig,
     /// The secret settings written inline in the file (not `env:`/`file:`), by name; filled
     /// in by [`Config::parse`]. Production refuses a file others can open that holds any.
     #[serde(skip)]
@@ -69,6 +71,41 @@ pub struct Config {
     /// can open.
     #[serde(skip)]
     pub secret_files: Vec<PathBuf>,
+}
+
+/// `[cluster]`: this node among several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The node's name in logs, `/healthz`, `tonegate_node_info` and `ctl` listings: 1-64
+    /// letters, digits, `.`, `_` or `-`. Default: the host name.
+    pub node: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { node: host_name() }
+    }
+}
+
+/// Whether `name` may name a node: it goes into logs and a metric label as it is.
+fn valid_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// This machine's host name (`localhost` where it has none, or one no node may have).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if r == 0 && valid_node_name(name) => name.to_string(),
+        _ => "localhost".into(),
+    }
 }
 
 /// The ng control listener: how a SIP proxy's `rtpengine` module drives tonegate.
@@ -462,7 +499,8 @@ pub struct ServerConfig {
     /// The local control socket `tonegate ctl` talks to (a Unix socket, mode 0660: who may
     /// open it may list, end and drain calls). Absent: none.
     pub control_socket: Option<PathBuf>,
-    /// A drain (`tonegate ctl drain`) lets live calls run up to this many seconds, then stops.
+    /// A drain (SIGTERM, `tonegate ctl drain`) lets live calls run up to this many seconds,
+    /// then stops.
     pub drain_calls_s: u64,
 }
 
@@ -735,6 +773,12 @@ impl Config {
             if let Some(why) = self.production_refusal() {
                 return Err(invalid(format!("server.mode = \"production\": {why}")));
             }
+        }
+        if !valid_node_name(&self.cluster.node) {
+            return Err(invalid(format!(
+                "cluster.node must be 1-64 letters, digits, '.', '_' or '-', got {:?}",
+                self.cluster.node
+            )));
         }
         if self.store.personal_data_days == 0 {
             return Err(invalid(

@@ -59,6 +59,9 @@ pub enum CtlCommand {
         /// A tracing filter.
         level: String,
     },
+    /// Read the TLS certificate and key files again, as SIGHUP does: new connections get
+    /// them, open ones carry on; files that do not load leave the old pair in service.
+    ReloadTls,
 }
 
 /// Runs one command against the gateway and prints its answer.
@@ -79,6 +82,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "/v1/log-level".into(),
             Some(json!({ "level": level })),
         ),
+        CtlCommand::ReloadTls => ("POST", "/v1/reload-tls".into(), None),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,6 +102,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         CtlCommand::MaxCalls { n } => println!("max calls set to {n}"),
         CtlCommand::LogLevel { level } => println!("log filter set to {level}"),
+        CtlCommand::ReloadTls => println!(
+            "TLS certificate reloaded: {} (valid until {})",
+            answer["subject"].as_str().unwrap_or_default(),
+            answer["not_after"].as_str().unwrap_or_default()
+        ),
         CtlCommand::Show { .. } | CtlCommand::Totals => print_fields(&answer, ""),
     }
     Ok(())

@@ -264,8 +264,8 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         // Handlers first: a signal during start-up must still shut down cleanly.
-        let shutdown = tonegate::server::shutdown_signal();
-        tonegate::server::serve(config, shutdown).await
+        let signals = tonegate::server::Signals::install()?;
+        tonegate::server::serve(config, signals).await
     })
 }
 

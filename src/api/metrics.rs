@@ -338,6 +338,14 @@ impl Collector for Counts {
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             ConstGauge::new(1u64).encode(family.encode_family(&labels)?)?;
+            let mut family = e.encode_descriptor(
+                "node_info",
+                "This node's name, [cluster] node (always 1).",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            let node = [("node", state.config.cluster.node.as_str())];
+            ConstGauge::new(1u64).encode(family.encode_family(&node)?)?;
         }
         family(
             e,

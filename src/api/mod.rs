@@ -208,7 +208,11 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     let word = if draining { "draining" } else { "ok" };
     (
         status,
-        Json(json!({ "status": word, "version": env!("CARGO_PKG_VERSION") })),
+        Json(json!({
+            "status": word,
+            "version": env!("CARGO_PKG_VERSION"),
+            "node": state.config.cluster.node,
+        })),
     )
         .into_response()
 }
@@ -227,6 +231,7 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     www_authenticate: Option<&'static str>,
+    retry_after_s: Option<u32>,
 }
 
 impl ApiError {
@@ -239,7 +244,14 @@ impl ApiError {
             message: crate::card::redact::redact_card_numbers(&message.into()),
             field: None,
             www_authenticate: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Asks the client to try again after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     /// Names the request field (body member, header or query parameter) at fault.
@@ -292,6 +304,10 @@ impl IntoResponse for ApiError {
         if let Some(v) = self.www_authenticate {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        }
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }

@@ -50,6 +50,29 @@ impl From<RelayError> for ApiError {
     }
 }
 
+/// A call the relay would not set up. While the gateway drains: 503 `draining`. Every 503
+/// carries `Retry-After`: a retry through a load balancer lands on another node, and here
+/// ports and call slots free up as calls end.
+fn refused(state: &AppState, e: RelayError) -> ApiError {
+    let e = match e {
+        RelayError::Exhausted(_) if state.relay.is_draining() => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            format!(
+                "node {} is draining: it takes no new calls (live ones carry on until they end); \
+                 set the call up on another node",
+                state.config.cluster.node
+            ),
+        ),
+        e => ApiError::from(e),
+    };
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        e.retry_after(1)
+    } else {
+        e
+    }
+}
+
 // Doc comments here are the schema's descriptions in /openapi.json; its constraints are what
 // `create` and `parse_remote` check after reading the body.
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -231,7 +254,7 @@ async fn create(
         .and_then(|a| state.config.account(a))
         .map(|a| a.dtmf_masking)
         .unwrap_or(state.config.relay.dtmf_masking);
-    let info = state.relay.create_call(NewCall {
+    let created = state.relay.create_call(NewCall {
         // Where a call id enters: a card number in it never reaches the audit trail or logs
         // (sessions mask theirs the same way, so the two still match).
         call_guid: crate::card::redact::redact_card_numbers(&req.call_guid),
@@ -245,7 +268,8 @@ async fn create(
         owner: p.client_id.clone(),
         account,
         policy,
-    })?;
+    });
+    let info = created.map_err(|e| refused(&state, e))?;
     let out = json!({
         "id": info.id,
         "call_guid": info.call_guid,

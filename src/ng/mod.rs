@@ -632,11 +632,18 @@ impl NgService {
     fn refusal(&self, req: &Request, e: RelayError) -> Value {
         match e {
             RelayError::Exhausted(why) => {
-                let reason = if why.contains("call limit") {
+                // Draining is rtpengine's max-sessions at 0 (how its nodes are drained): the
+                // answer Kamailio's set moves on to another node for. Re-offers of live calls
+                // never get here.
+                let draining = self.relay.is_draining();
+                let reason = if draining || why.contains("call limit") {
                     "Parallel session limit reached"
                 } else {
                     "Ran out of ports"
                 };
+                if draining {
+                    tracing::info!("ng offer refused: this node is draining (no new calls)");
+                }
                 if req.strs("supports").iter().any(|s| s == "load limit") {
                     Value::dict([
                         ("result", Value::str("load limit")),

@@ -103,12 +103,18 @@ impl Drain {
         let _ = started.wait_for(|s| *s).await;
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(state.config.server.drain_calls_s);
+        // What stopping takes once the drain ends, and a margin: systemd's stop timeout is
+        // pushed that far ahead at every tick, so TimeoutStopSec= need not cover the drain.
+        let s = &state.config.server;
+        let after = Duration::from_secs(s.drain_timeout_s + s.payment_drain_s + 15);
+        let after_us = u32::try_from(after.as_micros()).unwrap_or(u32::MAX);
         // Calls end on their own (BYE, media timeout, an operator): a count once a second is
         // all this needs.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(after_us)]);
                     if state.relay.totals().calls_active == 0 {
                         tracing::info!("drained: no calls left");
                         return;
@@ -156,8 +162,9 @@ pub fn spawn(
     path: PathBuf,
     state: AppState,
     drain: Drain,
+    certificate: Option<Arc<super::tls::Certificate>>,
 ) -> tokio::task::JoinHandle<()> {
-    let app = routes(state.clone(), drain);
+    let app = routes(state.clone(), drain, certificate);
     let mut stopped = state.shutdown.subscribe();
     tokio::spawn(async move {
         let stop = async move {
@@ -216,10 +223,15 @@ struct Control {
     app: AppState,
     drain: Drain,
     node: Arc<str>,
+    certificate: Option<Arc<super::tls::Certificate>>,
 }
 
-fn routes(app: AppState, drain: Drain) -> axum::Router {
-    let node: Arc<str> = node_name().into();
+fn routes(
+    app: AppState,
+    drain: Drain,
+    certificate: Option<Arc<super::tls::Certificate>>,
+) -> axum::Router {
+    let node: Arc<str> = app.config.cluster.node.as_str().into();
     Router::new()
         .route("/v1/calls", get(list))
         .route("/v1/calls/{id}", get(show).delete(terminate))
@@ -227,22 +239,15 @@ fn routes(app: AppState, drain: Drain) -> axum::Router {
         .route("/v1/max-calls", post(max_calls))
         .route("/v1/drain", post(drain_now))
         .route("/v1/log-level", post(log_level))
+        .route("/v1/reload-tls", post(reload_tls))
         .fallback(|| async { ApiError::not_found("control command") })
         .layer(axum::extract::DefaultBodyLimit::max(4096))
-        .with_state(Control { app, drain, node })
-}
-
-/// This machine's host name: the node a call lives on.
-fn node_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if r == 0 && end > 0 {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    }
+        .with_state(Control {
+            app,
+            drain,
+            node,
+            certificate,
+        })
 }
 
 /// A call as `ctl list` shows it: who, how old, where, and its packet counts and loss.
@@ -386,4 +391,29 @@ async fn log_level(
     set(&l.level).map_err(ApiError::bad_request)?;
     tracing::warn!(level = %l.level, actor = %peer.actor(), "log filter changed by an operator");
     Ok(Json(json!({ "level": l.level })))
+}
+
+/// As SIGHUP does: reads the TLS certificate and key files again.
+async fn reload_tls(
+    State(c): State<Control>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let certificate = c.certificate.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this gateway has no [server.tls] to reload",
+        )
+    })?;
+    tracing::warn!(actor = %peer.actor(), "TLS reload asked by an operator");
+    let l = super::reload_certificate(certificate, &c.node).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tls_not_reloaded",
+            format!("still serving the certificate loaded before: {e:#}"),
+        )
+    })?;
+    Ok(Json(
+        json!({ "subject": l.subject, "not_after": l.not_after }),
+    ))
 }

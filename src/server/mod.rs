@@ -27,38 +27,54 @@ pub mod table;
 pub mod tls;
 pub use idle::IdleIo;
 
-/// Serves the gateway on the configured address until `shutdown` completes, then drains
-/// in-flight requests and returns.
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Serves the gateway on the configured address as the process signals direct (see
+/// [`Signals`]): SIGTERM drains, a second SIGTERM or SIGINT stops at once, SIGHUP reloads the
+/// TLS certificate.
+pub async fn serve(config: Config, signals: Signals) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding HTTP listener on {}", config.server.listen))?;
-    serve_on(listener, config, shutdown).await
+    let state = build_state(with_public_url(&listener, config)?)?;
+    run(listener, state, std::future::pending(), Some(signals)).await
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the address back).
+/// Serves on an already bound listener until `shutdown` completes (tests bind port 0 and
+/// read the address back).
 pub async fn serve_on(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut config = config;
+    let state = build_state(with_public_url(&listener, config)?)?;
+    serve_state(listener, state, shutdown).await
+}
+
+/// `config` with its public URL defaulted to where `listener` listens.
+fn with_public_url(listener: &TcpListener, mut config: Config) -> anyhow::Result<Config> {
     if config.server.public_url.is_none() {
         // Links point where the server actually listens (the configured port may be 0).
         let addr = listener.local_addr().context("reading listener address")?;
         config.server.public_url = Some(format!("{}://{addr}", config.server.scheme()));
     }
-    serve_state(listener, build_state(config)?, shutdown).await
+    Ok(config)
 }
 
-/// Serves prepared state on a bound listener (in-process tests keep a handle on the state).
+/// Serves prepared state on a bound listener until `shutdown` completes, then drains
+/// in-flight requests and returns (in-process tests keep a handle on the state).
 pub async fn serve_state(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run(listener, state, shutdown, None).await
+}
+
+/// Serves until `shutdown` completes, a drain ends, or `signals` say stop.
+async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    signals: Option<Signals>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading listener address")?;
     let relay = state.relay.clone();
@@ -73,12 +89,16 @@ pub async fn serve_state(
         }
         _ => None,
     };
-    let tls = match &state.config.server.tls {
-        Some(t) => Some(tls::acceptor(t)?),
-        None => None,
+    let (tls, certificate) = match &state.config.server.tls {
+        Some(t) => {
+            let (acceptor, certificate) = tls::acceptor(t)?;
+            (Some(acceptor), Some(certificate))
+        }
+        None => (None, None),
     };
     let scheme = state.config.server.scheme();
-    tracing::info!(%addr, public_url = %state.config.public_url(), "tonegate listening on {scheme}://{addr}");
+    let node = &state.config.cluster.node;
+    tracing::info!(%addr, %node, public_url = %state.config.public_url(), "tonegate listening on {scheme}://{addr}");
     let limits = HttpLimits::from_config(&state.config);
     // The operators' listener, when configured: plain HTTP, stopping when the public one does.
     let internal = match state.config.server.internal.as_ref().map(|i| i.listen) {
@@ -109,6 +129,7 @@ pub async fn serve_state(
                 path.clone(),
                 state.clone(),
                 drain.clone(),
+                certificate.clone(),
             ))
         }
         None => None,
@@ -116,10 +137,14 @@ pub async fn serve_state(
     // Every listener is bound (HTTP before this function, ng, internal, control): ready.
     control::ready();
     let drained = drain.clone().finished(state.clone());
+    let (stop_now, stopped_now) = tokio::sync::oneshot::channel();
+    let signal_task = signals
+        .map(|s| tokio::spawn(s.obey(drain.clone(), state.clone(), certificate.clone(), stop_now)));
     let shutdown = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = drained => {}
+            Ok(()) = stopped_now => {}
         }
     };
     let stopping = state.shutdown.clone();
@@ -139,6 +164,10 @@ pub async fn serve_state(
         let _ = t.await;
     }
     if let Some(t) = ng_task {
+        t.abort();
+    }
+    // Stopping already: further signals change nothing (as before drains existed).
+    if let Some(t) = signal_task {
         t.abort();
     }
     // Captures end and payments finish before the calls go.
@@ -505,41 +534,90 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     })
 }
 
-/// Registers SIGTERM and ctrl-c handlers now (so a signal that comes early is not fatal) and
-/// returns a future that completes when either arrives. Call inside the runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    #[cfg(unix)]
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    async move {
-        #[cfg(unix)]
-        {
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
+/// The process signals that steer a running gateway, their handlers registered (so a signal
+/// that comes during start-up is not fatal).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// One signal, as the gateway reads it.
+enum Signalled {
+    Term,
+    Int,
+    Hup,
+}
+
+impl Signals {
+    /// Registers SIGTERM, SIGINT and SIGHUP handlers now. Call inside the runtime.
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("handling SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signalled {
+        tokio::select! {
+            _ = self.term.recv() => Signalled::Term,
+            _ = self.int.recv() => Signalled::Int,
+            _ = self.hup.recv() => Signalled::Hup,
+        }
+    }
+
+    /// Acts on signals until one says stop at once, then sends on `stop`: SIGTERM starts the
+    /// drain `tonegate ctl drain` starts (no new calls, live ones carry on); a second SIGTERM,
+    /// or SIGINT at any time, stops at once; SIGHUP reloads the TLS certificate.
+    async fn obey(
+        mut self,
+        drain: control::Drain,
+        state: AppState,
+        certificate: Option<Arc<tls::Certificate>>,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let node = state.config.cluster.node.clone();
+        let mut terms = 0;
+        loop {
+            match self.next().await {
+                Signalled::Hup => match &certificate {
+                    Some(c) => {
+                        let _ = reload_certificate(c, &node);
                     }
-                    None => std::future::pending::<()>().await,
+                    None => tracing::info!(%node, "SIGHUP: no [server.tls] to reload"),
+                },
+                Signalled::Term if terms == 0 => {
+                    terms += 1;
+                    tracing::warn!(%node, "SIGTERM: draining (a second SIGTERM, or SIGINT, stops at once)");
+                    drain.start(&state);
                 }
-            };
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+                s => {
+                    let which = if matches!(s, Signalled::Int) {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM again"
+                    };
+                    tracing::warn!(%node, calls = state.relay.totals().calls_active, "{which}: stopping now");
+                    let _ = stop.send(());
+                    return;
                 }
-            };
-            tokio::select! {
-                _ = term => {},
-                _ = int => {},
             }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutdown requested");
     }
+}
+
+/// Reloads the TLS certificate (SIGHUP, `tonegate ctl reload-tls`), logging what serves now.
+pub fn reload_certificate(c: &tls::Certificate, node: &str) -> anyhow::Result<tls::Loaded> {
+    let result = c.reload();
+    match &result {
+        Ok(l) => {
+            tracing::info!(%node, subject = %l.subject, not_after = %l.not_after, "TLS certificate reloaded: new connections get it")
+        }
+        Err(e) => {
+            tracing::error!(%node, error = format!("{e:#}"), "TLS certificate not reloaded: still serving the one loaded before")
+        }
+    }
+    result
 }

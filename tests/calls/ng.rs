@@ -327,6 +327,53 @@ fn unblock_dtmf_is_refused_under_policy_call_and_capacity_says_load_limit() {
     assert_eq!(s(&full, "error-reason"), "Ran out of ports");
 }
 
+/// While the gateway drains (SIGTERM, `tonegate ctl drain`), a live call's re-offers and
+/// answers are served as before (a re-INVITE for hold must not fail), and a new call is
+/// refused as rtpengine refuses one over its session limit: `load limit` for a proxy that
+/// supports it, else the error-reason Kamailio moves on to the next node of its set for.
+#[test]
+fn a_draining_gateway_refuses_new_offers_and_keeps_serving_live_calls() {
+    let (gw, port) = gateway("");
+    let ng = Ng::new(port);
+    let first = ng.send("d1", &offer("call-live", "a", 16010));
+    assert_eq!(s(&first, "result"), "ok", "{first:?}");
+    gw.state.relay.start_draining();
+    let re = ng.send("d2", &offer("call-live", "a", 16012));
+    assert_eq!(s(&re, "result"), "ok", "{re:?}");
+    assert_eq!(m_port(&s(&re, "sdp")), m_port(&s(&first, "sdp")));
+    let answer = ng.send(
+        "d3",
+        &[
+            ("sdp", sdp(7010, "0 101")),
+            ("call-id", Value::str("call-live")),
+            ("from-tag", Value::str("a")),
+            ("to-tag", Value::str("b")),
+            ("command", Value::str("answer")),
+        ],
+    );
+    assert_eq!(s(&answer, "result"), "ok", "{answer:?}");
+    let new = ng.send("d4", &offer("call-new", "a", 16014));
+    assert_eq!(s(&new, "result"), "load limit", "{new:?}");
+    assert_eq!(s(&new, "message"), "Parallel session limit reached");
+    let mut plain = offer("call-new", "a", 16014);
+    plain.remove(0);
+    let legacy = ng.send("d5", &plain);
+    assert_eq!(s(&legacy, "result"), "error");
+    assert_eq!(s(&legacy, "error-reason"), "Parallel session limit reached");
+    let tok = gw.token("relay");
+    let (_, list) = get(&gw, &tok, "/relay/v1/calls");
+    assert_eq!(list["calls"].as_array().unwrap().len(), 1, "{list}");
+    let gone = ng.send(
+        "d6",
+        &[
+            ("call-id", Value::str("call-live")),
+            ("from-tag", Value::str("a")),
+            ("command", Value::str("delete")),
+        ],
+    );
+    assert_eq!(s(&gone, "result"), "ok", "{gone:?}");
+}
+
 /// The `/metrics` body and its content type.
 fn scrape(gw: &Gateway) -> String {
     let r = gw.client.get(gw.url("/metrics")).send().unwrap();

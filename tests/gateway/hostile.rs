@@ -144,9 +144,14 @@ fn connections_over_the_cap_are_closed_and_counted_when_every_one_is_busy() {
 
 /// Sends `GET /healthz` on a keep-alive connection and reads its whole answer.
 fn healthz_keep_alive(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    healthz_on(s)
+}
+
+/// [`healthz_keep_alive`] on any stream (TLS too) whose reads time out.
+pub(crate) fn healthz_on(s: &mut (impl Read + Write)) -> String {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + Duration::from_secs(5);

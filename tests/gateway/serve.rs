@@ -511,9 +511,10 @@ fn production_mode_guards_secrets_and_refuses_plain_http_urls() {
     assert!(!up && log.contains("sms.twilio_base_url"), "{log}");
 }
 
-/// SIGTERM with sessions in every live state — captures part-keyed and complete (agent and
-/// self-service, prompts playing), a call waiting for a link id, a digital session — stops
-/// the gateway cleanly: exit 0, and no task panics on the way down.
+/// SIGTERM (a drain, which live calls keep going), then SIGTERM again (stop at once), with
+/// sessions in every live state — captures part-keyed and complete (agent and self-service,
+/// prompts playing), a call waiting for a link id, a digital session — stops the gateway
+/// cleanly: exit 0, and no task panics on the way down.
 #[test]
 fn stopping_with_live_sessions_panics_no_task() {
     use common::gateway::http;
@@ -619,16 +620,42 @@ fn stopping_with_live_sessions_panics_no_task() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The first SIGTERM drains (the calls are live, so it carries on); the second stops at
+    // once. Two signals sent together may arrive as one, so the second waits for the drain.
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut lines = lines.map_while(Result::ok);
+    let mut rest: Vec<String> = Vec::new();
+    for l in lines.by_ref() {
+        rest.push(l);
+        if rest.last().unwrap().contains("SIGTERM: draining") {
+            break;
+        }
+    }
+    assert!(
+        rest.last().is_some_and(|l| l.contains("SIGTERM: draining")),
+        "no drain on SIGTERM: {}",
+        rest.join("\n")
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stopped with calls live"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = wait_exit(&mut child, Duration::from_secs(20));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    rest.extend(lines);
     assert!(
         !rest.iter().any(|l| l.contains("panicked")),
         "{}",
         rest.join("\n")
     );
     assert!(status.success(), "{status:?}: {}", rest.join("\n"));
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("SIGTERM again: stopping now")),
+        "{rest:?}"
+    );
     assert!(
         rest.iter().any(|l| l.contains("tonegate stopped")),
         "{rest:?}"
@@ -720,8 +747,28 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
 /// on a free loopback port, the database and the control socket (`ctl.sock`) given relative
 /// to `dir`.
 fn served_config(dir: &std::path::Path, server_extra: &str) -> std::path::PathBuf {
+    served_config_with(dir, server_extra, "")
+}
+
+/// As [`served_config`], with the tables in `tables` merged in too (`[ng]`, `[cluster]`…).
+fn served_config_with(
+    dir: &std::path::Path,
+    server_extra: &str,
+    tables: &str,
+) -> std::path::PathBuf {
     let shipped = std::fs::read_to_string(common::root().join("config/tonegate.toml")).unwrap();
     let mut base: toml::Table = toml::from_str(&shipped).unwrap();
+    for (name, table) in toml::from_str::<toml::Table>(tables).unwrap() {
+        let toml::Value::Table(table) = table else {
+            panic!("{name} is not a table")
+        };
+        match base.get_mut(&name) {
+            Some(toml::Value::Table(t)) => t.extend(table),
+            _ => {
+                base.insert(name, table.into());
+            }
+        }
+    }
     let extra: toml::Table = toml::from_str(server_extra).unwrap();
     let server = base["server"].as_table_mut().unwrap();
     server.insert("listen".into(), "127.0.0.1:0".into());
@@ -750,7 +797,17 @@ impl Served {
     /// Starts the shipped config with `server_extra` TOML merged into `[server]`, the database
     /// and the control socket (`ctl.sock`) named relative to the config's directory `dir`.
     fn start(dir: &std::path::Path, server_extra: &str, env: &[(&str, &str)]) -> Served {
-        let cfg = served_config(dir, server_extra);
+        Self::start_with(dir, server_extra, "", env)
+    }
+
+    /// As [`Served::start`], with `tables` merged into the config too.
+    fn start_with(
+        dir: &std::path::Path,
+        server_extra: &str,
+        tables: &str,
+        env: &[(&str, &str)],
+    ) -> Served {
+        let cfg = served_config_with(dir, server_extra, tables);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tonegate"));
         cmd.args(["serve", "--config", cfg.to_str().unwrap()])
             .current_dir("/")
@@ -778,10 +835,12 @@ impl Served {
             log,
             seen: Vec::new(),
         };
-        let line = s.wait_line(|l| l.contains("listening on http://"));
+        // http:// or, with [server.tls], https://.
+        let line = s.wait_line(|l| l.contains("listening on http"));
         s.http = line
-            .split("listening on http://")
+            .split("listening on ")
             .nth(1)
+            .and_then(|l| l.split("://").nth(1))
             .unwrap()
             .split_whitespace()
             .next()
@@ -945,22 +1004,7 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
         "owner and group only"
     );
 
-    let tok = {
-        let r = common::gateway::http()
-            .post(gw.url("/auth/connect/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", common::gateway::DEV_CLIENT.0),
-                ("client_secret", common::gateway::DEV_CLIENT.1),
-                ("scope", "relay admin"),
-            ])
-            .send()
-            .unwrap();
-        r.json::<serde_json::Value>().unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let tok = served_token(&gw, "relay admin");
     let (one, c1, a1) = relay_call(&gw, &tok, "ctl-one").unwrap();
     let (two, c2, a2) = relay_call(&gw, &tok, "ctl-two").unwrap();
     // Ten packets with 4 and 5 missing: 8 in, 2 lost.
@@ -1085,17 +1129,24 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
     assert!(err.contains("no gateway at"), "{err}");
 }
 
+/// A socket in `dir` to hear systemd notifications on, as NOTIFY_SOCKET: its path and the
+/// socket (reads wait up to 20 s).
+fn notify_socket(dir: &std::path::Path) -> (std::path::PathBuf, std::os::unix::net::UnixDatagram) {
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (path, socket)
+}
+
 /// `Type=notify`: with NOTIFY_SOCKET set, READY=1 comes once every listener (HTTP, internal,
 /// control socket) already accepts; the watchdog pings while it runs (WATCHDOG_USEC); a
 /// drain sends STOPPING=1.
 #[test]
 fn systemd_hears_ready_only_once_every_listener_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (notify_path, notify) = notify_socket(dir.path());
     let next = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).expect("no notification within 20 s");
@@ -1574,4 +1625,388 @@ fn logs_are_plain_and_each_request_has_an_id_and_an_access_line() {
         .find(|l| l.contains("session created") && l.contains(&session_id))
         .unwrap_or_else(|| panic!("no creation line:\n{text}"));
     assert!(created.contains("request_id=create-7"), "{created}");
+}
+
+/// A token of the development client for `scope` from a served gateway.
+fn served_token(gw: &Served, scope: &str) -> String {
+    let r = common::gateway::http()
+        .post(gw.url("/auth/connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::gateway::DEV_CLIENT.0),
+            ("client_secret", common::gateway::DEV_CLIENT.1),
+            ("scope", scope),
+        ])
+        .send()
+        .unwrap();
+    r.json::<serde_json::Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What reaches `agent` while `send` runs (which answers how many packets it sent): read
+/// as it comes (a socket buffer holds only a few hundred packets) until 95 % of them are in
+/// (the look-ahead may hold the last back); panics after 30 s without them.
+fn heard_while(agent: &std::net::UdpSocket, send: impl FnOnce() -> usize) -> Vec<Vec<u8>> {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let rx = agent.try_clone().unwrap();
+    let want = std::sync::Arc::new(AtomicUsize::new(usize::MAX));
+    let wanted = want.clone();
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() * 100 < wanted.load(SeqCst).saturating_mul(95) {
+            if Instant::now() > deadline {
+                break;
+            }
+            if let Ok((n, _)) = rx.recv_from(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        got
+    });
+    let sent = send();
+    want.store(sent, SeqCst);
+    let got = reader.join().unwrap();
+    common::assert_agent_heard_audio(&got, sent);
+    got
+}
+
+/// The keys tonegate's detector hears in agent-leg packets (placed by their own timestamps).
+fn keys_heard(packets: &[Vec<u8>]) -> String {
+    let first_ts = packets
+        .iter()
+        .map(|p| tonegate::media::rtp::RtpHeader::parse(p).unwrap().timestamp)
+        .min()
+        .unwrap();
+    common::keys_in(&common::agent_audio(
+        packets,
+        tonegate_dsp::G711Law::Ulaw,
+        first_ts,
+    ))
+}
+
+/// A bencoded ng offer for a new call (`supports load limit` when `load_limit`), its reply.
+fn ng_offer(port: u16, call_id: &str, load_limit: bool) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\n";
+    let supports = if load_limit {
+        "8:supportsl10:load limite"
+    } else {
+        ""
+    };
+    let msg = format!(
+        "c1 d7:call-id{}:{call_id}7:command5:offer8:from-tag1:a3:sdp{}:{sdp}{supports}e",
+        call_id.len(),
+        sdp.len()
+    );
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("no ng reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// SIGTERM drains: a live call keeps its media, masking and capture (the card keyed after
+/// the signal completes; the agent hears the caller and no key); `/healthz` is 503
+/// `draining` naming the node; a new relay call is 503 with Retry-After; a new ng offer is
+/// refused as rtpengine refuses one over its session limit; systemd hears STOPPING=1 and has
+/// its stop timeout extended. Ending the last call ends the process, exit 0.
+#[test]
+fn sigterm_drains_live_calls_and_exits_when_the_last_one_ends() {
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let (notify_path, notify) = notify_socket(dir.path());
+    let ng_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut gw = Served::start_with(
+        dir.path(),
+        "",
+        &format!("[cluster]\nnode = \"drain-a\"\n[ng]\nlisten = \"127.0.0.1:{ng_port}\"\n"),
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let tok = served_token(&gw, "relay globalpci");
+    let http = common::gateway::http();
+    let health = http.get(gw.url("/healthz")).send().unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().unwrap()["node"], "drain-a");
+
+    // An agent session capturing on a live call.
+    let session: Value = http
+        .post(gw.url("/globalpci/v1/agentsession"))
+        .bearer_auth(&tok)
+        .json(
+            &json!({"AccountConfigurationId": "dev-account", "CallGuid": "drain-live",
+                      "PaymentData": {"amount": "1.00"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sid = session["sessionId"].as_str().unwrap().to_string();
+    let (call, caller, agent) = relay_call(&gw, &tok, "drain-live").unwrap();
+    let call_url = gw.url(&format!("/relay/v1/calls/{}", call["id"].as_str().unwrap()));
+    let session_url = gw.url(&format!("/globalpci/v1/session/{sid}"));
+    let state = || -> Value {
+        http.get(&session_url)
+            .bearer_auth(&tok)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let wait_state = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = state();
+            if v["sessionState"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {want}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_state("Capturing");
+    // The node's name where operators look.
+    assert!(
+        gw.seen
+            .iter()
+            .any(|l| l.contains("listening on") && l.contains("node=drain-a")),
+        "{:?}",
+        gw.seen
+    );
+    let calls = ctl_json(&dir.path().join("ctl.sock"), &["list"]);
+    assert_eq!(calls["calls"][0]["node"], "drain-a", "{calls}");
+    let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(
+        sample(&metrics, "tonegate_node_info{node=\"drain-a\"}"),
+        Some(1.0)
+    );
+    let info: Value = http
+        .get(&call_url)
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(info["secure"], true, "{info}");
+    let relay_addr = call["caller"]["local"].as_str().unwrap().parse().unwrap();
+    let mut leg = common::KeyingLeg::new(caller, relay_addr);
+    let heard_before = heard_while(&agent, || leg.key("4242", 1));
+    assert_eq!(keys_heard(&heard_before), "", "keys reached the agent");
+
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGTERM) };
+    gw.wait_line(|l| l.contains("SIGTERM: draining"));
+
+    // The live call: media, masking and capture carry on.
+    let heard_after = heard_while(&agent, || leg.key("424242424242#1230#737#", 2));
+    assert_eq!(keys_heard(&heard_after), "", "keys reached the agent");
+    wait_state("ReadyToSubmit");
+
+    // Load balancers move away; new calls go elsewhere.
+    let health = http.get(gw.url("/healthz")).send().unwrap();
+    assert_eq!(health.status(), 503);
+    let h: Value = health.json().unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["node"].as_str()),
+        (Some("draining"), Some("drain-a")),
+        "{h}"
+    );
+    let refused = http
+        .post(gw.url("/relay/v1/calls"))
+        .bearer_auth(&tok)
+        .json(&json!({"call_guid": "drain-new", "codec": "PCMU",
+                      "caller": {"remote": null}, "agent": {"remote": null}}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"], "draining", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("drain-a"),
+        "{body}"
+    );
+    let reply = ng_offer(ng_port, "ng-new", true);
+    assert!(
+        reply.contains("6:result10:load limit") && reply.contains("Parallel session limit reached"),
+        "{reply}"
+    );
+    let reply = ng_offer(ng_port, "ng-new", false);
+    assert!(
+        reply.contains("12:error-reason30:Parallel session limit reached"),
+        "{reply}"
+    );
+
+    // systemd: stopping, and more time while calls run.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("STOPPING=1"))
+        && seen.iter().any(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")))
+    {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}: only {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+    }
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "stopped with a call live"
+    );
+
+    // The last call ends: the gateway stops by itself.
+    let r = http.delete(&call_url).bearer_auth(&tok).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let status = wait_exit(&mut gw.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    gw.wait_line(|l| l.contains("tonegate stopped"));
+}
+
+/// SIGINT stops at once, live call or not (as SIGTERM did before drains).
+#[test]
+fn sigint_stops_at_once_with_a_call_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Served::start(dir.path(), "", &[]);
+    let tok = served_token(&gw, "relay");
+    let _call = relay_call(&gw, &tok, "int-live").unwrap();
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGINT) };
+    let status = wait_exit(&mut gw.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    gw.wait_line(|l| l.contains("SIGINT: stopping now"));
+    gw.wait_line(|l| l.contains("tonegate stopped"));
+}
+
+/// A TLS client that trusts `roots`: connects to `addr` and answers with the certificate
+/// the server presented.
+struct TlsConn {
+    stream: tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, TcpStream>,
+}
+
+impl TlsConn {
+    fn open(addr: &str, roots: &[&rcgen::CertifiedKey<rcgen::KeyPair>]) -> TlsConn {
+        use tokio_rustls::rustls;
+        let mut store = rustls::RootCertStore::empty();
+        for r in roots {
+            store.add(r.cert.der().clone()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(config),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = TlsConn {
+            stream: rustls::StreamOwned::new(conn, tcp),
+        };
+        while c.stream.conn.is_handshaking() {
+            c.stream.conn.complete_io(&mut c.stream.sock).unwrap();
+        }
+        c
+    }
+
+    /// The leaf certificate the server presented.
+    fn served(&self) -> Vec<u8> {
+        self.stream.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// `GET /healthz` on this connection (kept alive): the status line.
+    fn healthz(&mut self) -> String {
+        let answer = crate::hostile::healthz_on(&mut self.stream);
+        answer.lines().next().unwrap_or_default().to_string()
+    }
+}
+
+/// SIGHUP re-reads the TLS certificate and key: new connections get the new certificate, a
+/// connection opened before carries on; files that do not load are refused (the log says
+/// why) and the certificate served so far stays. `tonegate ctl reload-tls` does the same.
+#[test]
+fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    let install = |ck: &rcgen::CertifiedKey<rcgen::KeyPair>,
+                   key_of: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        std::fs::write(dir.path().join("tls/cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("tls/key.pem"),
+            key_of.signing_key.serialize_pem(),
+        )
+        .unwrap();
+    };
+    let make = || rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (old, new, third) = (make(), make(), make());
+    install(&old, &old);
+    let mut gw = Served::start(
+        dir.path(),
+        "tls = { cert_file = \"tls/cert.pem\", key_file = \"tls/key.pem\" }",
+        &[],
+    );
+    let all = [&old, &new, &third];
+    let mut before = TlsConn::open(&gw.http, &all);
+    assert_eq!(before.served(), old.cert.der().to_vec());
+    assert!(before.healthz().starts_with("HTTP/1.1 200"));
+
+    install(&new, &new);
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) };
+    let line = gw.wait_line(|l| l.contains("TLS certificate reloaded"));
+    assert!(
+        line.contains("subject") && line.contains("not_after"),
+        "{line}"
+    );
+    let mut fresh = TlsConn::open(&gw.http, &all);
+    assert_eq!(
+        fresh.served(),
+        new.cert.der().to_vec(),
+        "a new connection gets the new certificate"
+    );
+    assert!(fresh.healthz().starts_with("HTTP/1.1 200"));
+    assert!(
+        before.healthz().starts_with("HTTP/1.1 200"),
+        "the open connection carries on"
+    );
+
+    // A renewal caught half-written: the old certificate beside the new key.
+    install(&old, &third);
+    // SAFETY: as above.
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) };
+    let line = gw.wait_line(|l| l.contains("TLS certificate not reloaded"));
+    assert!(line.contains("does not fit"), "{line}");
+    assert_eq!(
+        TlsConn::open(&gw.http, &all).served(),
+        new.cert.der().to_vec()
+    );
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the gateway"
+    );
+
+    // The same through the control socket.
+    let socket = dir.path().join("ctl.sock");
+    std::fs::write(dir.path().join("tls/cert.pem"), "not a certificate").unwrap();
+    let bad = ctl(&socket, &["reload-tls"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("still serving"), "{err}");
+    install(&third, &third);
+    let out = ctl_ok(&socket, &["reload-tls"]);
+    assert!(out.contains("TLS certificate reloaded"), "{out}");
+    assert_eq!(
+        TlsConn::open(&gw.http, &all).served(),
+        third.cert.der().to_vec()
+    );
 }

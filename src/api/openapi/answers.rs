@@ -61,10 +61,12 @@ pub struct Health {
     #[schema(schema_with = ok)]
     pub status: String,
     pub version: String,
+    /// The node (`[cluster] node`)
+    pub node: String,
 }
 
 fn ok() -> Schema {
-    super::one_of(&["ok"])
+    super::one_of(&["ok", "draining"])
 }
 
 // `session_json` in `globalpci.rs`, and the `Message` (or `releasedCalls`) some routes add.

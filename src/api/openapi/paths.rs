@@ -10,7 +10,12 @@ pub(super) fn api() -> OpenApi {
     doc.add(
         "/healthz",
         Get,
-        Op::new("Liveness").json_inline::<Health>("200", "Alive"),
+        Op::new("Liveness; 503 while the node drains (SIGTERM or `tonegate ctl drain`)")
+            .json_inline::<Health>("200", "Alive")
+            .json_inline::<Health>(
+                "503",
+                "Draining: live calls carry on, new ones go to another node",
+            ),
     );
     doc.add(
         "/metrics",
@@ -548,7 +553,15 @@ pub(super) fn api() -> OpenApi {
             "429",
             error("The client holds as many live calls as relay.max_calls_per_client allows"),
         )
-        .shared("503", "Unavailable"),
+        .answer(
+            "503",
+            ResponseBuilder::from(error(
+                "Out of ports or calls, or the node is draining (error `draining`): try again \
+                 (through a load balancer, on another node)",
+            ))
+            .header("Retry-After", retry_after())
+            .build(),
+        ),
     );
     doc.add(
         "/relay/v1/calls",
