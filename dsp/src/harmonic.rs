@@ -212,6 +212,33 @@ mod tests {
     }
 
     #[test]
+    fn batched_powers_are_the_single_frequency_goertzel() {
+        let d = HannDft::new();
+        let x = span(&[(700.0, 3000.0), (1210.0, 2000.0)], 500.0, 7);
+        // Every batch size and remainder: 1..=37 frequencies across the band.
+        for n in 1..=37 {
+            let freqs: Vec<f32> = (0..n).map(|i| 200.0 + 97.3 * i as f32).collect();
+            let mut out = vec![0.0; n];
+            d.powers(&x, &freqs, &mut out);
+            for (&f, &p) in freqs.iter().zip(&out) {
+                // The plain recursion, one frequency at a time.
+                let c = 2.0 * (core::f32::consts::TAU * f / SAMPLE_RATE as f32).cos();
+                let (mut s1, mut s2) = (0.0f32, 0.0f32);
+                for (v, h) in x.iter().zip(&d.window) {
+                    let s0 = v * h + c * s1 - s2;
+                    s2 = s1;
+                    s1 = s0;
+                }
+                assert_eq!(
+                    p,
+                    s1 * s1 + s2 * s2 - c * s1 * s2,
+                    "{n} frequencies, {f} Hz"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_voice_is_harmonic_and_an_off_nominal_key_is_not() {
         let d = HannDft::new();
         // A voice at 174 Hz whose 4th and 7th harmonics sit near key 1's pair, with the rest

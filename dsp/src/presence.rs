@@ -160,6 +160,14 @@ const MAX_OPEN_AGE: u64 = (RING - SPAN - MAX_CHUNK) as u64;
 /// Windows of a run whose harmonic verdict may be open at once (one per window within
 /// [`MAX_OPEN_AGE`]).
 const MAX_OPEN: usize = MAX_OPEN_AGE as usize / SUB_BLOCK + 1;
+/// Open windows a run settles in one window when its outcome depends on them. With the one an
+/// ageing window may force, that bounds the harmonic tests per 5 ms window to
+/// `MAX_SETTLE + 1`, each at most [`crate::harmonic::MAX_HARMONIC`] batches of
+/// [`HannDft::powers`]; on speech, music, babble and keys under them the dearest 20 ms frame
+/// measured about 40 µs, the 99th percentile 4-15 µs (`frame_cost` bench). Still undecided
+/// after that, the run counts as not harmonic (errs toward masking); runs reaching a tier are
+/// decided well within it (at 4 the masks on speech changed, at 8 they do not).
+pub const MAX_SETTLE: usize = 8;
 
 /// A marked pair being followed: its filters, the lines' phase advance per sub-block (their
 /// frequencies) when marked, and their strongest energy since.
@@ -385,19 +393,26 @@ impl TonePresence {
     /// with a note whose series happens to pass through its two lines, but not most of them; a
     /// voice's pair is harmonic in nearly all. Whether at most [`HARMONIC_SHARE`] of the run's
     /// shaped windows look harmonic, judging open windows (oldest first) only until the answer
-    /// no longer depends on the rest.
+    /// no longer depends on the rest, and at most [`MAX_SETTLE`] of them (then: not harmonic).
     fn not_harmonic(&self, run: &mut Run) -> bool {
         let (num, den) = HARMONIC_SHARE;
-        loop {
+        let decided = |run: &Run| {
             let open = run.open_len as u32;
             if (run.harmonic + open) * den <= run.shaped * num {
-                return true;
+                Some(true)
+            } else if run.harmonic * den > run.shaped * num {
+                Some(false)
+            } else {
+                None
             }
-            if run.harmonic * den > run.shaped * num {
-                return false;
+        };
+        for _ in 0..MAX_SETTLE {
+            if let Some(d) = decided(run) {
+                return d;
             }
             self.judge_oldest_open(run);
         }
+        decided(run).unwrap_or(true)
     }
 
     /// Judges the run's oldest open window (there is one) and closes it.
@@ -409,8 +424,8 @@ impl TonePresence {
         run.open_len -= 1;
     }
 
-    /// Keeps `run` going after the window ending at `end`: open windows whose samples would be
-    /// gone by the next window are judged now.
+    /// Keeps `run` going after the window ending at `end`: an open window whose samples would
+    /// be gone by the next window is judged now (one at most: one opens per window).
     fn keep(&mut self, mut run: Run, end: u64) {
         while run.open_len > 0 && run.open[0].end + MAX_OPEN_AGE < end + SUB_BLOCK as u64 {
             self.judge_oldest_open(&mut run);
