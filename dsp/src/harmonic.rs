@@ -68,15 +68,52 @@ impl HannDft {
     /// `|Σ w[n] x[n] e^{-jωn}|²` at `f` Hz (Goertzel).
     #[inline]
     pub fn power(&self, x: &[f32; SPAN], f: f32) -> f32 {
-        let w = core::f32::consts::TAU * f / SAMPLE_RATE as f32;
-        let c = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f32, 0.0f32);
-        for (v, h) in x.iter().zip(&self.window) {
-            let s0 = v * h + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
+        let mut out = [0.0];
+        self.powers(x, &[f], &mut out);
+        out[0]
+    }
+
+    /// [`power`](Self::power) at each of `freqs` into `out` (same length), several frequencies
+    /// per pass over the span: one Goertzel recursion alone waits on its own dependency chain,
+    /// [`LANES`] side by side keep the FPU busy, so a batch costs about what one did. Each lane's
+    /// arithmetic is the single-frequency recursion's, so the results are the same.
+    pub fn powers(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(freqs.len(), out.len());
+        let mut freqs = freqs;
+        let mut out = out;
+        while !freqs.is_empty() {
+            let n = match freqs.len() {
+                1..=4 => self.pass::<4>(x, freqs, out),
+                5..=8 => self.pass::<8>(x, freqs, out),
+                _ => self.pass::<LANES>(x, freqs, out),
+            };
+            freqs = &freqs[n..];
+            out = &mut out[n..];
         }
-        s1 * s1 + s2 * s2 - c * s1 * s2
+    }
+
+    /// One pass over the span for up to `L` of `freqs`; how many it did.
+    #[inline]
+    fn pass<const L: usize>(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) -> usize {
+        let n = freqs.len().min(L);
+        let mut c = [0.0f32; L];
+        for (c, &f) in c.iter_mut().zip(&freqs[..n]) {
+            let w = core::f32::consts::TAU * f / SAMPLE_RATE as f32;
+            *c = 2.0 * w.cos();
+        }
+        let (mut s1, mut s2) = ([0.0f32; L], [0.0f32; L]);
+        for (v, h) in x.iter().zip(&self.window) {
+            let vh = v * h;
+            for l in 0..L {
+                let s0 = vh + c[l] * s1[l] - s2[l];
+                s2[l] = s1[l];
+                s1[l] = s0;
+            }
+        }
+        for (l, o) in out[..n].iter_mut().enumerate() {
+            *o = s1[l] * s1[l] + s2[l] * s2[l] - c[l] * s1[l] * s2[l];
+        }
+        n
     }
 
     /// Whether lines at `fr` and `fc` Hz (fr < fc) in `x` are two harmonics of one pitch:
@@ -84,6 +121,9 @@ impl HannDft {
     /// [`RATIO_TOLERANCE`] of a multiple n·f0, f0's neighbouring harmonics are present as a
     /// series (module documentation). Every such f0 is tried: lines at the 4th and 8th harmonic
     /// of a voice also fit 2:1, whose comb would miss the harmonics in between.
+    ///
+    /// Cost: per fundamental tried, one batch of [`HannDft::powers`] (every frequency that
+    /// fundamental's test reads); at most [`MAX_HARMONIC`] fundamentals.
     pub fn harmonic_pair(&self, x: &[f32; SPAN], fr: f32, fc: f32) -> bool {
         let ratio = fc / fr;
         let mut lines = None;
@@ -94,38 +134,65 @@ impl HannDft {
                 continue;
             }
             let f0 = 0.5 * (fr / m as f32 + fc / n as f32);
-            let (mut peaks, mut valleys, mut probes) = (0.0f32, 0.0f32, 0usize);
+            // Every frequency this fundamental's test reads, measured in batches: each probe's
+            // peak and the two valleys beside it, then the lines' neighbours in the series.
+            let mut probe = [0.0f32; BATCH];
+            let mut power = [0.0f32; BATCH];
+            let (mut peaks, mut valleys, mut probes, mut len) = (0.0f32, 0.0f32, 0usize, 0);
+            let mut sum = |len: usize, probe: &[f32; BATCH], power: &mut [f32; BATCH]| {
+                self.powers(x, &probe[..len], &mut power[..len]);
+                for p in power[..len].chunks_exact(3) {
+                    peaks += p[0];
+                    valleys += 0.5 * (p[1] + p[2]);
+                }
+            };
             for h in m.saturating_sub(2).max(1)..=n + 3 {
                 let f = h as f32 * f0;
                 if h == m || h == n || f < BAND.0 || f > BAND.1 {
                     continue;
                 }
-                peaks += self.power(x, f);
-                valleys += 0.5 * (self.power(x, f - 0.5 * f0) + self.power(x, f + 0.5 * f0));
+                probe[len..len + 3].copy_from_slice(&[f, f - 0.5 * f0, f + 0.5 * f0]);
+                len += 3;
                 probes += 1;
+                if len == BATCH {
+                    sum(len, &probe, &mut power);
+                    len = 0;
+                }
             }
-            if probes < MIN_PROBES || peaks < MIN_COMB_RATIO * valleys {
+            if probes < MIN_PROBES {
                 continue;
             }
-            let (pr, pc) = *lines.get_or_insert_with(|| (self.power(x, fr), self.power(x, fc)));
+            sum(len, &probe, &mut power);
+            if peaks < MIN_COMB_RATIO * valleys {
+                continue;
+            }
+            let (pr, pc) = *lines.get_or_insert_with(|| {
+                let mut p = [0.0; 2];
+                self.powers(x, &[fr, fc], &mut p);
+                (p[0], p[1])
+            });
             if peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32 {
                 continue;
             }
             // Each line must also sit on the series' envelope: no higher than its neighbours
             // allow. A key under a note whose series runs through it stands out of it.
-            let fits = |h: u32, p: f32| {
-                let next = self
-                    .power(x, (h - 1) as f32 * f0)
-                    .max(self.power(x, (h + 1) as f32 * f0));
-                p <= self.max_excess * next
-            };
-            if fits(m, pr) && fits(n, pc) {
+            let mut next = [0.0; 4];
+            let h = |h: u32| h as f32 * f0;
+            self.powers(x, &[h(m - 1), h(m + 1), h(n - 1), h(n + 1)], &mut next);
+            let fits = |p: f32, a: f32, b: f32| p <= self.max_excess * a.max(b);
+            if fits(pr, next[0], next[1]) && fits(pc, next[2], next[3]) {
                 return true;
             }
         }
         false
     }
 }
+
+/// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (four 128-bit vectors).
+pub const LANES: usize = 16;
+/// Frequencies [`HannDft::harmonic_pair`] measures per batch: whole probes (peak and two
+/// valleys), three passes.
+const BATCH: usize = 48;
 
 #[cfg(test)]
 mod tests {
@@ -142,6 +209,33 @@ mod tests {
                 .sum::<f32>()
                 + noise * rng.gaussian()
         })
+    }
+
+    #[test]
+    fn batched_powers_are_the_single_frequency_goertzel() {
+        let d = HannDft::new();
+        let x = span(&[(700.0, 3000.0), (1210.0, 2000.0)], 500.0, 7);
+        // Every batch size and remainder: 1..=37 frequencies across the band.
+        for n in 1..=37 {
+            let freqs: Vec<f32> = (0..n).map(|i| 200.0 + 97.3 * i as f32).collect();
+            let mut out = vec![0.0; n];
+            d.powers(&x, &freqs, &mut out);
+            for (&f, &p) in freqs.iter().zip(&out) {
+                // The plain recursion, one frequency at a time.
+                let c = 2.0 * (core::f32::consts::TAU * f / SAMPLE_RATE as f32).cos();
+                let (mut s1, mut s2) = (0.0f32, 0.0f32);
+                for (v, h) in x.iter().zip(&d.window) {
+                    let s0 = v * h + c * s1 - s2;
+                    s2 = s1;
+                    s1 = s0;
+                }
+                assert_eq!(
+                    p,
+                    s1 * s1 + s2 * s2 - c * s1 * s2,
+                    "{n} frequencies, {f} Hz"
+                );
+            }
+        }
     }
 
     #[test]

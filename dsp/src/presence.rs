@@ -44,6 +44,16 @@
 //! any of three decoders reads is covered, while speech and music get about 0.1-0.3 % of their
 //! frames marked (README, "The masker").
 //!
+//! Cost, cheapest first: the window's energy and incoherent bounds reject most windows from
+//! the terms alone; the coherent measures follow only for the two best filters of each group;
+//! the Hann-windowed tests (samples, not terms) only for a pair that already meets a tier. The
+//! harmonic test, the dearest, is not run per window at all: a shaped window's verdict stays
+//! open until the run's outcome depends on it, and is then settled oldest first only until the
+//! run's harmonic share is decided either way. Runs of speech that never reach a tier's window
+//! count, most of them, never pay for it; one that does pays for about half its windows. An
+//! open window is judged at the latest while its samples are still in the ring, so the
+//! verdicts, and so the marks, are those of judging every window at once.
+//!
 //! Sans-IO, no allocation; fed sub-block terms in order, queried by sample range.
 
 use crate::detector::{SAMPLE_RATE, SUB_BLOCK};
@@ -137,11 +147,27 @@ pub const MAX_TWIST_DB: f32 = 24.0;
 pub const MIN_TONE_LEVEL_DBM0: f32 = -66.0;
 /// Marked spans remembered (the masker asks about the last 100 ms or so).
 const SPANS: usize = 8;
-/// Samples kept for the Hann-windowed tests: the 20 ms window, a sub-block the detector may
-/// still be staging, and [`MAX_CHUNK`] pushed ahead of their terms (a power of two).
-const RING: usize = 512;
+/// Samples kept for the Hann-windowed tests (a power of two): the windows of a run whose
+/// harmonic verdict is still open ([`MAX_OPEN_AGE`]), and [`MAX_CHUNK`] pushed ahead of their
+/// terms.
+const RING: usize = 1024;
 /// Most samples that may be pushed with [`TonePresence::push_samples`] before their terms.
 pub const MAX_CHUNK: usize = 160;
+/// Oldest window (samples from its end to the newest window's end) whose harmonic verdict may
+/// still be open: its samples are still in the ring (`RING` less the span itself and what
+/// may be pushed ahead); an older one is judged before they are overwritten.
+const MAX_OPEN_AGE: u64 = (RING - SPAN - MAX_CHUNK) as u64;
+/// Windows of a run whose harmonic verdict may be open at once (one per window within
+/// [`MAX_OPEN_AGE`]).
+const MAX_OPEN: usize = MAX_OPEN_AGE as usize / SUB_BLOCK + 1;
+/// Open windows a run settles in one window when its outcome depends on them. With the one an
+/// ageing window may force, that bounds the harmonic tests per 5 ms window to
+/// `MAX_SETTLE + 1`, each at most [`crate::harmonic::MAX_HARMONIC`] batches of
+/// [`HannDft::powers`]; on speech, music, babble and keys under them the dearest 20 ms frame
+/// measured about 40 µs, the 99th percentile 4-15 µs (`frame_cost` bench). Still undecided
+/// after that, the run counts as not harmonic (errs toward masking); runs reaching a tier are
+/// decided well within it (at 4 the masks on speech changed, at 8 they do not).
+pub const MAX_SETTLE: usize = 8;
 
 /// A marked pair being followed: its filters, the lines' phase advance per sub-block (their
 /// frequencies) when marked, and their strongest energy since.
@@ -167,8 +193,14 @@ struct Verdict {
     tier: usize,
     /// The lines' frequencies, Hz.
     hz: (f32, f32),
-    /// Whether, for a shaped tier, the lines looked like harmonics of one voice or note.
-    harmonic: bool,
+}
+
+/// A shaped window of a run whose harmonic verdict is not needed yet: where it ends and the
+/// lines it would be asked about.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenWindow {
+    end: u64,
+    hz: (f32, f32),
 }
 
 /// Consecutive windows of one pair not yet marked.
@@ -183,9 +215,14 @@ struct Run {
     hz: (f32, f32),
     /// Consecutive windows at those frequencies that met each steady tier.
     steady: [u32; EVIDENCE.len()],
-    /// Windows judged by a shaped tier, and how many of them looked harmonic.
+    /// Windows judged by a shaped tier, and how many of them looked harmonic (of those judged
+    /// so far: see `open`).
     shaped: u32,
     harmonic: u32,
+    /// Shaped windows whose harmonic verdict is still open, oldest first: the (costly) test
+    /// runs only when the run's outcome depends on it, so short runs of speech never pay for it.
+    open: [OpenWindow; MAX_OPEN],
+    open_len: usize,
     /// Consecutive windows since the last that met a tier with this pair.
     misses: u32,
 }
@@ -290,14 +327,8 @@ impl TonePresence {
             self.tracked = None;
             self.close();
         }
-        let Some(Verdict {
-            pair,
-            tier,
-            hz,
-            harmonic,
-        }) = self.judge(&blocks, total)
-        else {
-            self.miss();
+        let Some(Verdict { pair, tier, hz }) = self.judge(&blocks, total) else {
+            self.miss(end);
             return;
         };
         let mut run = match self.run {
@@ -305,7 +336,7 @@ impl TonePresence {
             // Another pair for a window or two inside a run is a louder moment of the
             // background, not the end of the key.
             Some(run) if run.misses < MAX_RUN_GAP && run.windows.iter().any(|&n| n > 1) => {
-                self.miss();
+                self.miss(end);
                 return;
             }
             _ => Run {
@@ -316,13 +347,16 @@ impl TonePresence {
                 steady: [0; EVIDENCE.len()],
                 shaped: 0,
                 harmonic: 0,
+                open: [OpenWindow::default(); MAX_OPEN],
+                open_len: 0,
                 misses: 0,
             },
         };
         run.misses = 0;
         if EVIDENCE[tier].shaped {
             run.shaped += 1;
-            run.harmonic += harmonic as u32;
+            run.open[run.open_len] = OpenWindow { end, hz };
+            run.open_len += 1;
         }
         // A window meeting a tier meets every weaker one too.
         for w in &mut run.windows[tier..] {
@@ -336,32 +370,82 @@ impl TonePresence {
         for w in &mut run.steady[tier..] {
             *w += 1;
         }
-        // Harmonics are judged over the run, not per window: a key under music can share a
-        // window with a note whose series happens to pass through its two lines, but not most
-        // of them; a voice's pair is harmonic in nearly all.
-        let not_harmonic = run.harmonic * HARMONIC_SHARE.1 <= run.shaped * HARMONIC_SHARE.0;
-        if EVIDENCE.iter().enumerate().any(|(i, e)| {
-            let n = if e.steady {
-                run.steady[i]
-            } else {
-                run.windows[i]
-            };
-            n >= e.windows && (!e.shaped || not_harmonic)
-        }) {
+        let met = |run: &Run, shaped: bool| {
+            EVIDENCE.iter().enumerate().any(|(i, e)| {
+                let n = if e.steady {
+                    run.steady[i]
+                } else {
+                    run.windows[i]
+                };
+                e.shaped == shaped && n >= e.windows
+            })
+        };
+        if met(&run, false) || (met(&run, true) && self.not_harmonic(&mut run)) {
             self.tracked = Some(self.track(&blocks, pair));
             self.run = None;
             self.extend(run.start, end);
         } else {
-            self.run = Some(run);
+            self.keep(run, end);
         }
     }
 
-    /// A window without the run's pair: the run survives [`MAX_RUN_GAP`] of them in a row.
-    fn miss(&mut self) {
-        self.run = self.run.filter(|r| r.misses < MAX_RUN_GAP).map(|r| Run {
-            misses: r.misses + 1,
-            ..r
-        });
+    /// Harmonics are judged over the run, not per window: a key under music can share a window
+    /// with a note whose series happens to pass through its two lines, but not most of them; a
+    /// voice's pair is harmonic in nearly all. Whether at most [`HARMONIC_SHARE`] of the run's
+    /// shaped windows look harmonic, judging open windows (oldest first) only until the answer
+    /// no longer depends on the rest, and at most [`MAX_SETTLE`] of them (then: not harmonic).
+    fn not_harmonic(&self, run: &mut Run) -> bool {
+        let (num, den) = HARMONIC_SHARE;
+        let decided = |run: &Run| {
+            let open = run.open_len as u32;
+            if (run.harmonic + open) * den <= run.shaped * num {
+                Some(true)
+            } else if run.harmonic * den > run.shaped * num {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        for _ in 0..MAX_SETTLE {
+            if let Some(d) = decided(run) {
+                return d;
+            }
+            self.judge_oldest_open(run);
+        }
+        decided(run).unwrap_or(true)
+    }
+
+    /// Judges the run's oldest open window (there is one) and closes it.
+    fn judge_oldest_open(&self, run: &mut Run) {
+        let w = run.open[0];
+        let x = self.samples_ending(w.end);
+        run.harmonic += self.dft.harmonic_pair(&x, w.hz.0, w.hz.1) as u32;
+        run.open.copy_within(1..run.open_len, 0);
+        run.open_len -= 1;
+    }
+
+    /// Keeps `run` going after the window ending at `end`: an open window whose samples would
+    /// be gone by the next window is judged now (one at most: one opens per window).
+    fn keep(&mut self, mut run: Run, end: u64) {
+        while run.open_len > 0 && run.open[0].end + MAX_OPEN_AGE < end + SUB_BLOCK as u64 {
+            self.judge_oldest_open(&mut run);
+        }
+        self.run = Some(run);
+    }
+
+    /// A window (ending at `end`) without the run's pair: the run survives [`MAX_RUN_GAP`] of
+    /// them in a row.
+    fn miss(&mut self, end: u64) {
+        match self.run.take() {
+            Some(r) if r.misses < MAX_RUN_GAP => self.keep(
+                Run {
+                    misses: r.misses + 1,
+                    ..r
+                },
+                end,
+            ),
+            _ => {}
+        }
     }
 
     /// Ends the stream: closes the span being marked.
@@ -423,8 +507,16 @@ impl TonePresence {
 
     /// The window's samples (the 20 ms ending with the newest sub-block), oldest first.
     fn window_samples(&self) -> [f32; SPAN] {
-        let end = self.blocks * SUB_BLOCK as u64;
+        self.samples_ending(self.blocks * SUB_BLOCK as u64)
+    }
+
+    /// The [`SPAN`] samples ending at stream position `end`, oldest first.
+    fn samples_ending(&self, end: u64) -> [f32; SPAN] {
         debug_assert!(self.written >= end, "samples pushed after their terms");
+        debug_assert!(
+            self.written - end + SPAN as u64 <= RING as u64,
+            "samples already overwritten"
+        );
         let start = end.saturating_sub(SPAN as u64);
         core::array::from_fn(|i| self.ring[((start + i as u64) % RING as u64) as usize])
     }
@@ -436,8 +528,10 @@ impl TonePresence {
         // At the measured frequency, or the nominal one where a line filling only part of the
         // window was measured poorly.
         let nominal = bank_frequencies();
-        let line = |k: usize, f: f32| self.dft.power(x, f).max(self.dft.power(x, nominal[k]));
-        let (pr, pc) = (line(r, fr), line(c, fc));
+        let mut p = [0.0; 4];
+        self.dft
+            .powers(x, &[fr, nominal[r], fc, nominal[c]], &mut p);
+        let (pr, pc) = (p[0].max(p[1]), p[2].max(p[3]));
         pr <= self.twist * pc && pc <= self.twist * pr
     }
 
@@ -503,12 +597,10 @@ impl TonePresence {
                 let x = x.get_or_insert_with(|| self.window_samples());
                 let (fr, fc) = (self.line_hz(blocks, r), self.line_hz(blocks, c));
                 if self.two_lines(x, (r, fr), (c, fc)) {
-                    let harmonic = EVIDENCE[tier].shaped && self.dft.harmonic_pair(x, fr, fc);
                     return Some(Verdict {
                         pair: (r, c),
                         tier,
                         hz: (fr, fc),
-                        harmonic,
                     });
                 }
             }
