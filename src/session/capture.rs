@@ -416,11 +416,6 @@ impl CaptureTask {
         // card. Only an explicit release (or the call's end) lets keys through again.
         self.lease.capture_ended();
         self.inner.park(self.lease);
-        self.inner
-            .live
-            .lock()
-            .expect("live lock")
-            .remove(&self.session.id);
         // The call went away (or the gateway is stopping) mid-capture: back to Created, to
         // start over on a new call. An outcome stays as it is: only the agent's recapture
         // starts a declined or failed session again.
@@ -433,6 +428,12 @@ impl CaptureTask {
                 self.inner.clock.unix_now(),
             );
         }
+        // Last: shutdown waits for `live` to empty, so the state above is stored by then.
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .remove(&self.session.id);
         tracing::info!(session = %self.session.id, state = state.as_str(), "capture ended");
     }
 }

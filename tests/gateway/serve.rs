@@ -1066,23 +1066,32 @@ fn ctl_operates_a_running_gateway_over_its_control_socket() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 404);
-    let audit: serde_json::Value = common::gateway::http()
-        .get(gw.url(&format!("/admin/v1/audit/relay?call={id}")))
-        .bearer_auth(&tok)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
     // SAFETY: getuid takes nothing.
     let me = format!("admin:ctl:uid={}", unsafe { libc::getuid() });
-    assert!(
-        audit["records"]
+    // The relay audit is written off the request path (a writer thread): poll, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit: serde_json::Value = common::gateway::http()
+            .get(gw.url(&format!("/admin/v1/audit/relay?call={id}")))
+            .bearer_auth(&tok)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let named = audit["records"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["actor"] == me.as_str() && r["action"] == "delete"),
-        "{audit}"
-    );
+            .any(|r| r["actor"] == me.as_str() && r["action"] == "delete");
+        if named {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delete by {me} in the relay audit after 10 s: {audit}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The log level changes at run time: debug lines appear, a bad filter is refused.
     assert!(!gw.seen.iter().any(|l| l.contains("DEBUG")));
