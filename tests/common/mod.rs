@@ -246,7 +246,8 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// A UDP port from `range`, `step` apart, for a tool that binds it itself (Kamailio, sipp).
+/// A port from `range`, `step` apart (free for UDP and TCP), for a tool that binds it itself
+/// (Kamailio, sipp, chromedriver).
 /// Ports come from blocks of 100 that this process claims with an exclusive `flock` on a file
 /// under `target/test-ports/` (held until the process ends), so test processes running side by
 /// side (cargo-nextest runs each test as its own process) never draw the same port; each port
@@ -264,7 +265,9 @@ pub fn claimed_port(range: std::ops::Range<u16>, step: u16) -> u16 {
         let (next, end) = mine.get(&range.start).copied().unwrap_or((0, 0));
         if next != 0 && next < end {
             mine.insert(range.start, (next + step, end));
-            if std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok() {
+            if std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", next)).is_ok()
+            {
                 return next;
             }
             continue;

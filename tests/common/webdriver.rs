@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,26 +49,36 @@ impl Browser {
 
     /// As [`start`](Self::start), with extra Chromium command-line arguments.
     pub fn start_with(extra: &[String]) -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut driver = Command::new("chromedriver")
-            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is needed (scripts/test installs chromium-driver)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                panic!("chromedriver did not start");
+        // A port from a block this process claims (below the ephemeral range, so no socket
+        // another test opens can take it between our check and chromedriver's bind); and if
+        // chromedriver still exits (it could not bind), another port.
+        let mut tries = 0;
+        let (port, mut driver) = loop {
+            tries += 1;
+            let port = super::claimed_port(24000..26000, 1);
+            let mut driver = Command::new("chromedriver")
+                .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver is needed (scripts/test installs chromium-driver)");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let up = loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break true;
+                }
+                if Instant::now() > deadline || matches!(driver.try_wait(), Ok(Some(_))) {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if up {
+                break (port, driver);
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let _ = driver.kill();
+            let _ = driver.wait();
+            assert!(tries < 3, "chromedriver did not start (three ports tried)");
+        };
         let profile = tempfile::tempdir().unwrap();
         let binary = CHROMIUM
             .into_iter()
