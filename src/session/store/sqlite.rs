@@ -1,263 +1,11 @@
-//! Session storage behind a trait; SQLite (bundled) is the embedded default.
-//!
-//! Stored: session metadata, state, non-sensitive payment data, results (references, last four,
-//! brand) and an audit trail of transitions. Never a PAN, expiry or CVV: the types that hold
-//! those cannot be serialised, and nothing here takes them.
+//! The SQLite store: one connection behind a mutex, the embedded single-node default.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use super::super::model::{PaymentResult, Session, SessionKind, SessionState, Transition};
+use super::*;
 use rusqlite::{params, Connection};
-use thiserror::Error;
-
-use super::model::{PaymentResult, Session, SessionKind, SessionState, Transition};
-
-/// A storage failure.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// The database said no.
-    #[error("session store: {0}")]
-    Db(#[from] rusqlite::Error),
-    /// A stored row does not decode.
-    #[error("session store: corrupt row: {0}")]
-    Corrupt(String),
-    /// The schema could not be brought up to date (e.g. a database from a newer tonegate).
-    #[error("migrating the schema: {0}")]
-    Schema(String),
-    /// Opening or migrating failed.
-    #[error("session store {path}: {message}")]
-    Open {
-        /// The database file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// One audited transition.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditEvent {
-    /// Unix seconds.
-    pub at: u64,
-    /// Who caused it (`client:<id>`, `agent-ui`, `caller`, `gateway`).
-    pub actor: String,
-    /// From state (`None` at creation).
-    pub from: Option<String>,
-    /// To state.
-    pub to: String,
-}
-
-/// Where sessions live.
-pub trait SessionStore: Send + Sync {
-    /// Stores a new session (and its creation in the audit trail).
-    fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError>;
-    /// A session by id.
-    fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
-    /// Writes a state change, with its audit event, if the stored state is still the one `t`
-    /// leaves. Returns false when someone else changed it first.
-    fn transition(
-        &self,
-        id: &str,
-        t: Transition,
-        actor: &str,
-        now: u64,
-    ) -> Result<bool, StoreError>;
-    /// Ends a session: records `result` (if given), moves it from `from` to `to` (audited)
-    /// and queues the webhook `webhook` makes of the ended session, all in one transaction, so
-    /// no outcome is ever stored without its webhook. False, and nothing written, if the
-    /// session was no longer in the state `t` leaves.
-    fn settle(
-        &self,
-        id: &str,
-        t: Transition,
-        actor: &str,
-        now: u64,
-        result: Option<&PaymentResult>,
-        webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
-    ) -> Result<bool, StoreError>;
-    /// Records the payment result.
-    fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError>;
-    /// The audit trail of a session, oldest first.
-    fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError>;
-    /// Live (non-terminal) sessions whose expiry has passed.
-    fn expired(&self, now: u64) -> Result<Vec<Session>, StoreError>;
-    /// Sessions in any of `states`.
-    fn in_states(&self, states: &[SessionState]) -> Result<Vec<Session>, StoreError>;
-    /// The live session with this `dtmfLinkId`.
-    fn live_by_link_id(
-        &self,
-        client_id: &str,
-        link_id: &str,
-    ) -> Result<Option<Session>, StoreError>;
-    /// Whether `client_id` has a session of `kind` in `state` (an index lookup, no rows read).
-    fn any_in_state(
-        &self,
-        client_id: &str,
-        kind: SessionKind,
-        state: SessionState,
-    ) -> Result<bool, StoreError>;
-    /// The live voice session for a call.
-    fn live_by_call_guid(
-        &self,
-        client_id: &str,
-        call_guid: &str,
-    ) -> Result<Option<Session>, StoreError>;
-    /// The live session of a kind for a client, account and `merchantTxnRef` (idempotent create).
-    fn live_by_merchant_ref(
-        &self,
-        client: &str,
-        account: &str,
-        kind: SessionKind,
-        merchant_ref: &str,
-    ) -> Result<Option<Session>, StoreError>;
-    /// Stores a new payment link and revokes the session's earlier ones.
-    fn insert_link(
-        &self,
-        token_hash: &str,
-        session_id: &str,
-        now: u64,
-        expires_at: u64,
-    ) -> Result<(), StoreError>;
-    /// A link by its token's hash.
-    fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError>;
-    /// Marks a link used; false if it already was (or was revoked).
-    fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError>;
-    /// Adds a message to the SMS outbox; returns its `seq`.
-    fn outbox_add(
-        &self,
-        session_id: Option<&str>,
-        to: &str,
-        body: &str,
-        now: u64,
-    ) -> Result<i64, StoreError>;
-    /// The outbox, newest first (at most `limit`).
-    fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
-    /// Forgets a session's payment-UI credential (it is single-use); false if already gone.
-    fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError>;
-    /// Appends a relay call's control event to the audit trail.
-    fn relay_audit_add(&self, e: &RelayAuditRecord) -> Result<(), StoreError>;
-    /// Relay audit records, newest first, of one call or of all.
-    fn relay_audit(
-        &self,
-        call_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<RelayAuditRecord>, StoreError>;
-    /// Queues a result webhook (once per event id).
-    fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError>;
-    /// Pending webhooks due at `now`, oldest first (at most `limit`).
-    fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
-    /// Records a try's outcome: delivered, to retry at `next_at`, or given up.
-    fn webhook_tried(
-        &self,
-        event_id: &str,
-        state: WebhookState,
-        next_at: u64,
-        error: Option<&str>,
-    ) -> Result<(), StoreError>;
-    /// Webhooks not delivered (pending or given up), newest first (at most `limit`).
-    fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError>;
-    /// A client's sessions that match `filter`, newest first (at most `filter.limit`).
-    fn list(&self, client_id: &str, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
-    /// The answer remembered for an `Idempotency-Key` (by its hash), if stored at `since` or
-    /// later.
-    fn idempotent_get(
-        &self,
-        key_hash: &str,
-        since: u64,
-    ) -> Result<Option<IdempotentAnswer>, StoreError>;
-    /// Remembers a create's answer under its key's hash (a first answer stays), and forgets
-    /// those stored before `before`.
-    fn idempotent_put(&self, a: &IdempotentAnswer, before: u64) -> Result<(), StoreError>;
-    /// Live sessions by state (every live state, zeros included), for `/metrics`.
-    fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError>;
-    /// Pending webhooks: how many, and when the oldest was queued (Unix seconds).
-    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError>;
-    /// Terminal sessions changed since `since` that have no webhook queued (a crash between
-    /// the state change and queueing it).
-    fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError>;
-    /// Deletes personal data older than `before` (Unix seconds): the PaymentData of sessions
-    /// that ended before it, SMS messages, expired links and settled webhooks; then
-    /// checkpoints the WAL so the file no longer holds them.
-    fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError>;
-}
-
-/// Where a result webhook stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum WebhookState {
-    /// Not delivered yet; tried again at `next_at`.
-    Pending,
-    /// A 2xx came back.
-    Delivered,
-    /// Given up after the retry period.
-    Failed,
-}
-
-impl WebhookState {
-    fn as_str(self) -> &'static str {
-        match self {
-            WebhookState::Pending => "pending",
-            WebhookState::Delivered => "delivered",
-            WebhookState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> WebhookState {
-        match s {
-            "delivered" => WebhookState::Delivered,
-            "failed" => WebhookState::Failed,
-            _ => WebhookState::Pending,
-        }
-    }
-}
-
-/// A queued result webhook: the event (never card data) and its delivery state. The signing
-/// secret is not stored; it is read from the account's config at each try.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookDelivery {
-    /// Receivers deduplicate on it; every try carries the same one.
-    pub event_id: String,
-    /// The session it reports.
-    pub session_id: String,
-    /// The account whose webhook it goes to.
-    pub account_id: String,
-    /// Where it goes.
-    pub url: String,
-    /// The JSON event.
-    #[serde(skip)]
-    pub body: String,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// Tries so far.
-    pub attempts: u32,
-    /// The next try, Unix seconds.
-    pub next_at: u64,
-    /// Where it stands.
-    pub state: WebhookState,
-    /// Why the last try failed (status or transport error; never a body).
-    pub last_error: Option<String>,
-}
-
-/// One audited control event of a relay call (who changed secure mode, read or ended it).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RelayAuditRecord {
-    /// Unix seconds.
-    pub at: u64,
-    /// Relay call id.
-    pub call_id: String,
-    /// The platform's call id.
-    pub call_guid: String,
-    /// The client that owns the call.
-    pub owner: String,
-    /// Who: `client:<id>`, `admin:<id>`, `session:<id>`.
-    pub actor: String,
-    /// `create`, `secure_on`, `secure_off`, `secure_off_refused`, `delete`, `read`, `list`.
-    pub action: String,
-    /// Why.
-    pub reason: String,
-}
 
 const MIGRATIONS: &[&str] = &[
     // 1: sessions and their audit trail.
@@ -378,84 +126,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_client_created ON sessions(client_id, created_at, id);",
 ];
 
-/// Which of a client's sessions [`SessionStore::list`] returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionFilter {
-    /// Only this `CallGuid` (as stored: card-number-like runs masked).
-    pub call_guid: Option<String>,
-    /// Only this `merchantTxnRef` (as stored).
-    pub merchant_txn_ref: Option<String>,
-    /// Only sessions in this state.
-    pub state: Option<SessionState>,
-    /// Created at or after (Unix seconds).
-    pub created_from: Option<u64>,
-    /// Created before (Unix seconds).
-    pub created_to: Option<u64>,
-    /// Only sessions after this one in the order (creation time and id, newest first): the
-    /// last of the previous page.
-    pub after: Option<(u64, String)>,
-    /// At most this many.
-    pub limit: usize,
-}
-
-/// A create's answer kept for its `Idempotency-Key`: the key only as a hash, the answer
-/// sealed (it holds the agent's access code; see `api/idempotency.rs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotentAnswer {
-    /// SHA-256 of the client, the route and the key.
-    pub key_hash: String,
-    /// SHA-256 of the request body, canonical JSON.
-    pub request_hash: String,
-    /// The session (or relay call) the create made or returned.
-    pub session_id: String,
-    /// The answer, sealed with a key only the gateway and the key's holder can derive.
-    pub sealed: String,
-    /// Unix seconds.
-    pub created_at: u64,
-}
-
-/// A payment link's record (the token itself is never stored, only its SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRecord {
-    /// The session it pays.
-    pub session_id: String,
-    /// Unix seconds.
-    pub expires_at: u64,
-    /// When it was used, if it was.
-    pub used_at: Option<u64>,
-    /// Replaced by a re-issued link.
-    pub revoked: bool,
-}
-
-/// What a retention run deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Forgotten {
-    /// Closed sessions whose PaymentData (names, addresses, phone numbers) was deleted.
-    pub sessions: usize,
-    /// SMS messages deleted (recipient and text).
-    pub messages: usize,
-    /// Payment-link records deleted.
-    pub links: usize,
-    /// Delivered or abandoned webhooks deleted.
-    pub webhooks: usize,
-}
-
-/// A message in the SMS outbox.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxMessage {
-    /// Order.
-    pub seq: i64,
-    /// Unix seconds.
-    pub at: u64,
-    /// The session it is about.
-    pub session_id: Option<String>,
-    /// E.164 recipient.
-    pub to: String,
-    /// Message text.
-    pub body: String,
-}
-
 /// SQLite-backed store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -560,7 +230,7 @@ fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, Sto
     })())
 }
 
-impl SessionStore for SqliteStore {
+impl SessionRecords for SqliteStore {
     fn insert(&self, s: &Session, actor: &str) -> Result<(), StoreError> {
         self.blocking(|conn| {
             let tx = conn.transaction()?;
@@ -679,21 +349,8 @@ impl SessionStore for SqliteStore {
         })
     }
 
-    fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError> {
-        self.blocking(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT at, actor, from_state, to_state FROM audit WHERE session_id = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([id], |r| {
-                Ok(AuditEvent {
-                    at: r.get::<_, i64>(0)? as u64,
-                    actor: r.get(1)?,
-                    from: r.get(2)?,
-                    to: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+    fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.exec("UPDATE sessions SET ui_secret_hash = NULL WHERE id = ?1 AND ui_secret_hash IS NOT NULL", &[&id])? == 1)
     }
 
     fn expired(&self, now: u64) -> Result<Vec<Session>, StoreError> {
@@ -752,99 +409,19 @@ impl SessionStore for SqliteStore {
             .next())
     }
 
-    fn insert_link(
+    fn live_by_merchant_ref(
         &self,
-        token_hash: &str,
-        session_id: &str,
-        now: u64,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
-        self.blocking(|conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "UPDATE links SET revoked = 1 WHERE session_id = ?1",
-                params![session_id],
-            )?;
-            tx.execute(
-                "INSERT INTO links (token_hash, session_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![token_hash, session_id, now as i64, expires_at as i64],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError> {
-        self.blocking(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT session_id, expires_at, used_at, revoked FROM links WHERE token_hash = ?1",
-            )?;
-            let mut rows = stmt.query_map([token_hash], |r| {
-                Ok(LinkRecord {
-                    session_id: r.get(0)?,
-                    expires_at: r.get::<_, i64>(1)? as u64,
-                    used_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                    revoked: r.get::<_, i64>(3)? != 0,
-                })
-            })?;
-            Ok(rows.next().transpose()?)
-        })
-    }
-
-    fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError> {
-        let n = self.exec(
-            "UPDATE links SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked = 0",
-            &[&(now as i64), &token_hash],
-        )?;
-        Ok(n == 1)
-    }
-
-    fn outbox_add(
-        &self,
-        session_id: Option<&str>,
-        to: &str,
-        body: &str,
-        now: u64,
-    ) -> Result<i64, StoreError> {
-        self.blocking(|conn| {
-            conn.execute(
-                "INSERT INTO outbox (at, session_id, recipient, body) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![now as i64, session_id, to, body],
-            )?;
-            Ok(conn.last_insert_rowid())
-        })
-    }
-
-    fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError> {
-        self.blocking(|conn| insert_webhook(conn, w))
-    }
-
-    fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
-        self.webhooks_where(
-            "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
-            &[&(now as i64), &(limit as i64)],
-        )
-    }
-
-    fn webhook_tried(
-        &self,
-        event_id: &str,
-        state: WebhookState,
-        next_at: u64,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE webhooks SET attempts = attempts + 1, state = ?1, next_at = ?2, last_error = ?3 WHERE event_id = ?4",
-            &[&state.as_str(), &(next_at as i64), &error, &event_id],
-        )?;
-        Ok(())
-    }
-
-    fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
-        self.webhooks_where(
-            "state != 'delivered' ORDER BY created_at DESC LIMIT ?1",
-            &[&(limit as i64)],
-        )
+        client: &str,
+        account: &str,
+        kind: SessionKind,
+        merchant_ref: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .query(
+                &format!("client_id = ?1 AND account_id = ?2 AND kind = ?3 AND merchant_txn_ref = ?4 AND {LIVE}"),
+                &[&client, &account, &kind.as_str(), &merchant_ref],
+            )?
+            .pop())
     }
 
     fn list(&self, client_id: &str, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
@@ -882,47 +459,6 @@ impl SessionStore for SqliteStore {
         self.query(&clause, &refs)
     }
 
-    fn idempotent_get(
-        &self,
-        key_hash: &str,
-        since: u64,
-    ) -> Result<Option<IdempotentAnswer>, StoreError> {
-        self.blocking(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT key_hash, request_hash, session_id, sealed, created_at FROM idempotency \
-                 WHERE key_hash = ?1 AND created_at >= ?2",
-            )?;
-            let mut rows = stmt.query(params![key_hash, since as i64])?;
-            Ok(match rows.next()? {
-                Some(r) => Some(IdempotentAnswer {
-                    key_hash: r.get(0)?,
-                    request_hash: r.get(1)?,
-                    session_id: r.get(2)?,
-                    sealed: r.get(3)?,
-                    created_at: r.get::<_, i64>(4)? as u64,
-                }),
-                None => None,
-            })
-        })
-    }
-
-    fn idempotent_put(&self, a: &IdempotentAnswer, before: u64) -> Result<(), StoreError> {
-        self.blocking(|conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "DELETE FROM idempotency WHERE created_at < ?1",
-                params![before as i64],
-            )?;
-            tx.execute(
-                "INSERT OR IGNORE INTO idempotency (key_hash, request_hash, session_id, sealed, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.key_hash, a.request_hash, a.session_id, a.sealed, a.created_at as i64],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
     fn live_counts(&self) -> Result<Vec<(SessionState, u64)>, StoreError> {
         self.blocking(|conn| {
             // The state index answers this without reading the sessions' rows.
@@ -946,21 +482,6 @@ impl SessionStore for SqliteStore {
         })
     }
 
-    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError> {
-        self.blocking(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT count(*), min(created_at) FROM webhooks WHERE state = 'pending'",
-                )?
-                .query_row([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
-                    ))
-                })?)
-        })
-    }
-
     fn terminal_without_webhook(&self, since: u64) -> Result<Vec<Session>, StoreError> {
         self.query(
             "state IN ('Completed','Declined','Failed','Cancelled','Expired') AND updated_at >= ?1 \
@@ -968,64 +489,20 @@ impl SessionStore for SqliteStore {
             &[&(since as i64)],
         )
     }
+}
 
-    fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError> {
-        let before = before as i64;
-        let terminal: Vec<String> = [
-            SessionState::Completed,
-            SessionState::Declined,
-            SessionState::Failed,
-            SessionState::Expired,
-            SessionState::Cancelled,
-        ]
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
-        self.blocking(|conn| {
-            let tx = conn.transaction()?;
-            let sessions = tx.execute(
-                &format!(
-                    "UPDATE sessions SET payment_data = '{{}}' WHERE state IN ({}) AND updated_at < ?1 AND payment_data != '{{}}'",
-                    terminal.join(",")
-                ),
-                [before],
-            )?;
-            let messages = tx.execute("DELETE FROM outbox WHERE at < ?1", [before])?;
-            let links = tx.execute("DELETE FROM links WHERE expires_at < ?1", [before])?;
-            let webhooks = tx.execute(
-                "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?1",
-                [before],
-            )?;
-            tx.commit()?;
-            if sessions + messages + links + webhooks > 0 {
-                // Old row versions would otherwise wait in the WAL until the next checkpoint.
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            }
-            Ok(Forgotten {
-                sessions,
-                messages,
-                links,
-                webhooks,
-            })
-        })
-    }
-
-    fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.exec("UPDATE sessions SET ui_secret_hash = NULL WHERE id = ?1 AND ui_secret_hash IS NOT NULL", &[&id])? == 1)
-    }
-
-    fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+impl AuditTrail for SqliteStore {
+    fn audit(&self, id: &str) -> Result<Vec<AuditEvent>, StoreError> {
         self.blocking(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, at, session_id, recipient, body FROM outbox ORDER BY seq DESC LIMIT ?1",
+                "SELECT at, actor, from_state, to_state FROM audit WHERE session_id = ?1 ORDER BY seq",
             )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok(OutboxMessage {
-                    seq: r.get(0)?,
-                    at: r.get::<_, i64>(1)? as u64,
-                    session_id: r.get(2)?,
+            let rows = stmt.query_map([id], |r| {
+                Ok(AuditEvent {
+                    at: r.get::<_, i64>(0)? as u64,
+                    actor: r.get(1)?,
+                    from: r.get(2)?,
                     to: r.get(3)?,
-                    body: r.get(4)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -1073,20 +550,251 @@ impl SessionStore for SqliteStore {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
+}
 
-    fn live_by_merchant_ref(
+impl PaymentLinks for SqliteStore {
+    fn insert_link(
         &self,
-        client: &str,
-        account: &str,
-        kind: SessionKind,
-        merchant_ref: &str,
-    ) -> Result<Option<Session>, StoreError> {
-        Ok(self
-            .query(
-                &format!("client_id = ?1 AND account_id = ?2 AND kind = ?3 AND merchant_txn_ref = ?4 AND {LIVE}"),
-                &[&client, &account, &kind.as_str(), &merchant_ref],
-            )?
-            .pop())
+        token_hash: &str,
+        session_id: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE links SET revoked = 1 WHERE session_id = ?1",
+                params![session_id],
+            )?;
+            tx.execute(
+                "INSERT INTO links (token_hash, session_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, session_id, now as i64, expires_at as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn link(&self, token_hash: &str) -> Result<Option<LinkRecord>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT session_id, expires_at, used_at, revoked FROM links WHERE token_hash = ?1",
+            )?;
+            let mut rows = stmt.query_map([token_hash], |r| {
+                Ok(LinkRecord {
+                    session_id: r.get(0)?,
+                    expires_at: r.get::<_, i64>(1)? as u64,
+                    used_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    revoked: r.get::<_, i64>(3)? != 0,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
+        })
+    }
+
+    fn use_link(&self, token_hash: &str, now: u64) -> Result<bool, StoreError> {
+        let n = self.exec(
+            "UPDATE links SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked = 0",
+            &[&(now as i64), &token_hash],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+impl SmsOutbox for SqliteStore {
+    fn outbox_add(
+        &self,
+        session_id: Option<&str>,
+        to: &str,
+        body: &str,
+        now: u64,
+    ) -> Result<i64, StoreError> {
+        self.blocking(|conn| {
+            conn.execute(
+                "INSERT INTO outbox (at, session_id, recipient, body) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![now as i64, session_id, to, body],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, session_id, recipient, body FROM outbox ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(OutboxMessage {
+                    seq: r.get(0)?,
+                    at: r.get::<_, i64>(1)? as u64,
+                    session_id: r.get(2)?,
+                    to: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+impl WebhookQueue for SqliteStore {
+    fn webhook_add(&self, w: &WebhookDelivery) -> Result<(), StoreError> {
+        self.blocking(|conn| insert_webhook(conn, w))
+    }
+
+    fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.webhooks_where(
+            "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+            &[&(now as i64), &(limit as i64)],
+        )
+    }
+
+    fn webhooks_claim(
+        &self,
+        now: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        // One connection behind a mutex, and the select and the hold in one transaction: no
+        // other claimer runs in between.
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let due = select_webhooks(
+                &tx,
+                "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+                &[&(now as i64), &(limit as i64)],
+            )?;
+            for w in &due {
+                tx.execute(
+                    "UPDATE webhooks SET next_at = ?1 WHERE event_id = ?2",
+                    params![until as i64, w.event_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+    }
+
+    fn webhook_tried(
+        &self,
+        event_id: &str,
+        state: WebhookState,
+        next_at: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE webhooks SET attempts = attempts + 1, state = ?1, next_at = ?2, last_error = ?3 WHERE event_id = ?4",
+            &[&state.as_str(), &(next_at as i64), &error, &event_id],
+        )?;
+        Ok(())
+    }
+
+    fn webhooks_undelivered(&self, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.webhooks_where(
+            "state != 'delivered' ORDER BY created_at DESC LIMIT ?1",
+            &[&(limit as i64)],
+        )
+    }
+
+    fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError> {
+        self.blocking(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count(*), min(created_at) FROM webhooks WHERE state = 'pending'",
+                )?
+                .query_row([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                    ))
+                })?)
+        })
+    }
+}
+
+impl IdempotencyKeys for SqliteStore {
+    fn idempotent_get(
+        &self,
+        key_hash: &str,
+        since: u64,
+    ) -> Result<Option<IdempotentAnswer>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key_hash, request_hash, session_id, sealed, created_at FROM idempotency \
+                 WHERE key_hash = ?1 AND created_at >= ?2",
+            )?;
+            let mut rows = stmt.query(params![key_hash, since as i64])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(IdempotentAnswer {
+                    key_hash: r.get(0)?,
+                    request_hash: r.get(1)?,
+                    session_id: r.get(2)?,
+                    sealed: r.get(3)?,
+                    created_at: r.get::<_, i64>(4)? as u64,
+                }),
+                None => None,
+            })
+        })
+    }
+
+    fn idempotent_put(&self, a: &IdempotentAnswer, before: u64) -> Result<(), StoreError> {
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM idempotency WHERE created_at < ?1",
+                params![before as i64],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO idempotency (key_hash, request_hash, session_id, sealed, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.key_hash, a.request_hash, a.session_id, a.sealed, a.created_at as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+impl Retention for SqliteStore {
+    fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError> {
+        let before = before as i64;
+        let terminal: Vec<String> = [
+            SessionState::Completed,
+            SessionState::Declined,
+            SessionState::Failed,
+            SessionState::Expired,
+            SessionState::Cancelled,
+        ]
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+        self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let sessions = tx.execute(
+                &format!(
+                    "UPDATE sessions SET payment_data = '{{}}' WHERE state IN ({}) AND updated_at < ?1 AND payment_data != '{{}}'",
+                    terminal.join(",")
+                ),
+                [before],
+            )?;
+            let messages = tx.execute("DELETE FROM outbox WHERE at < ?1", [before])?;
+            let links = tx.execute("DELETE FROM links WHERE expires_at < ?1", [before])?;
+            let webhooks = tx.execute(
+                "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?1",
+                [before],
+            )?;
+            tx.commit()?;
+            if sessions + messages + links + webhooks > 0 {
+                // Old row versions would otherwise wait in the WAL until the next checkpoint.
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
+            Ok(Forgotten {
+                sessions,
+                messages,
+                links,
+                webhooks,
+            })
+        })
     }
 }
 
@@ -1109,32 +817,39 @@ impl SqliteStore {
         clause: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        self.blocking(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error \
-                 FROM webhooks WHERE {clause}"
-            ))?;
-            let rows = stmt.query_map(args, |r| {
-                Ok(WebhookDelivery {
-                    event_id: r.get(0)?,
-                    session_id: r.get(1)?,
-                    account_id: r.get(2)?,
-                    url: r.get(3)?,
-                    body: r.get(4)?,
-                    created_at: r.get::<_, i64>(5)? as u64,
-                    attempts: r.get(6)?,
-                    next_at: r.get::<_, i64>(7)? as u64,
-                    state: WebhookState::parse(&r.get::<_, String>(8)?),
-                    last_error: r.get(9)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        self.blocking(|conn| select_webhooks(conn, clause, args))
     }
 
     fn exec(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StoreError> {
         self.blocking(|conn| Ok(conn.execute(sql, args)?))
     }
+}
+
+/// The webhooks that match `clause`.
+fn select_webhooks(
+    conn: &Connection,
+    clause: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<WebhookDelivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT event_id, session_id, account_id, url, body, created_at, attempts, next_at, state, last_error \
+         FROM webhooks WHERE {clause}"
+    ))?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(WebhookDelivery {
+            event_id: r.get(0)?,
+            session_id: r.get(1)?,
+            account_id: r.get(2)?,
+            url: r.get(3)?,
+            body: r.get(4)?,
+            created_at: r.get::<_, i64>(5)? as u64,
+            attempts: r.get(6)?,
+            next_at: r.get::<_, i64>(7)? as u64,
+            state: WebhookState::parse(&r.get::<_, String>(8)?),
+            last_error: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Queues a webhook delivery (a second queueing of the same event id is ignored).
@@ -1169,16 +884,6 @@ fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
         .open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
-
-/// Looks a session up and fails politely if the row vanished.
-pub fn must_get(store: &dyn SessionStore, id: &str) -> Result<Session, StoreError> {
-    store
-        .get(id)?
-        .ok_or_else(|| StoreError::Corrupt(format!("session {id} vanished")))
-}
-
-#[allow(dead_code)]
-fn _assert_object_safe(_: &dyn SessionStore) {}
 
 #[cfg(test)]
 mod tests {
