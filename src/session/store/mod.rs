@@ -7,8 +7,10 @@
 //! those cannot be serialised, and nothing here takes them. Link tokens and `Idempotency-Key`s
 //! only as hashes.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use thiserror::Error;
@@ -27,6 +29,12 @@ pub enum StoreError {
     /// The schema could not be brought up to date (e.g. a database from a newer tonegate).
     #[error("migrating the schema: {0}")]
     Schema(String),
+    /// PostgreSQL said no.
+    #[error("session store: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    /// No connection to the database could be had in time.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
     /// Opening or migrating failed.
     #[error("session store {path}: {message}")]
     Open {
@@ -63,7 +71,7 @@ pub enum WebhookState {
 }
 
 impl WebhookState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WebhookState::Pending => "pending",
             WebhookState::Delivered => "delivered",
@@ -71,7 +79,7 @@ impl WebhookState {
         }
     }
 
-    fn parse(s: &str) -> WebhookState {
+    pub(crate) fn parse(s: &str) -> WebhookState {
         match s {
             "delivered" => WebhookState::Delivered,
             "failed" => WebhookState::Failed,
@@ -232,7 +240,7 @@ pub trait SessionRecords: Send + Sync {
         actor: &str,
         now: u64,
         result: Option<&PaymentResult>,
-        webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
+        webhook: &(dyn Fn(&Session) -> Option<WebhookDelivery> + Sync),
     ) -> Result<bool, StoreError>;
     /// Records the payment result.
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError>;

@@ -300,7 +300,7 @@ impl SessionRecords for SqliteStore {
         actor: &str,
         now: u64,
         result: Option<&PaymentResult>,
-        webhook: &dyn Fn(&Session) -> Option<WebhookDelivery>,
+        webhook: &(dyn Fn(&Session) -> Option<WebhookDelivery> + Sync),
     ) -> Result<bool, StoreError> {
         let (from, to) = (t.from(), t.to());
         self.blocking(|conn| {
@@ -644,7 +644,7 @@ impl WebhookQueue for SqliteStore {
 
     fn webhooks_due(&self, now: u64, limit: usize) -> Result<Vec<WebhookDelivery>, StoreError> {
         self.webhooks_where(
-            "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+            "state = 'pending' AND next_at <= ?1 ORDER BY next_at, created_at LIMIT ?2",
             &[&(now as i64), &(limit as i64)],
         )
     }
@@ -655,20 +655,24 @@ impl WebhookQueue for SqliteStore {
         until: u64,
         limit: usize,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        // One connection behind a mutex, and the select and the hold in one transaction: no
-        // other claimer runs in between.
+        // The select and the hold in one write transaction: no other claimer (this
+        // connection is behind a mutex; another process waits for the lock) runs in between.
         self.blocking(|conn| {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: the write lock first, so a second process on the same file waits
+            // (busy timeout) rather than failing to upgrade its read.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let due = select_webhooks(
                 &tx,
-                "state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+                "state = 'pending' AND next_at <= ?1 ORDER BY next_at, created_at LIMIT ?2",
                 &[&(now as i64), &(limit as i64)],
             )?;
-            for w in &due {
+            let mut due = due;
+            for w in &mut due {
                 tx.execute(
                     "UPDATE webhooks SET next_at = ?1 WHERE event_id = ?2",
                     params![until as i64, w.event_id],
                 )?;
+                w.next_at = until;
             }
             tx.commit()?;
             Ok(due)
