@@ -655,3 +655,98 @@ fn a_database_from_a_newer_tonegate_is_refused_and_left_alone(b: &Backend) {
     // Still refused: the first refusal changed nothing.
     assert!((b.open)().is_err());
 }
+
+/// A whole payment on a gateway whose store is PostgreSQL: an agent session paid with a card
+/// keyed over the relay, and a digital session whose link was texted. Then every row of every
+/// table is read: no PAN, expiry, CVV or link token in any of them.
+#[test]
+fn on_postgresql_a_payment_leaves_no_card_data_or_link_token_in_any_table() {
+    use common::gateway::{get, post, wait_state, Gateway};
+    use serde_json::json;
+    let Some(url) = common::postgres::database() else {
+        return;
+    };
+    let gw = Gateway::start(&format!("[store]\npostgres_url = {url:?}\n"));
+    let tok = gw.token("globalpci");
+    let relay_tok = gw.token("relay");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/agentsession",
+        &json!({"AccountConfigurationId": "dev-account", "CallGuid": "guid-pg-1",
+                "PaymentData": {"amount": "12.34", "cardholderName": "Ada Lovelace"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (s, v) = post(
+        &gw,
+        &relay_tok,
+        "/relay/v1/calls",
+        &json!({"call_guid": "guid-pg-1", "codec": "PCMU", "telephone_event_pt": 101,
+                "caller": {"remote": caller.local_addr().unwrap().to_string()},
+                "agent": {"remote": agent.local_addr().unwrap().to_string()}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let relay_caller: std::net::SocketAddr =
+        v["caller"]["local"].as_str().unwrap().parse().unwrap();
+    wait_state(&gw, &tok, &id, "Capturing");
+    let signal =
+        tonegate_dsp::generator::human_keying("4242424242424242#1230#737#", 11, Some(25.0));
+    for p in common::rtp_stream(
+        &signal,
+        common::StreamOptions {
+            events_pt: Some(101),
+            ..Default::default()
+        },
+    ) {
+        caller.send_to(&p.bytes, relay_caller).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    wait_state(&gw, &tok, &id, "ReadyToSubmit");
+    let (s, v) = post(
+        &gw,
+        &tok,
+        &format!("/globalpci/v1/session/{id}/submit"),
+        &json!({}),
+    );
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Completed")),
+        "{v}"
+    );
+    // A digital session: its link is texted (the development outbox shows it as sent).
+    let (s, v) = post(
+        &gw,
+        &tok,
+        "/globalpci/v1/digitalselfservicesession",
+        &json!({"AccountConfigurationId": "dev-account",
+                "PaymentData": {"CustomerPhoneNumber": "+447700900123", "amount": "5.00"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let digital = v["sessionId"].as_str().unwrap().to_string();
+    let (_, outbox) = get(&gw, &gw.token("admin"), "/admin/v1/outbox");
+    let text = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sessionId"] == digital.as_str())
+        .and_then(|m| m["body"].as_str())
+        .unwrap_or_else(|| panic!("{outbox}"))
+        .to_string();
+    let link = text[text.find("http").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let token = link.rsplit('/').next().unwrap().to_string();
+    assert!(token.len() >= 16, "{link}");
+    drop(gw);
+    let dump = common::postgres::dump(&url);
+    // The right database was read: it holds both sessions, the result and the link's hash.
+    for seen in [id.as_str(), digital.as_str(), "************4242", "links: "] {
+        assert!(dump.contains(seen), "{seen} not in {dump}");
+    }
+    crate::globalpci::assert_no_card_digits("the PostgreSQL tables", dump.as_bytes());
+    assert!(!dump.contains(&token), "the link token is stored in clear");
+}
