@@ -8,6 +8,7 @@ mod demo;
 mod globalpci;
 mod interaction;
 mod messaging;
+mod nodes;
 mod psp;
 mod selfservice;
 mod store;

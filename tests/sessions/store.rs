@@ -80,6 +80,7 @@ suite!(
     a_session_settles_exactly_once_however_many_race,
     sessions_are_found_listed_and_counted,
     a_link_is_used_once,
+    a_live_link_id_belongs_to_one_session_of_its_client,
     the_sms_outbox_keeps_order,
     two_claimers_never_get_the_same_webhook,
     webhook_tries_are_recorded,
@@ -407,6 +408,33 @@ fn a_link_is_used_once(b: &Backend) {
     });
     assert_eq!(used, 1);
     assert_eq!(st.link("h2").unwrap().unwrap().used_at, Some(130));
+}
+
+fn a_live_link_id_belongs_to_one_session_of_its_client(b: &Backend) {
+    use tonegate::session::store::StoreError;
+    let st = b.store();
+    st.insert(&session("s1"), "t").unwrap();
+    // Same client, same live link id: refused, nothing stored (a create that raced draws again).
+    let mut twin = session("s2");
+    twin.call_guid = Some("g2".into());
+    assert!(matches!(
+        st.insert(&twin, "t"),
+        Err(StoreError::LinkIdTaken)
+    ));
+    assert!(st.get("s2").unwrap().is_none() && st.audit("s2").unwrap().is_empty());
+    // Another client's namespace is its own.
+    let mut other = session("o1");
+    other.client_id = "other".into();
+    st.insert(&other, "t").unwrap();
+    // Once the first has ended, the id is free again.
+    st.transition(
+        "s1",
+        SessionState::Created.to(SessionState::Cancelled).unwrap(),
+        "t",
+        150,
+    )
+    .unwrap();
+    st.insert(&twin, "t").unwrap();
 }
 
 fn the_sms_outbox_keeps_order(b: &Backend) {
@@ -749,4 +777,35 @@ fn on_postgresql_a_payment_leaves_no_card_data_or_link_token_in_any_table() {
     }
     crate::globalpci::assert_no_card_digits("the PostgreSQL tables", dump.as_bytes());
     assert!(!dump.contains(&token), "the link token is stored in clear");
+}
+
+/// Sessions created per second through the store (insert with its audit line, as a create
+/// does), SQLite then PostgreSQL, four threads, same run. A measurement, not a check: run it
+/// with `cargo test --test sessions sessions_created_per_second -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sessions_created_per_second() {
+    let n = 2000;
+    for (name, b) in [("sqlite", sqlite()), ("postgresql", postgres())] {
+        let Some(b) = b else { continue };
+        let st = b.store();
+        let started = std::time::Instant::now();
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                let st = st.clone();
+                sc.spawn(move || {
+                    for i in 0..n / 4 {
+                        let mut s = session(&format!("b-{t}-{i}"));
+                        s.dtmf_link_id = Some(format!("{t}-{i}"));
+                        st.insert(&s, "client:c").unwrap();
+                    }
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {n} sessions in {secs:.2} s: {:.0}/s",
+            n as f64 / secs
+        );
+    }
 }

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// PostgreSQL said no.
     #[error("session store: {0}")]
     Pg(#[from] tokio_postgres::Error),
+    /// Another live session of the client holds this `dtmfLinkId` (two creates raced, on one
+    /// node or two): the database keeps live link ids unique per client.
+    #[error("session store: the dtmfLinkId is already live")]
+    LinkIdTaken,
     /// No connection to the database could be had in time.
     #[error("session store unavailable: {0}")]
     Unavailable(String),

@@ -110,6 +110,9 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     CREATE INDEX idempotency_created ON idempotency(created_at);
+    -- A live link id belongs to one session of its client, whichever node creates it.
+    CREATE UNIQUE INDEX sessions_live_link ON sessions(client_id, dtmf_link_id)
+        WHERE state IN ('Created','Capturing','ReadyToSubmit','Submitting');
     -- The database itself refuses a state change the state machine does not allow
     -- (`SessionState::to`), whoever writes it; as SQLite's trigger.
     CREATE FUNCTION sessions_state_machine() RETURNS trigger AS $$
@@ -423,7 +426,11 @@ impl SessionRecords for PgStore {
                     &s.ui_secret_hash,
                 ],
             )
-            .await?;
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(d) if d.constraint() == Some("sessions_live_link") => StoreError::LinkIdTaken,
+                _ => StoreError::Pg(e),
+            })?;
             audit_line(&tx, &s.id, s.created_at, actor, None, s.state.as_str()).await?;
             tx.commit().await?;
             Ok(())

@@ -124,6 +124,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_created ON idempotency(created_at);
     CREATE INDEX sessions_client_created ON sessions(client_id, created_at, id);",
+    // 9: a live link id belongs to one session of its client, whoever creates it.
+    "CREATE UNIQUE INDEX sessions_live_link ON sessions(client_id, dtmf_link_id)
+    WHERE state IN ('Created','Capturing','ReadyToSubmit','Submitting');",
 ];
 
 /// SQLite-backed store.
@@ -254,7 +257,16 @@ impl SessionRecords for SqliteStore {
                     serde_json::to_string(&s.result).expect("result serialises"),
                     s.ui_secret_hash,
                 ],
-            )?;
+            )
+            .map_err(|e| match &e {
+                rusqlite::Error::SqliteFailure(f, Some(m))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation
+                        && m.contains("dtmf_link_id") =>
+                {
+                    StoreError::LinkIdTaken
+                }
+                _ => StoreError::Db(e),
+            })?;
             tx.execute(
                 "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, NULL, ?4)",
                 params![s.id, s.created_at as i64, actor, s.state.as_str()],
@@ -937,7 +949,8 @@ mod tests {
         c.pragma_update(None, "user_version", 4).unwrap();
         c.execute_batch(
             "DROP TABLE webhooks; DROP TRIGGER sessions_state_machine;
-             DROP TABLE idempotency; DROP INDEX sessions_client_created",
+             DROP TABLE idempotency; DROP INDEX sessions_client_created;
+             DROP INDEX sessions_live_link",
         )
         .unwrap();
         drop(c);
@@ -1131,6 +1144,7 @@ mod tests {
             for (j, to) in SessionState::ALL.into_iter().enumerate() {
                 let id = format!("s-{i}-{j}");
                 let mut s = session(&id);
+                s.dtmf_link_id = Some(id.clone()); // a live link id is one session's
                 s.state = from;
                 st.insert(&s, "t").unwrap();
                 let written = st.blocking(|c| {
