@@ -55,33 +55,45 @@ pub fn database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
-/// Runs `sql` on the database at `url` (what the store's API cannot do: a test's setup).
-pub fn exec(url: &str, sql: &str) {
+/// A client of the database at `url`, with the runtime that drives its connection.
+fn connect(url: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let client = rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .expect("connecting to the tests' PostgreSQL");
         tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap();
+        client
     });
+    (rt, client)
+}
+
+/// Runs `sql` on the database at `url` (what the store's API cannot do: a test's setup).
+pub fn exec(url: &str, sql: &str) {
+    let (rt, client) = connect(url);
+    rt.block_on(client.batch_execute(sql)).unwrap();
+}
+
+/// Runs one statement on the database at `url`: the rows it changed, or the server's error
+/// (its message, as the server said it).
+pub fn try_exec(url: &str, sql: &str) -> Result<usize, String> {
+    let (rt, client) = connect(url);
+    rt.block_on(client.execute(sql, &[]))
+        .map(|n| n as usize)
+        .map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string())
+        })
 }
 
 /// Every row of every table of `url`'s database, as text (`table: col=value, …` per row): what
 /// a test scans for card data.
 pub fn dump(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, client) = connect(url);
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
         let tables = client
             .query(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",

@@ -12,9 +12,14 @@ use tonegate::session::store::{
 
 use crate::common;
 
+/// SQL run on a database directly: the rows changed, or the database's error.
+type RawSql = Box<dyn Fn(&str) -> Result<usize, String>>;
+
 /// One database of one backend: `open` gives another handle on it.
 struct Backend {
     open: Box<dyn Fn() -> Result<Arc<dyn SessionStore>, String>>,
+    /// Runs SQL on the database directly, as an operator (or a bug) could.
+    sql: RawSql,
     /// Marks the schema as a newer tonegate's.
     bump_schema: Box<dyn Fn()>,
     _dir: Option<tempfile::TempDir>,
@@ -30,7 +35,14 @@ fn sqlite() -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let p = path.clone();
+    let raw = path.clone();
     Some(Backend {
+        sql: Box::new(move |q| {
+            rusqlite::Connection::open(&raw)
+                .unwrap()
+                .execute(q, [])
+                .map_err(|e| e.to_string())
+        }),
         open: Box::new(move || {
             SqliteStore::open(&p)
                 .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
@@ -49,7 +61,9 @@ fn sqlite() -> Option<Backend> {
 fn postgres() -> Option<Backend> {
     let url = common::postgres::database()?;
     let u = url.clone();
+    let raw = url.clone();
     Some(Backend {
+        sql: Box::new(move |q| common::postgres::try_exec(&raw, q)),
         open: Box::new(move || {
             PgStore::open(&u)
                 .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
@@ -88,6 +102,7 @@ suite!(
     retention_forgets_personal_data_and_keeps_the_rest,
     relay_audit_is_kept_newest_first,
     a_database_from_a_newer_tonegate_is_refused_and_left_alone,
+    the_database_refuses_exactly_the_moves_the_state_machine_refuses,
 );
 
 fn session(id: &str) -> Session {
@@ -668,6 +683,35 @@ fn relay_audit_is_kept_newest_first(b: &Backend) {
     assert_eq!(c1, ["secure_on", "create"]);
     assert_eq!(st.relay_audit(None, 10).unwrap().len(), 3);
     assert_eq!(st.relay_audit(None, 1).unwrap()[0].at, 102);
+}
+
+fn the_database_refuses_exactly_the_moves_the_state_machine_refuses(b: &Backend) {
+    // Whoever writes to the database, every session stays on the state machine's edges: all
+    // 81 pairs, each from a fresh session.
+    let st = b.store();
+    for (i, from) in SessionState::ALL.into_iter().enumerate() {
+        for (j, to) in SessionState::ALL.into_iter().enumerate() {
+            let id = format!("s-{i}-{j}");
+            let mut s = session(&id);
+            s.state = from;
+            s.dtmf_link_id = Some(id.clone());
+            st.insert(&s, "t").unwrap();
+            let written = (b.sql)(&format!(
+                "UPDATE sessions SET state = '{}' WHERE id = '{id}'",
+                to.as_str()
+            ));
+            let allowed = from == to || from.to(to).is_ok();
+            match written {
+                Ok(1) => assert!(allowed, "{from:?} -> {to:?} was written"),
+                Ok(n) => panic!("{n} rows for {id}"),
+                Err(e) => {
+                    assert!(!allowed, "{from:?} -> {to:?} refused: {e}");
+                    assert!(e.contains("illegal session state transition"), "{e}");
+                    assert_eq!(st.get(&id).unwrap().unwrap().state, from);
+                }
+            }
+        }
+    }
 }
 
 fn a_database_from_a_newer_tonegate_is_refused_and_left_alone(b: &Backend) {

@@ -8,6 +8,7 @@
 //! only as hashes.
 
 mod postgres;
+mod schema;
 mod sqlite;
 
 pub use postgres::PgStore;

@@ -26,115 +26,6 @@ use tokio_postgres::{NoTls, Row};
 use super::super::model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 use super::*;
 
-/// Each migration, in order; the version is its position (1-based).
-const MIGRATIONS: &[&str] = &[
-    // 1: the schema of SQLite's migrations 1-8, in PostgreSQL's types.
-    "CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        client_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        call_guid TEXT,
-        dtmf_link_id TEXT,
-        state TEXT NOT NULL,
-        amount_minor BIGINT,
-        currency TEXT NOT NULL,
-        merchant_txn_ref TEXT,
-        payment_data TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        result TEXT NOT NULL,
-        ui_secret_hash TEXT
-    );
-    CREATE INDEX sessions_call_guid ON sessions(call_guid);
-    CREATE INDEX sessions_link ON sessions(dtmf_link_id);
-    CREATE INDEX sessions_ref ON sessions(client_id, account_id, merchant_txn_ref);
-    CREATE INDEX sessions_state ON sessions(state, client_id, kind);
-    CREATE INDEX sessions_client_created ON sessions(client_id, created_at, id);
-    CREATE TABLE audit (
-        seq BIGSERIAL PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        at BIGINT NOT NULL,
-        actor TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT NOT NULL
-    );
-    CREATE INDEX audit_session ON audit(session_id);
-    CREATE TABLE links (
-        token_hash TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        used_at BIGINT,
-        revoked BOOLEAN NOT NULL DEFAULT FALSE
-    );
-    CREATE INDEX links_session ON links(session_id);
-    CREATE TABLE outbox (
-        seq BIGSERIAL PRIMARY KEY,
-        at BIGINT NOT NULL,
-        session_id TEXT,
-        recipient TEXT NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE TABLE relay_audit (
-        seq BIGSERIAL PRIMARY KEY,
-        at BIGINT NOT NULL,
-        call_id TEXT NOT NULL,
-        call_guid TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX relay_audit_call ON relay_audit(call_id);
-    CREATE TABLE webhooks (
-        event_id TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        last_error TEXT
-    );
-    CREATE INDEX webhooks_due ON webhooks(state, next_at);
-    CREATE INDEX webhooks_session ON webhooks(session_id);
-    CREATE TABLE idempotency (
-        key_hash TEXT PRIMARY KEY,
-        request_hash TEXT NOT NULL,
-        session_id TEXT NOT NULL,
-        sealed TEXT NOT NULL,
-        created_at BIGINT NOT NULL
-    );
-    CREATE INDEX idempotency_created ON idempotency(created_at);
-    -- A live link id belongs to one session of its client, whichever node creates it.
-    CREATE UNIQUE INDEX sessions_live_link ON sessions(client_id, dtmf_link_id)
-        WHERE state IN ('Created','Capturing','ReadyToSubmit','Submitting');
-    -- The database itself refuses a state change the state machine does not allow
-    -- (`SessionState::to`), whoever writes it; as SQLite's trigger.
-    CREATE FUNCTION sessions_state_machine() RETURNS trigger AS $$
-    BEGIN
-        IF NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
-            'Created>Capturing',
-            'Capturing>ReadyToSubmit', 'Capturing>Failed',
-            'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
-            'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
-            'Submitting>Capturing',
-            'Capturing>Created', 'ReadyToSubmit>Created',
-            'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
-            'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired',
-            'Declined>Created', 'Failed>Created') THEN
-            RAISE EXCEPTION 'illegal session state transition';
-        END IF;
-        RETURN NEW;
-    END $$ LANGUAGE plpgsql;
-    CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
-        FOR EACH ROW EXECUTE FUNCTION sessions_state_machine();",
-];
-
 /// The advisory lock migrations run under (any constant both nodes agree on).
 const MIGRATION_LOCK: i64 = 0x746f_6e65_6761_7465; // "tonegate"
 
@@ -218,13 +109,13 @@ impl PgStore {
             .query_one("SELECT version FROM tonegate_schema", &[])
             .await?
             .get(0);
-        let latest = MIGRATIONS.len() as i32;
+        let latest = schema::POSTGRES.len() as i32;
         if version > latest {
             return Err(StoreError::Schema(format!(
                 "the database's schema is version {version}, from a newer tonegate (this one knows {latest}); refused, left as it is"
             )));
         }
-        for m in &MIGRATIONS[version as usize..] {
+        for m in &schema::POSTGRES[version as usize..] {
             tx.batch_execute(m)
                 .await
                 .map_err(|e| StoreError::Schema(e.to_string()))?;

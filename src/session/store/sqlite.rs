@@ -7,128 +7,6 @@ use super::super::model::{PaymentResult, Session, SessionKind, SessionState, Tra
 use super::*;
 use rusqlite::{params, Connection};
 
-const MIGRATIONS: &[&str] = &[
-    // 1: sessions and their audit trail.
-    "CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        client_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        call_guid TEXT,
-        dtmf_link_id TEXT,
-        state TEXT NOT NULL,
-        amount_minor INTEGER,
-        currency TEXT NOT NULL,
-        merchant_txn_ref TEXT,
-        payment_data TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        result TEXT NOT NULL,
-        ui_secret_hash TEXT
-    );
-    CREATE INDEX sessions_call_guid ON sessions(call_guid);
-    CREATE INDEX sessions_link ON sessions(dtmf_link_id);
-    CREATE INDEX sessions_ref ON sessions(client_id, account_id, merchant_txn_ref);
-    CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL,
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT NOT NULL
-    );
-    CREATE INDEX audit_session ON audit(session_id);",
-    // 2: digital payment links (token hashes only) and the SMS outbox.
-    "CREATE TABLE links (
-        token_hash TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        used_at INTEGER,
-        revoked INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX links_session ON links(session_id);
-    CREATE TABLE outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at INTEGER NOT NULL,
-        session_id TEXT,
-        recipient TEXT NOT NULL,
-        body TEXT NOT NULL
-    );",
-    // 3: relay calls' control events (ownership, secure mode).
-    "CREATE TABLE relay_audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at INTEGER NOT NULL,
-        call_id TEXT NOT NULL,
-        call_guid TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX relay_audit_call ON relay_audit(call_id);",
-    // 4: the sweeps and the call-link lookups select live sessions by state.
-    "CREATE INDEX sessions_state ON sessions(state, client_id, kind);",
-    // 5: the durable result-webhook outbox.
-    "CREATE TABLE webhooks (
-        event_id TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        last_error TEXT
-    );
-    CREATE INDEX webhooks_due ON webhooks(state, next_at);
-    CREATE INDEX webhooks_session ON webhooks(session_id);",
-    // 6: the database itself refuses a session state change the state machine does not allow
-    // (`SessionState::to`; a test checks the two agree on every pair), whoever writes it.
-    "CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
-    WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
-        'Created>Capturing',
-        'Capturing>ReadyToSubmit', 'Capturing>Failed',
-        'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
-        'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
-        'Capturing>Created', 'ReadyToSubmit>Created',
-        'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
-        'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired')
-    BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
-    // 7: an agent may ask for the card again after a decline or a failure (Declined|Failed
-    // to Created, `Sessions::recapture`); a payment link's declined or unauthenticated attempt
-    // goes back to Capturing (Submitting to Capturing).
-    "DROP TRIGGER sessions_state_machine;
-    CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
-    WHEN NEW.state <> OLD.state AND OLD.state || '>' || NEW.state NOT IN (
-        'Created>Capturing',
-        'Capturing>ReadyToSubmit', 'Capturing>Failed',
-        'ReadyToSubmit>Capturing', 'ReadyToSubmit>Submitting',
-        'Submitting>Completed', 'Submitting>Declined', 'Submitting>Failed',
-        'Submitting>Capturing',
-        'Capturing>Created', 'ReadyToSubmit>Created',
-        'Created>Cancelled', 'Capturing>Cancelled', 'ReadyToSubmit>Cancelled',
-        'Created>Expired', 'Capturing>Expired', 'ReadyToSubmit>Expired',
-        'Declined>Created', 'Failed>Created')
-    BEGIN SELECT RAISE(ABORT, 'illegal session state transition'); END;",
-    // 8: create answers kept for Idempotency-Key replays (key hashed, answer sealed), and the
-    // client's session listing, newest first.
-    "CREATE TABLE idempotency (
-        key_hash TEXT PRIMARY KEY,
-        request_hash TEXT NOT NULL,
-        session_id TEXT NOT NULL,
-        sealed TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE INDEX idempotency_created ON idempotency(created_at);
-    CREATE INDEX sessions_client_created ON sessions(client_id, created_at, id);",
-    // 9: a live link id belongs to one session of its client, whoever creates it.
-    "CREATE UNIQUE INDEX sessions_live_link ON sessions(client_id, dtmf_link_id)
-    WHERE state IN ('Created','Capturing','ReadyToSubmit','Submitting');",
-];
-
 /// SQLite-backed store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -171,7 +49,7 @@ impl SqliteStore {
         // Each migration runs in its own transaction with `user_version` bumped in it, as our
         // hand-written loop did; a database from a newer tonegate is refused, not touched.
         rusqlite_migration::Migrations::new(
-            MIGRATIONS
+            schema::SQLITE
                 .iter()
                 .map(|m| rusqlite_migration::M::up(m))
                 .collect(),
@@ -903,6 +781,8 @@ fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    //! What only SQLite has (its file, pragmas, query plans, trigger, migrations from older
+    //! files); the behaviour of every role is tests/sessions/store.rs, run on each backend.
     use super::*;
 
     fn session(id: &str) -> Session {
@@ -971,118 +851,6 @@ mod tests {
     }
 
     #[test]
-    fn settling_writes_the_outcome_its_audit_and_its_webhook_together_or_nothing() {
-        let st = SqliteStore::in_memory().unwrap();
-        st.insert(&session("s1"), "client:c").unwrap();
-        let hook = |s: &Session| {
-            Some(WebhookDelivery {
-                event_id: format!("evt-{}", s.state.as_str()),
-                session_id: s.id.clone(),
-                account_id: s.account_id.clone(),
-                url: "http://127.0.0.1:9/hook".into(),
-                body: serde_json::json!({"state": s.state.as_str(), "reason": s.result.failure_reason}).to_string(),
-                created_at: 120,
-                attempts: 0,
-                next_at: 120,
-                state: WebhookState::Pending,
-                last_error: None,
-            })
-        };
-        let failed = PaymentResult {
-            failure_reason: Some("card_declined".into()),
-            ..Default::default()
-        };
-        // From a state it is not in: nothing is written, no webhook.
-        assert!(!st
-            .settle(
-                "s1",
-                SessionState::Submitting.to(SessionState::Declined).unwrap(),
-                "psp",
-                120,
-                Some(&failed),
-                &hook
-            )
-            .unwrap());
-        assert_eq!(
-            st.get("s1").unwrap().unwrap().result,
-            PaymentResult::default()
-        );
-        assert!(st.webhooks_due(1000, 10).unwrap().is_empty());
-        // From its state: the outcome, the audit line and the webhook of the ended session.
-        for (from, to) in [
-            (SessionState::Created, SessionState::Capturing),
-            (SessionState::Capturing, SessionState::ReadyToSubmit),
-            (SessionState::ReadyToSubmit, SessionState::Submitting),
-        ] {
-            assert!(st.transition("s1", from.to(to).unwrap(), "t", 119).unwrap());
-        }
-        assert!(st
-            .settle(
-                "s1",
-                SessionState::Submitting.to(SessionState::Declined).unwrap(),
-                "psp",
-                120,
-                Some(&failed),
-                &hook
-            )
-            .unwrap());
-        let s = st.get("s1").unwrap().unwrap();
-        assert_eq!((s.state, s.result), (SessionState::Declined, failed));
-        assert_eq!(st.audit("s1").unwrap().last().unwrap().to, "Declined");
-        let due = st.webhooks_due(1000, 10).unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].event_id, "evt-Declined");
-        assert!(due[0].body.contains("card_declined"), "{}", due[0].body);
-    }
-
-    #[test]
-    fn round_trip_transitions_and_audit() {
-        let st = SqliteStore::in_memory().unwrap();
-        st.insert(&session("s1"), "client:c").unwrap();
-        assert_eq!(st.get("s1").unwrap().unwrap(), session("s1"));
-        assert!(st
-            .transition(
-                "s1",
-                SessionState::Created.to(SessionState::Capturing).unwrap(),
-                "gateway",
-                110
-            )
-            .unwrap());
-        // A stale transition does nothing.
-        assert!(!st
-            .transition(
-                "s1",
-                SessionState::Created.to(SessionState::Cancelled).unwrap(),
-                "client:c",
-                111
-            )
-            .unwrap());
-        let audit = st.audit("s1").unwrap();
-        assert_eq!(audit.len(), 2);
-        assert_eq!(
-            (audit[1].from.as_deref(), audit[1].to.as_str()),
-            (Some("Created"), "Capturing")
-        );
-        assert_eq!(st.live_by_link_id("c", "123456").unwrap().unwrap().id, "s1");
-        assert_eq!(st.live_by_call_guid("c", "g").unwrap().unwrap().id, "s1");
-        assert!(st.live_by_call_guid("other", "g").unwrap().is_none());
-        assert!(st.live_by_link_id("other", "123456").unwrap().is_none());
-        assert!(st
-            .live_by_merchant_ref("c", "a", SessionKind::SelfService, "ref")
-            .unwrap()
-            .is_some());
-        assert!(st.expired(199).unwrap().is_empty());
-        assert_eq!(st.expired(200).unwrap().len(), 1);
-        let r = PaymentResult {
-            psp_transaction_id: Some("pi_1".into()),
-            ..Default::default()
-        };
-        st.set_result("s1", &r, 120).unwrap();
-        assert_eq!(st.get("s1").unwrap().unwrap().result, r);
-        assert!(st.get("nope").unwrap().is_none());
-    }
-
-    #[test]
     fn survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x/tonegate.db");
@@ -1133,37 +901,5 @@ mod tests {
             plan.iter().any(|p| p.contains("sessions_state")),
             "{plan:?}"
         );
-    }
-
-    #[test]
-    fn the_database_refuses_exactly_the_moves_the_state_machine_refuses() {
-        // Whoever writes to the database (a gateway bug, an operator's SQL), the trigger keeps
-        // every session on the state machine's edges: all 81 pairs, each from a fresh session.
-        let st = SqliteStore::in_memory().unwrap();
-        for (i, from) in SessionState::ALL.into_iter().enumerate() {
-            for (j, to) in SessionState::ALL.into_iter().enumerate() {
-                let id = format!("s-{i}-{j}");
-                let mut s = session(&id);
-                s.dtmf_link_id = Some(id.clone()); // a live link id is one session's
-                s.state = from;
-                st.insert(&s, "t").unwrap();
-                let written = st.blocking(|c| {
-                    c.execute(
-                        "UPDATE sessions SET state = ?1 WHERE id = ?2",
-                        params![to.as_str(), id],
-                    )
-                });
-                let allowed = from == to || from.to(to).is_ok();
-                match written {
-                    Ok(1) => assert!(allowed, "{from:?} -> {to:?} was written"),
-                    Ok(n) => panic!("{n} rows for {id}"),
-                    Err(e) => {
-                        assert!(!allowed, "{from:?} -> {to:?} refused: {e}");
-                        assert!(e.to_string().contains("illegal session state transition"));
-                        assert_eq!(st.get(&id).unwrap().unwrap().state, from);
-                    }
-                }
-            }
-        }
     }
 }
