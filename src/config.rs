@@ -158,11 +158,15 @@ impl Default for NgConfig {
 pub use tonegate_session::link_id::LinkConfig;
 
 /// Session storage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite database file (created with its directory if missing).
+    /// SQLite database file (created with its directory if missing); the store unless
+    /// `postgres_url` is set.
     pub sqlite_path: std::path::PathBuf,
+    /// A PostgreSQL database (`postgresql://user:password@host:port/db`) shared by several
+    /// nodes; when set, it is the store and `sqlite_path` is not used.
+    pub postgres_url: Option<String>,
     /// How often expired sessions are swept, seconds.
     pub sweep_interval_s: u64,
     /// A result webhook is retried (1 s doubling to hourly) for this long, seconds.
@@ -172,10 +176,24 @@ pub struct StoreConfig {
     pub personal_data_days: u64,
 }
 
+// By hand: the PostgreSQL URL may hold a password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("sqlite_path", &self.sqlite_path)
+            .field("postgres_url", &self.postgres_url.as_ref().map(|_| "<set>"))
+            .field("sweep_interval_s", &self.sweep_interval_s)
+            .field("webhook_retry_s", &self.webhook_retry_s)
+            .field("personal_data_days", &self.personal_data_days)
+            .finish()
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             sqlite_path: "var/tonegate.db".into(),
+            postgres_url: None,
             sweep_interval_s: 30,
             webhook_retry_s: 86_400,
             personal_data_days: 90,
@@ -785,6 +803,14 @@ impl Config {
                 "store.personal_data_days must be at least 1 (sessions being paid need their data)"
                     .into(),
             ));
+        }
+        if let Some(url) = &self.store.postgres_url {
+            if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                // Not the URL itself: it may hold a password.
+                return Err(invalid(
+                    "store.postgres_url must be a postgresql:// URL".into(),
+                ));
+            }
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid(

@@ -17,7 +17,7 @@ use crate::psp::sandbox::SandboxPsp;
 use crate::psp::stripe::StripePsp;
 use crate::psp::Psp;
 use crate::relay::Relay;
-use crate::session::store::SqliteStore;
+use crate::session::store::{PgStore, SqliteStore};
 use crate::session::Sessions;
 
 pub mod control;
@@ -425,7 +425,14 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     for id in authority.plain_secret_clients() {
         tracing::warn!(client = %id, "client {id} uses a plain development secret: replace it with secret_hash (see README, \"Replacing the development client\")");
     }
-    let store = SqliteStore::open(&config.store.sqlite_path)?;
+    let store: Arc<dyn crate::session::store::SessionStore> = match &config.store.postgres_url {
+        Some(url) => {
+            let pg = PgStore::open(url).context("store.postgres_url")?;
+            tracing::info!("session store: PostgreSQL (shared)");
+            Arc::new(pg)
+        }
+        None => Arc::new(SqliteStore::open(&config.store.sqlite_path)?),
+    };
     // One sandbox serves every sandbox account (tests reach it through the state).
     let sandbox = Arc::new(SandboxPsp::new());
     let mut psps: HashMap<String, Arc<dyn Psp>> = HashMap::new();
@@ -452,7 +459,6 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         .context("starting the relay")?;
     tracing::info!(engine = relay.engine(), "relay ready");
     let config = Arc::new(config);
-    let store: Arc<dyn crate::session::store::SessionStore> = Arc::new(store);
     relay.set_audit(relay_audit_writer(store.clone(), clock.clone()));
     let outbox = (config.sms.provider != "twilio").then(|| {
         let show_links = config.server.mode == crate::config::ServerMode::Development;

@@ -450,9 +450,20 @@ impl Sessions {
             // cost per session.
             ui_secret_hash: ui_secret.as_deref().map(token_hash),
         };
-        self.inner
-            .store
-            .insert(&session, &format!("client:{}", client.id))?;
+        let mut session = session;
+        let actor = format!("client:{}", client.id);
+        // A link id drawn free can be taken by a create that raced this one (here or on
+        // another node); the database refuses the second, which draws again.
+        let mut draws = 1;
+        loop {
+            match self.inner.store.insert(&session, &actor) {
+                Err(StoreError::LinkIdTaken) if draws < 5 => {
+                    session.dtmf_link_id = Some(self.new_link_id(&client.id)?);
+                    draws += 1;
+                }
+                r => break r?,
+            }
+        }
         tracing::info!(session = %session.id, kind = session.kind.as_str(), account = %account_id, "session created");
         if let Some(guid) = session.call_guid.clone() {
             if let Some(call) = self.inner.relay.find_by_call_guid(&client.id, &guid) {

@@ -46,7 +46,12 @@ impl Inner {
         let retry_for = self.config.store.webhook_retry_s;
         loop {
             let now = self.clock.unix_now();
-            let due = match self.store.webhooks_due(now, WEBHOOK_BATCH) {
+            // Claimed, not just read: another worker (another node on a shared store) does not
+            // try the same ones while these are under way.
+            let due = match self
+                .store
+                .webhooks_claim(now, now + WEBHOOK_HOLD_S, WEBHOOK_BATCH)
+            {
                 Ok(d) if !d.is_empty() => d,
                 Ok(_) => return,
                 Err(e) => {
@@ -106,3 +111,7 @@ impl Inner {
 
 /// Webhooks tried at once.
 pub(super) const WEBHOOK_BATCH: usize = 32;
+
+/// How long a claimed webhook is held by its worker: well over one try (10 s timeout), after
+/// which a worker that died mid-try leaves it to another.
+const WEBHOOK_HOLD_S: u64 = 120;

@@ -158,6 +158,7 @@ pub fn assert_agent_heard_audio(received: &[Vec<u8>], sent: usize) {
 pub mod axe;
 pub mod gateway;
 pub mod localstripe;
+pub mod postgres;
 pub mod tls;
 pub mod webdriver;
 

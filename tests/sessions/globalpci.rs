@@ -617,7 +617,7 @@ fn database_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     panic!("{}: files kept vanishing while being read", dir.display());
 }
 
-fn assert_no_card_digits(what: &str, bytes: &[u8]) {
+pub(crate) fn assert_no_card_digits(what: &str, bytes: &[u8]) {
     for needle in [
         &b"4242424242424242"[..],
         b"424242424242",

@@ -1,4 +1,4 @@
-//! Integration tests, one binary per area (link time grows with every binary): The GlobalPCI session service: agent and self-service sessions, tenancy, the PSPs (sandbox, localstripe), SMS links, ApiInteraction definitions, the demo.
+//! Integration tests, one binary per area (link time grows with every binary): The GlobalPCI session service: agent and self-service sessions, tenancy, the PSPs (sandbox, localstripe), SMS links, ApiInteraction definitions, the demo, the store suite (SQLite and PostgreSQL).
 //! Each file here is a module; helpers shared by every area are in `tests/common/`.
 
 #[path = "../common/mod.rs"]
@@ -8,6 +8,8 @@ mod demo;
 mod globalpci;
 mod interaction;
 mod messaging;
+mod nodes;
 mod psp;
 mod selfservice;
+mod store;
 mod tenancy;

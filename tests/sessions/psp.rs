@@ -489,16 +489,16 @@ fn a_payment_in_flight_at_shutdown_finishes_and_no_new_one_starts() {
 
 /// Records result webhooks it accepts: (event id, body); while `down`, answers 503 and
 /// counts the refusals.
-struct HookReceiver {
-    url: String,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
+pub(crate) struct HookReceiver {
+    pub(crate) url: String,
+    pub(crate) seen: Arc<Mutex<Vec<(String, Value)>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl HookReceiver {
-    fn start() -> HookReceiver {
+    pub(crate) fn start() -> HookReceiver {
         use axum::http::{HeaderMap, StatusCode};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -550,7 +550,11 @@ impl HookReceiver {
 
 /// The shipped config with this file's accounts (Stripe at `stripe_url`, webhooks to `hook`),
 /// on a free loopback port, its database in `dir`; returns the config file's path.
-fn serve_config(dir: &std::path::Path, stripe_url: &str, hook: &str) -> std::path::PathBuf {
+pub(crate) fn serve_config(
+    dir: &std::path::Path,
+    stripe_url: &str,
+    hook: &str,
+) -> std::path::PathBuf {
     let shipped = std::fs::read_to_string("config/tonegate.toml").unwrap();
     let mut cfg: toml::Table = toml::from_str(&shipped).unwrap();
     let extra: toml::Table = toml::from_str(&accounts(stripe_url, Some(hook))).unwrap();
@@ -563,7 +567,7 @@ fn serve_config(dir: &std::path::Path, stripe_url: &str, hook: &str) -> std::pat
 }
 
 /// A token for the development client from the gateway at `base`.
-fn dev_token(base: &str, scope: &str) -> String {
+pub(crate) fn dev_token(base: &str, scope: &str) -> String {
     let v: Value = http()
         .post(format!("{base}/auth/connect/token"))
         .form(&[
@@ -581,10 +585,14 @@ fn dev_token(base: &str, scope: &str) -> String {
 
 /// A `tonegate serve` child this test started (its URL, every line it logged); killed if the
 /// test ends first.
-struct Serve(std::process::Child, String, Arc<Mutex<Vec<String>>>);
+pub(crate) struct Serve(
+    std::process::Child,
+    pub(crate) String,
+    Arc<Mutex<Vec<String>>>,
+);
 
 impl Serve {
-    fn start(config: &std::path::Path) -> Serve {
+    pub(crate) fn start(config: &std::path::Path) -> Serve {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tonegate"))
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -613,7 +621,7 @@ impl Serve {
 
     /// Waits until the gateway lists no undelivered webhook for session `id`: every webhook it
     /// queued for the session is delivered and recorded so, so counting what arrived is final.
-    fn wait_webhooks_delivered(&self, id: &str) {
+    pub(crate) fn wait_webhooks_delivered(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let pending: Value = http()
