@@ -426,6 +426,10 @@ impl CaptureTask {
             );
         }
         tracing::info!(session = %self.session.id, state = state.as_str(), "capture ended");
+        Sessions {
+            inner: self.inner.clone(),
+        }
+        .flow_over(&self.call_id);
     }
 }
 
