@@ -1,0 +1,429 @@
+//! The fallback number: sipp plays the IVR's transfer (`INVITE sip:<dtmfFallbackNumber>@…`) to
+//! tonegate's `[sip] listen`; the test is the caller's phone (its RTP socket keys the link id and
+//! the card in-band and hears the prompts) and the IVR's backend (`tonegate interact` runs the
+//! shipped definitions: authorize, selfservicesession, sessionstatus).
+//!
+//! Needs `sipp` (Debian's sip-tester); `scripts/test` installs it and sets
+//! `TONEGATE_REQUIRE_TOOLS=1`, without which a missing sipp skips these tests loudly.
+
+use crate::common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::gateway::{get, Gateway};
+use common::*;
+use serde_json::Value;
+use tonegate::media::rtp::RtpHeader;
+use tonegate_dsp::G711Law;
+
+/// A UDP port for sipp or tonegate's SIP listener (see `kamailio.rs`: the same claimed range).
+fn free_port() -> u16 {
+    claimed_port(28000..29000, 4)
+}
+
+/// A gateway with its SIP listener on a free port; `sip` adds keys to `[sip]`.
+fn sip_gateway(sip: &str, extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    (
+        Gateway::start(&format!(
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\n{sip}\n{extra}"
+        )),
+        port,
+    )
+}
+
+/// A sipp run in a process group of its own, ended when dropped.
+struct Sipp(Child, PathBuf);
+
+impl Sipp {
+    /// Whether its scenario ran to the end (waiting for it); its output when not.
+    fn finished(&mut self) -> Result<(), String> {
+        match self.0.wait() {
+            Ok(s) if s.success() => Ok(()),
+            _ => Err(std::fs::read_to_string(&self.1).unwrap_or_default()),
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this test created for its child.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// `/metrics` as text.
+fn metrics(gw: &Gateway) -> String {
+    common::gateway::http()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// How the caller's side of a scenario ends.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    /// Waits for tonegate's BYE and answers it.
+    AwaitBye,
+    /// Waits for the test's trigger (an INFO the test sends it), then hangs up itself.
+    ByeOnTrigger,
+    /// Cancels after the 180.
+    Cancel,
+}
+
+/// The IVR's transfer: an INVITE to `number` with PCMU and telephone-event, media at `media`
+/// (the test's socket), `headers` added.
+fn scenario(number: &str, media: u16, headers: &str, end: End) -> String {
+    let invite = format!(
+        r#"  <send retrans="500"><![CDATA[
+INVITE sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "ivr" <sip:ivr@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{number}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:ivr@[local_ip]:[local_port]>
+Max-Forwards: 70
+Supported: timer
+{headers}Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=ivr 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {media} RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true"/>
+"#
+    );
+    let dialog = |method: &str, cseq: u32| {
+        format!(
+            r#"  <send><![CDATA[
+{method} [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: "ivr" <sip:ivr@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{number}@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"#
+        )
+    };
+    let body = match end {
+        End::Cancel => format!(
+            r#"  <recv response="180"/>
+  <send><![CDATA[
+CANCEL sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+From: "ivr" <sip:ivr@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{number}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send><![CDATA[
+ACK sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6]
+From: "ivr" <sip:ivr@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{number}@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"#
+        ),
+        End::AwaitBye | End::ByeOnTrigger => {
+            let mut b = format!(
+                "  <recv response=\"180\" optional=\"true\"/>\n  <recv response=\"200\" rrs=\"true\"/>\n{}",
+                dialog("ACK", 1)
+            );
+            if end == End::AwaitBye {
+                b.push_str(
+                    r#"  <recv request="BYE" timeout="90000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"#,
+                );
+            } else {
+                b.push_str("  <recv request=\"INFO\" timeout=\"90000\"/>\n");
+                b.push_str(&dialog("BYE", 2));
+                b.push_str("  <recv response=\"200\"/>\n");
+            }
+            b
+        }
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"ivr transfer\">\n{invite}{body}</scenario>\n"
+    )
+}
+
+/// sipp as the IVR, calling tonegate's SIP port from UDP `local` with Call-ID `call_id`.
+fn sipp(bin: &Path, dir: &Path, scenario: &str, sip: u16, local: u16, call_id: &str) -> Sipp {
+    let path = dir.join(format!("uac-{local}.xml"));
+    let out = dir.join(format!("uac-{local}.out"));
+    std::fs::write(&path, scenario).unwrap();
+    Sipp(
+        Command::new(bin)
+            .process_group(0)
+            .arg(format!("127.0.0.1:{sip}"))
+            .arg("-sf")
+            .arg(&path)
+            .args(["-m", "1", "-i", "127.0.0.1", "-p", &local.to_string()])
+            .args(["-cid_str", call_id])
+            .args(["-nostdin", "-timeout", "120s", "-timeout_error"])
+            .args(["-trace_err", "-error_file"])
+            .arg(dir.join(format!("uac-{local}.err")))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting sipp"),
+        out,
+    )
+}
+
+/// The caller's phone: an RTP socket that keys in-band and records what it hears.
+struct Phone {
+    sock: UdpSocket,
+    heard: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Phone {
+    fn new() -> Phone {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = sock.try_clone().unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            // Until the test (the only other holder) is done.
+            while Arc::strong_count(&h) > 1 {
+                if let Ok((n, _)) = rx.recv_from(&mut buf) {
+                    h.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        });
+        Phone { sock, heard }
+    }
+
+    fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+
+    /// Prompts started so far (each clip starts with the RTP marker bit).
+    fn prompts(&self) -> usize {
+        self.heard
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| RtpHeader::parse(p).is_ok_and(|h| h.marker))
+            .count()
+    }
+
+    /// Waits until `n` prompts have started.
+    fn wait_prompts(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.prompts() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the caller heard {} prompts, not {n}",
+                self.prompts()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The loudest sample the caller heard.
+    fn loudest(&self) -> i32 {
+        self.heard
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                RtpHeader::parse(p)
+                    .ok()
+                    .map(|h| p[h.payload_start..h.payload_end].to_vec())
+            })
+            .flatten()
+            .map(|b| i32::from(G711Law::Ulaw.decode(b)).abs())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Runs `tonegate interact` on the shipped definitions `defs` against `gw`, with the example
+/// variables and `vars` over them; the variables it prints.
+fn interact(gw: &Gateway, defs: &[&str], vars: &[(&str, &str)], poll: bool) -> Value {
+    let example = root().join("config/interactions/vars.example.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
+    v["BaseUrl"] = format!("http://{}", gw.addr).into();
+    for (k, val) in vars {
+        v[*k] = (*val).into();
+    }
+    let file = gw.dir.path().join("vars.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let paths: Vec<String> = defs
+        .iter()
+        .map(|d| format!("config/interactions/{d}.xml"))
+        .collect();
+    let mut args: Vec<&str> = vec!["interact"];
+    args.extend(paths.iter().map(String::as_str));
+    args.extend(["--vars-file", file.to_str().unwrap()]);
+    if poll {
+        args.push("--poll");
+    }
+    let out = tonegate(&args);
+    assert!(
+        out.status.success(),
+        "interact failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Starts a self-service session for IVR call `call_guid`: its (session id, link id,
+/// fallback number).
+fn start_session(gw: &Gateway, call_guid: &str) -> (String, String, String) {
+    let v = interact(
+        gw,
+        &["authorize", "selfservicesession"],
+        &[
+            ("CallGuid", call_guid),
+            ("MerchantTxnRef", call_guid),
+            ("Amount", "19.99"),
+        ],
+        false,
+    );
+    assert_eq!(v["GlobalPCIResponseCode"], 200, "{v}");
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    (
+        s("GlobalPCI|SessionId"),
+        s("PCIPal|DtmfLinkId"),
+        s("PCIPal|DtmfFallbackNumber"),
+    )
+}
+
+/// The session's state as the IVR reads it (`poll`: until it is terminal).
+fn session_state(gw: &Gateway, id: &str, poll: bool) -> String {
+    let v = interact(
+        gw,
+        &["authorize", "sessionstatus"],
+        &[("GlobalPCI|SessionId", id)],
+        poll,
+    );
+    v["GlobalPCI|SessionState"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The relay's caller leg for SIP call `call_id`, once the INVITE has set it up.
+fn caller_leg(gw: &Gateway, call_id: &str) -> SocketAddr {
+    let tok = gw.token("relay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = get(gw, &tok, "/relay/v1/calls");
+        if let Some(c) = list["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["call_guid"] == call_id)
+        {
+            return c["caller"]["local"].as_str().unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no relay call for {call_id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Relay calls still up, after waiting (bounded) for them to go.
+fn relay_calls_left(gw: &Gateway) -> usize {
+    let tok = gw.token("relay");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = get(gw, &tok, "/relay/v1/calls");
+        let n = list["calls"].as_array().unwrap().len();
+        if n == 0 || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sipp_bin() -> Option<PathBuf> {
+    tool("sipp")
+}
+
+#[test]
+fn an_ivr_transfer_to_the_fallback_number_pays_and_tonegate_hangs_up() {
+    let Some(bin) = sipp_bin() else { return };
+    let (gw, sip) = sip_gateway("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let (session, link_id, number) = start_session(&gw, "ivr-call-1");
+    assert_eq!(number, "+442079460000");
+    let phone = Phone::new();
+    let call_id = "transfer-1@127.0.0.1";
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(&number, phone.port(), "", End::AwaitBye),
+        sip,
+        free_port(),
+        call_id,
+    );
+    let leg = caller_leg(&gw, call_id);
+    let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), leg);
+    // The caller keys the link id the IVR read out, then the card, field by field as the
+    // prompts ask.
+    keys.key(&link_id, 21);
+    phone.wait_prompts(1);
+    keys.key("4242424242424242#", 22);
+    phone.wait_prompts(2);
+    keys.key("1230#", 23);
+    phone.wait_prompts(3);
+    keys.key("737", 24);
+    if let Err(out) = ivr.finished() {
+        panic!("tonegate did not hang up: {out}");
+    }
+    // Processing, approved, goodbye: all heard before the BYE.
+    assert!(phone.prompts() >= 6, "{} prompts heard", phone.prompts());
+    assert!(phone.loudest() > 2000, "the prompts were silence");
+    assert_eq!(session_state(&gw, &session, true), "Completed");
+    assert_eq!(relay_calls_left(&gw), 0);
+    let m = metrics(&gw);
+    assert!(m.contains("tonegate_sip_calls_answered_total 1"), "{m}");
+    assert!(m.contains("tonegate_sip_calls_hung_up_total 1"), "{m}");
+}
