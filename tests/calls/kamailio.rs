@@ -42,7 +42,7 @@ fn udp_port_bound(port: u16) -> bool {
 }
 
 /// Waits until `what` (Kamailio, a sipp UAS) listens on UDP `port`: readiness, not a sleep.
-fn wait_listening(port: u16, what: &str) {
+pub(crate) fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !udp_port_bound(port) {
         assert!(

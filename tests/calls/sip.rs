@@ -29,12 +29,12 @@ fn free_port() -> u16 {
 /// A gateway with its SIP listener on a free port; `sip` adds keys to `[sip]`.
 fn sip_gateway(sip: &str, extra: &str) -> (Gateway, u16) {
     let port = free_port();
-    (
-        Gateway::start(&format!(
-            "[sip]\nlisten = \"127.0.0.1:{port}\"\n{sip}\n{extra}"
-        )),
-        port,
-    )
+    let gw = Gateway::start(&format!(
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\n{sip}\n{extra}"
+    ));
+    // The listeners come up as the gateway starts serving, after `start` returns.
+    crate::kamailio::wait_listening(port, "tonegate's SIP listener");
+    (gw, port)
 }
 
 /// A sipp run in a process group of its own, ended when dropped.
@@ -387,8 +387,10 @@ fn sipp_bin() -> Option<PathBuf> {
     tool("sipp")
 }
 
-#[test]
-fn an_ivr_transfer_to_the_fallback_number_pays_and_tonegate_hangs_up() {
+/// The seed's self-service call plan through the fallback number: the IVR starts the session,
+/// transfers the caller (sipp), the caller keys the link id and the card (in-band tones, or RFC
+/// 4733 events only), hears the prompts, tonegate pays and hangs up, the IVR reads Completed.
+fn transfer_pays_and_tonegate_hangs_up(events: bool) {
     let Some(bin) = sipp_bin() else { return };
     let (gw, sip) = sip_gateway("", "");
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +408,7 @@ fn an_ivr_transfer_to_the_fallback_number_pays_and_tonegate_hangs_up() {
     );
     let leg = caller_leg(&gw, call_id);
     let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), leg);
+    keys.events = events.then_some(101);
     // The caller keys the link id the IVR read out, then the card, field by field as the
     // prompts ask.
     keys.key(&link_id, 21);
@@ -424,6 +427,271 @@ fn an_ivr_transfer_to_the_fallback_number_pays_and_tonegate_hangs_up() {
     assert_eq!(session_state(&gw, &session, true), "Completed");
     assert_eq!(relay_calls_left(&gw), 0);
     let m = metrics(&gw);
-    assert!(m.contains("tonegate_sip_calls_answered_total 1"), "{m}");
-    assert!(m.contains("tonegate_sip_calls_hung_up_total 1"), "{m}");
+    assert!(m.contains("tonegate_sip_calls_answered_total 1\n"), "{m}");
+    assert!(m.contains("tonegate_sip_calls_hung_up_total 1\n"), "{m}");
+}
+
+#[test]
+fn an_ivr_transfer_keyed_in_band_pays_and_tonegate_hangs_up() {
+    transfer_pays_and_tonegate_hangs_up(false);
+}
+
+#[test]
+fn an_ivr_transfer_keyed_as_rfc4733_events_pays_and_tonegate_hangs_up() {
+    transfer_pays_and_tonegate_hangs_up(true);
+}
+
+#[test]
+fn three_wrong_link_ids_are_told_and_end_the_call() {
+    let Some(bin) = sipp_bin() else { return };
+    let (gw, sip) = sip_gateway("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let (session, link_id, number) = start_session(&gw, "ivr-call-2");
+    let phone = Phone::new();
+    let call_id = "transfer-wrong@127.0.0.1";
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(&number, phone.port(), "", End::AwaitBye),
+        sip,
+        free_port(),
+        call_id,
+    );
+    let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), caller_leg(&gw, call_id));
+    for i in 0..3u8 {
+        // A typo in a different place each time.
+        let mut wrong = link_id.clone().into_bytes();
+        let at = usize::from(i) + 1;
+        wrong[at] = b'0' + (wrong[at] - b'0' + 1) % 10;
+        keys.key(std::str::from_utf8(&wrong).unwrap(), 40 + u32::from(i));
+        // "Invalid entry", each time.
+        phone.wait_prompts(usize::from(i) + 1);
+    }
+    if let Err(out) = ivr.finished() {
+        panic!("tonegate did not hang up after three wrong ids: {out}");
+    }
+    assert_eq!(session_state(&gw, &session, false), "Created");
+    assert_eq!(relay_calls_left(&gw), 0);
+    let m = metrics(&gw);
+    assert!(m.contains("tonegate_link_calls_limited_total 1\n"), "{m}");
+}
+
+#[test]
+fn a_cancel_while_ringing_is_answered_487_and_sets_nothing_up() {
+    let Some(bin) = sipp_bin() else { return };
+    // Ringing for a minute: the CANCEL comes well within it.
+    let (gw, sip) = sip_gateway("ring_ms = 60000", "");
+    let dir = tempfile::tempdir().unwrap();
+    let phone = Phone::new();
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario("+442079460000", phone.port(), "", End::Cancel),
+        sip,
+        free_port(),
+        "transfer-cancel@127.0.0.1",
+    );
+    if let Err(out) = ivr.finished() {
+        panic!("CANCEL was not answered 200 + 487: {out}");
+    }
+    assert_eq!(relay_calls_left(&gw), 0);
+    let m = metrics(&gw);
+    assert!(m.contains("tonegate_sip_calls_answered_total 0\n"), "{m}");
+}
+
+/// Sends the sipp caller on `uac` the INFO its scenario waits for before it hangs up.
+fn trigger_hang_up(uac: u16, call_id: &str) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = s.local_addr().unwrap();
+    let info = format!(
+        "INFO sip:ivr@127.0.0.1:{uac} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtrigger\r\nFrom: <sip:test@127.0.0.1>;tag=t\r\nTo: <sip:ivr@127.0.0.1:{uac}>;tag=x\r\nCall-ID: {call_id}\r\nCSeq: 9 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(info.as_bytes(), ("127.0.0.1", uac)).unwrap();
+}
+
+fn wait_session(gw: &Gateway, id: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = gw.state.sessions.get_any(id).unwrap().state;
+        if now.as_str() == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "session stayed {}", now.as_str());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_callers_bye_mid_card_wipes_it_and_the_session_can_be_retried() {
+    let Some(bin) = sipp_bin() else { return };
+    let (gw, sip) = sip_gateway("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let (session, link_id, number) = start_session(&gw, "ivr-call-3");
+    // The IVR passes the link id with the transfer: the call links at once.
+    let header = format!("X-Tonegate-Link-Id: {link_id}\n");
+    let phone = Phone::new();
+    let (call_id, uac) = ("transfer-bye@127.0.0.1", free_port());
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(&number, phone.port(), &header, End::ByeOnTrigger),
+        sip,
+        uac,
+        call_id,
+    );
+    let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), caller_leg(&gw, call_id));
+    // "Enter your card number" with no key pressed: linked by the header.
+    phone.wait_prompts(1);
+    wait_session(&gw, &session, "Capturing");
+    keys.key("42424242", 51);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tonegate::card::memory::stats().in_use == 0 {
+        assert!(Instant::now() < deadline, "no card digits held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    trigger_hang_up(uac, call_id);
+    if let Err(out) = ivr.finished() {
+        panic!("the caller's BYE was not answered: {out}");
+    }
+    // Back to waiting for a call, the half-keyed card gone from memory.
+    wait_session(&gw, &session, "Created");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tonegate::card::memory::stats().in_use != 0 {
+        assert!(Instant::now() < deadline, "card digits still held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(relay_calls_left(&gw), 0);
+    // The IVR transfers again: the same session captures on the new call.
+    let phone = Phone::new();
+    let (call_id, uac) = ("transfer-again@127.0.0.1", free_port());
+    let mut again = sipp(
+        &bin,
+        dir.path(),
+        &scenario(&number, phone.port(), &header, End::ByeOnTrigger),
+        sip,
+        uac,
+        call_id,
+    );
+    phone.wait_prompts(1);
+    wait_session(&gw, &session, "Capturing");
+    trigger_hang_up(uac, call_id);
+    if let Err(out) = again.finished() {
+        panic!("{out}");
+    }
+}
+
+#[test]
+fn requests_from_outside_allow_get_nothing() {
+    let (gw, sip) = sip_gateway("allow = [\"192.0.2.0/24\"]", "");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let options = format!(
+        "OPTIONS sip:+442079460000@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKo\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:+442079460000@127.0.0.1>\r\nCall-ID: ping-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        s.local_addr().unwrap()
+    );
+    s.send_to(options.as_bytes(), ("127.0.0.1", sip)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics(&gw).contains("tonegate_sip_dropped_foreign_source_total 1\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the datagram was not counted: {}",
+            metrics(&gw)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Counted and dropped: nothing came back (the drop happens before any answer is made).
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        s.recv_from(&mut buf).is_err(),
+        "a foreign peer got an answer"
+    );
+    // TCP too: the connection is closed unanswered.
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", sip)).unwrap();
+    use std::io::{Read, Write};
+    let _ = t.write_all(options.as_bytes());
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        t.read(&mut buf).unwrap_or(0),
+        0,
+        "a foreign peer got an answer"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_answers_over_udp_and_tcp() {
+    let (gw, sip) = sip_gateway("", "");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = s.local_addr().unwrap();
+    let msg = |method: &str, user: &str, call: &str, extra: &str, body: &str| {
+        format!(
+            "{method} sip:{user}@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {call}\r\nCSeq: 1 {method}\r\nContact: <sip:p@{me}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let sdp = |proto: &str| {
+        format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    };
+    let ct = "Content-Type: application/sdp\r\n";
+    let cases = [
+        (msg("OPTIONS", "x", "o1", "", ""), "SIP/2.0 200 OK"),
+        (
+            msg("INVITE", "+15550100", "i1", ct, &sdp("RTP/AVP")),
+            "SIP/2.0 404 ",
+        ),
+        (
+            msg("INVITE", "+442079460000", "i2", ct, &sdp("RTP/SAVP")),
+            "SIP/2.0 488 ",
+        ),
+        (msg("REGISTER", "x", "r1", "", ""), "SIP/2.0 405 "),
+        (msg("FROBNICATE", "x", "f1", "", ""), "SIP/2.0 501 "),
+        (
+            msg("INVITE", "x", "m1", "", "").replace("CSeq: 1 INVITE", "CSeq: x"),
+            "SIP/2.0 400 ",
+        ),
+        (
+            msg(
+                "OPTIONS",
+                "x",
+                "big",
+                &format!("X-Pad: {}\r\n", "a".repeat(20_000)),
+                "",
+            ),
+            "SIP/2.0 513 ",
+        ),
+    ];
+    let mut buf = [0u8; 65536];
+    for (m, want) in &cases {
+        s.send_to(m.as_bytes(), ("127.0.0.1", sip)).unwrap();
+        let (n, _) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{want}: no answer: {e}"));
+        let got = String::from_utf8_lossy(&buf[..n]);
+        // A 100 Trying may come first for an INVITE the endpoint works on.
+        assert!(got.starts_with(want), "{want}: {got}");
+    }
+    // The same over TCP, framed by Content-Length, two requests in one write.
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", sip)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let two = format!("{}{}", cases[0].0, cases[3].0).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    t.write_all(two.as_bytes()).unwrap();
+    let mut got = String::new();
+    while got.matches("SIP/2.0 ").count() < 2 {
+        let n = t.read(&mut buf).expect("no answer over TCP");
+        assert!(n > 0, "closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.starts_with("SIP/2.0 200 OK"), "{got}");
+    assert!(got.contains("SIP/2.0 405 "), "{got}");
+    let m = metrics(&gw);
+    for line in [
+        "tonegate_sip_calls_not_found_total 1\n",
+        "tonegate_sip_calls_not_acceptable_total 1\n",
+        "tonegate_sip_bad_method_total 3\n",
+        "tonegate_sip_malformed_total 1\n",
+        "tonegate_sip_too_large_total 1\n",
+    ] {
+        assert!(m.contains(line), "{line}{m}");
+    }
 }
