@@ -197,6 +197,13 @@ impl Request {
             "\r\nCall-ID: {}\r\nCSeq: {}\r\nServer: tonegate\r\n",
             e.call_id, e.cseq
         );
+        // A dialog-making answer carries the route set back (RFC 3261 §12.1.1), so the
+        // caller's ACK and later requests pass the proxies that recorded it.
+        if self.method == "INVITE" && (101..300).contains(&code) {
+            for rr in &self.record_route {
+                let _ = write!(s, "Record-Route: {rr}\r\n");
+            }
+        }
         for h in extra {
             let _ = write!(s, "{h}\r\n");
         }

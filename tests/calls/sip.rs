@@ -695,3 +695,101 @@ fn bad_requests_get_clear_answers_over_udp_and_tcp() {
         assert!(m.contains(line), "{line}{m}");
     }
 }
+
+/// Kamailio on `port` routing the fallback number to tonegate's SIP listener on `tonegate`,
+/// as README "The fallback number" shows (record-routed, so in-dialog requests pass it too).
+fn kamailio_routing(bin: &Path, dir: &Path, port: u16, tonegate: u16) -> crate::kamailio::Proc {
+    let cfg = format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+listen=udp:127.0.0.1:{port}
+mpath="{modules}/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) t_relay(); exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+    t_check_trans();
+    if (is_method("INVITE") && $rU =~ "^[+]?442079460000$") {{
+        record_route();
+        $du = "sip:127.0.0.1:{tonegate}";
+        t_relay();
+        exit;
+    }}
+    sl_send_reply("404", "Not here");
+}}
+"#,
+        modules = crate::kamailio::modules_dir().display()
+    );
+    let path = dir.join("kamailio-fallback.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new(bin)
+        .args(["-f", path.to_str().unwrap(), "-D", "-E", "-w"])
+        .arg(dir)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("kamailio-fallback.log")).unwrap())
+        .spawn()
+        .expect("starting kamailio");
+    let k = crate::kamailio::Proc(child);
+    crate::kamailio::wait_listening(port, "kamailio");
+    k
+}
+
+#[test]
+fn kamailio_routes_the_fallback_number_to_tonegate_and_its_bye_back() {
+    let Some((kam, bin)) = crate::kamailio::tools() else {
+        return;
+    };
+    let (gw, sip) = sip_gateway("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = free_port();
+    let _k = kamailio_routing(&kam, dir.path(), proxy, sip);
+    let (session, link_id, number) = start_session(&gw, "ivr-call-kamailio");
+    let phone = Phone::new();
+    let call_id = "transfer-kamailio@127.0.0.1";
+    // The IVR sends the transfer to the proxy, with the session's link id.
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(
+            &number,
+            phone.port(),
+            &format!("X-Tonegate-Link-Id: {link_id}\n"),
+            End::AwaitBye,
+        ),
+        proxy,
+        free_port(),
+        call_id,
+    );
+    let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), caller_leg(&gw, call_id));
+    phone.wait_prompts(1);
+    keys.key("4242424242424242#", 61);
+    phone.wait_prompts(2);
+    keys.key("1230#", 62);
+    phone.wait_prompts(3);
+    keys.key("737", 63);
+    if let Err(out) = ivr.finished() {
+        panic!(
+            "tonegate's BYE did not reach the caller through Kamailio: {out}\n{}",
+            std::fs::read_to_string(dir.path().join("kamailio-fallback.log")).unwrap_or_default()
+        );
+    }
+    assert_eq!(session_state(&gw, &session, true), "Completed");
+    assert_eq!(relay_calls_left(&gw), 0);
+}

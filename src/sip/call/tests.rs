@@ -132,6 +132,8 @@ fn an_invite_to_the_number_rings_answers_with_g711_and_confirms_on_ack() {
         ok.contains("Contact: <sip:tonegate@127.0.0.1:5060>"),
         "{ok}"
     );
+    // The proxy's route set goes back, so the ACK comes through it.
+    assert!(ok.contains("Record-Route: <sip:10.0.0.8;lr>\r\n"), "{ok}");
     assert_eq!(to_tag(&sent[0]), to_tag(ok));
     // Unacknowledged, the 200 goes again at T1, then 2×T1...
     ep.handle_timeout(t0 + T1);
