@@ -31,6 +31,7 @@
 
 pub mod call;
 pub mod message;
+pub mod sdp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

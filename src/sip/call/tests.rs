@@ -565,3 +565,23 @@ fn a_hang_up_before_the_ack_waits_for_it() {
     assert!(sent[0].starts_with("BYE "));
     assert_eq!(other, [Output::EndCall { relay: "r1".into() }]);
 }
+
+#[test]
+fn refused_calls_over_tcp_are_forgotten_without_an_ack() {
+    let mut ep = Endpoint::new(cfg(), 7);
+    let t0 = Instant::now();
+    let tcp = Peer {
+        transport: Transport::Tcp(1),
+        addr: CALLER.parse().unwrap(),
+    };
+    ep.on_message(t0, tcp, &invite(""));
+    ep.relay_refused(t0, "call-1", Refusal::Failed);
+    let (sent, _) = drain(&mut ep);
+    assert_eq!(statuses(&sent), [100, 500]);
+    // No retransmission over a stream; the call is forgotten after 64×T1 and another 64×T1.
+    ep.handle_timeout(t0 + T64);
+    assert!(drain(&mut ep).0.is_empty());
+    ep.handle_timeout(t0 + T64 * 2);
+    assert_eq!(ep.poll_timeout(), None);
+    assert_eq!(ep.live_calls(), 0);
+}
