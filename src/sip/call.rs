@@ -199,6 +199,19 @@ struct Retx {
     give_up: Instant,
 }
 
+impl Retx {
+    /// Sends `bytes` again at T1, doubling to T2, until 64×T1; over a stream nothing is
+    /// resent (the transport does it) and only the 64×T1 deadline stays.
+    fn start(bytes: Vec<u8>, now: Instant, reliable: bool) -> Retx {
+        Retx {
+            bytes,
+            next: if reliable { now + T64 } else { now + T1 },
+            interval: T1,
+            give_up: now + T64,
+        }
+    }
+}
+
 /// One call on the fallback number. See the module documentation.
 #[derive(Debug)]
 struct SipCall {
@@ -237,6 +250,8 @@ pub struct Endpoint {
     counts: Counts,
     /// INVITEs per peer address in the current second.
     rate: HashMap<IpAddr, (Instant, u32)>,
+    /// The shell is behind: new calls get 503 until it catches up.
+    overloaded: bool,
 }
 
 impl Endpoint {
@@ -251,7 +266,14 @@ impl Endpoint {
             ids: 0,
             counts: Counts::default(),
             rate: HashMap::new(),
+            overloaded: false,
         }
+    }
+
+    /// Whether the shell is behind on its input: while it is, new calls are refused with 503
+    /// (calls already up are served), so a flood sheds load instead of timing every call out.
+    pub fn set_overloaded(&mut self, on: bool) {
+        self.overloaded = on;
     }
 
     /// What has been counted so far.
@@ -551,7 +573,7 @@ impl Endpoint {
             *slot = (now, 0);
         }
         slot.1 += 1;
-        if slot.1 > self.cfg.invites_per_second {
+        if slot.1 > self.cfg.invites_per_second || self.overloaded {
             self.counts.busy += 1;
             return refuse(self, 503, "Service Unavailable", &["Retry-After: 1".into()]);
         }
@@ -645,16 +667,7 @@ impl Endpoint {
         self.counts.answered += 1;
         c.last_invite_response = Some((c.invite.branch.clone(), ok.clone()));
         c.state = State::Answered;
-        c.retx = Some(Retx {
-            bytes: ok.clone(),
-            next: if c.peer.reliable() {
-                now + T64
-            } else {
-                now + T1
-            },
-            interval: T1,
-            give_up: now + T64,
-        });
+        c.retx = Some(Retx::start(ok.clone(), now, c.peer.reliable()));
         let peer = c.peer;
         self.send(peer, ok);
     }

@@ -56,6 +56,9 @@ use crate::session::Sessions;
 const MAX_TCP: usize = 1024;
 /// Messages waiting for the endpoint; beyond, UDP datagrams are dropped (peers retransmit).
 const QUEUE: usize = 4096;
+/// Messages waiting behind the one in hand above which new calls get 503 (about a quarter
+/// of a second's work at the rates `scripts/sip-load` measured).
+const OVERLOAD: usize = 256;
 /// Longest wait for a result prompt to finish before hanging up anyway.
 const PROMPT_WAIT: Duration = Duration::from_secs(60);
 
@@ -175,7 +178,10 @@ impl SipService {
                     let now = std::time::Instant::now();
                     match ev {
                         None => break,
-                        Some(Event::Message(peer, bytes)) => ep.on_message(now, peer, &bytes),
+                        Some(Event::Message(peer, bytes)) => {
+                            ep.set_overloaded(rx.len() > OVERLOAD);
+                            ep.on_message(now, peer, &bytes)
+                        }
                         Some(Event::HangUp(relay)) => ep.hang_up(now, &relay),
                         Some(Event::TcpOpen(id, w)) => {
                             conns.insert(id, w);

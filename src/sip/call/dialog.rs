@@ -115,12 +115,7 @@ impl Endpoint {
         if r.method == "INVITE" {
             c.last_invite_response = Some((r.branch.clone(), b.clone()));
             if !c.peer.reliable() {
-                c.retx = Some(Retx {
-                    bytes: b.clone(),
-                    next: now + T1,
-                    interval: T1,
-                    give_up: now + T64,
-                });
+                c.retx = Some(Retx::start(b.clone(), now, false));
             }
         } else {
             self.remember(&r, b.clone());
@@ -155,12 +150,7 @@ impl Endpoint {
         c.last_invite_response = Some((c.invite.branch.clone(), b.clone()));
         c.state = state;
         if !c.peer.reliable() {
-            c.retx = Some(Retx {
-                bytes: b.clone(),
-                next: now + T1,
-                interval: T1,
-                give_up: now + T64,
-            });
+            c.retx = Some(Retx::start(b.clone(), now, false));
         } else {
             c.until = Some(now + T64);
         }
@@ -215,16 +205,7 @@ impl Endpoint {
         let bytes = s.into_bytes();
         c.state = state;
         c.session = None;
-        c.retx = Some(Retx {
-            bytes: bytes.clone(),
-            next: if c.peer.reliable() {
-                now + T64
-            } else {
-                now + T1
-            },
-            interval: T1,
-            give_up: now + T64,
-        });
+        c.retx = Some(Retx::start(bytes.clone(), now, c.peer.reliable()));
         if let Some(relay) = c.relay.take() {
             // The media ends with the call: a BYE's answer may never come.
             if state == State::Ending {

@@ -275,6 +275,18 @@ fn an_invite_flood_from_one_peer_gets_503_with_retry_after() {
         .replace("call-1", "call-next");
     ep.on_message(t0 + Duration::from_secs(1), peer(), m.as_bytes());
     assert_eq!(statuses(&drain(&mut ep).0), [100]);
+    // A shell that is behind: new calls get 503 too.
+    ep.set_overloaded(true);
+    let m = String::from_utf8(invite(""))
+        .unwrap()
+        .replace("call-1", "call-shed");
+    let p2 = Peer {
+        transport: Transport::Udp,
+        addr: "10.0.0.99:5060".parse().unwrap(),
+    };
+    ep.on_message(t0 + Duration::from_secs(1), p2, m.as_bytes());
+    assert_eq!(statuses(&drain(&mut ep).0), [503]);
+    ep.set_overloaded(false);
     // A full relay: 503 too.
     ep.relay_refused(t0, "call-next", Refusal::Busy);
     let (sent, _) = drain(&mut ep);
