@@ -148,6 +148,12 @@ pub struct SipConfig {
     pub invites_per_second: u32,
 }
 
+/// The digits of a dialled number (`+44 20 7946-0000` and `442079460000` are one number): how
+/// the SIP endpoint matches a Request-URI to an account's `dtmf_fallback_number`.
+pub fn dialled_digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
 /// What the fallback number does once the payment is over.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -957,7 +963,7 @@ impl Config {
             }
             let mut seen = std::collections::HashMap::new();
             for a in &self.accounts {
-                let n = crate::sip::digits(&a.dtmf_fallback_number);
+                let n = dialled_digits(&a.dtmf_fallback_number);
                 if n.is_empty() {
                     continue;
                 }

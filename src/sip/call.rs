@@ -18,6 +18,7 @@ use tonegate_dsp::G711Law;
 
 use super::message::{self, Message, ParseError, Request, Response};
 use super::sdp::{answer_sdp, offer_of, quoted};
+use crate::config::dialled_digits as digits;
 
 /// RFC 3261's T1: the round-trip estimate retransmissions start from.
 const T1: Duration = Duration::from_millis(500);
@@ -768,11 +769,6 @@ impl Endpoint {
 /// (RFC 4028 §10: the smaller of 32 s and a third of the interval).
 fn early(interval: u32) -> Duration {
     Duration::from_secs(u64::from(interval.min(96) / 3))
-}
-
-/// The digits of a dialled number (`+44 20 7946-0000` and `442079460000` are one number).
-pub fn digits(number: &str) -> String {
-    number.chars().filter(char::is_ascii_digit).collect()
 }
 
 mod dialog;

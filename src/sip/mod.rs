@@ -44,10 +44,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use call::digits;
 use call::{AfterPayment, Counts, Endpoint, EndpointConfig, Output, Peer, Refusal, Transport};
 
-use crate::config::{AfterPaymentSetting, Config};
+use crate::config::{dialled_digits as digits, AfterPaymentSetting, Config};
 use crate::media::{RemoteRule, Side};
 use crate::relay::{Access, NewCall, Relay, RelayError};
 use crate::session::Sessions;
