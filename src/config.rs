@@ -63,6 +63,8 @@ pub struct Config {
     pub ng: NgConfig,
     /// This node among several.
     pub cluster: ClusterConfig,
+    /// The fallback number's SIP endpoint.
+    pub sip: SipConfig,
     /// The secret settings written inline in the file (not `env:`/`file:`), by name; filled
     /// in by [`Config::parse`]. Production refuses a file others can open that holds any.
     #[serde(skip)]
@@ -156,6 +158,77 @@ impl Default for NgConfig {
 }
 
 pub use tonegate_session::link_id::LinkConfig;
+
+/// The SIP endpoint that answers accounts' `dtmf_fallback_number` (README "The fallback
+/// number").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Address for SIP over UDP and TCP (e.g. `127.0.0.1:5060`); off when absent.
+    pub listen: Option<SocketAddr>,
+    /// The peers that may send requests (CIDRs or addresses); others get no answer, counted.
+    /// None: loopback only.
+    pub allow: Option<Vec<String>>,
+    /// The client (`[[auth.clients]]` id) the calls belong to: its self-service sessions
+    /// link to them.
+    pub owner: String,
+    /// After the payment: `"bye"` (hang up) or `"refer"` (transfer to `refer_to`, hanging up
+    /// if the transfer is refused).
+    pub after_payment: AfterPaymentSetting,
+    /// Where `after_payment = "refer"` sends the caller (a SIP URI, e.g. the IVR's).
+    pub refer_to: Option<String>,
+    /// How long a call rings (180) before it is answered, milliseconds.
+    pub ring_ms: u64,
+    /// Session interval granted to callers that support session timers (RFC 4028), seconds.
+    pub session_expires_s: u32,
+    /// Shortest session interval accepted, seconds (at least 90).
+    pub min_se_s: u32,
+    /// New calls (INVITEs) one peer may start per second; beyond that, 503 with Retry-After.
+    pub invites_per_second: u32,
+}
+
+/// The digits of a dialled number (`+44 20 7946-0000` and `442079460000` are one number): how
+/// the SIP endpoint matches a Request-URI to an account's `dtmf_fallback_number`.
+pub fn dialled_digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// What the fallback number does once the payment is over.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterPaymentSetting {
+    /// Hang up.
+    #[default]
+    Bye,
+    /// Transfer back (REFER to `refer_to`).
+    Refer,
+}
+
+impl SipConfig {
+    /// The peers allowed to send requests (`allow`, else loopback), or which entry is bad.
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        match &self.allow {
+            Some(list) => crate::networks::parse("sip.allow", list),
+            None => crate::networks::parse("sip.allow", &NG_LOOPBACK.map(String::from)),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: None,
+            allow: None,
+            owner: "tonegate-dev".into(),
+            after_payment: AfterPaymentSetting::Bye,
+            refer_to: None,
+            ring_ms: 0,
+            session_expires_s: 1800,
+            min_se_s: 90,
+            invites_per_second: 50,
+        }
+    }
+}
 
 /// Session storage.
 #[derive(Clone, Deserialize)]
@@ -909,6 +982,44 @@ impl Config {
             }
         }
         self.ng.allow_nets().map_err(invalid)?;
+        self.sip.allow_nets().map_err(invalid)?;
+        if self.sip.listen.is_some() {
+            let sip = &self.sip;
+            if !self.auth.clients.iter().any(|c| c.id == sip.owner) {
+                return Err(invalid(format!(
+                    "sip.owner {:?} is not a client in [[auth.clients]]",
+                    sip.owner
+                )));
+            }
+            if sip.after_payment == AfterPaymentSetting::Refer && sip.refer_to.is_none() {
+                return Err(invalid(
+                    "sip.after_payment = \"refer\" needs sip.refer_to (where to send the caller)"
+                        .into(),
+                ));
+            }
+            if sip.min_se_s < 90 || sip.session_expires_s < sip.min_se_s {
+                return Err(invalid(
+                    "sip.min_se_s must be at least 90 (RFC 4028) and sip.session_expires_s at least that"
+                        .into(),
+                ));
+            }
+            if sip.invites_per_second == 0 {
+                return Err(invalid("sip.invites_per_second must be at least 1".into()));
+            }
+            let mut seen = std::collections::HashMap::new();
+            for a in &self.accounts {
+                let n = dialled_digits(&a.dtmf_fallback_number);
+                if n.is_empty() {
+                    continue;
+                }
+                if let Some(other) = seen.insert(n, &a.id) {
+                    return Err(invalid(format!(
+                        "accounts {other:?} and {:?} have the same dtmf_fallback_number: a call to it could not tell them apart",
+                        a.id
+                    )));
+                }
+            }
+        }
         if !(8..=16).contains(&self.link.digits) {
             return Err(invalid(format!(
                 "link.digits must be 8-16 (the check digit included), got {}",
@@ -1148,6 +1259,16 @@ impl Config {
         }
         if self.auth.signing_key.is_none() {
             return Some("auth.signing_key is not set (tokens would not survive a restart)".into());
+        }
+        if self
+            .sip
+            .listen
+            .is_some_and(|l| !l.ip().is_loopback() && self.sip.allow.is_none())
+        {
+            return Some(
+                "sip.listen is not a loopback address: set sip.allow to the carriers, IVRs and proxies that may call"
+                    .into(),
+            );
         }
         if self
             .ng

@@ -29,5 +29,6 @@ pub mod psp;
 pub use tonegate_relay as relay;
 pub mod server;
 pub mod session;
+pub mod sip;
 pub mod sms;
 pub mod wav;

@@ -36,6 +36,13 @@ pub(super) struct CallStatus {
     pub last_key_ms: AtomicU64,
     /// Datagrams the engine could not send at once (dropped, as a router would).
     pub send_dropped: AtomicU64,
+    /// Prompt requests handed to the engine, and those it has applied: while they differ a
+    /// prompt is on its way.
+    pub prompts_sent: AtomicU64,
+    /// See `prompts_sent`.
+    pub prompts_applied: AtomicU64,
+    /// A prompt is playing or queued, as of the last control message or timeout.
+    pub prompting: AtomicBool,
 }
 
 /// Why a call's driving ended.
@@ -106,8 +113,15 @@ impl CallDriver {
                 for c in clips {
                     self.media.play(c);
                 }
+                self.status
+                    .prompting
+                    .store(self.media.is_prompting(), Relaxed);
+                self.status.prompts_applied.fetch_add(1, Relaxed);
             }
-            Control::StopPrompt => self.media.stop_prompt(),
+            Control::StopPrompt => {
+                self.media.stop_prompt();
+                self.status.prompting.store(false, Relaxed);
+            }
             Control::Listen(on) => {
                 self.media.set_listening(on);
                 self.status.listening.store(on, Relaxed);
@@ -129,6 +143,10 @@ impl CallDriver {
     pub fn on_timeout(&mut self, tx: &mut impl DatagramTx, now: Instant) -> Option<Ended> {
         self.media.handle_timeout(now);
         self.drain(tx);
+        // Timeouts, not datagrams, advance prompts: the hot path stores nothing here.
+        self.status
+            .prompting
+            .store(self.media.is_prompting(), Relaxed);
         self.silent.then_some(Ended::Silence)
     }
 

@@ -1266,7 +1266,33 @@ impl Relay {
 
     /// Plays clips to the caller, after any already queued (a caller's key stops them).
     pub async fn play(&self, id: &str, clips: Vec<crate::media::Clip>) -> Result<(), RelayError> {
-        self.control(id)?.send(Control::Play(clips)).await
+        let status = self.status(id)?;
+        status.prompts_sent.fetch_add(1, Relaxed);
+        let sent = self.control(id)?.send(Control::Play(clips)).await;
+        if sent.is_err() {
+            status.prompts_applied.fetch_add(1, Relaxed);
+        }
+        sent
+    }
+
+    /// Whether a prompt is playing, queued or on its way to the caller (`None`: no such
+    /// call). The SIP endpoint waits for the result prompt before it hangs up.
+    pub fn is_prompting(&self, id: &str) -> Option<bool> {
+        let s = self.status(id).ok()?;
+        Some(
+            s.prompting.load(Relaxed)
+                || s.prompts_sent.load(Relaxed) != s.prompts_applied.load(Relaxed),
+        )
+    }
+
+    fn status(&self, id: &str) -> Result<Arc<CallStatus>, RelayError> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .get(id)
+            .map(|c| c.status.clone())
+            .ok_or(RelayError::UnknownCall)
     }
 
     /// Stops any prompt on the call.

@@ -602,6 +602,31 @@ impl Collector for Counts {
                 ng.reply_cache_bytes() as u64,
             )?;
         }
+        if let Some(sip) = &state.sip {
+            let n = sip.counters();
+            let c = n.counts();
+            for (name, help, v) in [
+                ("sip_requests", "SIP requests received on the fallback number, retransmissions included.", c.requests),
+                ("sip_calls_answered", "Fallback-number calls answered (200 to an INVITE).", c.answered),
+                ("sip_calls_not_found", "INVITEs to no account's fallback number (404).", c.not_found),
+                ("sip_calls_not_acceptable", "INVITEs whose media tonegate cannot inspect (488).", c.not_acceptable),
+                ("sip_calls_busy", "INVITEs refused at relay.max_calls, the ports or sip.invites_per_second (503).", c.busy),
+                ("sip_calls_hung_up", "Fallback-number calls tonegate ended after the payment (BYE or REFER).", c.hung_up),
+                ("sip_malformed", "SIP messages that could not be read (400, or dropped).", c.malformed),
+                ("sip_too_large", "SIP messages over the size limits (513, or dropped).", c.too_large),
+                ("sip_bad_method", "SIP requests with a method the fallback number does not take (405, 501).", c.bad_method),
+                ("sip_dropped_foreign_source", "SIP datagrams and connections from outside [sip] allow, dropped unanswered.", load(&n.dropped_foreign)),
+                ("sip_dropped_overload", "SIP datagrams and connections dropped because the endpoint was behind.", load(&n.dropped_overload)),
+            ] {
+                counter(e, name, help, v)?;
+            }
+            gauge(
+                e,
+                "sip_calls",
+                "Fallback-number calls up now.",
+                load(&n.live_calls),
+            )?;
+        }
         Ok(())
     }
 }

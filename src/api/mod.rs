@@ -45,6 +45,8 @@ pub struct AppState {
     pub ui_tokens: pages::UiTokens,
     /// The ng control protocol service, when `[ng] listen` is set.
     pub ng: Option<Arc<crate::ng::NgService>>,
+    /// The fallback number's SIP endpoint, when `[sip] listen` is set.
+    pub sip: Option<Arc<crate::sip::SipService>>,
     /// Set to `true` when the gateway begins to shut down (event streams end).
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// The token endpoint's throttle and argon2 slots.

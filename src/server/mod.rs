@@ -89,6 +89,16 @@ async fn run(
         }
         _ => None,
     };
+    let sip_task = match (&state.sip, state.config.sip.listen) {
+        (Some(sip), Some(at)) => {
+            let (udp, tcp) = crate::sip::bind(at)
+                .await
+                .with_context(|| format!("binding the SIP listener on {at}"))?;
+            tracing::info!(addr = %udp.local_addr().unwrap_or(at), "SIP (the fallback number) listening (udp, tcp)");
+            Some(tokio::spawn(sip.clone().run(udp, tcp)))
+        }
+        _ => None,
+    };
     let (tls, certificate) = match &state.config.server.tls {
         Some(t) => {
             let (acceptor, certificate) = tls::acceptor(t)?;
@@ -164,6 +174,9 @@ async fn run(
         let _ = t.await;
     }
     if let Some(t) = ng_task {
+        t.abort();
+    }
+    if let Some(t) = sip_task {
         t.abort();
     }
     // Stopping already: further signals change nothing (as before drains existed).
@@ -513,6 +526,13 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
             clock.clone(),
         ))
     });
+    let sip = config.sip.listen.map(|_| {
+        Arc::new(crate::sip::SipService::new(
+            config.clone(),
+            relay.clone(),
+            sessions.clone(),
+        ))
+    });
     let credentials = Arc::new(
         crate::api::CredentialGuard::new(
             config.auth.throttle_limits(),
@@ -529,6 +549,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         sandbox,
         ui_tokens: Default::default(),
         ng,
+        sip,
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         credentials,
         http_refused: Default::default(),

@@ -435,6 +435,10 @@ impl CaptureTask {
             .expect("live lock")
             .remove(&self.session.id);
         tracing::info!(session = %self.session.id, state = state.as_str(), "capture ended");
+        Sessions {
+            inner: self.inner.clone(),
+        }
+        .flow_over(&self.call_id);
     }
 }
 

@@ -17,9 +17,68 @@ impl Sessions {
         ))
     }
 
+    /// Notices of calls whose self-service part is over, from now on (none is dropped while
+    /// the receiver lives).
+    pub fn watch_flows(&self) -> mpsc::UnboundedReceiver<CallFlowOver> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .flow_watchers
+            .lock()
+            .expect("watchers lock")
+            .push(tx);
+        rx
+    }
+
+    /// The call `owner` is about to create with `call_guid` carries a session's `dtmfLinkId`
+    /// (the SIP INVITE named it): it links by that id, within the same limits as a keyed one,
+    /// instead of listening for keys. [`Sessions::forget_link_id`] undoes it if the call is
+    /// never created.
+    pub fn expect_link_id(&self, owner: &str, call_guid: &str, link_id: &str) {
+        self.inner
+            .expected_links
+            .lock()
+            .expect("links lock")
+            .insert((owner.into(), call_guid.into()), link_id.into());
+    }
+
+    /// Forgets a link id expected for a call that was not created.
+    pub fn forget_link_id(&self, owner: &str, call_guid: &str) {
+        self.inner
+            .expected_links
+            .lock()
+            .expect("links lock")
+            .remove(&(owner.into(), call_guid.into()));
+    }
+
+    /// Tells the watchers that call `call_id`'s self-service part is over.
+    pub(super) fn flow_over(&self, call_id: &str) {
+        let n = CallFlowOver {
+            call_id: call_id.to_string(),
+        };
+        self.inner
+            .flow_watchers
+            .lock()
+            .expect("watchers lock")
+            .retain(|tx| tx.send(n.clone()).is_ok());
+    }
+
     /// `owner` created relay call `call_id` with `call_guid`: start capture for `owner`'s live
     /// voice session on it, if there is one (another client's sessions never link to it).
     pub async fn link_call(&self, owner: &str, call_guid: &str, call_id: &str) {
+        let expected = self
+            .inner
+            .expected_links
+            .lock()
+            .expect("links lock")
+            .remove(&(owner.to_string(), call_guid.to_string()));
+        if let Some(s) = expected.and_then(|id| self.try_link_id(owner, &id)) {
+            tracing::info!(session = %s.id, call = %call_id, "call linked by the dtmfLinkId it was set up with");
+            if let Err(e) = self.start_capture(&s, call_id).await {
+                tracing::warn!(session = %s.id, error = %e, "could not start capture");
+                self.flow_over(call_id);
+            }
+            return;
+        }
         let Ok(Some(s)) = self.inner.store.live_by_call_guid(owner, call_guid) else {
             // No session names this call: listen for a session's dtmfLinkId keyed on it.
             self.listen_for_link_id(owner, call_id).await;
@@ -43,6 +102,7 @@ impl Sessions {
             .any_in_state(owner, SessionKind::SelfService, SessionState::Created)
             .unwrap_or(false);
         if !waiting {
+            self.flow_over(call_id);
             return;
         }
         let relay = self.inner.relay.clone();
@@ -88,6 +148,7 @@ impl Sessions {
                         drop(keys);
                         if let Err(e) = me.start_capture(&s, &call_id).await {
                             tracing::warn!(session = %s.id, error = %e, "could not start capture");
+                            me.flow_over(&call_id);
                         }
                         return;
                     }
@@ -107,6 +168,7 @@ impl Sessions {
                 }
             }
             let _ = relay.listen(&call_id, false).await;
+            me.flow_over(&call_id);
         });
     }
 

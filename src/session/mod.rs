@@ -168,6 +168,20 @@ struct Inner {
     /// Secure-mode leases of sessions whose capture has ended, by session id: they hold the
     /// call masked until the session's release (or the call's end).
     held: Mutex<HashMap<String, Vec<SecureLease>>>,
+    /// Who hears that a call's self-service part is over (the SIP endpoint hangs up then).
+    flow_watchers: Mutex<Vec<mpsc::UnboundedSender<CallFlowOver>>>,
+    /// Link ids passed with a call before it was set up, by (owner, CallGuid): the call links
+    /// to that session at once instead of listening for keys.
+    expected_links: Mutex<HashMap<(String, String), String>>,
+}
+
+/// A relay call's self-service part is over: its capture ended (paid, declined, failed, or
+/// cut off), or it never linked (wrong ids, no key in time, no session waiting). Prompts may
+/// still be playing.
+#[derive(Debug, Clone)]
+pub struct CallFlowOver {
+    /// The relay call.
+    pub call_id: String,
 }
 
 impl Inner {}
@@ -267,6 +281,8 @@ impl Sessions {
                 psps,
                 live: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                flow_watchers: Mutex::new(Vec::new()),
+                expected_links: Mutex::new(HashMap::new()),
                 webhooks: crate::notify::Webhooks::new(),
                 sms,
                 prompts,

@@ -42,7 +42,7 @@ fn udp_port_bound(port: u16) -> bool {
 }
 
 /// Waits until `what` (Kamailio, a sipp UAS) listens on UDP `port`: readiness, not a sleep.
-fn wait_listening(port: u16, what: &str) {
+pub(crate) fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !udp_port_bound(port) {
         assert!(
@@ -54,7 +54,7 @@ fn wait_listening(port: u16, what: &str) {
 }
 
 /// The tools, or `None` (skipped loudly) when they are missing.
-fn tools() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn tools() -> Option<(PathBuf, PathBuf)> {
     let k = tool("kamailio").or_else(|| {
         let p = PathBuf::from("/usr/sbin/kamailio");
         p.is_file().then_some(p)
@@ -63,7 +63,7 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     Some((k, s))
 }
 
-fn modules_dir() -> PathBuf {
+pub(crate) fn modules_dir() -> PathBuf {
     for d in std::fs::read_dir("/usr/lib").unwrap().flatten() {
         let m = d.path().join("kamailio/modules");
         if m.join("rtpengine.so").is_file() {
@@ -80,7 +80,7 @@ fn modules_dir() -> PathBuf {
 
 /// A process the test started in a process group of its own, ended (the group, by the
 /// child's id: Kamailio forks workers) when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {

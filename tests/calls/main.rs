@@ -9,3 +9,4 @@ mod kamailio;
 mod leak;
 mod ng;
 mod relay;
+mod sip;

@@ -101,6 +101,8 @@ pub use stream::*;
 pub struct KeyingLeg {
     pub sock: std::net::UdpSocket,
     pub relay: std::net::SocketAddr,
+    /// Key as RFC 4733 events of this payload type only (no tones), as many phones do.
+    pub events: Option<u8>,
     seq: u16,
     ts: u32,
 }
@@ -111,18 +113,21 @@ impl KeyingLeg {
         KeyingLeg {
             sock,
             relay,
+            events: None,
             seq: 100,
             ts: 8000,
         }
     }
 
-    /// Keys `keys` as a person would (timing and level varied by `seed`), as in-band audio:
-    /// the number of (audio) packets sent.
+    /// Keys `keys` as a person would (timing and level varied by `seed`), as in-band audio
+    /// (or as events only, with `events`): the number of packets sent.
     pub fn key(&mut self, keys: &str, seed: u32) -> usize {
         let signal = tonegate_dsp::generator::human_keying(keys, seed, Some(30.0));
         let opts = StreamOptions {
             first_seq: self.seq,
             first_ts: self.ts,
+            events_pt: self.events,
+            events_replace_audio: self.events.is_some(),
             ..Default::default()
         };
         let packets = rtp_stream(&signal, opts);
