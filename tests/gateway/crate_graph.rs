@@ -45,7 +45,12 @@ fn normal_deps(krate: &str) -> Vec<String> {
 #[test]
 fn sans_io_crates_depend_on_no_io_library() {
     // (`tonegate-interaction` is not one: it runs an ApiInteraction's HTTP requests itself.)
-    for krate in ["tonegate-dsp", "tonegate-media", "tonegate-card"] {
+    for krate in [
+        "tonegate-dsp",
+        "tonegate-media",
+        "tonegate-card",
+        "tonegate-ng",
+    ] {
         let deps = normal_deps(krate);
         for name in &deps {
             assert!(
@@ -85,7 +90,7 @@ fn the_relay_depends_on_the_media_core_and_no_http_database_or_gateway() {
 /// clippy.toml; `cargo clippy --workspace -- -D warnings` enforces them).
 #[test]
 fn sans_io_crates_ban_clocks_and_thread_rngs() {
-    for dir in ["dsp", "media", "card"] {
+    for dir in ["dsp", "media", "card", "ng"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(dir)
             .join("clippy.toml");
@@ -97,6 +102,33 @@ fn sans_io_crates_ban_clocks_and_thread_rngs() {
         ] {
             assert!(text.contains(banned), "{path:?} does not ban {banned}");
         }
+    }
+}
+
+#[test]
+fn the_ng_protocol_crate_forbids_unsafe_and_stands_alone() {
+    // The protocol needs no `unsafe`, and knows nothing of the relay, the media core or the
+    // gateway: the gateway's ng module carries its commands out.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ng/Cargo.toml"),
+    )
+    .unwrap();
+    let lints = manifest.split("[lints.rust]").nth(1).unwrap_or("");
+    assert!(
+        lints.contains("unsafe_code = \"forbid\""),
+        "ng/Cargo.toml does not forbid unsafe code"
+    );
+    let deps = normal_deps("tonegate-ng");
+    for banned in [
+        "tonegate",
+        "tonegate-relay",
+        "tonegate-media",
+        "tonegate-card",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "tonegate-ng depends on {banned}: {deps:?}"
+        );
     }
 }
 
@@ -278,6 +310,7 @@ fn no_crate_has_a_module_cycle() {
         "relay/src",
         "card/src",
         "interaction/src",
+        "ng/src",
     ] {
         let graph = ModuleGraph::of(&root.join(src));
         // Every directory module's children, and the crate's top-level modules.
