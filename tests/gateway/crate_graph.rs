@@ -50,6 +50,7 @@ fn sans_io_crates_depend_on_no_io_library() {
         "tonegate-media",
         "tonegate-card",
         "tonegate-session",
+        "tonegate-ng",
     ] {
         let deps = normal_deps(krate);
         for name in &deps {
@@ -90,7 +91,7 @@ fn the_relay_depends_on_the_media_core_and_no_http_database_or_gateway() {
 /// clippy.toml; `cargo clippy --workspace -- -D warnings` enforces them).
 #[test]
 fn sans_io_crates_ban_clocks_and_thread_rngs() {
-    for dir in ["dsp", "media", "card", "session"] {
+    for dir in ["dsp", "media", "card", "session", "ng"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(dir)
             .join("clippy.toml");
@@ -102,6 +103,33 @@ fn sans_io_crates_ban_clocks_and_thread_rngs() {
         ] {
             assert!(text.contains(banned), "{path:?} does not ban {banned}");
         }
+    }
+}
+
+#[test]
+fn the_ng_protocol_crate_forbids_unsafe_and_stands_alone() {
+    // The protocol needs no `unsafe`, and knows nothing of the relay, the media core or the
+    // gateway: the gateway's ng module carries its commands out.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ng/Cargo.toml"),
+    )
+    .unwrap();
+    let lints = manifest.split("[lints.rust]").nth(1).unwrap_or("");
+    assert!(
+        lints.contains("unsafe_code = \"forbid\""),
+        "ng/Cargo.toml does not forbid unsafe code"
+    );
+    let deps = normal_deps("tonegate-ng");
+    for banned in [
+        "tonegate",
+        "tonegate-relay",
+        "tonegate-media",
+        "tonegate-card",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "tonegate-ng depends on {banned}: {deps:?}"
+        );
     }
 }
 
@@ -283,6 +311,7 @@ fn no_crate_has_a_module_cycle() {
         "relay/src",
         "card/src",
         "interaction/src",
+        "ng/src",
     ] {
         let graph = ModuleGraph::of(&root.join(src));
         // Every directory module's children, and the crate's top-level modules.

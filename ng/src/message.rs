@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-use super::bencode::{self, Value};
+use crate::bencode::{self, Value};
 
 /// Largest datagram accepted (an SDP with many media sections fits easily).
 pub const MAX_MESSAGE: usize = 65_535;

@@ -62,7 +62,7 @@ pub struct Sdp {
 impl Sdp {
     /// Parses and checks an SDP body (see the module documentation for what is refused).
     pub fn parse(body: &str) -> Result<Sdp, SdpError> {
-        if body.len() > super::message::MAX_MESSAGE {
+        if body.len() > crate::message::MAX_MESSAGE {
             return Err(SdpError::Malformed("too long".into()));
         }
         let eol = if body.contains("\r\n") { "\r\n" } else { "\n" };
