@@ -793,3 +793,36 @@ fn kamailio_routes_the_fallback_number_to_tonegate_and_its_bye_back() {
     assert_eq!(session_state(&gw, &session, true), "Completed");
     assert_eq!(relay_calls_left(&gw), 0);
 }
+
+/// A draining node (SIGTERM, `ctl drain`) takes no new calls on the fallback number either: an
+/// INVITE gets 503 with Retry-After, so the carrier or proxy tries another node.
+#[test]
+fn a_draining_node_answers_new_invites_503_with_retry_after() {
+    let (gw, sip) = sip_gateway("", "");
+    gw.state.relay.start_draining();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = s.local_addr().unwrap();
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let invite = format!(
+        "INVITE sip:+442079460000@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdrain1\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:+442079460000@127.0.0.1>\r\nCall-ID: drain-1\r\nCSeq: 1 INVITE\r\nContact: <sip:p@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    s.send_to(invite.as_bytes(), ("127.0.0.1", sip)).unwrap();
+    let mut buf = [0u8; 65536];
+    let final_answer = loop {
+        let (n, _) = s.recv_from(&mut buf).expect("no answer to the INVITE");
+        let got = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !got.starts_with("SIP/2.0 1") {
+            break got;
+        }
+    };
+    assert!(
+        final_answer.starts_with("SIP/2.0 503 ")
+            && final_answer
+                .to_ascii_lowercase()
+                .contains("\r\nretry-after: "),
+        "{final_answer}"
+    );
+    assert_eq!(relay_calls_left(&gw), 0, "no call set up while draining");
+}
