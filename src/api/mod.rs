@@ -189,7 +189,9 @@ async fn observe(
             method = %method,
             route = %route,
             status,
-            duration_ms = took.as_secs_f64() * 1000.0,
+            // Whole microseconds over 1000 print as written (0.049), never as float noise
+            // (0.049654000000000004) that reads like a long number.
+            duration_ms = took.as_micros() as f64 / 1000.0,
             "request"
         )
     });
