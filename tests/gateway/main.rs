@@ -9,3 +9,4 @@ mod hostile;
 mod openapi;
 mod schemathesis;
 mod serve;
+mod systemd;

@@ -1213,9 +1213,10 @@ fn systemd_hears_ready_only_once_every_listener_accepts() {
 /// The Debian package (scripts/deb, cargo-deb) from this build: lintian finds nothing; it
 /// holds the unit, the config as a conffile, the man page, completions and no debug info in
 /// the binary (that is in tonegate-dbgsym); its scripts create the user the unit runs as and
-/// give that group read access to the config.
+/// give that group read access to the config. Then it is installed and run by a real systemd
+/// (`systemd::package_runs_under_systemd`).
 #[test]
-fn the_debian_package_passes_lintian() {
+fn the_debian_package_passes_lintian_and_runs_under_systemd() {
     let (Some(lintian), Some(_)) = (common::tool("lintian"), common::tool("cargo-deb")) else {
         common::skip(
             "Debian package",
@@ -1321,6 +1322,7 @@ fn the_debian_package_passes_lintian() {
     assert!(
         cfg.contains("\"/run/tonegate/ctl.sock\"") && unit.contains("RuntimeDirectory=tonegate")
     );
+    crate::systemd::package_runs_under_systemd(&deb);
 }
 
 /// A child process killed when dropped (a failed assertion leaves no gateway running).
