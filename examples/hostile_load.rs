@@ -35,6 +35,7 @@
 //! (io_uring), --binary PATH (target/release/tonegate). Every loop is bounded by count and
 //! time.
 
+#[allow(unsafe_code)] // sysconf and kill through libc (std has no safe wrappers)
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -554,7 +555,10 @@ async fn main() -> anyhow::Result<()> {
         .thread_name("attacker")
         .on_thread_start(|| {
             // SAFETY: setpriority on this thread (tid 0 = the caller) has no memory effects.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            #[allow(unsafe_code)] // libc's setpriority (std has no safe wrapper)
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10)
+            };
         })
         .enable_all()
         .build()?;

@@ -181,6 +181,7 @@ impl CallRecord {
     }
 }
 
+/// A deleted call's sockets on their way to closing: [`closed`](Self::closed) waits for them.
 #[derive(Debug)]
 pub struct CallClosing(pub(crate) Option<oneshot::Receiver<()>>);
 

@@ -116,18 +116,9 @@ fn sans_io_crates_ban_clocks_and_thread_rngs() {
 }
 
 #[test]
-fn the_ng_protocol_crate_forbids_unsafe_and_stands_alone() {
-    // The protocol needs no `unsafe`, and knows nothing of the relay, the media core or the
-    // gateway: the gateway's ng module carries its commands out.
-    let manifest = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ng/Cargo.toml"),
-    )
-    .unwrap();
-    let lints = manifest.split("[lints.rust]").nth(1).unwrap_or("");
-    assert!(
-        lints.contains("unsafe_code = \"forbid\""),
-        "ng/Cargo.toml does not forbid unsafe code"
-    );
+fn the_ng_protocol_crate_stands_alone() {
+    // The protocol knows nothing of the relay, the media core or the gateway: the gateway's ng
+    // module carries its commands out.
     let deps = normal_deps("tonegate-ng");
     assert_depends_on_none(
         "tonegate-ng",
@@ -139,6 +130,47 @@ fn the_ng_protocol_crate_forbids_unsafe_and_stands_alone() {
             "tonegate-card",
         ],
     );
+}
+
+#[test]
+fn unsafe_is_denied_everywhere_and_forbidden_where_no_crate_needs_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let workspace = read("Cargo.toml");
+    let lints = workspace
+        .split("[workspace.lints.rust]")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        lints.contains("unsafe_code = \"deny\""),
+        "the workspace does not deny unsafe code"
+    );
+    for dir in [
+        ".",
+        "dsp",
+        "media",
+        "relay",
+        "card",
+        "interaction",
+        "session",
+        "ng",
+        "bench",
+    ] {
+        let manifest = read(&format!("{dir}/Cargo.toml"));
+        let own = manifest.split("\n[lints]").nth(1).unwrap_or("");
+        assert!(
+            own.trim_start().starts_with("workspace = true"),
+            "{dir}/Cargo.toml does not take the workspace lints"
+        );
+    }
+    // Crates with no `unsafe` at all forbid it, so no allow can creep in.
+    for dir in ["dsp", "media", "interaction", "session", "ng", "bench"] {
+        assert!(
+            read(&format!("{dir}/src/lib.rs")).contains("#![forbid(unsafe_code)]"),
+            "{dir}/src/lib.rs does not forbid unsafe code"
+        );
+    }
 }
 
 /// The modules of one crate (`src` directory) and which refer to which: `crate::a::b` paths
