@@ -464,13 +464,7 @@ impl Relay {
     }
 
     fn status(&self, id: &str) -> Result<Arc<CallStatus>, RelayError> {
-        self.inner
-            .calls
-            .lock()
-            .expect("calls lock")
-            .get(id)
-            .map(|c| c.status.clone())
-            .ok_or(RelayError::UnknownCall)
+        self.with_call(id, |c| c.status.clone())
     }
 
     /// Stops any prompt on the call.
@@ -612,12 +606,17 @@ impl Relay {
     }
 
     pub(crate) fn control(&self, id: &str) -> Result<ControlTx, RelayError> {
+        self.with_call(id, |c| c.steer.control())
+    }
+
+    /// `f` of call `id`'s record, under the calls lock.
+    fn with_call<T>(&self, id: &str, f: impl FnOnce(&CallRecord) -> T) -> Result<T, RelayError> {
         self.inner
             .calls
             .lock()
             .expect("calls lock")
             .get(id)
-            .map(|c| c.steer.control())
+            .map(f)
             .ok_or(RelayError::UnknownCall)
     }
 
