@@ -9,6 +9,7 @@
 //! --engine io_uring|tokio|both (both: the tokio engine is the baseline in the same run),
 //! --binary PATH (target/release/tonegate). Every loop is bounded by count and time.
 
+#[allow(unsafe_code)] // sysconf and kill through libc (std has no safe wrappers)
 mod support;
 
 use std::net::SocketAddr;

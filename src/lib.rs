@@ -17,6 +17,8 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod forwarded;
+// setrlimit/prctl/getrlimit through libc: no safe wrapper in std.
+#[allow(unsafe_code)]
 pub mod hygiene;
 pub use tonegate_interaction as interaction;
 pub mod latency;

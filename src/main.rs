@@ -257,7 +257,10 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         .on_thread_start(move || {
             if nice > 0 {
                 // SAFETY: setpriority on the calling thread (who = 0) touches no memory.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+                #[allow(unsafe_code)] // libc's setpriority (std has no safe wrapper)
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice)
+                };
             }
         })
         .build()
@@ -391,6 +394,7 @@ fn detect_bench(file: &Path, passes: u32) -> anyhow::Result<()> {
 }
 
 /// CPU time this process has used, in seconds.
+#[allow(unsafe_code)] // clock_gettime(CLOCK_PROCESS_CPUTIME_ID) through libc
 fn process_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

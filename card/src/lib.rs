@@ -6,9 +6,14 @@
 //! The only way digits leave these types is [`egress`], which writes the body of the PSP's one
 //! tokenization request; every digit accessor is private to this crate.
 
+#![warn(missing_docs)]
+
 mod brand;
 pub mod capture;
 pub mod egress;
+// Locked, non-dumpable memory needs mmap/mlock/madvise and raw slot pointers: the crate's
+// one `unsafe` module, its invariants stated there.
+#[allow(unsafe_code)]
 pub mod memory;
 pub mod money;
 pub mod redact;

@@ -5,6 +5,8 @@
 //! Everything here is sans-IO: plain values in, plain values out, no clocks, sockets or threads,
 //! and no allocation per frame once constructed. Time is counted in samples at 8 kHz.
 
+// No `unsafe` here, ever (the workspace denies it; this crate forbids even an allow).
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod detector;

@@ -3,6 +3,10 @@
 //! status code and mapped response fields into variables — alone or as a call plan
 //! (authorize → start session → poll status).
 
+// No `unsafe` here, ever (the workspace denies it; this crate forbids even an allow).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod definition;
 mod locate;
 pub mod template;

@@ -20,6 +20,10 @@
 //! ([`message::MAX_MESSAGE`], [`message::MAX_ID`], [`message::MAX_SDP`], bencode nesting),
 //! and an SDP whose keys tonegate could not mask is refused ([`sdp::SdpError`]), never passed on.
 
+// No `unsafe` here, ever (the workspace denies it; this crate forbids even an allow).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod bencode;
 mod cache;
 mod call;

@@ -1,7 +1,7 @@
 //! One call's driver, the same for both IO engines: it feeds datagrams, control messages and
 //! time into the sans-IO [`CallMedia`] and acts on what comes out — datagrams go to the
 //! engine's [`DatagramTx`], keys to the call's one subscriber, latches and secure mode to the
-//! [`CallStatus`] the registry reads. The engines (`task.rs`, `uring.rs`) differ only in how
+//! [`CallStatus`] the registry reads. The engines (`task.rs`, `uring/`) differ only in how
 //! datagrams move and how they wait (quinn's `Runtime` split is the model).
 
 use std::net::SocketAddr;
@@ -9,11 +9,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Control, WallClock};
+use super::WallClock;
 use crate::media::rtp::MAX_DATAGRAM;
-use crate::media::{CallMedia, CapturedKey, Channel, MediaEvent, Side, Transmit};
+use crate::media::{CallMedia, CapturedKey, Channel, MediaEvent, RemoteRule, Side, Transmit};
+
+/// What the relay asks of a running call (through its engine).
+pub(crate) enum CallControl {
+    Secure(bool, oneshot::Sender<()>),
+    Keys(mpsc::Sender<CapturedKey>),
+    Play(Vec<crate::media::Clip>),
+    StopPrompt,
+    Listen(bool),
+    Remote(crate::media::Side, RemoteRule),
+    Block(crate::media::Side, bool),
+    /// Panic in the call's media step (a test's fault injection).
+    Fault,
+}
 
 /// How an engine sends a datagram: from `from`'s `channel` socket to `to`. Never waits; false
 /// when the datagram could not go (the driver counts it).
@@ -99,17 +112,17 @@ impl CallDriver {
     }
 
     /// Applies a control message from the registry.
-    pub fn on_control(&mut self, tx: &mut impl DatagramTx, c: Control) {
+    pub fn on_control(&mut self, tx: &mut impl DatagramTx, c: CallControl) {
         match c {
-            Control::Secure(on, ack) => {
+            CallControl::Secure(on, ack) => {
                 self.media.set_secure(on);
                 // What the look-ahead held goes out before the registry hears "applied".
                 self.drain(tx);
                 self.status.secure.store(on, Relaxed);
                 let _ = ack.send(());
             }
-            Control::Keys(sink) => self.keys = Some(sink),
-            Control::Play(clips) => {
+            CallControl::Keys(sink) => self.keys = Some(sink),
+            CallControl::Play(clips) => {
                 for c in clips {
                     self.media.play(c);
                 }
@@ -118,17 +131,17 @@ impl CallDriver {
                     .store(self.media.is_prompting(), Relaxed);
                 self.status.prompts_applied.fetch_add(1, Relaxed);
             }
-            Control::StopPrompt => {
+            CallControl::StopPrompt => {
                 self.media.stop_prompt();
                 self.status.prompting.store(false, Relaxed);
             }
-            Control::Listen(on) => {
+            CallControl::Listen(on) => {
                 self.media.set_listening(on);
                 self.status.listening.store(on, Relaxed);
             }
-            Control::Remote(side, rule) => self.media.set_remote_rule(side, rule),
-            Control::Block(side, on) => self.media.set_blocked(side, on),
-            Control::Fault => panic!("injected media fault"),
+            CallControl::Remote(side, rule) => self.media.set_remote_rule(side, rule),
+            CallControl::Block(side, on) => self.media.set_blocked(side, on),
+            CallControl::Fault => panic!("injected media fault"),
         }
         self.drain(tx);
     }

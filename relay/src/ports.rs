@@ -103,6 +103,7 @@ fn out_of_files(e: &std::io::Error) -> bool {
 
 /// Raises this process's soft open-file limit to its hard limit (each call holds up to four
 /// sockets, and shells often start services with a soft limit of 1,024). Returns the limit.
+#[allow(unsafe_code)] // a libc call on a value it fills, nothing kept
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -128,6 +129,7 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
 }
 
 /// The process's open-file limit (soft).
+#[allow(unsafe_code)] // a libc call on a value it fills, nothing kept
 pub fn open_file_limit() -> std::io::Result<u64> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -143,6 +145,7 @@ pub fn open_file_limit() -> std::io::Result<u64> {
 
 /// Asks for a 1 MiB receive buffer, so a burst survives a moment when the call's task is not
 /// scheduled. The kernel may grant less (net.core.rmem_max); that is fine.
+#[allow(unsafe_code)] // a libc call on a value it fills, nothing kept
 fn enlarge_receive_buffer(s: &std::net::UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 1 << 20;

@@ -11,9 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::added_latency::LatencyRecorder;
-use super::driver::{CallDriver, DatagramTx, Ended};
+use super::driver::{CallControl, CallDriver, DatagramTx, Ended};
 use super::ports::LegSockets;
-use super::Control;
 use crate::media::{Channel, Side};
 
 /// A call's four sockets (two with rtcp-mux).
@@ -58,7 +57,7 @@ impl DatagramTx for &Sockets {
 pub(super) struct CallTask {
     pub driver: CallDriver,
     pub sockets: Sockets,
-    pub control: mpsc::Receiver<Control>,
+    pub control: mpsc::Receiver<CallControl>,
     pub stop: oneshot::Receiver<()>,
     /// Where this call's added latency is counted.
     pub latency: Arc<LatencyRecorder>,

@@ -14,6 +14,10 @@
 //! dependencies, `clippy.toml` the clocks). The session service (`tonegate::session`) owns all
 //! of that.
 
+// No `unsafe` here, ever (the workspace denies it; this crate forbids even an allow).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod link_id;
 pub mod model;
 pub mod payment_data;

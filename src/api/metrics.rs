@@ -123,6 +123,7 @@ struct ProcessConstants {
     start_time: Option<f64>,
 }
 
+#[allow(unsafe_code)] // sysconf through libc (std has no safe wrapper)
 fn process_constants() -> &'static ProcessConstants {
     static CONSTANTS: std::sync::OnceLock<ProcessConstants> = std::sync::OnceLock::new();
     CONSTANTS.get_or_init(|| {

@@ -99,6 +99,7 @@ fn valid_node_name(name: &str) -> bool {
 }
 
 /// This machine's host name (`localhost` where it has none, or one no node may have).
+#[allow(unsafe_code)] // gethostname through libc (std has no safe wrapper)
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.

@@ -70,19 +70,28 @@ fn the_relay_depends_on_the_media_core_and_no_http_database_or_gateway() {
     for needed in ["tonegate-media", "tonegate-dsp", "tokio"] {
         assert!(deps.iter().any(|d| d == needed), "no {needed}: {deps:?}");
     }
-    for banned in [
-        "tonegate",
-        "tonegate-card",
-        "tonegate-interaction",
-        "axum",
-        "hyper",
-        "reqwest",
-        "rusqlite",
-        "tower",
-    ] {
+    assert_depends_on_none(
+        "tonegate-relay",
+        &deps,
+        &[
+            "tonegate",
+            "tonegate-card",
+            "tonegate-interaction",
+            "axum",
+            "hyper",
+            "reqwest",
+            "rusqlite",
+            "tower",
+        ],
+    );
+}
+
+/// Fails naming the first of `banned` in `krate`'s `deps`.
+fn assert_depends_on_none(krate: &str, deps: &[String], banned: &[&str]) {
+    for banned in banned {
         assert!(
             !deps.iter().any(|d| d == banned),
-            "the relay depends on {banned}: {deps:?}"
+            "{krate} depends on {banned}: {deps:?}"
         );
     }
 }
@@ -107,28 +116,59 @@ fn sans_io_crates_ban_clocks_and_thread_rngs() {
 }
 
 #[test]
-fn the_ng_protocol_crate_forbids_unsafe_and_stands_alone() {
-    // The protocol needs no `unsafe`, and knows nothing of the relay, the media core or the
-    // gateway: the gateway's ng module carries its commands out.
-    let manifest = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ng/Cargo.toml"),
-    )
-    .unwrap();
-    let lints = manifest.split("[lints.rust]").nth(1).unwrap_or("");
-    assert!(
-        lints.contains("unsafe_code = \"forbid\""),
-        "ng/Cargo.toml does not forbid unsafe code"
-    );
+fn the_ng_protocol_crate_stands_alone() {
+    // The protocol knows nothing of the relay, the media core or the gateway: the gateway's ng
+    // module carries its commands out.
     let deps = normal_deps("tonegate-ng");
-    for banned in [
-        "tonegate",
-        "tonegate-relay",
-        "tonegate-media",
-        "tonegate-card",
+    assert_depends_on_none(
+        "tonegate-ng",
+        &deps,
+        &[
+            "tonegate",
+            "tonegate-relay",
+            "tonegate-media",
+            "tonegate-card",
+        ],
+    );
+}
+
+#[test]
+fn unsafe_is_denied_everywhere_and_forbidden_where_no_crate_needs_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let workspace = read("Cargo.toml");
+    let lints = workspace
+        .split("[workspace.lints.rust]")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        lints.contains("unsafe_code = \"deny\""),
+        "the workspace does not deny unsafe code"
+    );
+    for dir in [
+        ".",
+        "dsp",
+        "media",
+        "relay",
+        "card",
+        "interaction",
+        "session",
+        "ng",
+        "bench",
     ] {
+        let manifest = read(&format!("{dir}/Cargo.toml"));
+        let own = manifest.split("\n[lints]").nth(1).unwrap_or("");
         assert!(
-            !deps.iter().any(|d| d == banned),
-            "tonegate-ng depends on {banned}: {deps:?}"
+            own.trim_start().starts_with("workspace = true"),
+            "{dir}/Cargo.toml does not take the workspace lints"
+        );
+    }
+    // Crates with no `unsafe` at all forbid it, so no allow can creep in.
+    for dir in ["dsp", "media", "interaction", "session", "ng", "bench"] {
+        assert!(
+            read(&format!("{dir}/src/lib.rs")).contains("#![forbid(unsafe_code)]"),
+            "{dir}/src/lib.rs does not forbid unsafe code"
         );
     }
 }

@@ -35,303 +35,29 @@
 //! (io_uring), --binary PATH (target/release/tonegate). Every loop is bounded by count and
 //! time.
 
+mod args;
+mod client;
+mod counts;
+mod method_flood;
+#[allow(unsafe_code)] // sysconf and kill through libc (std has no safe wrappers)
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Mixed,
-    Shared,
-    Hold,
-}
+use args::{args, Mode};
+use client::{every, hash_secret, token, HASHED_CLIENT, HASHED_SECRET};
+use counts::{Attack, Phase};
+use method_flood::method_flood;
 
-struct Args {
-    mode: Mode,
-    method_flood: u64,
-    per_address: Option<i64>,
-    calls: usize,
-    seconds: u64,
-    idle: usize,
-    bad_tokens: u64,
-    sessions: u64,
-    attack_addresses: usize,
-    engine: String,
-    binary: String,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        mode: Mode::Mixed,
-        method_flood: 0,
-        per_address: None,
-        calls: 500,
-        seconds: 15,
-        idle: 5000,
-        bad_tokens: 200,
-        sessions: 20,
-        attack_addresses: 1,
-        engine: "io_uring".into(),
-        binary: "target/release/tonegate".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    let (mut idle_set, mut addresses_set) = (false, false);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{k} needs a value"));
-        match k.as_str() {
-            "--calls" => a.calls = v()?.parse()?,
-            "--seconds" => a.seconds = v()?.parse()?,
-            "--idle" => {
-                a.idle = v()?.parse()?;
-                idle_set = true;
-            }
-            "--mode" => {
-                a.mode = match v()?.as_str() {
-                    "mixed" => Mode::Mixed,
-                    "shared" => Mode::Shared,
-                    "hold" => Mode::Hold,
-                    m => bail!("--mode must be mixed, shared or hold, got {m}"),
-                }
-            }
-            "--method-flood" => a.method_flood = v()?.parse()?,
-            "--per-address" => a.per_address = Some(v()?.parse()?),
-            "--bad-tokens" => a.bad_tokens = v()?.parse()?,
-            "--sessions" => a.sessions = v()?.parse()?,
-            "--attack-addresses" => {
-                a.attack_addresses = v()?.parse()?;
-                addresses_set = true;
-            }
-            "--engine" => a.engine = v()?,
-            "--binary" => a.binary = v()?,
-            "-h" | "--help" => {
-                println!(
-                    "hostile_load [--mode mixed|shared|hold] [--calls N] [--seconds S] [--idle N] \
-                     [--bad-tokens N/s] [--sessions N/s] [--attack-addresses N] \
-                     [--method-flood N] [--per-address N] [--engine io_uring|tokio] [--binary PATH]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    match a.mode {
-        Mode::Shared if !idle_set => a.idle = 0,
-        Mode::Hold => {
-            if !idle_set {
-                a.idle = 4000;
-            }
-            if !addresses_set {
-                a.attack_addresses = 4;
-            }
-            a.bad_tokens = 0;
-        }
-        _ => {}
-    }
-    anyhow::ensure!(
-        a.method_flood <= 100_000,
-        "--method-flood must be at most 100000"
-    );
-    anyhow::ensure!((1..=5000).contains(&a.calls), "--calls must be 1-5000");
-    anyhow::ensure!((1..=300).contains(&a.seconds), "--seconds must be 1-300");
-    anyhow::ensure!(a.idle <= 20_000, "--idle must be at most 20000");
-    anyhow::ensure!(a.bad_tokens <= 2000, "--bad-tokens must be at most 2000/s");
-    anyhow::ensure!(a.sessions <= 200, "--sessions must be at most 200/s");
-    anyhow::ensure!(
-        (1..=200).contains(&a.attack_addresses),
-        "--attack-addresses must be 1-200"
-    );
-    anyhow::ensure!(
-        a.engine == "io_uring" || a.engine == "tokio",
-        "--engine must be io_uring or tokio"
-    );
-    Ok(a)
-}
-
-const HASHED_CLIENT: &str = "load-hashed";
-const HASHED_SECRET: &str = "load-hashed-secret";
 const SEQ_RING: usize = 1024;
-
-/// An argon2 hash of `secret`, from the binary itself.
-fn hash_secret(binary: &str, secret: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(binary)
-        .arg("hash-secret")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {binary} hash-secret"))?;
-    writeln!(child.stdin.take().context("stdin")?, "{secret}")?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "hash-secret failed");
-    let text = String::from_utf8(out.stdout)?;
-    text.split_whitespace()
-        .find(|w| w.starts_with("$argon2"))
-        .map(str::to_string)
-        .context("no hash in hash-secret's output")
-}
-
-/// Loss and latency of one measuring window, plus the probes' results.
-#[derive(Default)]
-struct Window {
-    sent: AtomicU64,
-    received: AtomicU64,
-    latency_ns: Mutex<Vec<u64>>,
-    healthz_ns: Mutex<Vec<u64>>,
-    healthz_failed: AtomicU64,
-    tokens_ok: AtomicU64,
-    tokens_failed: AtomicU64,
-    tokens_ns: Mutex<Vec<u64>>,
-    sessions_ok: AtomicU64,
-    sessions_failed: AtomicU64,
-}
-
-/// Which window packets and probes count in (0: none, 1: quiet, 2: hostile).
-struct Phase {
-    current: AtomicUsize,
-    windows: [Window; 3],
-}
-
-impl Phase {
-    fn now(&self) -> Option<&Window> {
-        match self.current.load(Relaxed) {
-            0 => None,
-            i => Some(&self.windows[i]),
-        }
-    }
-}
-
-/// The attack's own outcome.
-#[derive(Default)]
-struct Attack {
-    connects: AtomicU64,
-    connect_failed: AtomicU64,
-    closed_by_server: AtomicU64,
-    open_now: AtomicU64,
-    bad_tokens: AtomicU64,
-    answered_401: AtomicU64,
-    answered_429: AtomicU64,
-    answered_503: AtomicU64,
-    answered_other: AtomicU64,
-}
-
-async fn token(
-    http: &reqwest::Client,
-    base: &str,
-    id: &str,
-    secret: &str,
-    scope: &str,
-) -> anyhow::Result<String> {
-    let v: serde_json::Value = http
-        .post(format!("{base}/auth/connect/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-            ("scope", scope),
-        ])
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(v["access_token"]
-        .as_str()
-        .context("access_token")?
-        .to_string())
-}
-
-/// Runs `f` every `period` until `stop`, at most `limit` times.
-async fn every<F, Fut>(period: Duration, stop: Arc<AtomicBool>, limit: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut n = 0;
-    while !stop.load(Relaxed) && n < limit {
-        tick.tick().await;
-        tokio::spawn(f());
-        n += 1;
-    }
-}
-
-/// What a flood of made-up methods did.
-struct MethodFlood {
-    sent: u64,
-    answered: u64,
-    rss_before: f64,
-    rss_after: f64,
-    metrics_before: usize,
-    metrics_after: usize,
-}
-
-/// Sends `n` unauthenticated requests, each with a method never seen before (16 in flight),
-/// and measures the gateway's memory and `/metrics` size either side.
-async fn method_flood(base: &str, pid: u32, n: u64) -> anyhow::Result<MethodFlood> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let scrape = || async {
-        anyhow::Ok(
-            http.get(format!("{base}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?
-                .len(),
-        )
-    };
-    let (rss_before, metrics_before) = (support::resident_mib(pid), scrape().await?);
-    let answered = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..16 {
-        let (http, base, answered, next) = (
-            http.clone(),
-            base.to_string(),
-            answered.clone(),
-            next.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Relaxed);
-                if i >= n {
-                    return;
-                }
-                let Ok(m) = reqwest::Method::from_bytes(format!("FLOOD{i}").as_bytes()) else {
-                    continue;
-                };
-                if http
-                    .request(m, format!("{base}/healthz"))
-                    .send()
-                    .await
-                    .is_ok()
-                {
-                    answered.fetch_add(1, Relaxed);
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await?;
-    }
-    Ok(MethodFlood {
-        sent: n,
-        answered: answered.load(Relaxed),
-        rss_before,
-        rss_after: support::resident_mib(pid),
-        metrics_before,
-        metrics_after: scrape().await?,
-    })
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -554,7 +280,10 @@ async fn main() -> anyhow::Result<()> {
         .thread_name("attacker")
         .on_thread_start(|| {
             // SAFETY: setpriority on this thread (tid 0 = the caller) has no memory effects.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            #[allow(unsafe_code)] // libc's setpriority (std has no safe wrapper)
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10)
+            };
         })
         .enable_all()
         .build()?;
