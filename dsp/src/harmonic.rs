@@ -10,17 +10,26 @@
 //! the same sound, and each line no louder than that series' envelope allows — never the ratio
 //! of two lines alone.
 //!
-//! Measured on a 20 ms span with a Hann window (sidelobes too low for the two lines to fake
-//! their neighbours), at a handful of frequencies by Goertzel: only for pairs whose ratio is
+//! Measured on a span with a Hann window (sidelobes too low for the two lines to fake
+//! their neighbours): 20 ms for the output guard, 40 ms ([`LONG_SPAN`]) for the presence test,
+//! where low voices' harmonics part; at a handful of frequencies by Goertzel: only for pairs whose ratio is
 //! near a small-integer one, so not per frame in normal audio. Sans-IO, no allocation.
 
 use crate::detector::SAMPLE_RATE;
 
 /// Samples in the span judged (20 ms).
 pub const SPAN: usize = 160;
-/// How close (fraction) two lines' ratio must be to n:m to ask whether they are harmonics
-/// (a voice's pitch glides within 20 ms, and measured line frequencies wander with it).
-pub const RATIO_TOLERANCE: f32 = 0.02;
+/// Samples the masking presence test judges a pair's harmonics over (40 ms): a voice's
+/// harmonics 120-170 Hz apart barely part in a 20 ms Hann window (its main lobe is 200 Hz wide),
+/// so a low voice's comb looked flat and its pair was taken for a key; in 40 ms they stand
+/// clear, while a voice's pitch moves too little in that time to smear its low harmonics.
+pub const LONG_SPAN: usize = 320;
+/// How close (fraction) two lines' ratio must be to n:m to ask whether they are harmonics.
+/// A glide moves both harmonics of a voice by the same factor, so their ratio stays n:m; what
+/// remains is the error of measuring a line among its neighbours (voices measure 0.2-0.5 %).
+/// With a 40 ms span a low note's comb is real, so this also keeps a key whose lines merely sit
+/// near two of its harmonics (1 % or more off the ratio) from being taken for it.
+pub const RATIO_TOLERANCE: f32 = 0.01;
 /// Largest harmonic number of the low line: fundamentals from about 85 Hz up (a low voice;
 /// where a 20 ms window cannot resolve the harmonics the comb fails and the verdict is "not
 /// harmonic").
@@ -38,25 +47,26 @@ pub const MIN_PROBES: usize = 3;
 /// Band where harmonics are looked for, Hz (the telephone band).
 const BAND: (f32, f32) = (250.0, 3600.0);
 
-/// Hann-windowed spectral power at arbitrary frequencies over a [`SPAN`].
+/// Hann-windowed spectral power at arbitrary frequencies over `N` samples ([`SPAN`] unless
+/// said otherwise).
 #[derive(Debug, Clone)]
-pub struct HannDft {
-    window: [f32; SPAN],
+pub struct HannDft<const N: usize = SPAN> {
+    window: [f32; N],
     max_excess: f32,
 }
 
-impl Default for HannDft {
+impl<const N: usize> Default for HannDft<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl HannDft {
+impl<const N: usize> HannDft<N> {
     /// The window, computed once.
     pub fn new() -> Self {
-        let mut window = [0.0; SPAN];
+        let mut window = [0.0; N];
         for (n, w) in window.iter_mut().enumerate() {
-            let x = core::f64::consts::PI * (n as f64 + 0.5) / SPAN as f64;
+            let x = core::f64::consts::PI * (n as f64 + 0.5) / N as f64;
             *w = (x.sin() * x.sin()) as f32;
         }
         HannDft {
@@ -67,7 +77,7 @@ impl HannDft {
 
     /// `|Σ w[n] x[n] e^{-jωn}|²` at `f` Hz (Goertzel).
     #[inline]
-    pub fn power(&self, x: &[f32; SPAN], f: f32) -> f32 {
+    pub fn power(&self, x: &[f32; N], f: f32) -> f32 {
         let mut out = [0.0];
         self.powers(x, &[f], &mut out);
         out[0]
@@ -77,7 +87,7 @@ impl HannDft {
     /// per pass over the span: one Goertzel recursion alone waits on its own dependency chain,
     /// [`LANES`] side by side keep the FPU busy, so a batch costs about what one did. Each lane's
     /// arithmetic is the single-frequency recursion's, so the results are the same.
-    pub fn powers(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) {
+    pub fn powers(&self, x: &[f32; N], freqs: &[f32], out: &mut [f32]) {
         debug_assert_eq!(freqs.len(), out.len());
         let mut freqs = freqs;
         let mut out = out;
@@ -94,7 +104,7 @@ impl HannDft {
 
     /// One pass over the span for up to `L` of `freqs`; how many it did.
     #[inline]
-    fn pass<const L: usize>(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) -> usize {
+    fn pass<const L: usize>(&self, x: &[f32; N], freqs: &[f32], out: &mut [f32]) -> usize {
         let n = freqs.len().min(L);
         let mut c = [0.0f32; L];
         for (c, &f) in c.iter_mut().zip(&freqs[..n]) {
@@ -124,7 +134,7 @@ impl HannDft {
     ///
     /// Cost: per fundamental tried, one batch of [`HannDft::powers`] (every frequency that
     /// fundamental's test reads); at most [`MAX_HARMONIC`] fundamentals.
-    pub fn harmonic_pair(&self, x: &[f32; SPAN], fr: f32, fc: f32) -> bool {
+    pub fn harmonic_pair(&self, x: &[f32; N], fr: f32, fc: f32) -> bool {
         let ratio = fc / fr;
         let mut lines = None;
         for m in 1..=MAX_HARMONIC {

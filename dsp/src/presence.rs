@@ -21,7 +21,8 @@
 //!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
 //! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 7:4, …)
 //!   *and* carrying the rest of that fundamental's series are a voice or a note, not a key
-//!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4);
+//!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4),
+//!   judged on the 40 ms ending with the window, where a low voice's harmonics stand apart;
 //! - **two real lines**: both lines stand in a Hann-windowed spectrum of the window's samples
 //!   within [`MAX_TWIST_DB`] of each other, so a single tone whose leakage into the other group's
 //!   broad 5 ms filters looks like a weak second line is not a key.
@@ -58,7 +59,7 @@
 
 use crate::detector::{SAMPLE_RATE, SUB_BLOCK};
 use crate::goertzel::{BlockTerms, BANK_SIZE};
-use crate::harmonic::{HannDft, SPAN};
+use crate::harmonic::{HannDft, LONG_SPAN, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
 use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
@@ -156,7 +157,7 @@ pub const MAX_CHUNK: usize = 160;
 /// Oldest window (samples from its end to the newest window's end) whose harmonic verdict may
 /// still be open: its samples are still in the ring (`RING` less the span itself and what
 /// may be pushed ahead); an older one is judged before they are overwritten.
-const MAX_OPEN_AGE: u64 = (RING - SPAN - MAX_CHUNK) as u64;
+const MAX_OPEN_AGE: u64 = (RING - LONG_SPAN - MAX_CHUNK) as u64;
 /// Windows of a run whose harmonic verdict may be open at once (one per window within
 /// [`MAX_OPEN_AGE`]).
 const MAX_OPEN: usize = MAX_OPEN_AGE as usize / SUB_BLOCK + 1;
@@ -242,6 +243,8 @@ pub struct TonePresence {
     tracked: Option<Track>,
     hold_drop: f32,
     dft: HannDft,
+    /// The harmonic test's, over [`LONG_SPAN`].
+    long_dft: HannDft<LONG_SPAN>,
     /// The last [`RING`] samples, by stream position.
     ring: [f32; RING],
     written: u64,
@@ -285,6 +288,7 @@ impl TonePresence {
             tracked: None,
             hold_drop: 10f32.powf(-HOLD_LINE_DROP_DB / 10.0),
             dft: HannDft::new(),
+            long_dft: HannDft::new(),
             ring: [0.0; RING],
             written: 0,
             run: None,
@@ -418,8 +422,8 @@ impl TonePresence {
     /// Judges the run's oldest open window (there is one) and closes it.
     fn judge_oldest_open(&self, run: &mut Run) {
         let w = run.open[0];
-        let x = self.samples_ending(w.end);
-        run.harmonic += self.dft.harmonic_pair(&x, w.hz.0, w.hz.1) as u32;
+        let x = self.samples_ending::<LONG_SPAN>(w.end);
+        run.harmonic += self.long_dft.harmonic_pair(&x, w.hz.0, w.hz.1) as u32;
         run.open.copy_within(1..run.open_len, 0);
         run.open_len -= 1;
     }
@@ -510,14 +514,14 @@ impl TonePresence {
         self.samples_ending(self.blocks * SUB_BLOCK as u64)
     }
 
-    /// The [`SPAN`] samples ending at stream position `end`, oldest first.
-    fn samples_ending(&self, end: u64) -> [f32; SPAN] {
+    /// The `N` samples ending at stream position `end`, oldest first.
+    fn samples_ending<const N: usize>(&self, end: u64) -> [f32; N] {
         debug_assert!(self.written >= end, "samples pushed after their terms");
         debug_assert!(
-            self.written - end + SPAN as u64 <= RING as u64,
+            self.written - end + N as u64 <= RING as u64,
             "samples already overwritten"
         );
-        let start = end.saturating_sub(SPAN as u64);
+        let start = end.saturating_sub(N as u64);
         core::array::from_fn(|i| self.ring[((start + i as u64) % RING as u64) as usize])
     }
 
@@ -797,6 +801,30 @@ mod tests {
             .collect();
         // The third and fourth harmonics hold more than the weak line: only the shaped tiers
         // could take it, and the harmonic test refuses them.
+        assert_eq!(presence_of(&v).windows_marked(), 0);
+    }
+
+    #[test]
+    fn a_low_voice_is_not_a_key() {
+        // A voice at 130 Hz gliding 3 % over 300 ms, formants at its 6th and 10th harmonics
+        // (near key 4's pair, 6:10 is 0.3 % off its ratio): harmonics 130 Hz apart barely part
+        // in 20 ms, so the run's harmonic verdict needs the 40 ms span.
+        let n = 2400;
+        let mut phase = 0.0f32;
+        let v: Vec<i16> = (0..n)
+            .map(|i| {
+                let f0 = 130.3 * (1.0 + 0.03 * i as f32 / n as f32);
+                phase += core::f32::consts::TAU * f0 / 8000.0;
+                let a = crate::level::amplitude(-14.0);
+                let formant = |h: f32| {
+                    let near = |c: f32, w: f32| (-((h * f0 - c) / w).powi(2)).exp();
+                    0.5 / h + near(782.0, 160.0) + 0.8 * near(1303.0, 200.0)
+                };
+                (1..=24)
+                    .map(|h| a * formant(h as f32) * (h as f32 * phase).sin())
+                    .sum::<f32>() as i16
+            })
+            .collect();
         assert_eq!(presence_of(&v).windows_marked(), 0);
     }
 
