@@ -95,6 +95,7 @@ impl<const N: usize> HannDft<N> {
             let n = match freqs.len() {
                 1..=4 => self.pass::<4>(x, freqs, out),
                 5..=8 => self.pass::<8>(x, freqs, out),
+                9..=16 => self.pass::<16>(x, freqs, out),
                 _ => self.pass::<LANES>(x, freqs, out),
             };
             freqs = &freqs[n..];
@@ -132,8 +133,10 @@ impl<const N: usize> HannDft<N> {
     /// series (module documentation). Every such f0 is tried: lines at the 4th and 8th harmonic
     /// of a voice also fit 2:1, whose comb would miss the harmonics in between.
     ///
-    /// Cost: per fundamental tried, one batch of [`HannDft::powers`] (every frequency that
-    /// fundamental's test reads); at most [`MAX_HARMONIC`] fundamentals.
+    /// Cost: per fundamental tried, one batch of [`HannDft::powers`] holding every frequency
+    /// that fundamental's test reads (probes, the valleys between them, each shared by two
+    /// probes, the lines' neighbours where they are not probes, and the lines themselves once):
+    /// one or two passes; at most [`MAX_HARMONIC`] fundamentals.
     pub fn harmonic_pair(&self, x: &[f32; N], fr: f32, fc: f32) -> bool {
         let ratio = fc / fr;
         let mut lines = None;
@@ -144,51 +147,72 @@ impl<const N: usize> HannDft<N> {
                 continue;
             }
             let f0 = 0.5 * (fr / m as f32 + fc / n as f32);
-            // Every frequency this fundamental's test reads, measured in batches: each probe's
-            // peak and the two valleys beside it, then the lines' neighbours in the series.
-            let mut probe = [0.0f32; BATCH];
-            let mut power = [0.0f32; BATCH];
-            let (mut peaks, mut valleys, mut probes, mut len) = (0.0f32, 0.0f32, 0usize, 0);
-            let mut sum = |len: usize, probe: &[f32; BATCH], power: &mut [f32; BATCH]| {
-                self.powers(x, &probe[..len], &mut power[..len]);
-                for p in power[..len].chunks_exact(3) {
-                    peaks += p[0];
-                    valleys += 0.5 * (p[1] + p[2]);
-                }
-            };
-            for h in m.saturating_sub(2).max(1)..=n + 3 {
-                let f = h as f32 * f0;
-                if h == m || h == n || f < BAND.0 || f > BAND.1 {
-                    continue;
-                }
-                probe[len..len + 3].copy_from_slice(&[f, f - 0.5 * f0, f + 0.5 * f0]);
-                len += 3;
-                probes += 1;
-                if len == BATCH {
-                    sum(len, &probe, &mut power);
-                    len = 0;
-                }
+            // Harmonics lo..=hi around the lines; the probes are those in the band, the lines'
+            // own harmonics aside.
+            let lo = m.saturating_sub(2).max(1);
+            let hi = n + 3;
+            if (hi - lo) as usize >= MAX_SPREAD {
+                // Lines farther apart than any DTMF-like pair: not asked.
+                continue;
             }
+            let is_probe = |h: u32| {
+                let f = h as f32 * f0;
+                h >= lo && h <= hi && h != m && h != n && (BAND.0..=BAND.1).contains(&f)
+            };
+            let probes = (lo..=hi).filter(|&h| is_probe(h)).count();
             if probes < MIN_PROBES {
                 continue;
             }
-            sum(len, &probe, &mut power);
-            if peaks < MIN_COMB_RATIO * valleys {
-                continue;
+            // Every frequency this fundamental's test reads, in one batch: harmonic h at
+            // `peak[h - lo]`, the valley at (k + 1/2)·f0 at `valley[k + 1 - lo]`.
+            let mut freq = [0.0f32; MAX_FREQS];
+            let mut len = 0;
+            let mut push = |f: f32| {
+                freq[len] = f;
+                len += 1;
+                len - 1
+            };
+            let mut peak = [0usize; MAX_SPREAD];
+            let mut valley = [0usize; MAX_SPREAD + 1];
+            for h in lo..=hi {
+                if is_probe(h) {
+                    peak[(h - lo) as usize] = push(h as f32 * f0);
+                }
             }
+            for k in lo - 1..=hi {
+                if is_probe(k) || is_probe(k + 1) {
+                    valley[(k + 1 - lo) as usize] = push((k as f32 + 0.5) * f0);
+                }
+            }
+            let mut neighbour = [0usize; 4];
+            for (i, h) in [m - 1, m + 1, n - 1, n + 1].into_iter().enumerate() {
+                neighbour[i] = if is_probe(h) {
+                    peak[(h - lo) as usize]
+                } else {
+                    push(h as f32 * f0)
+                };
+            }
+            let line_at = lines.is_none().then(|| (push(fr), push(fc)));
+            let mut power = [0.0f32; MAX_FREQS];
+            self.powers(x, &freq[..len], &mut power[..len]);
             let (pr, pc) = *lines.get_or_insert_with(|| {
-                let mut p = [0.0; 2];
-                self.powers(x, &[fr, fc], &mut p);
-                (p[0], p[1])
+                let (a, b) = line_at.expect("lines measured with the first batch");
+                (power[a], power[b])
             });
-            if peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32 {
+            let (mut peaks, mut valleys) = (0.0f32, 0.0f32);
+            for h in (lo..=hi).filter(|&h| is_probe(h)) {
+                let i = (h - lo) as usize;
+                peaks += power[peak[i]];
+                valleys += 0.5 * (power[valley[i]] + power[valley[i + 1]]);
+            }
+            if peaks < MIN_COMB_RATIO * valleys
+                || peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32
+            {
                 continue;
             }
             // Each line must also sit on the series' envelope: no higher than its neighbours
             // allow. A key under a note whose series runs through it stands out of it.
-            let mut next = [0.0; 4];
-            let h = |h: u32| h as f32 * f0;
-            self.powers(x, &[h(m - 1), h(m + 1), h(n - 1), h(n + 1)], &mut next);
+            let next = neighbour.map(|i| power[i]);
             let fits = |p: f32, a: f32, b: f32| p <= self.max_excess * a.max(b);
             if fits(pr, next[0], next[1]) && fits(pc, next[2], next[3]) {
                 return true;
@@ -198,11 +222,15 @@ impl<const N: usize> HannDft<N> {
     }
 }
 
-/// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (four 128-bit vectors).
-pub const LANES: usize = 16;
-/// Frequencies [`HannDft::harmonic_pair`] measures per batch: whole probes (peak and two
-/// valleys), three passes.
-const BATCH: usize = 48;
+/// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
+/// vectors: enough independent recursions to keep the FPU's pipelines full).
+pub const LANES: usize = 32;
+/// Most harmonics a fundamental's test spans: lo = m - 2 up to hi = n + 3, with n at most
+/// [`MAX_HARMONIC`] times the largest DTMF-like ratio (1633 Hz · 1.06 over 697 Hz · 0.94 < 2.7).
+const MAX_SPREAD: usize = (MAX_HARMONIC as usize * 27).div_ceil(10) + 6;
+/// Most frequencies one fundamental's batch holds: the spread's probes and valleys, four
+/// neighbours, two lines.
+const MAX_FREQS: usize = 2 * MAX_SPREAD + 1 + 4 + 2;
 
 #[cfg(test)]
 mod tests {
