@@ -138,6 +138,20 @@ impl<const N: usize> HannDft<N> {
     /// probes, the lines' neighbours where they are not probes, and the lines themselves once):
     /// one or two passes; at most [`MAX_HARMONIC`] fundamentals.
     pub fn harmonic_pair(&self, x: &[f32; N], fr: f32, fc: f32) -> bool {
+        let mut unbounded = u32::MAX;
+        self.harmonic_pair_within(x, fr, fc, &mut unbounded)
+            .unwrap_or(false)
+    }
+
+    /// [`harmonic_pair`](Self::harmonic_pair), trying at most `budget` fundamentals (each
+    /// one batch), less what it tried; `None` when the budget ran out before a verdict.
+    pub fn harmonic_pair_within(
+        &self,
+        x: &[f32; N],
+        fr: f32,
+        fc: f32,
+        budget: &mut u32,
+    ) -> Option<bool> {
         let ratio = fc / fr;
         let mut lines = None;
         for m in 1..=MAX_HARMONIC {
@@ -163,6 +177,10 @@ impl<const N: usize> HannDft<N> {
             if probes < MIN_PROBES {
                 continue;
             }
+            if *budget == 0 {
+                return None;
+            }
+            *budget -= 1;
             // Every frequency this fundamental's test reads, in one batch: harmonic h at
             // `peak[h - lo]`, the valley at (k + 1/2)·f0 at `valley[k + 1 - lo]`.
             let mut freq = [0.0f32; MAX_FREQS];
@@ -215,10 +233,10 @@ impl<const N: usize> HannDft<N> {
             let next = neighbour.map(|i| power[i]);
             let fits = |p: f32, a: f32, b: f32| p <= self.max_excess * a.max(b);
             if fits(pr, next[0], next[1]) && fits(pc, next[2], next[3]) {
-                return true;
+                return Some(true);
             }
         }
-        false
+        Some(false)
     }
 }
 
@@ -274,6 +292,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_budget_bounds_the_fundamentals_tried() {
+        // A voice at 174.5 Hz, lines at its 4th and 8th harmonics: 2:1 fits every m, and the
+        // comb is found at m = 4 (f0 = fr/4), after m = 1, 2, 3 failed.
+        let d = HannDft::<LONG_SPAN>::new();
+        let f0 = 174.5;
+        let parts: Vec<(f32, f32)> = (2..=20)
+            .map(|h| (h as f32 * f0, 3000.0 / h as f32))
+            .collect();
+        let mut rng = crate::NoiseSource::new(3);
+        let x: [f32; LONG_SPAN] = core::array::from_fn(|i| {
+            let t = i as f32 / SAMPLE_RATE as f32;
+            parts
+                .iter()
+                .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
+                .sum::<f32>()
+                + 30.0 * rng.gaussian()
+        });
+        let (fr, fc) = (4.0 * f0, 8.0 * f0);
+        let mut budget = 2;
+        assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), None);
+        assert_eq!(budget, 0);
+        let mut budget = 8;
+        assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), Some(true));
+        assert!(budget < 8 && budget > 0, "{budget} left");
+        assert!(d.harmonic_pair(&x, fr, fc));
     }
 
     #[test]

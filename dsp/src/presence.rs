@@ -52,8 +52,8 @@
 //! open until the run's outcome depends on it, and is then settled oldest first only until the
 //! run's harmonic share is decided either way. Runs of speech that never reach a tier's window
 //! count, most of them, never pay for it; one that does pays for about half its windows. An
-//! open window is judged at the latest while its samples are still in the ring, so the
-//! verdicts, and so the marks, are those of judging every window at once.
+//! open window is judged at the latest while its samples are still in the ring. What the
+//! harmonic tests may cost is bounded by a credit per window ([`HARMONIC_CREDIT`]).
 //!
 //! Sans-IO, no allocation; fed sub-block terms in order, queried by sample range.
 
@@ -161,14 +161,15 @@ const MAX_OPEN_AGE: u64 = (RING - LONG_SPAN - MAX_CHUNK) as u64;
 /// Windows of a run whose harmonic verdict may be open at once (one per window within
 /// [`MAX_OPEN_AGE`]).
 const MAX_OPEN: usize = MAX_OPEN_AGE as usize / SUB_BLOCK + 1;
-/// Open windows a run settles in one window when its outcome depends on them. With the one an
-/// ageing window may force, that bounds the harmonic tests per 5 ms window to
-/// `MAX_SETTLE + 1`, each at most [`crate::harmonic::MAX_HARMONIC`] batches of
-/// [`HannDft::powers`]; on speech, music, babble and keys under them the dearest 20 ms frame
-/// measured about 40 µs, the 99th percentile 4-15 µs (`frame_cost` bench). Still undecided
-/// after that, the run counts as not harmonic (errs toward masking); runs reaching a tier are
-/// decided well within it (at 4 the masks on speech changed, at 8 they do not).
-pub const MAX_SETTLE: usize = 8;
+/// Fundamentals the harmonic tests may try, as a credit: (gained per 5 ms window, most held).
+/// Each fundamental is one batch of [`HannDft::powers`] over [`LONG_SPAN`] (one or two passes,
+/// about 1 µs); settling a run and judging windows about to age out both draw on it, so no
+/// 20 ms frame pays for more than 28 (most held plus three windows' gain). Unbounded, a run
+/// settling eight open windows of a pair near 2:1 (which fits all eight fundamentals) cost
+/// 40-50 µs in one frame. When it runs out, a run whose judged windows are mostly not harmonic
+/// is marked (errs toward masking); one whose judged windows are mostly harmonic waits for the
+/// next window's credit; a window about to age out unjudged counts as not harmonic.
+pub const HARMONIC_CREDIT: (u32, u32) = (4, 16);
 
 /// A marked pair being followed: its filters, the lines' phase advance per sub-block (their
 /// frequencies) when marked, and their strongest energy since.
@@ -228,6 +229,21 @@ struct Run {
     misses: u32,
 }
 
+impl Run {
+    /// Whether the run meets a tier (shaped or not) of [`EVIDENCE`], or will once `slack` more
+    /// windows meet it.
+    fn meets(&self, shaped: bool, slack: u32) -> bool {
+        EVIDENCE.iter().enumerate().any(|(i, e)| {
+            let n = if e.steady {
+                self.steady[i]
+            } else {
+                self.windows[i]
+            };
+            e.shaped == shaped && n + slack >= e.windows
+        })
+    }
+}
+
 /// The masking test. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct TonePresence {
@@ -249,6 +265,8 @@ pub struct TonePresence {
     ring: [f32; RING],
     written: u64,
     run: Option<Run>,
+    /// Fundamentals the harmonic tests may still try (see [`HARMONIC_CREDIT`]).
+    credit: u32,
     /// The span being marked, in samples.
     open: Option<(u64, u64)>,
     spans: [(u64, u64); SPANS],
@@ -292,6 +310,7 @@ impl TonePresence {
             ring: [0.0; RING],
             written: 0,
             run: None,
+            credit: HARMONIC_CREDIT.1,
             open: None,
             spans: [(0, 0); SPANS],
             span_next: 0,
@@ -317,6 +336,8 @@ impl TonePresence {
         if self.blocks < WINDOW as u64 {
             return;
         }
+        let (per_window, most) = HARMONIC_CREDIT;
+        self.credit = (self.credit + per_window).min(most);
         let now = self.blocks - 1;
         let start = (now + 1 - WINDOW as u64) * SUB_BLOCK as u64;
         let end = (now + 1) * SUB_BLOCK as u64;
@@ -374,17 +395,11 @@ impl TonePresence {
         for w in &mut run.steady[tier..] {
             *w += 1;
         }
-        let met = |run: &Run, shaped: bool| {
-            EVIDENCE.iter().enumerate().any(|(i, e)| {
-                let n = if e.steady {
-                    run.steady[i]
-                } else {
-                    run.windows[i]
-                };
-                e.shaped == shaped && n >= e.windows
-            })
-        };
-        if met(&run, false) || (met(&run, true) && self.not_harmonic(&mut run)) {
+        let mut budget = self.credit;
+        let marked =
+            run.meets(false, 0) || (run.meets(true, 0) && self.not_harmonic(&mut run, &mut budget));
+        self.credit = budget;
+        if marked {
             self.tracked = Some(self.track(&blocks, pair));
             self.run = None;
             self.extend(run.start, end);
@@ -397,8 +412,8 @@ impl TonePresence {
     /// with a note whose series happens to pass through its two lines, but not most of them; a
     /// voice's pair is harmonic in nearly all. Whether at most [`HARMONIC_SHARE`] of the run's
     /// shaped windows look harmonic, judging open windows (oldest first) only until the answer
-    /// no longer depends on the rest, and at most [`MAX_SETTLE`] of them (then: not harmonic).
-    fn not_harmonic(&self, run: &mut Run) -> bool {
+    /// no longer depends on the rest, within `budget` (then: see [`HARMONIC_CREDIT`]).
+    fn not_harmonic(&self, run: &mut Run, budget: &mut u32) -> bool {
         let (num, den) = HARMONIC_SHARE;
         let decided = |run: &Run| {
             let open = run.open_len as u32;
@@ -410,30 +425,46 @@ impl TonePresence {
                 None
             }
         };
-        for _ in 0..MAX_SETTLE {
+        loop {
             if let Some(d) = decided(run) {
                 return d;
             }
-            self.judge_oldest_open(run);
+            if !self.judge_oldest_open(run, budget) {
+                let judged = run.shaped - run.open_len as u32;
+                return run.harmonic * den <= judged * num;
+            }
         }
-        decided(run).unwrap_or(true)
     }
 
-    /// Judges the run's oldest open window (there is one) and closes it.
-    fn judge_oldest_open(&self, run: &mut Run) {
+    /// Judges the run's oldest open window (there is one) and closes it; false, leaving it
+    /// open, when `budget` ran out first.
+    fn judge_oldest_open(&self, run: &mut Run, budget: &mut u32) -> bool {
         let w = run.open[0];
         let x = self.samples_ending::<LONG_SPAN>(w.end);
-        run.harmonic += self.long_dft.harmonic_pair(&x, w.hz.0, w.hz.1) as u32;
+        let Some(harmonic) = self
+            .long_dft
+            .harmonic_pair_within(&x, w.hz.0, w.hz.1, budget)
+        else {
+            return false;
+        };
+        run.harmonic += harmonic as u32;
         run.open.copy_within(1..run.open_len, 0);
         run.open_len -= 1;
+        true
     }
 
     /// Keeps `run` going after the window ending at `end`: an open window whose samples would
-    /// be gone by the next window is judged now (one at most: one opens per window).
+    /// be gone by the next window is judged now (one at most: one opens per window), or, with
+    /// the budget spent, closed as not harmonic.
     fn keep(&mut self, mut run: Run, end: u64) {
+        let mut budget = self.credit;
         while run.open_len > 0 && run.open[0].end + MAX_OPEN_AGE < end + SUB_BLOCK as u64 {
-            self.judge_oldest_open(&mut run);
+            if !self.judge_oldest_open(&mut run, &mut budget) {
+                run.open.copy_within(1..run.open_len, 0);
+                run.open_len -= 1;
+            }
         }
+        self.credit = budget;
         self.run = Some(run);
     }
 
