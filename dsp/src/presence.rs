@@ -761,6 +761,23 @@ mod tests {
     use crate::DtmfDetector;
     use crate::DtmfKey;
 
+    /// 300 ms of a steady note at `f0` Hz: harmonics 1..=`top` at `amp(h)` times the
+    /// fundamental's amplitude, the fundamental at `dbm0`.
+    fn note(f0: f32, dbm0: f32, top: u32, amp: impl Fn(f32) -> f32) -> Vec<i16> {
+        let a = crate::level::amplitude(dbm0);
+        (0..2400)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                (1..=top)
+                    .map(|h| {
+                        let h = h as f32;
+                        a * amp(h) * (core::f32::consts::TAU * f0 * h * t).sin()
+                    })
+                    .sum::<f32>() as i16
+            })
+            .collect()
+    }
+
     /// Runs `samples` through a detector's bank into a presence test.
     fn presence_of(samples: &[i16]) -> TonePresence {
         let mut det = DtmfDetector::new();
@@ -818,18 +835,7 @@ mod tests {
     fn a_note_with_its_octave_is_not_a_key() {
         // 698.5 Hz (F5) with its second harmonic at 1397 Hz, 6 dB down: within 5 % of key 2's
         // pair, but harmonics of one pitch. Marked only when it is clean enough to read as a key.
-        let n = 2400;
-        let v: Vec<i16> = (0..n)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                let a = crate::level::amplitude(-12.0);
-                let x = a * (2.0 * core::f32::consts::PI * 698.5 * t).sin()
-                    + 0.5 * a * (2.0 * core::f32::consts::PI * 1397.0 * t).sin()
-                    + 0.33 * a * (2.0 * core::f32::consts::PI * 2095.5 * t).sin()
-                    + 0.25 * a * (2.0 * core::f32::consts::PI * 2794.0 * t).sin();
-                x as i16
-            })
-            .collect();
+        let v = note(698.5, -12.0, 4, |h| 1.0 / h);
         // The third and fourth harmonics hold more than the weak line: only the shaped tiers
         // could take it, and the harmonic test refuses them.
         assert_eq!(presence_of(&v).windows_marked(), 0);
@@ -865,19 +871,7 @@ mod tests {
         // with it near key 6's frequencies, and only the 3rd and 4th harmonics are left above
         // them to show the series (a bright timbre: the pair alone is not clean enough to be
         // marked without the harmonic test). Held still for 300 ms, as a note is.
-        let n = 2400;
-        let v: Vec<i16> = (0..n)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                let a = crate::level::amplitude(-12.0);
-                (1..=4)
-                    .map(|h| {
-                        let h = h as f32;
-                        a / h.powf(0.6) * (core::f32::consts::TAU * 740.0 * h * t + h).sin()
-                    })
-                    .sum::<f32>() as i16
-            })
-            .collect();
+        let v = note(740.0, -12.0, 4, |h| h.powf(-0.6));
         assert_eq!(presence_of(&v).windows_marked(), 0);
     }
 
