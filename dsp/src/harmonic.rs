@@ -10,17 +10,26 @@
 //! the same sound, and each line no louder than that series' envelope allows — never the ratio
 //! of two lines alone.
 //!
-//! Measured on a 20 ms span with a Hann window (sidelobes too low for the two lines to fake
-//! their neighbours), at a handful of frequencies by Goertzel: only for pairs whose ratio is
+//! Measured on a span with a Hann window (sidelobes too low for the two lines to fake
+//! their neighbours): 20 ms for the output guard, 40 ms ([`LONG_SPAN`]) for the presence test,
+//! where low voices' harmonics part; at a handful of frequencies by Goertzel: only for pairs whose ratio is
 //! near a small-integer one, so not per frame in normal audio. Sans-IO, no allocation.
 
 use crate::detector::SAMPLE_RATE;
 
 /// Samples in the span judged (20 ms).
 pub const SPAN: usize = 160;
-/// How close (fraction) two lines' ratio must be to n:m to ask whether they are harmonics
-/// (a voice's pitch glides within 20 ms, and measured line frequencies wander with it).
-pub const RATIO_TOLERANCE: f32 = 0.02;
+/// Samples the masking presence test judges a pair's harmonics over (40 ms): a voice's
+/// harmonics 120-170 Hz apart barely part in a 20 ms Hann window (its main lobe is 200 Hz wide),
+/// so a low voice's comb looked flat and its pair was taken for a key; in 40 ms they stand
+/// clear, while a voice's pitch moves too little in that time to smear its low harmonics.
+pub const LONG_SPAN: usize = 320;
+/// How close (fraction) two lines' ratio must be to n:m to ask whether they are harmonics.
+/// A glide moves both harmonics of a voice by the same factor, so their ratio stays n:m; what
+/// remains is the error of measuring a line among its neighbours (voices measure 0.2-0.5 %).
+/// With a 40 ms span a low note's comb is real, so this also keeps a key whose lines merely sit
+/// near two of its harmonics (1 % or more off the ratio) from being taken for it.
+pub const RATIO_TOLERANCE: f32 = 0.01;
 /// Largest harmonic number of the low line: fundamentals from about 85 Hz up (a low voice;
 /// where a 20 ms window cannot resolve the harmonics the comb fails and the verdict is "not
 /// harmonic").
@@ -33,30 +42,34 @@ pub const MIN_SERIES_TO_LINE: f32 = 0.03;
 /// still be one of its harmonics: a voice's or instrument's spectral envelope does not rise that
 /// steeply from one harmonic to the next (speech measures up to 5 dB mostly, rarely above 9).
 pub const MAX_LINE_EXCESS_DB: f32 = 9.0;
-/// Fewest other harmonics that must fall in the band for a verdict "harmonic".
-pub const MIN_PROBES: usize = 3;
+/// Fewest other harmonics that must fall in the band for a verdict "harmonic": two. A note
+/// above about 700 Hz paired with its octave has only its 3rd and 4th harmonics left below the
+/// band's top (its 5th is above 3.4 kHz, gone on a phone line); asking for three left every such
+/// note, which is a pair at 2:1 that holds still, to be masked for its whole length.
+pub const MIN_PROBES: usize = 2;
 /// Band where harmonics are looked for, Hz (the telephone band).
 const BAND: (f32, f32) = (250.0, 3600.0);
 
-/// Hann-windowed spectral power at arbitrary frequencies over a [`SPAN`].
+/// Hann-windowed spectral power at arbitrary frequencies over `N` samples ([`SPAN`] unless
+/// said otherwise).
 #[derive(Debug, Clone)]
-pub struct HannDft {
-    window: [f32; SPAN],
+pub struct HannDft<const N: usize = SPAN> {
+    window: [f32; N],
     max_excess: f32,
 }
 
-impl Default for HannDft {
+impl<const N: usize> Default for HannDft<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl HannDft {
+impl<const N: usize> HannDft<N> {
     /// The window, computed once.
     pub fn new() -> Self {
-        let mut window = [0.0; SPAN];
+        let mut window = [0.0; N];
         for (n, w) in window.iter_mut().enumerate() {
-            let x = core::f64::consts::PI * (n as f64 + 0.5) / SPAN as f64;
+            let x = core::f64::consts::PI * (n as f64 + 0.5) / N as f64;
             *w = (x.sin() * x.sin()) as f32;
         }
         HannDft {
@@ -67,7 +80,7 @@ impl HannDft {
 
     /// `|Σ w[n] x[n] e^{-jωn}|²` at `f` Hz (Goertzel).
     #[inline]
-    pub fn power(&self, x: &[f32; SPAN], f: f32) -> f32 {
+    pub fn power(&self, x: &[f32; N], f: f32) -> f32 {
         let mut out = [0.0];
         self.powers(x, &[f], &mut out);
         out[0]
@@ -77,7 +90,7 @@ impl HannDft {
     /// per pass over the span: one Goertzel recursion alone waits on its own dependency chain,
     /// [`LANES`] side by side keep the FPU busy, so a batch costs about what one did. Each lane's
     /// arithmetic is the single-frequency recursion's, so the results are the same.
-    pub fn powers(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) {
+    pub fn powers(&self, x: &[f32; N], freqs: &[f32], out: &mut [f32]) {
         debug_assert_eq!(freqs.len(), out.len());
         let mut freqs = freqs;
         let mut out = out;
@@ -85,6 +98,7 @@ impl HannDft {
             let n = match freqs.len() {
                 1..=4 => self.pass::<4>(x, freqs, out),
                 5..=8 => self.pass::<8>(x, freqs, out),
+                9..=16 => self.pass::<16>(x, freqs, out),
                 _ => self.pass::<LANES>(x, freqs, out),
             };
             freqs = &freqs[n..];
@@ -94,7 +108,7 @@ impl HannDft {
 
     /// One pass over the span for up to `L` of `freqs`; how many it did.
     #[inline]
-    fn pass<const L: usize>(&self, x: &[f32; SPAN], freqs: &[f32], out: &mut [f32]) -> usize {
+    fn pass<const L: usize>(&self, x: &[f32; N], freqs: &[f32], out: &mut [f32]) -> usize {
         let n = freqs.len().min(L);
         let mut c = [0.0f32; L];
         for (c, &f) in c.iter_mut().zip(&freqs[..n]) {
@@ -122,9 +136,25 @@ impl HannDft {
     /// series (module documentation). Every such f0 is tried: lines at the 4th and 8th harmonic
     /// of a voice also fit 2:1, whose comb would miss the harmonics in between.
     ///
-    /// Cost: per fundamental tried, one batch of [`HannDft::powers`] (every frequency that
-    /// fundamental's test reads); at most [`MAX_HARMONIC`] fundamentals.
-    pub fn harmonic_pair(&self, x: &[f32; SPAN], fr: f32, fc: f32) -> bool {
+    /// Cost: per fundamental tried, one batch of [`HannDft::powers`] holding every frequency
+    /// that fundamental's test reads (probes, the valleys between them, each shared by two
+    /// probes, the lines' neighbours where they are not probes, and the lines themselves once):
+    /// one or two passes; at most [`MAX_HARMONIC`] fundamentals.
+    pub fn harmonic_pair(&self, x: &[f32; N], fr: f32, fc: f32) -> bool {
+        let mut unbounded = u32::MAX;
+        self.harmonic_pair_within(x, fr, fc, &mut unbounded)
+            .unwrap_or(false)
+    }
+
+    /// [`harmonic_pair`](Self::harmonic_pair), trying at most `budget` fundamentals (each
+    /// one batch), less what it tried; `None` when the budget ran out before a verdict.
+    pub fn harmonic_pair_within(
+        &self,
+        x: &[f32; N],
+        fr: f32,
+        fc: f32,
+        budget: &mut u32,
+    ) -> Option<bool> {
         let ratio = fc / fr;
         let mut lines = None;
         for m in 1..=MAX_HARMONIC {
@@ -134,65 +164,94 @@ impl HannDft {
                 continue;
             }
             let f0 = 0.5 * (fr / m as f32 + fc / n as f32);
-            // Every frequency this fundamental's test reads, measured in batches: each probe's
-            // peak and the two valleys beside it, then the lines' neighbours in the series.
-            let mut probe = [0.0f32; BATCH];
-            let mut power = [0.0f32; BATCH];
-            let (mut peaks, mut valleys, mut probes, mut len) = (0.0f32, 0.0f32, 0usize, 0);
-            let mut sum = |len: usize, probe: &[f32; BATCH], power: &mut [f32; BATCH]| {
-                self.powers(x, &probe[..len], &mut power[..len]);
-                for p in power[..len].chunks_exact(3) {
-                    peaks += p[0];
-                    valleys += 0.5 * (p[1] + p[2]);
-                }
-            };
-            for h in m.saturating_sub(2).max(1)..=n + 3 {
-                let f = h as f32 * f0;
-                if h == m || h == n || f < BAND.0 || f > BAND.1 {
-                    continue;
-                }
-                probe[len..len + 3].copy_from_slice(&[f, f - 0.5 * f0, f + 0.5 * f0]);
-                len += 3;
-                probes += 1;
-                if len == BATCH {
-                    sum(len, &probe, &mut power);
-                    len = 0;
-                }
+            // Harmonics lo..=hi around the lines; the probes are those in the band, the lines'
+            // own harmonics aside.
+            let lo = m.saturating_sub(2).max(1);
+            let hi = n + 3;
+            if (hi - lo) as usize >= MAX_SPREAD {
+                // Lines farther apart than any DTMF-like pair: not asked.
+                continue;
             }
+            let is_probe = |h: u32| {
+                let f = h as f32 * f0;
+                h >= lo && h <= hi && h != m && h != n && (BAND.0..=BAND.1).contains(&f)
+            };
+            let probes = (lo..=hi).filter(|&h| is_probe(h)).count();
             if probes < MIN_PROBES {
                 continue;
             }
-            sum(len, &probe, &mut power);
-            if peaks < MIN_COMB_RATIO * valleys {
-                continue;
+            if *budget == 0 {
+                return None;
             }
+            *budget -= 1;
+            // Every frequency this fundamental's test reads, in one batch: harmonic h at
+            // `peak[h - lo]`, the valley at (k + 1/2)·f0 at `valley[k + 1 - lo]`.
+            let mut freq = [0.0f32; MAX_FREQS];
+            let mut len = 0;
+            let mut push = |f: f32| {
+                freq[len] = f;
+                len += 1;
+                len - 1
+            };
+            let mut peak = [0usize; MAX_SPREAD];
+            let mut valley = [0usize; MAX_SPREAD + 1];
+            for h in lo..=hi {
+                if is_probe(h) {
+                    peak[(h - lo) as usize] = push(h as f32 * f0);
+                }
+            }
+            for k in lo - 1..=hi {
+                if is_probe(k) || is_probe(k + 1) {
+                    valley[(k + 1 - lo) as usize] = push((k as f32 + 0.5) * f0);
+                }
+            }
+            let mut neighbour = [0usize; 4];
+            for (i, h) in [m - 1, m + 1, n - 1, n + 1].into_iter().enumerate() {
+                neighbour[i] = if is_probe(h) {
+                    peak[(h - lo) as usize]
+                } else {
+                    push(h as f32 * f0)
+                };
+            }
+            let line_at = lines.is_none().then(|| (push(fr), push(fc)));
+            let mut power = [0.0f32; MAX_FREQS];
+            self.powers(x, &freq[..len], &mut power[..len]);
             let (pr, pc) = *lines.get_or_insert_with(|| {
-                let mut p = [0.0; 2];
-                self.powers(x, &[fr, fc], &mut p);
-                (p[0], p[1])
+                let (a, b) = line_at.expect("lines measured with the first batch");
+                (power[a], power[b])
             });
-            if peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32 {
+            let (mut peaks, mut valleys) = (0.0f32, 0.0f32);
+            for h in (lo..=hi).filter(|&h| is_probe(h)) {
+                let i = (h - lo) as usize;
+                peaks += power[peak[i]];
+                valleys += 0.5 * (power[valley[i]] + power[valley[i + 1]]);
+            }
+            if peaks < MIN_COMB_RATIO * valleys
+                || peaks < MIN_SERIES_TO_LINE * pr.min(pc) * probes as f32
+            {
                 continue;
             }
             // Each line must also sit on the series' envelope: no higher than its neighbours
             // allow. A key under a note whose series runs through it stands out of it.
-            let mut next = [0.0; 4];
-            let h = |h: u32| h as f32 * f0;
-            self.powers(x, &[h(m - 1), h(m + 1), h(n - 1), h(n + 1)], &mut next);
+            let next = neighbour.map(|i| power[i]);
             let fits = |p: f32, a: f32, b: f32| p <= self.max_excess * a.max(b);
             if fits(pr, next[0], next[1]) && fits(pc, next[2], next[3]) {
-                return true;
+                return Some(true);
             }
         }
-        false
+        Some(false)
     }
 }
 
-/// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (four 128-bit vectors).
-pub const LANES: usize = 16;
-/// Frequencies [`HannDft::harmonic_pair`] measures per batch: whole probes (peak and two
-/// valleys), three passes.
-const BATCH: usize = 48;
+/// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
+/// vectors: enough independent recursions to keep the FPU's pipelines full).
+pub const LANES: usize = 32;
+/// Most harmonics a fundamental's test spans: lo = m - 2 up to hi = n + 3, with n at most
+/// [`MAX_HARMONIC`] times the largest DTMF-like ratio (1633 Hz · 1.06 over 697 Hz · 0.94 < 2.7).
+const MAX_SPREAD: usize = (MAX_HARMONIC as usize * 27).div_ceil(10) + 6;
+/// Most frequencies one fundamental's batch holds: the spread's probes and valleys, four
+/// neighbours, two lines.
+const MAX_FREQS: usize = 2 * MAX_SPREAD + 1 + 4 + 2;
 
 #[cfg(test)]
 mod tests {
@@ -236,6 +295,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_budget_bounds_the_fundamentals_tried() {
+        // A voice at 174.5 Hz, lines at its 4th and 8th harmonics: 2:1 fits every m, and the
+        // comb is found at m = 4 (f0 = fr/4), after m = 1, 2, 3 failed.
+        let d = HannDft::<LONG_SPAN>::new();
+        let f0 = 174.5;
+        let parts: Vec<(f32, f32)> = (2..=20)
+            .map(|h| (h as f32 * f0, 3000.0 / h as f32))
+            .collect();
+        let mut rng = crate::NoiseSource::new(3);
+        let x: [f32; LONG_SPAN] = core::array::from_fn(|i| {
+            let t = i as f32 / SAMPLE_RATE as f32;
+            parts
+                .iter()
+                .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
+                .sum::<f32>()
+                + 30.0 * rng.gaussian()
+        });
+        let (fr, fc) = (4.0 * f0, 8.0 * f0);
+        let mut budget = 2;
+        assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), None);
+        assert_eq!(budget, 0);
+        let mut budget = 8;
+        assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), Some(true));
+        assert!(budget < 8 && budget > 0, "{budget} left");
+        assert!(d.harmonic_pair(&x, fr, fc));
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
 //! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 7:4, …)
 //!   *and* carrying the rest of that fundamental's series are a voice or a note, not a key
-//!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4);
+//!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4),
+//!   judged on the 40 ms ending with the window, where a low voice's harmonics stand apart;
 //! - **two real lines**: both lines stand in a Hann-windowed spectrum of the window's samples
 //!   within [`MAX_TWIST_DB`] of each other, so a single tone whose leakage into the other group's
 //!   broad 5 ms filters looks like a weak second line is not a key.
@@ -51,14 +52,14 @@
 //! open until the run's outcome depends on it, and is then settled oldest first only until the
 //! run's harmonic share is decided either way. Runs of speech that never reach a tier's window
 //! count, most of them, never pay for it; one that does pays for about half its windows. An
-//! open window is judged at the latest while its samples are still in the ring, so the
-//! verdicts, and so the marks, are those of judging every window at once.
+//! open window is judged at the latest while its samples are still in the ring. What the
+//! harmonic tests may cost is bounded by a credit per window ([`HARMONIC_CREDIT`]).
 //!
 //! Sans-IO, no allocation; fed sub-block terms in order, queried by sample range.
 
 use crate::detector::{SAMPLE_RATE, SUB_BLOCK};
 use crate::goertzel::{BlockTerms, BANK_SIZE};
-use crate::harmonic::{HannDft, SPAN};
+use crate::harmonic::{HannDft, LONG_SPAN, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
 use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
@@ -156,18 +157,19 @@ pub const MAX_CHUNK: usize = 160;
 /// Oldest window (samples from its end to the newest window's end) whose harmonic verdict may
 /// still be open: its samples are still in the ring (`RING` less the span itself and what
 /// may be pushed ahead); an older one is judged before they are overwritten.
-const MAX_OPEN_AGE: u64 = (RING - SPAN - MAX_CHUNK) as u64;
+const MAX_OPEN_AGE: u64 = (RING - LONG_SPAN - MAX_CHUNK) as u64;
 /// Windows of a run whose harmonic verdict may be open at once (one per window within
 /// [`MAX_OPEN_AGE`]).
 const MAX_OPEN: usize = MAX_OPEN_AGE as usize / SUB_BLOCK + 1;
-/// Open windows a run settles in one window when its outcome depends on them. With the one an
-/// ageing window may force, that bounds the harmonic tests per 5 ms window to
-/// `MAX_SETTLE + 1`, each at most [`crate::harmonic::MAX_HARMONIC`] batches of
-/// [`HannDft::powers`]; on speech, music, babble and keys under them the dearest 20 ms frame
-/// measured about 40 µs, the 99th percentile 4-15 µs (`frame_cost` bench). Still undecided
-/// after that, the run counts as not harmonic (errs toward masking); runs reaching a tier are
-/// decided well within it (at 4 the masks on speech changed, at 8 they do not).
-pub const MAX_SETTLE: usize = 8;
+/// Fundamentals the harmonic tests may try, as a credit: (gained per 5 ms window, most held).
+/// Each fundamental is one batch of [`HannDft::powers`] over [`LONG_SPAN`] (one or two passes,
+/// about 1 µs); settling a run and judging windows about to age out both draw on it, so no
+/// 20 ms frame pays for more than 28 (most held plus three windows' gain). Unbounded, a run
+/// settling eight open windows of a pair near 2:1 (which fits all eight fundamentals) cost
+/// 40-50 µs in one frame. When it runs out, a run whose judged windows are mostly not harmonic
+/// is marked (errs toward masking); one whose judged windows are mostly harmonic waits for the
+/// next window's credit; a window about to age out unjudged counts as not harmonic.
+pub const HARMONIC_CREDIT: (u32, u32) = (4, 16);
 
 /// A marked pair being followed: its filters, the lines' phase advance per sub-block (their
 /// frequencies) when marked, and their strongest energy since.
@@ -227,6 +229,21 @@ struct Run {
     misses: u32,
 }
 
+impl Run {
+    /// Whether the run meets a tier (shaped or not) of [`EVIDENCE`], or will once `slack` more
+    /// windows meet it.
+    fn meets(&self, shaped: bool, slack: u32) -> bool {
+        EVIDENCE.iter().enumerate().any(|(i, e)| {
+            let n = if e.steady {
+                self.steady[i]
+            } else {
+                self.windows[i]
+            };
+            e.shaped == shaped && n + slack >= e.windows
+        })
+    }
+}
+
 /// The masking test. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct TonePresence {
@@ -242,10 +259,14 @@ pub struct TonePresence {
     tracked: Option<Track>,
     hold_drop: f32,
     dft: HannDft,
+    /// The harmonic test's, over [`LONG_SPAN`].
+    long_dft: HannDft<LONG_SPAN>,
     /// The last [`RING`] samples, by stream position.
     ring: [f32; RING],
     written: u64,
     run: Option<Run>,
+    /// Fundamentals the harmonic tests may still try (see [`HARMONIC_CREDIT`]).
+    credit: u32,
     /// The span being marked, in samples.
     open: Option<(u64, u64)>,
     spans: [(u64, u64); SPANS],
@@ -285,9 +306,11 @@ impl TonePresence {
             tracked: None,
             hold_drop: 10f32.powf(-HOLD_LINE_DROP_DB / 10.0),
             dft: HannDft::new(),
+            long_dft: HannDft::new(),
             ring: [0.0; RING],
             written: 0,
             run: None,
+            credit: HARMONIC_CREDIT.1,
             open: None,
             spans: [(0, 0); SPANS],
             span_next: 0,
@@ -313,6 +336,8 @@ impl TonePresence {
         if self.blocks < WINDOW as u64 {
             return;
         }
+        let (per_window, most) = HARMONIC_CREDIT;
+        self.credit = (self.credit + per_window).min(most);
         let now = self.blocks - 1;
         let start = (now + 1 - WINDOW as u64) * SUB_BLOCK as u64;
         let end = (now + 1) * SUB_BLOCK as u64;
@@ -370,17 +395,11 @@ impl TonePresence {
         for w in &mut run.steady[tier..] {
             *w += 1;
         }
-        let met = |run: &Run, shaped: bool| {
-            EVIDENCE.iter().enumerate().any(|(i, e)| {
-                let n = if e.steady {
-                    run.steady[i]
-                } else {
-                    run.windows[i]
-                };
-                e.shaped == shaped && n >= e.windows
-            })
-        };
-        if met(&run, false) || (met(&run, true) && self.not_harmonic(&mut run)) {
+        let mut budget = self.credit;
+        let marked =
+            run.meets(false, 0) || (run.meets(true, 0) && self.not_harmonic(&mut run, &mut budget));
+        self.credit = budget;
+        if marked {
             self.tracked = Some(self.track(&blocks, pair));
             self.run = None;
             self.extend(run.start, end);
@@ -393,8 +412,8 @@ impl TonePresence {
     /// with a note whose series happens to pass through its two lines, but not most of them; a
     /// voice's pair is harmonic in nearly all. Whether at most [`HARMONIC_SHARE`] of the run's
     /// shaped windows look harmonic, judging open windows (oldest first) only until the answer
-    /// no longer depends on the rest, and at most [`MAX_SETTLE`] of them (then: not harmonic).
-    fn not_harmonic(&self, run: &mut Run) -> bool {
+    /// no longer depends on the rest, within `budget` (then: see [`HARMONIC_CREDIT`]).
+    fn not_harmonic(&self, run: &mut Run, budget: &mut u32) -> bool {
         let (num, den) = HARMONIC_SHARE;
         let decided = |run: &Run| {
             let open = run.open_len as u32;
@@ -406,30 +425,46 @@ impl TonePresence {
                 None
             }
         };
-        for _ in 0..MAX_SETTLE {
+        loop {
             if let Some(d) = decided(run) {
                 return d;
             }
-            self.judge_oldest_open(run);
+            if !self.judge_oldest_open(run, budget) {
+                let judged = run.shaped - run.open_len as u32;
+                return run.harmonic * den <= judged * num;
+            }
         }
-        decided(run).unwrap_or(true)
     }
 
-    /// Judges the run's oldest open window (there is one) and closes it.
-    fn judge_oldest_open(&self, run: &mut Run) {
+    /// Judges the run's oldest open window (there is one) and closes it; false, leaving it
+    /// open, when `budget` ran out first.
+    fn judge_oldest_open(&self, run: &mut Run, budget: &mut u32) -> bool {
         let w = run.open[0];
-        let x = self.samples_ending(w.end);
-        run.harmonic += self.dft.harmonic_pair(&x, w.hz.0, w.hz.1) as u32;
+        let x = self.samples_ending::<LONG_SPAN>(w.end);
+        let Some(harmonic) = self
+            .long_dft
+            .harmonic_pair_within(&x, w.hz.0, w.hz.1, budget)
+        else {
+            return false;
+        };
+        run.harmonic += harmonic as u32;
         run.open.copy_within(1..run.open_len, 0);
         run.open_len -= 1;
+        true
     }
 
     /// Keeps `run` going after the window ending at `end`: an open window whose samples would
-    /// be gone by the next window is judged now (one at most: one opens per window).
+    /// be gone by the next window is judged now (one at most: one opens per window), or, with
+    /// the budget spent, closed as not harmonic.
     fn keep(&mut self, mut run: Run, end: u64) {
+        let mut budget = self.credit;
         while run.open_len > 0 && run.open[0].end + MAX_OPEN_AGE < end + SUB_BLOCK as u64 {
-            self.judge_oldest_open(&mut run);
+            if !self.judge_oldest_open(&mut run, &mut budget) {
+                run.open.copy_within(1..run.open_len, 0);
+                run.open_len -= 1;
+            }
         }
+        self.credit = budget;
         self.run = Some(run);
     }
 
@@ -510,14 +545,14 @@ impl TonePresence {
         self.samples_ending(self.blocks * SUB_BLOCK as u64)
     }
 
-    /// The [`SPAN`] samples ending at stream position `end`, oldest first.
-    fn samples_ending(&self, end: u64) -> [f32; SPAN] {
+    /// The `N` samples ending at stream position `end`, oldest first.
+    fn samples_ending<const N: usize>(&self, end: u64) -> [f32; N] {
         debug_assert!(self.written >= end, "samples pushed after their terms");
         debug_assert!(
-            self.written - end + SPAN as u64 <= RING as u64,
+            self.written - end + N as u64 <= RING as u64,
             "samples already overwritten"
         );
-        let start = end.saturating_sub(SPAN as u64);
+        let start = end.saturating_sub(N as u64);
         core::array::from_fn(|i| self.ring[((start + i as u64) % RING as u64) as usize])
     }
 
@@ -726,6 +761,23 @@ mod tests {
     use crate::DtmfDetector;
     use crate::DtmfKey;
 
+    /// 300 ms of a steady note at `f0` Hz: harmonics 1..=`top` at `amp(h)` times the
+    /// fundamental's amplitude, the fundamental at `dbm0`.
+    fn note(f0: f32, dbm0: f32, top: u32, amp: impl Fn(f32) -> f32) -> Vec<i16> {
+        let a = crate::level::amplitude(dbm0);
+        (0..2400)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                (1..=top)
+                    .map(|h| {
+                        let h = h as f32;
+                        a * amp(h) * (core::f32::consts::TAU * f0 * h * t).sin()
+                    })
+                    .sum::<f32>() as i16
+            })
+            .collect()
+    }
+
     /// Runs `samples` through a detector's bank into a presence test.
     fn presence_of(samples: &[i16]) -> TonePresence {
         let mut det = DtmfDetector::new();
@@ -783,20 +835,43 @@ mod tests {
     fn a_note_with_its_octave_is_not_a_key() {
         // 698.5 Hz (F5) with its second harmonic at 1397 Hz, 6 dB down: within 5 % of key 2's
         // pair, but harmonics of one pitch. Marked only when it is clean enough to read as a key.
-        let n = 2400;
-        let v: Vec<i16> = (0..n)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                let a = crate::level::amplitude(-12.0);
-                let x = a * (2.0 * core::f32::consts::PI * 698.5 * t).sin()
-                    + 0.5 * a * (2.0 * core::f32::consts::PI * 1397.0 * t).sin()
-                    + 0.33 * a * (2.0 * core::f32::consts::PI * 2095.5 * t).sin()
-                    + 0.25 * a * (2.0 * core::f32::consts::PI * 2794.0 * t).sin();
-                x as i16
-            })
-            .collect();
+        let v = note(698.5, -12.0, 4, |h| 1.0 / h);
         // The third and fourth harmonics hold more than the weak line: only the shaped tiers
         // could take it, and the harmonic test refuses them.
+        assert_eq!(presence_of(&v).windows_marked(), 0);
+    }
+
+    #[test]
+    fn a_low_voice_is_not_a_key() {
+        // A voice at 130 Hz gliding 3 % over 300 ms, formants at its 6th and 10th harmonics
+        // (near key 4's pair, 6:10 is 0.3 % off its ratio): harmonics 130 Hz apart barely part
+        // in 20 ms, so the run's harmonic verdict needs the 40 ms span.
+        let n = 2400;
+        let mut phase = 0.0f32;
+        let v: Vec<i16> = (0..n)
+            .map(|i| {
+                let f0 = 130.3 * (1.0 + 0.03 * i as f32 / n as f32);
+                phase += core::f32::consts::TAU * f0 / 8000.0;
+                let a = crate::level::amplitude(-14.0);
+                let formant = |h: f32| {
+                    let near = |c: f32, w: f32| (-((h * f0 - c) / w).powi(2)).exp();
+                    0.5 / h + near(782.0, 160.0) + 0.8 * near(1303.0, 200.0)
+                };
+                (1..=24)
+                    .map(|h| a * formant(h as f32) * (h as f32 * phase).sin())
+                    .sum::<f32>() as i16
+            })
+            .collect();
+        assert_eq!(presence_of(&v).windows_marked(), 0);
+    }
+
+    #[test]
+    fn a_high_note_with_its_octave_is_not_a_key() {
+        // F#5 (740 Hz) and its harmonics within the telephone band: its octave (1480 Hz) pairs
+        // with it near key 6's frequencies, and only the 3rd and 4th harmonics are left above
+        // them to show the series (a bright timbre: the pair alone is not clean enough to be
+        // marked without the harmonic test). Held still for 300 ms, as a note is.
+        let v = note(740.0, -12.0, 4, |h| h.powf(-0.6));
         assert_eq!(presence_of(&v).windows_marked(), 0);
     }
 
