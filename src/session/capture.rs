@@ -173,6 +173,7 @@ impl Sessions {
             result: None,
         };
         let last = Arc::new(Mutex::new(first));
+        let commands_for_shutdown = commands.clone();
         self.inner.live.lock().expect("live lock").insert(
             s.id.clone(),
             Live {
@@ -194,6 +195,12 @@ impl Sessions {
         };
         tracing::info!(session = %s.id, call = %call_id, "capture started");
         tokio::spawn(task.run());
+        // A shutdown that began after the check above took its list of live captures before
+        // this one joined: told here, it ends like the others (the store says so) instead of
+        // staying Capturing. Told twice (both saw it) is harmless: the first ends it.
+        if self.inner.payments.closed() {
+            let _ = commands_for_shutdown.try_send(CaptureCommand::Shutdown);
+        }
         Ok(())
     }
 }
