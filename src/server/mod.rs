@@ -176,9 +176,6 @@ async fn run(
     if let Some(t) = ng_task {
         t.abort();
     }
-    if let Some(t) = sip_task {
-        t.abort();
-    }
     // Stopping already: further signals change nothing (as before drains existed).
     if let Some(t) = signal_task {
         t.abort();
@@ -198,6 +195,15 @@ async fn run(
             payments_finished = report.payments_running,
             "sessions stopped"
         );
+    }
+    // The fallback number's callers hear a BYE (answered, or not, within a bound) rather
+    // than silence, now that their captures have ended.
+    if let (Some(mut t), Some(sip)) = (sip_task, &state.sip) {
+        sip.stop();
+        let bound = crate::sip::STOP_WAIT + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(bound, &mut t).await.is_err() {
+            t.abort();
+        }
     }
     relay.stop_all();
     tracing::info!("tonegate stopped");

@@ -60,6 +60,8 @@ const QUEUE: usize = 4096;
 const OVERLOAD: usize = 256;
 /// Longest wait for a result prompt to finish before hanging up anyway.
 const PROMPT_WAIT: Duration = Duration::from_secs(60);
+/// On stop, how long the BYEs sent to every live call get for their answers.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// What the SIP listener counts (exported on `/metrics`).
 #[derive(Debug, Default)]
@@ -95,6 +97,8 @@ pub struct SipService {
     sessions: Sessions,
     allow: Vec<ipnet::IpNet>,
     counters: SipCounters,
+    /// Told once tonegate stops (see [`SipService::stop`]).
+    stopping: tokio::sync::Notify,
 }
 
 impl SipService {
@@ -111,7 +115,15 @@ impl SipService {
             sessions,
             allow,
             counters: SipCounters::default(),
+            stopping: tokio::sync::Notify::new(),
         }
+    }
+
+    /// tonegate is stopping: every live call gets a BYE, and [`run`](Self::run) returns once
+    /// they are answered or [`STOP_WAIT`] has passed (callers are not left holding a dead
+    /// call until their own timers notice).
+    pub fn stop(&self) {
+        self.stopping.notify_one();
     }
 
     /// The listener's counters.
@@ -170,9 +182,18 @@ impl SipService {
         // Relay calls that end by themselves (media timeout, an operator) are noticed here.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_by: Option<Instant> = None;
         loop {
-            let deadline = ep.poll_timeout().map(Instant::from_std);
+            let deadline = match (ep.poll_timeout().map(Instant::from_std), stop_by) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
+                _ = self.stopping.notified(), if stop_by.is_none() => {
+                    ep.shut_down(std::time::Instant::now());
+                    stop_by = Some(Instant::now() + STOP_WAIT);
+                    tracing::info!(calls = ep.hanging_up(), "sip: stopping: BYE sent to every live call");
+                }
                 ev = rx.recv() => {
                     let now = std::time::Instant::now();
                     match ev {
@@ -207,6 +228,15 @@ impl SipService {
             self.counters
                 .live_calls
                 .store(ep.live_calls() as u64, Relaxed);
+            if let Some(by) = stop_by {
+                let left = ep.hanging_up();
+                if left == 0 || Instant::now() >= by {
+                    if left > 0 {
+                        tracing::warn!(calls = left, "sip: stopped before every BYE was answered");
+                    }
+                    break;
+                }
+            }
         }
     }
 
