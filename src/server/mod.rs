@@ -95,7 +95,21 @@ async fn run(
                 .await
                 .with_context(|| format!("binding the SIP listener on {at}"))?;
             tracing::info!(addr = %udp.local_addr().unwrap_or(at), "SIP (the fallback number) listening (udp, tcp)");
-            Some(tokio::spawn(sip.clone().run(udp, tcp)))
+            let sip_tls = match state.config.sip.tls_listen {
+                Some(at) => {
+                    let files = (state.config.sip.tls.as_ref())
+                        .or(state.config.server.tls.as_ref())
+                        .context("sip.tls_listen without a certificate")?;
+                    let (acceptor, _) = tls::acceptor(files)?;
+                    let l = TcpListener::bind(at)
+                        .await
+                        .with_context(|| format!("binding the SIP TLS listener on {at}"))?;
+                    tracing::info!(addr = %l.local_addr().unwrap_or(at), "SIP (the fallback number) listening (tls)");
+                    Some((l, acceptor))
+                }
+                None => None,
+            };
+            Some(tokio::spawn(sip.clone().run(udp, tcp, sip_tls)))
         }
         _ => None,
     };

@@ -46,6 +46,8 @@ pub enum Transport {
     Udp,
     /// A TCP connection, by the shell's number for it.
     Tcp(u64),
+    /// A TLS connection (`[sip] tls_listen`), by the shell's number for it.
+    Tls(u64),
 }
 
 /// A peer: its transport and address.
@@ -89,6 +91,8 @@ pub struct EndpointConfig {
     pub after_payment: AfterPayment,
     /// Our address for Contact and Via (`ip:port`).
     pub local: SocketAddr,
+    /// Our TLS address, for Contact and Via on calls that came over TLS.
+    pub tls_local: Option<SocketAddr>,
 }
 
 /// Something for the shell to do.
@@ -381,7 +385,11 @@ impl Endpoint {
     /// The relay call for `call_id` is up, its caller leg at `local`.
     pub fn relay_ready(&mut self, now: Instant, call_id: &str, relay: String, local: SocketAddr) {
         let ring = self.cfg.ring;
-        let contact = self.contact();
+        let contact = self
+            .calls
+            .get(call_id)
+            .map(|c| self.contact(c.peer))
+            .unwrap_or_default();
         let media_ip = if local.ip().is_unspecified() {
             self.cfg.local.ip()
         } else {
@@ -464,7 +472,7 @@ impl Endpoint {
                 now,
                 &id,
                 "REFER",
-                &[format!("Refer-To: <{to}>"), self.contact()],
+                &[format!("Refer-To: <{to}>")],
                 State::Referring,
             ),
         }
@@ -669,7 +677,11 @@ impl Endpoint {
 
     fn answer(&mut self, now: Instant, id: &str) {
         let extra_base = self.capabilities();
-        let contact = self.contact();
+        let contact = self
+            .calls
+            .get(id)
+            .map(|c| self.contact(c.peer))
+            .unwrap_or_default();
         let Some(asked) = self
             .calls
             .get(id)
@@ -743,8 +755,12 @@ impl Endpoint {
         self.out.push_back(Output::Send { to, bytes });
     }
 
-    fn contact(&self) -> String {
-        format!("Contact: <sip:tonegate@{}>", self.cfg.local)
+    /// Our Contact header for a call from `peer`: the TLS address where it came over TLS.
+    fn contact(&self, peer: Peer) -> String {
+        match (peer.transport, self.cfg.tls_local) {
+            (Transport::Tls(_), Some(at)) => format!("Contact: <sip:tonegate@{at};transport=tls>"),
+            _ => format!("Contact: <sip:tonegate@{}>", self.cfg.local),
+        }
     }
 
     fn capabilities(&self) -> Vec<String> {

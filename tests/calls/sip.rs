@@ -1132,3 +1132,121 @@ fn a_declined_refer_back_ends_the_call_with_bye() {
     }
     assert_eq!(relay_calls_left(&gw), 0);
 }
+
+/// SIP over TLS (`[sip] tls_listen`, the certificate of `[sip.tls]`): a caller that connects
+/// with TLS, trusting only tonegate's certificate, is answered on that connection (the Contact
+/// says `transport=tls`), and tonegate's BYE comes back over it (here no session is waiting,
+/// so the call ends after the prompt that says so).
+#[test]
+fn a_call_over_tls_is_answered_and_hung_up_on_the_same_connection() {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    let cert = common::tls::TestCert::new();
+    let tls_port = free_port();
+    let (_gw, _sip) = sip_gateway(
+        &format!(
+            "tls_listen = \"127.0.0.1:{tls_port}\"\n[sip.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.cert_file.display().to_string(),
+            cert.key_file.display().to_string()
+        ),
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tcp = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", tls_port)) {
+            Ok(t) => break t,
+            Err(e) => assert!(Instant::now() < deadline, "no TLS listener: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let b64: String = cert
+        .cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let local = tls.sock.local_addr().unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        media.local_addr().unwrap().port()
+    );
+    let head = |method: &str, branch: &str, to_tag: &str| {
+        format!(
+            "{method} sip:+442079460000@127.0.0.1:{tls_port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch={branch}\r\nFrom: <sip:ivr@127.0.0.1>;tag=ivr1\r\nTo: <sip:+442079460000@127.0.0.1>{to_tag}\r\nCall-ID: tls-1\r\nCSeq: 1 {method}\r\nContact: <sip:ivr@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+        )
+    };
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        head("INVITE", "z9hG4bKtls1", ""),
+        sdp.len()
+    );
+    tls.write_all(invite.as_bytes()).unwrap();
+    // Reads messages off the stream until one starts with `start`.
+    let mut got = String::new();
+    let mut read_until = |tls: &mut rustls::StreamOwned<_, _>, start: &str| -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = got.find(start) {
+                let msg = got[at..].to_string();
+                if let Some(end) = msg.find("\r\n\r\n") {
+                    got = got[at + end + 4..].to_string();
+                    return msg[..end + 4].to_string();
+                }
+            }
+            let n = tls
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {start}: {e}: {got}"));
+            assert!(n > 0, "closed while waiting for {start}: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let ok = read_until(&mut tls, "SIP/2.0 200 ");
+    assert!(ok.contains("transport=tls>"), "{ok}");
+    let tag = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ack = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("ACK", "z9hG4bKtls2", &format!(";tag={tag}"))
+    );
+    tls.write_all(ack.as_bytes()).unwrap();
+    // No session waits for this call: after the prompt, tonegate's BYE, on this connection.
+    let bye = read_until(&mut tls, "BYE ");
+    assert!(bye.contains("Via: SIP/2.0/TLS "), "{bye}");
+    assert!(bye.contains("Call-ID: tls-1\r\n"), "{bye}");
+    let copied: String = bye
+        .lines()
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    tls.write_all(format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(relay_calls_left(&_gw), 0);
+}

@@ -61,7 +61,7 @@ impl Endpoint {
 
     /// A re-INVITE or UPDATE: new media (the same ports), a session refresh.
     pub(super) fn refresh(&mut self, now: Instant, peer: Peer, r: Box<Request>) {
-        let (seed, contact, caps) = (self.seed, self.contact(), self.capabilities());
+        let (seed, contact, caps) = (self.seed, self.contact(peer), self.capabilities());
         let current = self.calls.get(&r.call_id).and_then(|c| c.session);
         // A caller already refreshing knows timers even where a refresh omits `Supported`.
         let knows = r.supports_timer() || current.is_some_and(|s| !s.ours);
@@ -212,14 +212,18 @@ impl Endpoint {
         sdp: Option<&str>,
     ) -> Option<Vec<u8>> {
         let branch = self.branch();
-        let (local, contact) = (self.cfg.local, self.contact());
         let c = self.calls.get(id)?;
+        let contact = self.contact(c.peer);
+        let (transport, local) = match (c.peer.transport, self.cfg.tls_local) {
+            (Transport::Udp, _) => ("UDP", self.cfg.local),
+            (Transport::Tcp(_), _) => ("TCP", self.cfg.local),
+            (Transport::Tls(_), at) => ("TLS", at.unwrap_or(self.cfg.local)),
+        };
         let target = c
             .invite
             .contact
             .clone()
             .unwrap_or_else(|| format!("sip:{}", c.peer.addr));
-        let transport = if c.peer.reliable() { "TCP" } else { "UDP" };
         let mut s = format!(
             "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
             c.invite.to_raw(),

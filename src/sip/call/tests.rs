@@ -18,6 +18,7 @@ fn cfg() -> EndpointConfig {
         invites_per_second: 5,
         after_payment: AfterPayment::Bye,
         local: "127.0.0.1:5060".parse().unwrap(),
+        tls_local: None,
     }
 }
 
@@ -786,4 +787,46 @@ fn shutting_down_byes_every_call_refuses_the_unanswered_and_new_ones() {
     let (sent, other) = drain(&mut ep);
     assert_eq!(statuses(&sent), [503]);
     assert!(other.is_empty());
+}
+
+#[test]
+fn a_call_over_tls_names_the_tls_address_and_stays_on_its_connection() {
+    let mut c = cfg();
+    c.tls_local = Some("127.0.0.1:5061".parse().unwrap());
+    let mut ep = Endpoint::new(c, 7);
+    let t0 = Instant::now();
+    let tls = Peer {
+        transport: Transport::Tls(3),
+        addr: CALLER.parse().unwrap(),
+    };
+    ep.on_message(t0, tls, &invite(""));
+    ep.relay_ready(t0, "call-1", "r1".into(), "0.0.0.0:30000".parse().unwrap());
+    let mut sent = Vec::new();
+    while let Some(o) = ep.poll_output() {
+        if let Output::Send { to, bytes } = o {
+            assert_eq!(to, tls, "answered on another transport");
+            sent.push(String::from_utf8(bytes).unwrap());
+        }
+    }
+    let ok = sent.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+    assert!(
+        ok.contains("Contact: <sip:tonegate@127.0.0.1:5061;transport=tls>\r\n"),
+        "{ok}"
+    );
+    let tag = to_tag(ok);
+    ep.on_message(
+        t0,
+        tls,
+        &req("ACK", "+442079460000", "z9hG4bKack", 1, Some(&tag), "", ""),
+    );
+    ep.hang_up(t0, "r1");
+    let (to, bye) = std::iter::from_fn(|| ep.poll_output())
+        .find_map(|o| match o {
+            Output::Send { to, bytes } => Some((to, String::from_utf8(bytes).unwrap())),
+            _ => None,
+        })
+        .expect("a BYE");
+    assert_eq!(to, tls);
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert!(bye.contains("Via: SIP/2.0/TLS 127.0.0.1:5061;"), "{bye}");
 }
