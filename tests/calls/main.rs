@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod baresip;
 mod detect_cli;
 mod kamailio;
 mod leak;
