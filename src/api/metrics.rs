@@ -613,6 +613,8 @@ impl Collector for Counts {
                 ("sip_calls_not_acceptable", "INVITEs whose media tonegate cannot inspect (488).", c.not_acceptable),
                 ("sip_calls_busy", "INVITEs refused at relay.max_calls, the ports or sip.invites_per_second (503).", c.busy),
                 ("sip_calls_hung_up", "Fallback-number calls tonegate ended after the payment (BYE or REFER).", c.hung_up),
+                ("sip_session_refreshes", "Session refreshes tonegate sent as the refresher (UPDATE or re-INVITE, RFC 4028).", c.refreshes),
+                ("sip_sessions_expired", "Fallback-number calls ended because the session timer ran out or tonegate's refresh failed.", c.expired),
                 ("sip_malformed", "SIP messages that could not be read (400, or dropped).", c.malformed),
                 ("sip_too_large", "SIP messages over the size limits (513, or dropped).", c.too_large),
                 ("sip_bad_method", "SIP requests with a method the fallback number does not take (405, 501).", c.bad_method),

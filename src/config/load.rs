@@ -289,6 +289,11 @@ impl Config {
         }
         self.ng.allow_nets().map_err(invalid)?;
         self.sip.allow_nets().map_err(invalid)?;
+        if self.sip.tls_listen.is_some() && self.sip.listen.is_none() {
+            return Err(invalid(
+                "sip.tls_listen needs sip.listen (UDP and TCP)".into(),
+            ));
+        }
         if self.sip.listen.is_some() {
             let sip = &self.sip;
             if !self.auth.clients.iter().any(|c| c.id == sip.owner) {
@@ -311,6 +316,12 @@ impl Config {
             }
             if sip.invites_per_second == 0 {
                 return Err(invalid("sip.invites_per_second must be at least 1".into()));
+            }
+            if sip.tls_listen.is_some() && sip.tls.is_none() && self.server.tls.is_none() {
+                return Err(invalid(
+                    "sip.tls_listen needs a certificate: [sip.tls] (or [server.tls]) cert_file and key_file"
+                        .into(),
+                ));
             }
             let mut seen = std::collections::HashMap::new();
             for a in &self.accounts {

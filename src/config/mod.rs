@@ -186,6 +186,10 @@ pub struct SipConfig {
     pub min_se_s: u32,
     /// New calls (INVITEs) one peer may start per second; beyond that, 503 with Retry-After.
     pub invites_per_second: u32,
+    /// Address for SIP over TLS (e.g. `0.0.0.0:5061`); off when absent. Needs `listen`.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate and key `tls_listen` serves; absent: `[server.tls]`'s.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The digits of a dialled number (`+44 20 7946-0000` and `442079460000` are one number): how
@@ -227,6 +231,8 @@ impl Default for SipConfig {
             session_expires_s: 1800,
             min_se_s: 90,
             invites_per_second: 50,
+            tls_listen: None,
+            tls: None,
         }
     }
 }

@@ -293,3 +293,14 @@ lookahead_frames = 4
     )
     .is_err());
 }
+
+#[test]
+fn sip_tls_listen_needs_the_plain_listener() {
+    let e = Config::parse(
+        "[sip]\ntls_listen = \"127.0.0.1:5061\"\n",
+        Path::new("s.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sip.tls_listen needs sip.listen"), "{e}");
+}

@@ -95,7 +95,21 @@ async fn run(
                 .await
                 .with_context(|| format!("binding the SIP listener on {at}"))?;
             tracing::info!(addr = %udp.local_addr().unwrap_or(at), "SIP (the fallback number) listening (udp, tcp)");
-            Some(tokio::spawn(sip.clone().run(udp, tcp)))
+            let sip_tls = match state.config.sip.tls_listen {
+                Some(at) => {
+                    let files = (state.config.sip.tls.as_ref())
+                        .or(state.config.server.tls.as_ref())
+                        .context("sip.tls_listen without a certificate")?;
+                    let (acceptor, _) = tls::acceptor(files)?;
+                    let l = TcpListener::bind(at)
+                        .await
+                        .with_context(|| format!("binding the SIP TLS listener on {at}"))?;
+                    tracing::info!(addr = %l.local_addr().unwrap_or(at), "SIP (the fallback number) listening (tls)");
+                    Some((l, acceptor))
+                }
+                None => None,
+            };
+            Some(tokio::spawn(sip.clone().run(udp, tcp, sip_tls)))
         }
         _ => None,
     };
@@ -176,9 +190,6 @@ async fn run(
     if let Some(t) = ng_task {
         t.abort();
     }
-    if let Some(t) = sip_task {
-        t.abort();
-    }
     // Stopping already: further signals change nothing (as before drains existed).
     if let Some(t) = signal_task {
         t.abort();
@@ -198,6 +209,15 @@ async fn run(
             payments_finished = report.payments_running,
             "sessions stopped"
         );
+    }
+    // The fallback number's callers hear a BYE (answered, or not, within a bound) rather
+    // than silence, now that their captures have ended.
+    if let (Some(mut t), Some(sip)) = (sip_task, &state.sip) {
+        sip.stop();
+        let bound = crate::sip::STOP_WAIT + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(bound, &mut t).await.is_err() {
+            t.abort();
+        }
     }
     relay.stop_all();
     tracing::info!("tonegate stopped");

@@ -116,6 +116,13 @@ impl Sessions {
         let call_id = call_id.to_string();
         let owner = owner.to_string();
         let digits_wanted = self.inner.config.link.digits;
+        // The prompt set of the call's account, as the rest of its flow uses ("en" where no
+        // account owns the call).
+        let prompt_set = relay
+            .get(&call_id, crate::relay::Access::Owner(&owner))
+            .and_then(|c| c.account)
+            .and_then(|a| self.inner.config.account(&a).map(|a| a.prompts.clone()))
+            .unwrap_or_else(|| "en".to_string());
         tokio::spawn(async move {
             let mut digits = String::new();
             let mut wrong = 0;
@@ -154,7 +161,7 @@ impl Sessions {
                     }
                     None => {
                         wrong += 1;
-                        if let Some(c) = me.inner.prompts.get("en", "invalid_entry") {
+                        if let Some(c) = me.inner.prompts.get(&prompt_set, "invalid_entry") {
                             let _ = relay.play(&call_id, vec![c]).await;
                         }
                         if wrong >= tries {

@@ -5,10 +5,10 @@
 //!
 //! One [`SipCall`] per Call-ID: the INVITE server transaction (100, 180, 200 retransmitted over
 //! UDP with T1 doubling to T2 until the ACK, given up after 64×T1), the dialog it makes (BYE from
-//! either side, re-INVITE and UPDATE keeping the relay's ports, RFC 4028 session timers with the
-//! caller refreshing), CANCEL while ringing (487), and the end tonegate gives the call (BYE, or
-//! REFER with BYE where the REFER is refused). Ended calls linger 64×T1 so retransmitted BYEs and
-//! CANCELs get the same answer.
+//! either side, re-INVITE and UPDATE keeping the relay's ports, RFC 4028 session timers refreshed
+//! by the caller or by tonegate, see `timer`), CANCEL while ringing (487), and the end tonegate
+//! gives the call (BYE, or REFER then BYE; BYE to every call when it stops). Ended calls linger
+//! 64×T1 so retransmitted BYEs and CANCELs get the same answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +46,8 @@ pub enum Transport {
     Udp,
     /// A TCP connection, by the shell's number for it.
     Tcp(u64),
+    /// A TLS connection (`[sip] tls_listen`), by the shell's number for it.
+    Tls(u64),
 }
 
 /// A peer: its transport and address.
@@ -89,6 +91,8 @@ pub struct EndpointConfig {
     pub after_payment: AfterPayment,
     /// Our address for Contact and Via (`ip:port`).
     pub local: SocketAddr,
+    /// Our TLS address, for Contact and Via on calls that came over TLS.
+    pub tls_local: Option<SocketAddr>,
 }
 
 /// Something for the shell to do.
@@ -169,6 +173,10 @@ pub struct Counts {
     pub bad_method: u64,
     /// Calls tonegate ended (BYE or REFER).
     pub hung_up: u64,
+    /// Session refreshes tonegate sent (UPDATE or re-INVITE, RFC 4028 refresher=uas).
+    pub refreshes: u64,
+    /// Calls ended because their session timer ran out or tonegate's refresh failed.
+    pub expired: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +209,17 @@ struct Retx {
 }
 
 impl Retx {
+    /// The bytes to send again if a retransmission is due at `now` (T1 doubling to T2).
+    fn resend(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.next > now {
+            return None;
+        }
+        // Timers G (responses) and E (requests) alike: doubling up to T2.
+        self.interval = (self.interval * 2).min(T2);
+        self.next = now + self.interval;
+        Some(self.bytes.clone())
+    }
+
     /// Sends `bytes` again at T1, doubling to T2, until 64×T1; over a stream nothing is
     /// resent (the transport does it) and only the 64×T1 deadline stays.
     fn start(bytes: Vec<u8>, now: Instant, reliable: bool) -> Retx {
@@ -228,8 +247,12 @@ struct SipCall {
     /// Retransmitting a final response to an INVITE (UDP) or a request of ours.
     retx: Option<Retx>,
     ring_until: Option<Instant>,
-    /// Session interval and when it runs out without a refresh.
-    session: Option<(u32, Instant)>,
+    /// The session timer (RFC 4028), once the call has one.
+    session: Option<Session>,
+    /// tonegate's own session refresh, while it waits for the answer.
+    refresh: Option<Refresh>,
+    /// The ACK of tonegate's last re-INVITE (CSeq, bytes), for repeats of its 2xx.
+    refresh_ack: Option<(u32, Vec<u8>)>,
     local_cseq: u32,
     /// Answers to non-INVITE requests, by branch, for their retransmissions.
     answered: Vec<(String, Vec<u8>)>,
@@ -253,6 +276,8 @@ pub struct Endpoint {
     rate: HashMap<IpAddr, (Instant, u32)>,
     /// The shell is behind: new calls get 503 until it catches up.
     overloaded: bool,
+    /// tonegate is stopping: every call was ended, and new ones get 503.
+    stopping: bool,
 }
 
 impl Endpoint {
@@ -268,6 +293,7 @@ impl Endpoint {
             counts: Counts::default(),
             rate: HashMap::new(),
             overloaded: false,
+            stopping: false,
         }
     }
 
@@ -290,6 +316,14 @@ impl Endpoint {
             .count()
     }
 
+    /// Calls tonegate sent a BYE in and whose answer has not come (nor 64×T1 passed).
+    pub fn hanging_up(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.state == State::Ending)
+            .count()
+    }
+
     /// The relay calls of the calls not yet over.
     pub fn relays(&self) -> Vec<String> {
         self.by_relay.keys().cloned().collect()
@@ -308,7 +342,10 @@ impl Endpoint {
                 [
                     c.retx.as_ref().map(|r| r.next.min(r.give_up)),
                     c.ring_until,
-                    c.session.map(|(s, at)| at - early(s)),
+                    c.session
+                        .filter(|_| c.state == State::Confirmed)
+                        .map(|s| s.due(c.refresh.is_some())),
+                    c.refresh.as_ref().map(|f| f.retx.next.min(f.retx.give_up)),
                     c.until,
                 ]
             })
@@ -348,7 +385,11 @@ impl Endpoint {
     /// The relay call for `call_id` is up, its caller leg at `local`.
     pub fn relay_ready(&mut self, now: Instant, call_id: &str, relay: String, local: SocketAddr) {
         let ring = self.cfg.ring;
-        let contact = self.contact();
+        let contact = self
+            .calls
+            .get(call_id)
+            .map(|c| self.contact(c.peer))
+            .unwrap_or_default();
         let media_ip = if local.ip().is_unspecified() {
             self.cfg.local.ip()
         } else {
@@ -431,7 +472,7 @@ impl Endpoint {
                 now,
                 &id,
                 "REFER",
-                &[format!("Refer-To: <{to}>"), self.contact()],
+                &[format!("Refer-To: <{to}>")],
                 State::Referring,
             ),
         }
@@ -481,22 +522,13 @@ impl Endpoint {
                         _ => {}
                     }
                     continue;
-                } else if r.next <= now {
-                    let bytes = r.bytes.clone();
-                    // Timers G (responses) and E (requests) alike: doubling up to T2.
-                    r.interval = (r.interval * 2).min(T2);
-                    r.next = now + r.interval;
+                } else if let Some(bytes) = r.resend(now) {
                     let peer = c.peer;
                     self.send(peer, bytes);
                 }
             }
-            let c = self.calls.get_mut(&id).expect("present");
-            if let Some((s, at)) = c.session {
-                if at - early(s) <= now && c.state == State::Confirmed {
-                    c.session = None;
-                    self.send_bye(now, &id);
-                    continue;
-                }
+            if self.session_timeout(now, &id) {
+                continue;
             }
             let c = self.calls.get_mut(&id).expect("present");
             if c.until.is_some_and(|t| t <= now) {
@@ -574,7 +606,7 @@ impl Endpoint {
             *slot = (now, 0);
         }
         slot.1 += 1;
-        if slot.1 > self.cfg.invites_per_second || self.overloaded {
+        if slot.1 > self.cfg.invites_per_second || self.overloaded || self.stopping {
             self.counts.busy += 1;
             return refuse(self, 503, "Service Unavailable", &["Retry-After: 1".into()]);
         }
@@ -623,6 +655,8 @@ impl Endpoint {
                 retx: None,
                 ring_until: None,
                 session: None,
+                refresh: None,
+                refresh_ack: None,
                 local_cseq: 0,
                 answered: Vec::new(),
                 hang_up_pending: false,
@@ -643,25 +677,26 @@ impl Endpoint {
 
     fn answer(&mut self, now: Instant, id: &str) {
         let extra_base = self.capabilities();
-        let (se_cfg, contact) = (self.cfg.session_expires_s, self.contact());
-        let Some(c) = self.calls.get_mut(id) else {
+        let contact = self
+            .calls
+            .get(id)
+            .map(|c| self.contact(c.peer))
+            .unwrap_or_default();
+        let Some(asked) = self
+            .calls
+            .get(id)
+            .map(|c| (c.invite.supports_timer(), c.invite.session_expires))
+        else {
             return;
         };
+        // A vanished caller stops refreshing (or stops answering tonegate's refreshes) and
+        // the call ends at the interval.
+        let (session, timer) = self.grant(asked, None, now);
+        let c = self.calls.get_mut(id).expect("present");
         let mut extra = vec![contact];
         extra.extend(extra_base);
-        // RFC 4028: with the caller's support, the caller refreshes; a vanished caller stops
-        // refreshing and the call ends at the interval.
-        if c.invite.supports_timer() {
-            let se = c
-                .invite
-                .session_expires
-                .map(|(s, _)| s)
-                .unwrap_or(se_cfg)
-                .max(90);
-            extra.push(format!("Session-Expires: {se};refresher=uac"));
-            extra.push("Require: timer".into());
-            c.session = Some((se, now + Duration::from_secs(se.into())));
-        }
+        extra.extend(timer);
+        c.session = Some(session);
         let ok = c
             .invite
             .response(200, "OK", Some(&c.local_tag), &extra, c.answer.as_deref());
@@ -712,19 +747,7 @@ impl Endpoint {
         self.send(peer, ok);
         let c = self.calls.get_mut(&r.call_id).expect("present");
         if matches!(c.state, State::SettingUp | State::Ringing) {
-            let b = c.invite.response(
-                487,
-                "Request Terminated",
-                Some(&c.local_tag.clone()),
-                &[],
-                None,
-            );
-            c.ring_until = None;
-            if let Some(relay) = c.relay.take() {
-                self.by_relay.remove(&relay);
-                self.out.push_back(Output::EndCall { relay });
-            }
-            self.final_to_invite(now, &r.call_id, b, State::Cancelled);
+            self.refuse_pending(now, &r.call_id, 487, "Request Terminated", &[]);
         }
     }
 
@@ -732,8 +755,12 @@ impl Endpoint {
         self.out.push_back(Output::Send { to, bytes });
     }
 
-    fn contact(&self) -> String {
-        format!("Contact: <sip:tonegate@{}>", self.cfg.local)
+    /// Our Contact header for a call from `peer`: the TLS address where it came over TLS.
+    fn contact(&self, peer: Peer) -> String {
+        match (peer.transport, self.cfg.tls_local) {
+            (Transport::Tls(_), Some(at)) => format!("Contact: <sip:tonegate@{at};transport=tls>"),
+            _ => format!("Contact: <sip:tonegate@{}>", self.cfg.local),
+        }
     }
 
     fn capabilities(&self) -> Vec<String> {
@@ -765,13 +792,10 @@ impl Endpoint {
     }
 }
 
-/// How long before the session interval runs out the non-refreshing side ends the call
-/// (RFC 4028 §10: the smaller of 32 s and a third of the interval).
-fn early(interval: u32) -> Duration {
-    Duration::from_secs(u64::from(interval.min(96) / 3))
-}
-
 mod dialog;
+mod timer;
+
+use timer::{Refresh, Session};
 
 #[cfg(test)]
 mod tests;

@@ -125,6 +125,8 @@ pub struct Request {
     pub supported: Vec<String>,
     /// Option tags in Require.
     pub require: Vec<String>,
+    /// Methods in Allow (whether the caller takes UPDATE for a session refresh).
+    pub allow: Vec<String>,
     /// `X-Tonegate-Link-Id`, if sent.
     pub header_link_id: Option<String>,
     /// The body.
@@ -143,6 +145,8 @@ pub struct Response {
     pub cseq: u32,
     /// CSeq method.
     pub cseq_method: String,
+    /// Session-Expires' interval (the answer to a session refresh), seconds.
+    pub session_expires: Option<u32>,
 }
 
 /// One parsed message.
@@ -302,6 +306,10 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             call_id,
             cseq: cseq.cseq,
             cseq_method: cseq.method.to_string(),
+            session_expires: headers
+                .try_get_named::<SessionExpires>()
+                .and_then(Result::ok)
+                .map(|se| se.delta_secs),
         })),
         MessageLine::Request(rl) => {
             let Some(echo) = echo else {
@@ -392,6 +400,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
                 session_expires,
                 supported: tokens(&Name::SUPPORTED),
                 require: tokens(&Name::REQUIRE),
+                allow: tokens(&Name::ALLOW),
                 header_link_id,
                 body,
                 echo: *echo,

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -60,6 +61,10 @@ const QUEUE: usize = 4096;
 const OVERLOAD: usize = 256;
 /// Longest wait for a result prompt to finish before hanging up anyway.
 const PROMPT_WAIT: Duration = Duration::from_secs(60);
+/// How long a TLS client gets to finish its handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// On stop, how long the BYEs sent to every live call get for their answers.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// What the SIP listener counts (exported on `/metrics`).
 #[derive(Debug, Default)]
@@ -95,6 +100,10 @@ pub struct SipService {
     sessions: Sessions,
     allow: Vec<ipnet::IpNet>,
     counters: SipCounters,
+    /// Told once tonegate stops (see [`SipService::stop`]).
+    stopping: tokio::sync::Notify,
+    /// The last TCP or TLS connection's number.
+    conn_ids: AtomicU64,
 }
 
 impl SipService {
@@ -111,7 +120,16 @@ impl SipService {
             sessions,
             allow,
             counters: SipCounters::default(),
+            stopping: tokio::sync::Notify::new(),
+            conn_ids: AtomicU64::new(0),
         }
+    }
+
+    /// tonegate is stopping: every live call gets a BYE, and [`run`](Self::run) returns once
+    /// they are answered or [`STOP_WAIT`] has passed (callers are not left holding a dead
+    /// call until their own timers notice).
+    pub fn stop(&self) {
+        self.stopping.notify_one();
     }
 
     /// The listener's counters.
@@ -124,7 +142,7 @@ impl SipService {
         crate::networks::contains(&self.allow, ip)
     }
 
-    fn endpoint_config(&self, local: SocketAddr) -> EndpointConfig {
+    fn endpoint_config(&self, local: SocketAddr, tls_local: Option<SocketAddr>) -> EndpointConfig {
         let sip = &self.config.sip;
         let numbers = self
             .config
@@ -144,11 +162,18 @@ impl SipService {
                 _ => AfterPayment::Bye,
             },
             local,
+            tls_local,
         }
     }
 
-    /// Serves SIP on `udp` and `tcp` (bound to the same address) until the task is aborted.
-    pub async fn run(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) {
+    /// Serves SIP on `udp` and `tcp` (bound to the same address), and over TLS on `tls` where
+    /// given, until the task is aborted or [`stop`](Self::stop) has ended every call.
+    pub async fn run(
+        self: Arc<Self>,
+        udp: UdpSocket,
+        tcp: TcpListener,
+        tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    ) {
         let local = udp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5060)));
@@ -156,23 +181,45 @@ impl SipService {
         let (tx, rx) = mpsc::channel::<Event>(QUEUE);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().receive_udp(udp.clone(), tx.clone()));
-        tasks.spawn(self.clone().accept_tcp(tcp, tx.clone()));
+        let tls_local = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        tasks.spawn(self.clone().accept_tcp(tcp, None, tx.clone()));
+        if let Some((listener, acceptor)) = tls {
+            tasks.spawn(
+                self.clone()
+                    .accept_tcp(listener, Some(acceptor), tx.clone()),
+            );
+        }
         tasks.spawn(self.clone().watch_flows(tx.clone()));
-        self.drive(local, udp, rx).await;
+        self.drive(local, tls_local, udp, rx).await;
         tasks.abort_all();
     }
 
     /// The endpoint's loop: events and time in, outputs carried out.
-    async fn drive(&self, local: SocketAddr, udp: Arc<UdpSocket>, mut rx: mpsc::Receiver<Event>) {
+    async fn drive(
+        &self,
+        local: SocketAddr,
+        tls_local: Option<SocketAddr>,
+        udp: Arc<UdpSocket>,
+        mut rx: mpsc::Receiver<Event>,
+    ) {
         let seed = rand::random();
-        let mut ep = Endpoint::new(self.endpoint_config(local), seed);
+        let mut ep = Endpoint::new(self.endpoint_config(local, tls_local), seed);
         let mut conns: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
         // Relay calls that end by themselves (media timeout, an operator) are noticed here.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_by: Option<Instant> = None;
         loop {
-            let deadline = ep.poll_timeout().map(Instant::from_std);
+            let deadline = match (ep.poll_timeout().map(Instant::from_std), stop_by) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
+                _ = self.stopping.notified(), if stop_by.is_none() => {
+                    ep.shut_down(std::time::Instant::now());
+                    stop_by = Some(Instant::now() + STOP_WAIT);
+                    tracing::info!(calls = ep.hanging_up(), "sip: stopping: BYE sent to every live call");
+                }
                 ev = rx.recv() => {
                     let now = std::time::Instant::now();
                     match ev {
@@ -207,6 +254,15 @@ impl SipService {
             self.counters
                 .live_calls
                 .store(ep.live_calls() as u64, Relaxed);
+            if let Some(by) = stop_by {
+                let left = ep.hanging_up();
+                if left == 0 || Instant::now() >= by {
+                    if left > 0 {
+                        tracing::warn!(calls = left, "sip: stopped before every BYE was answered");
+                    }
+                    break;
+                }
+            }
         }
     }
 
@@ -224,7 +280,7 @@ impl SipService {
                 Transport::Udp => {
                     let _ = udp.try_send_to(&bytes, to.addr);
                 }
-                Transport::Tcp(id) => {
+                Transport::Tcp(id) | Transport::Tls(id) => {
                     if let Some(w) = conns.get(&id) {
                         let _ = w.try_send(bytes);
                     }
@@ -321,9 +377,14 @@ impl SipService {
         }
     }
 
-    async fn accept_tcp(self: Arc<Self>, tcp: TcpListener, tx: mpsc::Sender<Event>) {
+    /// Accepts connections on `tcp`, each over TLS where `tls` is given.
+    async fn accept_tcp(
+        self: Arc<Self>,
+        tcp: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        tx: mpsc::Sender<Event>,
+    ) {
         let open = Arc::new(AtomicU64::new(0));
-        let mut next = 0u64;
         loop {
             let Ok((stream, from)) = tcp.accept().await else {
                 continue;
@@ -336,16 +397,38 @@ impl SipService {
                 self.counters.dropped_overload.fetch_add(1, Relaxed);
                 continue;
             }
-            next += 1;
-            let id = next;
+            // One numbering for both listeners: the endpoint keys connections by it.
+            let id = self.conn_ids.fetch_add(1, Relaxed) + 1;
             open.fetch_add(1, Relaxed);
             let (w_tx, w_rx) = mpsc::channel(64);
             if tx.send(Event::TcpOpen(id, w_tx)).await.is_err() {
                 return;
             }
-            let (tx, open) = (tx.clone(), open.clone());
+            let (tx, open, tls) = (tx.clone(), open.clone(), tls.clone());
             tokio::spawn(async move {
-                tcp_connection(stream, from, id, tx.clone(), w_rx).await;
+                match tls {
+                    None => {
+                        let peer = Peer {
+                            transport: Transport::Tcp(id),
+                            addr: from,
+                        };
+                        connection(stream, peer, tx.clone(), w_rx).await;
+                    }
+                    Some(acceptor) => {
+                        let peer = Peer {
+                            transport: Transport::Tls(id),
+                            addr: from,
+                        };
+                        // A client that never finishes its handshake holds no slot for long.
+                        match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => connection(s, peer, tx.clone(), w_rx).await,
+                            Ok(Err(e)) => {
+                                tracing::info!(%from, error = %e, "sip: TLS handshake failed")
+                            }
+                            Err(_) => tracing::info!(%from, "sip: TLS handshake timed out"),
+                        }
+                    }
+                }
                 open.fetch_sub(1, Relaxed);
                 let _ = tx.send(Event::TcpClosed(id)).await;
             });
@@ -372,26 +455,25 @@ impl SipService {
     }
 }
 
-/// One TCP connection: messages framed by Content-Length in, the endpoint's answers out.
-async fn tcp_connection(
-    stream: tokio::net::TcpStream,
-    from: SocketAddr,
-    id: u64,
+/// One TCP or TLS connection: messages framed by Content-Length in, the endpoint's answers
+/// out.
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
     tx: mpsc::Sender<Event>,
     mut out: mpsc::Receiver<Vec<u8>>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         while let Some(b) = out.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            // TLS holds records back until flushed.
+            if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
     });
-    let peer = Peer {
-        transport: Transport::Tcp(id),
-        addr: from,
-    };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     'conn: loop {

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod baresip;
 mod detect_cli;
 #[allow(unsafe_code)] // libc::kill on Kamailio's process group
 mod kamailio;

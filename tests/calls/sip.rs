@@ -22,12 +22,12 @@ use tonegate::media::rtp::RtpHeader;
 use tonegate_dsp::G711Law;
 
 /// A UDP port for sipp or tonegate's SIP listener (see `kamailio.rs`: the same claimed range).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     claimed_port(28000..29000, 4)
 }
 
 /// A gateway with its SIP listener on a free port; `sip` adds keys to `[sip]`.
-fn sip_gateway(sip: &str, extra: &str) -> (Gateway, u16) {
+pub(crate) fn sip_gateway(sip: &str, extra: &str) -> (Gateway, u16) {
     let port = free_port();
     let gw = Gateway::start(&format!(
         "[sip]\nlisten = \"127.0.0.1:{port}\"\n{sip}\n{extra}"
@@ -77,7 +77,17 @@ enum End {
     ByeOnTrigger,
     /// Cancels after the 180.
     Cancel,
+    /// Answers tonegate's session refresh (an UPDATE saying it refreshes), then hangs up.
+    AnswerRefresh,
+    /// Takes tonegate's REFER back to `REFER_TO` (202, then a NOTIFY reporting 200) and
+    /// waits for its BYE.
+    AcceptRefer,
+    /// Declines tonegate's REFER (603) and waits for its BYE.
+    DeclineRefer,
 }
+
+/// Where `after_payment = "refer"` sends the caller back to in these tests.
+const REFER_TO: &str = "sip:ivr-return@127.0.0.1";
 
 /// The IVR's transfer: an INVITE to `number` with PCMU and telephone-event, media at `media`
 /// (the test's socket), `headers` added.
@@ -156,6 +166,97 @@ Content-Length: 0
 ]]></send>
 "#
         ),
+        End::AnswerRefresh => format!(
+            r#"  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+{}  <recv request="UPDATE" timeout="90000">
+    <action>
+      <ereg regexp="90;refresher=uas" search_in="hdr" header="Session-Expires:" check_it="true" assign_to="se"/>
+    </action>
+  </recv>
+  <Reference variables="se"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Session-Expires: 90;refresher=uas
+Require: timer
+Content-Length: 0
+
+]]></send>
+{}  <recv response="200"/>
+"#,
+            dialog("ACK", 1),
+            dialog("BYE", 2)
+        ),
+        End::AcceptRefer | End::DeclineRefer => {
+            let (code, notify) = if end == End::AcceptRefer {
+                (
+                    "202 Accepted",
+                    format!(
+                        r#"  <send><![CDATA[
+NOTIFY [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: "ivr" <sip:ivr@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{number}@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 NOTIFY
+Max-Forwards: 70
+Contact: <sip:ivr@[local_ip]:[local_port]>
+Event: refer
+Subscription-State: terminated;reason=noresource
+Content-Type: message/sipfrag;version=2.0
+Content-Length: [len]
+
+SIP/2.0 200 OK
+]]></send>
+  <recv response="200"/>
+"#
+                    ),
+                )
+            } else {
+                ("603 Declined", String::new())
+            };
+            format!(
+                r#"  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+{ack}  <recv request="REFER" timeout="90000">
+    <action>
+      <ereg regexp="{}" search_in="hdr" header="Refer-To:" check_it="true" assign_to="to"/>
+    </action>
+  </recv>
+  <Reference variables="to"/>
+  <send><![CDATA[
+SIP/2.0 {code}
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:ivr@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+{notify}  <recv request="BYE" timeout="30000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"#,
+                REFER_TO.replace('.', "\\."),
+                ack = dialog("ACK", 1)
+            )
+        }
         End::AwaitBye | End::ByeOnTrigger => {
             let mut b = format!(
                 "  <recv response=\"180\" optional=\"true\"/>\n  <recv response=\"200\" rrs=\"true\"/>\n{}",
@@ -266,6 +367,21 @@ impl Phone {
         }
     }
 
+    /// Packets heard in each prompt, in order (a prompt runs from its marker to the next).
+    fn clip_lengths(&self) -> Vec<usize> {
+        let mut clips: Vec<usize> = Vec::new();
+        for p in self.heard.lock().unwrap().iter() {
+            let Ok(h) = RtpHeader::parse(p) else { continue };
+            if h.marker {
+                clips.push(0);
+            }
+            if let Some(n) = clips.last_mut() {
+                *n += 1;
+            }
+        }
+        clips
+    }
+
     /// The loudest sample the caller heard.
     fn loudest(&self) -> i32 {
         self.heard
@@ -316,7 +432,7 @@ fn interact(gw: &Gateway, defs: &[&str], vars: &[(&str, &str)], poll: bool) -> V
 
 /// Starts a self-service session for IVR call `call_guid`: its (session id, link id,
 /// fallback number).
-fn start_session(gw: &Gateway, call_guid: &str) -> (String, String, String) {
+pub(crate) fn start_session(gw: &Gateway, call_guid: &str) -> (String, String, String) {
     let v = interact(
         gw,
         &["authorize", "selfservicesession"],
@@ -337,7 +453,7 @@ fn start_session(gw: &Gateway, call_guid: &str) -> (String, String, String) {
 }
 
 /// The session's state as the IVR reads it (`poll`: until it is terminal).
-fn session_state(gw: &Gateway, id: &str, poll: bool) -> String {
+pub(crate) fn session_state(gw: &Gateway, id: &str, poll: bool) -> String {
     let v = interact(
         gw,
         &["authorize", "sessionstatus"],
@@ -370,7 +486,7 @@ fn caller_leg(gw: &Gateway, call_id: &str) -> SocketAddr {
 }
 
 /// Relay calls still up, after waiting (bounded) for them to go.
-fn relay_calls_left(gw: &Gateway) -> usize {
+pub(crate) fn relay_calls_left(gw: &Gateway) -> usize {
     let tok = gw.token("relay");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -441,10 +557,33 @@ fn an_ivr_transfer_keyed_as_rfc4733_events_pays_and_tonegate_hangs_up() {
     transfer_pays_and_tonegate_hangs_up(true);
 }
 
+/// 20 ms packets in prompt `name` of prompt set `set`.
+fn prompt_packets(set: &str, name: &str) -> usize {
+    let wav = root().join(format!("config/prompts/{set}/{name}.wav"));
+    (hound::WavReader::open(wav).unwrap().duration() as usize).div_ceil(160)
+}
+
 #[test]
 fn three_wrong_link_ids_are_told_and_end_the_call() {
+    three_wrong_link_ids("en", "");
+}
+
+/// An account with the German prompt set hears "invalid entry" in German too.
+#[test]
+fn a_wrong_link_id_is_told_in_the_accounts_language() {
+    let account = "[[accounts]]\nid = \"dev-account\"\npsp = \"sandbox\"\nprompts = \"de\"\ndtmf_fallback_number = \"+442079460000\"\n";
+    // Told apart by length: the German clip is far longer than the test's margin.
+    assert!(
+        prompt_packets("de", "invalid_entry").abs_diff(prompt_packets("en", "invalid_entry")) > 6
+    );
+    three_wrong_link_ids("de", account);
+}
+
+/// Three wrong link ids keyed on a call to the fallback number: "invalid entry" in prompt
+/// set `set` each time, then tonegate hangs up.
+fn three_wrong_link_ids(set: &str, extra: &str) {
     let Some(bin) = sipp_bin() else { return };
-    let (gw, sip) = sip_gateway("", "");
+    let (gw, sip) = sip_gateway("", extra);
     let dir = tempfile::tempdir().unwrap();
     let (session, link_id, number) = start_session(&gw, "ivr-call-2");
     let phone = Phone::new();
@@ -470,6 +609,16 @@ fn three_wrong_link_ids_are_told_and_end_the_call() {
     if let Err(out) = ivr.finished() {
         panic!("tonegate did not hang up after three wrong ids: {out}");
     }
+    // The first "invalid entry" was heard whole (another came after it), in `set`'s voice:
+    // the prompt sets' clips differ in length by far more than this margin.
+    let (heard, want) = (
+        phone.clip_lengths()[0],
+        prompt_packets(set, "invalid_entry"),
+    );
+    assert!(
+        heard.abs_diff(want) <= 3,
+        "heard a prompt of {heard} packets, the {set} one has {want}"
+    );
     assert_eq!(session_state(&gw, &session, false), "Created");
     assert_eq!(relay_calls_left(&gw), 0);
     let m = metrics(&gw);
@@ -509,7 +658,7 @@ fn trigger_hang_up(uac: u16, call_id: &str) {
     s.send_to(info.as_bytes(), ("127.0.0.1", uac)).unwrap();
 }
 
-fn wait_session(gw: &Gateway, id: &str, state: &str) {
+pub(crate) fn wait_session(gw: &Gateway, id: &str, state: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = gw.state.sessions.get_any(id).unwrap().state;
@@ -825,4 +974,279 @@ fn a_draining_node_answers_new_invites_503_with_retry_after() {
         "{final_answer}"
     );
     assert_eq!(relay_calls_left(&gw), 0, "no call set up while draining");
+}
+
+/// RFC 4028 with tonegate refreshing: a caller that asks tonegate to refresh
+/// (`refresher=uas`) and allows UPDATE gets an UPDATE at half the 90 s interval; the sipp
+/// caller checks it says so and answers it, and the call carries on until the caller hangs up.
+#[test]
+fn tonegate_refreshes_the_session_with_update_when_asked_to() {
+    let Some(bin) = sipp_bin() else { return };
+    // Media never flows in this call: the media timeout must not end it first.
+    let (gw, sip) = sip_gateway("", "[relay]\nmedia_timeout_s = 300");
+    let dir = tempfile::tempdir().unwrap();
+    // A session waiting for the caller's link id (two minutes), so the call stays up.
+    let (_, _, number) = start_session(&gw, "ivr-call-refresh");
+    let phone = Phone::new();
+    let call_id = "transfer-refresh@127.0.0.1";
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(
+            &number,
+            phone.port(),
+            "Session-Expires: 90;refresher=uas\nAllow: INVITE, ACK, CANCEL, BYE, UPDATE\n",
+            End::AnswerRefresh,
+        ),
+        sip,
+        free_port(),
+        call_id,
+    );
+    if let Err(out) = ivr.finished() {
+        panic!("no session refresh as asked: {out}");
+    }
+    assert_eq!(relay_calls_left(&gw), 0);
+    let m = metrics(&gw);
+    assert!(
+        m.contains("tonegate_sip_session_refreshes_total 1\n"),
+        "{m}"
+    );
+    assert!(m.contains("tonegate_sip_sessions_expired_total 0\n"), "{m}");
+}
+
+/// A call waiting for its caller's link id, and sipp as that caller waiting for tonegate's
+/// BYE; then `stop` stops the gateway some way: the caller must hear the BYE.
+fn stopping_byes_the_call(name: &str, extra: &str, stop: impl FnOnce(&mut Gateway)) {
+    let Some(bin) = sipp_bin() else { return };
+    let (mut gw, sip) = sip_gateway("", extra);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, number) = start_session(&gw, &format!("ivr-call-{name}"));
+    let phone = Phone::new();
+    let call_id = format!("transfer-{name}@127.0.0.1");
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(&number, phone.port(), "", End::AwaitBye),
+        sip,
+        free_port(),
+        &call_id,
+    );
+    caller_leg(&gw, &call_id);
+    stop(&mut gw);
+    if let Err(out) = ivr.finished() {
+        panic!("the caller heard no BYE as tonegate stopped: {out}");
+    }
+    assert!(
+        gw.wait_stopped(Duration::from_secs(60)),
+        "tonegate did not stop"
+    );
+}
+
+/// Stopping at once (a second SIGTERM, SIGINT) hangs up the fallback number's calls with a
+/// BYE rather than leaving the caller in silence until its own timers notice.
+#[test]
+fn stopping_tonegate_sends_bye_to_its_sip_calls() {
+    stopping_byes_the_call("stop", "", Gateway::begin_stop);
+}
+
+/// A drain whose `server.drain_calls_s` runs out with a SIP call still up stops the gateway,
+/// and that call hears a BYE.
+#[test]
+fn a_drain_that_runs_out_sends_bye_to_its_sip_calls() {
+    let sock = tempfile::tempdir().unwrap();
+    let socket = sock.path().join("ctl.sock");
+    let extra = format!(
+        "[server]\ncontrol_socket = \"{}\"\ndrain_calls_s = 1",
+        socket.display()
+    );
+    stopping_byes_the_call("drain", &extra, |_| {
+        let out = tonegate(&["ctl", "--socket", socket.to_str().unwrap(), "drain"]);
+        assert!(
+            out.status.success(),
+            "ctl drain: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `after_payment = "refer"`: once the caller has paid, tonegate transfers it back to the IVR
+/// (REFER to `refer_to`); the IVR (sipp) accepts, reports the transfer done (NOTIFY with a
+/// sipfrag 200) and tonegate leaves the call with a BYE.
+#[test]
+fn after_the_payment_tonegate_refers_the_caller_back_and_then_hangs_up() {
+    let Some(bin) = sipp_bin() else { return };
+    let refer = format!("after_payment = \"refer\"\nrefer_to = \"{REFER_TO}\"");
+    let (gw, sip) = sip_gateway(&refer, "");
+    let dir = tempfile::tempdir().unwrap();
+    let (session, link_id, number) = start_session(&gw, "ivr-call-refer");
+    let phone = Phone::new();
+    let call_id = "transfer-refer@127.0.0.1";
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario(
+            &number,
+            phone.port(),
+            &format!("X-Tonegate-Link-Id: {link_id}\n"),
+            End::AcceptRefer,
+        ),
+        sip,
+        free_port(),
+        call_id,
+    );
+    let mut keys = KeyingLeg::new(phone.sock.try_clone().unwrap(), caller_leg(&gw, call_id));
+    phone.wait_prompts(1);
+    keys.key("4242424242424242#", 71);
+    phone.wait_prompts(2);
+    keys.key("1230#", 72);
+    phone.wait_prompts(3);
+    keys.key("737", 73);
+    if let Err(out) = ivr.finished() {
+        panic!("no REFER back, or no BYE after its NOTIFY: {out}");
+    }
+    assert_eq!(session_state(&gw, &session, true), "Completed");
+    assert_eq!(relay_calls_left(&gw), 0);
+    let m = metrics(&gw);
+    assert!(m.contains("tonegate_sip_calls_hung_up_total 1\n"), "{m}");
+}
+
+/// A REFER the IVR declines ends the call with a BYE (here the call ends with no session
+/// waiting for it, after the prompt that says so).
+#[test]
+fn a_declined_refer_back_ends_the_call_with_bye() {
+    let Some(bin) = sipp_bin() else { return };
+    let refer = format!("after_payment = \"refer\"\nrefer_to = \"{REFER_TO}\"");
+    let (gw, sip) = sip_gateway(&refer, "");
+    let dir = tempfile::tempdir().unwrap();
+    let phone = Phone::new();
+    let mut ivr = sipp(
+        &bin,
+        dir.path(),
+        &scenario("+442079460000", phone.port(), "", End::DeclineRefer),
+        sip,
+        free_port(),
+        "transfer-declined@127.0.0.1",
+    );
+    if let Err(out) = ivr.finished() {
+        panic!("no BYE after the declined REFER: {out}");
+    }
+    assert_eq!(relay_calls_left(&gw), 0);
+}
+
+/// SIP over TLS (`[sip] tls_listen`, the certificate of `[sip.tls]`): a caller that connects
+/// with TLS, trusting only tonegate's certificate, is answered on that connection (the Contact
+/// says `transport=tls`), and tonegate's BYE comes back over it (here no session is waiting,
+/// so the call ends after the prompt that says so).
+#[test]
+fn a_call_over_tls_is_answered_and_hung_up_on_the_same_connection() {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    let cert = common::tls::TestCert::new();
+    let tls_port = free_port();
+    let (_gw, _sip) = sip_gateway(
+        &format!(
+            "tls_listen = \"127.0.0.1:{tls_port}\"\n[sip.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.cert_file.display().to_string(),
+            cert.key_file.display().to_string()
+        ),
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tcp = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", tls_port)) {
+            Ok(t) => break t,
+            Err(e) => assert!(Instant::now() < deadline, "no TLS listener: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let b64: String = cert
+        .cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let local = tls.sock.local_addr().unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        media.local_addr().unwrap().port()
+    );
+    let head = |method: &str, branch: &str, to_tag: &str| {
+        format!(
+            "{method} sip:+442079460000@127.0.0.1:{tls_port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch={branch}\r\nFrom: <sip:ivr@127.0.0.1>;tag=ivr1\r\nTo: <sip:+442079460000@127.0.0.1>{to_tag}\r\nCall-ID: tls-1\r\nCSeq: 1 {method}\r\nContact: <sip:ivr@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+        )
+    };
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        head("INVITE", "z9hG4bKtls1", ""),
+        sdp.len()
+    );
+    tls.write_all(invite.as_bytes()).unwrap();
+    // Reads messages off the stream until one starts with `start`.
+    let mut got = String::new();
+    let mut read_until = |tls: &mut rustls::StreamOwned<_, _>, start: &str| -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = got.find(start) {
+                let msg = got[at..].to_string();
+                if let Some(end) = msg.find("\r\n\r\n") {
+                    got = got[at + end + 4..].to_string();
+                    return msg[..end + 4].to_string();
+                }
+            }
+            let n = tls
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {start}: {e}: {got}"));
+            assert!(n > 0, "closed while waiting for {start}: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let ok = read_until(&mut tls, "SIP/2.0 200 ");
+    assert!(ok.contains("transport=tls>"), "{ok}");
+    let tag = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ack = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("ACK", "z9hG4bKtls2", &format!(";tag={tag}"))
+    );
+    tls.write_all(ack.as_bytes()).unwrap();
+    // No session waits for this call: after the prompt, tonegate's BYE, on this connection.
+    let bye = read_until(&mut tls, "BYE ");
+    assert!(bye.contains("Via: SIP/2.0/TLS "), "{bye}");
+    assert!(bye.contains("Call-ID: tls-1\r\n"), "{bye}");
+    let copied: String = bye
+        .lines()
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    tls.write_all(format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(relay_calls_left(&_gw), 0);
 }

@@ -1,5 +1,5 @@
 //! The dialog once the call is up: requests from the caller in it (BYE, re-INVITE, UPDATE,
-//! NOTIFY), answers to tonegate's own (BYE, REFER), and how a call ends.
+//! NOTIFY), answers to tonegate's own (BYE, REFER), and how a call ends (shutdown included).
 
 use super::*;
 use crate::sip::sdp::answer_address;
@@ -61,10 +61,16 @@ impl Endpoint {
 
     /// A re-INVITE or UPDATE: new media (the same ports), a session refresh.
     pub(super) fn refresh(&mut self, now: Instant, peer: Peer, r: Box<Request>) {
-        let cfg_se = self.cfg.session_expires_s;
-        let (seed, contact, caps) = (self.seed, self.contact(), self.capabilities());
+        let (seed, contact, caps) = (self.seed, self.contact(peer), self.capabilities());
+        let current = self.calls.get(&r.call_id).and_then(|c| c.session);
+        // A caller already refreshing knows timers even where a refresh omits `Supported`.
+        let knows = r.supports_timer() || current.is_some_and(|s| !s.ours);
+        let interval = current.map(|s| s.interval);
+        let (session, timer) = self.grant((knows, r.session_expires), interval, now);
         let c = self.calls.get_mut(&r.call_id).expect("checked");
-        if c.state == State::Answered && r.method == "INVITE" {
+        // An INVITE of ours is out (tonegate's refresh): glare (RFC 3261 §14.2).
+        let ours_out = c.refresh.as_ref().is_some_and(|f| f.is_invite());
+        if (c.state == State::Answered || ours_out) && r.method == "INVITE" {
             let b = r.response(491, "Request Pending", None, &[], None);
             return self.send(peer, b);
         }
@@ -96,17 +102,9 @@ impl Endpoint {
         }
         let mut extra = vec![contact];
         extra.extend(caps);
-        if let Some((s, _)) = c.session {
-            let se = r.session_expires.map(|(s, _)| s).unwrap_or(s).max(90);
-            c.session = Some((se, now + Duration::from_secs(se.into())));
-            extra.push(format!("Session-Expires: {se};refresher=uac"));
-            extra.push("Require: timer".into());
-        } else if r.supports_timer() {
-            let se = r.session_expires.map(|(s, _)| s).unwrap_or(cfg_se).max(90);
-            c.session = Some((se, now + Duration::from_secs(se.into())));
-            extra.push(format!("Session-Expires: {se};refresher=uac"));
-            extra.push("Require: timer".into());
-        }
+        extra.extend(timer);
+        // The caller's refresh is a refresh, whoever was to send it.
+        c.session = Some(session);
         // A re-INVITE without an offer gets ours; an UPDATE without one, none.
         let body = (has_offer || r.method == "INVITE")
             .then(|| c.answer.clone())
@@ -127,6 +125,9 @@ impl Endpoint {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, r: Response) {
+        if self.refresh_answered(now, &r) {
+            return;
+        }
         let Some(c) = self.calls.get_mut(&r.call_id) else {
             return;
         };
@@ -171,40 +172,18 @@ impl Endpoint {
         extra: &[String],
         state: State,
     ) {
-        let branch = self.branch();
-        let (local, contact) = (self.cfg.local, self.contact());
         let Some(c) = self.calls.get_mut(id) else {
             return;
         };
         c.local_cseq = c.local_cseq.max(1) + 1;
-        let target = c
-            .invite
-            .contact
-            .clone()
-            .unwrap_or_else(|| format!("sip:{}", c.peer.addr));
-        let transport = if c.peer.reliable() { "TCP" } else { "UDP" };
-        let mut s = format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
-            c.invite.to_raw(),
-            c.local_tag,
-            c.invite.from_raw(),
-            c.invite.call_id,
-            c.local_cseq,
-        );
-        for rr in &c.invite.record_route {
-            s.push_str(&format!("Route: {rr}\r\n"));
-        }
-        for h in extra {
-            s.push_str(h);
-            s.push_str("\r\n");
-        }
-        if method != "BYE" && !extra.iter().any(|h| h.starts_with("Contact")) {
-            s.push_str(&format!("{contact}\r\n"));
-        }
-        s.push_str("Server: tonegate\r\nContent-Length: 0\r\n\r\n");
-        let bytes = s.into_bytes();
+        let cseq = c.local_cseq;
+        let Some(bytes) = self.dialog_request(id, method, cseq, extra, None) else {
+            return;
+        };
+        let c = self.calls.get_mut(id).expect("present");
         c.state = state;
         c.session = None;
+        c.refresh = None;
         c.retx = Some(Retx::start(bytes.clone(), now, c.peer.reliable()));
         if let Some(relay) = c.relay.take() {
             // The media ends with the call: a BYE's answer may never come.
@@ -222,6 +201,59 @@ impl Endpoint {
         self.send(to, bytes);
     }
 
+    /// A request of ours in call `id`'s dialog with CSeq `cseq`, `extra` header lines and
+    /// an optional SDP body.
+    pub(super) fn dialog_request(
+        &mut self,
+        id: &str,
+        method: &str,
+        cseq: u32,
+        extra: &[String],
+        sdp: Option<&str>,
+    ) -> Option<Vec<u8>> {
+        let branch = self.branch();
+        let c = self.calls.get(id)?;
+        let contact = self.contact(c.peer);
+        let (transport, local) = match (c.peer.transport, self.cfg.tls_local) {
+            (Transport::Udp, _) => ("UDP", self.cfg.local),
+            (Transport::Tcp(_), _) => ("TCP", self.cfg.local),
+            (Transport::Tls(_), at) => ("TLS", at.unwrap_or(self.cfg.local)),
+        };
+        let target = c
+            .invite
+            .contact
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}", c.peer.addr));
+        let mut s = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
+            c.invite.to_raw(),
+            c.local_tag,
+            c.invite.from_raw(),
+            c.invite.call_id,
+            cseq,
+        );
+        for rr in &c.invite.record_route {
+            s.push_str(&format!("Route: {rr}\r\n"));
+        }
+        for h in extra {
+            s.push_str(h);
+            s.push_str("\r\n");
+        }
+        // BYE and ACK need no Contact; the requests that may change the target do.
+        if !matches!(method, "BYE" | "ACK") && !extra.iter().any(|h| h.starts_with("Contact")) {
+            s.push_str(&format!("{contact}\r\n"));
+        }
+        s.push_str("Server: tonegate\r\n");
+        match sdp {
+            Some(b) => s.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
+            None => s.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        Some(s.into_bytes())
+    }
+
     /// The call is over: its relay call ends; it is kept 64×T1 for retransmissions.
     pub(super) fn finish(&mut self, now: Instant, id: &str) {
         let Some(c) = self.calls.get_mut(id) else {
@@ -231,11 +263,54 @@ impl Endpoint {
         c.retx = None;
         c.ring_until = None;
         c.session = None;
+        c.refresh = None;
         c.until = Some(now + T64);
         if let Some(relay) = c.relay.take() {
             self.by_relay.remove(&relay);
             self.out.push_back(Output::EndCall { relay });
         }
+    }
+
+    /// tonegate is stopping: a BYE in every call that is up (or answered, ACK or not) and
+    /// `503` to every INVITE not yet answered; new INVITEs get `503` from now on. The shell
+    /// waits (briefly) for [`hanging_up`](Self::hanging_up) to reach 0.
+    pub fn shut_down(&mut self, now: Instant) {
+        self.stopping = true;
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        for id in ids {
+            match self.calls[&id].state {
+                State::SettingUp | State::Ringing => {
+                    let extra = ["Retry-After: 5".to_string()];
+                    self.refuse_pending(now, &id, 503, "Service Unavailable", &extra);
+                }
+                State::Answered | State::Confirmed | State::Referring => self.send_bye(now, &id),
+                State::Ending | State::Cancelled | State::Done => {}
+            }
+        }
+    }
+
+    /// Ends call `id`, not yet answered, with a final `code` to its INVITE (and its relay
+    /// call, if it has one).
+    pub(super) fn refuse_pending(
+        &mut self,
+        now: Instant,
+        id: &str,
+        code: u16,
+        reason: &str,
+        extra: &[String],
+    ) {
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        let b = c
+            .invite
+            .response(code, reason, Some(&c.local_tag.clone()), extra, None);
+        c.ring_until = None;
+        if let Some(relay) = c.relay.take() {
+            self.by_relay.remove(&relay);
+            self.out.push_back(Output::EndCall { relay });
+        }
+        self.final_to_invite(now, id, b, State::Cancelled);
     }
 
     pub(super) fn remember(&mut self, r: &Request, b: Vec<u8>) {

@@ -18,6 +18,7 @@ fn cfg() -> EndpointConfig {
         invites_per_second: 5,
         after_payment: AfterPayment::Bye,
         local: "127.0.0.1:5060".parse().unwrap(),
+        tls_local: None,
     }
 }
 
@@ -90,6 +91,11 @@ fn to_tag(m: &str) -> String {
 
 /// An answered, ACKed call; its local tag.
 fn up(ep: &mut Endpoint, t0: Instant, extra: &str) -> String {
+    up_with(ep, t0, extra).0
+}
+
+/// An answered, ACKed call: its local tag and the 200 that answered it.
+fn up_with(ep: &mut Endpoint, t0: Instant, extra: &str) -> (String, String) {
     ep.on_message(t0, peer(), &invite(extra));
     let (sent, other) = drain(ep);
     assert_eq!(statuses(&sent), [100]);
@@ -105,7 +111,7 @@ fn up(ep: &mut Endpoint, t0: Instant, extra: &str) -> String {
         peer(),
         &req("ACK", "+442079460000", "z9hG4bKack", 1, Some(&tag), "", ""),
     );
-    tag
+    (tag, sent[1].clone())
 }
 
 #[test]
@@ -476,28 +482,10 @@ fn a_re_invite_keeps_the_ports_and_moves_the_media() {
 fn session_timers_end_a_call_nobody_refreshes() {
     let mut ep = Endpoint::new(cfg(), 7);
     let t0 = Instant::now();
-    ep.on_message(
-        t0,
-        peer(),
-        &invite("Supported: timer\r\nSession-Expires: 120\r\n"),
-    );
-    ep.relay_ready(
-        t0,
-        "call-1",
-        "r1".into(),
-        "127.0.0.1:30000".parse().unwrap(),
-    );
-    let (sent, _) = drain(&mut ep);
+    let (tag, ok) = up_with(&mut ep, t0, "Supported: timer\r\nSession-Expires: 120\r\n");
     assert!(
-        sent[2].contains("Session-Expires: 120;refresher=uac\r\nRequire: timer\r\n"),
-        "{}",
-        sent[2]
-    );
-    let tag = to_tag(&sent[2]);
-    ep.on_message(
-        t0,
-        peer(),
-        &req("ACK", "+442079460000", "z9hG4bKa", 1, Some(&tag), "", ""),
+        ok.contains("Session-Expires: 120;refresher=uac\r\nRequire: timer\r\n"),
+        "{ok}"
     );
     // Refreshed by UPDATE at 60 s: the interval starts again.
     let t1 = t0 + Duration::from_secs(60);
@@ -596,4 +584,249 @@ fn refused_calls_over_tcp_are_forgotten_without_an_ack() {
     ep.handle_timeout(t0 + T64 * 2);
     assert_eq!(ep.poll_timeout(), None);
     assert_eq!(ep.live_calls(), 0);
+}
+
+/// The caller's answer to a request tonegate sent: `code` with its Via, From, To, Call-ID
+/// and CSeq copied, and `extra` header lines.
+fn reply(request: &str, code: u16, extra: &str) -> Vec<u8> {
+    let copied: String = request
+        .lines()
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("SIP/2.0 {code} Whatever\r\n{copied}{extra}Content-Length: 0\r\n\r\n").into_bytes()
+}
+
+/// Runs the clock from `from` to `to`, each timer when it is due: what was sent.
+fn run_until(ep: &mut Endpoint, from: Instant, to: Instant) -> Vec<String> {
+    let mut sent = Vec::new();
+    let mut t = from;
+    while let Some(next) = ep.poll_timeout() {
+        if next > to {
+            break;
+        }
+        assert!(next >= t, "a timer went back in time");
+        t = next;
+        ep.handle_timeout(t);
+        sent.extend(drain(ep).0);
+    }
+    sent
+}
+
+#[test]
+fn asked_to_refresh_tonegate_sends_update_at_half_the_interval_and_hangs_up_unanswered() {
+    let mut ep = Endpoint::new(cfg(), 7);
+    let t0 = Instant::now();
+    let asked = "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\nAllow: INVITE, ACK, BYE, UPDATE\r\n";
+    let (tag, ok) = up_with(&mut ep, t0, asked);
+    assert!(
+        ok.contains("Session-Expires: 90;refresher=uas\r\nRequire: timer\r\n"),
+        "{ok}"
+    );
+    drain(&mut ep);
+    // Nothing before half the interval.
+    let half = t0 + Duration::from_secs(45);
+    assert_eq!(ep.poll_timeout(), Some(half));
+    ep.handle_timeout(half - Duration::from_millis(1));
+    assert!(drain(&mut ep).0.is_empty());
+    ep.handle_timeout(half);
+    let (sent, other) = drain(&mut ep);
+    assert!(other.is_empty(), "{other:?}");
+    let update = &sent[0];
+    assert!(
+        update.starts_with("UPDATE sip:ivr@10.0.0.9:5060 SIP/2.0\r\n"),
+        "{update}"
+    );
+    for line in [
+        "Session-Expires: 90;refresher=uas\r\n",
+        "CSeq: 2 UPDATE\r\n",
+        "Route: <sip:10.0.0.8;lr>\r\n",
+        "Content-Length: 0\r\n",
+    ] {
+        assert!(update.contains(line), "{line}: {update}");
+    }
+    assert!(update.contains(&format!(
+        "From: <sip:+442079460000@127.0.0.1>;tag={tag}\r\n"
+    )));
+    assert_eq!(ep.counts().refreshes, 1);
+    // Answered: the interval starts again from the answer.
+    ep.on_message(
+        half,
+        peer(),
+        &reply(update, 200, "Session-Expires: 90;refresher=uas\r\n"),
+    );
+    assert!(drain(&mut ep).0.is_empty());
+    let again = half + Duration::from_secs(45);
+    assert_eq!(ep.poll_timeout(), Some(again));
+    assert!(run_until(&mut ep, half, again - Duration::from_millis(1)).is_empty());
+    // The next refresh is never answered: resent over UDP, then the caller is taken for gone.
+    let sent = run_until(&mut ep, half, again + T64);
+    let updates = sent.iter().filter(|m| m.starts_with("UPDATE ")).count();
+    assert!((7..=12).contains(&updates), "{updates} UPDATEs: {sent:?}");
+    assert!(sent
+        .iter()
+        .all(|m| m.contains("CSeq: 3 UPDATE") || m.starts_with("BYE ")));
+    assert!(sent.last().unwrap().starts_with("BYE "), "{sent:?}");
+    assert_eq!(ep.counts().expired, 1);
+    assert_eq!(ep.live_calls(), 1, "until the BYE's answer");
+}
+
+#[test]
+fn a_caller_without_timers_or_update_is_refreshed_by_acked_re_invite() {
+    let mut ep = Endpoint::new(cfg(), 7);
+    let t0 = Instant::now();
+    let tag = up(&mut ep, t0, "");
+    drain(&mut ep);
+    // RFC 4028 §9: tonegate refreshes a caller that does not support timers, and does not
+    // Require what the caller does not know.
+    let half = t0 + Duration::from_secs(900);
+    assert_eq!(ep.poll_timeout(), Some(half));
+    ep.handle_timeout(half);
+    let (sent, _) = drain(&mut ep);
+    let reinvite = &sent[0];
+    assert!(
+        reinvite.starts_with("INVITE sip:ivr@10.0.0.9:5060 SIP/2.0\r\n"),
+        "{reinvite}"
+    );
+    assert!(reinvite.contains("CSeq: 2 INVITE\r\n"), "{reinvite}");
+    assert!(reinvite.contains(&format!(";tag={tag}\r\n")), "{reinvite}");
+    // The session as it is: same address and port, so nothing moves.
+    assert!(
+        reinvite.contains("m=audio 30000 RTP/AVP 0 101\r\n"),
+        "{reinvite}"
+    );
+    assert!(
+        reinvite.contains("Content-Type: application/sdp\r\n"),
+        "{reinvite}"
+    );
+    // A provisional answer stops the resending; the 200 is ACKed, and so is its repeat.
+    ep.on_message(half, peer(), &reply(reinvite, 100, ""));
+    assert!(run_until(&mut ep, half, half + Duration::from_secs(10)).is_empty());
+    let t = half + Duration::from_secs(10);
+    ep.on_message(t, peer(), &reply(reinvite, 200, ""));
+    let (sent, _) = drain(&mut ep);
+    assert!(
+        sent[0].starts_with("ACK sip:ivr@10.0.0.9:5060 SIP/2.0\r\n"),
+        "{sent:?}"
+    );
+    assert!(sent[0].contains("CSeq: 2 ACK\r\n"), "{}", sent[0]);
+    ep.on_message(t, peer(), &reply(reinvite, 200, ""));
+    assert!(drain(&mut ep).0[0].starts_with("ACK "));
+    // The next refresh is refused (the caller no longer knows the dialog): BYE at once.
+    let next = t + Duration::from_secs(900);
+    assert_eq!(ep.poll_timeout(), Some(next));
+    ep.handle_timeout(next);
+    let reinvite = drain(&mut ep).0.remove(0);
+    ep.on_message(next, peer(), &reply(&reinvite, 481, ""));
+    let (sent, other) = drain(&mut ep);
+    assert!(sent[0].starts_with("BYE "), "{sent:?}");
+    assert_eq!(other, [Output::EndCall { relay: "r1".into() }]);
+    assert_eq!(ep.counts().expired, 1);
+}
+
+#[test]
+fn a_caller_re_invite_while_tonegates_is_out_gets_491() {
+    let mut ep = Endpoint::new(cfg(), 7);
+    let t0 = Instant::now();
+    let tag = up(&mut ep, t0, "");
+    drain(&mut ep);
+    let half = t0 + Duration::from_secs(900);
+    ep.handle_timeout(half);
+    drain(&mut ep);
+    let glare = req(
+        "INVITE",
+        "+442079460000",
+        "z9hG4bKre",
+        2,
+        Some(&tag),
+        "",
+        &sdp("RTP/AVP"),
+    );
+    ep.on_message(half, peer(), &glare);
+    assert_eq!(statuses(&drain(&mut ep).0), [491]);
+}
+
+#[test]
+fn shutting_down_byes_every_call_refuses_the_unanswered_and_new_ones() {
+    let mut ep = Endpoint::new(cfg(), 7);
+    let t0 = Instant::now();
+    up(&mut ep, t0, "");
+    drain(&mut ep);
+    // A second call still setting up (its relay call not ready yet).
+    let ringing = String::from_utf8(invite(""))
+        .unwrap()
+        .replace("call-1", "call-2")
+        .replace("z9hG4bKinv", "z9hG4bKinv2");
+    ep.on_message(t0, peer(), ringing.as_bytes());
+    drain(&mut ep);
+    ep.shut_down(t0);
+    let (sent, other) = drain(&mut ep);
+    let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("a BYE");
+    assert!(bye.contains("Call-ID: call-1\r\n"), "{bye}");
+    let refused = sent
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 "))
+        .expect("an answer");
+    assert!(refused.starts_with("SIP/2.0 503 ") && refused.contains("Call-ID: call-2\r\n"));
+    assert!(refused.contains("Retry-After: "), "{refused}");
+    assert_eq!(other, [Output::EndCall { relay: "r1".into() }]);
+    assert_eq!(ep.hanging_up(), 1);
+    // The BYE's 200: nothing left to wait for.
+    ep.on_message(t0, peer(), &reply(bye, 200, ""));
+    assert_eq!(ep.hanging_up(), 0);
+    // And nothing new starts.
+    let late = String::from_utf8(invite(""))
+        .unwrap()
+        .replace("call-1", "call-3")
+        .replace("z9hG4bKinv", "z9hG4bKinv3");
+    ep.on_message(t0, peer(), late.as_bytes());
+    let (sent, other) = drain(&mut ep);
+    assert_eq!(statuses(&sent), [503]);
+    assert!(other.is_empty());
+}
+
+#[test]
+fn a_call_over_tls_names_the_tls_address_and_stays_on_its_connection() {
+    let mut c = cfg();
+    c.tls_local = Some("127.0.0.1:5061".parse().unwrap());
+    let mut ep = Endpoint::new(c, 7);
+    let t0 = Instant::now();
+    let tls = Peer {
+        transport: Transport::Tls(3),
+        addr: CALLER.parse().unwrap(),
+    };
+    ep.on_message(t0, tls, &invite(""));
+    ep.relay_ready(t0, "call-1", "r1".into(), "0.0.0.0:30000".parse().unwrap());
+    let mut sent = Vec::new();
+    while let Some(o) = ep.poll_output() {
+        if let Output::Send { to, bytes } = o {
+            assert_eq!(to, tls, "answered on another transport");
+            sent.push(String::from_utf8(bytes).unwrap());
+        }
+    }
+    let ok = sent.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap();
+    assert!(
+        ok.contains("Contact: <sip:tonegate@127.0.0.1:5061;transport=tls>\r\n"),
+        "{ok}"
+    );
+    let tag = to_tag(ok);
+    ep.on_message(
+        t0,
+        tls,
+        &req("ACK", "+442079460000", "z9hG4bKack", 1, Some(&tag), "", ""),
+    );
+    ep.hang_up(t0, "r1");
+    let (to, bye) = std::iter::from_fn(|| ep.poll_output())
+        .find_map(|o| match o {
+            Output::Send { to, bytes } => Some((to, String::from_utf8(bytes).unwrap())),
+            _ => None,
+        })
+        .expect("a BYE");
+    assert_eq!(to, tls);
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert!(bye.contains("Via: SIP/2.0/TLS 127.0.0.1:5061;"), "{bye}");
 }
