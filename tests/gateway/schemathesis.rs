@@ -247,3 +247,20 @@ fn relay_remote_schema_matches_what_the_gateway_accepts() {
     // Both verdicts were reached (a pattern that matched nothing would fail above, too).
     assert_eq!(accepted, 12);
 }
+
+/// JSON Schema reads `101.0` as an integer, so a schema-valid `telephone_event_pt` written that
+/// way sets up the call (schemathesis found it refused 400); a fraction is still refused.
+#[test]
+fn a_whole_number_written_with_a_fraction_is_an_integer() {
+    let gw = Gateway::start("");
+    let tok = gw.token("relay");
+    let body = |guid: &str, pt: serde_json::Value| {
+        serde_json::json!({"call_guid": guid, "codec": "PCMU", "telephone_event_pt": pt,
+                           "caller": {"remote": null}, "agent": {"remote": null}})
+    };
+    let (s, v) = common::gateway::post(&gw, &tok, "/relay/v1/calls", &body("whole", 101.0.into()));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = common::gateway::post(&gw, &tok, "/relay/v1/calls", &body("half", 101.5.into()));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "telephone_event_pt", "{v}");
+}
