@@ -99,7 +99,7 @@ pub(super) struct CreateRequest {
     #[schema(pattern = "^[Pp][Cc][Mm][AaUu]$")]
     codec: String,
     /// The RFC 4733 telephone-event payload type: dynamic (96-127).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 96, maximum = 127)]
     telephone_event_pt: Option<u8>,
     caller: LegRequest,
@@ -115,6 +115,24 @@ pub(super) struct CreateRequest {
     /// allowed exactly one account uses that one.
     #[serde(default)]
     account: Option<String>,
+}
+
+/// A whole number as JSON Schema reads one: `108`, or `108.0` (a number whose fraction is zero
+/// is an integer there), so no schema-valid body is refused for its spelling. The value is not
+/// echoed in the error: whatever was sent could be a card number.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=255.0).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|v| u8::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number from 0 to 255"))
 }
 
 /// How a relay route's caller may see calls: as the owner of its own (scope `relay`), or every
@@ -134,9 +152,10 @@ fn access(p: &Principal) -> Result<Access<'_>, ApiError> {
 }
 
 /// A leg's `remote`: `"ip:port"` (exactly that), `"ip"` (that host, any port),
-/// `"ip:lo-hi"` (that host, a port range; IPv6 as `"[ip]:lo-hi"`), or null (learned from the
-/// first packet from anywhere). The leg latches only within what it names. Media never goes
-/// to a multicast, broadcast or unspecified address, nor to port 0: such a remote is a 400.
+/// `"ip:lo-hi"` (that host, a port range, its ends in either order; IPv6 as `"[ip]:lo-hi"`), or
+/// null (learned from the first packet from anywhere). The leg latches only within what it
+/// names. Media never goes to a multicast, broadcast or unspecified address, nor to port 0:
+/// such a remote is a 400 (and schema-invalid: `field_schema::remote`).
 fn parse_remote(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
     let rule = parse_rule(leg, r)?;
     let port_zero = matches!(rule, RemoteRule::Exact(a) if a.port() == 0);
@@ -180,14 +199,16 @@ fn parse_rule(leg: &str, r: &Option<String>) -> Result<RemoteRule, ApiError> {
         .parse::<IpAddr>()
         .map_err(|_| bad())?;
     let (lo, hi) = ports.split_once('-').ok_or_else(bad)?;
-    let (lo, hi) = (
+    let (a, b) = (
         lo.parse::<u16>().map_err(|_| bad())?,
         hi.parse::<u16>().map_err(|_| bad())?,
     );
-    if lo == 0 || lo > hi {
+    if a == 0 || b == 0 {
         return Err(bad());
     }
-    Ok(RemoteRule::Ports(ip, lo, hi))
+    // The ends in either order: "5000-4000" can only mean 4000-5000, and a JSON Schema pattern
+    // cannot state an order, so taking both keeps every schema-valid remote acceptable.
+    Ok(RemoteRule::Ports(ip, a.min(b), a.max(b)))
 }
 
 async fn create(

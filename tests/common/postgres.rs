@@ -8,7 +8,8 @@
 //! under a lock); each process copies it, which is much faster than `initdb`.
 //!
 //! `TONEGATE_TEST_POSTGRES_URL` (a server on which the URL's user may create databases) is used
-//! instead when set. Without PostgreSQL the caller skips loudly (`common::skip`, which fails
+//! instead when set: `scripts/test` starts one server for its whole run and sets it, so test
+//! processes start none. Without PostgreSQL the caller skips loudly (`common::skip`, which fails
 //! under `TONEGATE_REQUIRE_TOOLS=1`).
 
 use std::os::unix::process::CommandExt;
@@ -43,8 +44,14 @@ pub fn database() -> Option<String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = server()?;
+    // Unique on a server shared by a whole run, where a later test process may get an earlier
+    // one's pid: the time of the call tells them apart.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let name = format!(
-        "t_{}_{}",
+        "t_{}_{started}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
