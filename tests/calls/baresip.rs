@@ -99,8 +99,10 @@ impl Baresip {
 
 impl Drop for Baresip {
     fn drop(&mut self) {
-        // SAFETY: signals the process group this test created for its child.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        // The process group this test created for its child (stdbuf and baresip).
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
