@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::common;
 use crate::common::gateway::http;
-use crate::common::KeyingLeg;
+use crate::common::{rtp_stream, KeyingLeg, StreamOptions};
 use crate::psp::{dev_token, serve_config, HookReceiver, Serve};
 
 /// A node's config: this file's accounts, webhooks to `hook`, the store at `url`, named
@@ -289,6 +289,18 @@ fn read_events(
     last: Option<i64>,
     into: Arc<Mutex<Vec<Sse>>>,
 ) -> std::thread::JoinHandle<String> {
+    read_events_stamped(base, id, token, last, into, None)
+}
+
+/// As [`read_events`], also noting when each event arrived.
+fn read_events_stamped(
+    base: &str,
+    id: &str,
+    token: &str,
+    last: Option<i64>,
+    into: Arc<Mutex<Vec<Sse>>>,
+    stamps: Option<Arc<Mutex<Vec<Instant>>>>,
+) -> std::thread::JoinHandle<String> {
     use std::io::BufRead;
     let mut req = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(90))
@@ -309,6 +321,9 @@ fn read_events(
                 seq = n.trim().parse().ok();
             } else if let Some(d) = line.strip_prefix("data:") {
                 let v: Value = serde_json::from_str(d.trim()).unwrap();
+                if let Some(t) = &stamps {
+                    t.lock().unwrap().push(Instant::now());
+                }
                 into.lock()
                     .unwrap()
                     .push((seq.expect("every event has an id"), v));
@@ -487,4 +502,88 @@ fn cancel_on_c_ends_b_capture_and_a_killed_node_fails_its_sessions() {
     // The rest of the cluster carries on: a new session on C, read on A.
     let (other, _) = cl.agent_session(c, "guid-after");
     assert_eq!(cl.status(a, &other)["sessionState"], "Created");
+}
+
+/// Key-to-agent-screen latency across nodes: a key's RTP sent to B (the call's node), the
+/// masked update read from C's event stream (the agent's node), the session created on A.
+/// Each sample: from the key's first tone packet leaving the test's socket to C's event with
+/// that many PAN digits arriving. Packets go 1 ms apart (20 times real time), so the 80 ms
+/// tone costs about 4 ms here, not 80: what remains is detection, the capture task's insert,
+/// the NOTIFY, C's read and the stream. A measurement, not a check (at most 4 calls of 16 keys,
+/// at most a minute): `cargo test --test sessions key_to_agent_screen_latency -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn key_to_agent_screen_latency_across_nodes() {
+    use tonegate_dsp::generator::{key_sequence, ToneSpec};
+    let Some(cl) = Cluster::start() else {
+        return;
+    };
+    let (a, b, c) = (0, 1, 2);
+    let started = Instant::now();
+    let mut samples: Vec<Duration> = Vec::new();
+    'calls: for round in 0..4 {
+        let guid = format!("guid-latency-{round}");
+        let (id, code) = cl.agent_session(a, &guid);
+        let token = cl.open_screen(c, &id, &code);
+        let (caller, _agent) = cl.call(b, &guid);
+        cl.wait_state(a, &id, "Capturing");
+        let seen: Arc<Mutex<Vec<Sse>>> = Default::default();
+        let stamps: Arc<Mutex<Vec<Instant>>> = Default::default();
+        let _stream = read_events_stamped(
+            cl.base(c),
+            &id,
+            &token,
+            None,
+            seen.clone(),
+            Some(stamps.clone()),
+        );
+        let (mut seq, mut ts) = (100u16, 8000u32);
+        for n in 1..=16u64 {
+            if started.elapsed() > Duration::from_secs(60) {
+                break 'calls;
+            }
+            let signal = key_sequence("4", &ToneSpec::default(), 60, n as u32);
+            let first_tone_packet = signal.keys[0].range.start / 160;
+            let packets = rtp_stream(
+                &signal,
+                StreamOptions {
+                    first_seq: seq,
+                    first_ts: ts,
+                    ..Default::default()
+                },
+            );
+            seq = seq.wrapping_add(packets.len() as u16);
+            ts = ts.wrapping_add((signal.samples.len() / 160 * 160) as u32);
+            let mut sent_at = None;
+            for (i, p) in packets.iter().enumerate() {
+                caller.sock.send_to(&p.bytes, caller.relay).unwrap();
+                if i == first_tone_packet {
+                    sent_at = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let is_key = |v: &Value| {
+                v["captureEvent"]["event"] == "key_masked" && field_length(v, "pan") == Some(n)
+            };
+            wait_event(&seen, "for the key", is_key);
+            let i = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|(_, v)| is_key(v))
+                .unwrap();
+            let arrived = stamps.lock().unwrap()[i];
+            samples.push(arrived.saturating_duration_since(sent_at.unwrap()));
+        }
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "key on node B -> agent event stream on node C: {} keys, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3
+    );
 }
