@@ -163,6 +163,7 @@ fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
 
 /// Three nodes on one database, each in its own directory (kept alive with them).
 struct Cluster {
+    url: String,
     hook: HookReceiver,
     nodes: Vec<Serve>,
     _dirs: Vec<tempfile::TempDir>,
@@ -179,6 +180,7 @@ impl Cluster {
             .map(|(name, d)| Serve::start(&node_config(d.path(), &hook.url, &url, name)))
             .collect();
         Some(Cluster {
+            url,
             hook,
             nodes,
             _dirs: dirs,
@@ -435,6 +437,16 @@ fn three_nodes_call_on_b_screen_on_c_session_from_a() {
         .join()
         .unwrap();
     assert_eq!(*again.lock().unwrap(), all[n as usize..].to_vec());
+    // Resuming after the last: nothing more will come, and the browser is told to stop.
+    let r = http()
+        .get(format!(
+            "{}/pay/agent/{id}/events?token={token}",
+            cl.base(c)
+        ))
+        .header("Last-Event-ID", all.len().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
 
     // One webhook, whichever node's worker sent it.
     cl.nodes[a].wait_webhooks_delivered(&id);
@@ -442,6 +454,9 @@ fn three_nodes_call_on_b_screen_on_c_session_from_a() {
     let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0].1["sessionState"], "Completed", "{mine:?}");
+
+    // The event log, and every other table, holds masks and the last four only.
+    assert_no_card("the database", &common::postgres::dump(&cl.url));
 
     // The call first, on B; then the session, on A: B hears of it and captures.
     let (_caller, _agent) = cl.call(b, "guid-late");

@@ -353,6 +353,22 @@ pub(super) async fn agent_events(
         .and_then(|v| v.trim().parse().ok())
         .filter(|n| *n >= 0)
         .unwrap_or(0);
+    // A browser resuming a finished session's stream with nothing left to send is told to
+    // stop (204: EventSource then does not reconnect again and again).
+    if after > 0 {
+        let s = state.sessions.get_any(&id)?;
+        let finished = s.state.is_terminal()
+            && (!s.state.may_recapture() || s.expires_at <= state.clock.unix_now());
+        let store = state.sessions.store();
+        if finished
+            && store
+                .events_after(&id, after, 1)
+                .map_err(crate::session::SessionError::from)?
+                .is_empty()
+        {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
     struct Tail {
         after: i64,
         pending: std::collections::VecDeque<(i64, String)>,
