@@ -82,6 +82,7 @@ impl Sessions {
                 messages = gone.messages,
                 links = gone.links,
                 webhooks = gone.webhooks,
+                events = gone.events,
                 days,
                 "personal data past its retention deleted"
             );
