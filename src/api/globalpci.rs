@@ -115,6 +115,9 @@ impl From<SessionError> for ApiError {
             SessionError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
             }
+            SessionError::NodeUnavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unavailable", msg)
+            }
             SessionError::Store(e) => {
                 tracing::error!(error = %e, "session store failure");
                 ApiError::new(

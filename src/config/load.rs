@@ -177,6 +177,13 @@ impl Config {
                 self.cluster.node
             )));
         }
+        if self.cluster.heartbeat_s == 0 || self.cluster.dead_after_s < 2 * self.cluster.heartbeat_s
+        {
+            return Err(invalid(format!(
+                "cluster.heartbeat_s must be at least 1 and cluster.dead_after_s at least twice it (got {} and {}): one late heartbeat must not end a live node's captures",
+                self.cluster.heartbeat_s, self.cluster.dead_after_s
+            )));
+        }
         if self.store.personal_data_days == 0 {
             return Err(invalid(
                 "store.personal_data_days must be at least 1 (sessions being paid need their data)"

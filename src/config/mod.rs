@@ -82,11 +82,20 @@ pub struct ClusterConfig {
     /// The node's name in logs, `/healthz`, `tonegate_node_info` and `ctl` listings: 1-64
     /// letters, digits, `.`, `_` or `-`. Default: the host name.
     pub node: String,
+    /// How often the node writes its heartbeat to a shared store, seconds.
+    pub heartbeat_s: u64,
+    /// A node whose heartbeat is older than this is dead: its captures' sessions are ended
+    /// (`Failed`, "capture node lost"), seconds.
+    pub dead_after_s: u64,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { node: host_name() }
+        ClusterConfig {
+            node: host_name(),
+            heartbeat_s: 3,
+            dead_after_s: 15,
+        }
     }
 }
 

@@ -13,10 +13,16 @@ impl Sessions {
                 action: "submit (capture is not complete)",
             });
         }
-        let commands = self.live_commands(id).ok_or(SessionError::WrongState {
-            from: s.state.as_str(),
-            action: "submit (no capture in progress)",
-        })?;
+        let Some(commands) = self.live_commands(id) else {
+            if let Some(node) = self.capture_elsewhere(id)? {
+                self.ask_node(&node, id, &format!("submit:{actor}")).await?;
+                return store::must_get(&*self.inner.store, id).map_err(Into::into);
+            }
+            return Err(SessionError::WrongState {
+                from: s.state.as_str(),
+                action: "submit (no capture in progress)",
+            });
+        };
         let (tx, rx) = oneshot::channel();
         commands
             .send(CaptureCommand::Submit(actor.to_string(), tx))
@@ -87,24 +93,19 @@ impl Sessions {
 
     /// The agent's "Reset field".
     pub async fn reset_field(&self, id: &str, field: Field) -> Result<bool, SessionError> {
-        let commands = self.live_commands(id).ok_or(SessionError::NotFound)?;
+        let Some(commands) = self.live_commands(id) else {
+            let node = self.capture_elsewhere(id)?.ok_or(SessionError::NotFound)?;
+            let v = self
+                .ask_node(&node, id, &format!("reset:{}", field.as_str()))
+                .await?;
+            return Ok(v.as_bool().unwrap_or(false));
+        };
         let (tx, rx) = oneshot::channel();
         commands
             .send(CaptureCommand::ResetField(field, tx))
             .await
             .map_err(|_| SessionError::NotFound)?;
         rx.await.map_err(|_| SessionError::NotFound)
-    }
-
-    /// The latest live state and a stream of updates (agent UI). `None` if nothing is live.
-    pub fn subscribe(&self, id: &str) -> Option<(LiveEvent, broadcast::Receiver<LiveEvent>)> {
-        let live = self.inner.live.lock().expect("live lock");
-        live.get(id).map(|l| {
-            (
-                l.last.lock().expect("last lock").clone(),
-                l.events.subscribe(),
-            )
-        })
     }
 
     pub(super) fn live_commands(&self, id: &str) -> Option<mpsc::Sender<CaptureCommand>> {
@@ -135,6 +136,10 @@ impl Sessions {
         let Ok(keys) = relay.key_stream(call_id).await else {
             return Ok(());
         };
+        // Recorded before the capture starts, so a Capturing session always names the node
+        // that holds its card: other nodes send it the agent's buttons, and end its sessions
+        // if it dies.
+        self.inner.store.set_capture_node(&s.id, &self.inner.node)?;
         // Secure mode held before the session captures, let alone prompts: from here no key
         // reaches the agent until the session is released or the call ends. Where it cannot
         // be held, the capture does not start (fail closed). A session capturing again on the
@@ -165,23 +170,12 @@ impl Sessions {
             return moved.map(|_| ()).map_err(Into::into);
         }
         let (commands, commands_rx) = mpsc::channel(16);
-        let (events, _) = broadcast::channel(128);
-        let first = LiveEvent {
-            session_state: SessionState::Capturing,
-            capture_event: None,
-            capture: None,
-            result: None,
-        };
-        let last = Arc::new(Mutex::new(first));
         let commands_for_shutdown = commands.clone();
-        self.inner.live.lock().expect("live lock").insert(
-            s.id.clone(),
-            Live {
-                commands,
-                events: events.clone(),
-                last: last.clone(),
-            },
-        );
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .insert(s.id.clone(), Live { commands });
         let task = CaptureTask {
             inner: self.inner.clone(),
             session: store::must_get(&*self.inner.store, &s.id)?,
@@ -190,8 +184,6 @@ impl Sessions {
             lease,
             keys,
             commands: commands_rx,
-            events,
-            last,
         };
         tracing::info!(session = %s.id, call = %call_id, "capture started");
         tokio::spawn(task.run());
@@ -243,8 +235,6 @@ pub(super) struct CaptureTask {
     lease: SecureLease,
     keys: KeyStream,
     commands: mpsc::Receiver<CaptureCommand>,
-    events: broadcast::Sender<LiveEvent>,
-    last: Arc<Mutex<LiveEvent>>,
 }
 
 impl CaptureTask {
@@ -413,9 +403,16 @@ impl CaptureTask {
         }
     }
 
+    /// Appends the update to the session's event log, which every node's agent-UI stream
+    /// reads. One small insert per key, here in the capture task: the relay's packet path
+    /// hands keys over a channel and never waits on it. The event is masked (lengths,
+    /// statuses, brand and last four once valid), never a key.
     fn publish(&self, e: LiveEvent) {
-        *self.last.lock().expect("last lock") = e.clone();
-        let _ = self.events.send(e);
+        let body = serde_json::to_string(&e).expect("live events serialise");
+        let now = self.inner.clock.unix_now();
+        if let Err(e) = self.inner.store.event_add(&self.session.id, &body, now) {
+            tracing::warn!(session = %self.session.id, error = %e, "agent-UI event not stored");
+        }
     }
 
     async fn finish(self, state: SessionState, ended_by: &str) {

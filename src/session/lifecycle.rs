@@ -82,6 +82,7 @@ impl Sessions {
                 messages = gone.messages,
                 links = gone.links,
                 webhooks = gone.webhooks,
+                events = gone.events,
                 days,
                 "personal data past its retention deleted"
             );
@@ -122,19 +123,13 @@ impl Sessions {
                 // Bounded: a capture task stuck elsewhere must not hold the cancel up.
                 let _ = tokio::time::timeout(CAPTURE_STOP_WAIT, stopped).await;
             }
-            let _ = l.events.send(LiveEvent {
-                session_state: to,
-                capture_event: None,
-                capture: None,
-                result: None,
-            });
         }
         Ok(())
     }
 }
 
 /// How long ending a session waits for its capture task to stop and park its lease.
-const CAPTURE_STOP_WAIT: Duration = Duration::from_secs(5);
+pub(super) const CAPTURE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the sweep deletes personal data past its retention, seconds.
 pub(super) const RETENTION_EVERY_S: u64 = 3600;

@@ -3,6 +3,7 @@
 //! capture, submits to the PSP and sweeps expiries.
 
 mod capture;
+mod cluster;
 mod lifecycle;
 mod link_pay;
 mod linking;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::capture::{CaptureRules, Field};
 use crate::card::Card;
@@ -75,6 +76,10 @@ pub enum SessionError {
     /// The gateway is shutting down: no new payment starts.
     #[error("the gateway is shutting down; try again shortly")]
     ShuttingDown,
+    /// The node running the session's capture did not answer in time (it may be down: its
+    /// sessions end once its heartbeat is stale).
+    #[error("the node running this capture ({0}) did not answer; try again shortly")]
+    NodeUnavailable(String),
     /// Every card attempt the account allows a session has been used.
     #[error("all {limit} card attempts for this session are used; start a new session")]
     AttemptsExhausted {
@@ -140,12 +145,12 @@ pub struct ShutdownReport {
 
 struct Live {
     commands: mpsc::Sender<CaptureCommand>,
-    events: broadcast::Sender<LiveEvent>,
-    last: Arc<Mutex<LiveEvent>>,
 }
 
 struct Inner {
     store: Arc<dyn SessionStore>,
+    /// This node's name (`[cluster] node`): recorded on the sessions it captures.
+    node: String,
     config: Arc<Config>,
     relay: Relay,
     psps: HashMap<String, Arc<dyn Psp>>,
@@ -276,6 +281,7 @@ impl Sessions {
         Sessions {
             inner: Arc::new(Inner {
                 store,
+                node: config.cluster.node.clone(),
                 config,
                 relay,
                 psps,
@@ -323,7 +329,13 @@ impl Sessions {
     pub fn start(&self) -> Result<(), SessionError> {
         let now = self.inner.clock.unix_now();
         let st = &self.inner.store;
-        for s in st.in_states(&[SessionState::Capturing, SessionState::ReadyToSubmit])? {
+        // On a shared store, only this node's captures died with its last run; other nodes'
+        // are live (a dead node's are ended by the others' heartbeat sweep).
+        let mine = |states: &[SessionState]| match st.shared() {
+            true => st.in_states_on(states, &self.inner.node),
+            false => st.in_states(states),
+        };
+        for s in mine(&[SessionState::Capturing, SessionState::ReadyToSubmit])? {
             // The card was in memory only: capture starts over when the call comes back.
             st.transition(
                 &s.id,
@@ -349,7 +361,7 @@ impl Sessions {
             }
         });
         // Payments a restart interrupted: the PSP says how they ended.
-        let interrupted = st.in_states(&[SessionState::Submitting])?;
+        let interrupted = mine(&[SessionState::Submitting])?;
         if !interrupted.is_empty() {
             let me = self.clone();
             tokio::spawn(async move {
@@ -358,6 +370,7 @@ impl Sessions {
                 }
             });
         }
+        self.start_cluster();
         let me = self.clone();
         let mut notices = self.inner.relay.watch_calls();
         tokio::spawn(async move {

@@ -724,13 +724,21 @@ fn an_unsubmitted_card_is_wiped_after_the_hold() {
     let v = wait_state(&gw, &tok, &id, "ReadyToSubmit");
     assert_eq!(v["sessionState"], "ReadyToSubmit", "{v}");
     // What the agent UI shows: the card complete, then (the hold passed) every field empty.
+    // (the latest capture view in the session's event log, which the UI's stream serves).
     let view = || {
-        let (last, _) = gw
+        let events = gw
             .state
             .sessions
-            .subscribe(&id)
-            .expect("the capture is live");
-        serde_json::to_value(last.capture).unwrap()
+            .store()
+            .events_after(&id, 0, 10_000)
+            .unwrap();
+        let last = events
+            .iter()
+            .rev()
+            .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+            .find(|v| v.get("capture").is_some())
+            .expect("the capture published a view");
+        last["capture"].clone()
     };
     let card = view();
     assert_eq!(

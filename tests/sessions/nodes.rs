@@ -1,24 +1,35 @@
-//! Several nodes: two `tonegate serve` processes on one PostgreSQL database. A session created
+//! Several nodes: `tonegate serve` processes on one PostgreSQL database. A session created
 //! on one is read and cancelled on the other, live link ids are unique across both, and each
-//! result webhook goes out once while both run the webhook worker.
+//! result webhook goes out once while both run the webhook worker. With three: the call's
+//! audio on B, the session created on A, the agent's screen on C (live masked digits, reset,
+//! submit, a resumed event stream), cancel on C, and B killed mid-capture.
 
 use std::collections::{HashMap, HashSet};
+use std::net::UdpSocket;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common;
 use crate::common::gateway::http;
+use crate::common::{rtp_stream, KeyingLeg, StreamOptions};
 use crate::psp::{dev_token, serve_config, HookReceiver, Serve};
 
-/// A node's config: this file's accounts, webhooks to `hook`, the store at `url`.
-fn node_config(dir: &std::path::Path, hook: &str, url: &str) -> std::path::PathBuf {
+/// A node's config: this file's accounts, webhooks to `hook`, the store at `url`, named
+/// `name`, beating every second and counting a node dead after three without a beat.
+fn node_config(dir: &std::path::Path, hook: &str, url: &str, name: &str) -> std::path::PathBuf {
     let path = serve_config(dir, "http://127.0.0.1:9", hook);
     let mut cfg: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["store"]
         .as_table_mut()
         .unwrap()
         .insert("postgres_url".into(), url.into());
+    let cluster: toml::Table = toml::from_str(&format!(
+        "node = \"{name}\"\nheartbeat_s = 1\ndead_after_s = 3"
+    ))
+    .unwrap();
+    cfg.insert("cluster".into(), cluster.into());
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     path
 }
@@ -36,8 +47,8 @@ fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
     };
     let hook = HookReceiver::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Serve::start(&node_config(da.path(), &hook.url, &url));
-    let b = Serve::start(&node_config(db.path(), &hook.url, &url));
+    let a = Serve::start(&node_config(da.path(), &hook.url, &url, "node-a"));
+    let b = Serve::start(&node_config(db.path(), &hook.url, &url, "node-b"));
     let (ta, tb) = (dev_token(&a.1, "globalpci"), dev_token(&b.1, "globalpci"));
 
     // Created on A; read and cancelled on B; A sees it cancelled.
@@ -148,4 +159,446 @@ fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
     for s in &all {
         assert_eq!(per_session[*s].len(), 1, "{s}: {:?}", per_session[*s]);
     }
+}
+
+/// Three nodes on one database, each in its own directory (kept alive with them).
+struct Cluster {
+    url: String,
+    hook: HookReceiver,
+    nodes: Vec<Serve>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let url = common::postgres::database()?;
+        let hook = HookReceiver::start();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes = ["node-a", "node-b", "node-c"]
+            .iter()
+            .zip(&dirs)
+            .map(|(name, d)| Serve::start(&node_config(d.path(), &hook.url, &url, name)))
+            .collect();
+        Some(Cluster {
+            url,
+            hook,
+            nodes,
+            _dirs: dirs,
+        })
+    }
+
+    fn base(&self, i: usize) -> &str {
+        &self.nodes[i].1
+    }
+
+    /// An agent session for `guid` created on node `on`: its id and the screen's access code.
+    fn agent_session(&self, on: usize, guid: &str) -> (String, String) {
+        let (s, v) = send(
+            http()
+                .post(format!("{}/globalpci/v1/agentsession", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "globalpci"))
+                .json(
+                    &json!({"AccountConfigurationId": "dev-account", "CallGuid": guid,
+                              "PaymentData": {"amount": "12.00", "merchantTxnRef": guid}}),
+                ),
+        );
+        assert_eq!(s, 200, "{v}");
+        (
+            v["sessionId"].as_str().unwrap().to_string(),
+            v["paymentUiCredentials"]["accessCode"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    }
+
+    /// Opens the agent's payment screen on node `on`: the page's UI token.
+    fn open_screen(&self, on: usize, id: &str, code: &str) -> String {
+        let page = http()
+            .get(format!("{}/pay/agent/{id}?code={code}", self.base(on)))
+            .send()
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().unwrap();
+        let at = page
+            .find("data-token=\"")
+            .expect("the page carries its token")
+            + 12;
+        page[at..at + page[at..].find('"').unwrap()].to_string()
+    }
+
+    /// A relay call for `guid` on node `on`: the caller's keying leg (the agent leg's socket
+    /// kept open alongside).
+    fn call(&self, on: usize, guid: &str) -> (KeyingLeg, UdpSocket) {
+        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (s, v) = send(
+            http()
+                .post(format!("{}/relay/v1/calls", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "relay"))
+                .json(&json!({"call_guid": guid, "codec": "PCMU",
+                              "caller": {"remote": caller.local_addr().unwrap().to_string()},
+                              "agent": {"remote": agent.local_addr().unwrap().to_string()}})),
+        );
+        assert_eq!(s, 201, "{v}");
+        let relay = v["caller"]["local"].as_str().unwrap().parse().unwrap();
+        (KeyingLeg::new(caller, relay), agent)
+    }
+
+    /// The session as node `on` reports it (the IVR's status poll).
+    fn status(&self, on: usize, id: &str) -> Value {
+        send(
+            http()
+                .get(format!("{}/globalpci/v1/session/{id}", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "globalpci")),
+        )
+        .1
+    }
+
+    /// Polls node `on` until session `id` is in `state` (at most 30 s).
+    fn wait_state(&self, on: usize, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.status(on, id);
+            if v["sessionState"] == state {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "never {state}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An agent-screen button on node `on`.
+    fn press(&self, on: usize, id: &str, token: &str, what: &str, body: Value) -> (u16, Value) {
+        send(
+            http()
+                .post(format!("{}/pay/agent/{id}/{what}", self.base(on)))
+                .bearer_auth(token)
+                .json(&body),
+        )
+    }
+}
+
+/// One server-sent event: its `id:` and its JSON.
+type Sse = (i64, Value);
+
+/// Reads the agent's event stream on `base` (resuming after `last` if given) until it ends,
+/// into `into`; the thread returns the raw text.
+fn read_events(
+    base: &str,
+    id: &str,
+    token: &str,
+    last: Option<i64>,
+    into: Arc<Mutex<Vec<Sse>>>,
+) -> std::thread::JoinHandle<String> {
+    read_events_stamped(base, id, token, last, into, None)
+}
+
+/// As [`read_events`], also noting when each event arrived.
+fn read_events_stamped(
+    base: &str,
+    id: &str,
+    token: &str,
+    last: Option<i64>,
+    into: Arc<Mutex<Vec<Sse>>>,
+    stamps: Option<Arc<Mutex<Vec<Instant>>>>,
+) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let mut req = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap()
+        .get(format!("{base}/pay/agent/{id}/events?token={token}"));
+    if let Some(n) = last {
+        req = req.header("Last-Event-ID", n.to_string());
+    }
+    std::thread::spawn(move || {
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), 200);
+        let (mut raw, mut seq) = (String::new(), None);
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            raw.push_str(&line);
+            raw.push('\n');
+            if let Some(n) = line.strip_prefix("id:") {
+                seq = n.trim().parse().ok();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap();
+                if let Some(t) = &stamps {
+                    t.lock().unwrap().push(Instant::now());
+                }
+                into.lock()
+                    .unwrap()
+                    .push((seq.expect("every event has an id"), v));
+            }
+        }
+        raw
+    })
+}
+
+/// Waits (at most 20 s) until an event read so far satisfies `ok`.
+fn wait_event(seen: &Mutex<Vec<Sse>>, what: &str, ok: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.lock().unwrap().iter().any(|(_, v)| ok(v)) {
+        assert!(
+            Instant::now() < deadline,
+            "no event {what}: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A field's masked length in an event's capture view.
+fn field_length(v: &Value, field: &str) -> Option<u64> {
+    v["capture"]["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["field"] == field)?["length"]
+        .as_u64()
+}
+
+/// Fails if `text` holds the PAN (whole or its first twelve), or the expiry or CVV keyed.
+fn assert_no_card(what: &str, text: &str) {
+    for pan in ["4242424242424242", "424242424242"] {
+        assert!(!text.contains(pan), "{what} holds the PAN");
+    }
+    let b = text.as_bytes();
+    for tok in ["1230", "737"] {
+        for (i, _) in text.match_indices(tok) {
+            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
+            assert!(!(before && after), "{what} holds {tok}");
+        }
+    }
+}
+
+/// The issue's cluster payment: the session created on A, the call's audio on B, the agent's
+/// screen on C. C's event stream shows B's masked digits live; "Reset" and "Submit" pressed on
+/// C act on B's capture (B tokenizes with the sandbox PSP itself); A's status poll reads
+/// Completed; one webhook. A stream resumed with `Last-Event-ID` gets exactly the events
+/// after it. Then a session created on A for a call B already holds captures on B.
+#[test]
+fn three_nodes_call_on_b_screen_on_c_session_from_a() {
+    let Some(cl) = Cluster::start() else {
+        return;
+    };
+    let (a, b, c) = (0, 1, 2);
+    let (id, code) = cl.agent_session(a, "guid-three");
+    let token = cl.open_screen(c, &id, &code);
+    let (mut caller, _agent) = cl.call(b, "guid-three");
+    cl.wait_state(a, &id, "Capturing");
+    let seen: Arc<Mutex<Vec<Sse>>> = Default::default();
+    let stream = read_events(cl.base(c), &id, &token, None, seen.clone());
+
+    caller.key("4242424242424242#", 1);
+    wait_event(&seen, "with the PAN masked, last four shown", |v| {
+        field_length(v, "pan") == Some(16) && v["capture"]["last4"] == "4242"
+    });
+    // "Reset" on C empties the field on B.
+    let (s, v) = cl.press(c, &id, &token, "reset", json!({"field": "pan"}));
+    assert_eq!((s, &v["reset"]), (200, &json!(true)), "{v}");
+    wait_event(&seen, "with the PAN cleared", |v| {
+        v["captureEvent"]["event"] == "field_cleared" && field_length(v, "pan") == Some(0)
+    });
+    caller.key("4242424242424242#1230#737", 2);
+    wait_event(&seen, "ReadyToSubmit", |v| {
+        v["sessionState"] == "ReadyToSubmit"
+    });
+    let (s, v) = cl.press(c, &id, &token, "submit", json!({}));
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Completed")),
+        "{v}"
+    );
+    assert_eq!(v["outcome"]["title"], "Payment approved.", "{v}");
+    let done = cl.wait_state(a, &id, "Completed");
+    assert!(
+        done["maskedPan"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("4242")),
+        "{done}"
+    );
+
+    // The stream ends once the session can change no more: every event, numbered from 1 with
+    // no gap and no repeat, masked throughout, Completed last.
+    let raw = stream.join().unwrap();
+    assert_no_card("the event stream", &raw);
+    let all = seen.lock().unwrap().clone();
+    let ids: Vec<i64> = all.iter().map(|(n, _)| *n).collect();
+    assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "{raw}");
+    assert!(all
+        .iter()
+        .any(|(_, v)| v["captureEvent"]["event"] == "key_masked"));
+    assert_eq!(all.last().unwrap().1["sessionState"], "Completed", "{raw}");
+    // A reconnect after event n gets n+1.. exactly: none lost, none repeated.
+    let n = all.len() as i64 / 2;
+    let again: Arc<Mutex<Vec<Sse>>> = Default::default();
+    read_events(cl.base(c), &id, &token, Some(n), again.clone())
+        .join()
+        .unwrap();
+    assert_eq!(*again.lock().unwrap(), all[n as usize..].to_vec());
+    // Resuming after the last: nothing more will come, and the browser is told to stop.
+    let r = http()
+        .get(format!(
+            "{}/pay/agent/{id}/events?token={token}",
+            cl.base(c)
+        ))
+        .header("Last-Event-ID", all.len().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // One webhook, whichever node's worker sent it.
+    cl.nodes[a].wait_webhooks_delivered(&id);
+    let hooks = cl.hook.seen.lock().unwrap().clone();
+    let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].1["sessionState"], "Completed", "{mine:?}");
+
+    // The event log, and every other table, holds masks and the last four only.
+    assert_no_card("the database", &common::postgres::dump(&cl.url));
+
+    // The call first, on B; then the session, on A: B hears of it and captures.
+    let (_caller, _agent) = cl.call(b, "guid-late");
+    let (late, _) = cl.agent_session(a, "guid-late");
+    cl.wait_state(c, &late, "Capturing");
+}
+
+/// Cancel pressed on C ends the capture running on B. Then B is killed (SIGKILL) mid-capture:
+/// the other nodes see its heartbeat stop and end its session Failed ("capture node lost"),
+/// which A's status poll reports and the webhook carries once; A and C go on serving.
+#[test]
+fn cancel_on_c_ends_b_capture_and_a_killed_node_fails_its_sessions() {
+    let Some(mut cl) = Cluster::start() else {
+        return;
+    };
+    let (a, b, c) = (0, 1, 2);
+    let (id, code) = cl.agent_session(a, "guid-cancel");
+    let token = cl.open_screen(c, &id, &code);
+    let (mut caller, _agent) = cl.call(b, "guid-cancel");
+    cl.wait_state(a, &id, "Capturing");
+    caller.key("4242", 1);
+    let (s, v) = cl.press(c, &id, &token, "cancel", json!({}));
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Cancelled")),
+        "{v}"
+    );
+    let logs = cl.nodes[b].2.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(&id) && l.contains("capture ended"))
+    {
+        assert!(Instant::now() < deadline, "B's capture did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (id, _) = cl.agent_session(a, "guid-kill");
+    let (mut caller, _agent) = cl.call(b, "guid-kill");
+    cl.wait_state(a, &id, "Capturing");
+    caller.key("4242424242424242#", 2);
+    cl.nodes[b].0.kill().unwrap();
+    cl.nodes[b].0.wait().unwrap();
+    let v = cl.wait_state(a, &id, "Failed");
+    assert!(
+        v["failureReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("capture node lost: node-b")),
+        "{v}"
+    );
+    assert_no_card("the status", &v.to_string());
+    cl.nodes[a].wait_webhooks_delivered(&id);
+    let hooks = cl.hook.seen.lock().unwrap().clone();
+    let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    // The rest of the cluster carries on: a new session on C, read on A.
+    let (other, _) = cl.agent_session(c, "guid-after");
+    assert_eq!(cl.status(a, &other)["sessionState"], "Created");
+}
+
+/// Key-to-agent-screen latency across nodes: a key's RTP sent to B (the call's node), the
+/// masked update read from C's event stream (the agent's node), the session created on A.
+/// Each sample: from the key's first tone packet leaving the test's socket to C's event with
+/// that many PAN digits arriving. Packets go 1 ms apart (20 times real time), so the 80 ms
+/// tone costs about 4 ms here, not 80: what remains is detection, the capture task's insert,
+/// the NOTIFY, C's read and the stream. A measurement, not a check (at most 4 calls of 16 keys,
+/// at most a minute): `cargo test --test sessions key_to_agent_screen_latency -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn key_to_agent_screen_latency_across_nodes() {
+    use tonegate_dsp::generator::{key_sequence, ToneSpec};
+    let Some(cl) = Cluster::start() else {
+        return;
+    };
+    let (a, b, c) = (0, 1, 2);
+    let started = Instant::now();
+    let mut samples: Vec<Duration> = Vec::new();
+    'calls: for round in 0..4 {
+        let guid = format!("guid-latency-{round}");
+        let (id, code) = cl.agent_session(a, &guid);
+        let token = cl.open_screen(c, &id, &code);
+        let (caller, _agent) = cl.call(b, &guid);
+        cl.wait_state(a, &id, "Capturing");
+        let seen: Arc<Mutex<Vec<Sse>>> = Default::default();
+        let stamps: Arc<Mutex<Vec<Instant>>> = Default::default();
+        let _stream = read_events_stamped(
+            cl.base(c),
+            &id,
+            &token,
+            None,
+            seen.clone(),
+            Some(stamps.clone()),
+        );
+        let (mut seq, mut ts) = (100u16, 8000u32);
+        for n in 1..=16u64 {
+            if started.elapsed() > Duration::from_secs(60) {
+                break 'calls;
+            }
+            let signal = key_sequence("4", &ToneSpec::default(), 60, n as u32);
+            let first_tone_packet = signal.keys[0].range.start / 160;
+            let packets = rtp_stream(
+                &signal,
+                StreamOptions {
+                    first_seq: seq,
+                    first_ts: ts,
+                    ..Default::default()
+                },
+            );
+            seq = seq.wrapping_add(packets.len() as u16);
+            ts = ts.wrapping_add((signal.samples.len() / 160 * 160) as u32);
+            let mut sent_at = None;
+            for (i, p) in packets.iter().enumerate() {
+                caller.sock.send_to(&p.bytes, caller.relay).unwrap();
+                if i == first_tone_packet {
+                    sent_at = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let is_key = |v: &Value| {
+                v["captureEvent"]["event"] == "key_masked" && field_length(v, "pan") == Some(n)
+            };
+            wait_event(&seen, "for the key", is_key);
+            let i = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|(_, v)| is_key(v))
+                .unwrap();
+            let arrived = stamps.lock().unwrap()[i];
+            samples.push(arrived.saturating_duration_since(sent_at.unwrap()));
+        }
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "key on node B -> agent event stream on node C: {} keys, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3
+    );
 }

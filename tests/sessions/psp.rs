@@ -586,9 +586,9 @@ pub(crate) fn dev_token(base: &str, scope: &str) -> String {
 /// A `tonegate serve` child this test started (its URL, every line it logged); killed if the
 /// test ends first.
 pub(crate) struct Serve(
-    std::process::Child,
+    pub(crate) std::process::Child,
     pub(crate) String,
-    Arc<Mutex<Vec<String>>>,
+    pub(crate) Arc<Mutex<Vec<String>>>,
 );
 
 impl Serve {

@@ -103,6 +103,8 @@ suite!(
     relay_audit_is_kept_newest_first,
     a_database_from_a_newer_tonegate_is_refused_and_left_alone,
     the_database_refuses_exactly_the_moves_the_state_machine_refuses,
+    agent_ui_events_are_numbered_per_session_resumable_and_forgotten_with_it,
+    a_written_event_rings_the_doorbell_of_every_handle,
 );
 
 fn session(id: &str) -> Session {
@@ -655,6 +657,143 @@ fn retention_forgets_personal_data_and_keeps_the_rest(b: &Backend) {
         (again.sessions, again.messages, again.links, again.webhooks),
         (0, 0, 0, 0)
     );
+}
+
+/// Each state change writes its event in the same transaction (a refused one writes none);
+/// capture updates are appended; a session's events are numbered 1, 2, … with no gap or
+/// repeat however many writers race (two handles: two nodes); a reader resumes after any
+/// number; retention deletes a closed session's events with its personal data.
+fn agent_ui_events_are_numbered_per_session_resumable_and_forgotten_with_it(b: &Backend) {
+    use SessionState::*;
+    let (st, other) = (b.store(), b.store());
+    st.insert(&session("ev"), "t").unwrap();
+    let live = Session {
+        dtmf_link_id: Some("654321".into()),
+        ..session("ev-live")
+    };
+    st.insert(&live, "t").unwrap();
+    assert!(st
+        .transition("ev", Created.to(Capturing).unwrap(), "t", 110)
+        .unwrap());
+    assert!(!st
+        .transition("ev", Created.to(Cancelled).unwrap(), "t", 111)
+        .unwrap());
+    let states = |id: &str, after: i64| -> Vec<(i64, String)> {
+        st.events_after(id, after, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(n, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                (n, v["sessionState"].as_str().unwrap_or("-").to_string())
+            })
+            .collect()
+    };
+    assert_eq!(
+        states("ev", 0),
+        [(1, "Created".to_string()), (2, "Capturing".to_string())]
+    );
+    // Capture updates from two handles at once, while a third writer changes state.
+    std::thread::scope(|sc| {
+        for h in [&st, &other] {
+            sc.spawn(move || {
+                for _ in 0..15 {
+                    h.event_add("ev", r#"{"sessionState":"Capturing","capture":{}}"#, 112)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let all = st.events_after("ev", 0, 1000).unwrap();
+    let numbers: Vec<i64> = all.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=32).collect::<Vec<i64>>());
+    // Resuming after 30 gets 31 and 32 only; paging is by number.
+    assert_eq!(
+        st.events_after("ev", 30, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        [31, 32]
+    );
+    assert_eq!(st.events_after("ev", 0, 5).unwrap().len(), 5);
+    // A settle's event carries the stored result; each session has its own numbering.
+    let r = PaymentResult {
+        failure_reason: Some("capture node lost".into()),
+        ..Default::default()
+    };
+    assert!(st
+        .settle(
+            "ev",
+            Capturing.to(Failed).unwrap(),
+            "t",
+            150,
+            Some(&r),
+            &|_| None
+        )
+        .unwrap());
+    let last = st.events_after("ev", 32, 10).unwrap();
+    assert_eq!(last.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(&last[0].1).unwrap();
+    assert_eq!(
+        (
+            v["sessionState"].as_str(),
+            v["result"]["failureReason"].as_str()
+        ),
+        (Some("Failed"), Some("capture node lost"))
+    );
+    assert_eq!(states("ev-live", 0), [(1, "Created".to_string())]);
+    // The capture node is recorded and found by state.
+    st.set_capture_node("ev-live", "node-b").unwrap();
+    assert_eq!(
+        st.capture_node("ev-live").unwrap().as_deref(),
+        Some("node-b")
+    );
+    assert!(st
+        .transition("ev-live", Created.to(Capturing).unwrap(), "t", 160)
+        .unwrap());
+    let on_b = st
+        .in_states_on(&[Capturing, ReadyToSubmit], "node-b")
+        .unwrap();
+    assert_eq!(
+        on_b.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["ev-live"]
+    );
+    assert!(st.in_states_on(&[Capturing], "node-a").unwrap().is_empty());
+    // Retention: the closed session's events go; the live one's stay.
+    let gone = st.forget_personal_data(500).unwrap();
+    assert_eq!(gone.events, 33);
+    assert!(st.events_after("ev", 0, 1000).unwrap().is_empty());
+    assert_eq!(st.events_after("ev-live", 0, 1000).unwrap().len(), 2);
+}
+
+/// A written event rings the doorbell of every handle on the database (on PostgreSQL through
+/// LISTEN/NOTIFY: another handle stands for another node), saying which session.
+fn a_written_event_rings_the_doorbell_of_every_handle(b: &Backend) {
+    use tonegate::session::store::Bell;
+    let (writer, reader) = (b.store(), b.store());
+    // A shared store's other handle hears it; a single-node store's own handle does.
+    let listener = if writer.shared() { &reader } else { &writer };
+    let mut bells = listener.doorbell();
+    writer.insert(&session("bell"), "t").unwrap();
+    // The other handle's listening connection may still be coming up: events are written
+    // until one is heard (each is in the log either way; the bell only wakes readers).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    'heard: loop {
+        assert!(std::time::Instant::now() < deadline, "no bell heard");
+        writer.event_add("bell", "{}", 100).unwrap();
+        let wait = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while std::time::Instant::now() < wait {
+            match bells.try_recv() {
+                Ok(Bell::Event { session, local }) if session == "bell" => {
+                    // Only the writing handle calls it its own.
+                    assert_eq!(local, !writer.shared());
+                    break 'heard;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
 }
 
 fn relay_audit_is_kept_newest_first(b: &Backend) {

@@ -112,6 +112,25 @@ impl Op {
         self
     }
 
+    /// The `Last-Event-ID` header a reconnecting `EventSource` sends (an event stream's resume
+    /// point).
+    pub(super) fn last_event_id(mut self) -> Op {
+        self.op = self.op.parameter(
+            ParameterBuilder::new()
+                .name("Last-Event-ID")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Resume after this event (its `id:`): the stream sends the events after it, \
+                     none twice",
+                ))
+                .schema(Some(
+                    string().max_length(Some(20)).pattern(Some("^[0-9]+$")),
+                )),
+        );
+        self
+    }
+
     /// The query string, read by `Query<T>`.
     pub(super) fn query<T: IntoParams>(mut self) -> Op {
         let params: Vec<Parameter> = T::into_params(|| Some(ParameterIn::Query));

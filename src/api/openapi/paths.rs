@@ -315,12 +315,20 @@ pub(super) fn api() -> OpenApi {
         Op::new("Agent payment UI live updates (text/event-stream)")
             .ui_token("uiTokenQuery")
             .path_param("id")
+            .last_event_id()
             .answer(
                 "200",
                 text(
-                    "Server-sent events: the session's state, then live updates",
+                    "Server-sent events, each with `id:` its number in the session's log: the \
+                     log from the start (or after `Last-Event-ID`), then live updates",
                     "text/event-stream",
                 ),
+            )
+            .answer(
+                "204",
+                ResponseBuilder::new()
+                    .description("Resumed after the last event of a finished session: nothing more will come")
+                    .build(),
             )
             .shared("400", "BadQuery")
             .shared("401", "Unauthorized"),

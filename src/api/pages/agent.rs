@@ -322,10 +322,17 @@ fn ui_denied() -> ApiError {
     )
 }
 
+/// Most events one store read returns (a resumed stream reads on in pages).
+const EVENTS_PAGE: usize = 200;
+/// How long the stream waits for a bell before it reads the store anyway (a bell can be
+/// lost; the log cannot).
+const EVENTS_POLL: Duration = Duration::from_secs(1);
+
 pub(super) async fn agent_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !q
         .token
@@ -334,79 +341,103 @@ pub(super) async fn agent_events(
     {
         return Err(ui_denied());
     }
-    let app = state.clone();
-    // Each connection starts with the current state (a reconnect resumes), then live updates;
-    // between captures (no call yet, or a declined card the agent may ask for again) the
-    // stored state is checked every half second and sent when it changes. The stream ends
-    // once the session can change no more.
-    enum Phase {
-        Waiting(Option<SessionState>),
-        Live(tokio::sync::broadcast::Receiver<crate::session::LiveEvent>),
-        Done,
+    // The session's event log, from the store, on whichever node the agent reached: each
+    // event carries `id:` = its number in the session's log, so a reconnecting browser's
+    // `Last-Event-ID` resumes right after the last one it got (none lost, none repeated).
+    // A first connection gets the log from the start, which leaves the screen as it stands.
+    // Woken by the store's doorbell (LISTEN/NOTIFY across nodes), read anyway every second.
+    // The stream ends once the session can change no more and its last events are out.
+    let after: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n >= 0)
+        .unwrap_or(0);
+    // A browser resuming a finished session's stream with nothing left to send is told to
+    // stop (204: EventSource then does not reconnect again and again).
+    if after > 0 {
+        let s = state.sessions.get_any(&id)?;
+        let finished = s.state.is_terminal()
+            && (!s.state.may_recapture() || s.expires_at <= state.clock.unix_now());
+        let store = state.sessions.store();
+        if finished
+            && store
+                .events_after(&id, after, 1)
+                .map_err(crate::session::SessionError::from)?
+                .is_empty()
+        {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
     }
-    let stream = futures_util::stream::unfold(Phase::Waiting(None), move |phase| {
+    struct Tail {
+        after: i64,
+        pending: std::collections::VecDeque<(i64, String)>,
+        bells: tokio::sync::broadcast::Receiver<crate::session::store::Bell>,
+        waited_after_over: bool,
+    }
+    let tail = Tail {
+        after,
+        pending: Default::default(),
+        // Subscribed before the first read: a bell rung between a read and the wait after it
+        // is still heard.
+        bells: state.sessions.store().doorbell(),
+        waited_after_over: false,
+    };
+    let app = state.clone();
+    let stream = futures_util::stream::unfold(tail, move |mut t| {
         let app = app.clone();
         let id = id.clone();
         async move {
-            let event = |v: serde_json::Value| {
-                Ok::<Event, Infallible>(
-                    Event::default().data(with_outcome(&app, v, &id).to_string()),
-                )
-            };
-            let stored = |s: &crate::session::model::Session| json!({ "sessionState": s.state.as_str(), "result": s.result });
+            use crate::session::store::Bell;
+            use tokio::sync::broadcast::error::{RecvError, TryRecvError};
             // Finished for good: nothing can move it again (a declined session past its
             // expiry cannot be captured again either).
-            let over = |st: SessionState| {
-                st.is_terminal()
-                    && (!st.may_recapture()
-                        || app
-                            .sessions
-                            .get_any(&id)
-                            .is_ok_and(|s| s.expires_at <= app.clock.unix_now()))
+            let over = |s: &crate::session::model::Session| {
+                s.state.is_terminal()
+                    && (!s.state.may_recapture() || s.expires_at <= app.clock.unix_now())
             };
-            let mut last = match phase {
-                Phase::Done => return None,
-                Phase::Waiting(last) => last,
-                Phase::Live(mut rx) => loop {
-                    match rx.recv().await {
-                        Ok(ev) => {
-                            let st = ev.session_state;
-                            let next = if over(st) {
-                                Phase::Done
-                            } else if st.is_terminal() {
-                                Phase::Waiting(Some(st))
-                            } else {
-                                Phase::Live(rx)
-                            };
-                            return Some((
-                                event(serde_json::to_value(&ev).unwrap_or_default()),
-                                next,
-                            ));
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        // Capture ended: the stored outcome is sent below.
-                        Err(_) => break None,
-                    }
-                },
-            };
+            let store = app.sessions.store();
             loop {
-                if let Some((snapshot, rx)) = app.sessions.subscribe(&id) {
-                    return Some((
-                        event(serde_json::to_value(&snapshot).unwrap_or_default()),
-                        Phase::Live(rx),
-                    ));
+                if let Some((seq, body)) = t.pending.pop_front() {
+                    t.after = seq;
+                    let v = serde_json::from_str(&body).unwrap_or_default();
+                    let ev = Event::default()
+                        .id(seq.to_string())
+                        .data(with_outcome(&app, v, &id).to_string());
+                    return Some((Ok::<Event, Infallible>(ev), t));
                 }
+                // Bells rung before this read are answered by it: only later ones should end
+                // the wait below early.
+                while !matches!(
+                    t.bells.try_recv(),
+                    Err(TryRecvError::Empty | TryRecvError::Closed)
+                ) {}
                 let s = app.sessions.get_any(&id).ok()?;
-                if last != Some(s.state) {
-                    let next = if over(s.state) {
-                        Phase::Done
-                    } else {
-                        Phase::Waiting(Some(s.state))
-                    };
-                    return Some((event(stored(&s)), next));
+                let over_now = over(&s);
+                t.pending
+                    .extend(store.events_after(&id, t.after, EVENTS_PAGE).ok()?);
+                if !t.pending.is_empty() {
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                last = Some(s.state);
+                // Over, and nothing new after one more wait: the capture's last update (it
+                // publishes right after the final state is stored) has had its moment. A
+                // browser that reconnects later still resumes where it stopped.
+                if over_now && t.waited_after_over {
+                    return None;
+                }
+                t.waited_after_over = over_now;
+                let woken = tokio::time::timeout(EVENTS_POLL, async {
+                    loop {
+                        match t.bells.recv().await {
+                            Ok(Bell::Event { session, .. }) if session == id => return,
+                            Ok(Bell::Resync) | Err(RecvError::Lagged(_)) => return,
+                            // No bells any more: the timeout alone paces the reads.
+                            Err(RecvError::Closed) => std::future::pending::<()>().await,
+                            Ok(_) => {}
+                        }
+                    }
+                });
+                let _ = woken.await;
             }
         }
     });

@@ -201,6 +201,8 @@ pub struct Forgotten {
     pub links: usize,
     /// Delivered or abandoned webhooks deleted.
     pub webhooks: usize,
+    /// Agent-UI events deleted (those of sessions closed before the cutoff).
+    pub events: usize,
 }
 
 /// A message in the SMS outbox.
@@ -387,10 +389,149 @@ pub trait Retention: Send + Sync {
     fn forget_personal_data(&self, before: u64) -> Result<Forgotten, StoreError>;
 }
 
+/// What wakes a node: something it may want to read from the store changed. A bell may be
+/// lost (a dropped connection, a lagging reader); readers then re-read, so a bell only ever
+/// shortens a wait (`Resync` says "re-read everything").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bell {
+    /// New agent-UI events for this session; `local`: written by this process.
+    Event {
+        /// The session.
+        session: String,
+        /// Written by this process (nothing to learn from it).
+        local: bool,
+    },
+    /// A session was created (a node holding its call may link it).
+    Session {
+        /// The session.
+        session: String,
+        /// Created by this process.
+        local: bool,
+    },
+    /// Commands are waiting for this node.
+    Command(String),
+    /// The command with this id has its answer.
+    Answer(i64),
+    /// Bells may have been missed (the listening connection was re-made).
+    Resync,
+}
+
+impl Bell {
+    /// The bell a PostgreSQL notification's payload rings (`origin`: this process's mark).
+    pub(crate) fn parse(payload: &str, origin: &str) -> Option<Bell> {
+        let (kind, rest) = payload.split_once(':')?;
+        let from = |rest: &str| {
+            rest.split_once(':')
+                .map(|(o, id)| (id.to_string(), o == origin))
+        };
+        Some(match kind {
+            "e" => from(rest).map(|(session, local)| Bell::Event { session, local })?,
+            "s" => from(rest).map(|(session, local)| Bell::Session { session, local })?,
+            "c" => Bell::Command(rest.to_string()),
+            "a" => Bell::Answer(rest.parse().ok()?),
+            _ => return None,
+        })
+    }
+}
+
+/// A command for the node running a session's capture (the agent pressed a button on another
+/// node). Never card data: a verb, a field name, an actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCommand {
+    /// Its id (the answer is written under it).
+    pub id: i64,
+    /// The session whose capture it acts on.
+    pub session_id: String,
+    /// `submit:<actor>` or `reset:<field>`.
+    pub command: String,
+}
+
+/// The agent-UI event log and what several nodes share besides sessions: which node runs a
+/// capture, commands between nodes, heartbeats, and the doorbell that wakes readers.
+///
+/// Each session's events are numbered 1, 2, … in commit order (the number is taken under the
+/// session row's lock), so a reader that resumes after number n misses none and repeats none.
+/// Events hold what the agent UI is shown: states, masked lengths, statuses, the brand and
+/// last four once valid, the stored result; never a key.
+pub trait ClusterState: Send + Sync {
+    /// Whether other processes share this store (PostgreSQL): commands, heartbeats and the
+    /// dead-node sweep only run then.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Bells from now on.
+    fn doorbell(&self) -> tokio::sync::broadcast::Receiver<Bell>;
+    /// Appends an event (JSON) to a session's log; its sequence number.
+    fn event_add(&self, session_id: &str, body: &str, now: u64) -> Result<i64, StoreError>;
+    /// A session's events numbered after `after`, in order (at most `limit`).
+    fn events_after(
+        &self,
+        session_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Records the node that runs (or is about to run) the session's capture.
+    fn set_capture_node(&self, session_id: &str, node: &str) -> Result<(), StoreError>;
+    /// The node that runs the session's capture, if one was recorded.
+    fn capture_node(&self, session_id: &str) -> Result<Option<String>, StoreError>;
+    /// Sessions in any of `states` whose capture node is `node`.
+    fn in_states_on(&self, states: &[SessionState], node: &str)
+        -> Result<Vec<Session>, StoreError>;
+    /// Queues a command for `node` (and rings it); its id. Single-node stores have no other
+    /// node to ask.
+    fn command_add(
+        &self,
+        _node: &str,
+        _session_id: &str,
+        _command: &str,
+        _now: u64,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable(
+            "no other node shares this store".into(),
+        ))
+    }
+    /// Takes `node`'s commands queued at `since` or later (older ones were given up by
+    /// whoever asked), each once.
+    fn commands_take(&self, _node: &str, _since: u64) -> Result<Vec<NodeCommand>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records a command's answer (and rings the asker).
+    fn command_done(&self, _id: i64, _answer: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A command's answer, once written.
+    fn command_answer(&self, _id: i64) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// Deletes a command (answered, or given up: a node that has not taken it yet never will).
+    fn command_drop(&self, _id: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// This node is alive at `now`.
+    fn heartbeat(&self, _node: &str, _now: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Nodes, other than `me`, whose last heartbeat is older than `before`.
+    fn stale_nodes(&self, _me: &str, _before: u64) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Forgets a dead node's heartbeat, unless it beat again at `before` or later.
+    fn forget_node(&self, _node: &str, _before: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// Where sessions live: every role, as one object the service holds. A backend implements the
 /// roles one by one; this trait comes with them.
 pub trait SessionStore:
-    SessionRecords + AuditTrail + PaymentLinks + SmsOutbox + WebhookQueue + IdempotencyKeys + Retention
+    SessionRecords
+    + AuditTrail
+    + PaymentLinks
+    + SmsOutbox
+    + WebhookQueue
+    + IdempotencyKeys
+    + Retention
+    + ClusterState
 {
 }
 
@@ -402,7 +543,14 @@ impl<T> SessionStore for T where
         + WebhookQueue
         + IdempotencyKeys
         + Retention
+        + ClusterState
 {
+}
+
+/// The event a stored state change adds to the session's log: as the agent UI's stream has
+/// always sent it (`sessionState` and the stored `result`, references and last four only).
+pub(crate) fn state_event(state: &str, result_json: &str) -> String {
+    format!("{{\"sessionState\":\"{state}\",\"result\":{result_json}}}")
 }
 
 /// Looks a session up and fails politely if the row vanished.

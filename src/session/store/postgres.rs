@@ -42,6 +42,10 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 /// PostgreSQL-backed store, shared by every node pointed at the same database.
 pub struct PgStore {
     pool: Pool,
+    /// Bells from the listening connection (other nodes' writes and this one's).
+    bell: tokio::sync::broadcast::Sender<Bell>,
+    /// Marks this process's notifications, so it can tell its own.
+    origin: String,
     /// Drives the pool's connections; shut down in the background on drop (a runtime may not
     /// be dropped inside another).
     rt: Option<tokio::runtime::Runtime>,
@@ -75,7 +79,7 @@ impl PgStore {
             // The pool's timers belong to the runtime that drives it.
             let _in = rt.enter();
             let mgr = Manager::from_config(
-                pg,
+                pg.clone(),
                 NoTls,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
@@ -89,7 +93,15 @@ impl PgStore {
                 .build()
                 .map_err(|e| err(e.to_string()))?
         };
-        let store = PgStore { pool, rt: Some(rt) };
+        let bell = tokio::sync::broadcast::channel(1024).0;
+        let origin = crate::auth::random_token()[..12].to_string();
+        rt.spawn(listen(pg, bell.clone(), origin.clone()));
+        let store = PgStore {
+            pool,
+            bell,
+            origin,
+            rt: Some(rt),
+        };
         store.run(store.migrate())?;
         Ok(store)
     }
@@ -323,6 +335,12 @@ impl SessionRecords for PgStore {
                 _ => StoreError::Pg(e),
             })?;
             audit_line(&tx, &s.id, s.created_at, actor, None, s.state.as_str()).await?;
+            self.event_line(&tx, &s.id, s.created_at, &state_event(s.state.as_str(), &result))
+                .await?;
+            if s.call_guid.is_some() {
+                // A node that holds the call already links it (the session came late).
+                notify(&tx, &format!("s:{}:{}", self.origin, s.id)).await?;
+            }
             tx.commit().await?;
             Ok(())
         })
@@ -343,17 +361,19 @@ impl SessionRecords for PgStore {
         self.run(async {
             let mut c = self.conn().await?;
             let tx = c.transaction().await?;
-            let n = tx
-                .execute(
-                    "UPDATE sessions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+            let moved = tx
+                .query_opt(
+                    "UPDATE sessions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4 RETURNING result",
                     &[&to, &(now as i64), &id, &from],
                 )
                 .await?;
-            if n == 1 {
+            if let Some(row) = &moved {
                 audit_line(&tx, id, now, actor, Some(from), to).await?;
+                let result: String = row.get(0);
+                self.event_line(&tx, id, now, &state_event(to, &result)).await?;
             }
             tx.commit().await?;
-            Ok(n == 1)
+            Ok(moved.is_some())
         })
     }
 
@@ -386,20 +406,36 @@ impl SessionRecords for PgStore {
             let row = tx
                 .query_one(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"), &[&id])
                 .await?;
-            if let Some(w) = webhook(&row_to_session(&row)?) {
+            let ended = row_to_session(&row)?;
+            if let Some(w) = webhook(&ended) {
                 insert_webhook(&tx, &w).await?;
             }
+            self.event_line(&tx, id, now, &state_event(to, &json(&ended.result)))
+                .await?;
             tx.commit().await?;
             Ok(true)
         })
     }
 
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE sessions SET result = $1, updated_at = $2 WHERE id = $3",
-            &[&json(result), &(now as i64), &id],
-        )?;
-        Ok(())
+        let result = json(result);
+        self.run(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_opt(
+                    "UPDATE sessions SET result = $1, updated_at = $2 WHERE id = $3 RETURNING state",
+                    &[&result, &(now as i64), &id],
+                )
+                .await?;
+            if let Some(row) = row {
+                let state: String = row.get(0);
+                self.event_line(&tx, id, now, &state_event(&state, &result))
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
@@ -863,17 +899,288 @@ impl Retention for PgStore {
                     &[&before],
                 )
                 .await? as usize;
+            let events = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM events WHERE session_id IN (SELECT id FROM sessions WHERE {TERMINAL} AND updated_at < $1)"
+                    ),
+                    &[&before],
+                )
+                .await? as usize;
+            // Commands are answered within seconds; any left this old were given up.
+            tx.execute("DELETE FROM commands WHERE created_at < $1", &[&before])
+                .await?;
             tx.commit().await?;
-            if sessions + messages + links + webhooks > 0 {
+            if sessions + messages + links + webhooks + events > 0 {
                 // Old row versions stay in the table's pages until a vacuum reclaims them.
-                c.batch_execute("VACUUM sessions, outbox, links, webhooks").await?;
+                c.batch_execute("VACUUM sessions, outbox, links, webhooks, events")
+                    .await?;
             }
             Ok(Forgotten {
                 sessions,
                 messages,
                 links,
                 webhooks,
+                events,
             })
         })
+    }
+}
+
+impl PgStore {
+    /// Appends an event to a session's log inside `tx` and rings the nodes (delivered at
+    /// commit). The number is taken by updating the session row, whose lock `tx` then holds
+    /// until commit: a session's events commit in the order of their numbers, so a reader
+    /// resuming after n never skips one that commits late.
+    async fn event_line(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        id: &str,
+        now: u64,
+        body: &str,
+    ) -> Result<i64, StoreError> {
+        let seq: i64 = tx
+            .query_one(
+                "UPDATE sessions SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "INSERT INTO events (session_id, seq, at, body) VALUES ($1, $2, $3, $4)",
+            &[&id, &seq, &(now as i64), &body],
+        )
+        .await?;
+        notify(tx, &format!("e:{}:{id}", self.origin)).await?;
+        Ok(seq)
+    }
+}
+
+/// Rings every node listening (at commit, when `c` is a transaction).
+async fn notify(
+    c: &impl deadpool_postgres::GenericClient,
+    payload: &str,
+) -> Result<(), StoreError> {
+    c.execute("SELECT pg_notify('tonegate', $1)", &[&payload])
+        .await?;
+    Ok(())
+}
+
+/// The doorbell: a dedicated connection (not the pool's: LISTEN belongs to one session) that
+/// hears every node's notifications and rings `bell`. It reconnects after a failure and then
+/// rings `Resync`, since whatever was notified meanwhile is lost.
+async fn listen(
+    pg: tokio_postgres::Config,
+    bell: tokio::sync::broadcast::Sender<Bell>,
+    origin: String,
+) {
+    use tokio_postgres::AsyncMessage;
+    loop {
+        if let Ok((client, mut conn)) = pg.connect(NoTls).await {
+            let ring = bell.clone();
+            let origin = origin.clone();
+            let driver = tokio::spawn(async move {
+                while let Some(m) = futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await
+                {
+                    match m {
+                        Ok(AsyncMessage::Notification(n)) => {
+                            if let Some(b) = Bell::parse(n.payload(), &origin) {
+                                let _ = ring.send(b);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+            if client.batch_execute("LISTEN tonegate").await.is_ok() {
+                let _ = bell.send(Bell::Resync);
+            } else {
+                driver.abort();
+            }
+            let _ = driver.await;
+            tracing::warn!("the store's notification connection closed; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl ClusterState for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn doorbell(&self) -> tokio::sync::broadcast::Receiver<Bell> {
+        self.bell.subscribe()
+    }
+
+    fn event_add(&self, session_id: &str, body: &str, now: u64) -> Result<i64, StoreError> {
+        self.run(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let seq = self.event_line(&tx, session_id, now, body).await?;
+            tx.commit().await?;
+            Ok(seq)
+        })
+    }
+
+    fn events_after(
+        &self,
+        session_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.run(async {
+            let c = self.conn().await?;
+            let stmt = c
+                .prepare_cached(
+                    "SELECT seq, body FROM events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .await?;
+            Ok(c.query(&stmt, &[&session_id, &after, &(limit as i64)])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn set_capture_node(&self, session_id: &str, node: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE sessions SET capture_node = $1 WHERE id = $2",
+            &[&node, &session_id],
+        )?;
+        Ok(())
+    }
+
+    fn capture_node(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        self.run(async {
+            let c = self.conn().await?;
+            Ok(c.query_opt(
+                "SELECT capture_node FROM sessions WHERE id = $1",
+                &[&session_id],
+            )
+            .await?
+            .and_then(|r| r.get(0)))
+        })
+    }
+
+    fn in_states_on(
+        &self,
+        states: &[SessionState],
+        node: &str,
+    ) -> Result<Vec<Session>, StoreError> {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        self.sessions("state = ANY($1) AND capture_node = $2", &[&names, &node])
+    }
+
+    fn command_add(
+        &self,
+        node: &str,
+        session_id: &str,
+        command: &str,
+        now: u64,
+    ) -> Result<i64, StoreError> {
+        self.run(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO commands (node, session_id, command, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[&node, &session_id, &command, &(now as i64)],
+                )
+                .await?
+                .get(0);
+            notify(&tx, &format!("c:{node}")).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn commands_take(&self, node: &str, since: u64) -> Result<Vec<NodeCommand>, StoreError> {
+        self.run(async {
+            let c = self.conn().await?;
+            let stmt = c
+                .prepare_cached(
+                    "UPDATE commands SET taken = TRUE WHERE id IN (SELECT id FROM commands \
+                     WHERE node = $1 AND NOT taken AND created_at >= $2 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, session_id, command",
+                )
+                .await?;
+            let mut taken: Vec<NodeCommand> = c
+                .query(&stmt, &[&node, &(since as i64)])
+                .await?
+                .iter()
+                .map(|r| NodeCommand {
+                    id: r.get(0),
+                    session_id: r.get(1),
+                    command: r.get(2),
+                })
+                .collect();
+            taken.sort_by_key(|c| c.id);
+            Ok(taken)
+        })
+    }
+
+    fn command_done(&self, id: i64, answer: &str) -> Result<(), StoreError> {
+        self.run(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            tx.execute(
+                "UPDATE commands SET answer = $1 WHERE id = $2",
+                &[&answer, &id],
+            )
+            .await?;
+            notify(&tx, &format!("a:{id}")).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn command_answer(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.run(async {
+            let c = self.conn().await?;
+            Ok(
+                c.query_opt("SELECT answer FROM commands WHERE id = $1", &[&id])
+                    .await?
+                    .and_then(|r| r.get(0)),
+            )
+        })
+    }
+
+    fn command_drop(&self, id: i64) -> Result<(), StoreError> {
+        self.exec("DELETE FROM commands WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn heartbeat(&self, node: &str, now: u64) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO nodes (name, beat_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET beat_at = GREATEST(nodes.beat_at, EXCLUDED.beat_at)",
+            &[&node, &(now as i64)],
+        )?;
+        Ok(())
+    }
+
+    fn stale_nodes(&self, me: &str, before: u64) -> Result<Vec<String>, StoreError> {
+        self.run(async {
+            let c = self.conn().await?;
+            Ok(c.query(
+                "SELECT name FROM nodes WHERE name != $1 AND beat_at < $2 ORDER BY name",
+                &[&me, &(before as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn forget_node(&self, node: &str, before: u64) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM nodes WHERE name = $1 AND beat_at < $2",
+            &[&node, &(before as i64)],
+        )?;
+        Ok(())
     }
 }

@@ -123,6 +123,17 @@ pub(super) const SQLITE: &[&str] = &[
     // 9: a live link id belongs to one session of its client, whoever creates it.
     "CREATE UNIQUE INDEX sessions_live_link ON sessions(client_id, dtmf_link_id)
     WHERE state IN ('Created','Capturing','ReadyToSubmit','Submitting');",
+    // 10: the agent UI's event log (numbered per session under the session row) and the node
+    // that runs a session's capture.
+    "ALTER TABLE sessions ADD COLUMN capture_node TEXT;
+    ALTER TABLE sessions ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );",
 ];
 
 /// Each migration, in order; the version is its position (1-based).
@@ -232,4 +243,31 @@ pub(super) const POSTGRES: &[&str] = &[
     END $$ LANGUAGE plpgsql;
     CREATE TRIGGER sessions_state_machine BEFORE UPDATE OF state ON sessions
         FOR EACH ROW EXECUTE FUNCTION sessions_state_machine();",
+    // 2: the agent UI's event log (numbered per session under the session row's lock, so in
+    // commit order), the node running each capture, commands between nodes, heartbeats.
+    "ALTER TABLE sessions ADD COLUMN capture_node TEXT;
+    ALTER TABLE sessions ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX sessions_capture_node ON sessions(capture_node)
+        WHERE state IN ('Capturing','ReadyToSubmit','Submitting');
+    CREATE TABLE events (
+        session_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE TABLE commands (
+        id BIGSERIAL PRIMARY KEY,
+        node TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        command TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        taken BOOLEAN NOT NULL DEFAULT FALSE,
+        answer TEXT
+    );
+    CREATE INDEX commands_waiting ON commands(node) WHERE NOT taken;
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        beat_at BIGINT NOT NULL
+    );",
 ];

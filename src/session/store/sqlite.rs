@@ -5,11 +5,13 @@ use std::sync::Mutex;
 
 use super::super::model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 use super::*;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// SQLite-backed store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The in-process doorbell: one process is the only writer.
+    bell: tokio::sync::broadcast::Sender<Bell>,
 }
 
 const LIVE: &str = "state IN ('Created','Capturing','ReadyToSubmit','Submitting')";
@@ -58,6 +60,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Schema(e.to_string()))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            bell: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -149,9 +152,16 @@ impl SessionRecords for SqliteStore {
                 "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, NULL, ?4)",
                 params![s.id, s.created_at as i64, actor, s.state.as_str()],
             )?;
+            let body = state_event(
+                s.state.as_str(),
+                &serde_json::to_string(&s.result).expect("result serialises"),
+            );
+            event_line(&tx, &s.id, s.created_at, &body)?;
             tx.commit()?;
-            Ok(())
-        })
+            Ok::<_, StoreError>(())
+        })?;
+        self.ring_event(&s.id);
+        Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -166,7 +176,7 @@ impl SessionRecords for SqliteStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let (from, to) = (t.from(), t.to());
-        self.blocking(|conn| {
+        let moved = self.blocking(|conn| {
             let tx = conn.transaction()?;
             let n = tx.execute(
                 "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
@@ -177,10 +187,19 @@ impl SessionRecords for SqliteStore {
                     "INSERT INTO audit (session_id, at, actor, from_state, to_state) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, now as i64, actor, from.as_str(), to.as_str()],
                 )?;
+                let result: String =
+                    tx.query_row("SELECT result FROM sessions WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })?;
+                event_line(&tx, id, now, &state_event(to.as_str(), &result))?;
             }
             tx.commit()?;
-            Ok(n == 1)
-        })
+            Ok::<_, StoreError>(n == 1)
+        })?;
+        if moved {
+            self.ring_event(id);
+        }
+        Ok(moved)
     }
 
     fn settle(
@@ -193,14 +212,14 @@ impl SessionRecords for SqliteStore {
         webhook: &(dyn Fn(&Session) -> Option<WebhookDelivery> + Sync),
     ) -> Result<bool, StoreError> {
         let (from, to) = (t.from(), t.to());
-        self.blocking(|conn| {
+        let settled = self.blocking(|conn| {
             let tx = conn.transaction()?;
             let n = tx.execute(
                 "UPDATE sessions SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
                 params![to.as_str(), now as i64, id, from.as_str()],
             )?;
             if n != 1 {
-                return Ok(false); // dropped: rolled back
+                return Ok::<_, StoreError>(false); // dropped: rolled back
             }
             if let Some(r) = result {
                 tx.execute(
@@ -220,23 +239,38 @@ impl SessionRecords for SqliteStore {
             if let Some(w) = webhook(&ended) {
                 insert_webhook(&tx, &w)?;
             }
+            let result = serde_json::to_string(&ended.result).expect("result serialises");
+            event_line(&tx, id, now, &state_event(to.as_str(), &result))?;
             tx.commit()?;
             Ok(true)
-        })
+        })?;
+        if settled {
+            self.ring_event(id);
+        }
+        Ok(settled)
     }
 
     fn set_result(&self, id: &str, result: &PaymentResult, now: u64) -> Result<(), StoreError> {
-        self.blocking(|conn| {
-            conn.execute(
-                "UPDATE sessions SET result = ?1, updated_at = ?2 WHERE id = ?3",
-                params![
-                    serde_json::to_string(result).expect("result serialises"),
-                    now as i64,
-                    id
-                ],
-            )?;
-            Ok(())
-        })
+        let result = serde_json::to_string(result).expect("result serialises");
+        let changed = self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let state: Option<String> = tx
+                .query_row(
+                    "UPDATE sessions SET result = ?1, updated_at = ?2 WHERE id = ?3 RETURNING state",
+                    params![result, now as i64, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(state) = &state {
+                event_line(&tx, id, now, &state_event(state, &result))?;
+            }
+            tx.commit()?;
+            Ok::<_, StoreError>(state.is_some())
+        })?;
+        if changed {
+            self.ring_event(id);
+        }
+        Ok(())
     }
 
     fn take_ui_secret(&self, id: &str) -> Result<bool, StoreError> {
@@ -677,8 +711,15 @@ impl Retention for SqliteStore {
                 "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?1",
                 [before],
             )?;
+            let events = tx.execute(
+                &format!(
+                    "DELETE FROM events WHERE session_id IN (SELECT id FROM sessions WHERE state IN ({}) AND updated_at < ?1)",
+                    terminal.join(",")
+                ),
+                [before],
+            )?;
             tx.commit()?;
-            if sessions + messages + links + webhooks > 0 {
+            if sessions + messages + links + webhooks + events > 0 {
                 // Old row versions would otherwise wait in the WAL until the next checkpoint.
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             }
@@ -687,12 +728,103 @@ impl Retention for SqliteStore {
                 messages,
                 links,
                 webhooks,
+                events,
             })
         })
     }
 }
 
+impl ClusterState for SqliteStore {
+    fn doorbell(&self) -> tokio::sync::broadcast::Receiver<Bell> {
+        self.bell.subscribe()
+    }
+
+    fn event_add(&self, session_id: &str, body: &str, now: u64) -> Result<i64, StoreError> {
+        let seq = self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let seq = event_line(&tx, session_id, now, body)?;
+            tx.commit()?;
+            Ok::<_, StoreError>(seq)
+        })?;
+        self.ring_event(session_id);
+        Ok(seq)
+    }
+
+    fn events_after(
+        &self,
+        session_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, body FROM events WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![session_id, after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn set_capture_node(&self, session_id: &str, node: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE sessions SET capture_node = ?1 WHERE id = ?2",
+            &[&node, &session_id],
+        )?;
+        Ok(())
+    }
+
+    fn capture_node(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        self.blocking(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT capture_node FROM sessions WHERE id = ?1",
+                    [session_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten())
+        })
+    }
+
+    fn in_states_on(
+        &self,
+        states: &[SessionState],
+        node: &str,
+    ) -> Result<Vec<Session>, StoreError> {
+        let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        self.query(
+            &format!("capture_node = ?1 AND state IN ({})", names.join(",")),
+            &[&node],
+        )
+    }
+}
+
+/// Appends an event to a session's log inside `tx`, numbered under the session row (the
+/// update that takes the number holds the write lock until commit): its number.
+fn event_line(tx: &Connection, id: &str, now: u64, body: &str) -> Result<i64, StoreError> {
+    let seq: i64 = tx.query_row(
+        "UPDATE sessions SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
+        [id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO events (session_id, seq, at, body) VALUES (?1, ?2, ?3, ?4)",
+        params![id, seq, now as i64, body],
+    )?;
+    Ok(seq)
+}
+
 impl SqliteStore {
+    /// Wakes this process's readers of a session's events.
+    fn ring_event(&self, session: &str) {
+        let _ = self.bell.send(Bell::Event {
+            session: session.to_string(),
+            local: true,
+        });
+    }
+
     /// Runs `f` on the connection. On a multi-threaded runtime the worker first hands its
     /// other tasks to another thread (`block_in_place`), so a slow disk or a long query never
     /// holds up calls and requests queued behind it on that worker.
@@ -830,7 +962,9 @@ mod tests {
         c.execute_batch(
             "DROP TABLE webhooks; DROP TRIGGER sessions_state_machine;
              DROP TABLE idempotency; DROP INDEX sessions_client_created;
-             DROP INDEX sessions_live_link",
+             DROP INDEX sessions_live_link; DROP TABLE events;
+             ALTER TABLE sessions DROP COLUMN capture_node;
+             ALTER TABLE sessions DROP COLUMN event_seq",
         )
         .unwrap();
         drop(c);
