@@ -602,3 +602,63 @@ fn key_to_agent_screen_latency_across_nodes() {
         samples.last().unwrap().as_secs_f64() * 1e3
     );
 }
+
+/// The second cluster payment: a self-service session created on A; the caller's call
+/// reaches B under a CallGuid no session names (the IVR transferred it), and the caller keys
+/// the session's `dtmfLinkId` there. B links the call to A's session (a wrong id first is
+/// refused), captures the card the caller keys on B, and pays; A's status poll reads
+/// Completed; one webhook.
+#[test]
+fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
+    let Some(cl) = Cluster::start() else {
+        return;
+    };
+    let (a, b) = (0, 1);
+    let (s, v) = send(
+        http()
+            .post(format!("{}/globalpci/v1/selfservicesession", cl.base(a)))
+            .bearer_auth(dev_token(cl.base(a), "globalpci"))
+            .json(
+                &json!({"AccountConfigurationId": "dev-account", "CallGuid": "ivr-leg-a",
+                          "PaymentData": {"amount": "7.50", "merchantTxnRef": "ivr-leg-a"}}),
+            ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_string();
+    let link_id = v["dtmfLinkId"].as_str().unwrap().to_string();
+    let (mut caller, _agent) = cl.call(b, "fallback-leg-b");
+    // B listens for a link id only once it has seen that no session names its call.
+    let relay = dev_token(cl.base(b), "relay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, calls) = send(
+            http()
+                .get(format!("{}/relay/v1/calls", cl.base(b)))
+                .bearer_auth(&relay),
+        );
+        if calls.to_string().contains("\"listening\":true") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never listened: {calls}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut typo = link_id.clone().into_bytes();
+    typo[2] = b'0' + (typo[2] - b'0' + 1) % 10;
+    caller.key(std::str::from_utf8(&typo).unwrap(), 7);
+    assert_eq!(cl.status(a, &id)["sessionState"], "Created");
+    caller.key(&link_id, 8);
+    cl.wait_state(a, &id, "Capturing");
+    caller.key("4242424242424242#1230#737", 9);
+    let done = cl.wait_state(a, &id, "Completed");
+    assert!(
+        done["maskedPan"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("4242")),
+        "{done}"
+    );
+    cl.nodes[a].wait_webhooks_delivered(&id);
+    let hooks = cl.hook.seen.lock().unwrap().clone();
+    let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_no_card("the database", &common::postgres::dump(&cl.url));
+}
