@@ -160,6 +160,22 @@ pub fn assert_agent_heard_audio(received: &[Vec<u8>], sent: usize) {
     );
 }
 
+/// Fails if `text` holds the test card's PAN (whole, its first twelve, or grouped in fours),
+/// or its expiry (1230) or CVV (737) standing alone as a number.
+pub fn assert_no_keyed_card(what: &str, text: &str) {
+    for pan in ["4242424242424242", "424242424242", "4242 4242 4242 4242"] {
+        assert!(!text.contains(pan), "{what} holds the PAN");
+    }
+    let b = text.as_bytes();
+    for tok in ["1230", "737"] {
+        for (i, _) in text.match_indices(tok) {
+            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
+            assert!(!(before && after), "{what} holds {tok}");
+        }
+    }
+}
+
 pub mod axe;
 pub mod gateway;
 pub mod localstripe;

@@ -26,21 +26,6 @@ fn session(gw: &Gateway, tok: &str, id: &str) -> Value {
         .unwrap()
 }
 
-/// Fails if `text` holds the PAN (whole or its first twelve), or the expiry or CVV standing alone.
-fn assert_no_digits(what: &str, text: &str) {
-    for pan in ["4242424242424242", "424242424242", "4242 4242 4242 4242"] {
-        assert!(!text.contains(pan), "{what} holds the PAN");
-    }
-    let b = text.as_bytes();
-    for tok in ["1230", "737"] {
-        for (i, _) in text.match_indices(tok) {
-            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
-            assert!(!(before && after), "{what} holds {tok}");
-        }
-    }
-}
-
 fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[String]) {
     let tok = gw.token("globalpci");
     let guid = format!("call-ui-{label}");
@@ -92,7 +77,7 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[Stri
     assert_eq!(b.text("#f-expiry .mask"), "••••");
     assert_eq!(b.text("#f-cvv .mask"), "•••");
     assert_eq!(b.property("#submit", "disabled"), "false");
-    assert_no_digits("page", &b.source());
+    common::assert_no_keyed_card("page", &b.source());
     // Reset the expiry: it empties, submit is disabled again; the caller keys it again.
     b.click("button[data-reset=expiry]");
     wait_agent_state(&b, "Capturing");
@@ -105,7 +90,7 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[Stri
     let result = b.wait_text("#result", 20, |t| t.starts_with("Payment approved"));
     assert!(result.contains("pi_"), "{result}");
     b.screenshot(&artifacts().join(format!("agent_ui_{label}_approved.png")));
-    assert_no_digits("page", &b.source());
+    common::assert_no_keyed_card("page", &b.source());
     let s = session(gw, &tok, &id);
     assert_eq!(s["sessionState"], "Completed");
     assert_eq!(
@@ -121,7 +106,7 @@ fn agent_ui_flow(gw: &Gateway, account: &str, label: &str, chromium_args: &[Stri
         events.contains("key_masked") && events.contains("Completed"),
         "{events}"
     );
-    assert_no_digits("event stream", &events);
+    common::assert_no_keyed_card("event stream", &events);
     // The one-time code is spent; the UI token cannot use the GlobalPCI API.
     let again = gw.client.get(&ui).send().unwrap();
     assert_eq!(again.status(), 403);
@@ -242,7 +227,7 @@ fn digital_payment_from_sms_link_to_result() {
     b.click("#pay");
     b.wait_text("h1", 20, |t| t == "Payment approved");
     assert!(b.text("p").contains("ending 4242"));
-    assert_no_digits("result page", &b.source());
+    common::assert_no_keyed_card("result page", &b.source());
     b.screenshot(&artifacts().join("hosted_page_approved.png"));
     assert_eq!(session(&gw, &tok, &id)["sessionState"], "Completed");
     // The link works once.
@@ -535,7 +520,7 @@ fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
     assert_eq!(b.text("#f-pan .status"), "Paid");
     assert_eq!(b.property("#recapture", "hidden"), "true");
     common::axe::assert_clean(&b, axe.as_deref(), "the agent screen, approved");
-    assert_no_digits("page", &b.source());
+    common::assert_no_keyed_card("page", &b.source());
     let s = session(&gw, &tok, &id);
     assert_eq!(s["sessionState"], "Completed");
     assert_eq!(s["maskedPan"], "************4242");
@@ -799,7 +784,7 @@ fn three_d_secure_on_the_link_and_trying_again_on_the_same_link() {
     b.wait_text("h1", 20, |t| t == "Payment approved");
     assert!(b.text("p").contains("ending 3155"), "{}", b.text("p"));
     common::axe::assert_clean(&b, axe.as_deref(), "the result after a challenge");
-    assert_no_digits("result page", &b.source());
+    common::assert_no_keyed_card("result page", &b.source());
     let s = session(&gw, &tok, &id);
     assert_eq!(s["sessionState"], "Completed", "{s}");
     assert!(b

@@ -357,21 +357,6 @@ fn field_length(v: &Value, field: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// Fails if `text` holds the PAN (whole or its first twelve), or the expiry or CVV keyed.
-fn assert_no_card(what: &str, text: &str) {
-    for pan in ["4242424242424242", "424242424242"] {
-        assert!(!text.contains(pan), "{what} holds the PAN");
-    }
-    let b = text.as_bytes();
-    for tok in ["1230", "737"] {
-        for (i, _) in text.match_indices(tok) {
-            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
-            assert!(!(before && after), "{what} holds {tok}");
-        }
-    }
-}
-
 /// The cluster payment: the session created on A, the call's audio on B, the agent's
 /// screen on C. C's event stream shows B's masked digits live; "Reset" and "Submit" pressed on
 /// C act on B's capture (B tokenizes with the sandbox PSP itself); A's status poll reads
@@ -422,7 +407,7 @@ fn three_nodes_call_on_b_screen_on_c_session_from_a() {
     // The stream ends once the session can change no more: every event, numbered from 1 with
     // no gap and no repeat, masked throughout, Completed last.
     let raw = stream.join().unwrap();
-    assert_no_card("the event stream", &raw);
+    common::assert_no_keyed_card("the event stream", &raw);
     let all = seen.lock().unwrap().clone();
     let ids: Vec<i64> = all.iter().map(|(n, _)| *n).collect();
     assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "{raw}");
@@ -456,7 +441,7 @@ fn three_nodes_call_on_b_screen_on_c_session_from_a() {
     assert_eq!(mine[0].1["sessionState"], "Completed", "{mine:?}");
 
     // The event log, and every other table, holds masks and the last four only.
-    assert_no_card("the database", &common::postgres::dump(&cl.url));
+    common::assert_no_keyed_card("the database", &common::postgres::dump(&cl.url));
 
     // The call first, on B; then the session, on A: B hears of it and captures.
     let (_caller, _agent) = cl.call(b, "guid-late");
@@ -509,7 +494,7 @@ fn cancel_on_c_ends_b_capture_and_a_killed_node_fails_its_sessions() {
             .is_some_and(|r| r.starts_with("capture node lost: node-b")),
         "{v}"
     );
-    assert_no_card("the status", &v.to_string());
+    common::assert_no_keyed_card("the status", &v.to_string());
     cl.nodes[a].wait_webhooks_delivered(&id);
     let hooks = cl.hook.seen.lock().unwrap().clone();
     let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
@@ -660,5 +645,5 @@ fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
     let hooks = cl.hook.seen.lock().unwrap().clone();
     let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
     assert_eq!(mine.len(), 1, "{mine:?}");
-    assert_no_card("the database", &common::postgres::dump(&cl.url));
+    common::assert_no_keyed_card("the database", &common::postgres::dump(&cl.url));
 }
