@@ -9,6 +9,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 mod pages;
+pub use pages::UiTokens;
 mod psp_webhook;
 mod relay;
 

@@ -563,11 +563,11 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     Ok(AppState {
         config,
+        ui_tokens: crate::api::UiTokens::new(authority.derive_key(b"agent ui token")),
         authority: Arc::new(authority),
         relay,
         sessions,
         sandbox,
-        ui_tokens: Default::default(),
         ng,
         sip,
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),

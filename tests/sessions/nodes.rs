@@ -16,6 +16,9 @@ use crate::common::gateway::http;
 use crate::common::{rtp_stream, KeyingLeg, StreamOptions};
 use crate::psp::{dev_token, serve_config, HookReceiver, Serve};
 
+/// The cluster's one signing key (base64 of 32 bytes), as every node of a cluster needs.
+const CLUSTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// A node's config: this file's accounts, webhooks to `hook`, the store at `url`, named
 /// `name`, beating every second and counting a node dead after three without a beat.
 fn node_config(dir: &std::path::Path, hook: &str, url: &str, name: &str) -> std::path::PathBuf {
@@ -30,6 +33,14 @@ fn node_config(dir: &std::path::Path, hook: &str, url: &str, name: &str) -> std:
     ))
     .unwrap();
     cfg.insert("cluster".into(), cluster.into());
+    // One signing key for the cluster, as README asks: a token any node issued works on all.
+    if let Some(auth) = cfg.get_mut("auth").and_then(|a| a.as_table_mut()) {
+        auth.insert("signing_key".into(), CLUSTER_KEY.into());
+    } else {
+        let auth: toml::Table =
+            toml::from_str(&format!("signing_key = \"{CLUSTER_KEY}\"")).unwrap();
+        cfg.insert("auth".into(), auth.into());
+    }
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     path
 }
@@ -422,6 +433,15 @@ fn three_nodes_call_on_b_screen_on_c_session_from_a() {
         .join()
         .unwrap();
     assert_eq!(*again.lock().unwrap(), all[n as usize..].to_vec());
+    // The screen's token, issued by C, opens the stream on A too: the agent's requests may land
+    // on any node.
+    let on_a: Arc<Mutex<Vec<Sse>>> = Default::default();
+    read_events(cl.base(a), &id, &token, Some(n), on_a.clone())
+        .join()
+        .unwrap();
+    assert_eq!(*on_a.lock().unwrap(), all[n as usize..].to_vec());
+    let (s, _) = cl.press(a, &id, "not-a-token", "reset", json!({"field": "pan"}));
+    assert_eq!(s, 401, "a made-up token opens nothing");
     // Resuming after the last: nothing more will come, and the browser is told to stop.
     let r = http()
         .get(format!(

@@ -604,7 +604,10 @@ impl Serve {
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             assert!(Instant::now() < deadline, "no listening line");
-            let line = lines.next().expect("gateway exited").unwrap();
+            let Some(line) = lines.next() else {
+                panic!("gateway exited: {}", logs.lock().unwrap().join("\n"));
+            };
+            let line = line.unwrap();
             logs.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();

@@ -253,7 +253,7 @@ pub(super) async fn agent_page(
     {
         return invalid();
     }
-    let token = state.ui_tokens.issue(&s, state.clock.unix_now());
+    let token = state.ui_tokens.issue(&s.id, s.expires_at);
     let account = state.config.account(&s.account_id);
     let shell = Shell::agent(account);
     let fields = account.map(|a| a.fields.clone()).unwrap_or_default();

@@ -6,9 +6,6 @@
 //! `Cache-Control: no-store` everywhere. Nothing on these pages or in their event stream ever
 //! holds a keyed digit: lengths, statuses, brand and last four at most.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,25 +51,78 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-/// Payment-UI tokens handed to agent pages: token hash → (session id, expiry).
-#[derive(Clone, Default)]
-pub struct UiTokens(Arc<Mutex<HashMap<String, (String, u64)>>>);
+/// Payment-UI tokens handed to agent pages: `base64url(expiry ‖ HMAC-SHA256(key, session id ‖
+/// expiry))`. Nothing is kept: every node whose `auth.signing_key` is the same accepts the
+/// token another node issued, so the agent's screen, its event stream and its buttons work on
+/// whichever node the load balancer picks (issue 25). A token names one session and ends with it.
+#[derive(Clone)]
+pub struct UiTokens {
+    key: [u8; 32],
+}
 
 impl UiTokens {
-    fn issue(&self, session: &Session, now: u64) -> String {
-        let token = crate::auth::random_token();
-        let mut m = self.0.lock().expect("ui tokens lock");
-        m.retain(|_, (_, exp)| *exp > now);
-        m.insert(
-            crate::session::token_hash(&token),
-            (session.id.clone(), session.expires_at),
-        );
-        token
+    /// Tokens signed with `key` (derived from the signing key for this purpose alone).
+    pub fn new(key: [u8; 32]) -> UiTokens {
+        UiTokens { key }
     }
 
+    fn mac(&self, session_id: &str, exp: u64) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(session_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(&exp.to_be_bytes());
+        mac
+    }
+
+    /// A token for the agent's screen of session `session_id`, valid until `exp` (the
+    /// session's expiry).
+    fn issue(&self, session_id: &str, exp: u64) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut raw = exp.to_be_bytes().to_vec();
+        raw.extend_from_slice(&self.mac(session_id, exp).finalize().into_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Whether `token` opens session `session_id` at `now`.
     fn check(&self, token: &str, session_id: &str, now: u64) -> bool {
-        let m = self.0.lock().expect("ui tokens lock");
-        matches!(m.get(&crate::session::token_hash(token)), Some((id, exp)) if id == session_id && *exp > now)
+        use base64::Engine;
+        use hmac::Mac;
+        // 8 bytes of expiry and 32 of MAC: 54 characters; anything longer is not ours.
+        if token.len() > 64 {
+            return false;
+        }
+        let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        if raw.len() != 40 {
+            return false;
+        }
+        let exp = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+        exp > now && self.mac(session_id, exp).verify_slice(&raw[8..]).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod ui_token_tests {
+    use super::UiTokens;
+
+    #[test]
+    fn a_token_opens_its_own_session_until_it_expires_on_any_node_with_the_key() {
+        let issuer = UiTokens::new([7; 32]);
+        let other_node = UiTokens::new([7; 32]);
+        let t = issuer.issue("s-1", 1_000);
+        assert!(other_node.check(&t, "s-1", 999));
+        assert!(!other_node.check(&t, "s-1", 1_000), "expired");
+        assert!(!other_node.check(&t, "s-2", 10), "another session");
+        assert!(!UiTokens::new([8; 32]).check(&t, "s-1", 10), "another key");
+        let mut forged = t.clone().into_bytes();
+        forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+        assert!(!issuer.check(std::str::from_utf8(&forged).unwrap(), "s-1", 10));
+        assert!(!issuer.check("", "s-1", 10));
+        assert!(!issuer.check(&"A".repeat(10_000), "s-1", 10));
     }
 }
 
