@@ -160,18 +160,32 @@ pub fn assert_agent_heard_audio(received: &[Vec<u8>], sent: usize) {
     );
 }
 
-/// Fails if `text` holds the test card's PAN (whole, its first twelve, or grouped in fours),
-/// or its expiry (1230) or CVV (737) standing alone as a number.
-pub fn assert_no_keyed_card(what: &str, text: &str) {
-    for pan in ["4242424242424242", "424242424242", "4242 4242 4242 4242"] {
-        assert!(!text.contains(pan), "{what} holds the PAN");
+/// Fails if `bytes` hold the test card keyed: its PAN (whole, its first twelve, grouped by
+/// spaces or dashes), or its expiry (1230, 12/30) or CVV (737) standing alone.
+pub fn assert_no_card_digits(what: &str, bytes: &[u8]) {
+    for needle in [
+        &b"4242424242424242"[..],
+        b"424242424242",
+        b"4242 4242 4242",
+        b"4242-4242-4242",
+    ] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{what} contain the PAN"
+        );
     }
-    let b = text.as_bytes();
-    for tok in ["1230", "737"] {
-        for (i, _) in text.match_indices(tok) {
-            let before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-            let after = i + tok.len() >= b.len() || !b[i + tok.len()].is_ascii_alphanumeric();
-            assert!(!(before && after), "{what} holds {tok}");
+    for token in [&b"1230"[..], b"12/30", b"737"] {
+        for i in 0..bytes.len().saturating_sub(token.len() - 1) {
+            if &bytes[i..i + token.len()] == token {
+                let before = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+                let after = i + token.len() >= bytes.len()
+                    || !bytes[i + token.len()].is_ascii_alphanumeric();
+                assert!(
+                    !(before && after),
+                    "{what} contain {:?} at byte {i}",
+                    String::from_utf8_lossy(token)
+                );
+            }
         }
     }
 }

@@ -958,7 +958,7 @@ fn on_postgresql_a_payment_leaves_no_card_data_or_link_token_in_any_table() {
     for seen in [id.as_str(), digital.as_str(), "************4242", "links: "] {
         assert!(dump.contains(seen), "{seen} not in {dump}");
     }
-    crate::globalpci::assert_no_card_digits("the PostgreSQL tables", dump.as_bytes());
+    common::assert_no_card_digits("the PostgreSQL tables", dump.as_bytes());
     assert!(!dump.contains(&token), "the link token is stored in clear");
 }
 
