@@ -485,7 +485,6 @@ pub(super) fn named<T: ToSchema>(schemas: &mut Schemas) -> RefOr<Schema> {
     schema_ref(&T::name())
 }
 
-mod answers;
 mod operations;
 mod paths;
 mod responses;
