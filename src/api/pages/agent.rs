@@ -298,32 +298,45 @@ impl StreamEvent {
     /// The logged `body` of session `id` as the agent's stream sends it (a body it cannot
     /// read, as it is).
     fn of(state: &AppState, id: &str, body: String) -> String {
-        let Ok(Logged {
-            state: st,
-            result,
-            rest,
-        }) = serde_json::from_str::<Logged>(&body)
-        else {
+        let Ok(logged) = serde_json::from_str::<Logged>(&body) else {
             return body;
         };
-        let outcome = agent_outcome(
+        let no_result = PaymentResult::default();
+        let result = logged.result.as_ref().unwrap_or(&no_result);
+        let outcome = agent_outcome(state, id, logged.state, result);
+        // Only a state change is shown as the session (one read; not one per key).
+        let session = logged
+            .rest
+            .is_empty()
+            .then(|| state.sessions.get_any(id).ok())
+            .flatten();
+        serde_json::to_string(&StreamEvent::logged(session.as_ref(), logged, outcome))
+            .unwrap_or(body)
+    }
+
+    /// A log entry, shown as the view of `session` when it is a state change.
+    fn logged(
+        session: Option<&Session>,
+        Logged {
             state,
-            id,
-            st,
-            result.as_ref().unwrap_or(&PaymentResult::default()),
-        );
-        let shown = match state.sessions.get_any(id) {
-            Ok(s) if rest.is_empty() => {
-                Shown::State(SessionView::at(&s, st, result.clone().unwrap_or_default()))
-            }
-            _ => Shown::Update { state: st, rest },
+            result,
+            rest,
+        }: Logged,
+        outcome: Option<AgentOutcome>,
+    ) -> StreamEvent {
+        let shown = match session {
+            Some(s) if rest.is_empty() => Shown::State(SessionView::at(
+                s,
+                state,
+                result.clone().unwrap_or_default(),
+            )),
+            _ => Shown::Update { state, rest },
         };
-        serde_json::to_string(&StreamEvent {
+        StreamEvent {
             shown,
             result,
             outcome,
-        })
-        .unwrap_or(body)
+        }
     }
 }
 
@@ -642,6 +655,67 @@ pub(super) async fn agent_recapture(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One session, three ways out: the API answer, the result webhook and the agent stream's
+    /// state event show the same view (same fields, same amount text).
+    #[test]
+    fn the_api_the_webhook_and_the_stream_show_one_view() {
+        for (currency, minor, text) in [("JPY", 1000, "1000"), ("USD", 1234, "12.34")] {
+            let s = Session {
+                id: "s-1".into(),
+                kind: crate::session::model::SessionKind::Agent,
+                client_id: "c".into(),
+                account_id: "acct".into(),
+                call_guid: Some("call-1".into()),
+                dtmf_link_id: None,
+                state: SessionState::Completed,
+                amount_minor: Some(minor),
+                currency: currency.into(),
+                merchant_txn_ref: Some("order-9".into()),
+                payment_data: Default::default(),
+                created_at: 100,
+                updated_at: 150,
+                expires_at: 1000,
+                result: PaymentResult {
+                    masked_pan: Some("************4242".into()),
+                    card_brand: Some("visa".into()),
+                    psp_transaction_id: Some("pi_1".into()),
+                    ..Default::default()
+                },
+                ui_secret_hash: None,
+            };
+            let api = serde_json::to_value(SessionAnswer::from(s.clone())).unwrap();
+            let hook: serde_json::Value =
+                serde_json::from_str(&s.webhook_event("ev-1", 500)).unwrap();
+            // The state event as the store logs it when the payment completes.
+            let logged = format!(
+                "{{\"sessionState\":\"Completed\",\"result\":{}}}",
+                serde_json::to_string(&s.result).unwrap()
+            );
+            let logged: Logged = serde_json::from_str(&logged).unwrap();
+            let stream = serde_json::to_value(StreamEvent::logged(Some(&s), logged, None)).unwrap();
+            let view = serde_json::to_value(SessionView::of(&s)).unwrap();
+            let fields = view.as_object().unwrap();
+            assert!(fields.len() >= 9, "{view}");
+            for (k, v) in fields {
+                assert_eq!(&api[k], v, "API answer: {k}");
+                assert_eq!(&hook[k], v, "webhook: {k}");
+                assert_eq!(&stream[k], v, "stream: {k}");
+            }
+            for shown in [&api, &hook, &stream] {
+                assert_eq!(shown["amount"], text, "{shown}");
+                assert_eq!(shown["pspTransactionId"], "pi_1", "{shown}");
+            }
+            // What each adds stays its own: the API's account and times, the webhook's event
+            // time, the stream's logged result.
+            assert_eq!(
+                (&api["createdAt"], &api["CallGuid"]),
+                (&100.into(), &"call-1".into())
+            );
+            assert_eq!(hook["createdAt"], 500);
+            assert_eq!(stream["result"]["maskedPan"], "************4242");
+        }
+    }
 
     #[test]
     fn every_finished_state_is_told_in_words_with_what_to_do() {
