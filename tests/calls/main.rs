@@ -9,7 +9,6 @@ mod common;
 
 mod baresip;
 mod detect_cli;
-#[allow(unsafe_code)] // libc::kill on Kamailio's process group
 mod kamailio;
 mod leak;
 mod ng;
