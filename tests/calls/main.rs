@@ -10,6 +10,8 @@ mod common;
 mod baresip;
 mod detect_cli;
 mod kamailio;
+// Kamailio, sipp, three nodes on PostgreSQL and Chromium: the kamailio test group too.
+mod kamailio_nodes;
 mod leak;
 mod ng;
 mod relay;

@@ -128,6 +128,25 @@ impl Cluster {
         )
     }
 
+    /// A self-service session created on node `on` for the IVR's call `guid`: its id and
+    /// `dtmfLinkId`.
+    pub fn self_service_session(&self, on: usize, guid: &str) -> (String, String) {
+        let (s, v) = send(
+            http()
+                .post(format!("{}/globalpci/v1/selfservicesession", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "globalpci"))
+                .json(
+                    &json!({"AccountConfigurationId": "dev-account", "CallGuid": guid,
+                              "PaymentData": {"amount": "7.50", "merchantTxnRef": guid}}),
+                ),
+        );
+        assert_eq!(s, 200, "{v}");
+        (
+            v["sessionId"].as_str().unwrap().to_string(),
+            v["dtmfLinkId"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Opens the agent's payment screen on node `on`: the page's UI token.
     pub fn open_screen(&self, on: usize, id: &str, code: &str) -> String {
         let page = http()

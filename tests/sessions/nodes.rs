@@ -466,18 +466,7 @@ fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
         return;
     };
     let (a, b) = (0, 1);
-    let (s, v) = send(
-        http()
-            .post(format!("{}/globalpci/v1/selfservicesession", cl.base(a)))
-            .bearer_auth(dev_token(cl.base(a), "globalpci"))
-            .json(
-                &json!({"AccountConfigurationId": "dev-account", "CallGuid": "ivr-leg-a",
-                          "PaymentData": {"amount": "7.50", "merchantTxnRef": "ivr-leg-a"}}),
-            ),
-    );
-    assert_eq!(s, 200, "{v}");
-    let id = v["sessionId"].as_str().unwrap().to_string();
-    let link_id = v["dtmfLinkId"].as_str().unwrap().to_string();
+    let (id, link_id) = cl.self_service_session(a, "ivr-leg-a");
     let (mut caller, _agent) = cl.call(b, "fallback-leg-b");
     // B listens for a link id only once it has seen that no session names its call.
     let relay = dev_token(cl.base(b), "relay");
