@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{send, Cluster};
 use common::gateway::http;
 use common::kamailio::*;
+use common::multimon_keys;
 use common::serve::dev_token;
 use common::webdriver::{self, Browser};
 use serde_json::Value;
@@ -86,6 +87,19 @@ impl Rig {
             samples.extend_from_slice(&signal.samples);
         }
         add_noise_below(&mut samples, KEY_DBM0, 30.0, 41);
+        // The control: the decoder that must hear nothing on the agent leg hears the keys in
+        // what the caller sends (some twice: it splits a long tone, so repeats are ignored).
+        let wav = self.dir.path().join("keys.wav");
+        tonegate::wav::write_pcm8k(&wav, &samples).unwrap();
+        let mut heard = multimon_keys(&wav).into_bytes();
+        let mut keyed: Vec<u8> = parts.iter().flat_map(|(_, k)| k.bytes()).collect();
+        heard.dedup();
+        keyed.dedup();
+        assert_eq!(
+            String::from_utf8(heard).unwrap(),
+            String::from_utf8(keyed).unwrap(),
+            "multimon-ng on the caller's audio"
+        );
         let mut bytes = vec![0u8; samples.len()];
         G711Law::Ulaw.encode_into(&samples, &mut bytes);
         let path = self.dir.path().join("keys.ul");
@@ -173,6 +187,10 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(!lists(other(on)) && !lists(A), "one node holds the call");
+        eprintln!(
+            "call {call_id}: on node {on} (0 = A), the other node of the set {}",
+            other(on)
+        );
         on
     }
 
