@@ -39,7 +39,7 @@ fn one_call(
 ) -> (Vec<Vec<u8>>, bool, String, usize) {
     let (kam, sipp_bin) = tools().expect("checked by the caller");
     let dir = tempfile::tempdir().unwrap();
-    let (sip, uas, uac, uac_media) = (free_port(), free_port(), free_port(), free_port());
+    let (sip, uas) = (free_port(), free_port());
     let recorder = UdpSocket::bind("127.0.0.1:0").unwrap();
     let rec_port = recorder.local_addr().unwrap().port();
     let (_k, log) = kamailio(
@@ -68,19 +68,7 @@ fn one_call(
     std::fs::write(&ulaw, &bytes).unwrap();
     let audio_ms = (signal.samples.len() / 8) as u32;
     let rec = record(recorder, Duration::from_secs(40));
-    let mut uas_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uas",
-        &uas_scenario(rec_port, events),
-        &[
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uas.to_string(),
-        ],
-    ));
-    wait_listening(uas, "the sipp UAS");
+    let mut uas_p = sipp_agent(&sipp_bin, dir.path(), "uas", uas, rec_port, events, 1);
     let caller = Caller {
         call_id: &call_id,
         events,
@@ -90,23 +78,7 @@ fn one_call(
         info_code: None,
         srtp: false,
     };
-    let mut uac_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uac",
-        &uac_scenario(&caller),
-        &[
-            format!("127.0.0.1:{sip}"),
-            "-cid_str".into(),
-            call_id.clone(),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uac.to_string(),
-            "-mp".into(),
-            uac_media.to_string(),
-        ],
-    ));
+    let mut uac_p = sipp_caller(&sipp_bin, dir.path(), "uac", sip, &caller, &[]);
     if events {
         // Find the relay's caller leg (the ng offer created it) and key the card from there.
         let relay_tok = gw.token("relay");
@@ -228,7 +200,7 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
         "[[accounts]]\nid = \"dev-account\"\npsp = \"sandbox\"\ndtmf_masking = \"session\"\n",
     );
     let dir = tempfile::tempdir().unwrap();
-    let (sip, uas, uac, uac_media) = (free_port(), free_port(), free_port(), free_port());
+    let (sip, uas) = (free_port(), free_port());
     let recorder = UdpSocket::bind("127.0.0.1:0").unwrap();
     let rec_port = recorder.local_addr().unwrap().port();
     let (_k, log) = kamailio(
@@ -249,19 +221,7 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
     );
     let session = v["sessionId"].as_str().unwrap().to_string();
     let _rec = record(recorder, Duration::from_secs(15));
-    let mut uas_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uas",
-        &uas_scenario(rec_port, true),
-        &[
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uas.to_string(),
-        ],
-    ));
-    wait_listening(uas, "the sipp UAS");
+    let mut uas_p = sipp_agent(&sipp_bin, dir.path(), "uas", uas, rec_port, true, 1);
     let caller = Caller {
         call_id,
         events: true,
@@ -270,23 +230,7 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
         info_code: Some(409),
         srtp: false,
     };
-    let mut uac_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uac",
-        &uac_scenario(&caller),
-        &[
-            format!("127.0.0.1:{sip}"),
-            "-cid_str".into(),
-            call_id.into(),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uac.to_string(),
-            "-mp".into(),
-            uac_media.to_string(),
-        ],
-    ));
+    let mut uac_p = sipp_caller(&sipp_bin, dir.path(), "uac", sip, &caller, &[]);
     // The session linked by Call-ID and holds secure mode; block_dtmf() on the 200 took effect.
     assert_eq!(
         wait_session(&gw, &tok, &session, "Capturing")["sessionState"],
@@ -327,23 +271,7 @@ fn unblock_from_the_script_is_refused_while_a_capture_holds_the_call_and_srtp_fa
         info_code: None,
         srtp: true,
     };
-    let mut uac_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uac-srtp",
-        &uac_scenario(&srtp),
-        &[
-            format!("127.0.0.1:{sip}"),
-            "-cid_str".into(),
-            srtp.call_id.into(),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            free_port().to_string(),
-            "-mp".into(),
-            free_port().to_string(),
-        ],
-    ));
+    let mut uac_p = sipp_caller(&sipp_bin, dir.path(), "uac-srtp", sip, &srtp, &[]);
     let refused = uac_p.0.wait().unwrap().success();
     assert!(
         refused,
@@ -379,21 +307,15 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
     let created = |g: &Gateway| g.state.relay.totals().calls_created;
     // Ten short calls: Kamailio spreads them over both nodes.
     const CALLS: u32 = 10;
-    let mut uas_p = Proc(sipp(
+    let mut uas_p = sipp_agent(
         &sipp_bin,
         dir.path(),
         "uas-many",
-        &uas_scenario(rec_port, false),
-        &[
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uas.to_string(),
-            "-m".into(),
-            CALLS.to_string(),
-        ],
-    ));
-    wait_listening(uas, "the sipp UAS");
+        uas,
+        rec_port,
+        false,
+        CALLS,
+    );
     let many = Caller {
         call_id: "",
         events: false,
@@ -402,25 +324,14 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
         info_code: None,
         srtp: false,
     };
-    let mut uac_p = Proc(sipp(
+    let mut uac_p = sipp_caller(
         &sipp_bin,
         dir.path(),
         "uac-many",
-        &uac_scenario(&many),
-        &[
-            format!("127.0.0.1:{sip}"),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            free_port().to_string(),
-            "-mp".into(),
-            free_port().to_string(),
-            "-m".into(),
-            CALLS.to_string(),
-            "-r".into(),
-            "5".into(),
-        ],
-    ));
+        sip,
+        &many,
+        &["-m".into(), CALLS.to_string(), "-r".into(), "5".into()],
+    );
     let ok = uac_p.0.wait().unwrap().success();
     let _ = uas_p.0.wait();
     let k = std::fs::read_to_string(&log).unwrap_or_default();
@@ -440,19 +351,7 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
     G711Law::Ulaw.encode_into(&signal.samples, &mut bytes);
     std::fs::write(&ulaw, &bytes).unwrap();
     let rec = record(recorder, Duration::from_secs(30));
-    let mut uas_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uas-one",
-        &uas_scenario(rec_port, false),
-        &[
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            uas.to_string(),
-        ],
-    ));
-    wait_listening(uas, "the sipp UAS");
+    let mut uas_p = sipp_agent(&sipp_bin, dir.path(), "uas-one", uas, rec_port, false, 1);
     let one = Caller {
         call_id: "",
         events: false,
@@ -461,21 +360,7 @@ fn calls_spread_over_two_nodes_and_move_to_the_other_when_one_stops() {
         info_code: None,
         srtp: false,
     };
-    let mut uac_p = Proc(sipp(
-        &sipp_bin,
-        dir.path(),
-        "uac-one",
-        &uac_scenario(&one),
-        &[
-            format!("127.0.0.1:{sip}"),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            free_port().to_string(),
-            "-mp".into(),
-            free_port().to_string(),
-        ],
-    ));
+    let mut uac_p = sipp_caller(&sipp_bin, dir.path(), "uac-one", sip, &one, &[]);
     let ok = uac_p.0.wait().unwrap().success();
     let _ = uas_p.0.wait();
     let heard = rec.join().unwrap();

@@ -113,19 +113,15 @@ impl Rig {
         let recorder = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rec_port = recorder.local_addr().unwrap().port();
         let heard = record(recorder, Duration::from_secs(60));
-        let uas = Proc(sipp(
+        let uas = sipp_agent(
             &self.sipp,
             self.dir.path(),
             "uas",
-            &uas_scenario(rec_port, false),
-            &[
-                "-i".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                self.uas.to_string(),
-            ],
-        ));
-        wait_listening(self.uas, "the sipp agent");
+            self.uas,
+            rec_port,
+            false,
+            1,
+        );
         let caller = Caller {
             call_id,
             events: false,
@@ -134,23 +130,7 @@ impl Rig {
             info_code: None,
             srtp: false,
         };
-        let uac = Proc(sipp(
-            &self.sipp,
-            self.dir.path(),
-            "uac",
-            &uac_scenario(&caller),
-            &[
-                format!("127.0.0.1:{}", self.sip),
-                "-cid_str".into(),
-                call_id.into(),
-                "-i".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                free_port().to_string(),
-                "-mp".into(),
-                free_port().to_string(),
-            ],
-        ));
+        let uac = sipp_caller(&self.sipp, self.dir.path(), "uac", self.sip, &caller, &[]);
         Call {
             uac,
             uas,
@@ -221,9 +201,24 @@ impl Rig {
         heard
     }
 
-    /// Exactly one result webhook for session `id`, saying `Completed`; the database holds no
-    /// card data.
-    fn assert_settled_once(&self, id: &str) {
+    /// Session `id` paid: A's status poll (the IVR's) reads Completed with the masked PAN;
+    /// then the call ends, its agent leg carried audio in which multimon-ng hears no key;
+    /// exactly one result webhook says Completed; the database holds no card data. A's
+    /// status.
+    fn completed(&self, call: Call, on: usize, id: &str) -> Value {
+        let done = self.cl.wait_state(A, id, "Completed");
+        assert!(
+            done["maskedPan"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("4242")),
+            "{done}"
+        );
+        let heard = self.finish(call, on);
+        assert_eq!(
+            agent_keys(&heard),
+            "",
+            "multimon-ng heard keys on the agent leg"
+        );
         self.cl.nodes[A].wait_webhooks_delivered(id);
         let hooks = self.cl.hook.seen.lock().unwrap().clone();
         let mine: Vec<_> = hooks.iter().filter(|(_, v)| v["sessionId"] == id).collect();
@@ -233,6 +228,7 @@ impl Rig {
             "the database",
             common::postgres::dump(&self.cl.url).as_bytes(),
         );
+        done
     }
 }
 
@@ -262,13 +258,13 @@ fn a_call_through_kamailio_on_the_set_session_on_a_screen_on_the_other_node() {
     let (id, code) = rig.cl.agent_session(A, call_id);
     // The PAN, then a pause long enough to see it masked on the screen before the rest.
     let (ulaw, audio_ms) = rig.keying(&[(1000, "4242424242424242#"), (4000, "1230#737")]);
+    // The browser first: the screen opens as soon as the call's node is known.
+    let b = Browser::start();
     // The call stays up after the last key for the agent to submit.
     let call = rig.call(call_id, &ulaw, audio_ms, 12_000);
     let on = rig.holder(call_id);
     let screen = other(on);
     rig.cl.wait_state(A, &id, "Capturing");
-
-    let b = Browser::start();
     b.goto(&format!(
         "{}/pay/agent/{id}?code={code}",
         rig.cl.base(screen)
@@ -287,8 +283,7 @@ fn a_call_through_kamailio_on_the_set_session_on_a_screen_on_the_other_node() {
     let result = b.wait_text("#result", 20, |t| t.starts_with("Payment approved"));
     common::assert_no_card_digits("the agent's screen", b.source().as_bytes());
 
-    // The IVR's status poll, on A.
-    let done = rig.cl.wait_state(A, &id, "Completed");
+    let done = rig.completed(call, on, &id);
     assert_eq!(
         result,
         format!(
@@ -296,19 +291,6 @@ fn a_call_through_kamailio_on_the_set_session_on_a_screen_on_the_other_node() {
             done["pspTransactionId"].as_str().unwrap()
         )
     );
-    assert!(
-        done["maskedPan"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("4242")),
-        "{done}"
-    );
-    let heard = rig.finish(call, on);
-    assert_eq!(
-        agent_keys(&heard),
-        "",
-        "multimon-ng heard keys on the agent leg"
-    );
-    rig.assert_settled_once(&id);
 }
 
 /// The second cluster call: a self-service session created on A for the IVR's own
@@ -326,19 +308,6 @@ fn a_link_id_keyed_through_kamailio_links_a_session_created_on_a() {
     let (ulaw, audio_ms) = rig.keying(&[(1500, &link_id), (2500, "4242424242424242#1230#737")]);
     let call = rig.call(call_id, &ulaw, audio_ms, 5000);
     let on = rig.holder(call_id);
-    let done = rig.cl.wait_state(A, &id, "Completed");
-    assert!(
-        done["maskedPan"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("4242")),
-        "{done}"
-    );
+    rig.completed(call, on, &id);
     assert_eq!(rig.cl.status(other(on), &id)["sessionState"], "Completed");
-    let heard = rig.finish(call, on);
-    assert_eq!(
-        agent_keys(&heard),
-        "",
-        "multimon-ng heard keys on the agent leg"
-    );
-    rig.assert_settled_once(&id);
 }

@@ -440,3 +440,58 @@ pub fn sipp(bin: &Path, dir: &Path, name: &str, scenario: &str, args: &[String])
         .spawn()
         .expect("starting sipp")
 }
+
+/// The agent's sipp (`name`, answering `calls` calls on UDP `port`, its media at the recorder
+/// on `rec`), once it listens.
+pub fn sipp_agent(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    rec: u16,
+    events: bool,
+    calls: u32,
+) -> Proc {
+    let p = Proc(sipp(
+        bin,
+        dir,
+        name,
+        &uas_scenario(rec, events),
+        &[
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            calls.to_string(),
+        ],
+    ));
+    wait_listening(port, "the sipp agent");
+    p
+}
+
+/// The caller's sipp (`name`) calling through Kamailio on `sip` as `c` says, from free ports,
+/// with `extra` arguments (e.g. `-m` and `-r` for many calls).
+pub fn sipp_caller(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    sip: u16,
+    c: &Caller,
+    extra: &[String],
+) -> Proc {
+    let mut args = vec![format!("127.0.0.1:{sip}")];
+    if !c.call_id.is_empty() {
+        args.extend(["-cid_str".into(), c.call_id.to_string()]);
+    }
+    args.extend([
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+    ]);
+    args.extend_from_slice(extra);
+    Proc(sipp(bin, dir, name, &uac_scenario(c), &args))
+}
