@@ -241,7 +241,117 @@ impl<const N: usize> HannDft<N> {
         }
         Some(false)
     }
+
+    /// Whether a line near `fx` Hz in `x` belongs to a harmonic series of its own that the
+    /// lines at `pair` are not on: a note or voice beside a key, whose line in a rival filter
+    /// hides the key's line from a relative-peak test though it is part of another sound.
+    ///
+    /// The line's frequency is first refined on the span (a rival's estimate from the 5 ms
+    /// terms is pulled by its neighbours). Then for f0 = fx/m (m ≤ [`MAX_RIVAL_HARMONIC`]) whose
+    /// series misses both `pair` lines by more than [`RATIO_TOLERANCE`], the series must be in
+    /// the audio as [`harmonic_pair`](Self::harmonic_pair) asks of one: its other harmonics
+    /// (those clear of the pair's lines) above the comb between them, strong enough to be one
+    /// sound with the line, the line no louder than its neighbours allow. A pair whose lines are
+    /// all on one series (one voice) is never split this way.
+    ///
+    /// Cost: the refinement and each fundamental tried are one batch each, drawn from `budget`
+    /// (`None` when it ran out before a verdict).
+    pub fn foreign_series(
+        &self,
+        x: &[f32; N],
+        fx: f32,
+        pair: (f32, f32),
+        budget: &mut u32,
+    ) -> Option<bool> {
+        if *budget == 0 {
+            return None;
+        }
+        *budget -= 1;
+        let mut freq = [0.0f32; REFINE];
+        for (k, f) in freq.iter_mut().enumerate() {
+            *f = fx * (1.0 + REFINE_STEP * (k as f32 - (REFINE / 2) as f32));
+        }
+        let mut power = [0.0f32; REFINE];
+        self.powers(x, &freq, &mut power);
+        let best = (0..REFINE).fold(0, |b, k| if power[k] > power[b] { k } else { b });
+        let (fx, px) = (freq[best], power[best]);
+        // Within a Hann main lobe (±2 bins: ±50 Hz over 40 ms) of a pair line a probe or valley would read
+        // the key, not the series.
+        let lobe = 2.2 * SAMPLE_RATE as f32 / N as f32;
+        let clear = |f: f32| (f - pair.0).abs() > lobe && (f - pair.1).abs() > lobe;
+        let on_series = |f: f32, f0: f32| {
+            let h = (f / f0).round();
+            h >= 1.0 && (f - h * f0).abs() <= RATIO_TOLERANCE * f
+        };
+        for m in 1..=MAX_RIVAL_HARMONIC {
+            let f0 = fx / m as f32;
+            if f0 < BAND.0 / 2.0 || on_series(pair.0, f0) || on_series(pair.1, f0) {
+                continue;
+            }
+            let lo = m.saturating_sub(2).max(1);
+            let hi = m + 3;
+            let is_probe = |h: u32| {
+                let f = h as f32 * f0;
+                h != m
+                    && (BAND.0..=BAND.1).contains(&f)
+                    && clear(f)
+                    && (clear(f - 0.5 * f0) || clear(f + 0.5 * f0))
+            };
+            let probes = (lo..=hi).filter(|&h| is_probe(h)).count();
+            if probes < MIN_PROBES {
+                continue;
+            }
+            if *budget == 0 {
+                return None;
+            }
+            *budget -= 1;
+            // Harmonic h at 2(h - lo) + 1, the valleys below and above it on either side; the
+            // line's neighbours m ± 1 are among them.
+            let mut freq = [0.0f32; 2 * RIVAL_SPREAD + 1];
+            let len = 2 * (hi - lo) as usize + 3;
+            for (i, f) in freq[..len].iter_mut().enumerate() {
+                *f = (lo as f32 - 0.5 + 0.5 * i as f32) * f0;
+            }
+            let mut power = [0.0f32; 2 * RIVAL_SPREAD + 1];
+            self.powers(x, &freq[..len], &mut power[..len]);
+            let (mut peaks, mut valleys) = (0.0f32, 0.0f32);
+            for h in (lo..=hi).filter(|&h| is_probe(h)) {
+                let i = 2 * (h - lo) as usize + 1;
+                peaks += power[i];
+                let (below, above) = (freq[i - 1], freq[i + 1]);
+                valleys += match (clear(below), clear(above)) {
+                    (true, true) => 0.5 * (power[i - 1] + power[i + 1]),
+                    (true, false) => power[i - 1],
+                    _ => power[i + 1],
+                };
+            }
+            if peaks < MIN_COMB_RATIO * valleys || peaks < MIN_SERIES_TO_LINE * px * probes as f32 {
+                continue;
+            }
+            let at = |h: u32| {
+                if h < lo || h > hi {
+                    0.0
+                } else {
+                    power[2 * (h - lo) as usize + 1]
+                }
+            };
+            if px <= self.max_excess * at(m - 1).max(at(m + 1)) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
 }
+
+/// Largest harmonic number a rival line is tried as in [`HannDft::foreign_series`]: a note or
+/// voice whose line falls in a DTMF filter from its fundamental up to its 4th harmonic (lower
+/// voices' series are resolved as well, through their 4th harmonic's f0 multiples).
+pub const MAX_RIVAL_HARMONIC: u32 = 4;
+/// Harmonics a rival's test spans: m - 2 up to m + 3.
+const RIVAL_SPREAD: usize = 6;
+/// Frequencies tried when refining a rival line's frequency, and their step (fraction): ±1.2 %.
+const REFINE: usize = 9;
+const REFINE_STEP: f32 = 0.003;
 
 /// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
 /// vectors: enough independent recursions to keep the FPU's pipelines full).

@@ -352,7 +352,10 @@ impl TonePresence {
             self.tracked = None;
             self.close();
         }
-        let Some(Verdict { pair, tier, hz }) = self.judge(&blocks, total) else {
+        let mut budget = self.credit;
+        let verdict = self.judge(&blocks, total, &mut budget);
+        self.credit = budget;
+        let Some(Verdict { pair, tier, hz }) = verdict else {
             self.miss(end);
             return;
         };
@@ -591,7 +594,12 @@ impl TonePresence {
     }
 
     /// The window's candidate pair and the strongest tier of [`EVIDENCE`] it meets, if any.
-    fn judge(&self, blocks: &[BlockTerms; WINDOW], total: f32) -> Option<Verdict> {
+    fn judge(
+        &self,
+        blocks: &[BlockTerms; WINDOW],
+        total: f32,
+        budget: &mut u32,
+    ) -> Option<Verdict> {
         if total < 2.0 * self.min_window_tone_energy {
             return None;
         }
@@ -626,7 +634,7 @@ impl TonePresence {
         let mut x = None;
         for (r, er) in rows {
             for (c, ec) in cols {
-                let Some(tier) = self.tier(blocks, (r, er), (c, ec), total) else {
+                let Some(tier) = self.tier(blocks, (r, er), (c, ec), total, budget) else {
                     continue;
                 };
                 let x = x.get_or_insert_with(|| self.window_samples());
@@ -650,13 +658,14 @@ impl TonePresence {
         (r, er): (usize, f32),
         (c, ec): (usize, f32),
         total: f32,
+        budget: &mut u32,
     ) -> Option<usize> {
         let m = self.pair_measure(er, ec, total)?;
         let mut shaped = None;
         EVIDENCE.iter().position(|e| {
             m.share >= e.min_share
                 && m.weak_to_rest >= e.min_weak_to_rest
-                && (!e.shaped || *shaped.get_or_insert_with(|| self.peaked(blocks, r, c)))
+                && (!e.shaped || *shaped.get_or_insert_with(|| self.peaked(blocks, r, c, budget)))
         })
     }
 
@@ -688,19 +697,31 @@ impl TonePresence {
     }
 
     /// Whether each line stands [`MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
-    /// nominal frequencies.
-    fn peaked(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize) -> bool {
+    /// nominal frequencies, a rival filter's line aside where it belongs to a harmonic series
+    /// of its own that the pair is not on (a note beside a key: [`HannDft::foreign_series`],
+    /// within `budget`; with the budget spent the rival counts).
+    fn peaked(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize, budget: &mut u32) -> bool {
         let pow = self.align.coherent_power(blocks.each_ref());
-        let (mut other_r, mut other_c) = (0.0f32, 0.0f32);
-        for k in 0..4 {
-            if k != r {
-                other_r = other_r.max(pow[k]);
-            }
-            if 4 + k != c {
-                other_c = other_c.max(pow[4 + k]);
+        let mut rivals = [0usize; BANK_SIZE - 2];
+        let mut n = 0;
+        for (line, group) in [(r, 0..4), (c, 4..BANK_SIZE)] {
+            for k in group {
+                if k != line && pow[line] < self.relative_peak * pow[k] {
+                    rivals[n] = k;
+                    n += 1;
+                }
             }
         }
-        pow[r] >= self.relative_peak * other_r && pow[c] >= self.relative_peak * other_c
+        if n == 0 {
+            return true;
+        }
+        let pair = (self.line_hz(blocks, r), self.line_hz(blocks, c));
+        let x = self.samples_ending::<LONG_SPAN>(self.blocks * SUB_BLOCK as u64);
+        rivals[..n].iter().all(|&k| {
+            self.long_dft
+                .foreign_series(&x, self.line_hz(blocks, k), pair, budget)
+                == Some(true)
+        })
     }
 
     /// Filter `k`'s line frequency in Hz: measured, or nominal when it cannot be.

@@ -122,3 +122,32 @@ fn two_strongest_orders_indices() {
     assert_eq!(two_strongest(&[1.0, 4.0, 3.0, 2.0]), (1, 2));
     assert_eq!(two_strongest(&[5.0, 1.0, 0.0, 6.0]), (3, 0));
 }
+
+#[test]
+fn a_key_under_a_note_with_its_octave_in_other_filters_is_marked() {
+    // Key C (852 + 1633 Hz) 70 ms long, starting 60 ms into a sustained G5 (784 Hz) whose
+    // fundamental, as loud as the key's row tone, sits in the 770 Hz row filter and whose
+    // octave (1568 Hz) lies within the 1633 Hz column filter's reach: neither key line stands
+    // above its group by a decoder's relative peak, yet multimon-ng reads the key. The note's
+    // lines belong to a series of their own (784, 1568, 2352, 3136 Hz) that the key's lines
+    // are not on.
+    let mut v = note(784.0, -20.0, 4, |h| 1.0 / h);
+    let mut key = Vec::new();
+    append_silence(&mut key, 60);
+    let r = append_key(
+        &mut key,
+        DtmfKey::C,
+        &ToneSpec {
+            level_dbm0: -20.0,
+            duration_ms: 70,
+            ..ToneSpec::default()
+        },
+    );
+    for (s, k) in v.iter_mut().zip(&key) {
+        *s = s.saturating_add(*k);
+    }
+    let p = presence_of(&v);
+    let (start, end) = (r.start as u64, r.end as u64);
+    assert!(p.overlaps(start + 80, start + 120, 0), "the key's onset");
+    assert!(p.overlaps(end - 120, end - 80, 0), "the key's end");
+}
