@@ -242,47 +242,72 @@ impl<const N: usize> HannDft<N> {
         Some(false)
     }
 
-    /// Whether a line near `fx` Hz in `x` belongs to a harmonic series of its own that the
-    /// lines at `pair` are not on: a note or voice beside a key, whose line in a rival filter
-    /// hides the key's line from a relative-peak test though it is part of another sound.
-    ///
-    /// The line's frequency is first refined on the span (a rival's estimate from the 5 ms
-    /// terms is pulled by its neighbours). Then for f0 = fx/m (m ≤ [`MAX_RIVAL_HARMONIC`]) whose
-    /// series misses both `pair` lines by more than [`RATIO_TOLERANCE`], the series must be in
-    /// the audio as [`harmonic_pair`](Self::harmonic_pair) asks of one: its other harmonics
-    /// (those clear of the pair's lines) above the comb between them, strong enough to be one
-    /// sound with the line, the line no louder than its neighbours allow. A pair whose lines are
-    /// all on one series (one voice) is never split this way.
-    ///
-    /// Cost: the refinement and each fundamental tried are one batch each, drawn from `budget`
-    /// (`None` when it ran out before a verdict).
-    pub fn foreign_series(
+    /// The strongest point within `reach` (a fraction) of `near` Hz in `x`, in steps of a
+    /// 24th of the reach: (Hz, power), or `None` when it lies at an end of the reach (a
+    /// neighbour's skirt, not a line of its own there). One batch, drawn from `budget`
+    /// (`None` too when it is spent).
+    pub fn line_near(
         &self,
         x: &[f32; N],
-        fx: f32,
-        pair: (f32, f32),
+        near: f32,
+        reach: f32,
         budget: &mut u32,
-    ) -> Option<bool> {
+    ) -> Option<(f32, f32)> {
         if *budget == 0 {
             return None;
         }
         *budget -= 1;
         let mut freq = [0.0f32; REFINE];
+        let step = reach / (REFINE / 2) as f32;
         for (k, f) in freq.iter_mut().enumerate() {
-            *f = fx * (1.0 + REFINE_STEP * (k as f32 - (REFINE / 2) as f32));
+            *f = near * (1.0 + step * (k as f32 - (REFINE / 2) as f32));
         }
         let mut power = [0.0f32; REFINE];
         self.powers(x, &freq, &mut power);
         let best = (0..REFINE).fold(0, |b, k| if power[k] > power[b] { k } else { b });
-        let (fx, px) = (freq[best], power[best]);
-        // Within a Hann main lobe (±2 bins: ±50 Hz over 40 ms) of a pair line a probe or valley would read
-        // the key, not the series.
+        (best != 0 && best != REFINE - 1).then_some((freq[best], power[best]))
+    }
+
+    /// Whether the line at `fx` Hz holding `px` ([`line_near`](Self::line_near)) in `x`
+    /// belongs to a harmonic series of its own that the lines at `pair` are not on: a note
+    /// or voice beside a key, whose line in a rival filter hides the key's line from a
+    /// relative-peak test though it is part of another sound.
+    ///
+    /// For f0 = fx/m (m ≤ [`MAX_RIVAL_HARMONIC`]) whose series misses both `pair` lines by
+    /// more than [`RATIO_TOLERANCE`], the series must be in the audio as
+    /// [`harmonic_pair`](Self::harmonic_pair) asks of one: its other harmonics (those clear of
+    /// the pair's lines) [`MIN_RIVAL_COMB`] times above the gaps between them, strong enough
+    /// to be one sound with the line, the line no louder than its neighbours allow. A line on
+    /// a pair line, or on one series with both (one voice), is never another sound.
+    ///
+    /// Cost: each fundamental tried is one batch, drawn from `budget` (`None` when it ran out
+    /// before a verdict).
+    pub fn foreign_series(
+        &self,
+        x: &[f32; N],
+        (fx, px): (f32, f32),
+        pair: (f32, f32),
+        budget: &mut u32,
+    ) -> Option<bool> {
+        // Within a Hann main lobe (±2 bins: ±50 Hz over 40 ms) of a pair line a probe or gap
+        // would read the key, not the series.
         let lobe = 2.2 * SAMPLE_RATE as f32 / N as f32;
         let clear = |f: f32| (f - pair.0).abs() > lobe && (f - pair.1).abs() > lobe;
+        if !clear(fx) {
+            return Some(false);
+        }
         let on_series = |f: f32, f0: f32| {
             let h = (f / f0).round();
             h >= 1.0 && (f - h * f0).abs() <= RATIO_TOLERANCE * f
         };
+        // One voice: the rival and both lines are harmonics of one fundamental, however low.
+        // Its sub-series (every 2nd, 3rd, … harmonic) would otherwise pass for another sound.
+        let lowest = (fx / MIN_F0) as u32;
+        if (1..=lowest)
+            .any(|j| on_series(pair.0, fx / j as f32) && on_series(pair.1, fx / j as f32))
+        {
+            return Some(false);
+        }
         for m in 1..=MAX_RIVAL_HARMONIC {
             let f0 = fx / m as f32;
             if f0 < BAND.0 / 2.0 || on_series(pair.0, f0) || on_series(pair.1, f0) {
@@ -295,7 +320,7 @@ impl<const N: usize> HannDft<N> {
                 h != m
                     && (BAND.0..=BAND.1).contains(&f)
                     && clear(f)
-                    && (clear(f - 0.5 * f0) || clear(f + 0.5 * f0))
+                    && (clear(f - 0.25 * f0) || clear(f + 0.25 * f0))
             };
             let probes = (lo..=hi).filter(|&h| is_probe(h)).count();
             if probes < MIN_PROBES {
@@ -305,36 +330,35 @@ impl<const N: usize> HannDft<N> {
                 return None;
             }
             *budget -= 1;
-            // Harmonic h at 2(h - lo) + 1, the valleys below and above it on either side; the
-            // line's neighbours m ± 1 are among them.
-            let mut freq = [0.0f32; 2 * RIVAL_SPREAD + 1];
-            let len = 2 * (hi - lo) as usize + 3;
+            // Quarter steps of f0 from harmonic lo - 1 to hi + 1: harmonic h at 4(h - lo + 1),
+            // the gaps on either side at the three quarter points between. A note's gaps are
+            // empty; a sub-series of a lower voice or note (every 2nd, 3rd, … harmonic, which
+            // a midpoint alone can miss) has lines in them.
+            let mut freq = [0.0f32; RIVAL_POINTS];
+            let len = 4 * (hi - lo + 2) as usize + 1;
             for (i, f) in freq[..len].iter_mut().enumerate() {
-                *f = (lo as f32 - 0.5 + 0.5 * i as f32) * f0;
+                *f = ((lo - 1) as f32 + 0.25 * i as f32) * f0;
             }
-            let mut power = [0.0f32; 2 * RIVAL_SPREAD + 1];
+            let mut power = [0.0f32; RIVAL_POINTS];
             self.powers(x, &freq[..len], &mut power[..len]);
+            let at = |h: u32| power[4 * (h + 1 - lo) as usize];
             let (mut peaks, mut valleys) = (0.0f32, 0.0f32);
             for h in (lo..=hi).filter(|&h| is_probe(h)) {
-                let i = 2 * (h - lo) as usize + 1;
-                peaks += power[i];
-                let (below, above) = (freq[i - 1], freq[i + 1]);
-                valleys += match (clear(below), clear(above)) {
-                    (true, true) => 0.5 * (power[i - 1] + power[i + 1]),
-                    (true, false) => power[i - 1],
-                    _ => power[i + 1],
-                };
+                peaks += at(h);
+                let i = 4 * (h + 1 - lo) as usize;
+                let (mut sum, mut count) = (0.0f32, 0u32);
+                for j in (i - 3..i).chain(i + 1..i + 4) {
+                    if clear(freq[j]) {
+                        sum += power[j];
+                        count += 1;
+                    }
+                }
+                valleys += sum / count.max(1) as f32;
             }
-            if peaks < MIN_COMB_RATIO * valleys || peaks < MIN_SERIES_TO_LINE * px * probes as f32 {
+            if peaks < MIN_RIVAL_COMB * valleys || peaks < MIN_SERIES_TO_LINE * px * probes as f32 {
                 continue;
             }
-            let at = |h: u32| {
-                if h < lo || h > hi {
-                    0.0
-                } else {
-                    power[2 * (h - lo) as usize + 1]
-                }
-            };
+            let at = |h: u32| if h < lo { 0.0 } else { at(h) };
             if px <= self.max_excess * at(m - 1).max(at(m + 1)) {
                 return Some(true);
             }
@@ -347,11 +371,20 @@ impl<const N: usize> HannDft<N> {
 /// voice whose line falls in a DTMF filter from its fundamental up to its 4th harmonic (lower
 /// voices' series are resolved as well, through their 4th harmonic's f0 multiples).
 pub const MAX_RIVAL_HARMONIC: u32 = 4;
-/// Harmonics a rival's test spans: m - 2 up to m + 3.
-const RIVAL_SPREAD: usize = 6;
-/// Frequencies tried when refining a rival line's frequency, and their step (fraction): ±1.2 %.
-const REFINE: usize = 9;
-const REFINE_STEP: f32 = 0.003;
+/// Power of a rival line's series over the gaps between its harmonics, at least (17 dB), for
+/// [`HannDft::foreign_series`]: a held note's comb stands clear (100-2000 measured on the
+/// extra battery's music); a voice's mostly far less (its pitch and formants move within
+/// 40 ms), and at the harmonic tests' [`MIN_COMB_RATIO`] a voice's rival line was set aside
+/// often enough to raise talk-off by a third.
+pub const MIN_RIVAL_COMB: f32 = 50.0;
+/// Lowest fundamental of a voice, Hz: a rival line and a pair both on the series of one this
+/// low or higher are one voice's harmonics.
+const MIN_F0: f32 = 80.0;
+/// Frequencies one fundamental's rival test reads: quarter steps over harmonics m - 3 to
+/// m + 4.
+const RIVAL_POINTS: usize = 4 * 7 + 1;
+/// Frequencies tried when finding a line's peak within its reach (one batch).
+const REFINE: usize = 25;
 
 /// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
 /// vectors: enough independent recursions to keep the FPU's pipelines full).
@@ -433,6 +466,52 @@ mod tests {
         assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), Some(true));
         assert!(budget < 8 && budget > 0, "{budget} left");
         assert!(d.harmonic_pair(&x, fr, fc));
+    }
+
+    #[test]
+    fn a_note_beside_a_key_is_another_sound_and_a_voice_is_one() {
+        let d = HannDft::<LONG_SPAN>::new();
+        let long = |parts: &[(f32, f32)]| -> [f32; LONG_SPAN] {
+            core::array::from_fn(|i| {
+                let t = i as f32 / SAMPLE_RATE as f32;
+                parts
+                    .iter()
+                    .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
+                    .sum::<f32>()
+            })
+        };
+        let mut budget = u32::MAX;
+        // G5 (784 Hz, harmonics to 3136 Hz) beside key C (852 + 1633 Hz): its line in the
+        // 770 Hz filter is one of a series the key is not on.
+        let mut parts: Vec<(f32, f32)> = (1..=4)
+            .map(|h| (784.0 * h as f32, 2000.0 / h as f32))
+            .collect();
+        parts.extend([(ROW_HZ[2], 2000.0), (COL_HZ[3], 2000.0)]);
+        let x = long(&parts);
+        let line = d
+            .line_near(&x, ROW_HZ[1], 0.06, &mut budget)
+            .expect("the note's line");
+        assert!((line.0 - 784.0).abs() < 4.0, "{line:?}");
+        assert_eq!(
+            d.foreign_series(&x, line, (ROW_HZ[2], COL_HZ[3]), &mut budget),
+            Some(true)
+        );
+        // A voice at 130 Hz: its 6th harmonic in the 770 Hz filter and its 7th and 13th
+        // harmonics as the pair are one sound.
+        let voice: Vec<(f32, f32)> = (2..=24)
+            .map(|h| (130.0 * h as f32, 3000.0 / h as f32))
+            .collect();
+        let x = long(&voice);
+        let line = d
+            .line_near(&x, ROW_HZ[1], 0.06, &mut budget)
+            .expect("the 6th harmonic");
+        assert_eq!(
+            d.foreign_series(&x, line, (910.0, 1690.0), &mut budget),
+            Some(false)
+        );
+        // No line of its own: only the key's 852 Hz skirt across the 770 Hz filter's reach.
+        let x = long(&[(ROW_HZ[2], 2000.0), (COL_HZ[3], 2000.0)]);
+        assert_eq!(d.line_near(&x, ROW_HZ[1], 0.06, &mut budget), None);
     }
 
     #[test]

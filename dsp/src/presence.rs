@@ -18,7 +18,9 @@
 //! - **weak-to-rest**: the weaker line's energy over everything outside the pair. Voiced speech
 //!   whose strongest harmonic happens to sit in one group scores a few tenths at most;
 //! - **relative peak**: each line's filter above the rest of its group at the nominal
-//!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
+//!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB); for the
+//!   steady tier, a rival filter's line that belongs to a note's series the pair is not on is
+//!   set aside (`rival`: a key under a note whose line shares its group);
 //! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 7:4, …)
 //!   *and* carrying the rest of that fundamental's series are a voice or a note, not a key
 //!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4),
@@ -63,6 +65,8 @@ use crate::harmonic::{HannDft, LONG_SPAN, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
 use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
+use rival::Peak;
+pub use rival::RIVAL_CREDIT;
 
 /// One way for a window's pair to count as DTMF-like.
 #[derive(Debug, Clone, Copy)]
@@ -267,6 +271,8 @@ pub struct TonePresence {
     run: Option<Run>,
     /// Fundamentals the harmonic tests may still try (see [`HARMONIC_CREDIT`]).
     credit: u32,
+    /// Batches the rival tests of [`Self::peaked`] may still run (see [`RIVAL_CREDIT`]).
+    rival_credit: u32,
     /// The span being marked, in samples.
     open: Option<(u64, u64)>,
     spans: [(u64, u64); SPANS],
@@ -311,6 +317,7 @@ impl TonePresence {
             written: 0,
             run: None,
             credit: HARMONIC_CREDIT.1,
+            rival_credit: RIVAL_CREDIT.1,
             open: None,
             spans: [(0, 0); SPANS],
             span_next: 0,
@@ -338,6 +345,8 @@ impl TonePresence {
         }
         let (per_window, most) = HARMONIC_CREDIT;
         self.credit = (self.credit + per_window).min(most);
+        let (per_window, most) = RIVAL_CREDIT;
+        self.rival_credit = (self.rival_credit + per_window).min(most);
         let now = self.blocks - 1;
         let start = (now + 1 - WINDOW as u64) * SUB_BLOCK as u64;
         let end = (now + 1) * SUB_BLOCK as u64;
@@ -352,9 +361,9 @@ impl TonePresence {
             self.tracked = None;
             self.close();
         }
-        let mut budget = self.credit;
+        let mut budget = self.rival_credit;
         let verdict = self.judge(&blocks, total, &mut budget);
-        self.credit = budget;
+        self.rival_credit = budget;
         let Some(Verdict { pair, tier, hz }) = verdict else {
             self.miss(end);
             return;
@@ -634,11 +643,12 @@ impl TonePresence {
         let mut x = None;
         for (r, er) in rows {
             for (c, ec) in cols {
-                let Some(tier) = self.tier(blocks, (r, er), (c, ec), total, budget) else {
+                let Some((tier, found)) = self.tier(blocks, (r, er), (c, ec), total, budget) else {
                     continue;
                 };
                 let x = x.get_or_insert_with(|| self.window_samples());
-                let (fr, fc) = (self.line_hz(blocks, r), self.line_hz(blocks, c));
+                let (fr, fc) =
+                    found.unwrap_or_else(|| (self.line_hz(blocks, r), self.line_hz(blocks, c)));
                 if self.two_lines(x, (r, fr), (c, fc)) {
                     return Some(Verdict {
                         pair: (r, c),
@@ -651,7 +661,8 @@ impl TonePresence {
         None
     }
 
-    /// The strongest tier of [`EVIDENCE`] lines `r` and `c` holding `er` and `ec` meet.
+    /// The strongest tier of [`EVIDENCE`] lines `r` and `c` holding `er` and `ec` meet, and
+    /// their frequencies where [`Self::peaked`] found them on the span.
     fn tier(
         &self,
         blocks: &[BlockTerms; WINDOW],
@@ -659,14 +670,25 @@ impl TonePresence {
         (c, ec): (usize, f32),
         total: f32,
         budget: &mut u32,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Option<(f32, f32)>)> {
         let m = self.pair_measure(er, ec, total)?;
         let mut shaped = None;
-        EVIDENCE.iter().position(|e| {
+        let tier = EVIDENCE.iter().position(|e| {
             m.share >= e.min_share
                 && m.weak_to_rest >= e.min_weak_to_rest
-                && (!e.shaped || *shaped.get_or_insert_with(|| self.peaked(blocks, r, c, budget)))
-        })
+                && (!e.shaped
+                    || match *shaped.get_or_insert_with(|| self.peaked(blocks, r, c, budget)) {
+                        Peak::Clear => true,
+                        // Only for a pair holding still: a key under a note is steady; a voice
+                        // whose harmonics fall in the pair and a rival filter glides.
+                        Peak::Apart(_) => e.steady,
+                        Peak::Hidden => false,
+                    })
+        })?;
+        match shaped {
+            Some(Peak::Apart(hz)) => Some((tier, Some(hz))),
+            _ => Some((tier, None)),
+        }
     }
 
     /// The pair's measures, or `None` when a line is too quiet or the twist too large.
@@ -693,34 +715,6 @@ impl TonePresence {
         ok.then(|| PairMeasure {
             share: (er + ec) / total,
             weak_to_rest: er.min(ec) / (total - er - ec).max(f32::MIN_POSITIVE),
-        })
-    }
-
-    /// Whether each line stands [`MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
-    /// nominal frequencies, a rival filter's line aside where it belongs to a harmonic series
-    /// of its own that the pair is not on (a note beside a key: [`HannDft::foreign_series`],
-    /// within `budget`; with the budget spent the rival counts).
-    fn peaked(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize, budget: &mut u32) -> bool {
-        let pow = self.align.coherent_power(blocks.each_ref());
-        let mut rivals = [0usize; BANK_SIZE - 2];
-        let mut n = 0;
-        for (line, group) in [(r, 0..4), (c, 4..BANK_SIZE)] {
-            for k in group {
-                if k != line && pow[line] < self.relative_peak * pow[k] {
-                    rivals[n] = k;
-                    n += 1;
-                }
-            }
-        }
-        if n == 0 {
-            return true;
-        }
-        let pair = (self.line_hz(blocks, r), self.line_hz(blocks, c));
-        let x = self.samples_ending::<LONG_SPAN>(self.blocks * SUB_BLOCK as u64);
-        rivals[..n].iter().all(|&k| {
-            self.long_dft
-                .foreign_series(&x, self.line_hz(blocks, k), pair, budget)
-                == Some(true)
         })
     }
 
@@ -775,5 +769,6 @@ fn two_strongest(p: &[f32]) -> (usize, usize) {
     (a, b)
 }
 
+mod rival;
 #[cfg(test)]
 mod tests;
