@@ -253,19 +253,36 @@ impl<const N: usize> HannDft<N> {
         reach: f32,
         budget: &mut u32,
     ) -> Option<(f32, f32)> {
+        self.lines_near::<1, REFINE>(x, [near], reach, budget)[0]
+    }
+
+    /// [`line_near`](Self::line_near) for `L` lines at once, `P` points each (odd), in one
+    /// batch.
+    pub fn lines_near<const L: usize, const P: usize>(
+        &self,
+        x: &[f32; N],
+        near: [f32; L],
+        reach: f32,
+        budget: &mut u32,
+    ) -> [Option<(f32, f32)>; L] {
         if *budget == 0 {
-            return None;
+            return [None; L];
         }
         *budget -= 1;
-        let mut freq = [0.0f32; REFINE];
-        let step = reach / (REFINE / 2) as f32;
-        for (k, f) in freq.iter_mut().enumerate() {
-            *f = near * (1.0 + step * (k as f32 - (REFINE / 2) as f32));
+        let mut freq = [0.0f32; LANES];
+        let step = reach / (P / 2) as f32;
+        for (l, &c) in near.iter().enumerate() {
+            for k in 0..P {
+                freq[l * P + k] = c * (1.0 + step * (k as f32 - (P / 2) as f32));
+            }
         }
-        let mut power = [0.0f32; REFINE];
-        self.powers(x, &freq, &mut power);
-        let best = (0..REFINE).fold(0, |b, k| if power[k] > power[b] { k } else { b });
-        (best != 0 && best != REFINE - 1).then_some((freq[best], power[best]))
+        let mut power = [0.0f32; LANES];
+        self.powers(x, &freq[..L * P], &mut power[..L * P]);
+        core::array::from_fn(|l| {
+            let p = &power[l * P..(l + 1) * P];
+            let best = (0..P).fold(0, |b, k| if p[k] > p[b] { k } else { b });
+            (best != 0 && best != P - 1).then_some((freq[l * P + best], p[best]))
+        })
     }
 
     /// Whether the line at `fx` Hz holding `px` ([`line_near`](Self::line_near)) in `x`

@@ -33,10 +33,11 @@ pub(super) enum Peak {
 }
 
 impl TonePresence {
-    /// Whether each line stands [`super::MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
-    /// nominal frequencies, or does once every rival filter's line is set aside as belonging
-    /// to a harmonic series of its own that the pair is not on (a note beside a key:
-    /// [`crate::harmonic::HannDft::foreign_series`], within `budget`; with the budget spent a rival counts).
+    /// Whether each line stands [`super::MIN_RELATIVE_PEAK_DB`] above the rest of its group
+    /// at the nominal frequencies, or does once every rival filter's line is set aside as
+    /// belonging to a harmonic series of its own that the pair is not on (a note beside a
+    /// key: [`crate::harmonic::HannDft::foreign_series`], within `budget`; with the budget
+    /// spent a rival counts).
     pub(super) fn peaked(
         &self,
         blocks: &[BlockTerms; WINDOW],
@@ -59,9 +60,9 @@ impl TonePresence {
             return Peak::Clear;
         }
         let x = self.samples_ending::<LONG_SPAN>(self.blocks * SUB_BLOCK as u64);
-        let dft = &self.long_dft;
         let measured = (self.line_hz(blocks, r), self.line_hz(blocks, c));
         let nominal = bank_frequencies();
+        let dft = &self.long_dft;
         if !rivals[..n].iter().all(|&k| {
             dft.line_near(&x, nominal[k], MAX_FREQ_OFFSET, budget)
                 .is_some_and(|l| dft.foreign_series(&x, l, measured, budget) == Some(true))
@@ -71,7 +72,10 @@ impl TonePresence {
         // The pair's lines found on the 40 ms span: steadier than the 5 ms terms' estimate
         // beside a louder neighbour (the steady tier holds them to 0.8 %). A line not yet
         // filling the span may not show a peak of its own; its estimate stands.
-        let mut found = |f: f32| dft.line_near(&x, f, LINE_REACH, budget).map_or(f, |l| l.0);
-        Peak::Apart((found(measured.0), found(measured.1)))
+        let [lr, lc] = dft.lines_near::<2, 13>(&x, [measured.0, measured.1], LINE_REACH, budget);
+        Peak::Apart((
+            lr.map_or(measured.0, |l| l.0),
+            lc.map_or(measured.1, |l| l.0),
+        ))
     }
 }
