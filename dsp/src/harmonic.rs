@@ -180,10 +180,7 @@ impl<const N: usize> HannDft<N> {
             if probes < MIN_PROBES {
                 continue;
             }
-            if *budget == 0 {
-                return None;
-            }
-            *budget -= 1;
+            spend(budget)?;
             // Every frequency this fundamental's test reads, in one batch: harmonic h at
             // `peak[h - lo]`, the valley at (k + 1/2)·f0 at `valley[k + 1 - lo]`.
             let mut freq = [0.0f32; MAX_FREQS];
@@ -343,10 +340,7 @@ impl<const N: usize> HannDft<N> {
             if probes < MIN_PROBES {
                 continue;
             }
-            if *budget == 0 {
-                return None;
-            }
-            *budget -= 1;
+            spend(budget)?;
             // Quarter steps of f0 from harmonic lo - 1 to hi + 1: harmonic h at 4(h - lo + 1),
             // the gaps on either side at the three quarter points between. A note's gaps are
             // empty; a sub-series of a lower voice or note (every 2nd, 3rd, … harmonic, which
@@ -403,6 +397,12 @@ const RIVAL_POINTS: usize = 4 * 7 + 1;
 /// Frequencies tried when finding a line's peak within its reach (one batch).
 const REFINE: usize = 25;
 
+/// Takes one batch from `budget`; `None` when it is spent.
+fn spend(budget: &mut u32) -> Option<()> {
+    *budget = budget.checked_sub(1)?;
+    Some(())
+}
+
 /// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
 /// vectors: enough independent recursions to keep the FPU's pipelines full).
 pub const LANES: usize = 32;
@@ -419,6 +419,10 @@ mod tests {
     use crate::key::{COL_HZ, ROW_HZ};
 
     fn span(parts: &[(f32, f32)], noise: f32, seed: u32) -> [f32; SPAN] {
+        span_of(parts, noise, seed)
+    }
+
+    fn span_of<const N: usize>(parts: &[(f32, f32)], noise: f32, seed: u32) -> [f32; N] {
         let mut rng = crate::NoiseSource::new(seed);
         core::array::from_fn(|i| {
             let t = i as f32 / SAMPLE_RATE as f32;
@@ -466,15 +470,7 @@ mod tests {
         let parts: Vec<(f32, f32)> = (2..=20)
             .map(|h| (h as f32 * f0, 3000.0 / h as f32))
             .collect();
-        let mut rng = crate::NoiseSource::new(3);
-        let x: [f32; LONG_SPAN] = core::array::from_fn(|i| {
-            let t = i as f32 / SAMPLE_RATE as f32;
-            parts
-                .iter()
-                .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
-                .sum::<f32>()
-                + 30.0 * rng.gaussian()
-        });
+        let x: [f32; LONG_SPAN] = span_of(&parts, 30.0, 3);
         let (fr, fc) = (4.0 * f0, 8.0 * f0);
         let mut budget = 2;
         assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), None);
@@ -488,15 +484,7 @@ mod tests {
     #[test]
     fn a_note_beside_a_key_is_another_sound_and_a_voice_is_one() {
         let d = HannDft::<LONG_SPAN>::new();
-        let long = |parts: &[(f32, f32)]| -> [f32; LONG_SPAN] {
-            core::array::from_fn(|i| {
-                let t = i as f32 / SAMPLE_RATE as f32;
-                parts
-                    .iter()
-                    .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
-                    .sum::<f32>()
-            })
-        };
+        let long = |parts: &[(f32, f32)]| span_of::<LONG_SPAN>(parts, 0.0, 0);
         let mut budget = u32::MAX;
         // G5 (784 Hz, harmonics to 3136 Hz) beside key C (852 + 1633 Hz): its line in the
         // 770 Hz filter is one of a series the key is not on.
