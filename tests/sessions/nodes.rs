@@ -182,10 +182,15 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Option<Cluster> {
+        Cluster::of(&["node-a", "node-b", "node-c"])
+    }
+
+    /// Nodes named `names`, in that order.
+    fn of(names: &[&str]) -> Option<Cluster> {
         let url = common::postgres::database()?;
         let hook = HookReceiver::start();
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let nodes = ["node-a", "node-b", "node-c"]
+        let dirs: Vec<_> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes = names
             .iter()
             .zip(&dirs)
             .map(|(name, d)| Serve::start(&node_config(d.path(), &hook.url, &url, name)))
@@ -241,6 +246,12 @@ impl Cluster {
     /// A relay call for `guid` on node `on`: the caller's keying leg (the agent leg's socket
     /// kept open alongside).
     fn call(&self, on: usize, guid: &str) -> (KeyingLeg, UdpSocket) {
+        let (_, caller, agent) = self.call_with_id(on, guid);
+        (caller, agent)
+    }
+
+    /// As [`Cluster::call`], with the relay call's id first.
+    fn call_with_id(&self, on: usize, guid: &str) -> (String, KeyingLeg, UdpSocket) {
         let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
         let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (s, v) = send(
@@ -253,7 +264,32 @@ impl Cluster {
         );
         assert_eq!(s, 201, "{v}");
         let relay = v["caller"]["local"].as_str().unwrap().parse().unwrap();
-        (KeyingLeg::new(caller, relay), agent)
+        let id = v["id"].as_str().unwrap().to_string();
+        (id, KeyingLeg::new(caller, relay), agent)
+    }
+
+    /// Relay call `call`'s counters on node `on`.
+    fn call_counters(&self, on: usize, call: &str) -> Value {
+        let (s, v) = send(
+            http()
+                .get(format!("{}/relay/v1/calls/{call}", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "relay")),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["counters"].clone()
+    }
+
+    /// Polls node `on` until relay call `call` has detected at least `n` keys (at most 30 s).
+    fn wait_keys(&self, on: usize, call: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.call_counters(on, call);
+            if c["keys_captured"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "fewer than {n} keys: {c}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The session as node `on` reports it (the IVR's status poll).
@@ -522,6 +558,92 @@ fn cancel_on_c_ends_b_capture_and_a_killed_node_fails_its_sessions() {
     // The rest of the cluster carries on: a new session on C, read on A.
     let (other, _) = cl.agent_session(c, "guid-after");
     assert_eq!(cl.status(a, &other)["sessionState"], "Created");
+}
+
+/// Nothing per key waits on the database: with the event table locked (as a slow or busy
+/// database would hold it), the capture on the call's node goes on taking keys and answers
+/// the agent's "Reset" at once; the screen's updates wait in the node's event writer. Once the
+/// lock goes, every update reaches the stream in the order keyed, numbered without gap or
+/// repeat, each key's update before the state change that followed it, and the agent submits.
+#[test]
+fn a_locked_event_table_holds_up_no_key() {
+    let Some(cl) = Cluster::of(&["node-b"]) else {
+        return;
+    };
+    let (id, code) = cl.agent_session(0, "guid-locked");
+    let token = cl.open_screen(0, &id, &code);
+    let (call, mut caller, _agent) = cl.call_with_id(0, "guid-locked");
+    cl.wait_state(0, &id, "Capturing");
+    let seen: Arc<Mutex<Vec<Sse>>> = Default::default();
+    let stream = read_events(cl.base(0), &id, &token, None, seen.clone());
+    wait_event(&seen, "Capturing", |v| v["sessionState"] == "Capturing");
+
+    // Writers wait on this lock; readers (the stream, the status poll) do not.
+    let lock = common::postgres::hold(&cl.url, "LOCK TABLE events IN EXCLUSIVE MODE");
+    caller.key("4242", 1);
+    cl.wait_keys(0, &call, 4);
+    // The capture took the keys and is free: it answers the button (a capture that waited
+    // on the database for each key's update would not, until the lock went).
+    let (s, v) = cl.press(0, &id, &token, "reset", json!({"field": "pan"}));
+    assert_eq!((s, &v["reset"]), (200, &json!(true)), "{v}");
+    caller.key("4242424242424242#1230#737", 2);
+    cl.wait_keys(0, &call, 4 + 25);
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, v)| v["captureEvent"]["event"] == "key_masked"),
+        "an update was stored while the table was locked"
+    );
+    assert_eq!(cl.status(0, &id)["sessionState"], "Capturing");
+    lock.release();
+
+    wait_event(&seen, "ReadyToSubmit", |v| {
+        v["sessionState"] == "ReadyToSubmit"
+    });
+    let (s, v) = cl.press(0, &id, &token, "submit", json!({}));
+    assert_eq!(
+        (s, v["sessionState"].as_str()),
+        (200, Some("Completed")),
+        "{v}"
+    );
+    let raw = stream.join().unwrap();
+    common::assert_no_card_digits("the event stream", raw.as_bytes());
+    let all = seen.lock().unwrap().clone();
+    let ids: Vec<i64> = all.iter().map(|(n, _)| *n).collect();
+    assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "{raw}");
+    // The keys' updates, in the order keyed: the PAN's first digits, cleared, then the card;
+    // none lost, none twice.
+    let keyed: Vec<(String, u64)> = all
+        .iter()
+        .filter_map(|(_, v)| match v["captureEvent"]["event"].as_str()? {
+            "key_masked" => Some((
+                v["captureEvent"]["field"].as_str()?.to_string(),
+                v["captureEvent"]["length"].as_u64()?,
+            )),
+            "field_cleared" => Some((v["captureEvent"]["field"].as_str()?.to_string(), 0)),
+            _ => None,
+        })
+        .collect();
+    let mut expected: Vec<(String, u64)> = (1..=4).map(|n| ("pan".to_string(), n)).collect();
+    // "Reset" on the PAN empties the CVV too (it belongs to the card).
+    expected.extend([("pan".into(), 0), ("cvv".into(), 0)]);
+    for (field, len) in [("pan", 16), ("expiry", 4), ("cvv", 3)] {
+        expected.extend((1..=len).map(|n| (field.to_string(), n)));
+    }
+    assert_eq!(keyed, expected, "{raw}");
+    // The last key's update was stored before the state change it led to.
+    let last_key = all
+        .iter()
+        .rposition(|(_, v)| v["captureEvent"]["event"] == "key_masked")
+        .unwrap();
+    let ready = all
+        .iter()
+        .position(|(_, v)| v["sessionState"] == "ReadyToSubmit")
+        .unwrap();
+    assert!(last_key < ready, "{raw}");
+    assert_eq!(all.last().unwrap().1["sessionState"], "Completed", "{raw}");
 }
 
 /// Key-to-agent-screen latency across nodes: a key's RTP sent to B (the call's node), the
