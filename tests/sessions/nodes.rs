@@ -789,3 +789,145 @@ fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
     assert_eq!(mine.len(), 1, "{mine:?}");
     common::assert_no_card_digits("the database", common::postgres::dump(&cl.url).as_bytes());
 }
+
+/// Agent sessions created over HTTP per second by one node on PostgreSQL and one on SQLite,
+/// same run, same client (eight threads of blocking requests, one token each node), at most
+/// 2000 creates or 20 s a node. A measurement, not a check: `cargo test --test sessions
+/// sessions_created_over_http_per_second -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sessions_created_over_http_per_second() {
+    let Some(cl) = Cluster::of(&["node-pg"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Serve::start(&serve_config(dir.path(), "http://127.0.0.1:9", &cl.hook.url));
+    let mut rates = Vec::new();
+    for (name, base) in [("postgresql", cl.base(0)), ("sqlite", lite.1.as_str())] {
+        let token = dev_token(base, "globalpci");
+        let (threads, most) = (8, 2000usize);
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        let bound = Duration::from_secs(20);
+        std::thread::scope(|sc| {
+            for t in 0..threads {
+                let (made, token) = (&made, &token);
+                sc.spawn(move || {
+                    let client = http();
+                    let mut i = 0;
+                    while started.elapsed() < bound
+                        && made.load(std::sync::atomic::Ordering::Relaxed) < most
+                    {
+                        let guid = format!("rate-{name}-{t}-{i}");
+                        i += 1;
+                        let (s, v) = send(
+                            client
+                                .post(format!("{base}/globalpci/v1/agentsession"))
+                                .bearer_auth(token)
+                                .json(&json!({"AccountConfigurationId": "dev-account",
+                                              "CallGuid": guid,
+                                              "PaymentData": {"amount": "1.00", "merchantTxnRef": guid}})),
+                        );
+                        assert_eq!(s, 200, "{v}");
+                        made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let n = made.into_inner();
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {n} agent sessions created over HTTP in {secs:.2} s by one node: {:.0}/s",
+            n as f64 / secs
+        );
+        rates.push(n as f64 / secs);
+    }
+    eprintln!("postgresql / sqlite: {:.2}", rates[0] / rates[1]);
+}
+
+/// Result webhooks with three nodes' workers racing for one queue: N sessions created and
+/// cancelled round the nodes, each settlement queuing its webhook; the receiver counts what
+/// arrives. Exactly N deliveries, none twice (a check as well), and how long from the first
+/// cancel until the last arrived. A measurement: `cargo test --test sessions
+/// webhooks_with_three_nodes_racing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn webhooks_with_three_nodes_racing() {
+    let Some(cl) = Cluster::start() else {
+        return;
+    };
+    let n = 150;
+    let tokens: Vec<String> = (0..3)
+        .map(|i| dev_token(cl.base(i), "globalpci"))
+        .collect();
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            let (s, v) = send(
+                http()
+                    .post(format!("{}/globalpci/v1/selfservicesession", cl.base(i % 3)))
+                    .bearer_auth(&tokens[i % 3])
+                    .json(&json!({"AccountConfigurationId": "dev-account",
+                                  "CallGuid": format!("race-{i}"),
+                                  "PaymentData": {"amount": "1.00"}})),
+            );
+            assert_eq!(s, 200, "{v}");
+            v["sessionId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let started = Instant::now();
+    // Cancelled on the node after the one that made it, four at a time.
+    std::thread::scope(|sc| {
+        for lane in 0..4 {
+            let (ids, tokens, cl) = (&ids, &tokens, &cl);
+            sc.spawn(move || {
+                for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 4 == lane) {
+                    let on = (i + 1) % 3;
+                    let (s, v) = send(
+                        http()
+                            .post(format!("{}/globalpci/v1/session/{id}/cancel", cl.base(on)))
+                            .bearer_auth(&tokens[on]),
+                    );
+                    assert!((200..300).contains(&s), "{s}: {v}");
+                }
+            });
+        }
+    });
+    let settled = started.elapsed();
+    let mine: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all_in = loop {
+        let arrived: HashSet<String> = cl
+            .hook
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, v)| v["sessionId"].as_str().map(String::from))
+            .filter(|s| mine.contains(s.as_str()))
+            .collect();
+        if arrived.len() == n {
+            break started.elapsed();
+        }
+        assert!(Instant::now() < deadline, "{} of {n} arrived", arrived.len());
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Every delivery recorded (none left to retry), then the receiver's count.
+    for id in &ids {
+        cl.nodes[0].wait_webhooks_delivered(id);
+    }
+    let seen = cl.hook.seen.lock().unwrap().clone();
+    let deliveries = seen
+        .iter()
+        .filter(|(_, v)| v["sessionId"].as_str().is_some_and(|s| mine.contains(s)))
+        .count();
+    let events: HashSet<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    eprintln!(
+        "three nodes racing: {n} sessions settled in {:.2} s, {deliveries} deliveries, {} duplicates, all delivered {:.2} s after the first cancel ({:.0} webhooks/s)",
+        settled.as_secs_f64(),
+        seen.len() - events.len(),
+        all_in.as_secs_f64(),
+        n as f64 / all_in.as_secs_f64()
+    );
+    assert_eq!(deliveries, n);
+    assert_eq!(events.len(), seen.len(), "an event delivered twice");
+}
