@@ -1,30 +1,23 @@
-//! Wall-clock time for the gateway's IO layers, and the one place in this crate outside tests
-//! that reads the system clock: the sans-IO cores take time only as input, and the shells (the
-//! API, sessions, the ng service, the outbox, and the relay through its `WallClock`) ask the
-//! [`Clock`] in the app state. A development gateway started with `server.adjustable_clock`
-//! lets its admin API move that clock forward, so tests of expiries (tokens, links, sessions,
-//! the secure-mode hold-off) do not sleep.
+//! Wall-clock time for the gateway's IO layers: the sans-IO cores take time only as input,
+//! and the shells (the API, sessions, the ng service, the outbox, and the relay) ask the
+//! [`Clock`] in the app state. Wall time has one trait, the relay's [`WallClock`]: `Clock` is
+//! the gateway's implementation of it, reading the system through [`SystemClock`] (this crate
+//! reads the system's wall clock nowhere else outside tests). A development gateway started
+//! with `server.adjustable_clock` lets its admin API move that clock forward, so tests of
+//! expiries (tokens, links, sessions, the secure-mode hold-off) do not sleep.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch, by the system clock.
-fn system_now() -> u64 {
-    system_ms() / 1000
-}
-
-fn system_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::relay::{SystemClock, WallClock};
 
 /// The relay reads the same clock (a call's `created_at`, the release hold-off), so moving it
 /// moves them too.
-impl crate::relay::WallClock for Clock {
+impl WallClock for Clock {
     fn unix_ms(&self) -> u64 {
-        system_ms().saturating_add(self.skew_s().saturating_mul(1000))
+        SystemClock
+            .unix_ms()
+            .saturating_add(self.skew_s().saturating_mul(1000))
     }
 }
 
@@ -63,7 +56,7 @@ impl Clock {
 
     /// Seconds since the Unix epoch.
     pub fn unix_now(&self) -> u64 {
-        system_now().saturating_add(self.skew_s())
+        (SystemClock.unix_ms() / 1000).saturating_add(self.skew_s())
     }
 
     fn skew_s(&self) -> u64 {
@@ -82,6 +75,10 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn system_now() -> u64 {
+        SystemClock.unix_ms() / 1000
+    }
 
     #[test]
     fn only_an_adjustable_clock_moves_and_only_forward() {
@@ -102,7 +99,6 @@ mod tests {
 
     #[test]
     fn the_relay_reads_the_same_clock_in_milliseconds() {
-        use crate::relay::WallClock;
         let c = Clock::adjustable();
         let before = c.unix_ms();
         assert!(before / 1000 <= c.unix_now() && c.unix_now() <= before / 1000 + 1);

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tonegate_dsp::{DtmfDetector, G711Law};
 
 use crate::config::Config;
-use crate::interaction::{run_plan, Engine, Interaction, Variables};
+use crate::interaction::{run_plan, Interaction, InteractionRunner, Variables};
 use crate::media::rtp::{write_packet, RtpHeader};
 
 /// The card the simulated caller keys (the sandbox PSP approves 4242…).
@@ -259,7 +259,7 @@ async fn self_service(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ] {
         vars.insert(k.into(), json!(v));
     }
-    let engine = Engine::new(Duration::from_secs(10), 0);
+    let engine = InteractionRunner::new(Duration::from_secs(10), 0);
     let steps = vec![
         definition("authorize.xml")?,
         definition("selfservicesession.xml")?,

@@ -14,11 +14,11 @@ use tonegate_dsp::{DtmfDetector, MaskingMode};
 #[command(version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: CliCommand,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum CliCommand {
     /// Run the gateway (HTTP API, relay, payment pages).
     ///
     /// Relative paths in the configuration are relative to the file's own directory.
@@ -139,27 +139,27 @@ enum MaskMode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::Ctl(args) => tonegate::ctl::run(&args),
-        Command::Manpage => {
+        CliCommand::Serve { config } => serve(&config),
+        CliCommand::Ctl(args) => tonegate::ctl::run(&args),
+        CliCommand::Manpage => {
             let mut out = std::io::stdout().lock();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut out)
                 .and_then(|()| out.flush())
                 .context("writing the manual page")
         }
-        Command::Completions { shell } => {
+        CliCommand::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tonegate", &mut std::io::stdout());
             Ok(())
         }
-        Command::HashSecret => hash_secret(),
-        Command::Demo { config, out } => match tonegate::demo::run(&config, &out) {
+        CliCommand::HashSecret => hash_secret(),
+        CliCommand::Demo { config, out } => match tonegate::demo::run(&config, &out) {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!("some demo checks failed")),
             Err(e) => Err(e),
         },
-        Command::Interact {
+        CliCommand::Interact {
             files,
             vars,
             vars_file,
@@ -176,12 +176,12 @@ fn main() -> ExitCode {
             timeout,
             redirects,
         ),
-        Command::Detect { file, bench: None } => detect(&file),
-        Command::Detect {
+        CliCommand::Detect { file, bench: None } => detect(&file),
+        CliCommand::Detect {
             file,
             bench: Some(n),
         } => detect_bench(&file, n),
-        Command::Mask {
+        CliCommand::Mask {
             input,
             output,
             mode,
@@ -424,7 +424,9 @@ fn interact(
     timeout: u64,
     redirects: usize,
 ) -> anyhow::Result<()> {
-    use tonegate::interaction::{masked, run_plan, Engine, Interaction, Poll, Variables};
+    use tonegate::interaction::{
+        masked, run_plan, Interaction, InteractionRunner, Poll, Variables,
+    };
     let mut set = Variables::new();
     if let Some(f) = vars_file {
         let text =
@@ -456,7 +458,7 @@ fn interact(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let engine = Engine::new(std::time::Duration::from_secs(timeout.max(1)), redirects);
+    let engine = InteractionRunner::new(std::time::Duration::from_secs(timeout.max(1)), redirects);
     let result = runtime.block_on(run_plan(
         &engine,
         &steps,

@@ -31,7 +31,7 @@ pub const MAX_DIGITS: usize = 19;
 /// on drop. Takes its slot at the first digit.
 #[derive(Default)]
 pub struct Digits {
-    slot: Option<memory::Slot>,
+    slot: Option<memory::DigitBytes>,
     len: u8,
 }
 
@@ -62,7 +62,7 @@ impl Digits {
     /// Appends a digit (0-9); false when full.
     pub fn push(&mut self, digit: u8) -> bool {
         if (self.len as usize) < MAX_DIGITS && digit < 10 {
-            let slot = self.slot.get_or_insert_with(memory::Slot::new);
+            let slot = self.slot.get_or_insert_with(memory::DigitBytes::new);
             slot.bytes_mut()[self.len as usize] = digit;
             self.len += 1;
             true
@@ -105,7 +105,7 @@ impl Digits {
     /// Where the digits are held, once there is one (tests check the memory's flags).
     #[cfg(test)]
     pub(crate) fn storage_address(&self) -> Option<usize> {
-        self.slot.as_ref().map(memory::Slot::address)
+        self.slot.as_ref().map(memory::DigitBytes::address)
     }
 
     /// Writes the digits as ASCII into `out` (for the PSP request body only); returns the

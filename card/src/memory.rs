@@ -91,7 +91,7 @@ struct Region {
 }
 
 // SAFETY: the mapping lives for the whole process and each slot is reached only through the
-// one `Slot` that owns it (claimed by an atomic compare-exchange on `taken`).
+// one `DigitBytes` that owns it (claimed by an atomic compare-exchange on `taken`).
 unsafe impl Send for Region {}
 // SAFETY: as above; the shared parts are atomics.
 unsafe impl Sync for Region {}
@@ -188,7 +188,7 @@ unsafe fn advise_no_dump(_base: *mut libc::c_void, _len: usize) -> bool {
 
 /// One buffer's bytes: a slot of the region, or heap memory when none was free. Wiped and
 /// given back on drop.
-pub(super) struct Slot {
+pub(super) struct DigitBytes {
     ptr: NonNull<SlotBytes>,
     home: Home,
 }
@@ -198,27 +198,27 @@ enum Home {
     Heap,
 }
 
-// SAFETY: a `Slot` owns its bytes exclusively (see `Region`); shared references give only
+// SAFETY: a `DigitBytes` owns its bytes exclusively (see `Region`); shared references give only
 // shared access to them.
-unsafe impl Send for Slot {}
+unsafe impl Send for DigitBytes {}
 // SAFETY: as above.
-unsafe impl Sync for Slot {}
+unsafe impl Sync for DigitBytes {}
 
-impl Slot {
+impl DigitBytes {
     /// A zeroed slot from the process-wide region (or the heap).
-    pub(super) fn new() -> Slot {
+    pub(super) fn new() -> DigitBytes {
         Self::from_region(region())
     }
 
-    fn from_region(region: Option<&'static Region>) -> Slot {
+    fn from_region(region: Option<&'static Region>) -> DigitBytes {
         if let Some((r, i)) = region.and_then(|r| r.claim().map(|i| (r, i))) {
-            return Slot {
+            return DigitBytes {
                 ptr: r.slot_ptr(i),
                 home: Home::Region(r, i),
             };
         }
         HEAP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-        Slot {
+        DigitBytes {
             ptr: NonNull::from(Box::leak(Box::new([0u8; SLOT_BYTES]))),
             home: Home::Heap,
         }
@@ -243,7 +243,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for DigitBytes {
     fn drop(&mut self) {
         self.bytes_mut().zeroize();
         match self.home {
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn a_dropped_buffer_is_wiped_in_place_and_its_slot_reused() {
         let region: &'static Region = Box::leak(Box::new(Region::map(64).unwrap()));
-        let mut slot = Slot::from_region(Some(region));
+        let mut slot = DigitBytes::from_region(Some(region));
         slot.bytes_mut()[..4].copy_from_slice(&[4, 2, 4, 2]);
         let ptr = slot.ptr;
         drop(slot);
@@ -325,20 +325,22 @@ mod tests {
         // SAFETY: the pointer is inside the leaked region's mapping.
         assert_eq!(unsafe { ptr.as_ref() }, &[0u8; SLOT_BYTES]);
         assert_eq!(region.in_use.load(Ordering::Relaxed), 0);
-        let again = Slot::from_region(Some(region));
+        let again = DigitBytes::from_region(Some(region));
         assert_eq!(again.ptr, ptr, "the freed slot is handed out again");
     }
 
     #[test]
     fn a_full_region_falls_back_to_the_heap_and_counts_it() {
         let region: &'static Region = Box::leak(Box::new(Region::map(100).unwrap()));
-        let held: Vec<Slot> = (0..100).map(|_| Slot::from_region(Some(region))).collect();
+        let held: Vec<DigitBytes> = (0..100)
+            .map(|_| DigitBytes::from_region(Some(region)))
+            .collect();
         let mut addrs: Vec<usize> = held.iter().map(|s| s.ptr.as_ptr() as usize).collect();
         addrs.sort_unstable();
         addrs.dedup();
         assert_eq!(addrs.len(), 100, "each slot handed out once");
         let before = HEAP_FALLBACKS.load(Ordering::Relaxed);
-        let mut extra = Slot::from_region(Some(region));
+        let mut extra = DigitBytes::from_region(Some(region));
         assert!(matches!(extra.home, Home::Heap));
         assert!(HEAP_FALLBACKS.load(Ordering::Relaxed) > before);
         extra.bytes_mut()[0] = 7;
@@ -346,7 +348,7 @@ mod tests {
         drop(held);
         assert_eq!(region.in_use.load(Ordering::Relaxed), 0);
         assert!(matches!(
-            Slot::from_region(Some(region)).home,
+            DigitBytes::from_region(Some(region)).home,
             Home::Region(..)
         ));
     }
@@ -358,12 +360,12 @@ mod tests {
             .map(|_| {
                 std::thread::spawn(move || {
                     (0..1000)
-                        .map(|_| Slot::from_region(Some(region)))
+                        .map(|_| DigitBytes::from_region(Some(region)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let slots: Vec<Slot> = threads
+        let slots: Vec<DigitBytes> = threads
             .into_iter()
             .flat_map(|t| t.join().unwrap())
             .collect();

@@ -180,10 +180,7 @@ impl<const N: usize> HannDft<N> {
             if probes < MIN_PROBES {
                 continue;
             }
-            if *budget == 0 {
-                return None;
-            }
-            *budget -= 1;
+            spend(budget)?;
             // Every frequency this fundamental's test reads, in one batch: harmonic h at
             // `peak[h - lo]`, the valley at (k + 1/2)·f0 at `valley[k + 1 - lo]`.
             let mut freq = [0.0f32; MAX_FREQS];
@@ -241,6 +238,169 @@ impl<const N: usize> HannDft<N> {
         }
         Some(false)
     }
+
+    /// The strongest point within `reach` (a fraction) of `near` Hz in `x`, in steps of a
+    /// 24th of the reach: (Hz, power), or `None` when it lies at an end of the reach (a
+    /// neighbour's skirt, not a line of its own there). One batch, drawn from `budget`
+    /// (`None` too when it is spent).
+    pub fn line_near(
+        &self,
+        x: &[f32; N],
+        near: f32,
+        reach: f32,
+        budget: &mut u32,
+    ) -> Option<(f32, f32)> {
+        self.lines_near::<1, REFINE>(x, [near], reach, budget)[0]
+    }
+
+    /// [`line_near`](Self::line_near) for `L` lines at once, `P` points each (odd), in one
+    /// batch.
+    pub fn lines_near<const L: usize, const P: usize>(
+        &self,
+        x: &[f32; N],
+        near: [f32; L],
+        reach: f32,
+        budget: &mut u32,
+    ) -> [Option<(f32, f32)>; L] {
+        if *budget == 0 {
+            return [None; L];
+        }
+        *budget -= 1;
+        let mut freq = [0.0f32; LANES];
+        let step = reach / (P / 2) as f32;
+        for (l, &c) in near.iter().enumerate() {
+            for k in 0..P {
+                freq[l * P + k] = c * (1.0 + step * (k as f32 - (P / 2) as f32));
+            }
+        }
+        let mut power = [0.0f32; LANES];
+        self.powers(x, &freq[..L * P], &mut power[..L * P]);
+        core::array::from_fn(|l| {
+            let p = &power[l * P..(l + 1) * P];
+            let best = (0..P).fold(0, |b, k| if p[k] > p[b] { k } else { b });
+            (best != 0 && best != P - 1).then_some((freq[l * P + best], p[best]))
+        })
+    }
+
+    /// Whether the line at `fx` Hz holding `px` ([`line_near`](Self::line_near)) in `x`
+    /// belongs to a harmonic series of its own that the lines at `pair` are not on: a note
+    /// or voice beside a key, whose line in a rival filter hides the key's line from a
+    /// relative-peak test though it is part of another sound.
+    ///
+    /// For f0 = fx/m (m ≤ [`MAX_RIVAL_HARMONIC`]) whose series misses both `pair` lines by
+    /// more than [`RATIO_TOLERANCE`], the series must be in the audio as
+    /// [`harmonic_pair`](Self::harmonic_pair) asks of one: its other harmonics (those clear of
+    /// the pair's lines) [`MIN_RIVAL_COMB`] times above the gaps between them, strong enough
+    /// to be one sound with the line, the line no louder than its neighbours allow. A line on
+    /// a pair line, or on one series with both (one voice), is never another sound.
+    ///
+    /// Cost: each fundamental tried is one batch, drawn from `budget` (`None` when it ran out
+    /// before a verdict).
+    pub fn foreign_series(
+        &self,
+        x: &[f32; N],
+        (fx, px): (f32, f32),
+        pair: (f32, f32),
+        budget: &mut u32,
+    ) -> Option<bool> {
+        // Within a Hann main lobe (±2 bins: ±50 Hz over 40 ms) of a pair line a probe or gap
+        // would read the key, not the series.
+        let lobe = 2.2 * SAMPLE_RATE as f32 / N as f32;
+        let clear = |f: f32| (f - pair.0).abs() > lobe && (f - pair.1).abs() > lobe;
+        if !clear(fx) {
+            return Some(false);
+        }
+        let on_series = |f: f32, f0: f32| {
+            let h = (f / f0).round();
+            h >= 1.0 && (f - h * f0).abs() <= RATIO_TOLERANCE * f
+        };
+        // One voice: the rival and both lines are harmonics of one fundamental, however low.
+        // Its sub-series (every 2nd, 3rd, … harmonic) would otherwise pass for another sound.
+        let lowest = (fx / MIN_F0) as u32;
+        if (1..=lowest)
+            .any(|j| on_series(pair.0, fx / j as f32) && on_series(pair.1, fx / j as f32))
+        {
+            return Some(false);
+        }
+        for m in 1..=MAX_RIVAL_HARMONIC {
+            let f0 = fx / m as f32;
+            if f0 < BAND.0 / 2.0 || on_series(pair.0, f0) || on_series(pair.1, f0) {
+                continue;
+            }
+            let lo = m.saturating_sub(2).max(1);
+            let hi = m + 3;
+            let is_probe = |h: u32| {
+                let f = h as f32 * f0;
+                h != m
+                    && (BAND.0..=BAND.1).contains(&f)
+                    && clear(f)
+                    && (clear(f - 0.25 * f0) || clear(f + 0.25 * f0))
+            };
+            let probes = (lo..=hi).filter(|&h| is_probe(h)).count();
+            if probes < MIN_PROBES {
+                continue;
+            }
+            spend(budget)?;
+            // Quarter steps of f0 from harmonic lo - 1 to hi + 1: harmonic h at 4(h - lo + 1),
+            // the gaps on either side at the three quarter points between. A note's gaps are
+            // empty; a sub-series of a lower voice or note (every 2nd, 3rd, … harmonic, which
+            // a midpoint alone can miss) has lines in them.
+            let mut freq = [0.0f32; RIVAL_POINTS];
+            let len = 4 * (hi - lo + 2) as usize + 1;
+            for (i, f) in freq[..len].iter_mut().enumerate() {
+                *f = ((lo - 1) as f32 + 0.25 * i as f32) * f0;
+            }
+            let mut power = [0.0f32; RIVAL_POINTS];
+            self.powers(x, &freq[..len], &mut power[..len]);
+            let at = |h: u32| power[4 * (h + 1 - lo) as usize];
+            let (mut peaks, mut valleys) = (0.0f32, 0.0f32);
+            for h in (lo..=hi).filter(|&h| is_probe(h)) {
+                peaks += at(h);
+                let i = 4 * (h + 1 - lo) as usize;
+                let (mut sum, mut count) = (0.0f32, 0u32);
+                for j in (i - 3..i).chain(i + 1..i + 4) {
+                    if clear(freq[j]) {
+                        sum += power[j];
+                        count += 1;
+                    }
+                }
+                valleys += sum / count.max(1) as f32;
+            }
+            if peaks < MIN_RIVAL_COMB * valleys || peaks < MIN_SERIES_TO_LINE * px * probes as f32 {
+                continue;
+            }
+            let at = |h: u32| if h < lo { 0.0 } else { at(h) };
+            if px <= self.max_excess * at(m - 1).max(at(m + 1)) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
+/// Largest harmonic number a rival line is tried as in [`HannDft::foreign_series`]: a note or
+/// voice whose line falls in a DTMF filter from its fundamental up to its 4th harmonic (lower
+/// voices' series are resolved as well, through their 4th harmonic's f0 multiples).
+pub const MAX_RIVAL_HARMONIC: u32 = 4;
+/// Power of a rival line's series over the gaps between its harmonics, at least (17 dB), for
+/// [`HannDft::foreign_series`]: a held note's comb stands clear (100-2000 measured on the
+/// extra battery's music); a voice's mostly far less (its pitch and formants move within
+/// 40 ms), and at the harmonic tests' [`MIN_COMB_RATIO`] a voice's rival line was set aside
+/// often enough to raise talk-off by a third.
+pub const MIN_RIVAL_COMB: f32 = 50.0;
+/// Lowest fundamental of a voice, Hz: a rival line and a pair both on the series of one this
+/// low or higher are one voice's harmonics.
+const MIN_F0: f32 = 80.0;
+/// Frequencies one fundamental's rival test reads: quarter steps over harmonics m - 3 to
+/// m + 4.
+const RIVAL_POINTS: usize = 4 * 7 + 1;
+/// Frequencies tried when finding a line's peak within its reach (one batch).
+const REFINE: usize = 25;
+
+/// Takes one batch from `budget`; `None` when it is spent.
+fn spend(budget: &mut u32) -> Option<()> {
+    *budget = budget.checked_sub(1)?;
+    Some(())
 }
 
 /// Frequencies evaluated side by side in one pass of [`HannDft::powers`] (eight 128-bit
@@ -259,6 +419,10 @@ mod tests {
     use crate::key::{COL_HZ, ROW_HZ};
 
     fn span(parts: &[(f32, f32)], noise: f32, seed: u32) -> [f32; SPAN] {
+        span_of(parts, noise, seed)
+    }
+
+    fn span_of<const N: usize>(parts: &[(f32, f32)], noise: f32, seed: u32) -> [f32; N] {
         let mut rng = crate::NoiseSource::new(seed);
         core::array::from_fn(|i| {
             let t = i as f32 / SAMPLE_RATE as f32;
@@ -306,15 +470,7 @@ mod tests {
         let parts: Vec<(f32, f32)> = (2..=20)
             .map(|h| (h as f32 * f0, 3000.0 / h as f32))
             .collect();
-        let mut rng = crate::NoiseSource::new(3);
-        let x: [f32; LONG_SPAN] = core::array::from_fn(|i| {
-            let t = i as f32 / SAMPLE_RATE as f32;
-            parts
-                .iter()
-                .map(|&(f, a)| a * (core::f32::consts::TAU * f * t + f).sin())
-                .sum::<f32>()
-                + 30.0 * rng.gaussian()
-        });
+        let x: [f32; LONG_SPAN] = span_of(&parts, 30.0, 3);
         let (fr, fc) = (4.0 * f0, 8.0 * f0);
         let mut budget = 2;
         assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), None);
@@ -323,6 +479,44 @@ mod tests {
         assert_eq!(d.harmonic_pair_within(&x, fr, fc, &mut budget), Some(true));
         assert!(budget < 8 && budget > 0, "{budget} left");
         assert!(d.harmonic_pair(&x, fr, fc));
+    }
+
+    #[test]
+    fn a_note_beside_a_key_is_another_sound_and_a_voice_is_one() {
+        let d = HannDft::<LONG_SPAN>::new();
+        let long = |parts: &[(f32, f32)]| span_of::<LONG_SPAN>(parts, 0.0, 0);
+        let mut budget = u32::MAX;
+        // G5 (784 Hz, harmonics to 3136 Hz) beside key C (852 + 1633 Hz): its line in the
+        // 770 Hz filter is one of a series the key is not on.
+        let mut parts: Vec<(f32, f32)> = (1..=4)
+            .map(|h| (784.0 * h as f32, 2000.0 / h as f32))
+            .collect();
+        parts.extend([(ROW_HZ[2], 2000.0), (COL_HZ[3], 2000.0)]);
+        let x = long(&parts);
+        let line = d
+            .line_near(&x, ROW_HZ[1], 0.06, &mut budget)
+            .expect("the note's line");
+        assert!((line.0 - 784.0).abs() < 4.0, "{line:?}");
+        assert_eq!(
+            d.foreign_series(&x, line, (ROW_HZ[2], COL_HZ[3]), &mut budget),
+            Some(true)
+        );
+        // A voice at 130 Hz: its 6th harmonic in the 770 Hz filter and its 7th and 13th
+        // harmonics as the pair are one sound.
+        let voice: Vec<(f32, f32)> = (2..=24)
+            .map(|h| (130.0 * h as f32, 3000.0 / h as f32))
+            .collect();
+        let x = long(&voice);
+        let line = d
+            .line_near(&x, ROW_HZ[1], 0.06, &mut budget)
+            .expect("the 6th harmonic");
+        assert_eq!(
+            d.foreign_series(&x, line, (910.0, 1690.0), &mut budget),
+            Some(false)
+        );
+        // No line of its own: only the key's 852 Hz skirt across the 770 Hz filter's reach.
+        let x = long(&[(ROW_HZ[2], 2000.0), (COL_HZ[3], 2000.0)]);
+        assert_eq!(d.line_near(&x, ROW_HZ[1], 0.06, &mut budget), None);
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! - **weak-to-rest**: the weaker line's energy over everything outside the pair. Voiced speech
 //!   whose strongest harmonic happens to sit in one group scores a few tenths at most;
 //! - **relative peak**: each line's filter above the rest of its group at the nominal
-//!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB);
+//!   frequencies, as a decoder's relative-peak test sees it (they ask 8-10 dB); for the
+//!   steady tier, a rival filter's line that belongs to a note's series the pair is not on is
+//!   set aside (`rival`: a key under a note whose line shares its group);
 //! - **harmonic**: lines in the ratio of two low harmonics of one fundamental (3:2, 5:3, 7:4, …)
 //!   *and* carrying the rest of that fundamental's series are a voice or a note, not a key
 //!   ([`crate::harmonic`]: the ratio alone never decides; an off-nominal keypad lands on 7:4),
@@ -63,6 +65,8 @@ use crate::harmonic::{HannDft, LONG_SPAN, SPAN};
 use crate::key::{COL_HZ, ROW_HZ};
 use crate::level;
 use crate::window::{phase_advance, rotated_power, WindowAlign, WINDOW};
+use rival::Peak;
+pub use rival::RIVAL_CREDIT;
 
 /// One way for a window's pair to count as DTMF-like.
 #[derive(Debug, Clone, Copy)]
@@ -267,6 +271,8 @@ pub struct TonePresence {
     run: Option<Run>,
     /// Fundamentals the harmonic tests may still try (see [`HARMONIC_CREDIT`]).
     credit: u32,
+    /// Batches the rival tests of [`Self::peaked`] may still run (see [`RIVAL_CREDIT`]).
+    rival_credit: u32,
     /// The span being marked, in samples.
     open: Option<(u64, u64)>,
     spans: [(u64, u64); SPANS],
@@ -311,6 +317,7 @@ impl TonePresence {
             written: 0,
             run: None,
             credit: HARMONIC_CREDIT.1,
+            rival_credit: RIVAL_CREDIT.1,
             open: None,
             spans: [(0, 0); SPANS],
             span_next: 0,
@@ -338,6 +345,8 @@ impl TonePresence {
         }
         let (per_window, most) = HARMONIC_CREDIT;
         self.credit = (self.credit + per_window).min(most);
+        let (per_window, most) = RIVAL_CREDIT;
+        self.rival_credit = (self.rival_credit + per_window).min(most);
         let now = self.blocks - 1;
         let start = (now + 1 - WINDOW as u64) * SUB_BLOCK as u64;
         let end = (now + 1) * SUB_BLOCK as u64;
@@ -352,7 +361,10 @@ impl TonePresence {
             self.tracked = None;
             self.close();
         }
-        let Some(Verdict { pair, tier, hz }) = self.judge(&blocks, total) else {
+        let mut budget = self.rival_credit;
+        let verdict = self.judge(&blocks, total, &mut budget);
+        self.rival_credit = budget;
+        let Some(Verdict { pair, tier, hz }) = verdict else {
             self.miss(end);
             return;
         };
@@ -591,7 +603,12 @@ impl TonePresence {
     }
 
     /// The window's candidate pair and the strongest tier of [`EVIDENCE`] it meets, if any.
-    fn judge(&self, blocks: &[BlockTerms; WINDOW], total: f32) -> Option<Verdict> {
+    fn judge(
+        &self,
+        blocks: &[BlockTerms; WINDOW],
+        total: f32,
+        budget: &mut u32,
+    ) -> Option<Verdict> {
         if total < 2.0 * self.min_window_tone_energy {
             return None;
         }
@@ -626,11 +643,12 @@ impl TonePresence {
         let mut x = None;
         for (r, er) in rows {
             for (c, ec) in cols {
-                let Some(tier) = self.tier(blocks, (r, er), (c, ec), total) else {
+                let Some((tier, found)) = self.tier(blocks, (r, er), (c, ec), total, budget) else {
                     continue;
                 };
                 let x = x.get_or_insert_with(|| self.window_samples());
-                let (fr, fc) = (self.line_hz(blocks, r), self.line_hz(blocks, c));
+                let (fr, fc) =
+                    found.unwrap_or_else(|| (self.line_hz(blocks, r), self.line_hz(blocks, c)));
                 if self.two_lines(x, (r, fr), (c, fc)) {
                     return Some(Verdict {
                         pair: (r, c),
@@ -643,21 +661,34 @@ impl TonePresence {
         None
     }
 
-    /// The strongest tier of [`EVIDENCE`] lines `r` and `c` holding `er` and `ec` meet.
+    /// The strongest tier of [`EVIDENCE`] lines `r` and `c` holding `er` and `ec` meet, and
+    /// their frequencies where [`Self::peaked`] found them on the span.
     fn tier(
         &self,
         blocks: &[BlockTerms; WINDOW],
         (r, er): (usize, f32),
         (c, ec): (usize, f32),
         total: f32,
-    ) -> Option<usize> {
+        budget: &mut u32,
+    ) -> Option<(usize, Option<(f32, f32)>)> {
         let m = self.pair_measure(er, ec, total)?;
         let mut shaped = None;
-        EVIDENCE.iter().position(|e| {
+        let tier = EVIDENCE.iter().position(|e| {
             m.share >= e.min_share
                 && m.weak_to_rest >= e.min_weak_to_rest
-                && (!e.shaped || *shaped.get_or_insert_with(|| self.peaked(blocks, r, c)))
-        })
+                && (!e.shaped
+                    || match *shaped.get_or_insert_with(|| self.peaked(blocks, r, c, budget)) {
+                        Peak::Clear => true,
+                        // Only for a pair holding still: a key under a note is steady; a voice
+                        // whose harmonics fall in the pair and a rival filter glides.
+                        Peak::Apart(_) => e.steady,
+                        Peak::Hidden => false,
+                    })
+        })?;
+        match shaped {
+            Some(Peak::Apart(hz)) => Some((tier, Some(hz))),
+            _ => Some((tier, None)),
+        }
     }
 
     /// The pair's measures, or `None` when a line is too quiet or the twist too large.
@@ -685,22 +716,6 @@ impl TonePresence {
             share: (er + ec) / total,
             weak_to_rest: er.min(ec) / (total - er - ec).max(f32::MIN_POSITIVE),
         })
-    }
-
-    /// Whether each line stands [`MIN_RELATIVE_PEAK_DB`] above the rest of its group at the
-    /// nominal frequencies.
-    fn peaked(&self, blocks: &[BlockTerms; WINDOW], r: usize, c: usize) -> bool {
-        let pow = self.align.coherent_power(blocks.each_ref());
-        let (mut other_r, mut other_c) = (0.0f32, 0.0f32);
-        for k in 0..4 {
-            if k != r {
-                other_r = other_r.max(pow[k]);
-            }
-            if 4 + k != c {
-                other_c = other_c.max(pow[4 + k]);
-            }
-        }
-        pow[r] >= self.relative_peak * other_r && pow[c] >= self.relative_peak * other_c
     }
 
     /// Filter `k`'s line frequency in Hz: measured, or nominal when it cannot be.
@@ -754,130 +769,6 @@ fn two_strongest(p: &[f32]) -> (usize, usize) {
     (a, b)
 }
 
+mod rival;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::generator::{append_key, append_silence, ToneSpec};
-    use crate::DtmfDetector;
-    use crate::DtmfKey;
-
-    /// 300 ms of a steady note at `f0` Hz: harmonics 1..=`top` at `amp(h)` times the
-    /// fundamental's amplitude, the fundamental at `dbm0`.
-    fn note(f0: f32, dbm0: f32, top: u32, amp: impl Fn(f32) -> f32) -> Vec<i16> {
-        let a = crate::level::amplitude(dbm0);
-        (0..2400)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                (1..=top)
-                    .map(|h| {
-                        let h = h as f32;
-                        a * amp(h) * (core::f32::consts::TAU * f0 * h * t).sin()
-                    })
-                    .sum::<f32>() as i16
-            })
-            .collect()
-    }
-
-    /// Runs `samples` through a detector's bank into a presence test.
-    fn presence_of(samples: &[i16]) -> TonePresence {
-        let mut det = DtmfDetector::new();
-        let mut p = TonePresence::new();
-        for chunk in samples.chunks(MAX_CHUNK) {
-            p.push_samples(chunk);
-            det.process_observed(chunk, |t| p.push(t));
-        }
-        p.push_samples(&[0; SUB_BLOCK]);
-        det.flush_observed(|t| p.push(t));
-        p.flush();
-        p
-    }
-
-    #[test]
-    fn marks_a_key_far_outside_what_capture_accepts() {
-        // -50 dBm0, 5 % off, 20 dB twist: capture rejects every one of these.
-        for spec in [
-            ToneSpec {
-                level_dbm0: -50.0,
-                ..ToneSpec::default()
-            },
-            ToneSpec {
-                freq_offset: (0.05, -0.05),
-                ..ToneSpec::default()
-            },
-            ToneSpec {
-                twist_db: -20.0,
-                ..ToneSpec::default()
-            },
-            ToneSpec {
-                level_dbm0: -28.0,
-                twist_db: 20.0,
-                ..ToneSpec::default()
-            },
-        ] {
-            let mut v = Vec::new();
-            append_silence(&mut v, 100);
-            let r = append_key(&mut v, DtmfKey::D8, &spec);
-            append_silence(&mut v, 100);
-            let p = presence_of(&v);
-            assert!(
-                p.overlaps(r.start as u64, r.start as u64 + 1, 0),
-                "{spec:?}: onset"
-            );
-            assert!(
-                p.overlaps(r.end as u64 - 1, r.end as u64, 0),
-                "{spec:?}: end"
-            );
-            assert!(!p.overlaps(0, 400, 0), "{spec:?}: silence before");
-        }
-    }
-
-    #[test]
-    fn a_note_with_its_octave_is_not_a_key() {
-        // 698.5 Hz (F5) with its second harmonic at 1397 Hz, 6 dB down: within 5 % of key 2's
-        // pair, but harmonics of one pitch. Marked only when it is clean enough to read as a key.
-        let v = note(698.5, -12.0, 4, |h| 1.0 / h);
-        // The third and fourth harmonics hold more than the weak line: only the shaped tiers
-        // could take it, and the harmonic test refuses them.
-        assert_eq!(presence_of(&v).windows_marked(), 0);
-    }
-
-    #[test]
-    fn a_low_voice_is_not_a_key() {
-        // A voice at 130 Hz gliding 3 % over 300 ms, formants at its 6th and 10th harmonics
-        // (near key 4's pair, 6:10 is 0.3 % off its ratio): harmonics 130 Hz apart barely part
-        // in 20 ms, so the run's harmonic verdict needs the 40 ms span.
-        let n = 2400;
-        let mut phase = 0.0f32;
-        let v: Vec<i16> = (0..n)
-            .map(|i| {
-                let f0 = 130.3 * (1.0 + 0.03 * i as f32 / n as f32);
-                phase += core::f32::consts::TAU * f0 / 8000.0;
-                let a = crate::level::amplitude(-14.0);
-                let formant = |h: f32| {
-                    let near = |c: f32, w: f32| (-((h * f0 - c) / w).powi(2)).exp();
-                    0.5 / h + near(782.0, 160.0) + 0.8 * near(1303.0, 200.0)
-                };
-                (1..=24)
-                    .map(|h| a * formant(h as f32) * (h as f32 * phase).sin())
-                    .sum::<f32>() as i16
-            })
-            .collect();
-        assert_eq!(presence_of(&v).windows_marked(), 0);
-    }
-
-    #[test]
-    fn a_high_note_with_its_octave_is_not_a_key() {
-        // F#5 (740 Hz) and its harmonics within the telephone band: its octave (1480 Hz) pairs
-        // with it near key 6's frequencies, and only the 3rd and 4th harmonics are left above
-        // them to show the series (a bright timbre: the pair alone is not clean enough to be
-        // marked without the harmonic test). Held still for 300 ms, as a note is.
-        let v = note(740.0, -12.0, 4, |h| h.powf(-0.6));
-        assert_eq!(presence_of(&v).windows_marked(), 0);
-    }
-
-    #[test]
-    fn two_strongest_orders_indices() {
-        assert_eq!(two_strongest(&[1.0, 4.0, 3.0, 2.0]), (1, 2));
-        assert_eq!(two_strongest(&[5.0, 1.0, 0.0, 6.0]), (3, 0));
-    }
-}
+mod tests;

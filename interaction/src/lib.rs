@@ -103,19 +103,19 @@ pub fn masked(vars: &Variables) -> Variables {
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Runs definitions over HTTP.
-pub struct Engine {
+pub struct InteractionRunner {
     http: reqwest::Client,
 }
 
-impl Engine {
-    /// An engine with a per-request `timeout` that follows at most `redirects` redirects.
-    pub fn new(timeout: Duration, redirects: usize) -> Engine {
+impl InteractionRunner {
+    /// A runner with a per-request `timeout` that follows at most `redirects` redirects.
+    pub fn new(timeout: Duration, redirects: usize) -> InteractionRunner {
         let policy = if redirects == 0 {
             reqwest::redirect::Policy::none()
         } else {
             reqwest::redirect::Policy::limited(redirects)
         };
-        Engine {
+        InteractionRunner {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .redirect(policy)
@@ -299,7 +299,7 @@ pub enum PlanError {
 /// Runs named definitions in order over one variable set; with `poll`, repeats the last one
 /// until its variable holds a terminal value. `progress` hears about each step.
 pub async fn run_plan(
-    engine: &Engine,
+    engine: &InteractionRunner,
     steps: &[(String, Interaction)],
     vars: &mut Variables,
     poll: Option<&Poll>,

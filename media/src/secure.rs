@@ -125,8 +125,9 @@ pub struct SecureCounters {
     pub guard_replaced: u64,
 }
 
+/// What a delayed packet is, for the masker and the output guard.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum SlotKind {
+enum DelayedKind {
     /// Audio awaiting (`None`) or holding its verdict; `guarded` if it arrived in secure mode
     /// and must pass the output guard on its way out.
     Audio {
@@ -138,14 +139,15 @@ enum SlotKind {
     Other,
 }
 
-struct Slot {
+/// One packet held in the delay line (a slot of the ring, reused).
+struct DelayedPacket {
     bytes: [u8; SLOT_BYTES],
     len: usize,
     payload: (usize, usize),
-    kind: SlotKind,
+    kind: DelayedKind,
 }
 
-impl Slot {
+impl DelayedPacket {
     /// Audio samples in the payload (one per byte in G.711).
     fn samples(&self) -> usize {
         self.payload.1 - self.payload.0
@@ -168,7 +170,7 @@ pub struct SecureStream {
     /// cheaper than moving the detector's state.
     masker: Option<Box<Masker>>,
     /// The delay line (allocated the first time secure mode is turned on).
-    ring: Vec<Slot>,
+    ring: Vec<DelayedPacket>,
     head: usize,
     len: usize,
     /// Audio samples held in the delay line.
@@ -253,11 +255,11 @@ impl SecureStream {
                 // Packets of 5 ms and up: the look-ahead holds at most this many of them.
                 let slots = self.cfg.lookahead * 4 + 1 + SPARE_SLOTS;
                 self.ring = (0..slots)
-                    .map(|_| Slot {
+                    .map(|_| DelayedPacket {
                         bytes: [0; SLOT_BYTES],
                         len: 0,
                         payload: (0, 0),
-                        kind: SlotKind::Other,
+                        kind: DelayedKind::Other,
                     })
                     .collect();
             }
@@ -362,13 +364,13 @@ impl SecureStream {
             if !self.secure {
                 self.frames += 1;
             }
-            SlotKind::Audio {
+            DelayedKind::Audio {
                 frame,
                 replace,
                 guarded: self.secure,
             }
         } else {
-            SlotKind::Other
+            DelayedKind::Other
         };
         self.enqueue(buf, hdr, kind);
         // The slot is in the line before the masker runs: with no look-ahead its verdict comes
@@ -389,11 +391,11 @@ impl SecureStream {
             // Audio leaves once judged and once the line holds more than the look-ahead.
             // Audio leaves once judged and once the look-ahead's worth of audio is queued behind
             // it, so the delay stays the same when secure mode goes off.
-            SlotKind::Audio { replace, .. } => {
+            DelayedKind::Audio { replace, .. } => {
                 let behind = self.samples_in_ring - front.samples() as u64;
                 replace.is_some() && behind >= self.cfg.lookahead as u64 * LOOKAHEAD_UNIT
             }
-            SlotKind::Other => true,
+            DelayedKind::Other => true,
         };
         if !ready {
             return None;
@@ -413,7 +415,7 @@ impl SecureStream {
     }
 
     /// Appends a packet to the delay line.
-    fn enqueue(&mut self, buf: &[u8], hdr: &RtpHeader, kind: SlotKind) {
+    fn enqueue(&mut self, buf: &[u8], hdr: &RtpHeader, kind: DelayedKind) {
         if self.len == self.ring.len() {
             // Full (events piling up behind a stalled verdict): the oldest leaves now, masked
             // if it was never judged.
@@ -426,7 +428,7 @@ impl SecureStream {
         slot.payload = (hdr.payload_start, hdr.payload_end);
         slot.kind = kind;
         self.len += 1;
-        if let SlotKind::Audio { .. } = kind {
+        if let DelayedKind::Audio { .. } = kind {
             self.samples_in_ring += slot.samples() as u64;
         }
     }
@@ -436,7 +438,7 @@ impl SecureStream {
         let slot = &mut self.ring[self.head];
         let n = slot.len;
         out[..n].copy_from_slice(&slot.bytes[..n]);
-        if let SlotKind::Audio { .. } = slot.kind {
+        if let DelayedKind::Audio { .. } = slot.kind {
             self.samples_in_ring -= slot.samples() as u64;
         }
         self.head = (self.head + 1) % self.ring.len();
@@ -448,7 +450,7 @@ impl SecureStream {
     /// more by the independent [`OutputGuard`] and replaced if anything DTMF-like remains.
     fn guard_front(&mut self) {
         let slot = &mut self.ring[self.head];
-        let SlotKind::Audio {
+        let DelayedKind::Audio {
             replace: Some(replaced),
             guarded: true,
             ..
@@ -480,7 +482,7 @@ impl SecureStream {
         let masker = &mut self.masker;
         let fill = &mut self.fill;
         let slot = &mut self.ring[self.head];
-        if let SlotKind::Audio {
+        if let DelayedKind::Audio {
             replace: replace @ None,
             ..
         } = &mut slot.kind
@@ -496,7 +498,7 @@ impl SecureStream {
             self.counters.frames_masked += 1;
         }
         // Drop it: the caller is not draining, and holding more would grow without bound.
-        if let SlotKind::Audio { .. } = slot.kind {
+        if let DelayedKind::Audio { .. } = slot.kind {
             self.samples_in_ring -= slot.samples() as u64;
         }
         self.head = (self.head + 1) % self.ring.len();
@@ -561,7 +563,7 @@ impl SecureStream {
         let cap = self.ring.len();
         for i in 0..self.len {
             let slot = &mut self.ring[(self.head + i) % cap];
-            if let SlotKind::Audio { frame, replace, .. } = &mut slot.kind {
+            if let DelayedKind::Audio { frame, replace, .. } = &mut slot.kind {
                 if *frame == self.masker_base + v.frame && replace.is_none() {
                     *replace = Some(v.replace);
                     if v.replace {
@@ -596,7 +598,7 @@ impl SecureStream {
                     }
                     .write(&mut buf[hdr.payload_start..hdr.payload_end]);
                     set_seq(buf, hdr.seq.wrapping_add(self.seq_delta));
-                    self.enqueue(buf, hdr, SlotKind::Other);
+                    self.enqueue(buf, hdr, DelayedKind::Other);
                     return Disposition::Queued;
                 }
             }

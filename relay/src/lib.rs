@@ -24,6 +24,7 @@
 
 mod added_latency;
 mod call;
+mod clock;
 pub mod config;
 mod driver;
 mod engine;
@@ -42,6 +43,7 @@ use tonegate_media as media;
 
 pub use added_latency::LatencySnapshot;
 pub use call::{CallClosing, InjectedFault, KeyStream};
+pub use clock::{SystemClock, WallClock};
 pub use engine::io_uring_available;
 pub use ports::{open_file_limit, raise_open_file_limit, PortAllocator};
 pub use registry::Relay;
@@ -49,26 +51,6 @@ pub use secure::SecureLease;
 pub use view::{
     AuditSink, CallInfo, CallNotice, CounterSnapshot, LegInfo, NewCall, RelayAudit, RelayTotals,
 };
-
-/// Wall-clock time for the relay's two needs of it: a call's `created_at` and the release
-/// hold-off after a key. The gateway passes its own clock ([`Relay::with_wall_clock`]), so a
-/// test that moves the gateway's clock moves the hold-off too; [`SystemClock`] otherwise.
-pub trait WallClock: Send + Sync {
-    /// Milliseconds since the Unix epoch.
-    fn unix_ms(&self) -> u64;
-}
-
-/// The system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl WallClock for SystemClock {
-    fn unix_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
 
 /// Why a relay request failed.
 #[derive(Debug, Error, PartialEq, Eq)]

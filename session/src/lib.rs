@@ -8,6 +8,8 @@
 //! - [`link_id`]: making and checking `dtmfLinkId`s and bounding how often callers may guess.
 //! - [`payment_data`]: the integrator's `PaymentData`, checked (amount, mandatory keys, no card
 //!   numbers kept).
+//! - [`view`]: a session as the API answer, the result webhook and the agent UI's stream show
+//!   it (one [`view::SessionView`]), and the one way an amount is written.
 //!
 //! It never opens a socket, starts a task, reads a clock or a random source, or touches a
 //! store: time and randomness come in as arguments (`tests/gateway/crate_graph.rs` checks the
@@ -21,4 +23,5 @@
 pub mod link_id;
 pub mod model;
 pub mod payment_data;
+pub mod view;
 pub mod voice;

@@ -264,32 +264,11 @@ impl Session {
         ))
     }
 
-    /// The webhook event this session's outcome becomes.
-    pub fn webhook_event(&self, event_id: &str, now: u64) -> serde_json::Value {
-        let s = self;
-        let mut v = serde_json::json!({
-            "eventId": event_id,
-            "type": format!("session.{}", s.state.as_str().to_ascii_lowercase()),
-            "createdAt": now,
-            "sessionId": s.id,
-            "sessionState": s.state.as_str(),
-            "sessionType": s.kind.as_str(),
-            "currency": s.currency,
-        });
-        if let Some(a) = s.amount() {
-            v["amount"] = serde_json::json!(a.decimal().to_string());
-        }
-        if let Some(r) = &s.merchant_txn_ref {
-            v["merchantTxnRef"] = serde_json::json!(r);
-        }
-        if let serde_json::Value::Object(result) =
-            serde_json::to_value(&s.result).unwrap_or(serde_json::Value::Null)
-        {
-            for (k, x) in result {
-                v[k] = x;
-            }
-        }
-        v
+    /// The webhook event this session's outcome becomes, as its JSON body
+    /// ([`crate::view::WebhookEvent`]).
+    pub fn webhook_event(&self, event_id: &str, now: u64) -> String {
+        serde_json::to_string(&crate::view::WebhookEvent::of(self, event_id, now))
+            .expect("a webhook event serializes")
     }
 }
 

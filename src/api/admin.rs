@@ -9,9 +9,9 @@ use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::Scope;
@@ -85,14 +85,37 @@ async fn relay_audit(
     State(state): State<AppState>,
     auth: Authed,
     Query(q): Query<AuditQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<RelayAudit>, ApiError> {
     auth.require(Scope::Admin)?;
     let records = state
         .sessions
         .store()
         .relay_audit(q.call.as_deref(), q.limit.unwrap_or(100).min(1000))
         .map_err(crate::session::SessionError::from)?;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(RelayAudit { records }))
+}
+
+// The store's records serialize themselves; their schemas are free-form objects (the store
+// has no schema of its own to derive).
+/// `relay_audit`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RelayAudit {
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<crate::session::store::RelayAuditRecord>,
+}
+
+/// `webhooks`' answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Webhooks {
+    #[schema(value_type = Vec<Object>)]
+    webhooks: Vec<crate::session::store::WebhookDelivery>,
+}
+
+/// `outbox`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Outbox {
+    #[schema(value_type = Vec<Object>)]
+    messages: Vec<crate::session::store::OutboxMessage>,
 }
 
 /// Result webhooks not delivered: pending (with their next try) and given up.
@@ -100,21 +123,21 @@ async fn webhooks(
     State(state): State<AppState>,
     auth: Authed,
     Query(q): Query<Limit>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Webhooks>, ApiError> {
     auth.require(Scope::Admin)?;
     let webhooks = state
         .sessions
         .store()
         .webhooks_undelivered(q.limit.unwrap_or(100).min(1000))
         .map_err(crate::session::SessionError::from)?;
-    Ok(Json(json!({ "webhooks": webhooks })))
+    Ok(Json(Webhooks { webhooks }))
 }
 
 async fn outbox(
     State(state): State<AppState>,
     auth: Authed,
     Query(q): Query<Limit>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Outbox>, ApiError> {
     auth.require(Scope::Admin)?;
     let mut messages = state
         .sessions
@@ -130,5 +153,5 @@ async fn outbox(
             }
         }
     }
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(Outbox { messages }))
 }

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
@@ -97,12 +98,22 @@ impl CredentialGuard {
     }
 }
 
+/// An RFC 6749 §5.2 error
+#[derive(Serialize, ToSchema)]
+pub(super) struct OAuthError<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
 /// A 429 or 503 with `Retry-After` whole seconds.
 fn come_back_later(status: StatusCode, after: Duration, description: &str) -> Response {
     let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
     let mut r = (
         status,
-        Json(json!({ "error": "temporarily_unavailable", "error_description": description })),
+        Json(OAuthError {
+            error: "temporarily_unavailable",
+            error_description: description,
+        }),
     )
         .into_response();
     r.headers_mut()
@@ -116,23 +127,32 @@ fn come_back_later(status: StatusCode, after: Duration, description: &str) -> Re
 
 /// An RFC 6749 §5.2 error response.
 fn oauth_error(e: AuthError, basic: bool) -> Response {
-    let (status, description) = match e {
-        AuthError::InvalidClient => (StatusCode::UNAUTHORIZED, "client authentication failed"),
-        AuthError::InvalidRequest => (StatusCode::BAD_REQUEST, "grant_type is required"),
-        AuthError::InvalidScope => (
-            StatusCode::BAD_REQUEST,
-            "requested scope is unknown or not allowed for this client",
-        ),
-        AuthError::UnsupportedGrantType => (
-            StatusCode::BAD_REQUEST,
-            "only client_credentials is supported",
-        ),
-        AuthError::InvalidGrant => (StatusCode::BAD_REQUEST, "invalid grant"),
-        AuthError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid token"),
+    let description = match e {
+        AuthError::InvalidClient => "client authentication failed",
+        AuthError::InvalidRequest => "grant_type is required",
+        AuthError::InvalidScope => "requested scope is unknown or not allowed for this client",
+        AuthError::UnsupportedGrantType => "only client_credentials is supported",
+        AuthError::InvalidGrant => "invalid grant",
+        AuthError::InvalidToken => "invalid token",
+    };
+    oauth_error_saying(e, description, basic)
+}
+
+/// An RFC 6749 §5.2 error response for `e`, described as `description`.
+fn oauth_error_saying(e: AuthError, description: &str, basic: bool) -> Response {
+    let status = match e {
+        AuthError::InvalidClient | AuthError::InvalidToken => StatusCode::UNAUTHORIZED,
+        AuthError::InvalidRequest
+        | AuthError::InvalidScope
+        | AuthError::UnsupportedGrantType
+        | AuthError::InvalidGrant => StatusCode::BAD_REQUEST,
     };
     let mut r = (
         status,
-        Json(json!({ "error": e.to_string(), "error_description": description })),
+        Json(OAuthError {
+            error: &e.to_string(),
+            error_description: description,
+        }),
     )
         .into_response();
     r.headers_mut()
@@ -179,11 +199,11 @@ async fn token(
         Some(v) => v.starts_with("application/x-www-form-urlencoded"),
     };
     if !form_ok {
-        let mut r = oauth_error(AuthError::InvalidRequest, false);
-        *r.body_mut() = axum::body::Body::from(
-            json!({"error": "invalid_request", "error_description": "use Content-Type: application/x-www-form-urlencoded"}).to_string(),
+        return oauth_error_saying(
+            AuthError::InvalidRequest,
+            "use Content-Type: application/x-www-form-urlencoded",
+            false,
         );
-        return r;
     }
     let mut grant_type = None;
     let mut client_id = None;

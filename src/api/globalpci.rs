@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,6 +15,7 @@ use super::{ApiError, ApiJson, AppState, Authed};
 use crate::auth::{Principal, Scope};
 use crate::session::model::{Session, SessionKind, SessionState};
 use crate::session::{PaymentData, SessionError};
+use tonegate_session::view::SessionView;
 
 pub(super) fn routes() -> Router<AppState> {
     let mut r = Router::new();
@@ -68,7 +69,7 @@ async fn redact(
     State(state): State<AppState>,
     auth: Authed,
     ApiJson(body): ApiJson<RedactBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Redacted>, ApiError> {
     client(&state, auth)?;
     // Linear, but a full body is milliseconds of work: off the async workers.
     let text =
@@ -81,7 +82,14 @@ async fn redact(
                     "redaction failed",
                 )
             })?;
-    Ok(Json(json!({ "text": text })))
+    Ok(Json(Redacted { text }))
+}
+
+/// `redact`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Redacted {
+    /// The text with every card number masked but its last four.
+    text: String,
 }
 
 impl From<SessionError> for ApiError {
@@ -226,29 +234,88 @@ async fn create(
     } else {
         "Session created"
     };
-    let mut out = json!({ "sessionId": s.id, "Message": message });
-    match kind {
-        SessionKind::SelfService => {
-            let fallback = state
+    let session_id = &s.id;
+    let out = match kind {
+        SessionKind::SelfService => serde_json::to_value(SelfServiceCreated {
+            session_id,
+            message,
+            dtmf_fallback_number: state
                 .config
                 .account(&s.account_id)
-                .map(|a| a.dtmf_fallback_number.clone())
-                .unwrap_or_default();
-            out["dtmfFallbackNumber"] = json!(fallback);
-            out["dtmfLinkId"] = json!(s.dtmf_link_id);
-        }
-        SessionKind::Agent => {
-            let url = format!("{}/pay/agent/{}", state.config.public_url(), s.id);
-            out["paymentUiUrl"] = json!(url);
-            out["paymentUiCredentials"] =
-                json!({ "sessionId": s.id, "accessCode": created.ui_secret });
-        }
-        SessionKind::Digital => {}
+                .map(|a| a.dtmf_fallback_number.as_str())
+                .unwrap_or_default(),
+            dtmf_link_id: s.dtmf_link_id.as_deref(),
+        }),
+        SessionKind::Agent => serde_json::to_value(AgentCreated {
+            session_id,
+            message,
+            payment_ui_url: format!("{}/pay/agent/{}", state.config.public_url(), s.id),
+            payment_ui_credentials: UiCredentials {
+                session_id,
+                access_code: created.ui_secret.as_deref(),
+            },
+        }),
+        SessionKind::Digital => serde_json::to_value(DigitalCreated {
+            session_id,
+            message,
+        }),
     }
+    .expect("a created session's answer serializes");
+    // A `Value`: the same answer is kept, sealed, for an idempotent replay.
     if let Some(c) = &claim {
         c.keep(&state, &request_hash, &s.id, &out);
     }
     Ok((StatusCode::OK, Json(out)).into_response())
+}
+
+/// A self-service session's `create` answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SelfServiceCreated<'a> {
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    /// `Session created`, or `Existing session returned` (the live one for this call).
+    #[serde(rename = "Message")]
+    message: &'a str,
+    /// The number a caller rings to key the card (the account's `dtmf_fallback_number`).
+    #[serde(rename = "dtmfFallbackNumber")]
+    dtmf_fallback_number: &'a str,
+    /// The short id a caller keys there to find this session.
+    #[serde(rename = "dtmfLinkId")]
+    #[schema(required)]
+    dtmf_link_id: Option<&'a str>,
+}
+
+/// A digital session's `create` answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DigitalCreated<'a> {
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    #[serde(rename = "Message")]
+    message: &'a str,
+}
+
+/// An agent session's `create` answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AgentCreated<'a> {
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    #[serde(rename = "Message")]
+    message: &'a str,
+    /// The agent's payment screen.
+    #[serde(rename = "paymentUiUrl")]
+    payment_ui_url: String,
+    #[serde(rename = "paymentUiCredentials")]
+    #[schema(inline)]
+    payment_ui_credentials: UiCredentials<'a>,
+}
+
+/// What opens the agent's payment screen once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UiCredentials<'a> {
+    session_id: &'a str,
+    #[schema(value_type = String)]
+    access_code: Option<&'a str>,
 }
 
 /// The query of `GET /globalpci/v1/sessions` (doc comments are the parameters' descriptions).
@@ -292,7 +359,7 @@ async fn list(
     State(state): State<AppState>,
     auth: Authed,
     Query(q): Query<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let limit = usize::from(q.limit.unwrap_or(20));
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -344,61 +411,101 @@ async fn list(
         .map_err(SessionError::from)?;
     let more = found.len() > limit;
     found.truncate(limit);
-    let mut out = json!({ "sessions": found.iter().map(session_json).collect::<Vec<_>>() });
-    if let (true, Some(last)) = (more, found.last()) {
-        out["nextCursor"] = json!(format!("{}.{}", last.created_at, last.id));
-    }
-    Ok(Json(out))
+    let next_cursor = match (more, found.last()) {
+        (true, Some(last)) => Some(format!("{}.{}", last.created_at, last.id)),
+        _ => None,
+    };
+    let sessions = found.into_iter().map(SessionAnswer::from).collect();
+    Ok(Json(SessionList {
+        sessions,
+        next_cursor,
+    }))
 }
 
-/// A session as the API shows it: state and, once finished, the result (no card data).
-pub(super) fn session_json(s: &Session) -> Value {
-    let mut v = json!({
-        "sessionId": s.id,
-        "sessionState": s.state.as_str(),
-        "sessionType": s.kind.as_str(),
-        "accountConfigurationId": s.account_id,
-        "currency": s.currency,
-        "createdAt": s.created_at,
-        "expiresAt": s.expires_at,
-    });
-    if let Some(a) = s.amount() {
-        v["amount"] = json!(a.decimal().to_string());
-    }
-    if let Some(r) = &s.merchant_txn_ref {
-        v["merchantTxnRef"] = json!(r);
-    }
-    if let Some(g) = &s.call_guid {
-        v["CallGuid"] = json!(g);
-    }
-    if let Value::Object(result) = serde_json::to_value(&s.result).unwrap_or(Value::Null) {
-        for (k, x) in result {
-            v[k] = x;
+/// `list`'s answer: a page of sessions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionList {
+    sessions: Vec<SessionAnswer>,
+    /// Where the next page starts (absent on the last page)
+    #[serde(rename = "nextCursor", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    next_cursor: Option<String>,
+}
+
+/// A session as the API answers it: its [`SessionView`] (what the webhook and the agent's
+/// screen show too) and what only its client sees.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(description = "A session's state and, once finished, its result (no card data)")]
+pub(in crate::api) struct SessionAnswer {
+    #[serde(flatten)]
+    view: SessionView,
+    account_configuration_id: String,
+    /// Unix seconds.
+    created_at: u64,
+    /// Unix seconds after which a live session expires.
+    expires_at: u64,
+    /// The call's id (voice sessions).
+    #[serde(rename = "CallGuid", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    call_guid: Option<String>,
+}
+
+impl From<Session> for SessionAnswer {
+    fn from(s: Session) -> SessionAnswer {
+        SessionAnswer {
+            view: SessionView::of(&s),
+            account_configuration_id: s.account_id,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            call_guid: s.call_guid,
         }
     }
-    v
+}
+
+impl SessionAnswer {
+    /// With what the action did, in words.
+    fn said(self, message: &'static str) -> SessionMessage {
+        SessionMessage {
+            session: self,
+            message,
+            released_calls: None,
+        }
+    }
+}
+
+/// The answer of an action on a session: the session and what the action did.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionMessage {
+    #[serde(flatten)]
+    session: SessionAnswer,
+    /// What the action did, in words.
+    #[serde(rename = "Message")]
+    message: &'static str,
+    /// The relay calls the session released (`release` only)
+    #[serde(rename = "releasedCalls", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>)]
+    released_calls: Option<Vec<String>>,
 }
 
 async fn show(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionAnswer>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let s = state.sessions.get(&p.client_id, &id)?;
-    Ok(Json(session_json(&s)))
+    Ok(Json(SessionAnswer::from(s)))
 }
 
 async fn cancel(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionMessage>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let s = state.sessions.cancel(&p.client_id, &id).await?;
-    let mut v = session_json(&s);
-    v["Message"] = json!("Session cancelled");
-    Ok(Json(v))
+    Ok(Json(SessionAnswer::from(s).said("Session cancelled")))
 }
 
 /// Releases the session's hold on its call's secure mode (after its capture is over).
@@ -406,25 +513,24 @@ async fn release(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionMessage>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let calls = state.sessions.release(&p.client_id, &id).await?;
     let s = state.sessions.get(&p.client_id, &id)?;
-    let mut v = session_json(&s);
-    v["Message"] = json!(if calls.is_empty() {
+    let mut answer = SessionAnswer::from(s).said(if calls.is_empty() {
         "Session held no call"
     } else {
         "Session released its call"
     });
-    v["releasedCalls"] = json!(calls);
-    Ok(Json(v))
+    answer.released_calls = Some(calls);
+    Ok(Json(answer))
 }
 
 async fn submit(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionAnswer>, ApiError> {
     let (p, _) = client(&state, auth)?;
     // Ownership first: another client's session is 404, not 409.
     state.sessions.get(&p.client_id, &id)?;
@@ -432,7 +538,7 @@ async fn submit(
         .sessions
         .submit(&id, &format!("client:{}", p.client_id))
         .await?;
-    Ok(Json(session_json(&s)))
+    Ok(Json(SessionAnswer::from(s)))
 }
 
 /// Asks for the card again on the same call after a decline or a failure (agent sessions),
@@ -441,27 +547,23 @@ async fn recapture(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionMessage>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let s = state
         .sessions
         .recapture(&p.client_id, &id, &format!("client:{}", p.client_id))
         .await?;
-    let mut v = session_json(&s);
-    v["Message"] = json!("Capture restarted");
-    Ok(Json(v))
+    Ok(Json(SessionAnswer::from(s).said("Capture restarted")))
 }
 
 async fn reissue(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionMessage>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let s = state.sessions.reissue_link(&p.client_id, &id).await?;
-    let mut v = session_json(&s);
-    v["Message"] = json!("New payment link sent");
-    Ok(Json(v))
+    Ok(Json(SessionAnswer::from(s).said("New payment link sent")))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -480,7 +582,7 @@ async fn messaging(
     auth: Authed,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<MessagingBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Messaging>, ApiError> {
     let (p, _) = client(&state, auth)?;
     let (s, url) = state.sessions.new_link(&p.client_id, &id)?;
     let account = state
@@ -509,9 +611,9 @@ async fn messaging(
     if let Some(c) = b.conversation_id {
         genesys["conversationId"] = json!(c);
     }
-    let apple = json!([
-        { "type": "BusinessChatMessage", "receivedMessage": { "style": "icon", "title": label, "subtitle": format!("Pay {amount} {}", s.currency) } },
-        { "type": "ConnectorPaymentRequest", "requestIdentifier": s.id, "apple": { "data": { "version": "1.0", "requestIdentifier": s.id, "payment": {
+    let apple = vec![
+        json!({ "type": "BusinessChatMessage", "receivedMessage": { "style": "icon", "title": label, "subtitle": format!("Pay {amount} {}", s.currency) } }),
+        json!({ "type": "ConnectorPaymentRequest", "requestIdentifier": s.id, "apple": { "data": { "version": "1.0", "requestIdentifier": s.id, "payment": {
             "paymentRequest": {
                 "applePay": {
                     "merchantIdentifier": account.apple_merchant_identifier,
@@ -524,11 +626,28 @@ async fn messaging(
                 "requiredBillingContactFields": ["postalAddress"]
             },
             "endpoints": { "fallbackUrl": url }
-        } } } }
-    ]);
-    Ok(Json(
-        json!({ "sessionId": s.id, "paymentUrl": url, "genesys": genesys, "appleBusinessChat": apple }),
-    ))
+        } } } }),
+    ];
+    Ok(Json(Messaging {
+        session_id: s.id,
+        payment_url: url,
+        genesys,
+        apple_business_chat: apple,
+    }))
+}
+
+/// `messaging`'s answer. The payloads are the platforms' own formats, passed on as they are.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Messaging {
+    session_id: String,
+    /// The fresh payment link.
+    payment_url: String,
+    /// A Genesys Cloud message with a button attachment
+    #[schema(value_type = Object)]
+    genesys: Value,
+    /// Apple Messages for Business: a BusinessChatMessage and a ConnectorPaymentRequest
+    apple_business_chat: Vec<Value>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -549,7 +668,7 @@ async fn apple_response(
     State(state): State<AppState>,
     auth: Authed,
     ApiJson(r): ApiJson<ConnectorPaymentResponse>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionMessage>, ApiError> {
     let (p, _) = client(&state, auth)?;
     if r.kind != "ConnectorPaymentResponse" {
         return Err(ApiError::bad_request(
@@ -558,15 +677,15 @@ async fn apple_response(
     }
     let s = state.sessions.get(&p.client_id, &r.request_identifier)?;
     if !r.status {
-        let mut v = session_json(&s);
-        v["Message"] = json!("The customer did not complete the payment");
-        return Ok(Json(v));
+        return Ok(Json(
+            SessionAnswer::from(s).said("The customer did not complete the payment"),
+        ));
     }
     let s = state
         .sessions
         .confirm_external_payment(&s.id, "apple-pay")
         .await?;
-    let mut v = session_json(&s);
-    v["Message"] = json!("Payment confirmed with the PSP");
-    Ok(Json(v))
+    Ok(Json(
+        SessionAnswer::from(s).said("Payment confirmed with the PSP"),
+    ))
 }

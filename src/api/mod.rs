@@ -23,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::{Authority, Principal, Scope};
 use crate::config::Config;
@@ -213,13 +214,27 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     let word = if draining { "draining" } else { "ok" };
     (
         status,
-        Json(json!({
-            "status": word,
-            "version": env!("CARGO_PKG_VERSION"),
-            "node": state.config.cluster.node,
-        })),
+        Json(Health {
+            status: word,
+            version: env!("CARGO_PKG_VERSION"),
+            node: state.config.cluster.node.clone(),
+        }),
     )
         .into_response()
+}
+
+/// `healthz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(schema_with = health_status)]
+    status: &'static str,
+    version: &'static str,
+    /// The node (`[cluster] node`)
+    node: String,
+}
+
+fn health_status() -> utoipa::openapi::schema::Schema {
+    field_schema::one_of(&["ok", "draining"])
 }
 
 async fn not_found() -> ApiError {
@@ -290,17 +305,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // `about:blank`: the title is the status's own phrase; `error` tells the cases apart.
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.message,
-            "error": self.code,
-            "message": self.message,
-        });
-        if let Some(f) = self.field {
-            body["field"] = json!(f);
-        }
+        let body = Problem {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.message,
+            error: self.code,
+            message: &self.message,
+            field: self.field.as_deref(),
+        };
         let mut r = (self.status, Json(body)).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -316,6 +329,31 @@ impl IntoResponse for ApiError {
         }
         r
     }
+}
+
+/// An RFC 9457 problem: a stable code (`error`), what went wrong (`detail`, also as
+/// `message`), and the request field at fault where there is one (`field`)
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Problem<'a> {
+    /// `about:blank`: the title is the HTTP status's phrase
+    #[serde(rename = "type")]
+    #[schema(schema_with = about_blank)]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    /// The stable machine code (`not_found`, `invalid_field`, …)
+    error: &'a str,
+    message: &'a str,
+    /// The body member, header or parameter at fault
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    field: Option<&'a str>,
+}
+
+fn about_blank() -> utoipa::openapi::schema::Schema {
+    field_schema::one_of(&["about:blank"])
 }
 
 /// A request authenticated by a valid bearer token.

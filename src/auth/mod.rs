@@ -110,17 +110,27 @@ pub enum AuthError {
     InvalidToken,
 }
 
-/// A token that was issued.
-#[derive(Debug, Clone, Serialize)]
+/// A token that was issued: the token endpoint's answer, as sent.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct IssuedToken {
     /// The bearer token.
     pub access_token: String,
     /// Always `Bearer`.
+    #[schema(schema_with = bearer)]
     pub token_type: &'static str,
     /// Lifetime in seconds.
     pub expires_in: u64,
     /// Space-separated scopes granted.
     pub scope: String,
+}
+
+/// `IssuedToken::token_type`'s schema: the one value it takes.
+fn bearer() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["Bearer"]))
+        .into()
 }
 
 /// Who a verified token belongs to.

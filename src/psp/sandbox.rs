@@ -533,9 +533,7 @@ impl Psp for SandboxPsp {
                     expires_at: req.expires_at,
                     success_url: req.success_url.to_string(),
                     cancel_url: req.cancel_url.to_string(),
-                    created: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
+                    created: crate::clock::Clock::system().unix_now(),
                     payment_intent: None,
                     stage: Stage::Open,
                 },

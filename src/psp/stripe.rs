@@ -516,10 +516,9 @@ impl Psp for StripePsp {
             let amount = stripe_amount::to_stripe(req.amount_minor, req.currency)?.to_string();
             let currency = req.currency.to_ascii_lowercase();
             // Stripe takes 30 minutes to 24 hours; the gateway expires it sooner itself when
-            // the session stops waiting for it.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            // the session stops waiting for it. Stripe's clock is the system's, never the
+            // gateway's adjustable one.
+            let now = crate::clock::Clock::system().unix_now();
             let expires = req.expires_at.max(now + 1800).to_string();
             let mut pairs = vec![
                 ("mode", "payment"),

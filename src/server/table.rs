@@ -99,7 +99,7 @@ pub struct ConnTable {
 }
 
 /// One connection's place in the table; given back when dropped.
-pub struct Slot {
+pub struct ConnPermit {
     table: Arc<ConnTable>,
     id: u64,
     activity: Arc<Activity>,
@@ -108,10 +108,10 @@ pub struct Slot {
 /// What admitting a connection did.
 pub enum Admission {
     /// There was room.
-    Admitted(Slot),
+    Admitted(ConnPermit),
     /// The table was full: the connection that was quiet longest with no request in flight
     /// has been closed to make room.
-    Evicted(Slot),
+    Evicted(ConnPermit),
     /// Full, and every connection has a request in flight.
     Refused,
 }
@@ -162,7 +162,7 @@ impl ConnTable {
                 abort: None,
             },
         );
-        let slot = Slot {
+        let slot = ConnPermit {
             table: self.clone(),
             id,
             activity,
@@ -193,13 +193,13 @@ impl ConnTable {
     }
 }
 
-impl Slot {
+impl ConnPermit {
     /// How the connection's task is closed if it is evicted.
     pub fn set_abort(&self, abort: AbortHandle) {
         self.table.set_abort(self.id, abort);
     }
 
-    /// The slot's id in its table.
+    /// The connection's id in its table.
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -210,7 +210,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for ConnPermit {
     fn drop(&mut self) {
         let mut g = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
         g.1.remove(&self.id);
@@ -221,7 +221,7 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
-    fn admitted(a: Admission) -> Slot {
+    fn admitted(a: Admission) -> ConnPermit {
         match a {
             Admission::Admitted(s) => s,
             _ => panic!("not admitted with room"),

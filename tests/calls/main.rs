@@ -9,8 +9,9 @@ mod common;
 
 mod baresip;
 mod detect_cli;
-#[allow(unsafe_code)] // libc::kill on Kamailio's process group
 mod kamailio;
+// Kamailio, sipp, three nodes on PostgreSQL and Chromium: the kamailio test group too.
+mod kamailio_nodes;
 mod leak;
 mod ng;
 mod relay;

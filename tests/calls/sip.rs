@@ -33,7 +33,7 @@ pub(crate) fn sip_gateway(sip: &str, extra: &str) -> (Gateway, u16) {
         "[sip]\nlisten = \"127.0.0.1:{port}\"\n{sip}\n{extra}"
     ));
     // The listeners come up as the gateway starts serving, after `start` returns.
-    crate::kamailio::wait_listening(port, "tonegate's SIP listener");
+    crate::common::kamailio::wait_listening(port, "tonegate's SIP listener");
     (gw, port)
 }
 
@@ -847,7 +847,12 @@ fn bad_requests_get_clear_answers_over_udp_and_tcp() {
 
 /// Kamailio on `port` routing the fallback number to tonegate's SIP listener on `tonegate`,
 /// as README "The fallback number" shows (record-routed, so in-dialog requests pass it too).
-fn kamailio_routing(bin: &Path, dir: &Path, port: u16, tonegate: u16) -> crate::kamailio::Proc {
+fn kamailio_routing(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    tonegate: u16,
+) -> crate::common::kamailio::Proc {
     let cfg = format!(
         r#"#!KAMAILIO
 debug=2
@@ -883,7 +888,7 @@ request_route {{
     sl_send_reply("404", "Not here");
 }}
 "#,
-        modules = crate::kamailio::modules_dir().display()
+        modules = crate::common::kamailio::modules_dir().display()
     );
     let path = dir.join("kamailio-fallback.cfg");
     std::fs::write(&path, cfg).unwrap();
@@ -895,14 +900,14 @@ request_route {{
         .stderr(std::fs::File::create(dir.join("kamailio-fallback.log")).unwrap())
         .spawn()
         .expect("starting kamailio");
-    let k = crate::kamailio::Proc(child);
-    crate::kamailio::wait_listening(port, "kamailio");
+    let k = crate::common::kamailio::Proc(child);
+    crate::common::kamailio::wait_listening(port, "kamailio");
     k
 }
 
 #[test]
 fn kamailio_routes_the_fallback_number_to_tonegate_and_its_bye_back() {
-    let Some((kam, bin)) = crate::kamailio::tools() else {
+    let Some((kam, bin)) = crate::common::kamailio::tools() else {
         return;
     };
     let (gw, sip) = sip_gateway("", "");

@@ -191,9 +191,12 @@ pub fn assert_no_card_digits(what: &str, bytes: &[u8]) {
 }
 
 pub mod axe;
+pub mod cluster;
 pub mod gateway;
+pub mod kamailio;
 pub mod localstripe;
 pub mod postgres;
+pub mod serve;
 pub mod tls;
 pub mod webdriver;
 

@@ -219,6 +219,21 @@ impl Browser {
         self.run("script", self.client.execute(js, vec![]))
     }
 
+    /// Polls `js` (a script returning a string) until `ok` holds (at most `secs`); returns
+    /// the value.
+    pub fn wait_script(&self, js: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.script(js);
+            let t = v.as_str().unwrap_or_default().to_string();
+            if ok(&t) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "{js}: stayed {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs an asynchronous script (its last argument is the callback that ends it) and
     /// returns what it passed to the callback.
     pub fn script_async(&self, js: &str) -> Value {

@@ -536,21 +536,7 @@ fn stopping_with_live_sessions_panics_no_task() {
         .unwrap();
     let (addr, _, lines) = listening(&mut child);
     let base = format!("http://{addr}");
-    let token = |scope: &str| -> String {
-        let v: Value = http()
-            .post(format!("{base}/auth/connect/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "tonegate-dev"),
-                ("client_secret", "tonegate-dev-secret"),
-                ("scope", scope),
-            ])
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["access_token"].as_str().unwrap().to_string()
-    };
+    let token = |scope| common::serve::dev_token(&base, scope);
     let (g, r) = (token("globalpci"), token("relay"));
     let post = |tok: &str, path: &str, body: Value| -> Value {
         let resp = http()
@@ -1640,20 +1626,7 @@ fn logs_are_plain_and_each_request_has_an_id_and_an_access_line() {
 
 /// A token of the development client for `scope` from a served gateway.
 fn served_token(gw: &Served, scope: &str) -> String {
-    let r = common::gateway::http()
-        .post(gw.url("/auth/connect/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", common::gateway::DEV_CLIENT.0),
-            ("client_secret", common::gateway::DEV_CLIENT.1),
-            ("scope", scope),
-        ])
-        .send()
-        .unwrap();
-    r.json::<serde_json::Value>().unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::serve::dev_token(&gw.url(""), scope)
 }
 
 /// What reaches `agent` while `send` runs (which answers how many packets it sent): read

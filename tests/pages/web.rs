@@ -296,20 +296,6 @@ fn content(b: &Browser, css: &str) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-/// Polls `js` (a script returning a string) until `ok` holds; returns the value.
-fn wait_js(b: &Browser, js: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v = b.script(js);
-        let t = v.as_str().unwrap_or_default().to_string();
-        if ok(&t) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{js}: stayed {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A gateway with `config`, a globalpci token, a browser and axe-core (None inside when it
 /// is not installed); `None` when there is no Chromium.
 fn ui_test(config: &str) -> Option<(Gateway, String, Browser, Option<String>)> {
@@ -335,8 +321,7 @@ fn assert_recapture_refused(gw: &Gateway, tok: &str, id: &str, code: &str) {
 
 /// Waits for the agent screen's session state (kept beside the words it shows).
 fn wait_agent_state(b: &Browser, state: &str) {
-    wait_js(
-        b,
+    b.wait_script(
         "return document.getElementById('state').dataset.state",
         20,
         |t| t == state,
@@ -495,8 +480,7 @@ fn agent_screen_asks_for_the_card_again_after_a_decline_on_the_same_call() {
     // Asked again on the same call: a new capture, with masking still on.
     b.click("#recapture");
     wait_agent_state(&b, "Capturing");
-    wait_js(
-        &b,
+    b.wait_script(
         "return document.querySelector('#f-pan .mask').textContent",
         10,
         str::is_empty,

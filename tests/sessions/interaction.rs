@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::gateway::{Gateway, DEV_CLIENT};
 use serde_json::{json, Value};
-use tonegate::interaction::{run_plan, Engine, Interaction, InteractionError, Variables};
+use tonegate::interaction::{
+    run_plan, Interaction, InteractionError, InteractionRunner, Variables,
+};
 
 /// A seed fixture with its `~~~REPLACE~~~` placeholders filled in order.
 fn seed(name: &str, fill: &[&str]) -> Interaction {
@@ -43,7 +45,7 @@ fn payment_vars(vars: &mut Variables) {
 fn the_seed_definitions_run_unchanged_and_fill_every_destination() {
     let gw = Gateway::start("");
     let base = format!("http://{}", gw.addr);
-    let engine = Engine::new(Duration::from_secs(10), 0);
+    let engine = InteractionRunner::new(Duration::from_secs(10), 0);
     let payment = ["Name", "PostCode", "Address", "TxnRef", "Amount"];
     let mut ss_fill = vec![base.as_str(), "dev-account"];
     ss_fill.extend(payment);
@@ -152,7 +154,7 @@ fn engine_behaviour() {
         .build()
         .unwrap();
     let base = test_server(&rt);
-    let engine = Engine::new(Duration::from_secs(1), 0);
+    let engine = InteractionRunner::new(Duration::from_secs(1), 0);
     let mut vars = Variables::new();
     vars.insert("Base".into(), json!(base));
     vars.insert("Id".into(), json!("a b/c?d=1"));

@@ -5,51 +5,16 @@
 //! submit, a resumed event stream), cancel on C, and B killed mid-capture.
 
 use std::collections::{HashMap, HashSet};
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common;
+use crate::common::cluster::{node_config, send, Cluster};
 use crate::common::gateway::http;
-use crate::common::{rtp_stream, KeyingLeg, StreamOptions};
-use crate::psp::{dev_token, serve_config, HookReceiver, Serve};
-
-/// The cluster's one signing key (base64 of 32 bytes), as every node of a cluster needs.
-const CLUSTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// A node's config: this file's accounts, webhooks to `hook`, the store at `url`, named
-/// `name`, beating every second and counting a node dead after three without a beat.
-fn node_config(dir: &std::path::Path, hook: &str, url: &str, name: &str) -> std::path::PathBuf {
-    let path = serve_config(dir, "http://127.0.0.1:9", hook);
-    let mut cfg: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    cfg["store"]
-        .as_table_mut()
-        .unwrap()
-        .insert("postgres_url".into(), url.into());
-    let cluster: toml::Table = toml::from_str(&format!(
-        "node = \"{name}\"\nheartbeat_s = 1\ndead_after_s = 3"
-    ))
-    .unwrap();
-    cfg.insert("cluster".into(), cluster.into());
-    // One signing key for the cluster, as README asks: a token any node issued works on all.
-    if let Some(auth) = cfg.get_mut("auth").and_then(|a| a.as_table_mut()) {
-        auth.insert("signing_key".into(), CLUSTER_KEY.into());
-    } else {
-        let auth: toml::Table =
-            toml::from_str(&format!("signing_key = \"{CLUSTER_KEY}\"")).unwrap();
-        cfg.insert("auth".into(), auth.into());
-    }
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    path
-}
-
-fn send(r: reqwest::blocking::RequestBuilder) -> (u16, Value) {
-    let r = r.send().unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
+use crate::common::serve::{dev_token, serve_config, HookReceiver, Serve};
+use crate::common::{rtp_stream, StreamOptions};
 
 #[test]
 fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
@@ -58,8 +23,8 @@ fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
     };
     let hook = HookReceiver::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Serve::start(&node_config(da.path(), &hook.url, &url, "node-a"));
-    let b = Serve::start(&node_config(db.path(), &hook.url, &url, "node-b"));
+    let a = Serve::start(&node_config(da.path(), &hook.url, &url, "node-a", ""));
+    let b = Serve::start(&node_config(db.path(), &hook.url, &url, "node-b", ""));
     let (ta, tb) = (dev_token(&a.1, "globalpci"), dev_token(&b.1, "globalpci"));
 
     // Created on A; read and cancelled on B; A sees it cancelled.
@@ -169,160 +134,6 @@ fn two_nodes_on_one_postgresql_share_sessions_link_ids_and_webhooks() {
     }
     for s in &all {
         assert_eq!(per_session[*s].len(), 1, "{s}: {:?}", per_session[*s]);
-    }
-}
-
-/// Three nodes on one database, each in its own directory (kept alive with them).
-struct Cluster {
-    url: String,
-    hook: HookReceiver,
-    nodes: Vec<Serve>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Cluster {
-    fn start() -> Option<Cluster> {
-        Cluster::of(&["node-a", "node-b", "node-c"])
-    }
-
-    /// Nodes named `names`, in that order.
-    fn of(names: &[&str]) -> Option<Cluster> {
-        let url = common::postgres::database()?;
-        let hook = HookReceiver::start();
-        let dirs: Vec<_> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
-        let nodes = names
-            .iter()
-            .zip(&dirs)
-            .map(|(name, d)| Serve::start(&node_config(d.path(), &hook.url, &url, name)))
-            .collect();
-        Some(Cluster {
-            url,
-            hook,
-            nodes,
-            _dirs: dirs,
-        })
-    }
-
-    fn base(&self, i: usize) -> &str {
-        &self.nodes[i].1
-    }
-
-    /// An agent session for `guid` created on node `on`: its id and the screen's access code.
-    fn agent_session(&self, on: usize, guid: &str) -> (String, String) {
-        let (s, v) = send(
-            http()
-                .post(format!("{}/globalpci/v1/agentsession", self.base(on)))
-                .bearer_auth(dev_token(self.base(on), "globalpci"))
-                .json(
-                    &json!({"AccountConfigurationId": "dev-account", "CallGuid": guid,
-                              "PaymentData": {"amount": "12.00", "merchantTxnRef": guid}}),
-                ),
-        );
-        assert_eq!(s, 200, "{v}");
-        (
-            v["sessionId"].as_str().unwrap().to_string(),
-            v["paymentUiCredentials"]["accessCode"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        )
-    }
-
-    /// Opens the agent's payment screen on node `on`: the page's UI token.
-    fn open_screen(&self, on: usize, id: &str, code: &str) -> String {
-        let page = http()
-            .get(format!("{}/pay/agent/{id}?code={code}", self.base(on)))
-            .send()
-            .unwrap();
-        assert_eq!(page.status(), 200);
-        let page = page.text().unwrap();
-        let at = page
-            .find("data-token=\"")
-            .expect("the page carries its token")
-            + 12;
-        page[at..at + page[at..].find('"').unwrap()].to_string()
-    }
-
-    /// A relay call for `guid` on node `on`: the caller's keying leg (the agent leg's socket
-    /// kept open alongside).
-    fn call(&self, on: usize, guid: &str) -> (KeyingLeg, UdpSocket) {
-        let (_, caller, agent) = self.call_with_id(on, guid);
-        (caller, agent)
-    }
-
-    /// As [`Cluster::call`], with the relay call's id first.
-    fn call_with_id(&self, on: usize, guid: &str) -> (String, KeyingLeg, UdpSocket) {
-        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (s, v) = send(
-            http()
-                .post(format!("{}/relay/v1/calls", self.base(on)))
-                .bearer_auth(dev_token(self.base(on), "relay"))
-                .json(&json!({"call_guid": guid, "codec": "PCMU",
-                              "caller": {"remote": caller.local_addr().unwrap().to_string()},
-                              "agent": {"remote": agent.local_addr().unwrap().to_string()}})),
-        );
-        assert_eq!(s, 201, "{v}");
-        let relay = v["caller"]["local"].as_str().unwrap().parse().unwrap();
-        let id = v["id"].as_str().unwrap().to_string();
-        (id, KeyingLeg::new(caller, relay), agent)
-    }
-
-    /// Relay call `call`'s counters on node `on`.
-    fn call_counters(&self, on: usize, call: &str) -> Value {
-        let (s, v) = send(
-            http()
-                .get(format!("{}/relay/v1/calls/{call}", self.base(on)))
-                .bearer_auth(dev_token(self.base(on), "relay")),
-        );
-        assert_eq!(s, 200, "{v}");
-        v["counters"].clone()
-    }
-
-    /// Polls node `on` until relay call `call` has detected at least `n` keys (at most 30 s).
-    fn wait_keys(&self, on: usize, call: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let c = self.call_counters(on, call);
-            if c["keys_captured"].as_u64().unwrap_or(0) >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "fewer than {n} keys: {c}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The session as node `on` reports it (the IVR's status poll).
-    fn status(&self, on: usize, id: &str) -> Value {
-        send(
-            http()
-                .get(format!("{}/globalpci/v1/session/{id}", self.base(on)))
-                .bearer_auth(dev_token(self.base(on), "globalpci")),
-        )
-        .1
-    }
-
-    /// Polls node `on` until session `id` is in `state` (at most 30 s).
-    fn wait_state(&self, on: usize, id: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.status(on, id);
-            if v["sessionState"] == state {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "never {state}: {v}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// An agent-screen button on node `on`.
-    fn press(&self, on: usize, id: &str, token: &str, what: &str, body: Value) -> (u16, Value) {
-        send(
-            http()
-                .post(format!("{}/pay/agent/{id}/{what}", self.base(on)))
-                .bearer_auth(token)
-                .json(&body),
-        )
     }
 }
 
@@ -567,7 +378,7 @@ fn cancel_on_c_ends_b_capture_and_a_killed_node_fails_its_sessions() {
 /// repeat, each key's update before the state change that followed it, and the agent submits.
 #[test]
 fn a_locked_event_table_holds_up_no_key() {
-    let Some(cl) = Cluster::of(&["node-b"]) else {
+    let Some(cl) = Cluster::of(&["node-b"], |_| String::new()) else {
         return;
     };
     let (id, code) = cl.agent_session(0, "guid-locked");
@@ -741,18 +552,7 @@ fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
         return;
     };
     let (a, b) = (0, 1);
-    let (s, v) = send(
-        http()
-            .post(format!("{}/globalpci/v1/selfservicesession", cl.base(a)))
-            .bearer_auth(dev_token(cl.base(a), "globalpci"))
-            .json(
-                &json!({"AccountConfigurationId": "dev-account", "CallGuid": "ivr-leg-a",
-                          "PaymentData": {"amount": "7.50", "merchantTxnRef": "ivr-leg-a"}}),
-            ),
-    );
-    assert_eq!(s, 200, "{v}");
-    let id = v["sessionId"].as_str().unwrap().to_string();
-    let link_id = v["dtmfLinkId"].as_str().unwrap().to_string();
+    let (id, link_id) = cl.self_service_session(a, "ivr-leg-a");
     let (mut caller, _agent) = cl.call(b, "fallback-leg-b");
     // B listens for a link id only once it has seen that no session names its call.
     let relay = dev_token(cl.base(b), "relay");
@@ -797,11 +597,15 @@ fn a_link_id_keyed_on_b_links_a_session_created_on_a() {
 #[test]
 #[ignore]
 fn sessions_created_over_http_per_second() {
-    let Some(cl) = Cluster::of(&["node-pg"]) else {
+    let Some(cl) = Cluster::of(&["node-pg"], |_| String::new()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let lite = Serve::start(&serve_config(dir.path(), "http://127.0.0.1:9", &cl.hook.url));
+    let lite = Serve::start(&serve_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &cl.hook.url,
+    ));
     let mut rates = Vec::new();
     for (name, base) in [("postgresql", cl.base(0)), ("sqlite", lite.1.as_str())] {
         let token = dev_token(base, "globalpci");
@@ -857,14 +661,15 @@ fn webhooks_with_three_nodes_racing() {
         return;
     };
     let n = 150;
-    let tokens: Vec<String> = (0..3)
-        .map(|i| dev_token(cl.base(i), "globalpci"))
-        .collect();
+    let tokens: Vec<String> = (0..3).map(|i| dev_token(cl.base(i), "globalpci")).collect();
     let ids: Vec<String> = (0..n)
         .map(|i| {
             let (s, v) = send(
                 http()
-                    .post(format!("{}/globalpci/v1/selfservicesession", cl.base(i % 3)))
+                    .post(format!(
+                        "{}/globalpci/v1/selfservicesession",
+                        cl.base(i % 3)
+                    ))
                     .bearer_auth(&tokens[i % 3])
                     .json(&json!({"AccountConfigurationId": "dev-account",
                                   "CallGuid": format!("race-{i}"),
@@ -908,7 +713,11 @@ fn webhooks_with_three_nodes_racing() {
         if arrived.len() == n {
             break started.elapsed();
         }
-        assert!(Instant::now() < deadline, "{} of {n} arrived", arrived.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} arrived",
+            arrived.len()
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     // Every delivery recorded (none left to retry), then the receiver's count.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::gateway::{http, Gateway, DEV_CLIENT};
 use common::*;
 use serde_json::{json, Value};
-use tonegate::interaction::{Engine, Interaction, Variables};
+use tonegate::interaction::{Interaction, InteractionRunner, Variables};
 use tonegate::media::rtp::RtpHeader;
 use tonegate_dsp::G711Law;
 
@@ -163,7 +163,7 @@ fn pay_by_phone(caller: &mut Caller) {
 fn poll_status(gw: &Gateway, vars: &mut Variables) {
     let base = format!("http://{}", gw.addr);
     let status = seed("seed_sessionstatus", &[&base]);
-    let engine = Engine::new(Duration::from_secs(10), 0);
+    let engine = InteractionRunner::new(Duration::from_secs(10), 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         gw.runtime.block_on(engine.run(&status, vars)).unwrap();
@@ -178,7 +178,7 @@ fn poll_status(gw: &Gateway, vars: &mut Variables) {
 
 fn start_session(gw: &Gateway, call_guid: &str, txn: &str) -> Variables {
     let base = format!("http://{}", gw.addr);
-    let engine = Engine::new(Duration::from_secs(10), 0);
+    let engine = InteractionRunner::new(Duration::from_secs(10), 0);
     let mut vars = Variables::new();
     for (k, v) in [
         ("CallGuid", call_guid),

@@ -164,7 +164,8 @@ pub struct CaptureView {
     pub failed: bool,
 }
 
-struct Slot {
+/// One field's entry: its digits so far, attempts and verdict.
+struct FieldEntry {
     field: Field,
     digits: Digits,
     attempts: u32,
@@ -175,7 +176,7 @@ struct Slot {
 /// A capture in progress. See the module documentation.
 pub struct Capture {
     rules: CaptureRules,
-    slots: Vec<Slot>,
+    slots: Vec<FieldEntry>,
     current: Option<usize>,
     prompted_at: u64,
     last_key_at: Option<u64>,
@@ -205,7 +206,7 @@ impl Capture {
         let slots = rules
             .fields
             .iter()
-            .map(|&field| Slot {
+            .map(|&field| FieldEntry {
                 field,
                 digits: Digits::new(),
                 attempts: 0,
@@ -415,7 +416,7 @@ impl Capture {
 
     /// Keys entered in a field, counting a finished field's keys; the CVV's length is never
     /// shown beyond "entered" (0 or 1).
-    fn entered_len(&self, s: &Slot) -> usize {
+    fn entered_len(&self, s: &FieldEntry) -> usize {
         let n = match (s.valid, s.field) {
             (true, Field::Pan) => self.pan.as_ref().map_or(0, Pan::len),
             (true, Field::Expiry) => 4,

@@ -12,18 +12,23 @@
 //!   code. What a handler checks after reading a body (not blank, lengths, ranges, patterns) is
 //!   stated by `#[schema(...)]` attributes on the field. So are the session model's enums and
 //!   `PaymentResult`.
-//! - Answers: most handlers write their JSON with `json!`, so there is no type to derive from.
-//!   The structs in [`answers`] describe them (they are never built); so do the mirrors of
-//!   types that other modules serialize (`relay::CallInfo`, `auth::IssuedToken`).
-//!   schemathesis checks every answer the gateway gives against these schemas.
+//! - Answers are derived too: each handler returns a struct (`Serialize` + `ToSchema`) that
+//!   sits beside it (`SessionAnswer`, `SessionMessage`, `AgentAnswer`, `Health`, the problem
+//!   `Problem`, …), so what is documented is what is sent. A session in any of them is the
+//!   session crate's `SessionView`, the one the result webhook and the agent stream send.
+//!   `auth::IssuedToken` derives its own; `relay::CallInfo` has a mirror beside the relay
+//!   handlers (the relay crate does not depend on utoipa). schemathesis checks every answer
+//!   the gateway gives against these schemas.
 //! - Operations are built with utoipa's builders by [`Op`], not with `#[utoipa::path]`: most of
 //!   an operation's answers come from the shared extractors it uses — `Authed` (401, 403),
 //!   `ApiJson` (400, 413, 415) — and the timeout layer (408), which an attribute on the handler
 //!   would not see; `Op` adds them when the operation says it uses that extractor, as the
 //!   hand-written document did. (`#[utoipa::path]` would also have to sit on stand-in
 //!   functions: several handlers are closures registered in a loop, each under two paths.)
-//! - The shared answers (`components/responses`), the security schemes and `PaymentData` (a
-//!   free-form map that `PaymentData::from_value` checks) are built here.
+//! - The shared answers (`components/responses`), the security schemes, `PaymentData` (a
+//!   free-form map that `PaymentData::from_value` checks) and the result webhook's body
+//!   (`webhooks`: the `SessionView` inside a `WebhookEvent`, its fields stated flat) are built
+//!   here.
 //! - utoipa 5 cannot state two things, added to the serialized document by [`document`]:
 //!   `required: true` on a response header (its `Header` has no such field, and without it
 //!   schemathesis does not check that `Retry-After` and `Cache-Control` are sent), and
@@ -485,7 +490,6 @@ pub(super) fn named<T: ToSchema>(schemas: &mut Schemas) -> RefOr<Schema> {
     schema_ref(&T::name())
 }
 
-mod answers;
 mod operations;
 mod paths;
 mod responses;

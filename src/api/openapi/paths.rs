@@ -3,7 +3,16 @@
 use super::*;
 
 pub(super) fn api() -> OpenApi {
-    use answers::*;
+    use crate::api::admin::{Outbox, RelayAudit, Webhooks};
+    use crate::api::auth::OAuthError;
+    use crate::api::globalpci::{
+        AgentCreated, DigitalCreated, Messaging, Redacted, SelfServiceCreated, SessionAnswer,
+        SessionList, SessionMessage,
+    };
+    use crate::api::pages::{AgentAnswer, Reset};
+    use crate::api::relay::{Call, CallCreated, Calls};
+    use crate::api::{Health, Problem};
+    use crate::auth::IssuedToken;
     use HttpMethod::{Delete, Get, Post};
 
     let mut doc = Doc::default();
@@ -100,7 +109,7 @@ pub(super) fn api() -> OpenApi {
             .header("Retry-After", retry_after())
             .build(),
     );
-    let issued = named::<Token>(&mut token.schemas);
+    let issued = named::<IssuedToken>(&mut token.schemas);
     token = token.answer(
         "200",
         ResponseBuilder::new()
@@ -185,7 +194,7 @@ pub(super) fn api() -> OpenApi {
         Op::new("Session state (sessionState) and, once finished, the result")
             .authed("globalpci")
             .path_param("id")
-            .json::<Session>("200", "The session")
+            .json::<SessionAnswer>("200", "The session")
             .shared("400", "BadPath")
             .shared("404", "NotFound"),
     );
@@ -212,14 +221,17 @@ pub(super) fn api() -> OpenApi {
              sessions; 409 attempts_exhausted once the account's payment_attempts are used)",
         ),
     ] {
+        let op = Op::new(summary).authed("globalpci").path_param("id");
+        // `submit` answers the session; the others say, too, what they did.
+        let op = if action == "submit" {
+            op.json::<SessionAnswer>("200", "The session")
+        } else {
+            op.json::<SessionMessage>("200", "The session, and what was done")
+        };
         doc.add(
             &["/globalpci/v1/session/{id}/", action].concat(),
             Post,
-            Op::new(summary)
-                .authed("globalpci")
-                .path_param("id")
-                .json::<Session>("200", "The session")
-                .shared("400", "BadPath")
+            op.shared("400", "BadPath")
                 .shared("404", "NotFound")
                 .shared("409", "Conflict")
                 .shared("503", "Unavailable"),
@@ -249,7 +261,7 @@ pub(super) fn api() -> OpenApi {
         )
         .authed("globalpci")
         .api_json::<globalpci::ConnectorPaymentResponse>()
-        .json::<Session>("200", "The session")
+        .json::<SessionMessage>("200", "The session, and what was done")
         .shared("404", "NotFound")
         .shared("409", "Conflict")
         .shared("503", "Unavailable"),
@@ -367,7 +379,10 @@ pub(super) fn api() -> OpenApi {
             Op::new(summary)
                 .ui_token("uiToken")
                 .path_param("id")
-                .json::<Session>("200", "The session")
+                .json::<AgentAnswer>(
+                    "200",
+                    "The session, and its outcome in words once it has one",
+                )
                 .shared("400", "BadPath")
                 .shared("401", "Unauthorized")
                 .shared("404", "NotFound")
@@ -624,7 +639,7 @@ pub(super) fn api() -> OpenApi {
         schemas.insert(name.into(), schema.into());
     }
     // Referenced by the shared answers.
-    named::<Error>(&mut schemas);
+    named::<Problem>(&mut schemas);
     named::<OAuthError>(&mut schemas);
     let components = security_schemes()
         .into_iter()

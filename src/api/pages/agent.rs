@@ -8,14 +8,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{esc, Shell};
+use crate::api::globalpci::SessionAnswer;
 use crate::api::{ApiError, AppState};
 use crate::capture::Field;
-use crate::session::model::SessionState;
+use crate::session::model::{PaymentResult, Session, SessionState};
+use tonegate_session::view::SessionView;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -162,20 +163,36 @@ fn outcome(state: SessionState, reason: Option<&str>) -> Option<Outcome> {
     }
 }
 
-/// Adds to a session's JSON (`sessionState`, `failureReason`) what the agent's screen shows:
-/// the outcome in words, the failure code beside it, and whether the card can be asked for
-/// again.
-fn with_outcome(state: &AppState, mut v: serde_json::Value, id: &str) -> serde_json::Value {
-    let Some(st) = v["sessionState"].as_str().and_then(SessionState::parse) else {
-        return v;
-    };
-    let reason = v["failureReason"]
-        .as_str()
-        .or(v["result"]["failureReason"].as_str())
-        .map(str::to_string);
-    let Some(o) = outcome(st, reason.as_deref()) else {
-        return v;
-    };
+/// What the agent's screen shows of a finished session: the outcome in words, the failure
+/// code beside it, and whether the card can be asked for again.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(in crate::api) struct AgentOutcome {
+    /// `ok`, `err` or `warn`: the colour of the message.
+    tone: &'static str,
+    /// The headline.
+    title: &'static str,
+    /// What happened and what to do next.
+    text: String,
+    /// The PSP's short decline code (never free text, which might repeat what it was sent)
+    #[schema(required)]
+    code: Option<String>,
+    /// Whether the agent may ask for the card again.
+    can_retry: bool,
+    /// Card attempts left for this payment.
+    attempts_left: u32,
+}
+
+/// The outcome of session `id` in `st` with `result`, as the agent's screen shows it (none
+/// while it is live).
+fn agent_outcome(
+    state: &AppState,
+    id: &str,
+    st: SessionState,
+    result: &PaymentResult,
+) -> Option<AgentOutcome> {
+    let reason = result.failure_reason.as_deref();
+    let o = outcome(st, reason)?;
     let left = if st.may_recapture() {
         state
             .sessions
@@ -185,11 +202,8 @@ fn with_outcome(state: &AppState, mut v: serde_json::Value, id: &str) -> serde_j
     } else {
         0
     };
-    let txn = v["pspTransactionId"]
-        .as_str()
-        .or(v["result"]["pspTransactionId"].as_str());
     let text = match (st.may_recapture(), left) {
-        (false, _) if st == SessionState::Completed => match txn {
+        (false, _) if st == SessionState::Completed => match &result.psp_transaction_id {
             Some(t) => format!("{} PSP reference {t}.", o.text),
             None => o.text.to_string(),
         },
@@ -204,22 +218,126 @@ fn with_outcome(state: &AppState, mut v: serde_json::Value, id: &str) -> serde_j
             if n == 1 { " is" } else { "s are" }
         ),
     };
-    // A code shown to the agent is the PSP's short code, never a free-text message (which
-    // might repeat what it was sent).
     let code = reason.filter(|r| {
         st == SessionState::Declined
             && r.len() <= 40
             && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
     });
-    v["outcome"] = json!({
-        "tone": o.tone,
-        "title": o.title,
-        "text": text,
-        "code": code,
-        "canRetry": left > 0,
-        "attemptsLeft": left,
-    });
-    v
+    Some(AgentOutcome {
+        tone: o.tone,
+        title: o.title,
+        text,
+        code: code.map(str::to_string),
+        can_retry: left > 0,
+        attempts_left: left,
+    })
+}
+
+/// The answer of the agent's own actions (submit, cancel, ask again): the session as the API
+/// answers it, and its outcome in words once it has one.
+#[derive(Serialize, ToSchema)]
+pub(in crate::api) struct AgentAnswer {
+    #[serde(flatten)]
+    session: SessionAnswer,
+    /// The outcome in words (finished sessions)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
+    outcome: Option<AgentOutcome>,
+}
+
+impl AgentAnswer {
+    fn of(state: &AppState, s: Session) -> AgentAnswer {
+        let outcome = agent_outcome(state, &s.id, s.state, &s.result);
+        AgentAnswer {
+            session: SessionAnswer::from(s),
+            outcome,
+        }
+    }
+}
+
+/// One event of the agent's stream: an entry of the session's log, with the outcome in words.
+/// A state change is sent as the [`SessionView`] at that point of the log (what the API
+/// answer and the webhook show); a capture update as it was logged (masked lengths, statuses,
+/// brand and last four).
+#[derive(Serialize)]
+struct StreamEvent {
+    #[serde(flatten)]
+    shown: Shown,
+    /// The logged result, as the stream has always carried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<PaymentResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<AgentOutcome>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Shown {
+    State(SessionView),
+    Update {
+        #[serde(rename = "sessionState")]
+        state: SessionState,
+        #[serde(flatten)]
+        rest: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+/// An entry of the session's event log, as the store and the capture write it.
+#[derive(Deserialize)]
+struct Logged {
+    #[serde(rename = "sessionState")]
+    state: SessionState,
+    #[serde(default)]
+    result: Option<PaymentResult>,
+    /// A capture update's `capture` and `captureEvent`; nothing for a state change.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl StreamEvent {
+    /// The logged `body` of session `id` as the agent's stream sends it (a body it cannot
+    /// read, as it is).
+    fn of(state: &AppState, id: &str, body: String) -> String {
+        let Ok(logged) = serde_json::from_str::<Logged>(&body) else {
+            return body;
+        };
+        let no_result = PaymentResult::default();
+        let result = logged.result.as_ref().unwrap_or(&no_result);
+        let outcome = agent_outcome(state, id, logged.state, result);
+        // Only a state change is shown as the session (one read; not one per key).
+        let session = logged
+            .rest
+            .is_empty()
+            .then(|| state.sessions.get_any(id).ok())
+            .flatten();
+        serde_json::to_string(&StreamEvent::logged(session.as_ref(), logged, outcome))
+            .unwrap_or(body)
+    }
+
+    /// A log entry, shown as the view of `session` when it is a state change.
+    fn logged(
+        session: Option<&Session>,
+        Logged {
+            state,
+            result,
+            rest,
+        }: Logged,
+        outcome: Option<AgentOutcome>,
+    ) -> StreamEvent {
+        let shown = match session {
+            Some(s) if rest.is_empty() => Shown::State(SessionView::at(
+                s,
+                state,
+                result.clone().unwrap_or_default(),
+            )),
+            _ => Shown::Update { state, rest },
+        };
+        StreamEvent {
+            shown,
+            result,
+            outcome,
+        }
+    }
 }
 
 pub(super) async fn agent_page(
@@ -400,10 +518,9 @@ pub(super) async fn agent_events(
             loop {
                 if let Some((seq, body)) = t.pending.pop_front() {
                     t.after = seq;
-                    let v = serde_json::from_str(&body).unwrap_or_default();
                     let ev = Event::default()
                         .id(seq.to_string())
-                        .data(with_outcome(&app, v, &id).to_string());
+                        .data(StreamEvent::of(&app, &id, body));
                     return Some((Ok::<Event, Infallible>(ev), t));
                 }
                 // Bells rung before this read are answered by it: only later ones should end
@@ -466,25 +583,36 @@ pub(super) async fn agent_reset(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(b): Json<ResetBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Reset>, ApiError> {
     if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id, state.clock.unix_now())) {
         return Err(ui_denied());
     }
     let ok = state.sessions.reset_field(&id, b.field).await?;
-    Ok(Json(json!({ "reset": ok, "field": b.field.as_str() })))
+    Ok(Json(Reset {
+        reset: ok,
+        field: b.field.as_str(),
+    }))
+}
+
+/// `agent_reset`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(in crate::api) struct Reset {
+    /// Whether the field was cleared (false: nothing to clear, or the capture is not live).
+    reset: bool,
+    #[schema(schema_with = crate::api::field_schema::capture_field)]
+    field: &'static str,
 }
 
 pub(super) async fn agent_submit(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<AgentAnswer>, ApiError> {
     if !bearer(&headers).is_some_and(|t| state.ui_tokens.check(&t, &id, state.clock.unix_now())) {
         return Err(ui_denied());
     }
     let s = state.sessions.submit(&id, "agent-ui").await?;
-    let v = crate::api::globalpci::session_json(&s);
-    Ok(Json(with_outcome(&state, v, &id)))
+    Ok(Json(AgentAnswer::of(&state, s)))
 }
 
 /// The session behind a UI token, for the agent's own actions on it.
@@ -504,11 +632,10 @@ pub(super) async fn agent_cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<AgentAnswer>, ApiError> {
     let s = ui_session(&state, &id, &headers)?;
     let s = state.sessions.cancel(&s.client_id, &id).await?;
-    let v = crate::api::globalpci::session_json(&s);
-    Ok(Json(with_outcome(&state, v, &id)))
+    Ok(Json(AgentAnswer::of(&state, s)))
 }
 
 /// The agent's "Ask for the card again" after a decline or a failure (`Sessions::recapture`).
@@ -516,19 +643,79 @@ pub(super) async fn agent_recapture(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<AgentAnswer>, ApiError> {
     let s = ui_session(&state, &id, &headers)?;
     let s = state
         .sessions
         .recapture(&s.client_id, &id, "agent-ui")
         .await?;
-    let v = crate::api::globalpci::session_json(&s);
-    Ok(Json(with_outcome(&state, v, &id)))
+    Ok(Json(AgentAnswer::of(&state, s)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One session, three ways out: the API answer, the result webhook and the agent stream's
+    /// state event show the same view (same fields, same amount text).
+    #[test]
+    fn the_api_the_webhook_and_the_stream_show_one_view() {
+        for (currency, minor, text) in [("JPY", 1000, "1000"), ("USD", 1234, "12.34")] {
+            let s = Session {
+                id: "s-1".into(),
+                kind: crate::session::model::SessionKind::Agent,
+                client_id: "c".into(),
+                account_id: "acct".into(),
+                call_guid: Some("call-1".into()),
+                dtmf_link_id: None,
+                state: SessionState::Completed,
+                amount_minor: Some(minor),
+                currency: currency.into(),
+                merchant_txn_ref: Some("order-9".into()),
+                payment_data: Default::default(),
+                created_at: 100,
+                updated_at: 150,
+                expires_at: 1000,
+                result: PaymentResult {
+                    masked_pan: Some("************4242".into()),
+                    card_brand: Some("visa".into()),
+                    psp_transaction_id: Some("pi_1".into()),
+                    ..Default::default()
+                },
+                ui_secret_hash: None,
+            };
+            let api = serde_json::to_value(SessionAnswer::from(s.clone())).unwrap();
+            let hook: serde_json::Value =
+                serde_json::from_str(&s.webhook_event("ev-1", 500)).unwrap();
+            // The state event as the store logs it when the payment completes.
+            let logged = format!(
+                "{{\"sessionState\":\"Completed\",\"result\":{}}}",
+                serde_json::to_string(&s.result).unwrap()
+            );
+            let logged: Logged = serde_json::from_str(&logged).unwrap();
+            let stream = serde_json::to_value(StreamEvent::logged(Some(&s), logged, None)).unwrap();
+            let view = serde_json::to_value(SessionView::of(&s)).unwrap();
+            let fields = view.as_object().unwrap();
+            assert!(fields.len() >= 9, "{view}");
+            for (k, v) in fields {
+                assert_eq!(&api[k], v, "API answer: {k}");
+                assert_eq!(&hook[k], v, "webhook: {k}");
+                assert_eq!(&stream[k], v, "stream: {k}");
+            }
+            for shown in [&api, &hook, &stream] {
+                assert_eq!(shown["amount"], text, "{shown}");
+                assert_eq!(shown["pspTransactionId"], "pi_1", "{shown}");
+            }
+            // What each adds stays its own: the API's account and times, the webhook's event
+            // time, the stream's logged result.
+            assert_eq!(
+                (&api["createdAt"], &api["CallGuid"]),
+                (&100.into(), &"call-1".into())
+            );
+            assert_eq!(hook["createdAt"], 500);
+            assert_eq!(stream["result"]["maskedPan"], "************4242");
+        }
+    }
 
     #[test]
     fn every_finished_state_is_told_in_words_with_what_to_do() {

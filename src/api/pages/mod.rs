@@ -22,7 +22,7 @@ mod sandbox;
 mod text;
 
 use agent::{agent_cancel, agent_events, agent_page, agent_recapture, agent_reset, agent_submit};
-pub(super) use agent::{CodeQuery, ResetBody};
+pub(super) use agent::{AgentAnswer, CodeQuery, Reset, ResetBody};
 use link::{link_page, link_pay, link_return, link_wallet, link_wallet_cancel, link_wallet_done};
 pub(super) use link::{CardForm, ReturnQuery};
 pub(super) use sandbox::{ChallengeAnswer, CheckoutAnswer};
