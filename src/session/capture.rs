@@ -1,27 +1,66 @@
 //! Capture: a voice session's keys on its call, the agent's commands (submit, reset, try again),
 //! and the task that runs each capture.
 
+use super::cluster::Ask;
 use super::payment::pay_to_the_end;
 use super::*;
+
+/// Why a submit was refused: the `action` of its [`SessionError::WrongState`], one set for the
+/// node holding the capture and a node asking it over the store (whose answer carries the
+/// words back as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SubmitAction {
+    /// The card is not all keyed.
+    NotComplete,
+    /// The card is at the PSP already.
+    Paying,
+    /// No node runs a capture for the session.
+    NoCapture,
+}
+
+impl SubmitAction {
+    /// Every refusal, for reading one back from its words.
+    pub(super) const ALL: [SubmitAction; 3] = [
+        SubmitAction::NotComplete,
+        SubmitAction::Paying,
+        SubmitAction::NoCapture,
+    ];
+
+    /// The words the API answers with.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            SubmitAction::NotComplete => "submit (capture is not complete)",
+            SubmitAction::Paying => "submit (a payment is under way)",
+            SubmitAction::NoCapture => "submit (no capture in progress)",
+        }
+    }
+
+    /// The refusal these words name.
+    pub(super) fn parse(words: &str) -> Option<SubmitAction> {
+        Self::ALL.into_iter().find(|a| a.as_str() == words)
+    }
+
+    /// The refusal, as the error the API maps.
+    pub(super) fn refused(self, from: SessionState) -> SessionError {
+        SessionError::WrongState {
+            from: from.as_str(),
+            action: self.as_str(),
+        }
+    }
+}
 
 impl Sessions {
     pub async fn submit(&self, id: &str, actor: &str) -> Result<Session, SessionError> {
         let s = self.get_any(id)?;
         if s.state != SessionState::ReadyToSubmit {
-            return Err(SessionError::WrongState {
-                from: s.state.as_str(),
-                action: "submit (capture is not complete)",
-            });
+            return Err(SubmitAction::NotComplete.refused(s.state));
         }
         let Some(commands) = self.live_commands(id) else {
             if let Some(node) = self.capture_elsewhere(id)? {
-                self.ask_node(&node, id, &format!("submit:{actor}")).await?;
+                self.ask_node(&node, id, Ask::Submit(actor)).await?;
                 return store::must_get(&*self.inner.store, id).map_err(Into::into);
             }
-            return Err(SessionError::WrongState {
-                from: s.state.as_str(),
-                action: "submit (no capture in progress)",
-            });
+            return Err(SubmitAction::NoCapture.refused(s.state));
         };
         let (tx, rx) = oneshot::channel();
         commands
@@ -95,9 +134,7 @@ impl Sessions {
     pub async fn reset_field(&self, id: &str, field: Field) -> Result<bool, SessionError> {
         let Some(commands) = self.live_commands(id) else {
             let node = self.capture_elsewhere(id)?.ok_or(SessionError::NotFound)?;
-            let v = self
-                .ask_node(&node, id, &format!("reset:{}", field.as_str()))
-                .await?;
+            let v = self.ask_node(&node, id, Ask::Reset(field)).await?;
             return Ok(v.as_bool().unwrap_or(false));
         };
         let (tx, rx) = oneshot::channel();
@@ -185,6 +222,7 @@ impl Sessions {
             keys,
             commands: commands_rx,
         };
+        events::EventWriter::start(&self.inner);
         tracing::info!(session = %s.id, call = %call_id, "capture started");
         tokio::spawn(task.run());
         // A shutdown that began after the check above took its list of live captures before
@@ -317,19 +355,21 @@ impl CaptureTask {
         }
         if let Err(e) = voice.submit(actor) {
             let action = match e {
-                SubmitRefused::NotComplete => "submit (capture is not complete)",
-                SubmitRefused::Paying => "submit (a payment is under way)",
+                SubmitRefused::NotComplete => SubmitAction::NotComplete,
+                SubmitRefused::Paying => SubmitAction::Paying,
             };
-            let from = voice.state().as_str();
-            return Err(SessionError::WrongState { from, action });
+            return Err(action.refused(voice.state()));
         }
         // The card comes out as `Pay` in this very drain; should it ever not, say so rather
         // than take down the task that holds the capture.
-        self.carry_out(voice).await.unwrap_or_else(|| {
+        let paid = self.carry_out(voice).await.unwrap_or_else(|| {
             Err(SessionError::Conflict(
                 "the payment did not start; check the session".into(),
             ))
-        })
+        });
+        // Answered once the screen's last update is stored, as the outcome is.
+        self.inner.events.flush().await;
+        paid
     }
 
     /// Does what `voice` asks until it has nothing more; the payment's answer, if one ran.
@@ -345,6 +385,8 @@ impl CaptureTask {
                 }
                 VoiceOutput::Say(names) => self.say(names).await,
                 VoiceOutput::Transition { transition, actor } => {
+                    // The updates before it go first, so the log keeps the capture's order.
+                    self.inner.events.flush().await;
                     let moved = self.inner.store.transition(
                         &self.session.id,
                         transition,
@@ -354,6 +396,7 @@ impl CaptureTask {
                     voice.transitioned(matches!(moved, Ok(true)));
                 }
                 VoiceOutput::Failed(reason) => {
+                    self.inner.events.flush().await;
                     let result = PaymentResult {
                         failure_reason: Some(reason),
                         ..Default::default()
@@ -366,6 +409,7 @@ impl CaptureTask {
                 }
                 VoiceOutput::Publish(e) => self.publish(e),
                 VoiceOutput::Pay { card, actor } => {
+                    self.inner.events.flush().await;
                     let r = pay_to_the_end(&self.inner, &self.session, card, &actor, "voice", None)
                         .await;
                     if let Err(SessionError::ShuttingDown) = r {
@@ -403,16 +447,16 @@ impl CaptureTask {
         }
     }
 
-    /// Appends the update to the session's event log, which every node's agent-UI stream
-    /// reads. One small insert per key, here in the capture task: the relay's packet path
-    /// hands keys over a channel and never waits on it. The event is masked (lengths,
-    /// statuses, brand and last four once valid), never a key.
+    /// Hands the update to the node's event writer, which appends it to the session's event
+    /// log that every node's agent-UI stream reads; the capture never waits on the database
+    /// for it (see `events.rs`). The event is masked (lengths, statuses, brand and last four
+    /// once valid), never a key.
     fn publish(&self, e: LiveEvent) {
-        let body = serde_json::to_string(&e).expect("live events serialise");
-        let now = self.inner.clock.unix_now();
-        if let Err(e) = self.inner.store.event_add(&self.session.id, &body, now) {
-            tracing::warn!(session = %self.session.id, error = %e, "agent-UI event not stored");
-        }
+        self.inner.events.publish(store::PendingEvent {
+            session_id: self.session.id.clone(),
+            body: serde_json::to_string(&e).expect("live events serialise"),
+            at: self.inner.clock.unix_now(),
+        });
     }
 
     async fn finish(self, state: SessionState, ended_by: &str) {
@@ -423,6 +467,7 @@ impl CaptureTask {
         // The call went away (or the gateway is stopping) mid-capture: back to Created, to
         // start over on a new call. An outcome stays as it is: only the agent's recapture
         // starts a declined or failed session again.
+        self.inner.events.flush().await;
         let mid_capture = matches!(state, SessionState::Capturing | SessionState::ReadyToSubmit);
         if let Some(t) = state.to(SessionState::Created).ok().filter(|_| mid_capture) {
             let _ = self.inner.store.transition(

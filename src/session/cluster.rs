@@ -6,19 +6,40 @@
 //! Nothing here carries card data: a command is a verb and a field name, an answer is a state
 //! or an error. The card stays in the memory of the node that holds the call's audio.
 
+use super::capture::SubmitAction;
 use super::*;
 use store::{Bell, NodeCommand};
 
 /// How long a button pressed on one node waits for the node holding the capture.
 const COMMAND_WAIT: Duration = Duration::from_secs(10);
 
-/// The actions a submit refusal names (an answer carries one back as text; this turns it into
-/// the same `&'static str` the local path gives).
-const SUBMIT_ACTIONS: &[&str] = &[
-    "submit (capture is not complete)",
-    "submit (a payment is under way)",
-    "submit (no capture in progress)",
-];
+/// What a node asks the node holding a capture to do: an agent's button pressed elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask<'a> {
+    /// "Submit", by this actor.
+    Submit(&'a str),
+    /// "Reset field".
+    Reset(Field),
+}
+
+impl<'a> Ask<'a> {
+    /// As stored in a command row (`NodeCommand::command`).
+    fn command(self) -> String {
+        match self {
+            Ask::Submit(actor) => format!("submit:{actor}"),
+            Ask::Reset(field) => format!("reset:{}", field.as_str()),
+        }
+    }
+
+    /// A command row's ask; `None` for one this node does not know.
+    fn parse(command: &'a str) -> Option<Ask<'a>> {
+        match command.split_once(':')? {
+            ("submit", actor) => Some(Ask::Submit(actor)),
+            ("reset", field) => serde_json::from_value(field.into()).ok().map(Ask::Reset),
+            _ => None,
+        }
+    }
+}
 
 impl Sessions {
     /// Starts the cluster's background work: the doorbell's handler always (on SQLite it only
@@ -230,19 +251,16 @@ impl Sessions {
     }
 
     async fn run_command(&self, c: NodeCommand) {
-        let answer = match c.command.split_once(':') {
-            Some(("submit", actor)) => {
+        let answer = match Ask::parse(&c.command) {
+            Some(Ask::Submit(actor)) => {
                 encode(self.submit(&c.session_id, actor).await.map(|_| json_ok()))
             }
-            Some(("reset", field)) => match serde_json::from_value::<Field>(field.into()) {
-                Ok(f) => encode(
-                    self.reset_field(&c.session_id, f)
-                        .await
-                        .map(serde_json::Value::Bool),
-                ),
-                Err(_) => encode(Err(SessionError::NotFound)),
-            },
-            _ => encode(Err(SessionError::NotFound)),
+            Some(Ask::Reset(f)) => encode(
+                self.reset_field(&c.session_id, f)
+                    .await
+                    .map(serde_json::Value::Bool),
+            ),
+            None => encode(Err(SessionError::NotFound)),
         };
         if let Err(e) = self.inner.store.command_done(c.id, &answer) {
             tracing::warn!(error = %e, "a command's answer was not written");
@@ -261,17 +279,17 @@ impl Sessions {
             .filter(|n| *n != self.inner.node))
     }
 
-    /// Asks `node` to carry out `command` on session `id`'s capture and waits (bounded) for
-    /// its answer: the value the node's own call returned, or its error.
+    /// Asks `node` to carry out `ask` on session `id`'s capture and waits (bounded) for its
+    /// answer: the value the node's own call returned, or its error.
     pub(super) async fn ask_node(
         &self,
         node: &str,
         id: &str,
-        command: &str,
+        ask: Ask<'_>,
     ) -> Result<serde_json::Value, SessionError> {
         let st = &self.inner.store;
         let mut bells = st.doorbell();
-        let cid = st.command_add(node, id, command, self.inner.clock.unix_now())?;
+        let cid = st.command_add(node, id, &ask.command(), self.inner.clock.unix_now())?;
         let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
         loop {
             if let Some(a) = st.command_answer(cid)? {
@@ -334,11 +352,8 @@ fn decode(answer: &str) -> Result<serde_json::Value, SessionError> {
     Err(match v["err"].as_str().unwrap_or_default() {
         "wrong_state" => SessionError::WrongState {
             from: SessionState::parse(&text("from")).map_or("unknown", |s| s.as_str()),
-            action: SUBMIT_ACTIONS
-                .iter()
-                .find(|a| **a == text("action"))
-                .copied()
-                .unwrap_or("submit"),
+            // The same `&'static str` the local path gives.
+            action: SubmitAction::parse(&text("action")).map_or("submit", SubmitAction::as_str),
         },
         "conflict" => SessionError::Conflict(text("message")),
         "shutting_down" => SessionError::ShuttingDown,
@@ -353,17 +368,16 @@ mod tests {
 
     #[test]
     fn answers_carry_the_refusal_the_local_path_gives() {
-        let back = decode(&encode(Err(SessionError::WrongState {
-            from: "Capturing",
-            action: "submit (capture is not complete)",
-        })));
-        assert!(matches!(
-            back,
-            Err(SessionError::WrongState {
-                from: "Capturing",
-                action: "submit (capture is not complete)"
-            })
-        ));
+        for a in SubmitAction::ALL {
+            let back = decode(&encode(Err(a.refused(SessionState::Capturing))));
+            assert!(
+                matches!(
+                    back,
+                    Err(SessionError::WrongState { from: "Capturing", action }) if action == a.as_str()
+                ),
+                "{a:?}"
+            );
+        }
         assert!(matches!(
             decode(&encode(Err(SessionError::ShuttingDown))),
             Err(SessionError::ShuttingDown)
@@ -372,6 +386,15 @@ mod tests {
             decode(&encode(Ok(serde_json::Value::Bool(false)))).unwrap(),
             serde_json::Value::Bool(false)
         );
+    }
+
+    #[test]
+    fn asks_read_back_as_written() {
+        for ask in [Ask::Submit("agent-ui"), Ask::Reset(Field::Cvv)] {
+            assert_eq!(Ask::parse(&ask.command()), Some(ask));
+        }
+        assert_eq!(Ask::parse("reset:nonsense"), None);
+        assert_eq!(Ask::parse("launch:now"), None);
     }
 
     #[test]

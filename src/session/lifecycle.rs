@@ -36,6 +36,8 @@ impl Sessions {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         report.payments_unfinished = payments.running.load(SeqCst);
+        // The captures' last updates reach the store before the process goes.
+        let _ = tokio::time::timeout_at(deadline, self.inner.events.flush()).await;
         payments.stopped.store(true, SeqCst);
         report
     }

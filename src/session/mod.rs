@@ -4,6 +4,7 @@
 
 mod capture;
 mod cluster;
+mod events;
 mod lifecycle;
 mod link_pay;
 mod linking;
@@ -162,6 +163,8 @@ struct Inner {
     link_counters: link_id::LinkCounters,
     outcomes: Outcomes,
     payments: PaymentGate,
+    /// Stores the captures' agent-UI updates, off their tasks.
+    events: events::EventWriter,
     /// Wakes the webhook worker when an event is queued.
     webhook_due: tokio::sync::Notify,
     /// When the sweep last deleted old personal data (Unix seconds; 0: not yet).
@@ -296,6 +299,7 @@ impl Sessions {
                 link_counters: link_id::LinkCounters::default(),
                 outcomes: Outcomes::default(),
                 payments: PaymentGate::default(),
+                events: events::EventWriter::new(),
                 webhook_due: tokio::sync::Notify::new(),
                 retention_ran_at: Default::default(),
                 latency,
@@ -327,6 +331,7 @@ impl Sessions {
     /// Recovers sessions a restart interrupted, then starts linking new calls and sweeping
     /// expiries. Call once, inside the runtime.
     pub fn start(&self) -> Result<(), SessionError> {
+        events::EventWriter::start(&self.inner);
         let now = self.inner.clock.unix_now();
         let st = &self.inner.store;
         // On a shared store, only this node's captures died with its last run; other nodes'

@@ -83,10 +83,15 @@ impl Cluster {
 
     /// As [`start`](Self::start), node `i`'s config with the tables of `extra(i)` added.
     pub fn start_with(extra: impl Fn(usize) -> String) -> Option<Cluster> {
+        Self::of(&["node-a", "node-b", "node-c"], extra)
+    }
+
+    /// Nodes named `names`, in that order, node `i`'s config with `extra(i)` added.
+    pub fn of(names: &[&str], extra: impl Fn(usize) -> String) -> Option<Cluster> {
         let url = super::postgres::database()?;
         let hook = HookReceiver::start();
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let nodes = ["node-a", "node-b", "node-c"]
+        let dirs: Vec<_> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes = names
             .iter()
             .zip(&dirs)
             .enumerate()
@@ -165,6 +170,12 @@ impl Cluster {
     /// A relay call for `guid` on node `on`: the caller's keying leg (the agent leg's socket
     /// kept open alongside).
     pub fn call(&self, on: usize, guid: &str) -> (KeyingLeg, UdpSocket) {
+        let (_, caller, agent) = self.call_with_id(on, guid);
+        (caller, agent)
+    }
+
+    /// As [`call`](Self::call), with the relay call's id first.
+    pub fn call_with_id(&self, on: usize, guid: &str) -> (String, KeyingLeg, UdpSocket) {
         let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
         let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (s, v) = send(
@@ -177,7 +188,32 @@ impl Cluster {
         );
         assert_eq!(s, 201, "{v}");
         let relay = v["caller"]["local"].as_str().unwrap().parse().unwrap();
-        (KeyingLeg::new(caller, relay), agent)
+        let id = v["id"].as_str().unwrap().to_string();
+        (id, KeyingLeg::new(caller, relay), agent)
+    }
+
+    /// Relay call `call`'s counters on node `on`.
+    pub fn call_counters(&self, on: usize, call: &str) -> Value {
+        let (s, v) = send(
+            http()
+                .get(format!("{}/relay/v1/calls/{call}", self.base(on)))
+                .bearer_auth(dev_token(self.base(on), "relay")),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["counters"].clone()
+    }
+
+    /// Polls node `on` until relay call `call` has detected at least `n` keys (at most 30 s).
+    pub fn wait_keys(&self, on: usize, call: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.call_counters(on, call);
+            if c["keys_captured"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "fewer than {n} keys: {c}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The session as node `on` reports it (the IVR's status poll).

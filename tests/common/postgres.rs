@@ -84,6 +84,29 @@ pub fn exec(url: &str, sql: &str) {
     rt.block_on(client.batch_execute(sql)).unwrap();
 }
 
+/// A transaction held open on a database (e.g. a table lock), until released or dropped.
+pub struct Held {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+/// Begins a transaction on `url`'s database, runs `sql` in it, and holds it open.
+pub fn hold(url: &str, sql: &str) -> Held {
+    let (rt, client) = connect(url);
+    rt.block_on(client.batch_execute(&format!("BEGIN; {sql}")))
+        .unwrap();
+    Held { rt, client }
+}
+
+impl Held {
+    /// Commits the transaction (what it locked is free again).
+    pub fn release(self) {
+        self.rt
+            .block_on(self.client.batch_execute("COMMIT"))
+            .unwrap();
+    }
+}
+
 /// Runs one statement on the database at `url`: the rows it changed, or the server's error
 /// (its message, as the server said it).
 pub fn try_exec(url: &str, sql: &str) -> Result<usize, String> {

@@ -105,6 +105,7 @@ suite!(
     the_database_refuses_exactly_the_moves_the_state_machine_refuses,
     agent_ui_events_are_numbered_per_session_resumable_and_forgotten_with_it,
     a_written_event_rings_the_doorbell_of_every_handle,
+    a_batch_of_events_keeps_each_sessions_order_and_numbers,
 );
 
 fn session(id: &str) -> Session {
@@ -764,6 +765,72 @@ fn agent_ui_events_are_numbered_per_session_resumable_and_forgotten_with_it(b: &
     assert_eq!(gone.events, 33);
     assert!(st.events_after("ev", 0, 1000).unwrap().is_empty());
     assert_eq!(st.events_after("ev-live", 0, 1000).unwrap().len(), 2);
+}
+
+/// The event writer's batch: interleaved sessions' events are numbered after what each
+/// session already has, in the order given, with no gap; an event of a session that is gone
+/// is skipped, not an error (the rest are written); every handle hears each session's bell.
+fn a_batch_of_events_keeps_each_sessions_order_and_numbers(b: &Backend) {
+    use tonegate::session::store::{Bell, PendingEvent};
+    let (st, other) = (b.store(), b.store());
+    let listener = if st.shared() { &other } else { &st };
+    let mut bells = listener.doorbell();
+    for (id, link) in [("batch-a", "111111"), ("batch-b", "222222")] {
+        let s = Session {
+            dtmf_link_id: Some(link.into()),
+            ..session(id)
+        };
+        st.insert(&s, "t").unwrap();
+    }
+    let ev = |id: &str, n: u32| PendingEvent {
+        session_id: id.into(),
+        body: format!("{{\"n\":{n}}}"),
+        at: 120,
+    };
+    let batch: Vec<PendingEvent> = (1..=6)
+        .map(|n| ev(if n % 2 == 0 { "batch-b" } else { "batch-a" }, n))
+        .chain([ev("batch-gone", 7)])
+        .collect();
+    assert_eq!(st.events_add(&batch).unwrap(), 6);
+    assert_eq!(other.events_add(&[ev("batch-a", 8)]).unwrap(), 1);
+    let log = |id: &str| -> Vec<(i64, u64)> {
+        other
+            .events_after(id, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                (seq, v["n"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    };
+    // Number 1 is each session's creation.
+    assert_eq!(log("batch-a"), [(1, 0), (2, 1), (3, 3), (4, 5), (5, 8)]);
+    assert_eq!(log("batch-b"), [(1, 0), (2, 2), (3, 4), (4, 6)]);
+    assert!(other.events_after("batch-gone", 0, 100).unwrap().is_empty());
+    // Bells: batches are written until both sessions' are heard (another handle's listening
+    // connection may still be coming up; the log holds every event either way).
+    let mut heard = HashSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while heard.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bells heard: {heard:?}"
+        );
+        st.events_add(&[ev("batch-a", 9), ev("batch-b", 9), ev("batch-gone", 9)])
+            .unwrap();
+        let wait = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while std::time::Instant::now() < wait {
+            match bells.try_recv() {
+                Ok(Bell::Event { session, .. }) if session.starts_with("batch-") => {
+                    heard.insert(session);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    assert!(!heard.contains("batch-gone"), "{heard:?}");
 }
 
 /// A written event rings the doorbell of every handle on the database (on PostgreSQL through

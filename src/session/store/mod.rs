@@ -434,6 +434,27 @@ impl Bell {
     }
 }
 
+/// An agent-UI event on its way to the store (see [`ClusterState::events_add`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// The session whose log it joins.
+    pub session_id: String,
+    /// The event's JSON (masked: never a key).
+    pub body: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// `events` grouped by session (sessions in id order, so concurrent writers lock session rows
+/// in one order), each session's events in their given order.
+pub(crate) fn by_session(events: &[PendingEvent]) -> Vec<(&str, Vec<&PendingEvent>)> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<&PendingEvent>> = Default::default();
+    for e in events {
+        groups.entry(&e.session_id).or_default().push(e);
+    }
+    groups.into_iter().collect()
+}
+
 /// A command for the node running a session's capture (the agent pressed a button on another
 /// node). Never card data: a verb, a field name, an actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +484,11 @@ pub trait ClusterState: Send + Sync {
     fn doorbell(&self) -> tokio::sync::broadcast::Receiver<Bell>;
     /// Appends an event (JSON) to a session's log; its sequence number.
     fn event_add(&self, session_id: &str, body: &str, now: u64) -> Result<i64, StoreError>;
+    /// Appends `events` to their sessions' logs in one transaction, each session's in the
+    /// order given (numbered after whatever it already has), and rings each session's bell
+    /// once. Events of a session that no longer exists are skipped (retention deleted it
+    /// meanwhile). How many were written.
+    fn events_add(&self, events: &[PendingEvent]) -> Result<usize, StoreError>;
     /// A session's events numbered after `after`, in order (at most `limit`).
     fn events_after(
         &self,

@@ -60,6 +60,46 @@ impl ClusterState for PgStore {
         })
     }
 
+    fn events_add(&self, events: &[PendingEvent]) -> Result<usize, StoreError> {
+        let groups = by_session(events);
+        self.run(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let (mut ids, mut seqs, mut ats, mut bodies) = (vec![], vec![], vec![], vec![]);
+            for (id, group) in &groups {
+                // The numbers are taken under the session row's lock, as `event_line` does.
+                let Some(row) = tx
+                    .query_opt(
+                        "UPDATE sessions SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq",
+                        &[&(group.len() as i64), id],
+                    )
+                    .await?
+                else {
+                    continue;
+                };
+                let last: i64 = row.get(0);
+                for (seq, e) in (last - group.len() as i64 + 1..).zip(group) {
+                    ids.push(*id);
+                    seqs.push(seq);
+                    ats.push(e.at as i64);
+                    bodies.push(e.body.as_str());
+                }
+                notify(&tx, &format!("e:{}:{id}", self.origin)).await?;
+            }
+            // One statement for the whole batch.
+            if !ids.is_empty() {
+                tx.execute(
+                "INSERT INTO events (session_id, seq, at, body) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[])",
+                &[&ids, &seqs, &ats, &bodies],
+            )
+            .await?;
+            }
+            tx.commit().await?;
+            Ok(ids.len())
+        })
+    }
+
     fn events_after(
         &self,
         session_id: &str,

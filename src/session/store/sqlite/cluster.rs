@@ -18,6 +18,38 @@ impl ClusterState for SqliteStore {
         Ok(seq)
     }
 
+    fn events_add(&self, events: &[PendingEvent]) -> Result<usize, StoreError> {
+        let groups = by_session(events);
+        let written = self.blocking(|conn| {
+            let tx = conn.transaction()?;
+            let mut written = Vec::new();
+            for (id, group) in &groups {
+                let last: Option<i64> = tx
+                    .query_row(
+                        "UPDATE sessions SET event_seq = event_seq + ?1 WHERE id = ?2 RETURNING event_seq",
+                        params![group.len() as i64, id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(last) = last else { continue };
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO events (session_id, seq, at, body) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let first = last - group.len() as i64 + 1;
+                for (seq, e) in (first..).zip(group) {
+                    insert.execute(params![id, seq, e.at as i64, e.body])?;
+                }
+                written.push((*id, group.len()));
+            }
+            tx.commit()?;
+            Ok::<_, StoreError>(written)
+        })?;
+        for (id, _) in &written {
+            self.ring_event(id);
+        }
+        Ok(written.iter().map(|(_, n)| n).sum())
+    }
+
     fn events_after(
         &self,
         session_id: &str,
