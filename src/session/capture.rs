@@ -235,7 +235,7 @@ impl Sessions {
     }
 }
 
-impl Inner {
+impl SessionShared {
     /// Keeps a lease whose capture has ended until its session is released; forgets those
     /// whose call has ended (they hold nothing any more).
     pub(super) fn park(&self, lease: SecureLease) {
@@ -265,7 +265,7 @@ impl Inner {
 /// The thin async driver of one linked voice session's [`VoiceSession`], which owns the
 /// capture (and so the card) until it is paid, failed or stopped.
 pub(super) struct CaptureTask {
-    inner: Arc<Inner>,
+    inner: Arc<SessionShared>,
     session: Session,
     account: AccountConfig,
     call_id: String,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::PendingEvent;
-use super::Inner;
+use super::SessionShared;
 
 /// Updates queued at most before they are coalesced (a few hundred bytes each).
 const EVENT_QUEUE: usize = 1024;
@@ -146,7 +146,7 @@ impl EventWriter {
     }
 
     /// Starts the writer task, once (later calls do nothing). Inside the runtime.
-    pub(super) fn start(inner: &Arc<Inner>) {
+    pub(super) fn start(inner: &Arc<SessionShared>) {
         let Some(rx) = inner.events.receiver.lock().expect("receiver lock").take() else {
             return;
         };
@@ -155,7 +155,7 @@ impl EventWriter {
 }
 
 /// The writer task: batches, stores, answers flushes.
-async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Queued>) {
+async fn run(inner: Arc<SessionShared>, mut rx: mpsc::Receiver<Queued>) {
     let (mut batch, mut acks) = (Vec::new(), Vec::new());
     while let Some(first) = rx.recv().await {
         inner
@@ -200,7 +200,7 @@ impl EventWriter {
 }
 
 /// Stores `batch`, trying again until it is stored or the gateway stops; empties it.
-async fn store(inner: &Inner, batch: &mut Vec<PendingEvent>) {
+async fn store(inner: &SessionShared, batch: &mut Vec<PendingEvent>) {
     let w = &inner.events;
     let mut pause = Duration::from_millis(50);
     while !batch.is_empty() {

@@ -15,7 +15,7 @@
 use super::model::{PaymentResult, Session, SessionState};
 use super::payment::{pay_to_the_end, psp_call};
 use super::store::{self, SessionStore};
-use super::{Inner, LinkProblem, SessionError, Sessions};
+use super::{SessionShared, LinkProblem, SessionError, Sessions};
 use crate::card::Card;
 use crate::psp::webhook::CheckoutPaid;
 use crate::psp::{CheckoutRequest, PaymentStatus, PspError};
@@ -70,7 +70,7 @@ pub(super) fn attempts_made(st: &dyn SessionStore, id: &str) -> Result<u32, Sess
 /// Ends a payment attempt in `to`: a decline while the link has `attempts_left` goes back to
 /// Capturing ([`back_to_capturing`]); anything else settles the session.
 pub(super) fn finish_attempt(
-    inner: &Inner,
+    inner: &SessionShared,
     id: &str,
     to: SessionState,
     result: &PaymentResult,
@@ -85,7 +85,7 @@ pub(super) fn finish_attempt(
 }
 
 pub(super) fn back_to_capturing(
-    inner: &Inner,
+    inner: &SessionShared,
     id: &str,
     result: &PaymentResult,
     attempts_left: u32,

@@ -148,7 +148,9 @@ struct Live {
     commands: mpsc::Sender<CaptureCommand>,
 }
 
-struct Inner {
+/// What every workflow of the session service shares: the store, the relay, the PSPs, the live
+/// captures and the workers' wake-ups. `Sessions` is the facade over it.
+struct SessionShared {
     store: Arc<dyn SessionStore>,
     /// This node's name (`[cluster] node`): recorded on the sessions it captures.
     node: String,
@@ -192,8 +194,6 @@ pub struct CallFlowOver {
     pub call_id: String,
 }
 
-impl Inner {}
-
 /// Sessions' outcomes counted in this process since start (for `/metrics`).
 #[derive(Debug, Default)]
 pub struct Outcomes {
@@ -227,7 +227,7 @@ impl Outcomes {
 /// The session service. Cheap to clone.
 #[derive(Clone)]
 pub struct Sessions {
-    inner: Arc<Inner>,
+    inner: Arc<SessionShared>,
 }
 
 /// A session just created, with the one-time secrets only its creator ever sees.
@@ -282,7 +282,7 @@ impl Sessions {
             .unwrap_or(0)
             .max(3600);
         Sessions {
-            inner: Arc::new(Inner {
+            inner: Arc::new(SessionShared {
                 store,
                 node: config.cluster.node.clone(),
                 config,

@@ -198,7 +198,7 @@ impl Sessions {
     }
 }
 
-impl Inner {
+impl SessionShared {
     /// Ends a session and queues its result webhook in the same transaction (see
     /// [`SessionStore::settle`]), then wakes the webhook worker.
     pub(super) fn settle(
@@ -222,12 +222,12 @@ impl Inner {
 }
 
 /// Holds a place among the running payments until dropped (a panic included).
-pub(super) struct PaymentTicket(Arc<Inner>);
+pub(super) struct PaymentTicket(Arc<SessionShared>);
 
 impl PaymentTicket {
     /// A place, unless shutdown has begun. Counted first and checked second, so shutdown,
     /// which closes first and counts second, never misses a payment that got in.
-    fn take(inner: &Arc<Inner>) -> Option<PaymentTicket> {
+    fn take(inner: &Arc<SessionShared>) -> Option<PaymentTicket> {
         use std::sync::atomic::Ordering::SeqCst;
         inner.payments.running.fetch_add(1, SeqCst);
         let ticket = PaymentTicket(inner.clone());
@@ -268,7 +268,7 @@ where
 /// (a closed browser tab, a cut connection) cannot stop a payment half-way, and shutdown waits
 /// for it. Refused once shutdown has begun.
 pub(super) async fn pay_to_the_end(
-    inner: &Arc<Inner>,
+    inner: &Arc<SessionShared>,
     s: &Session,
     card: Card,
     actor: &str,
@@ -302,7 +302,7 @@ pub(super) async fn pay_to_the_end(
 /// own idempotency keys, so a new card is a new request; only one is ever in flight, as only
 /// one can hold Submitting.
 pub(super) async fn pay(
-    inner: &Inner,
+    inner: &SessionShared,
     s: &Session,
     card: Card,
     actor: &str,

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Inner {
+impl SessionShared {
     /// The result webhook for an ended session, if its account has one.
     pub(super) fn webhook_for(&self, s: &Session) -> Option<store::WebhookDelivery> {
         let account = self.config.account(&s.account_id)?;
