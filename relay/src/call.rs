@@ -204,10 +204,16 @@ pub(crate) const KEY_STREAM_DEPTH: usize = 64;
 /// can read the call's keys ([`Relay::key_stream`]).
 #[derive(Debug)]
 pub struct KeyStream {
+    pub(crate) call: String,
     pub(crate) keys: mpsc::Receiver<CapturedKey>,
 }
 
 impl KeyStream {
+    /// The call whose keys these are.
+    pub fn call(&self) -> &str {
+        &self.call
+    }
+
     /// The next key; `None` once the call has ended.
     pub async fn recv(&mut self) -> Option<CapturedKey> {
         self.keys.recv().await

@@ -34,6 +34,11 @@ impl SecureLease {
         &self.session
     }
 
+    /// The relay the call is on.
+    pub(crate) fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
     /// The capture ended: the lease still holds secure mode (a caller keying another card
     /// after a decline must not be heard), but no longer blocks other holders' releases.
     pub fn capture_ended(&self) {
@@ -234,6 +239,9 @@ impl Relay {
             c.steer.control()
         };
         control.send(CallControl::Keys(sink)).await?;
-        Ok(KeyStream { keys })
+        Ok(KeyStream {
+            call: id.to_string(),
+            keys,
+        })
     }
 }

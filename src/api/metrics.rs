@@ -552,6 +552,25 @@ impl Collector for Counts {
             "Calls that used up their link-id tries.",
             load(&l.call_limit),
         )?;
+        let w = state.sessions.event_writer();
+        counter(
+            e,
+            "agent_events_written",
+            "Agent-screen updates the event writer stored.",
+            load(&w.written),
+        )?;
+        counter(
+            e,
+            "agent_events_coalesced",
+            "Agent-screen updates superseded by a later one of their session while the writer's queue was full.",
+            load(&w.coalesced),
+        )?;
+        counter(
+            e,
+            "agent_event_write_failures",
+            "Event-writer batches that failed to store and were tried again.",
+            load(&w.write_failures),
+        )?;
         counter(
             e,
             "link_sessions_locked",

@@ -206,6 +206,10 @@ impl Sessions {
             }
             return moved.map(|_| ()).map_err(Into::into);
         }
+        let call = CallHandle::new(lease, keys).map_err(|(lease, e)| {
+            self.inner.park(lease);
+            SessionError::Conflict(e.to_string())
+        })?;
         let (commands, commands_rx) = mpsc::channel(16);
         let commands_for_shutdown = commands.clone();
         self.inner
@@ -217,9 +221,7 @@ impl Sessions {
             inner: self.inner.clone(),
             session: store::must_get(&*self.inner.store, &s.id)?,
             account,
-            call_id: call_id.to_string(),
-            lease,
-            keys,
+            call,
             commands: commands_rx,
         };
         events::EventWriter::start(&self.inner);
@@ -268,10 +270,9 @@ pub(super) struct CaptureTask {
     inner: Arc<SessionShared>,
     session: Session,
     account: AccountConfig,
-    call_id: String,
-    /// Secure mode on the call, held for as long as the session may hear keys.
-    lease: SecureLease,
-    keys: KeyStream,
+    /// The call: its keys, secure mode held on it for as long as the session may hear keys,
+    /// its prompts.
+    call: CallHandle,
     commands: mpsc::Receiver<CaptureCommand>,
 }
 
@@ -306,7 +307,7 @@ impl CaptureTask {
                 .poll_timeout()
                 .map(|d| start + Duration::from_millis(d));
             tokio::select! {
-                k = self.keys.recv() => match k {
+                k = self.call.next_key() => match k {
                     Some(k) => voice.key(k.key(), ms()),
                     // The call ended: the session stays, waiting for a new call.
                     None => break,
@@ -381,7 +382,7 @@ impl CaptureTask {
         while let Some(out) = voice.poll_output() {
             match out {
                 VoiceOutput::StopPrompt => {
-                    let _ = self.inner.relay.stop_prompt(&self.call_id).await;
+                    let _ = self.call.stop_prompt().await;
                 }
                 VoiceOutput::Say(names) => self.say(names).await,
                 VoiceOutput::Transition { transition, actor } => {
@@ -443,7 +444,7 @@ impl CaptureTask {
             .filter_map(|n| self.inner.prompts.get(&self.account.prompts, n))
             .collect();
         if !clips.is_empty() {
-            let _ = self.inner.relay.play(&self.call_id, clips).await;
+            let _ = self.call.play(clips).await;
         }
     }
 
@@ -462,8 +463,9 @@ impl CaptureTask {
     async fn finish(self, state: SessionState, ended_by: &str) {
         // Secure mode stays on: the next thing a caller does after a decline is key another
         // card. Only an explicit release (or the call's end) lets keys through again.
-        self.lease.capture_ended();
-        self.inner.park(self.lease);
+        let lease = self.call.into_lease();
+        let call_id = lease.call().to_string();
+        self.inner.park(lease);
         // The call went away (or the gateway is stopping) mid-capture: back to Created, to
         // start over on a new call. An outcome stays as it is: only the agent's recapture
         // starts a declined or failed session again.
@@ -487,7 +489,7 @@ impl CaptureTask {
         Sessions {
             inner: self.inner.clone(),
         }
-        .flow_over(&self.call_id);
+        .flow_over(&call_id);
     }
 }
 

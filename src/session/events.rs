@@ -48,7 +48,7 @@ enum Queued {
 }
 
 /// The sending side of the writer, held by the session service; counters for `/metrics`.
-pub(super) struct EventWriter {
+pub struct EventWriter {
     queue: mpsc::Sender<Queued>,
     /// The queue's receiving end until the writer task starts.
     receiver: Mutex<Option<mpsc::Receiver<Queued>>>,

@@ -15,7 +15,7 @@
 use super::model::{PaymentResult, Session, SessionState};
 use super::payment::{pay_to_the_end, psp_call};
 use super::store::{self, SessionStore};
-use super::{SessionShared, LinkProblem, SessionError, Sessions};
+use super::{LinkProblem, SessionError, SessionShared, Sessions};
 use crate::card::Card;
 use crate::psp::webhook::CheckoutPaid;
 use crate::psp::{CheckoutRequest, PaymentStatus, PspError};

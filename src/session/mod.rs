@@ -29,7 +29,7 @@ use crate::card::Card;
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::psp::{with_retries, ChargeOutcome, ChargeRequest, Psp, PspError};
-use crate::relay::{KeyStream, Relay, SecureLease};
+use crate::relay::{CallHandle, Relay, SecureLease};
 use model::{PaymentResult, Session, SessionKind, SessionState, Transition};
 use store::{SessionStore, StoreError};
 use voice::{SubmitRefused, VoiceOutput, VoiceSession};
@@ -311,6 +311,11 @@ impl Sessions {
     /// Link-id tries by outcome (for `/metrics`).
     pub fn link_counters(&self) -> &link_id::LinkCounters {
         &self.inner.link_counters
+    }
+
+    /// The agent-UI event writer's counts (for `/metrics`).
+    pub fn event_writer(&self) -> &events::EventWriter {
+        &self.inner.events
     }
 
     /// Payment and webhook outcomes since start (for `/metrics`).

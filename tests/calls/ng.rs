@@ -572,6 +572,9 @@ fn metrics_time_ng_requests_by_command_and_outcome() {
         "link_attempts_total{result=\"rate_limited\"}",
         "link_calls_limited_total",
         "link_sessions_locked_total",
+        "agent_events_written_total",
+        "agent_events_coalesced_total",
+        "agent_event_write_failures_total",
         "ng_unknown_keys_total",
     ] {
         counter(&after, &format!("tonegate_{name}"));

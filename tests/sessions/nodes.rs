@@ -455,6 +455,29 @@ fn a_locked_event_table_holds_up_no_key() {
         .unwrap();
     assert!(last_key < ready, "{raw}");
     assert_eq!(all.last().unwrap().1["sessionState"], "Completed", "{raw}");
+    // The writer says so on /metrics: every key's update stored, none superseded (the queue
+    // never filled).
+    let metrics = http()
+        .get(format!("{}/metrics", cl.base(0)))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    assert!(
+        count("tonegate_agent_events_written_total") >= expected.len() as u64,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("tonegate_agent_events_coalesced_total"),
+        0,
+        "{metrics}"
+    );
 }
 
 /// Key-to-agent-screen latency across nodes: a key's RTP sent to B (the call's node), the

@@ -497,7 +497,30 @@ fn a_lease_is_released_only_by_its_holder_and_a_key_stream_has_one_reader() {
         Err(RelayError::Conflict(_))
     ));
     drop(first);
+    let keys = rt.block_on(relay.key_stream(&call.id)).unwrap();
+
+    // The handle a capture holds joins a lease and a key stream of one call only: another
+    // call's lease is refused and comes back whole; given back, the handle frees the call's
+    // keys for the next reader and keeps the lease (the call stays masked).
+    let other = create_call(&gw, &ra, "guid-handle-other", "127.0.0.1:40113", &agent);
+    let wrong = rt.block_on(relay.lease_secure(&other.id, "s-h")).unwrap();
+    let (wrong, e) = tonegate::relay::CallHandle::new(wrong, keys).unwrap_err();
+    assert!(matches!(e, RelayError::Conflict(_)), "{e}");
+    assert_eq!(wrong.call(), other.id);
+    let lease = rt.block_on(relay.lease_secure(&call.id, "s-h")).unwrap();
+    let keys = rt.block_on(relay.key_stream(&call.id)).unwrap();
+    let handle = tonegate::relay::CallHandle::new(lease, keys).unwrap();
+    assert_eq!(handle.call(), call.id);
+    assert!(matches!(
+        rt.block_on(relay.key_stream(&call.id)),
+        Err(RelayError::Conflict(_))
+    ));
+    let lease = handle.into_lease();
     assert!(rt.block_on(relay.key_stream(&call.id)).is_ok());
+    let secure_now = get(&gw, &ra, &format!("/relay/v1/calls/{}", call.id)).1["secure"].clone();
+    assert_eq!(secure_now, true, "the kept lease still masks the call");
+    assert!(rt.block_on(lease.release()).unwrap());
+    drop(wrong);
 }
 
 /// Policy "call": a call with no session at all never lets a key through.
