@@ -1,53 +1,9 @@
 //! Capture: a voice session's keys on its call, the agent's commands (submit, reset, try again),
 //! and the task that runs each capture.
 
-use super::cluster::Ask;
+use super::agent_button::{Ask, SubmitAction};
 use super::payment::pay_to_the_end;
 use super::*;
-
-/// Why a submit was refused: the `action` of its [`SessionError::WrongState`], one set for the
-/// node holding the capture and a node asking it over the store (whose answer carries the
-/// words back as text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SubmitAction {
-    /// The card is not all keyed.
-    NotComplete,
-    /// The card is at the PSP already.
-    Paying,
-    /// No node runs a capture for the session.
-    NoCapture,
-}
-
-impl SubmitAction {
-    /// Every refusal, for reading one back from its words.
-    pub(super) const ALL: [SubmitAction; 3] = [
-        SubmitAction::NotComplete,
-        SubmitAction::Paying,
-        SubmitAction::NoCapture,
-    ];
-
-    /// The words the API answers with.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            SubmitAction::NotComplete => "submit (capture is not complete)",
-            SubmitAction::Paying => "submit (a payment is under way)",
-            SubmitAction::NoCapture => "submit (no capture in progress)",
-        }
-    }
-
-    /// The refusal these words name.
-    pub(super) fn parse(words: &str) -> Option<SubmitAction> {
-        Self::ALL.into_iter().find(|a| a.as_str() == words)
-    }
-
-    /// The refusal, as the error the API maps.
-    pub(super) fn refused(self, from: SessionState) -> SessionError {
-        SessionError::WrongState {
-            from: from.as_str(),
-            action: self.as_str(),
-        }
-    }
-}
 
 impl Sessions {
     pub async fn submit(&self, id: &str, actor: &str) -> Result<Session, SessionError> {

@@ -6,40 +6,12 @@
 //! Nothing here carries card data: a command is a verb and a field name, an answer is a state
 //! or an error. The card stays in the memory of the node that holds the call's audio.
 
-use super::capture::SubmitAction;
+use super::agent_button::{Ask, SubmitAction};
 use super::*;
 use store::{Bell, NodeCommand};
 
 /// How long a button pressed on one node waits for the node holding the capture.
 const COMMAND_WAIT: Duration = Duration::from_secs(10);
-
-/// What a node asks the node holding a capture to do: an agent's button pressed elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ask<'a> {
-    /// "Submit", by this actor.
-    Submit(&'a str),
-    /// "Reset field".
-    Reset(Field),
-}
-
-impl<'a> Ask<'a> {
-    /// As stored in a command row (`NodeCommand::command`).
-    fn command(self) -> String {
-        match self {
-            Ask::Submit(actor) => format!("submit:{actor}"),
-            Ask::Reset(field) => format!("reset:{}", field.as_str()),
-        }
-    }
-
-    /// A command row's ask; `None` for one this node does not know.
-    fn parse(command: &'a str) -> Option<Ask<'a>> {
-        match command.split_once(':')? {
-            ("submit", actor) => Some(Ask::Submit(actor)),
-            ("reset", field) => serde_json::from_value(field.into()).ok().map(Ask::Reset),
-            _ => None,
-        }
-    }
-}
 
 impl Sessions {
     /// Starts the cluster's background work: the doorbell's handler always (on SQLite it only

@@ -2,6 +2,7 @@
 //! and [`Sessions`], which creates them, links voice sessions to relay calls, runs their card
 //! capture, submits to the PSP and sweeps expiries.
 
+mod agent_button;
 mod capture;
 mod cluster;
 mod events;
