@@ -234,6 +234,49 @@ fn speech_music_and_call_progress_tones_are_barely_masked() {
     assert!(masked * 200 <= frames, "{masked} of {frames} frames masked");
 }
 
+/// A single tone is not a key (no decoder reads one as a key): a sustained sine on or within
+/// 2 % of each DTMF frequency, at a loud and a quiet level, is never masked.
+#[test]
+fn single_sustained_tones_near_dtmf_frequencies_are_not_masked() {
+    let mut masked = Vec::new();
+    for f in [
+        697.0f32, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0,
+    ] {
+        for off in [-0.02f32, -0.01, 0.0, 0.01, 0.02] {
+            for dbm0 in [-6.0f32, -20.0] {
+                let a = level::amplitude(dbm0);
+                let hz = f * (1.0 + off);
+                let sine: Vec<i16> = (0..16000)
+                    .map(|i| (a * (std::f32::consts::TAU * hz * i as f32 / 8000.0).sin()) as i16)
+                    .collect();
+                let (_, r) = mask_signal(&sine, FRAME_SAMPLES, MaskingMode::Silence, 1).unwrap();
+                if r.masked > 0 {
+                    masked.push(format!(
+                        "{hz:.0} Hz at {dbm0} dBm0: {} of {}",
+                        r.masked, r.frames
+                    ));
+                }
+            }
+        }
+    }
+    assert!(masked.is_empty(), "single tones masked: {masked:?}");
+    // The same tone with its partner is a key, and is masked: the check above can fail.
+    let a = level::amplitude(-6.0);
+    let key: Vec<i16> = (0..16000)
+        .map(|i| {
+            let t = std::f32::consts::TAU * i as f32 / 8000.0;
+            (a * ((697.0 * t).sin() + (1209.0 * t).sin())) as i16
+        })
+        .collect();
+    let (_, r) = mask_signal(&key, FRAME_SAMPLES, MaskingMode::Silence, 1).unwrap();
+    assert!(
+        r.masked * 2 > r.frames,
+        "key 1 masked in {} of {} frames",
+        r.masked,
+        r.frames
+    );
+}
+
 /// Longest run of `truth`'s keys that `read` holds in order (how a decoder without timing is
 /// scored, as the leak battery scores multimon-ng).
 fn in_order(truth: &str, read: &str) -> usize {
